@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from transports.testing import MemoryFixture
+
+
+@pytest.fixture
+def memory_fixture(autojump_clock) -> MemoryFixture:
+    return MemoryFixture()

@@ -1,0 +1,20 @@
+"""Every transport passes the same conformance suite (transports.testing.CHECKS)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from transports.testing import CHECKS, check_garbage, malformed_frames
+
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+async def test_memory(memory_fixture, check):
+    await check(memory_fixture)
+
+
+@pytest.mark.parametrize("data", malformed_frames(), ids=range(len(malformed_frames())))
+async def test_memory_malformed(memory_fixture, data):
+    await check_garbage(memory_fixture, data)

@@ -1,0 +1,61 @@
+"""Bytes between peers: the Transport interface and its two implementations.
+
+``Libp2pTransport`` carries real device-to-device traffic; ``MemoryNetwork`` is a simulated network
+that runs the same connection code in virtual time. Nothing above this package touches sockets.
+"""
+
+from ._base import Admission, Transport, TransportStatistics
+from ._connection import Connection, ConnectionStatistics, Handler
+from ._errors import (
+    AdmissionRefused,
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    InvalidConfig,
+    LocalError,
+    PeerUnreachable,
+    ProtocolViolation,
+    RemoteError,
+    RemoteHandlerError,
+    RequestTimeout,
+    SwarmError,
+    TransportError,
+)
+from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
+from ._ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
+from ._memory import Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "Admission",
+    "AdmissionRefused",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionStatistics",
+    "Envelope",
+    "FrameDecoder",
+    "FrameTooLarge",
+    "Handler",
+    "InvalidArgument",
+    "InvalidConfig",
+    "Kind",
+    "Link",
+    "LocalError",
+    "MemoryNetwork",
+    "MemoryStream",
+    "MemoryTransport",
+    "NetworkStatistics",
+    "PeerUnreachable",
+    "ProtocolViolation",
+    "RemoteError",
+    "RemoteHandlerError",
+    "RequestTimeout",
+    "SwarmError",
+    "Transport",
+    "TransportError",
+    "TransportStatistics",
+    "encode_frame",
+    "is_peer_id",
+    "peer_id_from_public_key",
+    "public_key_from_peer_id",
+]

@@ -1,0 +1,213 @@
+"""The Transport interface: the only way the rest of the project moves bytes between peers.
+
+A transport gives authenticated byte streams; this base class turns each into a ``Connection``
+(framing, request/response, limits) so every implementation behaves the same above the stream.
+Implementations provide ``_open_stream`` (dial) and call ``_serve_inbound`` for accepted streams.
+
+Use it as an async context manager::
+
+    async with transport:
+        transport.set_handler(handler)
+        conn = await transport.dial(peer_id, addrs)
+        reply = await conn.request({"hello": 1})
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import trio
+
+from ._connection import Connection, Handler, no_handler, short
+from ._errors import AdmissionRefused, LocalError, PeerUnreachable
+from ._frames import DEFAULT_MAX_FRAME
+
+log = logging.getLogger("transports")
+
+Admission = Callable[[str], bool]
+"""Given an authenticated peer id, says whether this peer may talk to us."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStatistics:
+    connections: int
+    inbound: int
+    outbound: int
+    refused: int
+    violations: int
+
+
+class Transport(abc.ABC):
+    """Listen, dial peers by id and address, and exchange framed messages with them."""
+
+    def __init__(
+        self,
+        peer_id: str,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        request_timeout: float = 10.0,
+        dial_timeout: float = 10.0,
+    ) -> None:
+        self.peer_id = peer_id
+        self.max_frame = max_frame
+        self.request_timeout = request_timeout
+        self.dial_timeout = dial_timeout
+        self._handler: Handler = no_handler
+        self._admit: Admission = _admit_all
+        self._connections: set[Connection] = set()
+        self._refused = 0
+        self._violations = 0
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # ---- what implementations provide ---------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def addrs(self) -> list[str]:
+        """The addresses this transport listens on, in a form ``dial`` accepts."""
+
+    @abc.abstractmethod
+    async def _open_stream(
+        self, peer_id: str, addrs: Sequence[str]
+    ) -> tuple[trio.abc.Stream, str | None]:
+        """Open an authenticated stream to ``peer_id``; raise PeerUnreachable on failure."""
+
+    async def _start(self, nursery: trio.Nursery) -> None:  # noqa: B027 - optional hook
+        """Start listening; called on entry with the transport's nursery."""
+
+    async def _stop(self) -> None:  # noqa: B027 - optional hook
+        """Stop listening and release resources; called on exit."""
+
+    # ---- the common face ----------------------------------------------------------------------
+
+    def set_handler(self, handler: Handler) -> None:
+        self._handler = handler
+
+    def set_admission(self, admit: Admission | None) -> None:
+        """Install the allow-list hook; ``None`` admits every authenticated peer."""
+        self._admit = admit or _admit_all
+
+    def admits(self, peer_id: str) -> bool:
+        try:
+            return bool(self._admit(peer_id))
+        except Exception:
+            log.exception("%s: admission hook failed; refusing %s", short(self.peer_id), peer_id)
+            return False
+
+    def connections(self, peer_id: str | None = None) -> list[Connection]:
+        return [
+            c
+            for c in self._connections
+            if not c.closed and (peer_id is None or c.peer_id == peer_id)
+        ]
+
+    def statistics(self) -> TransportStatistics:
+        live = self.connections()
+        outbound = sum(c.outbound for c in live)
+        return TransportStatistics(
+            len(live), len(live) - outbound, outbound, self._refused, self._violations
+        )
+
+    async def dial(
+        self, peer_id: str, addrs: Sequence[str], *, timeout: float | None = None
+    ) -> Connection:
+        """Open a new connection to ``peer_id`` at one of ``addrs``."""
+        nursery = self._require_nursery()
+        if not self.admits(peer_id):
+            raise AdmissionRefused(f"{short(peer_id)} is not admitted")
+        limit = self.dial_timeout if timeout is None else timeout
+        with trio.move_on_after(limit):
+            stream, remote = await self._open_stream(peer_id, addrs)
+            conn = self._connection(stream, peer_id, remote, outbound=True)
+            nursery.start_soon(self._run, conn)
+            return conn
+        raise PeerUnreachable(f"dialing {short(peer_id)} timed out after {limit:g} s")
+
+    async def _serve_inbound(
+        self, stream: trio.abc.Stream, peer_id: str, remote_addr: str | None
+    ) -> None:
+        """Serve one accepted, authenticated stream until it ends. Never raises."""
+        if not self.admits(peer_id):
+            self._refused += 1
+            log.info("%s: refused %s: not admitted", short(self.peer_id), short(peer_id))
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                try:
+                    await stream.aclose()
+                except trio.BrokenResourceError:
+                    pass
+            return
+        await self._run(self._connection(stream, peer_id, remote_addr, outbound=False))
+
+    def _connection(
+        self, stream: trio.abc.Stream, peer_id: str, remote: str | None, *, outbound: bool
+    ) -> Connection:
+        return Connection(
+            stream,
+            local_id=self.peer_id,
+            peer_id=peer_id,
+            handler=self._dispatch,
+            remote_addr=remote,
+            outbound=outbound,
+            max_frame=self.max_frame,
+            request_timeout=self.request_timeout,
+        )
+
+    async def _dispatch(self, conn: Connection, body: object) -> object:
+        return await self._handler(conn, body)
+
+    async def _run(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+            if (conn.close_reason or "").startswith("protocol violation"):
+                self._violations += 1
+
+    def _require_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise LocalError("transport is not open: use it as `async with transport:`")
+        return self._nursery
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise LocalError("transport is already open")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._nursery = await stack.enter_async_context(trio.open_nursery())
+            await self._start(self._nursery)
+        except BaseException:
+            self._nursery = None
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        for conn in list(self._connections):
+            await conn.aclose()
+        with trio.CancelScope(shield=True):
+            await self._stop()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._nursery = None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+
+def _admit_all(peer_id: str) -> bool:
+    return True

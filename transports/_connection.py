@@ -1,0 +1,306 @@
+"""A connection: request/response and one-way messages over one authenticated byte stream.
+
+Every transport hands this class a ``trio.abc.Stream`` whose far end is an authenticated peer; all
+framing, matching of responses to requests, concurrency, limits and error handling live here, once.
+
+Rules:
+- Any malformed input from the peer (a truncated or oversized frame, undecodable bytes, an envelope
+  of the wrong shape, a response to a request never made, or a handler raising
+  ``ProtocolViolation``) closes the connection with a logged reason. Nothing escapes ``run``.
+- Requests are served concurrently, each in its own task; one-way messages are handled one at a
+  time, in the order they arrived, by a single worker (so order holds and the reader never blocks on
+  a slow handler beyond a bounded queue, which is the back-pressure).
+- When the connection ends, every request still waiting fails at once with ``ConnectionClosed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ._errors import (
+    ConnectionClosed,
+    InvalidArgument,
+    ProtocolViolation,
+    RemoteHandlerError,
+    RequestTimeout,
+    SwarmError,
+)
+from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
+
+log = logging.getLogger("transports.connection")
+
+Handler = Callable[["Connection", Any], Awaitable[Any]]
+"""Called with the connection and a message body; a request's reply is what it returns."""
+
+ONEWAY_QUEUE = 64
+READ_CHUNK = 65536
+CLOSE_TIMEOUT = 1.0
+
+
+async def no_handler(conn: Connection, body: Any) -> Any:
+    raise LookupError("this peer serves no requests")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    frames_sent: int
+    frames_received: int
+    bytes_sent: int
+    bytes_received: int
+    requests_waiting: int
+    requests_serving: int
+
+
+def short(peer_id: str) -> str:
+    return peer_id[-8:]
+
+
+class _Pending:
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        if not self.event.is_set():
+            self.value, self.error = value, error
+            self.event.set()
+
+
+class Connection:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        local_id: str,
+        peer_id: str,
+        handler: Handler,
+        remote_addr: str | None = None,
+        outbound: bool,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.local_id = local_id
+        self.peer_id = peer_id
+        self.remote_addr = remote_addr
+        self.outbound = outbound
+        self.max_frame = max_frame
+        self.request_timeout = request_timeout
+        self.close_reason: str | None = None
+        self._stream = stream
+        self._handler = handler
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 1
+        self._send_lock = trio.Lock()
+        self._closed = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._oneway_send, self._oneway_recv = trio.open_memory_channel[Any](ONEWAY_QUEUE)
+        self._serving = 0
+        self._frames_sent = self._frames_received = 0
+        self._bytes_sent = self._bytes_received = 0
+
+    def __repr__(self) -> str:
+        arrow = "->" if self.outbound else "<-"
+        return f"<Connection {short(self.local_id)} {arrow} {short(self.peer_id)}>"
+
+    # ---- public face -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def request(self, body: Any, *, timeout: float | None = None) -> Any:
+        """Send ``body`` as a request and return the peer's reply."""
+        limit = self.request_timeout if timeout is None else timeout
+        ident = self._next_id
+        self._next_id += 1
+        slot = _Pending()
+        self._pending[ident] = slot
+        try:
+            with trio.move_on_after(limit):
+                await self._write(Envelope(Kind.REQUEST, ident, body))
+                await slot.event.wait()
+        finally:
+            self._pending.pop(ident, None)
+        if not slot.event.is_set():
+            raise RequestTimeout(f"no reply from {short(self.peer_id)} within {limit:g} s")
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    async def send(self, body: Any) -> None:
+        """Send ``body`` as a one-way message."""
+        await self._write(Envelope(Kind.ONEWAY, 0, body))
+
+    async def aclose(self) -> None:
+        self._finish("closed locally")
+        await self._close_stream()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            self._frames_sent,
+            self._frames_received,
+            self._bytes_sent,
+            self._bytes_received,
+            len(self._pending),
+            self._serving,
+        )
+
+    # ---- the driver --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch until the connection ends. Never raises for anything the peer does."""
+        try:
+            with trio.CancelScope() as self._scope:
+                if self.closed:
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._oneway_worker)
+                    try:
+                        await self._read_loop(nursery)
+                    except ProtocolViolation as exc:
+                        log.warning(
+                            "%s: closing connection with %s: %s",
+                            short(self.local_id),
+                            short(self.peer_id),
+                            exc,
+                        )
+                        self._finish(f"protocol violation: {exc}")
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._finish("connection ended")
+            await self._close_stream()
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                data = await self._stream.receive_some(READ_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._finish("connection lost")
+                return
+            if not data:
+                if self._decoder.buffered:
+                    raise ProtocolViolation(f"truncated frame ({self._decoder.buffered} bytes)")
+                self._finish("closed by peer")
+                return
+            self._bytes_received += len(data)
+            for payload in self._decoder.feed(data):
+                self._frames_received += 1
+                await self._dispatch(Envelope.unpack(payload), nursery)
+
+    async def _dispatch(self, env: Envelope, nursery: trio.Nursery) -> None:
+        if env.kind is Kind.REQUEST:
+            self._serving += 1
+            nursery.start_soon(self._serve, env)
+        elif env.kind is Kind.ONEWAY:
+            await self._oneway_send.send(env.body)
+        else:
+            if env.id >= self._next_id or env.id == 0:
+                raise ProtocolViolation(f"reply to a request never made (id {env.id})")
+            slot = self._pending.get(env.id)
+            if slot is None:
+                return  # its requester gave up (timeout); a late reply is no fault
+            if env.kind is Kind.RESPONSE:
+                slot.resolve(env.body)
+            else:
+                slot.resolve(error=RemoteHandlerError(f"{short(self.peer_id)}: {env.body}"))
+
+    async def _serve(self, env: Envelope) -> None:
+        try:
+            reply = await self._call(env.body)
+            if reply is _CLOSE:
+                return
+            if isinstance(reply, _Failure):
+                out = Envelope(Kind.ERROR, env.id, reply.text)
+            else:
+                out = Envelope(Kind.RESPONSE, env.id, reply)
+            try:
+                await self._write(out)
+            except InvalidArgument as exc:  # not msgpack-able, or over the frame limit
+                log.error("%s: cannot send a reply: %s", short(self.local_id), exc)
+                await self._write_quietly(Envelope(Kind.ERROR, env.id, "reply could not be sent"))
+            except ConnectionClosed:
+                pass
+        finally:
+            self._serving -= 1
+
+    async def _oneway_worker(self) -> None:
+        async for body in self._oneway_recv:
+            await self._call(body)
+
+    async def _call(self, body: Any) -> Any:
+        """Run the handler; map its failures to a reply, or close on a protocol violation."""
+        try:
+            return await self._handler(self, body)
+        except ProtocolViolation as exc:
+            log.warning(
+                "%s: closing connection with %s: %s", short(self.local_id), short(self.peer_id), exc
+            )
+            self._finish(f"protocol violation: {exc}")
+            return _CLOSE
+        except SwarmError as exc:
+            return _Failure(str(exc))
+        except Exception:
+            log.exception("%s: handler failed on a message from %s", short(self.local_id),
+                          short(self.peer_id))
+            return _Failure("internal error")
+
+    async def _write_quietly(self, env: Envelope) -> None:
+        try:
+            await self._write(env)
+        except (ConnectionClosed, InvalidArgument):
+            pass
+
+    async def _write(self, env: Envelope) -> None:
+        frame = encode_frame(env.pack(), self.max_frame)
+        async with self._send_lock:
+            if self.closed:
+                raise ConnectionClosed(f"connection to {short(self.peer_id)}: {self.close_reason}")
+            try:
+                await self._stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._finish("connection lost")
+                raise ConnectionClosed(
+                    f"connection to {short(self.peer_id)}: {self.close_reason}"
+                ) from None
+        self._frames_sent += 1
+        self._bytes_sent += len(frame)
+
+    def _finish(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.close_reason = reason
+        self._closed.set()
+        error = ConnectionClosed(f"connection to {short(self.peer_id)}: {reason}")
+        for slot in self._pending.values():
+            slot.resolve(error=error)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _close_stream(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            try:
+                await self._stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+
+class _Failure:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text[:500]
+
+
+_CLOSE: Any = object()

@@ -1,0 +1,332 @@
+"""The memory transport: a simulated network inside one process, driven by trio's clock.
+
+It is a first-class network, not a mock: peers get authenticated byte streams exactly as over
+libp2p, and the same ``Connection`` code runs on top. What it simulates, per directed link:
+
+- latency and jitter (uniform extra delay), with per-stream order always kept, like TCP;
+- bandwidth, as serialisation delay that queues writes behind each other;
+- loss, of whole writes: each frame is one write, so a lost write is a lost message, as for the
+  datagrams SWIM is designed around (a real TCP link would turn loss into delay instead);
+- partitions, set and healed at any time: nothing crosses between groups, in either direction,
+  including what was already in flight;
+- crashes: every stream of the crashed peer resets (its peers see a broken connection after one
+  link latency, as with a TCP reset) and it stops listening until a new transport takes its id.
+
+Time is ``trio.current_time()`` only, so under ``trio.testing.MockClock`` a simulated hour takes
+as long as the work done in it; randomness comes from the ``random.Random`` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ._base import Transport
+from ._errors import InvalidArgument, PeerUnreachable
+
+ADDR_PREFIX = "/memory/"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """How one direction of a link between two peers behaves."""
+
+    latency: float = 0.0
+    jitter: float = 0.0
+    loss: float = 0.0
+    bandwidth: float | None = None  # bytes per second; None is unlimited
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.latency) and self.latency >= 0):
+            raise InvalidArgument(f"latency must be >= 0 seconds, got {self.latency}")
+        if not (math.isfinite(self.jitter) and self.jitter >= 0):
+            raise InvalidArgument(f"jitter must be >= 0 seconds, got {self.jitter}")
+        if not 0.0 <= self.loss <= 1.0:
+            raise InvalidArgument(f"loss must be within [0, 1], got {self.loss}")
+        if self.bandwidth is not None and not self.bandwidth > 0:
+            raise InvalidArgument(f"bandwidth must be > 0 bytes/s, got {self.bandwidth}")
+
+
+@dataclass(slots=True)
+class NetworkStatistics:
+    writes: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    lost: int = 0
+    partitioned: int = 0
+    dials: int = 0
+
+
+class _Eof:
+    pass
+
+
+class _Reset:
+    pass
+
+
+_EOF = _Eof()
+_RESET = _Reset()
+_Item = bytes | _Eof | _Reset
+
+
+class _Pipe:
+    """One direction of a stream: timed items in delivery order."""
+
+    __slots__ = ("dst", "last_at", "lot", "queue", "src", "tx_free_at")
+
+    def __init__(self, src: str, dst: str) -> None:
+        self.src, self.dst = src, dst
+        self.queue: deque[list[float | _Item]] = deque()
+        self.last_at = -math.inf
+        self.tx_free_at = -math.inf
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def push(self, at: float, item: _Item) -> None:
+        at = max(at, self.last_at)
+        self.last_at = at
+        self.queue.append([at, item])
+        self.lot.unpark_all()
+
+
+class MemoryStream(trio.abc.Stream):
+    """One end of a simulated stream."""
+
+    def __init__(self, network: MemoryNetwork, out: _Pipe, into: _Pipe) -> None:
+        self._net = network
+        self._out = out
+        self._in = into
+        self._closed = False
+        self._broken = False
+
+    @property
+    def local(self) -> str:
+        return self._out.src
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        if self._broken:
+            raise trio.BrokenResourceError("connection reset")
+        if data:
+            self._net._transmit(self._out, bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        pipe = self._in
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            if not pipe.queue:
+                await pipe.lot.park()
+                continue
+            entry = pipe.queue[0]
+            at = entry[0]
+            assert isinstance(at, float)
+            if at > trio.current_time():
+                await trio.sleep_until(at)
+                continue
+            item = entry[1]
+            if isinstance(item, _Eof):
+                await trio.lowlevel.checkpoint()
+                return b""
+            if isinstance(item, _Reset):
+                self._broken = True
+                await trio.lowlevel.checkpoint()
+                raise trio.BrokenResourceError("connection reset by peer")
+            assert isinstance(item, bytes)
+            if self._net.blocked(pipe.src, pipe.dst):
+                pipe.queue.popleft()
+                self._net.stats.partitioned += 1
+                continue
+            if max_bytes is None or len(item) <= max_bytes:
+                pipe.queue.popleft()
+                self._net.stats.delivered += 1
+                await trio.lowlevel.checkpoint()
+                return item
+            entry[1] = item[max_bytes:]
+            await trio.lowlevel.checkpoint()
+            return item[:max_bytes]
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._net._streams.discard(self)
+            if not self._broken:
+                self._out.push(self._net._arrival(self._out, 0), _EOF)
+            self._in.lot.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+    def _reset(self) -> None:
+        """This end's process died: the far end sees a reset after one latency."""
+        self._closed = True
+        self._out.queue.clear()
+        self._out.push(self._net._arrival(self._out, 0, lossless=True), _RESET)
+        self._in.lot.unpark_all()
+
+
+class MemoryNetwork:
+    """A simulated network that hands out ``MemoryTransport``s and shapes what crosses it."""
+
+    def __init__(self, rng: random.Random, *, default_link: Link | None = None) -> None:
+        self.rng = rng
+        self.default_link = default_link or Link()
+        self.stats = NetworkStatistics()
+        self._links: dict[tuple[str, str], Link] = {}
+        self._group: dict[str, int] = {}
+        self._next_group = 1
+        self._listeners: dict[str, MemoryTransport] = {}
+        self._streams: set[MemoryStream] = set()
+
+    def transport(self, peer_id: str, **options: Any) -> MemoryTransport:
+        return MemoryTransport(self, peer_id, **options)
+
+    # ---- shaping --------------------------------------------------------------------------------
+
+    def set_link(self, a: str, b: str, link: Link, *, both_ways: bool = True) -> None:
+        self._links[a, b] = link
+        if both_ways:
+            self._links[b, a] = link
+
+    def clear_link(self, a: str, b: str) -> None:
+        self._links.pop((a, b), None)
+        self._links.pop((b, a), None)
+
+    def link(self, src: str, dst: str) -> Link:
+        return self._links.get((src, dst), self.default_link)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: each group can talk within itself only; unnamed peers form one more."""
+        self._group.clear()
+        for members in groups:
+            gid = self._next_group
+            self._next_group += 1
+            for peer in members:
+                self._group[peer] = gid
+
+    def isolate(self, peer: str) -> None:
+        """Cut one peer off from everyone, keeping any partition already in force."""
+        self._group[peer] = self._next_group
+        self._next_group += 1
+
+    def heal(self, peer: str | None = None) -> None:
+        """End every partition, or only ``peer``'s isolation."""
+        if peer is None:
+            self._group.clear()
+        else:
+            self._group.pop(peer, None)
+
+    def blocked(self, a: str, b: str) -> bool:
+        return self._group.get(a, 0) != self._group.get(b, 0)
+
+    def crash(self, peer_id: str) -> None:
+        """The peer's process dies: its streams reset and it no longer listens."""
+        self._listeners.pop(peer_id, None)
+        for stream in [s for s in self._streams if s.local == peer_id]:
+            self._streams.discard(stream)
+            stream._reset()
+
+    def listening(self) -> list[str]:
+        return sorted(self._listeners)
+
+    # ---- the wire -----------------------------------------------------------------------------
+
+    def _arrival(self, pipe: _Pipe, size: int, *, lossless: bool = False) -> float:
+        link = self.link(pipe.src, pipe.dst)
+        now = trio.current_time()
+        start = max(now, pipe.tx_free_at)
+        if link.bandwidth is not None:
+            start += size / link.bandwidth
+        pipe.tx_free_at = start
+        extra = self.rng.uniform(0.0, link.jitter) if link.jitter else 0.0
+        return start + link.latency + extra
+
+    def _transmit(self, pipe: _Pipe, data: bytes) -> None:
+        self.stats.writes += 1
+        self.stats.bytes += len(data)
+        if self.blocked(pipe.src, pipe.dst):
+            self.stats.partitioned += 1
+            return
+        link = self.link(pipe.src, pipe.dst)
+        if link.loss and self.rng.random() < link.loss:
+            self.stats.lost += 1
+            return
+        pipe.push(self._arrival(pipe, len(data)), data)
+
+    def _listen(self, transport: MemoryTransport) -> None:
+        current = self._listeners.get(transport.peer_id)
+        if current is not None and current is not transport:
+            raise InvalidArgument(f"{transport.peer_id} is already listening on this network")
+        self._listeners[transport.peer_id] = transport
+
+    def _unlisten(self, transport: MemoryTransport) -> None:
+        if self._listeners.get(transport.peer_id) is transport:
+            del self._listeners[transport.peer_id]
+
+    async def _connect(
+        self, src: str, peer_id: str, addrs: Sequence[str]
+    ) -> tuple[MemoryStream, MemoryTransport]:
+        self.stats.dials += 1
+        wanted = ADDR_PREFIX + peer_id
+        if wanted not in addrs:
+            raise PeerUnreachable(f"no memory address for {peer_id[-8:]} among {list(addrs)}")
+        rtt = self.link(src, peer_id).latency + self.link(peer_id, src).latency
+        if self.blocked(src, peer_id):
+            await trio.sleep_forever()  # the dial's deadline ends it
+        await trio.sleep(rtt)
+        target = self._listeners.get(peer_id)
+        if target is None or self.blocked(src, peer_id):
+            raise PeerUnreachable(f"{peer_id[-8:]}: connection refused")
+        there, back = _Pipe(src, peer_id), _Pipe(peer_id, src)
+        near, far = MemoryStream(self, there, back), MemoryStream(self, back, there)
+        self._streams.update((near, far))
+        target._accept(far, src)
+        return near, target
+
+
+class MemoryTransport(Transport):
+    """A peer's transport on a ``MemoryNetwork``; its address is ``/memory/<peer id>``."""
+
+    def __init__(self, network: MemoryNetwork, peer_id: str, **options: Any) -> None:
+        super().__init__(peer_id, **options)
+        self.network = network
+        self._listening = False
+
+    @property
+    def addrs(self) -> list[str]:
+        return [ADDR_PREFIX + self.peer_id] if self._listening else []
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self.network._listen(self)
+        self._listening = True
+
+    async def _stop(self) -> None:
+        self._listening = False
+        self.network._unlisten(self)
+
+    async def _open_stream(
+        self, peer_id: str, addrs: Sequence[str]
+    ) -> tuple[trio.abc.Stream, str | None]:
+        stream, _ = await self.network._connect(self.peer_id, peer_id, addrs)
+        return stream, ADDR_PREFIX + peer_id
+
+    async def open_raw(self, peer_id: str) -> MemoryStream:
+        """A raw stream to a peer, bypassing framing: for tests that send garbage."""
+        stream, _ = await self.network._connect(self.peer_id, peer_id, [ADDR_PREFIX + peer_id])
+        return stream
+
+    def _accept(self, stream: MemoryStream, from_id: str) -> None:
+        nursery = self._nursery
+        if nursery is None or not self._listening:
+            stream._reset()
+            return
+        nursery.start_soon(self._serve_inbound, stream, from_id, ADDR_PREFIX + from_id)
