@@ -48,9 +48,11 @@ async def echo(conn: Connection, body: Any) -> Any:
 
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
     """Wait until ``predicate()`` holds, checking after every scheduling round."""
+    pause = 0.001
     with trio.fail_after(DEADLINE):
         while not predicate():
-            await trio.sleep(0.001)
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.05)
     assert predicate(), what
 
 

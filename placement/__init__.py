@@ -1,0 +1,1 @@
+"""placement: see DESIGN.md (built by later issues)."""

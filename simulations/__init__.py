@@ -1,0 +1,1 @@
+"""simulations: see DESIGN.md (built by later issues)."""

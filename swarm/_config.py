@@ -1,0 +1,198 @@
+"""Settings: read from ``swarm.toml`` with tomllib into frozen, validated values.
+
+The schema is the dataclasses below: every setting, its type, its default and its one-line
+documentation (``doc``). The loader is generic over them, so adding a setting means adding a
+field. Any unknown section or key, wrong type, bad value or malformed file raises ``InvalidConfig``
+with one line naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from transports import InvalidConfig
+
+Role = Literal["phone", "laptop", "server"]
+ROLES: tuple[str, ...] = get_args(Role)
+CONFIG_NAME = "swarm.toml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def setting(default: Any, doc: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    meta = {"doc": doc, "check": check}
+    if isinstance(default, list | dict):
+        raise TypeError("use a tuple for a list default")
+    return field(default=default, metadata=meta)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 and math.isfinite(value) else "must be a positive number"
+
+
+def _device_name(value: str) -> str | None:
+    if value == "" or _NAME.match(value):
+        return None
+    return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _multiaddrs(value: tuple[str, ...]) -> str | None:
+    for addr in value:
+        if not addr.startswith("/"):
+            return f"{addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    name: str = setting("", "this device's name, shown in `swarm status`", _device_name)
+    role: Role = setting("laptop", "phone, laptop or server: sets defaults for scopes and power")
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmSettings:
+    id: str = setting("", "the swarm this device belongs to (written by `swarm init`/`join`)")
+    root: str = setting("", "the swarm root's Ed25519 public key, hex (written by init/join)")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    listen: tuple[str, ...] = setting(
+        ("/ip4/0.0.0.0/tcp/4747",), "libp2p addresses to listen on", _multiaddrs
+    )
+    bootstrap: tuple[str, ...] = setting(
+        (), "peers to dial at start: multiaddrs ending in /p2p/PEER_ID", _multiaddrs
+    )
+    mdns: bool = setting(True, "find peers of this swarm on the LAN with mDNS")
+    max_frame_bytes: int = setting(
+        4 * 1024 * 1024, "largest message accepted from a peer, in bytes", _positive
+    )
+    dial_timeout_s: float = setting(5.0, "give up dialing a peer after this long", _positive)
+    request_timeout_s: float = setting(10.0, "give up waiting for a reply after this long", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)
+}
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a settings file; a missing file gives the defaults."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidConfig(f"{path}: cannot read: {exc}") from None
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, source: str = CONFIG_NAME) -> Settings:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(f"{source}: not valid TOML: {exc}") from None
+    return settings_from_mapping(data, source)
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str = CONFIG_NAME) -> Settings:
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        cls = SECTIONS.get(name)
+        if cls is None:
+            known = ", ".join(sorted(SECTIONS))
+            raise InvalidConfig(f"{source}: [{name}]: unknown section (known: {known})")
+        if not isinstance(table, dict):
+            raise InvalidConfig(f"{source}: {name}: must be a table [{name}]")
+        sections[name] = _section(cls, name, table, source)
+    return Settings(**sections)
+
+
+def _section(cls: type[Any], name: str, table: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = fields.get(key)
+        if spec is None:
+            known = ", ".join(sorted(fields))
+            raise InvalidConfig(f"{source}: [{name}] {key}: unknown setting (known: {known})")
+        where = f"{source}: [{name}] {key}"
+        value = _coerce(hints[key], raw, where)
+        check = spec.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise InvalidConfig(f"{where}: {problem}")
+        values[key] = value
+    return cls(**values)
+
+
+def _coerce(hint: Any, raw: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if raw not in choices:
+            raise InvalidConfig(f"{where}: must be one of {', '.join(map(str, choices))}, got {raw!r}")
+        return raw
+    if origin is tuple:
+        (item,) = {a for a in get_args(hint) if a is not Ellipsis}
+        if not isinstance(raw, list):
+            raise InvalidConfig(f"{where}: expected a list of {_kind(item)}, got {_show(raw)}")
+        return tuple(_coerce(item, r, f"{where}[{i}]") for i, r in enumerate(raw))
+    if origin in (types.UnionType, typing.Union):
+        if raw is None:
+            raise InvalidConfig(f"{where}: TOML has no null; leave the key out instead")
+        (inner,) = [a for a in get_args(hint) if a is not type(None)]
+        return _coerce(inner, raw, where)
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise InvalidConfig(f"{where}: expected true or false, got {_show(raw)}")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise InvalidConfig(f"{where}: expected an integer, got {_show(raw)}")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise InvalidConfig(f"{where}: expected a number, got {_show(raw)}")
+        return float(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise InvalidConfig(f"{where}: expected a string, got {_show(raw)}")
+        return raw
+    raise TypeError(f"no rule for settings of type {hint!r}")
+
+
+def _kind(hint: Any) -> str:
+    return {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(hint, "values")
+
+
+def _show(raw: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(raw), type(raw).__name__)
+    text = repr(raw)
+    return f"{kind} ({text[:40]})" if len(text) <= 40 else kind
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """Every setting as (section, key, default, doc): the documented defaults."""
+    out = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out.append((name, f.name, f.default, f.metadata["doc"]))
+    return out

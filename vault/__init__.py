@@ -1,0 +1,1 @@
+"""vault: see DESIGN.md (built by later issues)."""
