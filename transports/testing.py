@@ -316,3 +316,29 @@ class MemoryFixture:
 
     async def vanish(self, transport: Transport) -> None:
         self.network.crash(transport.peer_id)
+
+
+class Libp2pFixture:
+    """The conformance fixture for the libp2p transport, on loopback with real sockets."""
+
+    name = "libp2p"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+
+    def new(self) -> Transport:
+        from .libp2p import Libp2pTransport
+
+        return Libp2pTransport(self.rng.randbytes(32), ["/ip4/127.0.0.1/tcp/0"])
+
+    async def raw_stream(self, src: Transport, dst: Transport) -> trio.abc.Stream:
+        from .libp2p import Libp2pTransport
+
+        assert isinstance(src, Libp2pTransport)
+        return await src.open_raw(dst.peer_id, dst.addrs)
+
+    async def vanish(self, transport: Transport) -> None:
+        from .libp2p import Libp2pTransport
+
+        assert isinstance(transport, Libp2pTransport)
+        await transport.crash()

@@ -1,0 +1,248 @@
+"""The libp2p transport: py-libp2p over TCP, hardened as DESIGN.md describes.
+
+- Noise is the only security protocol offered (no /plaintext/2.0.0, no secio, no TLS), so a
+  dialer cannot claim a peer id it does not hold the key of.
+- Admission runs inside the Noise handshake: once the remote key is proven, a peer the allow-list
+  does not admit is refused before a muxer exists, let alone a stream.
+- ``max_connections_per_peer=1`` (the default makes ``connect()`` take ~250 ms).
+- The one stream handler we register is guarded: nothing raised in it reaches the host.
+- libp2p pubsub is not used; our gossip runs over our own streams.
+
+Each ``Connection`` is one libp2p stream of protocol ``/swarm/frames/1``; framing, limits and
+garbage handling are the shared ``Connection`` code, the same as over the memory transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ._base import Transport
+from ._connection import short
+from ._errors import InvalidArgument, PeerUnreachable
+
+log = logging.getLogger("transports.libp2p")
+
+PROTOCOL = "/swarm/frames/1"
+READ_CHUNK = 65536
+
+# libp2p's own loggers are loud at INFO; keep them to warnings unless asked.
+for _name in ("libp2p", "multiaddr", "async_service"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _strip_p2p(addr: str) -> str:
+    base, sep, _ = addr.partition("/p2p/")
+    return base if sep else addr
+
+
+class _StreamAdapter(trio.abc.Stream):
+    """A libp2p stream seen as a trio stream; libp2p's errors translated at this boundary."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        from libp2p.exceptions import BaseLibp2pError
+
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        try:
+            await self._stream.write(bytes(data))
+        except (BaseLibp2pError, OSError) as exc:
+            raise trio.BrokenResourceError(f"libp2p stream: {type(exc).__name__}") from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        from libp2p.exceptions import BaseLibp2pError
+
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        try:
+            data: bytes = await self._stream.read(max_bytes or READ_CHUNK)
+        except EOFError:
+            return b""
+        except (BaseLibp2pError, OSError) as exc:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed") from None
+            raise trio.BrokenResourceError(f"libp2p stream: {type(exc).__name__}") from None
+        return data
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            await self._stream.close()
+        except Exception:
+            try:
+                await self._stream.reset()
+            except Exception:
+                pass
+
+
+class Libp2pTransport(Transport):
+    """Real device-to-device traffic. ``private_seed`` is the device's raw 32-byte Ed25519 key."""
+
+    def __init__(
+        self,
+        private_seed: bytes,
+        listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+        **options: Any,
+    ) -> None:
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.peer.id import ID
+
+        if len(private_seed) != 32:
+            raise InvalidArgument("an Ed25519 private seed is 32 bytes")
+        self._key_pair = create_new_key_pair(private_seed)
+        super().__init__(ID.from_pubkey(self._key_pair.public_key).to_base58(), **options)
+        self._listen = [str(a) for a in listen]
+        self._host: Any = None
+        self._stopped = trio.Event()
+
+    @property
+    def addrs(self) -> list[str]:
+        if self._host is None:
+            return []
+        return [f"{a}/p2p/{self.peer_id}" for a in self._host.get_transport_addrs()]
+
+    def _build_host(self) -> Any:
+        import multiaddr
+        from libp2p import new_host
+        from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+        from libp2p.custom_types import TProtocol
+        from libp2p.network.config import ConnectionConfig
+        from libp2p.security.exceptions import HandshakeFailure
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+
+        transport = self
+
+        class AdmittingNoise(NoiseTransport):  # type: ignore[misc]
+            """Noise, refusing peers the allow-list does not admit, right after the handshake."""
+
+            async def _admit(self, conn: Any) -> Any:
+                remote = conn.get_remote_peer().to_base58()
+                if not transport.admits(remote):
+                    transport._refused += 1
+                    log.info("%s: refused %s: not admitted", short(transport.peer_id), short(remote))
+                    await conn.close()
+                    raise HandshakeFailure("peer not admitted")
+                return conn
+
+            async def secure_inbound(self, conn: Any) -> Any:
+                return await self._admit(await super().secure_inbound(conn))
+
+            async def secure_outbound(self, conn: Any, peer_id: Any) -> Any:
+                return await self._admit(await super().secure_outbound(conn, peer_id))
+
+        noise = AdmittingNoise(self._key_pair, noise_privkey=create_x25519().private_key)
+        host = new_host(
+            key_pair=self._key_pair,
+            sec_opt={NOISE_ID: noise},
+            connection_config=ConnectionConfig(
+                max_connections_per_peer=1,
+                dial_timeout=self.dial_timeout,
+            ),
+            enable_mDNS=False,
+            enable_upnp=False,
+            enable_quic=False,
+            enable_autotls=False,
+            listen_addrs=[multiaddr.Multiaddr(a) for a in self._listen],
+        )
+        host.set_stream_handler(TProtocol(PROTOCOL), self._on_stream)
+        return host
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self._host = self._build_host()
+        await nursery.start(self._run_host)
+
+    async def _run_host(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        import multiaddr
+
+        try:
+            async with self._host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self._listen]):
+                task_status.started()
+                await self._stopped.wait()
+        except OSError as exc:
+            raise PeerUnreachable(f"cannot listen on {', '.join(self._listen)}: {exc}") from None
+
+    async def _stop(self) -> None:
+        # libp2p leaves its TCP sockets open at exit unless each peer is closed first
+        with trio.move_on_after(2.0):
+            await self._close_peers()
+        self._stopped.set()
+
+    async def _on_stream(self, stream: Any) -> None:
+        """The one handler we register with libp2p: nothing may escape it."""
+        try:
+            peer = stream.muxed_conn.peer_id.to_base58()
+            await self._serve_inbound(_StreamAdapter(stream), peer, None)
+        except Exception:
+            log.exception("%s: inbound stream failed", short(self.peer_id))
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+    async def _open_stream(
+        self, peer_id: str, addrs: Sequence[str]
+    ) -> tuple[trio.abc.Stream, str | None]:
+        stream = await self._new_stream(peer_id, addrs)
+        return _StreamAdapter(stream), None
+
+    async def _new_stream(self, peer_id: str, addrs: Sequence[str]) -> Any:
+        import multiaddr
+        from libp2p.custom_types import TProtocol
+        from libp2p.exceptions import BaseLibp2pError
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+
+        if self._host is None:
+            raise PeerUnreachable("transport is not open")
+        try:
+            pid = ID.from_base58(peer_id)
+            maddrs = [multiaddr.Multiaddr(_strip_p2p(a)) for a in addrs]
+        except Exception:
+            raise InvalidArgument(f"bad peer id or address for {peer_id[:60]!r}") from None
+        try:
+            await self._host.connect(PeerInfo(pid, maddrs))
+            return await self._host.new_stream(pid, [TProtocol(PROTOCOL)])
+        except (BaseLibp2pError, OSError) as exc:
+            raise PeerUnreachable(f"cannot reach {short(peer_id)}: {_brief(exc)}") from None
+
+    async def open_raw(self, peer_id: str, addrs: Sequence[str]) -> trio.abc.Stream:
+        """A raw, authenticated stream to a peer, bypassing framing: for tests that send garbage."""
+        return _StreamAdapter(await self._new_stream(peer_id, addrs))
+
+    async def crash(self) -> None:
+        """Drop every connection without a goodbye, as when the process dies (for tests)."""
+        await self._close_peers()
+
+    async def _close_peers(self) -> None:
+        if self._host is None:
+            return
+        network = self._host.get_network()
+
+        async def close(peer: Any) -> None:
+            try:
+                await network.close_peer(peer)
+            except Exception:
+                log.debug("closing %s failed", peer, exc_info=True)
+
+        async with trio.open_nursery() as nursery:
+            for peer in list(network.connections):
+                nursery.start_soon(close, peer)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
