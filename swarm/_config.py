@@ -76,7 +76,9 @@ class NetworkSettings:
         4 * 1024 * 1024, "largest message accepted from a peer, in bytes", _positive
     )
     dial_timeout_s: float = setting(5.0, "give up dialing a peer after this long", _positive)
-    request_timeout_s: float = setting(10.0, "give up waiting for a reply after this long", _positive)
+    request_timeout_s: float = setting(
+        10.0, "give up waiting for a reply after this long", _positive
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,9 @@ def _coerce(hint: Any, raw: Any, where: str) -> Any:
     if origin is Literal:
         choices = get_args(hint)
         if raw not in choices:
-            raise InvalidConfig(f"{where}: must be one of {', '.join(map(str, choices))}, got {raw!r}")
+            raise InvalidConfig(
+                f"{where}: must be one of {', '.join(map(str, choices))}, got {raw!r}"
+            )
         return raw
     if origin is tuple:
         (item,) = {a for a in get_args(hint) if a is not Ellipsis}
@@ -183,8 +187,14 @@ def _kind(hint: Any) -> str:
 
 
 def _show(raw: Any) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(raw), type(raw).__name__)
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(raw), type(raw).__name__)
     text = repr(raw)
     return f"{kind} ({text[:40]})" if len(text) <= 40 else kind
 

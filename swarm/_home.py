@@ -102,7 +102,9 @@ def load_identity(home: Path) -> Identity:
     try:
         age = pyrage.x25519.Identity.from_str((home / AGE_KEY).read_text().strip())
     except (OSError, ValueError, pyrage.IdentityError) as exc:
-        raise InvalidConfig(f"{home / AGE_KEY}: unreadable age identity ({type(exc).__name__})") from None
+        raise InvalidConfig(
+            f"{home / AGE_KEY}: unreadable age identity ({type(exc).__name__})"
+        ) from None
     return Identity(home, key, age, settings)
 
 
@@ -176,7 +178,9 @@ def _all_or_nothing(home: Path) -> Iterator[Callable[..., None]]:
     except FileExistsError as exc:
         for path in written:
             path.unlink(missing_ok=True)
-        raise AlreadyInitialised(f"{exc.filename} appeared while initialising; nothing changed") from None
+        raise AlreadyInitialised(
+            f"{exc.filename} appeared while initialising; nothing changed"
+        ) from None
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

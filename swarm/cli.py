@@ -1,4 +1,7 @@
-"""The ``swarm`` command line. Bad input gets one line on stderr and exit code 2, never a traceback."""
+"""The ``swarm`` command line.
+
+Bad input gets one line on stderr and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -59,14 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run this device's peer in the foreground")
     _add_home(p)
     p.add_argument(
-        "--listen", metavar="ADDR", action="append",
+        "--listen",
+        metavar="ADDR",
+        action="append",
         help="multiaddr to listen on (repeatable; default from swarm.toml)",
     )
     p.add_argument("--no-mdns", action="store_true", help="do not use mDNS on the LAN")
     p.set_defaults(run=_cmd_up)
 
     p = sub.add_parser("demo", help="run a local swarm on its embedded defaults")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
+    p.add_argument(
+        "--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)"
+    )
     p.set_defaults(run=_cmd_demo)
     return parser
 
@@ -75,8 +82,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
     home = resolve_home(args.home)
     ident = init_home(home, name=args.name, role=args.role)
     if args.json:
-        _print_json({"home": str(home), "device": ident.device_id, "swarm": ident.swarm_id,
-                     "name": ident.name, "role": args.role})
+        _print_json(
+            {
+                "home": str(home),
+                "device": ident.device_id,
+                "swarm": ident.swarm_id,
+                "name": ident.name,
+                "role": args.role,
+            }
+        )
     else:
         print(f"created swarm {ident.swarm_id} in {home}")
         print(f"device {ident.name} ({args.role}): {ident.device_id}")

@@ -25,7 +25,9 @@ def test_help_lists_init(capsys):
 
 def test_init_creates_identity_with_private_key_files(tmp_path, capsys):
     home = tmp_path / "home"
-    code, out, err = run(capsys, "init", "--name", "laptop", "--role", "laptop", "--home", str(home))
+    code, out, err = run(
+        capsys, "init", "--name", "laptop", "--role", "laptop", "--home", str(home)
+    )
     assert code == 0, err
     ident = load_identity(home)
     assert ident.device_id in out
@@ -45,7 +47,8 @@ def test_init_refuses_second_time_and_changes_nothing(tmp_path, capsys):
     code, out, err = run(capsys, "init", "--name", "b", "--role", "server", "--home", str(home))
     assert code == 2
     assert out == ""
-    assert err.count("\n") == 1 and "already holds a swarm identity" in err
+    assert err.count("\n") == 1
+    assert "already holds a swarm identity" in err
     assert {p.name: p.read_bytes() for p in home.iterdir()} == before
 
 
@@ -59,11 +62,13 @@ def test_init_uses_swarm_home_env(tmp_path, capsys, monkeypatch):
 def test_init_json(tmp_path, capsys):
     import json
 
-    code, out, _ = run(capsys, "init", "--name", "s", "--role", "server", "--home",
-                       str(tmp_path / "j"), "--json")
+    code, out, _ = run(
+        capsys, "init", "--name", "s", "--role", "server", "--home", str(tmp_path / "j"), "--json"
+    )
     assert code == 0
     doc = json.loads(out)
-    assert doc["role"] == "server" and doc["device"].startswith("12D3KooW")
+    assert doc["role"] == "server"
+    assert doc["device"].startswith("12D3KooW")
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -138,10 +138,8 @@ class Transport(abc.ABC):
             self._refused += 1
             log.info("%s: refused %s: not admitted", short(self.peer_id), short(peer_id))
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                try:
+                with suppress(trio.BrokenResourceError):
                     await stream.aclose()
-                except trio.BrokenResourceError:
-                    pass
             return
         await self._run(self._connection(stream, peer_id, remote_addr, outbound=False))
 

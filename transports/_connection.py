@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -252,15 +253,14 @@ class Connection:
         except SwarmError as exc:
             return _Failure(str(exc))
         except Exception:
-            log.exception("%s: handler failed on a message from %s", short(self.local_id),
-                          short(self.peer_id))
+            log.exception(
+                "%s: handler failed on a message from %s", short(self.local_id), short(self.peer_id)
+            )
             return _Failure("internal error")
 
     async def _write_quietly(self, env: Envelope) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed, InvalidArgument):
             await self._write(env)
-        except (ConnectionClosed, InvalidArgument):
-            pass
 
     async def _write(self, env: Envelope) -> None:
         frame = encode_frame(env.pack(), self.max_frame)
@@ -290,10 +290,8 @@ class Connection:
 
     async def _close_stream(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
 
 class _Failure:

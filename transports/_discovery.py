@@ -12,6 +12,7 @@ so the driver hops into trio with a ``TrioToken`` and hands sightings over a mem
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -68,7 +69,11 @@ class Advertisement:
         except ValueError:
             raise InvalidArgument("salt is not hex") from None
         swarm_tag, device_tag = get("h"), get("d")
-        if len(salt) != 8 or len(swarm_tag) != 2 * _HASH_BYTES or len(device_tag) != 2 * _HASH_BYTES:
+        if (
+            len(salt) != 8
+            or len(swarm_tag) != 2 * _HASH_BYTES
+            or len(device_tag) != 2 * _HASH_BYTES
+        ):
             raise InvalidArgument("record fields have the wrong length")
         return cls(salt, swarm_tag, device_tag)
 
@@ -81,12 +86,16 @@ class Sighting:
     addrs: tuple[str, ...]
 
     def is_swarm(self, swarm_id: str) -> bool:
-        return hmac.compare_digest(_tag(self.advert.salt, b"swarm", swarm_id), self.advert.swarm_tag)
+        return hmac.compare_digest(
+            _tag(self.advert.salt, b"swarm", swarm_id), self.advert.swarm_tag
+        )
 
     def device_in(self, device_ids: Iterable[str]) -> str | None:
         """Which of the given devices published this, if any."""
         for device in device_ids:
-            if hmac.compare_digest(_tag(self.advert.salt, b"device", device), self.advert.device_tag):
+            if hmac.compare_digest(
+                _tag(self.advert.salt, b"device", device), self.advert.device_tag
+            ):
                 return device
         return None
 
@@ -184,10 +193,8 @@ class MdnsDiscovery:
             except Exception:
                 log.exception("reading mDNS record %s failed", name)
                 return
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(self._deliver, sighting, trio_token=token)
-            except trio.RunFinishedError:
-                pass
 
         self._browser = ServiceBrowser(zc, SERVICE, handlers=[changed])
         self._zc = zc

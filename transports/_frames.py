@@ -49,7 +49,10 @@ class Envelope:
 
     def pack(self) -> bytes:
         try:
-            return msgpack.packb([VERSION, int(self.kind), self.id, self.body], use_bin_type=True)
+            packed: bytes = msgpack.packb(
+                [VERSION, int(self.kind), self.id, self.body], use_bin_type=True
+            )
+            return packed
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidArgument(f"body is not msgpack-able: {exc}") from None
 

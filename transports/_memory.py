@@ -205,7 +205,7 @@ class MemoryNetwork:
         return self._links.get((src, dst), self.default_link)
 
     def partition(self, *groups: Iterable[str]) -> None:
-        """Split the network: each group can talk within itself only; unnamed peers form one more."""
+        """Split the network: each group talks within itself only; unnamed peers form one more."""
         self._group.clear()
         for members in groups:
             gid = self._next_group

@@ -14,6 +14,7 @@ garbage handling are the shared ``Connection`` code, the same as over the memory
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -82,10 +83,8 @@ class _StreamAdapter(trio.abc.Stream):
         try:
             await self._stream.close()
         except Exception:
-            try:
+            with contextlib.suppress(Exception):
                 await self._stream.reset()
-            except Exception:
-                pass
 
 
 class Libp2pTransport(Transport):
@@ -126,14 +125,16 @@ class Libp2pTransport(Transport):
 
         transport = self
 
-        class AdmittingNoise(NoiseTransport):  # type: ignore[misc]
+        class AdmittingNoise(NoiseTransport):
             """Noise, refusing peers the allow-list does not admit, right after the handshake."""
 
             async def _admit(self, conn: Any) -> Any:
                 remote = conn.get_remote_peer().to_base58()
                 if not transport.admits(remote):
                     transport._refused += 1
-                    log.info("%s: refused %s: not admitted", short(transport.peer_id), short(remote))
+                    log.info(
+                        "%s: refused %s: not admitted", short(transport.peer_id), short(remote)
+                    )
                     await conn.close()
                     raise HandshakeFailure("peer not admitted")
                 return conn
@@ -148,10 +149,17 @@ class Libp2pTransport(Transport):
         host = new_host(
             key_pair=self._key_pair,
             sec_opt={NOISE_ID: noise},
+            # a socket that never finishes its upgrade (garbage, a slowloris) is dropped
+            # after the dial timeout, not libp2p's 10-30 s defaults
             connection_config=ConnectionConfig(
                 max_connections_per_peer=1,
                 dial_timeout=self.dial_timeout,
+                inbound_upgrade_timeout=self.dial_timeout,
+                outbound_upgrade_timeout=self.dial_timeout,
+                inbound_stream_protocol_negotiation_timeout=self.dial_timeout,
+                outbound_stream_protocol_negotiation_timeout=self.dial_timeout,
             ),
+            negotiate_timeout=max(1, round(self.dial_timeout)),
             enable_mDNS=False,
             enable_upnp=False,
             enable_quic=False,
@@ -188,10 +196,8 @@ class Libp2pTransport(Transport):
             await self._serve_inbound(_StreamAdapter(stream), peer, None)
         except Exception:
             log.exception("%s: inbound stream failed", short(self.peer_id))
-            try:
+            with contextlib.suppress(Exception):
                 await stream.reset()
-            except Exception:
-                pass
 
     async def _open_stream(
         self, peer_id: str, addrs: Sequence[str]

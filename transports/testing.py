@@ -159,26 +159,25 @@ async def check_vanish_mid_request(fx: TransportFixture) -> None:
         await trio.sleep_forever()
 
     server, client = fx.new(), fx.new()
-    async with client:
-        async with server:
-            server.set_handler(hang)
-            conn = await client.dial(server.peer_id, server.addrs)
-            async with trio.open_nursery() as nursery:
-                outcome: list[BaseException] = []
+    async with client, server:
+        server.set_handler(hang)
+        conn = await client.dial(server.peer_id, server.addrs)
+        async with trio.open_nursery() as nursery:
+            outcome: list[BaseException] = []
 
-                async def ask() -> None:
-                    try:
-                        await conn.request("work", timeout=3600)
-                    except TransportError as exc:
-                        outcome.append(exc)
+            async def ask() -> None:
+                try:
+                    await conn.request("work", timeout=3600)
+                except TransportError as exc:
+                    outcome.append(exc)
 
-                nursery.start_soon(ask)
-                with trio.fail_after(DEADLINE):
-                    await started.wait()
-                await fx.vanish(server)
-                with trio.fail_after(DEADLINE):
-                    await conn.wait_closed()
-            assert outcome and isinstance(outcome[0], ConnectionClosed), outcome
+            nursery.start_soon(ask)
+            with trio.fail_after(DEADLINE):
+                await started.wait()
+            await fx.vanish(server)
+            with trio.fail_after(DEADLINE):
+                await conn.wait_closed()
+        assert outcome and isinstance(outcome[0], ConnectionClosed), outcome
 
 
 async def check_concurrent(fx: TransportFixture) -> None:

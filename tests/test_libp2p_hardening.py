@@ -1,0 +1,91 @@
+"""The attacks DESIGN.md measured in py-libp2p 0.8.1, each refused while the peer keeps serving."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from transports import PeerUnreachable
+from transports.libp2p import Libp2pTransport
+from transports.testing import echo
+
+
+def _port(transport: Libp2pTransport) -> int:
+    return int(transport.addrs[0].split("/tcp/")[1].split("/")[0])
+
+
+async def test_plaintext_dial_claiming_a_known_id_is_refused():
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    rng = random.Random(1)
+    server = Libp2pTransport(rng.randbytes(32))
+    friend = Libp2pTransport(rng.randbytes(32))
+    async with server, friend:
+        server.set_handler(echo)
+        server.set_admission(lambda peer: peer == friend.peer_id)
+        attacker_keys = create_new_key_pair(rng.randbytes(32))
+        attacker = new_host(
+            key_pair=attacker_keys,
+            sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(attacker_keys)},
+            listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],
+        )
+        async with attacker.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            target = PeerInfo(
+                ID.from_base58(server.peer_id),
+                [multiaddr.Multiaddr(server.addrs[0].split("/p2p/")[0])],
+            )
+            with trio.fail_after(15):
+                with pytest.raises(Exception) as info:  # noqa: PT011 - any libp2p failure
+                    await attacker.connect(target)
+            assert (
+                "plaintext" not in str(info.value).lower()
+                or "not supported" in str(info.value).lower()
+            )
+            assert not server.connections()
+            for peer in list(attacker.get_network().connections):
+                await attacker.get_network().close_peer(peer)
+        conn = await friend.dial(server.peer_id, server.addrs)
+        assert await conn.request("still here") == {"echo": "still here", "peer": friend.peer_id}
+
+
+async def test_random_bytes_on_the_port_do_not_hurt():
+    rng = random.Random(2)
+    server = Libp2pTransport(rng.randbytes(32), dial_timeout=1.0)
+    client = Libp2pTransport(rng.randbytes(32))
+    async with server, client:
+        server.set_handler(echo)
+        sockets = []
+        for size in (1, 100, 5000):
+            sock = await trio.open_tcp_stream("127.0.0.1", _port(server))
+            await sock.send_all(rng.randbytes(size))
+            sockets.append(sock)
+        # while the garbage sockets hang, the peer serves others
+        conn = await client.dial(server.peer_id, server.addrs)
+        assert await conn.request(1) == {"echo": 1, "peer": client.peer_id}
+        # and it drops each garbage socket within its upgrade timeout
+        with trio.fail_after(10):
+            for sock in sockets:
+                try:
+                    while await sock.receive_some(4096):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+                await sock.aclose()
+        assert await conn.request(2) == {"echo": 2, "peer": client.peer_id}
+
+
+async def test_dial_to_a_wrong_peer_id_fails():
+    rng = random.Random(3)
+    server = Libp2pTransport(rng.randbytes(32))
+    client = Libp2pTransport(rng.randbytes(32))
+    impostor = Libp2pTransport(rng.randbytes(32))
+    async with server, client:
+        with pytest.raises(PeerUnreachable):
+            await client.dial(impostor.peer_id, [server.addrs[0].split("/p2p/")[0]], timeout=10)

@@ -1,0 +1,47 @@
+"""`swarm up` as a user runs it: a real process, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from swarm.cli import main
+
+
+@pytest.mark.slow
+def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert main(["init", "--name", "srv", "--role", "server", "--home", str(home)]) == 0
+    capsys.readouterr()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm.cli", "up", "--home", str(home), "--no-mdns",
+         "--listen", "/ip4/127.0.0.1/tcp/0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "listening on /ip4/127.0.0.1/tcp/" in line or not line:
+                break
+        assert any("listening on /ip4/127.0.0.1/tcp/" in line for line in lines), lines
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - started < 2.0
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
