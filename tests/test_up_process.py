@@ -19,8 +19,17 @@ def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
     assert main(["init", "--name", "srv", "--role", "server", "--home", str(home)]) == 0
     capsys.readouterr()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm.cli", "up", "--home", str(home), "--no-mdns",
-         "--listen", "/ip4/127.0.0.1/tcp/0"],
+        [
+            sys.executable,
+            "-m",
+            "swarm.cli",
+            "up",
+            "--home",
+            str(home),
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -37,7 +46,7 @@ def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
         assert any("listening on /ip4/127.0.0.1/tcp/" in line for line in lines), lines
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
         assert time.monotonic() - started < 2.0
         assert proc.returncode == 0, err
         assert "Traceback" not in err
