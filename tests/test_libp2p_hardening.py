@@ -89,3 +89,40 @@ async def test_dial_to_a_wrong_peer_id_fails():
     async with server, client:
         with pytest.raises(PeerUnreachable):
             await client.dial(impostor.peer_id, [server.addrs[0].split("/p2p/")[0]], timeout=10)
+
+
+async def test_restarted_peer_is_reachable_at_once():
+    rng = random.Random(4)
+    seed = rng.randbytes(32)
+    client = Libp2pTransport(rng.randbytes(32), dial_timeout=3.0)
+    async with client:
+        first = Libp2pTransport(seed)
+        async with first:
+            first.set_handler(echo)
+            addrs = first.addrs
+            conn = await client.dial(first.peer_id, addrs)
+            assert await conn.request(1)
+        # the peer is gone: dialing fails, and libp2p would block it for 60 s after that
+        with pytest.raises(PeerUnreachable):
+            await client.dial(first.peer_id, addrs)
+        again = Libp2pTransport(seed, [addrs[0].split("/p2p/")[0]])
+        async with again:
+            again.set_handler(echo)
+            conn = await client.dial(again.peer_id, again.addrs)
+            assert await conn.request(2) == {"echo": 2, "peer": client.peer_id}
+
+
+async def test_only_our_protocol_is_served():
+    rng = random.Random(5)
+    server = Libp2pTransport(rng.randbytes(32))
+    async with server:
+        protocols = set(server._host.get_mux().handlers)
+    assert protocols == {"/swarm/frames/1"}
+
+
+async def test_closing_releases_the_port():
+    transport = Libp2pTransport(random.Random(6).randbytes(32))
+    async with transport:
+        port = _port(transport)
+    with pytest.raises(OSError, match="connect"):
+        await trio.open_tcp_stream("127.0.0.1", port)

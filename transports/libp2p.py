@@ -7,6 +7,10 @@
 - ``max_connections_per_peer=1`` (the default makes ``connect()`` take ~250 ms).
 - The one stream handler we register is guarded: nothing raised in it reaches the host.
 - libp2p pubsub is not used; our gossip runs over our own streams.
+- libp2p's own initiative is switched off, since the membership layer decides whom to talk to:
+  no identify or ping protocols, no auto-connector re-dialing the peerstore every 10 s, no dial
+  retries, and no 60 s "negative cache" block on a peer after a failed dial (a restarted peer
+  must be reachable at once).
 
 Each ``Connection`` is one libp2p stream of protocol ``/swarm/frames/1``; framing, limits and
 garbage handling are the shared ``Connection`` code, the same as over the memory transport.
@@ -30,9 +34,11 @@ log = logging.getLogger("transports.libp2p")
 PROTOCOL = "/swarm/frames/1"
 READ_CHUNK = 65536
 
-# libp2p's own loggers are loud at INFO; keep them to warnings unless asked.
-for _name in ("libp2p", "multiaddr", "async_service"):
+# libp2p's loggers do not propagate (their warnings would bypass our logging set-up) and some
+# force themselves to INFO; route them through ours at WARNING.
+for _name in ("libp2p", "multiaddr", "libp2p.network.auto_connector"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+logging.getLogger("libp2p").propagate = True
 
 
 def _strip_p2p(addr: str) -> str:
@@ -167,6 +173,7 @@ class Libp2pTransport(Transport):
             listen_addrs=[multiaddr.Multiaddr(a) for a in self._listen],
         )
         host.set_stream_handler(TProtocol(PROTOCOL), self._on_stream)
+        _quieten(host)
         return host
 
     async def _start(self, nursery: trio.Nursery) -> None:
@@ -178,15 +185,22 @@ class Libp2pTransport(Transport):
 
         try:
             async with self._host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self._listen]):
+                await self._host.get_network().auto_connector.stop()
                 task_status.started()
                 await self._stopped.wait()
         except OSError as exc:
             raise PeerUnreachable(f"cannot listen on {', '.join(self._listen)}: {exc}") from None
 
     async def _stop(self) -> None:
-        # libp2p leaves its TCP sockets open at exit unless each peer is closed first
+        # libp2p leaves its TCP sockets open at exit unless each peer is closed first ...
         with trio.move_on_after(2.0):
             await self._close_peers()
+        # ... and its listeners run in trio system tasks that outlive host.run(): close them, or
+        # the port keeps accepting for a dead host (a restarted peer then loses half its dials)
+        if self._host is not None:
+            for listener in list(self._host.get_network().listeners.values()):
+                with contextlib.suppress(Exception), trio.move_on_after(2.0):
+                    await listener.close()
         self._stopped.set()
 
     async def _on_stream(self, stream: Any) -> None:
@@ -207,7 +221,6 @@ class Libp2pTransport(Transport):
 
     async def _new_stream(self, peer_id: str, addrs: Sequence[str]) -> Any:
         import multiaddr
-        from libp2p.custom_types import TProtocol
         from libp2p.exceptions import BaseLibp2pError
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
@@ -219,11 +232,28 @@ class Libp2pTransport(Transport):
             maddrs = [multiaddr.Multiaddr(_strip_p2p(a)) for a in addrs]
         except Exception:
             raise InvalidArgument(f"bad peer id or address for {peer_id[:60]!r}") from None
+        network = self._host.get_network()
+        info = PeerInfo(pid, maddrs)
         try:
-            await self._host.connect(PeerInfo(pid, maddrs))
-            return await self._host.new_stream(pid, [TProtocol(PROTOCOL)])
+            return await self._connect_and_open(network, info)
+        except (BaseLibp2pError, OSError):
+            # libp2p may hold a dead connection to a peer that went away (so connect() is a
+            # no-op and new_stream fails): drop it and dial afresh, once
+            with contextlib.suppress(BaseLibp2pError, OSError):
+                await network.close_peer(pid)
+        try:
+            return await self._connect_and_open(network, info)
         except (BaseLibp2pError, OSError) as exc:
             raise PeerUnreachable(f"cannot reach {short(peer_id)}: {_brief(exc)}") from None
+
+    async def _connect_and_open(self, network: Any, info: Any) -> Any:
+        from libp2p.custom_types import TProtocol
+
+        cache = getattr(network, "_negative_peer_cache", None)
+        if cache is not None:
+            cache.evict(str(info.peer_id))  # we decide when to retry, not a 60 s block
+        await self._host.connect(info)
+        return await self._host.new_stream(info.peer_id, [TProtocol(PROTOCOL)])
 
     async def open_raw(self, peer_id: str, addrs: Sequence[str]) -> trio.abc.Stream:
         """A raw, authenticated stream to a peer, bypassing framing: for tests that send garbage."""
@@ -247,6 +277,20 @@ class Libp2pTransport(Transport):
         async with trio.open_nursery() as nursery:
             for peer in list(network.connections):
                 nursery.start_soon(close, peer)
+
+
+def _quieten(host: Any) -> None:
+    """Switch off what libp2p does on its own initiative (libp2p is pinned; see the docstring)."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.host.ping import ID as PING
+    from libp2p.identity.identify.identify import ID as IDENTIFY
+    from libp2p.identity.identify_push.identify_push import ID_PUSH
+    from libp2p.network.config import RetryConfig
+
+    for protocol in (PING, IDENTIFY, ID_PUSH):
+        host.remove_stream_handler(TProtocol(protocol))
+    host._schedule_identify = lambda *args, **kwargs: None
+    host.get_network().retry_config = RetryConfig(max_retries=0)
 
 
 def _brief(exc: BaseException) -> str:
