@@ -10,12 +10,13 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from transports import Connection, SwarmError, TransportError
+from transports import Connection, TransportError
 from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._home import Identity, init_home, load_identity, resolve_home
@@ -31,7 +32,6 @@ class Peer:
         self.listen = list(listen)
         self.mdns = mdns
         self.transport: Any = None
-        self.known: dict[str, list[str]] = {}
 
     async def _handle(self, conn: Connection, body: Any) -> Any:
         if isinstance(body, dict) and body.get("type") == "ping":
@@ -56,12 +56,12 @@ class Peer:
             if self.mdns:
                 await nursery.start(self._discover)
             task_status.started(self.transport.addrs)
+            await trio.sleep_forever()  # serve until cancelled
 
     async def _greet(self, peer: str, addrs: list[str]) -> None:
         try:
             conn = await self.transport.dial(peer, addrs)
             reply = await conn.request({"type": "ping"})
-            self.known[peer] = addrs
             log.info("reached %s: %s", peer, reply)
             await conn.aclose()
         except TransportError as exc:
@@ -110,10 +110,7 @@ def run_up(args: argparse.Namespace) -> int:
     listen = args.listen or list(identity.settings.network.listen)
     mdns = identity.settings.network.mdns and not args.no_mdns
     peer = Peer(identity, listen=listen, mdns=mdns)
-    try:
-        trio.run(_up, peer)
-    except* OSError as group:
-        raise SwarmError(f"cannot start the peer: {group.exceptions[0]}") from None
+    trio.run(partial(_until_signal, peer, seconds=None, banner=True))
     print("swarm up: stopped")
     return 0
 
@@ -124,15 +121,7 @@ def run_demo(args: argparse.Namespace) -> int:
         identity = init_home(root / "laptop", name="laptop", role="laptop")
         peer = Peer(identity, listen=["/ip4/127.0.0.1/tcp/0"], mdns=False)
         print(f"swarm demo: one peer on a temporary home ({root})", file=sys.stderr)
-        trio.run(_demo, peer, args.seconds)
+        trio.run(partial(_until_signal, peer, seconds=args.seconds, banner=True))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
-
-
-async def _up(peer: Peer) -> None:
-    await _until_signal(peer, seconds=None, banner=True)
-
-
-async def _demo(peer: Peer, seconds: float | None) -> None:
-    await _until_signal(peer, seconds=seconds, banner=True)

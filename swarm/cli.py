@@ -126,14 +126,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
-    except LocalError as exc:
-        print(f"swarm {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SwarmError as exc:
-        print(f"swarm {args.command}: {exc}", file=sys.stderr)
+    except (SwarmError, BaseExceptionGroup) as exc:
+        error = _our_error(exc)
+        if error is None:
+            raise
+        if isinstance(error, LocalError):
+            print(f"swarm {args.command}: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"swarm {args.command}: {error}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+
+
+def _our_error(exc: BaseException) -> SwarmError | None:
+    """The SwarmError to report, also from inside trio's exception groups; None if there is none."""
+    if isinstance(exc, SwarmError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _our_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

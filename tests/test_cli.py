@@ -99,3 +99,12 @@ def test_broken_config_is_one_line(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 1
     assert "swarm.toml: [network] listen: expected a list of strings" in err
+
+
+def test_bad_listen_address_is_one_line(tmp_path, capsys):
+    home = tmp_path / "h"
+    assert run(capsys, "init", "--name", "a", "--role", "phone", "--home", str(home))[0] == 0
+    code, _, err = run(capsys, "up", "--home", str(home), "--no-mdns", "--listen", "garbage")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "listen address 'garbage' is not a TCP multiaddr" in err

@@ -9,8 +9,17 @@ import sys
 import time
 
 import pytest
+import trio
 
 from swarm.cli import main
+
+
+async def _ping(addr: str) -> dict:
+    from transports.libp2p import Libp2pTransport
+
+    async with Libp2pTransport(os.urandom(32)) as client:
+        conn = await client.dial(addr.split("/p2p/")[1], [addr])
+        return await conn.request({"type": "ping"})
 
 
 @pytest.mark.slow
@@ -43,7 +52,31 @@ def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
             lines.append(line)
             if "listening on /ip4/127.0.0.1/tcp/" in line or not line:
                 break
-        assert any("listening on /ip4/127.0.0.1/tcp/" in line for line in lines), lines
+        addr = next(line for line in lines if "listening on" in line).split()[-1]
+        # the peer really serves: a libp2p client gets a pong from it
+        reply = trio.run(_ping, addr)
+        assert reply["type"] == "pong"
+        assert addr.endswith(reply["device"])
+        # and a second peer on the same port is refused with one line
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "swarm.cli",
+                "up",
+                "--home",
+                str(home),
+                "--no-mdns",
+                "--listen",
+                addr.split("/p2p/")[0],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1
+        assert "already in use" in second.stderr
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=10)

@@ -11,6 +11,8 @@
   no identify or ping protocols, no auto-connector re-dialing the peerstore every 10 s, no dial
   retries, and no 60 s "negative cache" block on a peer after a failed dial (a restarted peer
   must be reachable at once).
+- Its TCP listeners set SO_REUSEPORT, so a second host could bind a port already in use and
+  silently take half its connections: a fixed listen port is probed first and refused if taken.
 
 Each ``Connection`` is one libp2p stream of protocol ``/swarm/frames/1``; framing, limits and
 garbage handling are the shared ``Connection`` code, the same as over the memory transport.
@@ -177,6 +179,7 @@ class Libp2pTransport(Transport):
         return host
 
     async def _start(self, nursery: trio.Nursery) -> None:
+        _check_listen(self._listen)
         self._host = self._build_host()
         await nursery.start(self._run_host)
 
@@ -277,6 +280,38 @@ class Libp2pTransport(Transport):
         async with trio.open_nursery() as nursery:
             for peer in list(network.connections):
                 nursery.start_soon(close, peer)
+
+
+def _check_listen(addrs: Sequence[str]) -> None:
+    """Refuse a malformed listen address, or a fixed TCP port something already holds."""
+    import socket
+
+    import multiaddr
+
+    for addr in addrs:
+        try:
+            parsed = multiaddr.Multiaddr(addr)
+            protocols = [p.name for p in parsed.protocols()]
+            family = socket.AF_INET6 if "ip6" in protocols else socket.AF_INET
+            host = parsed.value_for_protocol("ip6" if "ip6" in protocols else "ip4")
+            port = int(parsed.value_for_protocol("tcp"))
+        except Exception:
+            raise InvalidArgument(
+                f"listen address {addr!r} is not a TCP multiaddr like /ip4/0.0.0.0/tcp/4747"
+            ) from None
+        if port == 0:
+            continue
+        # a connect succeeds only if something listens there (a bind probe would also trip on
+        # the TIME_WAIT sockets a restarted peer leaves behind)
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            taken = probe.connect_ex((target, port)) == 0
+        finally:
+            probe.close()
+        if taken:
+            raise InvalidArgument(f"cannot listen on {addr}: the port is already in use")
 
 
 def _quieten(host: Any) -> None:
