@@ -175,15 +175,13 @@ def _all_or_nothing(home: Path) -> Iterator[Callable[..., None]]:
 
     try:
         yield write
-    except FileExistsError as exc:
+    except BaseException as exc:
         for path in written:
             path.unlink(missing_ok=True)
-        raise AlreadyInitialised(
-            f"{exc.filename} appeared while initialising; nothing changed"
-        ) from None
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise AlreadyInitialised(
+                f"{exc.filename} appeared while initialising; nothing changed"
+            ) from None
         raise
 
 

@@ -16,6 +16,20 @@ def network(**link) -> MemoryNetwork:
     return MemoryNetwork(random.Random(0), default_link=Link(**link))
 
 
+def recorder():
+    """A handler that records (arrival time, body), and what it recorded."""
+    log: list[tuple[float, object]] = []
+
+    async def note(conn, body):
+        log.append((trio.current_time(), body))
+
+    return log, note
+
+
+def bodies(log):
+    return [body for _, body in log]
+
+
 async def test_latency_is_exact(autojump_clock):
     net = network(latency=0.05)
     async with net.transport("a") as a, net.transport("b") as b:
@@ -42,10 +56,7 @@ async def test_asymmetric_links(autojump_clock):
 
 async def test_bandwidth_queues_writes(autojump_clock):
     net = network(bandwidth=1_000_000.0)
-    arrived: list[float] = []
-
-    async def note(conn, body):
-        arrived.append(trio.current_time())
+    arrived, note = recorder()
 
     async with net.transport("a") as a, net.transport("b") as b:
         b.set_handler(note)
@@ -54,16 +65,13 @@ async def test_bandwidth_queues_writes(autojump_clock):
         for _ in range(4):
             await conn.send(b"x" * 99_990)  # ~100 kB frames: 0.1 s each at 1 MB/s
         await wait_for(lambda: len(arrived) == 4, "four frames")
-        gaps = [round(t - t0, 2) for t in arrived]
+        gaps = [round(t - t0, 2) for t, _ in arrived]
         assert gaps == [0.1, 0.2, 0.3, 0.4]
 
 
 async def test_jitter_keeps_order(autojump_clock):
     net = network(latency=0.01, jitter=0.05)
-    seen: list[int] = []
-
-    async def note(conn, body):
-        seen.append(body)
+    seen, note = recorder()
 
     async with net.transport("a") as a, net.transport("b") as b:
         b.set_handler(note)
@@ -71,15 +79,12 @@ async def test_jitter_keeps_order(autojump_clock):
         for i in range(300):
             await conn.send(i)
         await wait_for(lambda: len(seen) == 300, "all messages")
-    assert seen == list(range(300))
+    assert bodies(seen) == list(range(300))
 
 
 async def test_loss_rate_matches_the_link(autojump_clock):
     net = network(loss=0.2)
-    seen: list[int] = []
-
-    async def note(conn, body):
-        seen.append(body)
+    seen, note = recorder()
 
     async with net.transport("a") as a, net.transport("b") as b:
         b.set_handler(note)
@@ -88,7 +93,7 @@ async def test_loss_rate_matches_the_link(autojump_clock):
             await conn.send(i)
         await trio.sleep(1)
     assert 1500 < len(seen) < 1700
-    assert seen == sorted(seen)
+    assert bodies(seen) == sorted(bodies(seen))
     assert net.stats.lost == 2000 - len(seen)
 
 
@@ -116,10 +121,7 @@ async def test_partition_and_heal(autojump_clock):
 
 async def test_in_flight_messages_do_not_cross_a_new_partition(autojump_clock):
     net = network(latency=1.0)
-    seen: list[int] = []
-
-    async def note(conn, body):
-        seen.append(body)
+    seen, note = recorder()
 
     async with net.transport("a") as a, net.transport("b") as b:
         b.set_handler(note)
@@ -130,7 +132,7 @@ async def test_in_flight_messages_do_not_cross_a_new_partition(autojump_clock):
         net.heal()
         await conn.send(2)
         await trio.sleep(2)
-    assert seen == [2]
+    assert bodies(seen) == [2]
 
 
 async def test_crash_and_restart(autojump_clock):
@@ -157,10 +159,7 @@ def test_same_seed_same_trace():
         net = MemoryNetwork(
             random.Random(seed), default_link=Link(latency=0.01, jitter=0.02, loss=0.3)
         )
-        log: list[tuple[float, int]] = []
-
-        async def note(conn, body):
-            log.append((trio.current_time(), body))
+        log, note = recorder()
 
         async def main():
             async with net.transport("a") as a, net.transport("b") as b:

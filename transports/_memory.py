@@ -170,7 +170,7 @@ class MemoryStream(trio.abc.Stream):
         """This end's process died: the far end sees a reset after one latency."""
         self._closed = True
         self._out.queue.clear()
-        self._out.push(self._net._arrival(self._out, 0, lossless=True), _RESET)
+        self._out.push(self._net._arrival(self._out, 0), _RESET)
         self._in.lot.unpark_all()
 
 
@@ -240,7 +240,7 @@ class MemoryNetwork:
 
     # ---- the wire -----------------------------------------------------------------------------
 
-    def _arrival(self, pipe: _Pipe, size: int, *, lossless: bool = False) -> float:
+    def _arrival(self, pipe: _Pipe, size: int) -> float:
         link = self.link(pipe.src, pipe.dst)
         now = trio.current_time()
         start = max(now, pipe.tx_free_at)

@@ -49,11 +49,12 @@ async def echo(conn: Connection, body: Any) -> Any:
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
     """Wait until ``predicate()`` holds, checking after every scheduling round."""
     pause = 0.001
-    with trio.fail_after(DEADLINE):
+    with trio.move_on_after(DEADLINE):
         while not predicate():
             await trio.sleep(pause)
             pause = min(pause * 2, 0.05)
-    assert predicate(), what
+    if not predicate():
+        raise AssertionError(f"waited {DEADLINE:g} s for {what}")
 
 
 async def check_request_response(fx: TransportFixture) -> None:
