@@ -14,6 +14,20 @@ import trio
 from swarm.cli import main
 
 
+def up_command(home, listen: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "swarm.cli",
+        "up",
+        "--home",
+        str(home),
+        "--no-mdns",
+        "--listen",
+        listen,
+    ]
+
+
 async def _ping(addr: str) -> dict:
     from transports.libp2p import Libp2pTransport
 
@@ -28,17 +42,7 @@ def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
     assert main(["init", "--name", "srv", "--role", "server", "--home", str(home)]) == 0
     capsys.readouterr()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "swarm.cli",
-            "up",
-            "--home",
-            str(home),
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
+        up_command(home, "/ip4/127.0.0.1/tcp/0"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,17 +63,7 @@ def test_up_serves_and_stops_on_sigterm(tmp_path, capsys):
         assert addr.endswith(reply["device"])
         # and a second peer on the same port is refused with one line
         second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "swarm.cli",
-                "up",
-                "--home",
-                str(home),
-                "--no-mdns",
-                "--listen",
-                addr.split("/p2p/")[0],
-            ],
+            up_command(home, addr.split("/p2p/")[0]),
             capture_output=True,
             text=True,
             timeout=60,
