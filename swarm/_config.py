@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from transports import InvalidConfig
+from transports import InvalidArgument, InvalidConfig
 
 Role = Literal["phone", "laptop", "server"]
 ROLES: tuple[str, ...] = get_args(Role)
+SCOPES = ("public", "personal", "private")
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "phone": ("public", "personal"),
+    "laptop": SCOPES,
+    "server": SCOPES,
+}
 CONFIG_NAME = "swarm.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -44,6 +50,28 @@ def _device_name(value: str) -> str | None:
     return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
+def _scopes(value: tuple[str, ...]) -> str | None:
+    unknown = [v for v in value if v not in SCOPES]
+    if unknown:
+        return f"{unknown[0]!r} is not a scope (known: {', '.join(SCOPES)})"
+    if len(set(value)) != len(value):
+        return "lists a scope twice"
+    return None
+
+
+def _percent(value: float) -> str | None:
+    return None if 0 <= value <= 100 else "must be between 0 and 100"
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """``--scopes public,personal`` as a validated tuple; raises InvalidArgument."""
+    scopes = tuple(s.strip() for s in text.split(",") if s.strip())
+    problem = _scopes(scopes) or (None if scopes else "must name at least one scope")
+    if problem:
+        raise InvalidArgument(f"--scopes {text!r}: {problem}")
+    return scopes
+
+
 def _multiaddrs(value: tuple[str, ...]) -> str | None:
     for addr in value:
         if not addr.startswith("/"):
@@ -55,6 +83,13 @@ def _multiaddrs(value: tuple[str, ...]) -> str | None:
 class DeviceSettings:
     name: str = setting("", "this device's name, shown in `swarm status`", _device_name)
     role: Role = setting("laptop", "phone, laptop or server: sets defaults for scopes and power")
+    scopes: tuple[str, ...] = setting(
+        (), "data scopes this device may hold: public, personal, private (empty: role's)", _scopes
+    )
+    relay_only: bool = setting(False, "a blind relay: stores and forwards data it may not read")
+
+    def effective_scopes(self) -> tuple[str, ...]:
+        return self.scopes or ROLE_SCOPES[self.role]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +116,38 @@ class NetworkSettings:
     )
 
 
+PowerSource = Literal["device", "simulated"]
+Profile = Literal["auto", "normal", "battery-saver"]
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSettings:
+    source: PowerSource = setting(
+        "device", "device: read the battery with psutil; simulated: the model below"
+    )
+    battery_percent: float = setting(100.0, "simulated: charge at start, percent", _percent)
+    plugged: bool = setting(True, "simulated: on mains power at start")
+    capacity_wh: float = setting(50.0, "simulated: battery capacity, watt-hours", _positive)
+    draw_w: float = setting(6.0, "simulated: average draw when unplugged, watts", _positive)
+    charge_w: float = setting(30.0, "simulated: charging power when plugged, watts", _positive)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipSettings:
+    profile: Profile = setting(
+        "auto", "auto (battery-saver when on battery below 30%), normal or battery-saver"
+    )
+    sample_period_s: float = setting(5.0, "sample this device's state this often", _positive)
+    tombstone_s: float = setting(3600.0, "forget dead and departed devices after", _positive)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    power: PowerSettings = field(default_factory=PowerSettings)
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

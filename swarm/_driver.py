@@ -1,0 +1,156 @@
+"""The thin trio driver around the membership core: timers, and messages over a Transport.
+
+Membership messages travel as one-way frames on a pooled connection per peer (either direction),
+like SWIM's datagrams: a message that cannot be delivered (no address, the dial failed, the
+connection broke) is dropped, and the protocol's own retries take care of it. A malformed message
+raises ``ProtocolViolation`` in the handler, which closes that connection; the peer keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from transports import (
+    Connection,
+    ProtocolViolation,
+    Transport,
+    TransportError,
+    public_key_from_peer_id,
+)
+
+from ._membership import Change, Membership, Message, decode_message, encode_message
+
+log = logging.getLogger("swarm.driver")
+
+AddressBook = Callable[[str], Sequence[str]]
+
+
+class Ed25519Crypto:
+    """Signs with this device's key; verifies with the key inside the signer's peer id."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self._public: dict[str, Ed25519PublicKey | None] = {}
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool:
+        if node not in self._public:
+            try:
+                raw = public_key_from_peer_id(node)
+                self._public[node] = Ed25519PublicKey.from_public_bytes(raw)
+            except (ValueError, TypeError):
+                self._public[node] = None
+        public = self._public[node]
+        if public is None:
+            return False
+        try:
+            public.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class MembershipDriver:
+    """Runs one ``Membership`` core on a transport until cancelled."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        core: Membership,
+        *,
+        addresses: AddressBook,
+        on_changes: Callable[[list[Change]], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.core = core
+        self.addresses = addresses
+        self.on_changes = on_changes
+        self.dropped = 0
+        self._wake = trio.Event()
+        self._dialing: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def is_membership(self, body: Any) -> bool:
+        return isinstance(body, list)
+
+    async def handle(self, conn: Connection, body: Any) -> None:
+        """The transport handler's share: one membership message from ``conn``'s peer."""
+        msg = decode_message(body)  # ProtocolViolation closes the connection
+        self.core.receive(conn.peer_id, msg, trio.current_time())
+        self.poke()
+
+    def poke(self) -> None:
+        """Something changed outside a timer: run the core and flush its messages now."""
+        self._wake.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                self.core.tick(trio.current_time())
+                self._flush()
+                self._wake = trio.Event()
+                with trio.move_on_at(self.core.next_deadline()):
+                    await self._wake.wait()
+
+    def _flush(self) -> None:
+        changes = self.core.pop_changes()
+        if changes and self.on_changes is not None:
+            self.on_changes(changes)
+        for dst, msg in self.core.pop_outbox():
+            self.send(dst, msg)
+
+    def send(self, dst: str, msg: Message) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._deliver, dst, encode_message(msg))
+
+    async def _deliver(self, dst: str, body: Any) -> None:
+        conn = await self._connection(dst)
+        if conn is None:
+            self.dropped += 1
+            return
+        try:
+            await conn.send(body)
+        except TransportError:
+            self.dropped += 1
+
+    async def _connection(self, dst: str) -> Connection | None:
+        for conn in self.transport.connections(dst):
+            return conn
+        pending = self._dialing.get(dst)
+        if pending is not None:
+            await pending.wait()
+            return next(iter(self.transport.connections(dst)), None)
+        addrs = list(self.addresses(dst))
+        if not addrs:
+            return None
+        done = self._dialing[dst] = trio.Event()
+        try:
+            return await self.transport.dial(dst, addrs)
+        except TransportError as exc:
+            log.debug("%s: cannot reach %s: %s", self.core.node[-8:], dst[-8:], exc)
+            return None
+        finally:
+            del self._dialing[dst]
+            done.set()
+
+    async def leave(self, grace: float = 0.5) -> None:
+        """Leave gracefully: tell the others, and give the messages ``grace`` seconds to go."""
+        self.core.leave(trio.current_time())
+        with trio.move_on_after(grace):
+            async with trio.open_nursery() as nursery:
+                for dst, msg in self.core.pop_outbox():
+                    nursery.start_soon(self._deliver, dst, encode_message(msg))
+
+
+def not_membership(body: Any) -> ProtocolViolation:
+    return ProtocolViolation(f"unexpected message of type {type(body).__name__}")

@@ -1,0 +1,907 @@
+"""Membership: SWIM with Lifeguard, as a pure state machine (no I/O, no clock, no global random).
+
+The core takes messages and ``now`` and gives back messages and the time of its next timer; a thin
+driver (``_driver.py``) moves them over a Transport. The same core runs on devices and in the
+simulator.
+
+Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlist's defaults):
+
+- Every member has a status and an incarnation number. Records about members are gossiped:
+  ``alive(node, incarnation, version, state)`` signed by the node itself, ``suspect(node, inc, by)``
+  and ``dead(node, inc, by)`` signed by the accuser; ``dead`` signed by the node itself is a
+  graceful leave (status ``left``). A record that does not verify is dropped and counted.
+- Precedence, for a known member currently at incarnation ``i``:
+      alive  (j, v)  wins over alive (i, w)        if (j, v) > (i, w)
+      alive  (j)     wins over suspect/dead/left   if j > i
+      suspect(j)     wins over alive               if j >= i; confirms a suspect if j == i
+      dead   (j)     wins over alive/suspect       if j >= i
+  About ourselves: a suspect or dead record at ``j >= ours`` (not our own leave) is refuted by
+  taking incarnation ``j + 1`` and gossiping a new alive record.
+- Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
+  within the probe timeout sends ping-reqs to ``indirect_checks`` others, which ping it for us and
+  answer ack or nack; no ack by the end of the interval makes it suspect. A suspect target's ping
+  carries the suspicion so it can refute at once (Lifeguard's buddy system).
+- Lifeguard's local health multiplier scales the probe interval and timeout by ``score + 1``: a
+  direct ack lowers the score, a failed probe or a missing nack raises it, and so does having to
+  refute a suspicion about ourselves.
+- Suspicion lasts between ``min`` = mult * max(1, log10 n) * interval and ``max`` = max_mult * min,
+  shrinking as independent confirmations arrive (k expected), after which the suspect is dead.
+- Records are piggybacked on every ping, ack and ping-req, and gossiped to a few random members
+  every gossip interval while there is something to send; each is retransmitted at most
+  ``retransmit_mult * ceil(log10(n + 1))`` times, the least-sent first, within a byte budget.
+- Push-pull anti-entropy with one random member every push-pull interval (longer in big swarms)
+  exchanges every record we hold plus the opaque ``facts`` (the roster's certificates and
+  revocations).
+- Dead and departed members stay as tombstones for ``tombstone`` seconds, then are forgotten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import msgpack
+
+from transports import ProtocolViolation
+
+log = logging.getLogger("swarm.membership")
+
+Status = Literal["alive", "suspect", "dead", "left"]
+WIRE_VERSION = 1
+MAX_RECORDS = 4096
+PIGGYBACK_BYTES = 1024
+JOIN_RETRY = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Timing of the protocol: memberlist's LAN values (normal) and WAN values (battery saver)."""
+
+    name: str
+    probe_interval: float
+    probe_timeout: float
+    indirect_checks: int
+    suspicion_mult: int
+    suspicion_max_mult: int
+    gossip_interval: float
+    gossip_nodes: int
+    retransmit_mult: int
+    push_pull_interval: float
+    gossip_to_dead: float
+    awareness_max: int = 8
+
+
+NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
+BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
+PROFILES = {p.name: p for p in (NORMAL, BATTERY_SAVER)}
+
+
+# ---- records: signed facts about members --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    node: str
+    incarnation: int
+    version: int
+    state: bytes
+    signature: bytes
+
+    def signed_part(self, domain: bytes) -> bytes:
+        return _pack([b"alive", domain, self.node, self.incarnation, self.version, self.state])
+
+    def to_wire(self) -> list[Any]:
+        return ["a", self.node, self.incarnation, self.version, self.state, self.signature]
+
+
+@dataclass(frozen=True, slots=True)
+class Accusation:
+    """``suspect`` or ``dead`` about ``node`` at ``incarnation``, signed by ``by``."""
+
+    kind: Literal["s", "d"]
+    node: str
+    incarnation: int
+    by: str
+    signature: bytes
+
+    def signed_part(self, domain: bytes) -> bytes:
+        return _pack([b"accuse", domain, self.kind, self.node, self.incarnation, self.by])
+
+    def to_wire(self) -> list[Any]:
+        return [self.kind, self.node, self.incarnation, self.by, self.signature]
+
+    @property
+    def leave(self) -> bool:
+        return self.kind == "d" and self.by == self.node
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An opaque, self-verifying blob the core only spreads (certificates, revocations)."""
+
+    blob: bytes
+
+    def to_wire(self) -> list[Any]:
+        return ["f", self.blob]
+
+
+Record = Alive | Accusation | Fact
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _record_from_wire(obj: Any) -> Record:
+    if not isinstance(obj, list) or not obj:
+        raise ProtocolViolation("record: expected a non-empty list")
+    tag = obj[0]
+    if tag == "a" and len(obj) == 6:
+        _, node, inc, version, state, sig = obj
+        _check(node, str, "node")
+        _check_count(inc, "incarnation")
+        _check_count(version, "version")
+        _check(state, bytes, "state")
+        _check(sig, bytes, "signature")
+        return Alive(node, inc, version, state, sig)
+    if tag in ("s", "d") and len(obj) == 5:
+        _, node, inc, by, sig = obj
+        _check(node, str, "node")
+        _check_count(inc, "incarnation")
+        _check(by, str, "by")
+        _check(sig, bytes, "signature")
+        return Accusation(tag, node, inc, by, sig)
+    if tag == "f" and len(obj) == 2:
+        _check(obj[1], bytes, "fact")
+        return Fact(obj[1])
+    raise ProtocolViolation(f"record: unknown kind {str(tag)[:8]!r} or wrong length")
+
+
+def _check(value: Any, kind: type, what: str) -> None:
+    if not isinstance(value, kind) or (isinstance(value, str) and not 0 < len(value) <= 128):
+        raise ProtocolViolation(f"{what}: expected {kind.__name__}")
+
+
+def _check_count(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ProtocolViolation(f"{what}: expected a non-negative integer")
+
+
+# ---- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: str
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    seq: int
+    target: str
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Push-pull: everything the sender holds; ``reply`` says it answers one."""
+
+    reply: bool
+    records: tuple[Record, ...]
+
+
+Message = Ping | Ack | PingReq | Nack | Gossip | Sync
+
+
+def encode_message(msg: Message) -> list[Any]:
+    """The msgpack-able body of a message: ``[version, type, ...]``."""
+    match msg:
+        case Ping(seq, target, records):
+            return [WIRE_VERSION, "ping", seq, target, [r.to_wire() for r in records]]
+        case Ack(seq, records):
+            return [WIRE_VERSION, "ack", seq, [r.to_wire() for r in records]]
+        case PingReq(seq, target, records):
+            return [WIRE_VERSION, "req", seq, target, [r.to_wire() for r in records]]
+        case Nack(seq):
+            return [WIRE_VERSION, "nack", seq]
+        case Gossip(records):
+            return [WIRE_VERSION, "gossip", [r.to_wire() for r in records]]
+        case Sync(reply, records):
+            return [WIRE_VERSION, "sync", reply, [r.to_wire() for r in records]]
+    raise TypeError(f"not a membership message: {msg!r}")
+
+
+def decode_message(body: Any) -> Message:
+    """Parse and validate a body from a peer; anything malformed raises ProtocolViolation."""
+    if not isinstance(body, list) or len(body) < 3 or body[0] != WIRE_VERSION:
+        raise ProtocolViolation("membership: expected [1, type, ...]")
+    kind, rest = body[1], body[2:]
+    if kind == "ping" and len(rest) == 3:
+        _check_count(rest[0], "seq")
+        _check(rest[1], str, "target")
+        return Ping(rest[0], rest[1], _records(rest[2]))
+    if kind == "ack" and len(rest) == 2:
+        _check_count(rest[0], "seq")
+        return Ack(rest[0], _records(rest[1]))
+    if kind == "req" and len(rest) == 3:
+        _check_count(rest[0], "seq")
+        _check(rest[1], str, "target")
+        return PingReq(rest[0], rest[1], _records(rest[2]))
+    if kind == "nack" and len(rest) == 1:
+        _check_count(rest[0], "seq")
+        return Nack(rest[0])
+    if kind == "gossip" and len(rest) == 1:
+        return Gossip(_records(rest[0]))
+    if kind == "sync" and len(rest) == 2:
+        if not isinstance(rest[0], bool):
+            raise ProtocolViolation("sync: reply must be a boolean")
+        return Sync(rest[0], _records(rest[1]))
+    raise ProtocolViolation(f"membership: unknown message {str(kind)[:16]!r} or wrong length")
+
+
+def _records(obj: Any) -> tuple[Record, ...]:
+    if not isinstance(obj, list) or len(obj) > MAX_RECORDS:
+        raise ProtocolViolation(f"records: expected a list of at most {MAX_RECORDS}")
+    return tuple(_record_from_wire(r) for r in obj)
+
+
+# ---- what the core needs from outside ----------------------------------------------------------
+
+
+class Crypto(Protocol):
+    """Signs as this device and checks other devices' signatures (key from the peer id)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def verify(self, node: str, data: bytes, signature: bytes) -> bool: ...
+
+
+class Facts(Protocol):
+    """The roster, as the core sees it: who may be a member, and blobs to spread."""
+
+    def admits(self, node: str) -> bool: ...
+
+    def learn(self, blob: bytes) -> bool:
+        """Take a blob from a peer; True if it taught us something (then it is re-gossiped)."""
+        ...
+
+    def snapshot(self) -> list[bytes]: ...
+
+
+# ---- the member table ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Member:
+    node: str
+    status: Status
+    incarnation: int
+    alive: Alive | None
+    accusation: Accusation | None = None
+    changed_at: float = 0.0
+    last_heard: float | None = None
+    rtt: float | None = None
+
+    @property
+    def version(self) -> int:
+        return self.alive.version if self.alive else -1
+
+    @property
+    def state(self) -> bytes | None:
+        return self.alive.state if self.alive else None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A member's status or state changed in our view (for logs, status and measurements)."""
+
+    at: float
+    node: str
+    status: Status
+    incarnation: int
+    version: int
+
+
+@dataclass(slots=True)
+class _Suspicion:
+    """Lifeguard's dynamic suspicion: each independent confirmation (up to k) shortens it."""
+
+    started: float
+    k: int
+    min: float
+    max: float
+    accusers: set[str]
+    deadline: float = 0.0
+
+    def confirm(self, by: str) -> bool:
+        if by in self.accusers or len(self.accusers) > self.k:
+            return False
+        self.accusers.add(by)
+        self.update()
+        return True
+
+    def update(self) -> None:
+        c = len(self.accusers) - 1
+        frac = math.log(c + 1) / math.log(self.k + 1) if self.k > 0 else 1.0
+        self.deadline = self.started + max(self.min, self.max - (self.max - self.min) * frac)
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: str
+    sent: float
+    timeout_at: float
+    end_at: float
+    indirect: int = 0
+    nacks: int = 0
+    acked: bool = False
+    direct: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    origin: str
+    origin_seq: int
+    target: str
+    timeout_at: float
+
+
+@dataclass(slots=True)
+class _Queued:
+    record: Record
+    size: int
+    sent: int = 0
+    order: int = 0
+
+
+@dataclass(slots=True)
+class Stats:
+    received: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    stale: int = 0
+    refutations: int = 0
+
+
+class Membership:
+    """One device's view of the swarm. Feed it ``receive`` and ``tick``; drain ``outbox``."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        state: bytes,
+        crypto: Crypto,
+        facts: Facts,
+        rng: random.Random,
+        now: float,
+        domain: bytes = b"",
+        incarnation: int = 0,
+        profile: Profile = NORMAL,
+        tombstone: float = 3600.0,
+    ) -> None:
+        self.node = node
+        self.profile = profile
+        self.tombstone = tombstone
+        self.domain = domain
+        self.crypto = crypto
+        self.facts = facts
+        self.rng = rng
+        self.stats = Stats()
+        self.outbox: list[tuple[str, Message]] = []
+        self.changes: list[Change] = []
+        self.members: dict[str, Member] = {}
+        self.awareness = 0
+        self.leaving = False
+        self._seq = 0
+        self._queue: dict[Any, _Queued] = {}
+        self._queue_order = 0
+        self._suspicions: dict[str, _Suspicion] = {}
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._order: list[str] = []
+        self._order_at = 0
+        first = self._sign_alive(incarnation, 0, state)
+        self.members[node] = Member(node, "alive", incarnation, first, changed_at=now)
+        self._enqueue(first)
+        self._next_probe = now + self.rng.uniform(0, profile.probe_interval)
+        self._next_gossip = now + profile.gossip_interval
+        self._next_sync = now + self._sync_interval()
+        self._next_reap = now + 60.0
+        self._seeds: list[str] = []
+        self._next_join = math.inf
+
+    # ---- the public face ---------------------------------------------------------------------
+
+    @property
+    def me(self) -> Member:
+        return self.members[self.node]
+
+    @property
+    def incarnation(self) -> int:
+        return self.me.incarnation
+
+    def set_profile(self, profile: Profile) -> None:
+        self.profile = profile
+
+    def update_state(self, state: bytes, now: float) -> None:
+        """Our own state changed: gossip a new alive record with a higher version."""
+        me = self.me
+        if me.status != "alive":
+            return
+        me.alive = self._sign_alive(me.incarnation, me.version + 1, state)
+        self._changed(me, now)
+        self._enqueue(me.alive)
+
+    def join(self, seeds: Iterable[str], now: float) -> None:
+        """Ask these peers for everything they know (a push-pull with each); while we know
+        nobody else alive, ask again every few seconds."""
+        self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
+        self._next_join = now
+        self._rejoin(now)
+
+    def _rejoin(self, now: float) -> None:
+        if now < self._next_join:
+            return
+        self._next_join = now + JOIN_RETRY * (self.awareness + 1)
+        if self.alive_count() > 1 or not self._seeds:
+            return
+        state = self._full_state()
+        for seed in self._seeds:
+            self._send(seed, Sync(False, state))
+
+    def leave(self, now: float) -> list[str]:
+        """Leave gracefully: tell up to 32 members directly; returns who was told."""
+        self.leaving = True
+        me = self.me
+        record = self._sign_accusation("d", self.node, me.incarnation)
+        me.accusation, me.status = record, "left"
+        self._changed(me, now)
+        told = self._pick(32, lambda m: m.status in ("alive", "suspect"))
+        for node in told:
+            self._send(node, Gossip((record,)))
+        return told
+
+    def spread(self, blob: bytes) -> None:
+        """Gossip a new fact (a certificate or revocation this device made)."""
+        self._enqueue(Fact(blob))
+
+    def forget(self, node: str, now: float) -> None:
+        """Drop a member outright (its certificate was revoked)."""
+        if node != self.node and self.members.pop(node, None) is not None:
+            self._suspicions.pop(node, None)
+            self.changes.append(Change(now, node, "dead", 0, -1))
+
+    def pop_outbox(self) -> list[tuple[str, Message]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def pop_changes(self) -> list[Change]:
+        out, self.changes = self.changes, []
+        return out
+
+    def alive_count(self) -> int:
+        return sum(1 for m in self.members.values() if m.status in ("alive", "suspect"))
+
+    def next_deadline(self) -> float:
+        times = [self._next_probe, self._next_gossip, self._next_sync, self._next_reap]
+        if self._seeds:
+            times.append(self._next_join)
+        probe = self._probe
+        if probe is not None:
+            if not probe.acked and not probe.indirect:
+                times.append(probe.timeout_at)
+            times.append(probe.end_at)
+        times.extend(r.timeout_at for r in self._relays.values())
+        times.extend(s.deadline for s in self._suspicions.values())
+        return min(times)
+
+    # ---- timers ------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at ``now``."""
+        if self.leaving:
+            return
+        probe = self._probe
+        if probe is not None:
+            if not probe.acked and not probe.indirect and now >= probe.timeout_at:
+                self._indirect(probe)
+            if now >= probe.end_at:
+                self._finish_probe(probe, now)
+        for seq, relay in list(self._relays.items()):
+            if now >= relay.timeout_at:
+                del self._relays[seq]
+                self._send(relay.origin, Nack(relay.origin_seq))
+        for node, susp in list(self._suspicions.items()):
+            if now >= susp.deadline:
+                self._declare_dead(node, now)
+        if now >= self._next_probe and self._probe is None:
+            self._start_probe(now)
+        if now >= self._next_gossip:
+            self._gossip(now)
+            self._next_gossip = now + self.profile.gossip_interval
+        if now >= self._next_sync:
+            self._push_pull()
+            self._next_sync = now + self._sync_interval()
+        if self._seeds and now >= self._next_join:
+            self._rejoin(now)
+        if now >= self._next_reap:
+            self._reap(now)
+            self._next_reap = now + 60.0
+
+    def _scaled(self, seconds: float) -> float:
+        return seconds * (self.awareness + 1)
+
+    def _health(self, delta: int) -> None:
+        self.awareness = min(max(self.awareness + delta, 0), self.profile.awareness_max - 1)
+
+    def _start_probe(self, now: float) -> None:
+        interval = self._scaled(self.profile.probe_interval)
+        self._next_probe = now + interval
+        target = self._next_target()
+        if target is None:
+            return
+        seq = self._next_seq()
+        timeout = self._scaled(self.profile.probe_timeout)
+        self._probe = _Probe(seq, target, now, now + timeout, now + interval)
+        member = self.members[target]
+        buddy: tuple[Record, ...] = ()
+        if member.status == "suspect" and member.accusation is not None:
+            buddy = (member.accusation,)  # Lifeguard: let the suspect refute at once
+        self._send(target, Ping(seq, target, buddy + self._piggyback(exclude=buddy)))
+
+    def _indirect(self, probe: _Probe) -> None:
+        relays = self._pick(
+            self.profile.indirect_checks,
+            lambda m: m.status == "alive" and m.node != probe.target,
+        )
+        probe.indirect = len(relays) or -1  # -1: nobody to ask
+        for relay in relays:
+            self._send(relay, PingReq(probe.seq, probe.target, self._piggyback()))
+
+    def _finish_probe(self, probe: _Probe, now: float) -> None:
+        self._probe = None
+        if probe.acked:
+            self._health(-1 if probe.direct else 0)
+            return
+        expected = max(probe.indirect, 0)
+        self._health(max(1, expected - probe.nacks))
+        member = self.members.get(probe.target)
+        if member is None or member.status not in ("alive", "suspect"):
+            return  # (an accusation about a suspect confirms it)
+        record = self._sign_accusation("s", probe.target, member.incarnation)
+        self._apply(record, now, verified=True)
+
+    def _next_target(self) -> str | None:
+        while True:
+            if self._order_at >= len(self._order):
+                self._order = [
+                    n
+                    for n, m in self.members.items()
+                    if n != self.node and m.status in ("alive", "suspect")
+                ]
+                self.rng.shuffle(self._order)
+                self._order_at = 0
+                if not self._order:
+                    return None
+            node = self._order[self._order_at]
+            self._order_at += 1
+            member = self.members.get(node)
+            if member is not None and member.status in ("alive", "suspect"):
+                return node
+
+    def _gossip(self, now: float) -> None:
+        if not self._queue:
+            return
+        horizon = now - self.profile.gossip_to_dead
+        targets = self._pick(
+            self.profile.gossip_nodes,
+            lambda m: m.status in ("alive", "suspect") or m.changed_at >= horizon,
+        )
+        for node in targets:
+            records = self._piggyback()
+            if not records:
+                break
+            self._send(node, Gossip(records))
+
+    def _push_pull(self) -> None:
+        # one live member, and (after Serf's reconnect) one member we think dead: if it is back
+        # or the partition healed, the two views merge again
+        targets = self._pick(1, lambda m: m.status == "alive")
+        targets += self._pick(1, lambda m: m.status == "dead")
+        state = self._full_state()
+        for node in targets:
+            self._send(node, Sync(False, state))
+
+    def _sync_interval(self) -> float:
+        n = max(self.alive_count() if self.members else 1, 1)
+        scale = 1.0 if n <= 32 else math.ceil(math.log2(n) - math.log2(32)) + 1.0
+        return self.profile.push_pull_interval * scale
+
+    def _reap(self, now: float) -> None:
+        for node, m in list(self.members.items()):
+            gone = m.status in ("dead", "left") and now - m.changed_at >= self.tombstone
+            if gone and node != self.node:
+                del self.members[node]
+
+    # ---- receiving ---------------------------------------------------------------------------
+
+    def receive(self, src: str, msg: Message, now: float) -> None:
+        """Handle one message from ``src`` (already authenticated and admitted by the driver)."""
+        name = type(msg).__name__.lower()
+        self.stats.received[name] = self.stats.received.get(name, 0) + 1
+        if self.leaving:
+            return
+        member = self.members.get(src)
+        if member is not None:
+            member.last_heard = now
+        match msg:
+            case Ping(seq, target, records):
+                self._apply_all(records, now)
+                if target == self.node:
+                    self._send(src, Ack(seq, self._piggyback()))
+            case Ack(seq, records):
+                self._apply_all(records, now)
+                self._on_ack(src, seq, now)
+            case PingReq(seq, target, records):
+                self._apply_all(records, now)
+                if target in self.members and target != self.node:
+                    mine = self._next_seq()
+                    timeout = self._scaled(self.profile.probe_timeout)
+                    self._relays[mine] = _Relay(src, seq, target, now + timeout)
+                    self._send(target, Ping(mine, target, self._piggyback()))
+            case Nack(seq):
+                if self._probe is not None and self._probe.seq == seq:
+                    self._probe.nacks += 1
+            case Gossip(records):
+                self._apply_all(records, now)
+            case Sync(reply, records):
+                self._apply_all(records, now)
+                if not reply:
+                    self._send(src, Sync(True, self._full_state()))
+
+    def _on_ack(self, src: str, seq: int, now: float) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == seq and not probe.acked:
+            probe.acked = True
+            probe.direct = src == probe.target
+            target = self.members.get(probe.target)
+            if target is not None:
+                target.last_heard = now
+                if probe.direct:
+                    target.rtt = now - probe.sent
+            return
+        relay = self._relays.pop(seq, None)
+        if relay is not None and src == relay.target:
+            self._send(relay.origin, Ack(relay.origin_seq))
+
+    def _apply_all(self, records: Iterable[Record], now: float) -> None:
+        # facts (certificates) first: an alive record is only taken from an admitted member
+        for record in sorted(records, key=lambda r: not isinstance(r, Fact)):
+            self._apply(record, now)
+
+    def _apply(self, record: Record, now: float, *, verified: bool = False) -> None:
+        if isinstance(record, Fact):
+            if self.facts.learn(record.blob):
+                self._enqueue(record)
+            return
+        if isinstance(record, Alive):
+            self._apply_alive(record, now, verified)
+        else:
+            self._apply_accusation(record, now, verified)
+
+    def _verify(self, signer: str, record: Alive | Accusation) -> bool:
+        if self.crypto.verify(signer, record.signed_part(self.domain), record.signature):
+            return True
+        self.stats.rejected += 1
+        log.warning(
+            "%s: dropped a %s record about %s: bad signature by %s",
+            self.node[-8:],
+            type(record).__name__.lower(),
+            record.node[-8:],
+            signer[-8:],
+        )
+        return False
+
+    def _apply_alive(self, record: Alive, now: float, verified: bool) -> None:
+        node = record.node
+        if node == self.node:
+            me = self.me
+            newer = record.incarnation > me.incarnation and not self.leaving
+            if newer and (verified or self._verify(node, record)):
+                self._refute(record.incarnation, now)
+            return
+        member = self.members.get(node)
+        if member is None:
+            if not self.facts.admits(node):
+                self.stats.stale += 1
+                return
+        elif member.status == "alive":
+            if (record.incarnation, record.version) <= (member.incarnation, member.version):
+                self.stats.stale += 1
+                return
+        elif record.incarnation <= member.incarnation:
+            self.stats.stale += 1
+            return
+        if not verified and not self._verify(node, record):
+            return
+        if member is None:
+            member = self.members[node] = Member(node, "alive", record.incarnation, record)
+        member.alive = record
+        member.incarnation = record.incarnation
+        member.status = "alive"
+        member.accusation = None
+        self._suspicions.pop(node, None)
+        self._changed(member, now)
+        self._enqueue(record)
+
+    def _apply_accusation(self, record: Accusation, now: float, verified: bool) -> None:
+        node = record.node
+        if node == self.node:
+            if record.leave or self.leaving:
+                return
+            current = record.incarnation >= self.incarnation
+            if current and (verified or self._verify(record.by, record)):
+                if record.kind == "s":
+                    self._health(1)
+                self._refute(record.incarnation, now)
+            return
+        member = self.members.get(node)
+        if member is None or record.incarnation < member.incarnation:
+            self.stats.stale += 1
+            return
+        if member.status in ("dead", "left"):
+            self.stats.stale += 1
+            return
+        if record.kind == "s":
+            if member.status == "suspect" and record.incarnation == member.incarnation:
+                susp = self._suspicions.get(node)
+                if susp is None or record.by in susp.accusers or len(susp.accusers) > susp.k:
+                    self.stats.stale += 1
+                    return
+                if not verified and not self._verify(record.by, record):
+                    return
+                susp.confirm(record.by)
+                self._enqueue(record)
+                return
+            if not verified and not self._verify(record.by, record):
+                return
+            member.status = "suspect"
+            member.incarnation = record.incarnation
+            member.accusation = record
+            self._suspicions[node] = self._suspicion(record, now)
+            self._changed(member, now)
+            self._enqueue(record)
+            return
+        if not verified and not self._verify(record.by, record):
+            return
+        member.status = "left" if record.leave else "dead"
+        member.incarnation = record.incarnation
+        member.accusation = record
+        self._suspicions.pop(node, None)
+        self._changed(member, now)
+        self._enqueue(record)
+
+    def _suspicion(self, record: Accusation, now: float) -> _Suspicion:
+        p = self.profile
+        n = self.alive_count()
+        k = p.suspicion_mult - 2
+        if n - 2 < k:
+            k = 0
+        low = p.suspicion_mult * max(1.0, math.log10(max(1, n))) * p.probe_interval
+        s = _Suspicion(now, k, low, p.suspicion_max_mult * low, {record.by})
+        s.update()
+        return s
+
+    def _declare_dead(self, node: str, now: float) -> None:
+        self._suspicions.pop(node, None)
+        member = self.members.get(node)
+        if member is None or member.status != "suspect":
+            return
+        self._apply(self._sign_accusation("d", node, member.incarnation), now, verified=True)
+
+    def _refute(self, incarnation: int, now: float) -> None:
+        me = self.me
+        me.incarnation = incarnation + 1
+        me.alive = self._sign_alive(me.incarnation, me.version, me.alive.state if me.alive else b"")
+        self.stats.refutations += 1
+        self._changed(me, now)
+        self._enqueue(me.alive)
+
+    def _changed(self, member: Member, now: float) -> None:
+        member.changed_at = now
+        self.changes.append(
+            Change(now, member.node, member.status, member.incarnation, member.version)
+        )
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _send(self, dst: str, msg: Message) -> None:
+        name = type(msg).__name__.lower()
+        self.stats.sent[name] = self.stats.sent.get(name, 0) + 1
+        self.outbox.append((dst, msg))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _pick(self, k: int, keep: Callable[[Member], bool]) -> list[str]:
+        nodes = [n for n, m in self.members.items() if n != self.node and keep(m)]
+        if len(nodes) <= k:
+            self.rng.shuffle(nodes)
+            return nodes
+        return self.rng.sample(nodes, k)
+
+    def _full_state(self) -> tuple[Record, ...]:
+        out: list[Record] = [Fact(b) for b in self.facts.snapshot()]
+        for m in self.members.values():
+            if m.alive is not None:
+                out.append(m.alive)
+            if m.accusation is not None and m.status != "alive":
+                out.append(m.accusation)
+        return tuple(out)
+
+    def _enqueue(self, record: Record) -> None:
+        if isinstance(record, Fact):
+            key: Any = ("f", hashlib.blake2b(record.blob, digest_size=8).digest())
+        else:
+            key = record.node
+        self._queue_order += 1
+        size = len(_pack(record.to_wire()))
+        self._queue[key] = _Queued(record, size, 0, self._queue_order)
+
+    def _piggyback(self, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
+        if not self._queue:
+            return ()
+        limit = self.profile.retransmit_mult * math.ceil(math.log10(self.alive_count() + 1))
+        budget = PIGGYBACK_BYTES
+        out: list[Record] = []
+        for key, item in sorted(self._queue.items(), key=lambda kv: (kv[1].sent, -kv[1].order)):
+            if item.record in exclude:
+                continue
+            if item.size > budget and out:
+                continue
+            budget -= item.size
+            out.append(item.record)
+            item.sent += 1
+            if item.sent >= limit:
+                del self._queue[key]
+            if budget <= 0:
+                break
+        return tuple(out)
+
+    # ---- signing -----------------------------------------------------------------------------
+
+    def _sign_alive(self, incarnation: int, version: int, state: bytes) -> Alive:
+        unsigned = Alive(self.node, incarnation, version, state, b"")
+        sig = self.crypto.sign(unsigned.signed_part(self.domain))
+        return Alive(self.node, incarnation, version, state, sig)
+
+    def _sign_accusation(self, kind: Literal["s", "d"], node: str, inc: int) -> Accusation:
+        unsigned = Accusation(kind, node, inc, self.node, b"")
+        sig = self.crypto.sign(unsigned.signed_part(self.domain))
+        return Accusation(kind, node, inc, self.node, sig)
