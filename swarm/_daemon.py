@@ -1,82 +1,189 @@
-"""``swarm up`` and ``swarm demo``: run a peer in the foreground until Ctrl-C or SIGTERM."""
+"""``swarm up``: run this device's peer in the foreground, with its control socket.
+
+The daemon is the I/O shell around ``Peer``: a libp2p transport, mDNS, the bootstrap list and the
+addresses learned at pairing or remembered from last time (``peers.json``), and the control socket
+the CLI talks to (``swarm status``, ``invite``, ``revoke``, ``power``). Ctrl-C or SIGTERM leaves
+the swarm gracefully (the others see "left", not "dead") and exits within two seconds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
+import json
 import logging
+import os
 import random
-import shutil
 import signal
-import sys
-import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 import trio
 
-from transports import Connection, TransportError
-from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
+from transports import InvalidArgument
+from transports._discovery import Advertisement, MdnsDiscovery
 
-from ._home import Identity, init_home, load_identity, resolve_home
+from ._control import control_path, serve_control
+from ._home import Identity, load_identity, load_roster, resolve_home
+from ._join import bootstrap_pairs
+from ._peer import Peer, PeerOptions
 
 log = logging.getLogger("swarm.daemon")
 
+PEERS_FILE = "peers.json"
+LEAVE_GRACE = 0.5
 
-class Peer:
-    """The running peer. For now: transport, discovery, bootstrap and a ping service."""
+
+def advertised(addrs: Sequence[str]) -> list[str]:
+    """Dialable forms of our listen addresses: no /p2p suffix, 0.0.0.0 expanded to interfaces."""
+    out: list[str] = []
+    for addr in addrs:
+        base = addr.split("/p2p/")[0]
+        parts = base.split("/")
+        if len(parts) > 2 and parts[1] == "ip4" and parts[2] == "0.0.0.0":
+            for ip in _interface_ips():
+                out.append("/".join([*parts[:2], ip, *parts[3:]]))
+        else:
+            out.append(base)
+    return list(dict.fromkeys(out))[:8]
+
+
+def _interface_ips() -> list[str]:
+    ips = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family.name == "AF_INET":
+                ip = ipaddress.ip_address(entry.address)
+                if not ip.is_link_local:
+                    ips.append(str(ip))
+    # loopback last: the others are what other devices can reach
+    return sorted(set(ips), key=lambda ip: (ipaddress.ip_address(ip).is_loopback, ip))
+
+
+def load_known_addrs(home: Path) -> dict[str, list[str]]:
+    try:
+        data = json.loads((home / PEERS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(k): [a for a in v if isinstance(a, str)][:8]
+        for k, v in data.items()
+        if isinstance(v, list)
+    }
+
+
+def save_known_addrs(home: Path, addrs: dict[str, list[str]]) -> None:
+    tmp = home / (PEERS_FILE + ".tmp")
+    tmp.write_text(json.dumps(addrs, indent=1, sort_keys=True))
+    os.replace(tmp, home / PEERS_FILE)
+
+
+class Daemon:
+    """A Peer on libp2p, plus discovery, the control socket and the address memory."""
 
     def __init__(self, identity: Identity, *, listen: Sequence[str], mdns: bool) -> None:
         self.identity = identity
         self.listen = list(listen)
         self.mdns = mdns
-        self.transport: Any = None
-
-    async def _handle(self, conn: Connection, body: Any) -> Any:
-        if isinstance(body, dict) and body.get("type") == "ping":
-            return {"type": "pong", "device": self.identity.device_id}
-        raise LookupError("unknown message")
+        self.peer: Peer | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         from transports.libp2p import Libp2pTransport
 
-        net = self.identity.settings.network
-        self.transport = Libp2pTransport(
-            self.identity.private_seed(),
-            self.listen,
-            max_frame=net.max_frame_bytes,
-            dial_timeout=net.dial_timeout_s,
-            request_timeout=net.request_timeout_s,
-        )
-        async with self.transport, trio.open_nursery() as nursery:
-            self.transport.set_handler(self._handle)
-            for peer, addr in parse_bootstrap(net.bootstrap):
-                nursery.start_soon(self._greet, peer, [addr])
-            if self.mdns:
-                await nursery.start(self._discover)
-            task_status.started(self.transport.addrs)
-            await trio.sleep_forever()  # serve until cancelled
+        ident = self.identity
+        net = ident.settings.network
+        roster = load_roster(ident)
+        seeds = bootstrap_pairs(net.bootstrap)
+        async with trio.open_nursery() as nursery:
+            # the control socket first: it refuses a second peer on this home before any port
+            await nursery.start(serve_control, control_path(ident.home), self._control)
+            transport = Libp2pTransport(
+                ident.private_seed(),
+                self.listen,
+                max_frame=net.max_frame_bytes,
+                dial_timeout=net.dial_timeout_s,
+                request_timeout=net.request_timeout_s,
+            )
+            async with transport:
+                addrs = advertised(transport.addrs)
+                self.peer = Peer(
+                    ident,
+                    roster,
+                    PeerOptions(
+                        listen_addrs=lambda: addrs,
+                        seeds=seeds,
+                        known_addrs=load_known_addrs(ident.home),
+                    ),
+                )
+                async with trio.open_nursery() as inner:
+                    await inner.start(self.peer.run, transport)
+                    if self.mdns:
+                        await inner.start(self._discover, transport.addrs)
+                    inner.start_soon(self._remember_addresses)
+                    task_status.started(transport.addrs)
+                    await trio.sleep_forever()
 
-    async def _greet(self, peer: str, addrs: list[str]) -> None:
-        try:
-            conn = await self.transport.dial(peer, addrs)
-            reply = await conn.request({"type": "ping"})
-            log.info("reached %s: %s", peer, reply)
-            await conn.aclose()
-        except TransportError as exc:
-            log.warning("bootstrap peer %s: %s", peer[-8:], exc)
+    async def _control(self, op: str, args: dict[str, Any]) -> Any:
+        peer = self.peer
+        if peer is None:
+            raise InvalidArgument("the peer is still starting; try again in a moment")
+        if op == "status":
+            return peer.status()
+        if op == "invite":
+            ttl = args.get("ttl", 600.0)
+            return {"code": peer.invite(ttl), "ttl": ttl}
+        if op == "revoke":
+            device = args.get("device")
+            if not isinstance(device, str) or not device:
+                raise InvalidArgument("revoke: name a device")
+            cert = peer.revoke(device)
+            return {"device": cert.device, "name": cert.name}
+        if op == "power":
+            return peer.set_power(args.get("battery"), args.get("plugged"))
+        raise InvalidArgument(f"unknown request {op!r}")
 
-    async def _discover(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        advert = Advertisement.create(
-            self.identity.swarm_id, self.identity.device_id, random.Random()
-        )
-        port, hosts = _port_and_hosts(self.transport.addrs)
+    async def _remember_addresses(self) -> None:
+        peer = self.peer
+        assert peer is not None
+        saved: dict[str, list[str]] = {}
+        while True:
+            await trio.sleep(5.0)
+            core = peer.core
+            if core is None:
+                continue
+            now = {
+                n: peer._addrs_of(n)
+                for n in core.members
+                if n != self.identity.device_id and peer.roster.admits(n)
+            }
+            now = {n: a for n, a in now.items() if a}
+            if now != saved:
+                with contextlib.suppress(OSError):
+                    save_known_addrs(self.identity.home, now)
+                saved = now
+
+    async def _discover(
+        self, addrs: Sequence[str], *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        ident = self.identity
+        advert = Advertisement.create(ident.swarm_id, ident.device_id, random.Random())
+        port, hosts = _port_and_hosts(addrs)
         async with MdnsDiscovery(advert, port=port, addresses=hosts) as mdns:
             task_status.started()
             async for seen in mdns.sightings:
-                if seen.is_swarm(self.identity.swarm_id):
-                    log.info("saw a device of this swarm at %s", ", ".join(seen.addrs))
+                if not seen.is_swarm(ident.swarm_id) or self.peer is None:
+                    continue
+                others = [c.device for c in self.peer.roster.members()]
+                device = seen.device_in(d for d in others if d != ident.device_id)
+                if device is not None:
+                    log.info("saw %s on the LAN at %s", device[-8:], ", ".join(seen.addrs))
+                    self.peer.join([(device, list(seen.addrs))])
 
 
 def _port_and_hosts(addrs: Sequence[str]) -> tuple[int, list[str]]:
@@ -89,39 +196,29 @@ def _port_and_hosts(addrs: Sequence[str]) -> tuple[int, list[str]]:
     return port, hosts or ["127.0.0.1"]
 
 
-async def _until_signal(peer: Peer, *, seconds: float | None, banner: bool) -> None:
-    async with trio.open_nursery() as nursery:
-        addrs = await nursery.start(peer.run)
-        ident = peer.identity
-        if banner:
-            print(f"swarm up: {ident.name} ({ident.settings.device.role}) {ident.device_id}")
-            for addr in addrs:
-                print(f"  listening on {addr}")
-            print("  Ctrl-C to stop", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            with trio.move_on_after(seconds if seconds is not None else float("inf")):
-                async for _ in signals:
-                    break
-        nursery.cancel_scope.cancel()
+async def _until_signal(daemon: Daemon, *, banner: bool) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            addrs = await nursery.start(daemon.run)
+            ident = daemon.identity
+            if banner:
+                print(f"swarm up: {ident.name} ({ident.settings.device.role}) {ident.device_id}")
+                print(f"  swarm {ident.swarm_id}")
+                for addr in addrs:
+                    print(f"  listening on {addr}")
+                print("  Ctrl-C to stop", flush=True)
+            async for _ in signals:
+                break
+            if daemon.peer is not None:
+                with trio.move_on_after(1.0):
+                    await daemon.peer.leave(LEAVE_GRACE)
+            nursery.cancel_scope.cancel()
 
 
 def run_up(args: argparse.Namespace) -> int:
     identity = load_identity(resolve_home(args.home))
     listen = args.listen or list(identity.settings.network.listen)
     mdns = identity.settings.network.mdns and not args.no_mdns
-    peer = Peer(identity, listen=listen, mdns=mdns)
-    trio.run(partial(_until_signal, peer, seconds=None, banner=True))
-    print("swarm up: stopped")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    root = Path(tempfile.mkdtemp(prefix="swarm-demo-"))
-    try:
-        identity = init_home(root / "laptop", name="laptop", role="laptop")
-        peer = Peer(identity, listen=["/ip4/127.0.0.1/tcp/0"], mdns=False)
-        print(f"swarm demo: one peer on a temporary home ({root})", file=sys.stderr)
-        trio.run(partial(_until_signal, peer, seconds=args.seconds, banner=True))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    trio.run(partial(_until_signal, Daemon(identity, listen=listen, mdns=mdns), banner=True))
+    print("swarm up: left the swarm and stopped", flush=True)
     return 0

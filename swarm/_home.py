@@ -5,7 +5,8 @@ Files (keys mode 0600, the directory 0700)::
     device.key   this device's Ed25519 key, PKCS#8 PEM: its libp2p peer id
     age.key      this device's age X25519 identity (AGE-SECRET-KEY-1...)
     root.key     the swarm root's Ed25519 key (only on the device that ran `swarm init`)
-    swarm.toml   settings; [device] and [swarm] are written at init
+    swarm.toml   settings; [device] and [swarm] are written at init or join
+    roster.bin   the members this device knows: certificate chains and revocations (msgpack)
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 import pyrage
@@ -26,11 +29,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from transports import InvalidArgument, InvalidConfig, LocalError, peer_id_from_public_key
 
-from ._config import CONFIG_NAME, ROLES, Settings, _device_name, load_settings
+from ._config import CONFIG_NAME, ROLE_SCOPES, ROLES, Settings, _device_name, load_settings
+
+if TYPE_CHECKING:
+    from ._certs import Roster
 
 DEVICE_KEY = "device.key"
 AGE_KEY = "age.key"
 ROOT_KEY = "root.key"
+ROSTER = "roster.bin"
 
 
 class AlreadyInitialised(LocalError):
@@ -118,35 +125,129 @@ def _load_ed25519(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def init_home(home: Path, *, name: str, role: str) -> Identity:
-    """Create a new swarm and this device's identity in ``home``; refuse if one exists."""
+def check_new_device(home: Path, *, name: str, role: str) -> None:
+    """The checks `init` and `join` share: a good name and role, and an empty home."""
     problem = _device_name(name) if name else "must not be empty"
     if problem:
         raise InvalidArgument(f"--name {name!r}: {problem}")
     if role not in ROLES:
         raise InvalidArgument(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
-    existing = [n for n in (DEVICE_KEY, AGE_KEY, ROOT_KEY, CONFIG_NAME) if (home / n).exists()]
+    names = (DEVICE_KEY, AGE_KEY, ROOT_KEY, CONFIG_NAME, ROSTER)
+    existing = [n for n in names if (home / n).exists()]
     if existing:
         raise AlreadyInitialised(
             f"{home} already holds a swarm identity ({', '.join(existing)}); nothing changed"
         )
+
+
+def device_section(
+    name: str, role: str, scopes: tuple[str, ...] | None, relay_only: bool
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "role": role,
+        "scopes": list(scopes or ROLE_SCOPES[role]),
+        "relay_only": relay_only,
+    }
+
+
+def init_home(
+    home: Path,
+    *,
+    name: str,
+    role: str,
+    scopes: tuple[str, ...] | None = None,
+    relay_only: bool = False,
+    network: dict[str, object] | None = None,
+    extra: dict[str, dict[str, object]] | None = None,
+) -> Identity:
+    """Create a new swarm and this device's identity in ``home``; refuse if one exists.
+
+    The root key signs this device's certificate, the first entry of the roster.
+    """
+    from ._certs import Roster, issue_certificate
+
+    check_new_device(home, name=name, role=role)
     root = Ed25519PrivateKey.generate()
     device = Ed25519PrivateKey.generate()
     age = pyrage.x25519.Identity.generate()
     root_public = public_bytes(root)
-    config = render_config(
-        {
-            "device": {"name": name, "role": role},
-            "swarm": {"id": swarm_id_of(root_public), "root": root_public.hex()},
-        }
+    swarm = swarm_id_of(root_public)
+    device_id = peer_id_from_public_key(public_bytes(device))
+    cert = issue_certificate(
+        root,
+        issuer="root",
+        swarm=swarm,
+        device=device_id,
+        name=name,
+        role=role,
+        age=str(age.to_public()),
+        now=time.time(),
     )
+    roster = Roster(swarm, root_public)
+    roster.add_chain((cert,))
+    sections: dict[str, dict[str, object]] = {
+        "device": device_section(name, role, scopes, relay_only),
+        "swarm": {"id": swarm, "root": root_public.hex()},
+    }
+    if network:
+        sections["network"] = network
+    sections.update(extra or {})
+    write_home(
+        home,
+        device=device,
+        age=age,
+        root=root,
+        config=render_config(sections),
+        roster=roster.encode(),
+    )
+    return load_identity(home)
+
+
+def write_home(
+    home: Path,
+    *,
+    device: Ed25519PrivateKey,
+    age: pyrage.x25519.Identity,
+    root: Ed25519PrivateKey | None,
+    config: str,
+    roster: bytes,
+) -> None:
+    """Write a new device's files, all or nothing."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _all_or_nothing(home) as write:
         write(DEVICE_KEY, _pem(device), secret=True)
         write(AGE_KEY, (str(age) + "\n").encode(), secret=True)
-        write(ROOT_KEY, _pem(root), secret=True)
+        if root is not None:
+            write(ROOT_KEY, _pem(root), secret=True)
         write(CONFIG_NAME, config.encode(), secret=False)
-    return load_identity(home)
+        write(ROSTER, roster, secret=False)
+
+
+def load_roster(identity: Identity) -> Roster:
+    from ._certs import InvalidCertificate, Roster
+
+    path = identity.home / ROSTER
+    try:
+        roster = Roster.decode(path.read_bytes())
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: cannot read the roster: {exc.strerror}") from None
+    except InvalidCertificate as exc:
+        raise InvalidConfig(f"{path}: damaged roster: {exc}") from None
+    if roster.swarm != identity.swarm_id:
+        raise InvalidConfig(f"{path}: roster of swarm {roster.swarm}, not {identity.swarm_id}")
+    return roster
+
+
+def save_roster(home: Path, roster: Roster) -> None:
+    """Replace the roster file atomically."""
+    path = home / ROSTER
+    tmp = path.with_name(ROSTER + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(roster.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _pem(key: Ed25519PrivateKey) -> bytes:

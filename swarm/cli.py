@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from transports import LocalError, SwarmError
+from transports import InvalidArgument, LocalError, SwarmError
 
 from . import __version__
-from ._config import ROLES
+from ._config import ROLES, parse_scopes
 from ._home import init_home, resolve_home
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -55,9 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a new swarm with this device as its first member")
     p.add_argument("--name", required=True, help="this device's name, e.g. laptop")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
+    _add_device_options(p)
     _add_home(p)
     _add_json(p)
     p.set_defaults(run=_cmd_init)
+
+    p = sub.add_parser("invite", help="print a one-time code that lets a new device join")
+    p.add_argument(
+        "--ttl",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long the code stays valid (default 600)",
+    )
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_invite)
+
+    p = sub.add_parser("join", help="join a swarm with a code from `swarm invite`")
+    p.add_argument("code", metavar="CODE", help="the code `swarm invite` printed on a member")
+    p.add_argument("--name", required=True, help="this device's name, e.g. phone")
+    p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
+    _add_device_options(p)
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_join)
+
+    p = sub.add_parser("revoke", help="remove a device from the swarm for good")
+    p.add_argument("device", metavar="DEVICE", help="the device's name or id")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_revoke)
 
     p = sub.add_parser("up", help="run this device's peer in the foreground")
     _add_home(p)
@@ -70,17 +98,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mdns", action="store_true", help="do not use mDNS on the LAN")
     p.set_defaults(run=_cmd_up)
 
-    p = sub.add_parser("demo", help="run a local swarm on its embedded defaults")
+    p = sub.add_parser("status", help="show the devices of the swarm, as the local peer sees them")
+    _add_home(p)
+    _add_json(p)
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh period"
+    )
+    p.set_defaults(run=_cmd_status)
+
+    p = sub.add_parser("power", help="change this device's simulated power source")
+    p.add_argument("--battery", type=float, metavar="PCT", help="battery level, 0-100")
+    plug = p.add_mutually_exclusive_group()
+    plug.add_argument("--plugged", dest="plugged", action="store_true", default=None)
+    plug.add_argument("--unplugged", dest="plugged", action="store_false")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_power)
+
+    p = sub.add_parser("demo", help="run a local swarm of several devices on loopback")
+    p.add_argument("--peers", type=int, default=3, metavar="N", help="how many devices (3)")
     p.add_argument(
         "--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)"
     )
+    _add_json(p)
     p.set_defaults(run=_cmd_demo)
     return parser
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scopes",
+        type=_scopes_arg,
+        metavar="LIST",
+        help="data scopes this device may hold, comma-separated from public, personal, private"
+        " (default: phone public,personal; laptop and server all three)",
+    )
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="a blind relay: stores and forwards data it may not read",
+    )
+
+
+def _scopes_arg(text: str) -> tuple[str, ...]:
+    try:
+        return parse_scopes(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     home = resolve_home(args.home)
-    ident = init_home(home, name=args.name, role=args.role)
+    ident = init_home(
+        home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
+    )
+    scopes = list(ident.settings.device.effective_scopes())
     if args.json:
         _print_json(
             {
@@ -89,11 +162,100 @@ def _cmd_init(args: argparse.Namespace) -> int:
                 "swarm": ident.swarm_id,
                 "name": ident.name,
                 "role": args.role,
+                "scopes": scopes,
+                "relay_only": args.relay_only,
             }
         )
     else:
         print(f"created swarm {ident.swarm_id} in {home}")
         print(f"device {ident.name} ({args.role}): {ident.device_id}")
+        print(f"scopes: {','.join(scopes)}{' (relay only)' if args.relay_only else ''}")
+    return EXIT_OK
+
+
+def _cmd_invite(args: argparse.Namespace) -> int:
+    from ._control import ask
+
+    reply = ask(resolve_home(args.home), "invite", ttl=args.ttl)
+    if args.json:
+        _print_json(reply)
+    else:
+        print(reply["code"])
+    return EXIT_OK
+
+
+def _cmd_join(args: argparse.Namespace) -> int:
+    from ._join import join_swarm
+
+    home = resolve_home(args.home)
+    joined = join_swarm(
+        home,
+        args.code,
+        name=args.name,
+        role=args.role,
+        scopes=args.scopes,
+        relay_only=args.relay_only,
+    )
+    if args.json:
+        _print_json(
+            {
+                "home": str(home),
+                "device": joined.device,
+                "swarm": joined.swarm,
+                "inviter": joined.inviter,
+                "members": joined.members,
+            }
+        )
+    else:
+        print(f"joined swarm {joined.swarm} ({joined.members} devices) in {home}")
+        print(f"device {args.name} ({args.role}): {joined.device}")
+        print(f"start it with: swarm up --home {home}")
+    return EXIT_OK
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    from ._control import ask
+
+    reply = ask(resolve_home(args.home), "revoke", device=args.device)
+    if args.json:
+        _print_json(reply)
+    else:
+        print(f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._control import ask
+    from ._status import render_table, watch
+
+    home = resolve_home(args.home)
+    if args.watch:
+        watch(
+            lambda: ask(home, "status"),
+            interval=args.interval,
+            out=sys.stdout,
+            color=sys.stdout.isatty(),
+        )
+        return EXIT_OK
+    status = ask(home, "status")
+    if args.json:
+        _print_json(status)
+    else:
+        print(render_table(status, color=sys.stdout.isatty()))
+    return EXIT_OK
+
+
+def _cmd_power(args: argparse.Namespace) -> int:
+    from ._control import ask
+
+    if args.battery is None and args.plugged is None:
+        raise InvalidArgument("say what to change: --battery PCT, --plugged or --unplugged")
+    reply = ask(resolve_home(args.home), "power", battery=args.battery, plugged=args.plugged)
+    if args.json:
+        _print_json(reply)
+    else:
+        plugged = {True: "plugged in", False: "on battery", None: "unknown"}[reply["plugged"]]
+        print(f"power: {reply['battery_percent']}%, {plugged}")
     return EXIT_OK
 
 
@@ -104,7 +266,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._daemon import run_demo
+    from ._demo import run_demo
 
     return run_demo(args)
 

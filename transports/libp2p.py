@@ -316,6 +316,11 @@ def _check_listen(addrs: Sequence[str]) -> None:
 
 def _quieten(host: Any) -> None:
     """Switch off what libp2p does on its own initiative (libp2p is pinned; see the docstring)."""
+    # libp2p's loggers do not propagate and have no handler, so Python's last-resort handler
+    # printed its warnings (tracebacks of its own shutdown races) raw on stderr; we log our own
+    libp2p_log = logging.getLogger("libp2p")
+    if not libp2p_log.handlers:
+        libp2p_log.addHandler(logging.NullHandler())
     from libp2p.custom_types import TProtocol
     from libp2p.host.ping import ID as PING
     from libp2p.identity.identify.identify import ID as IDENTIFY

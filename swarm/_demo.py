@@ -1,0 +1,183 @@
+"""``swarm demo``: a whole local swarm, as a new user would set it up, on loopback.
+
+It creates N fresh homes in a temporary directory (a home server, a laptop and a phone, then
+more of the same), pairs them through `invite` and `join` exactly as a person would, starts each
+as its own `swarm up` process, shows the live status table, and at the end stops them gracefully
+and removes the homes. The laptop and phone get simulated batteries so the demo shows power on a
+host that has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transports import InvalidArgument, SwarmError
+
+from ._control import ask
+from ._home import init_home
+from ._join import join_swarm
+from ._status import render_table, watch
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    role: str
+    power: dict[str, object]
+
+
+PROFILES = (
+    Profile("server", {"source": "device"}),
+    Profile(
+        "laptop",
+        {"source": "simulated", "battery_percent": 64.0, "plugged": True, "capacity_wh": 56.0},
+    ),
+    Profile(
+        "phone",
+        {
+            "source": "simulated",
+            "battery_percent": 82.0,
+            "plugged": False,
+            "capacity_wh": 15.0,
+            "draw_w": 1.5,
+        },
+    ),
+)
+LOOPBACK = {"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": False}
+
+
+class Swarm:
+    """N peers in temporary homes, each a `swarm up` process."""
+
+    def __init__(self, root: Path, verbose: int = 0) -> None:
+        self.root = root
+        self.verbose = verbose
+        self.homes: list[Path] = []
+        self.procs: dict[Path, subprocess.Popen[bytes]] = {}
+
+    def name(self, i: int) -> str:
+        role = PROFILES[i % len(PROFILES)].role
+        return role if i < len(PROFILES) else f"{role}-{i // len(PROFILES) + 1}"
+
+    def create(self, n: int, progress: Any = None) -> None:
+        for i in range(n):
+            profile = PROFILES[i % len(PROFILES)]
+            home = self.root / self.name(i)
+            extra = {"power": profile.power}
+            if i == 0:
+                init_home(home, name=self.name(i), role=profile.role, network=LOOPBACK, extra=extra)
+                self.start(home)
+                self.wait_ready(home)
+            else:
+                code = ask(self.homes[0], "invite", ttl=120.0)["code"]
+                join_swarm(
+                    home, code, name=self.name(i), role=profile.role, network=LOOPBACK, extra=extra
+                )
+                self.start(home)
+            self.homes.append(home)
+            if progress is not None:
+                progress(i + 1, n)
+
+    def start(self, home: Path) -> None:
+        log = open(home / "up.log", "wb")  # noqa: SIM115 - the child writes to it
+        cmd = [
+            sys.executable,
+            "-m",
+            "swarm.cli",
+            *(["-v"] * self.verbose),
+            "up",
+            "--home",
+            str(home),
+        ]
+        self.procs[home] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_ready(self, home: Path, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.procs[home]
+            if proc.poll() is not None:
+                tail = (home / "up.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise SwarmDemoError(f"the peer in {home.name} exited: {' '.join(tail)}")
+            try:
+                ask(home, "status", timeout=2.0)
+                return
+            except SwarmError:
+                if time.monotonic() > deadline:
+                    raise SwarmDemoError(f"the peer in {home.name} did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class SwarmDemoError(SwarmError):
+    """A demo peer failed to start."""
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.peers <= 32:
+        raise InvalidArgument(f"--peers must be between 1 and 32, got {args.peers}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise InvalidArgument(f"--seconds must be positive, got {args.seconds:g}")
+    root = Path(tempfile.mkdtemp(prefix="swarm-demo-"))
+    swarm = Swarm(root, verbose=args.verbose)
+    tty = sys.stdout.isatty()
+    try:
+        print(f"swarm demo: {args.peers} devices in {root}", flush=True)
+
+        def progress(done: int, total: int) -> None:
+            print(f"  paired and started {done}/{total}: {swarm.name(done - 1)}", flush=True)
+
+        swarm.create(args.peers, progress)
+        interval = 1.0
+        iterations = None if args.seconds is None else max(int(args.seconds / interval), 1)
+        first = swarm.homes[0]
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.json:
+                time.sleep(args.seconds or 0)
+                print(render_json(ask(first, "status")))
+            else:
+                watch(
+                    lambda: ask(first, "status"),
+                    interval=interval,
+                    out=sys.stdout,
+                    iterations=iterations,
+                    color=tty,
+                )
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            print("swarm demo: stopping the peers", flush=True)
+            swarm.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def render_json(status: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(status, sort_keys=True)
+
+
+__all__ = ["Swarm", "render_table", "run_demo"]

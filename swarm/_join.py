@@ -1,0 +1,168 @@
+"""``swarm join CODE``: pair a new device with a running member, and write its home.
+
+The joiner creates its keys in memory, dials the inviter named in the code (Noise authenticates
+the inviter's peer id, so nobody else can answer), and sends a proof that it holds the code's
+secret, bound to both peer ids, never the secret itself. The inviter answers with a certificate
+chain for the new device, its roster and the addresses of the members it knows. Only when all of
+that verifies are the new device's files written, all at once; on any failure nothing is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pyrage
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from transports import (
+    PeerUnreachable,
+    RemoteError,
+    RemoteHandlerError,
+    TransportError,
+    peer_id_from_public_key,
+)
+
+from ._certs import InvalidCertificate, Roster, chain_from_wire
+from ._home import (
+    check_new_device,
+    device_section,
+    load_identity,
+    public_bytes,
+    render_config,
+    swarm_id_of,
+    write_home,
+)
+from ._invite import InvalidCode, InviteCode, pairing_proof
+
+PAIR_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Joined:
+    home: Path
+    device: str
+    swarm: str
+    inviter: str
+    members: int
+
+
+class PairingFailed(RemoteError):
+    """The inviter could not be reached, or answered with something that does not verify."""
+
+
+def join_swarm(
+    home: Path,
+    code_text: str,
+    *,
+    name: str,
+    role: str,
+    scopes: tuple[str, ...] | None = None,
+    relay_only: bool = False,
+    network: dict[str, object] | None = None,
+    extra: dict[str, dict[str, object]] | None = None,
+) -> Joined:
+    code = InviteCode.decode(code_text)
+    if code.expired(time.time()):
+        raise InvalidCode("this code expired: ask for a new one with `swarm invite`")
+    check_new_device(home, name=name, role=role)
+    device = Ed25519PrivateKey.generate()
+    age = pyrage.x25519.Identity.generate()
+    device_id = peer_id_from_public_key(public_bytes(device))
+    request = msgpack.packb([name, role, str(age.to_public())], use_bin_type=True)
+    proof = pairing_proof(
+        code.secret, swarm=code.swarm, inviter=code.inviter, joiner=device_id, request=request
+    )
+    body = {"op": "pair", "invite": code.invite_id, "proof": proof, "request": request}
+    seed = device.private_bytes_raw()
+    reply = trio.run(_ask_inviter, seed, code, body)
+    roster, peers = _check_reply(reply, code, device_id, name, role, str(age.to_public()))
+    bootstrap = [f"{a}/p2p/{code.inviter}" for a in code.addrs]
+    for peer, addrs in peers.items():
+        bootstrap.extend(f"{a}/p2p/{peer}" for a in addrs[:2])
+    net: dict[str, object] = {"bootstrap": list(dict.fromkeys(bootstrap))[:16]}
+    net.update(network or {})
+    sections: dict[str, dict[str, object]] = {
+        "device": device_section(name, role, scopes, relay_only),
+        "swarm": {"id": roster.swarm, "root": roster.root_public.hex()},
+        "network": net,
+    }
+    sections.update(extra or {})
+    write_home(
+        home,
+        device=device,
+        age=age,
+        root=None,
+        config=render_config(sections),
+        roster=roster.encode(),
+    )
+    load_identity(home)  # what was written reads back
+    return Joined(home, device_id, roster.swarm, code.inviter, len(roster.members()))
+
+
+async def _ask_inviter(seed: bytes, code: InviteCode, body: dict[str, Any]) -> Any:
+    from transports.libp2p import Libp2pTransport
+
+    transport = Libp2pTransport(seed, ["/ip4/127.0.0.1/tcp/0"], dial_timeout=5.0)
+    async with transport:
+        try:
+            conn = await transport.dial(code.inviter, list(code.addrs))
+            reply = await conn.request(body, timeout=PAIR_TIMEOUT)
+            await conn.aclose()
+            return reply
+        except RemoteHandlerError as exc:
+            raise InvalidCode(f"the inviter refused: {_reason(exc)}") from None
+        except PeerUnreachable as exc:
+            raise PairingFailed(
+                f"cannot reach the inviter at {', '.join(code.addrs)}: {exc} "
+                "(is its `swarm up` still running?)"
+            ) from None
+        except TransportError as exc:
+            raise PairingFailed(f"pairing with the inviter failed: {exc}") from None
+
+
+def _reason(exc: RemoteHandlerError) -> str:
+    text = str(exc)  # "<peer>: <reason>"
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+def _check_reply(
+    reply: Any, code: InviteCode, device_id: str, name: str, role: str, age: str
+) -> tuple[Roster, dict[str, list[str]]]:
+    try:
+        if not isinstance(reply, dict):
+            raise InvalidCertificate("the inviter's answer is not a table")
+        roster = Roster.from_wire(reply.get("roster"))
+        if swarm_id_of(roster.root_public) != code.swarm or roster.swarm != code.swarm:
+            raise InvalidCertificate(f"the inviter answered for another swarm, not {code.swarm}")
+        chain = chain_from_wire(reply.get("chain"))
+        roster.add_chain(chain)
+        leaf = chain[0]
+        if (leaf.device, leaf.name, leaf.role, leaf.age) != (device_id, name, role, age):
+            raise InvalidCertificate("the certificate does not describe this device")
+        if leaf.issuer != code.inviter:
+            raise InvalidCertificate("the certificate was not issued by the inviter")
+    except InvalidCertificate as exc:
+        raise PairingFailed(f"the inviter's answer does not verify: {exc}") from None
+    peers = reply.get("peers")
+    found: dict[str, list[str]] = {}
+    if isinstance(peers, dict):
+        for peer, addrs in list(peers.items())[:64]:
+            if roster.admits(peer) and isinstance(addrs, list):
+                found[peer] = [a for a in addrs if isinstance(a, str) and a.startswith("/")][:4]
+    return roster, found
+
+
+def bootstrap_pairs(addrs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Bootstrap multiaddrs grouped by peer: ``[(peer, [addr, ...])]``."""
+    from transports._discovery import parse_bootstrap
+
+    grouped: dict[str, list[str]] = {}
+    for peer, addr in parse_bootstrap(addrs):
+        grouped.setdefault(peer, []).append(addr)
+    return list(grouped.items())

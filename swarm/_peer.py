@@ -1,0 +1,448 @@
+"""The peer: one device's membership, roster, state sampling, pairing and control, on a Transport.
+
+``Peer`` is transport-agnostic: the daemon gives it a libp2p transport, the simulator a memory
+one. Everything it does on the network goes through that transport's single handler:
+
+- a list body is a membership message (only from admitted members);
+- a ``{"op": "pair", ...}`` request redeems an invite code (the only thing a non-member may send,
+  and only while an invite is outstanding: otherwise non-members are refused at the handshake);
+- anything else from anyone is a protocol violation, which closes that connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import trio
+
+from transports import (
+    Connection,
+    InvalidArgument,
+    ProtocolViolation,
+    Transport,
+)
+
+from ._certs import (
+    Certificate,
+    InvalidCertificate,
+    Revocation,
+    Roster,
+    chain_from_wire,
+    chain_to_wire,
+    issue_certificate,
+    revoke,
+)
+from ._device import (
+    DeviceState,
+    LoadSampler,
+    LoadSource,
+    Power,
+    battery_saver,
+    make_power,
+    sample_state,
+)
+from ._driver import Ed25519Crypto, MembershipDriver
+from ._home import Identity, save_roster
+from ._invite import Invites
+from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
+
+log = logging.getLogger("swarm.peer")
+
+STATE_REFRESH = 60.0
+
+
+class RosterFacts:
+    """The roster as the membership core sees it: admission, and certificates to spread."""
+
+    def __init__(self, roster: Roster, on_change: Callable[[list[str]], None]) -> None:
+        self.roster = roster
+        self.on_change = on_change
+        self._snapshot: list[bytes] | None = None
+
+    def admits(self, node: str) -> bool:
+        return self.roster.admits(node)
+
+    def learn(self, blob: bytes) -> bool:
+        try:
+            kind, body = msgpack.unpackb(blob, raw=False)
+            if kind == "chain":
+                changed = [body[0][1]] if self.roster.add_chain(chain_from_wire(body)) else []
+            elif kind == "revoke":
+                rev = Revocation.from_wire(body)
+                changed = [rev.device] if self.roster.add_revocation(rev) else []
+            else:
+                raise InvalidCertificate(f"unknown fact {str(kind)[:10]!r}")
+        except InvalidCertificate as exc:
+            log.info("dropped a roster entry from a peer: %s", exc)
+            return False
+        except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+            log.warning("dropped an undecodable roster entry: %s", type(exc).__name__)
+            return False
+        if changed:
+            self._snapshot = None
+            self.on_change(changed)
+        return bool(changed)
+
+    def snapshot(self) -> list[bytes]:
+        if self._snapshot is None:
+            wire = self.roster.to_wire()
+            self._snapshot = [chain_fact(c) for c in wire["chains"]] + [
+                revocation_fact(r) for r in wire["revocations"]
+            ]
+        return self._snapshot
+
+    def changed(self) -> None:
+        self._snapshot = None
+
+
+def chain_fact(chain_wire: Any) -> bytes:
+    return msgpack.packb(["chain", chain_wire], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def revocation_fact(rev_wire: Any) -> bytes:
+    return msgpack.packb(["revoke", rev_wire], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@dataclass
+class PeerOptions:
+    listen_addrs: Callable[[], Sequence[str]]
+    seeds: Sequence[tuple[str, Sequence[str]]] = ()
+    known_addrs: dict[str, list[str]] | None = None
+    executor: str = "inline"
+    kernels: Sequence[str] = ()
+    rng: random.Random | None = None
+    wall_clock: Callable[[], float] = time.time
+    load: LoadSource | None = None
+    persist: bool = True
+
+
+class Peer:
+    """One device in the swarm. ``await peer.run(transport)`` until cancelled; then it leaves."""
+
+    def __init__(self, identity: Identity, roster: Roster, options: PeerOptions) -> None:
+        self.identity = identity
+        self.roster = roster
+        self.options = options
+        self.rng = options.rng or random.SystemRandom()
+        self.addresses: dict[str, list[str]] = dict(options.known_addrs or {})
+        self.facts = RosterFacts(roster, self._roster_changed)
+        self.invites = Invites(identity.swarm_id, identity.device_id)
+        self.power: Power = make_power(identity.settings.power, options.wall_clock())
+        self.load: LoadSource = options.load or LoadSampler()
+        self.transport: Transport | None = None
+        self.core: Membership | None = None
+        self.driver: MembershipDriver | None = None
+        self.state: DeviceState | None = None
+        self._state_at = 0.0
+        self._nursery: trio.Nursery | None = None
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def run(
+        self, transport: Transport, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on an open ``transport`` until cancelled (``leave`` first, to leave gracefully)."""
+        self.transport = transport
+        transport.set_admission(self._admits)
+        transport.set_handler(self._handle)
+        now = trio.current_time()
+        self.state = self._sample(version=0)
+        ident = self.identity
+        self.core = Membership(
+            ident.device_id,
+            state=_pack(self.state.to_wire()),
+            crypto=Ed25519Crypto(ident.signing_key),
+            facts=self.facts,
+            rng=random.Random(self.rng.random()),
+            now=now,
+            domain=ident.swarm_id.encode(),
+            incarnation=int(self.options.wall_clock()),
+            profile=self._profile(self.state),
+            tombstone=ident.settings.membership.tombstone_s,
+        )
+        self.driver = MembershipDriver(
+            transport, self.core, addresses=self._addrs_of, on_changes=self._on_changes
+        )
+        self._state_at = now
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.driver.run)
+            nursery.start_soon(self._sample_loop)
+            self.join(self.options.seeds)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def leave(self, grace: float = 0.5) -> None:
+        """Tell the others we are leaving (they show "left", not "dead"); call before stopping."""
+        if self.driver is not None and self.core is not None and not self.core.leaving:
+            await self.driver.leave(grace)
+
+    def join(self, seeds: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Learn these peers' addresses and ask them for everything they know."""
+        assert self.core is not None
+        assert self.driver is not None
+        ids = []
+        for peer, addrs in seeds:
+            if peer != self.identity.device_id:
+                self._learn_addrs(peer, addrs)
+                ids.append(peer)
+        for peer in self.addresses:
+            if peer not in ids and peer != self.identity.device_id and self.roster.admits(peer):
+                ids.append(peer)
+        self.core.join(ids, trio.current_time())
+        self.driver.poke()
+
+    def _learn_addrs(self, peer: str, addrs: Sequence[str]) -> None:
+        known = self.addresses.setdefault(peer, [])
+        for addr in addrs:
+            if addr not in known:
+                known.insert(0, addr)
+        del known[8:]
+
+    def _addrs_of(self, node: str) -> list[str]:
+        assert self.core is not None
+        found: list[str] = []
+        member = self.core.members.get(node)
+        if member is not None and member.state:
+            state = _decode_state(member.state)
+            if state is not None:
+                found.extend(state.addrs)
+        found.extend(a for a in self.addresses.get(node, ()) if a not in found)
+        return found
+
+    def _admits(self, peer: str) -> bool:
+        if self.roster.admits(peer):
+            return True
+        return self.invites.outstanding(self.options.wall_clock()) > 0
+
+    # ---- device state ------------------------------------------------------------------------
+
+    def _sample(self, version: int) -> DeviceState:
+        addrs = self.transport.addrs if self.transport is not None else []
+        return sample_state(
+            settings=self.identity.settings,
+            addrs=self.options.listen_addrs() or addrs,
+            power=self.power,
+            load=self.load,
+            executor=self.options.executor,
+            kernels=self.options.kernels,
+            version=version,
+            now=self.options.wall_clock(),
+        )
+
+    def _profile(self, state: DeviceState) -> Profile:
+        chosen = self.identity.settings.membership.profile
+        if chosen != "auto":
+            return PROFILES[chosen]
+        return BATTERY_SAVER if battery_saver(state) else NORMAL
+
+    async def _sample_loop(self) -> None:
+        period = self.identity.settings.membership.sample_period_s
+        while True:
+            await trio.sleep(period)
+            self.refresh_state()
+
+    def refresh_state(self, *, force: bool = False) -> None:
+        """Sample this device; gossip the state if it changed enough or a minute has passed."""
+        assert self.core is not None
+        assert self.state is not None
+        assert self.driver is not None
+        now = trio.current_time()
+        fresh = self._sample(version=self.state.version + 1)
+        if force or fresh.meaningfully_different(self.state) or now - self._state_at >= 60:
+            self.state = fresh
+            self._state_at = now
+            self.core.update_state(_pack(fresh.to_wire()), now)
+            self.core.set_profile(self._profile(fresh))
+            self.driver.poke()
+
+    # ---- roster ------------------------------------------------------------------------------
+
+    def _roster_changed(self, devices: list[str]) -> None:
+        if self.options.persist:
+            save_roster(self.identity.home, self.roster)
+        for device in devices:
+            if not self.roster.admits(device):
+                self._drop(device)
+
+    def _drop(self, device: str) -> None:
+        log.warning("device %s was revoked: dropping it", device[-8:])
+        if self.core is not None:
+            self.core.forget(device, trio.current_time())
+        if self.transport is not None and self._nursery is not None:
+            for conn in self.transport.connections(device):
+                self._nursery.start_soon(conn.aclose)
+
+    def revoke(self, name_or_id: str) -> Certificate:
+        cert = self.roster.find(name_or_id)
+        if cert is None:
+            raise InvalidArgument(f"no device {name_or_id!r} in this swarm (see `swarm status`)")
+        if cert.device == self.identity.device_id:
+            raise InvalidArgument("a device cannot revoke itself; revoke it from another device")
+        ident = self.identity
+        rev = revoke(
+            ident.signing_key,
+            by=ident.device_id,
+            swarm=ident.swarm_id,
+            device=cert.device,
+            now=self.options.wall_clock(),
+        )
+        if self.roster.add_revocation(rev):
+            self.facts.changed()
+            assert self.core is not None
+            self.core.spread(revocation_fact(rev.to_wire()))
+            self._roster_changed([d for d in self._members_ids() if not self.roster.admits(d)])
+        return cert
+
+    def _members_ids(self) -> list[str]:
+        assert self.core is not None
+        return list(self.core.members)
+
+    # ---- pairing -----------------------------------------------------------------------------
+
+    def invite(self, ttl: float) -> str:
+        addrs = [a.split("/p2p/")[0] for a in self.options.listen_addrs()]
+        code = self.invites.create(
+            addrs=addrs[:8], ttl=ttl, now=self.options.wall_clock(), rng=self.rng
+        )
+        return code.encode()
+
+    def _pair(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
+        joiner = conn.peer_id
+        request = body.get("request")
+        invite_id, proof = body.get("invite"), body.get("proof")
+        if not isinstance(request, bytes) or not isinstance(invite_id, bytes):
+            raise ProtocolViolation("pair: malformed request")
+        if not isinstance(proof, bytes):
+            raise ProtocolViolation("pair: malformed proof")
+        now = self.options.wall_clock()
+        self.invites.redeem(invite_id, proof, joiner=joiner, request=request, now=now)
+        try:
+            name, role, age = msgpack.unpackb(request, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise InvalidArgument("pair: malformed device description") from None
+        ident = self.identity
+        own = self.roster.chain(ident.device_id)
+        if own is None:
+            raise InvalidArgument("this device is not admitted to its own swarm")
+        cert = issue_certificate(
+            ident.signing_key,
+            issuer=ident.device_id,
+            swarm=ident.swarm_id,
+            device=joiner,
+            name=name,
+            role=role,
+            age=age,
+            now=now,
+        )
+        chain = (cert, *own)
+        self.roster.add_chain(chain)
+        self.facts.changed()
+        if self.options.persist:
+            save_roster(ident.home, self.roster)
+        assert self.core is not None
+        self.core.spread(chain_fact(chain_to_wire(chain)))
+        if conn.remote_addr:
+            self._learn_addrs(joiner, [conn.remote_addr])
+        log.warning("paired a new device: %s (%s) %s", name, role, joiner[-8:])
+        return {
+            "chain": chain_to_wire(chain),
+            "roster": self.roster.to_wire(),
+            "peers": {n: self._addrs_of(n) for n in self._members_ids() if n != joiner},
+        }
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    async def _handle(self, conn: Connection, body: Any) -> Any:
+        member = self.roster.admits(conn.peer_id)
+        if member and isinstance(body, list):
+            assert self.driver is not None
+            await self.driver.handle(conn, body)
+            return None
+        if isinstance(body, dict) and body.get("op") == "pair":
+            return self._pair(conn, body)
+        if not member:
+            raise ProtocolViolation("not a member of this swarm")
+        raise ProtocolViolation(f"unexpected message of type {type(body).__name__}")
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.node == self.identity.device_id:
+                continue
+            if change.status in ("dead", "left", "suspect"):
+                log.info("%s is %s", change.node[-8:], change.status)
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        assert self.core is not None
+        now = trio.current_time()
+        rows = []
+        for node, member in self.core.members.items():
+            state = _decode_state(member.state) if member.state else None
+            cert = self.roster.certificate(node)
+            if state is None and cert is None:
+                continue
+            me = node == self.identity.device_id
+            heard = member.last_heard if member.last_heard is not None else member.changed_at
+            row: dict[str, Any] = {
+                "id": node,
+                "name": cert.name if cert else (state.name if state else ""),
+                "role": cert.role if cert else (state.role if state else "laptop"),
+                "self": me,
+                "state": member.status,
+                "incarnation": member.incarnation,
+                "last_seen_s": 0.0 if me else round(max(now - heard, 0.0), 1),
+                "latency_ms": None if me or member.rtt is None else round(member.rtt * 1000, 2),
+            }
+            parts = state.as_status() if state else _no_state()
+            parts.pop("name", None)
+            parts.pop("role", None)
+            row.update(parts)
+            rows.append(row)
+        rows.sort(key=lambda r: (not r["self"], r["name"], r["id"]))
+        return {"self": self.identity.device_id, "swarm": self.identity.swarm_id, "peers": rows}
+
+    def set_power(self, battery: float | None, plugged: bool | None) -> dict[str, Any]:
+        reading = self.power.set(battery_percent=battery, plugged=plugged, now=time.time())
+        self.refresh_state(force=True)
+        return {
+            "battery_percent": reading.battery_percent,
+            "plugged": reading.plugged,
+            "minutes_left": reading.minutes_left,
+        }
+
+
+def _no_state() -> dict[str, Any]:
+    return {
+        "power": {"battery_percent": None, "plugged": None, "minutes_left": None},
+        "load": {"cpu_percent": 0.0, "memory_free_mb": 0.0},
+        "privacy": {"scopes": [], "relay_only": False},
+        "capabilities": {"executor": "unknown", "kernels": []},
+    }
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+_STATE_CACHE: dict[bytes, DeviceState | None] = {}
+
+
+def _decode_state(blob: bytes) -> DeviceState | None:
+    if blob in _STATE_CACHE:
+        return _STATE_CACHE[blob]
+    try:
+        state: DeviceState | None = DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
+    except (ProtocolViolation, ValueError, TypeError, msgpack.UnpackException):
+        state = None
+    if len(_STATE_CACHE) > 4096:
+        _STATE_CACHE.clear()
+    _STATE_CACHE[blob] = state
+    return state
