@@ -19,7 +19,8 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   taking incarnation ``j + 1`` and gossiping a new alive record.
 - Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
   within the probe timeout sends ping-reqs to ``indirect_checks`` others, which ping it for us and
-  answer ack or nack; no ack by the end of the interval makes it suspect. A suspect target's ping
+  answer ack, or nack in time for the origin to count it (80% of the rest of its interval); no
+  ack by the end of the interval makes it suspect. A suspect target's ping
   carries the suspicion so it can refute at once (Lifeguard's buddy system).
 - Lifeguard's local health multiplier scales the probe interval and timeout by ``score + 1``: a
   direct ack lowers the score, a failed probe or a missing nack raises it, and so does having to
@@ -56,6 +57,7 @@ WIRE_VERSION = 1
 MAX_RECORDS = 4096
 PIGGYBACK_BYTES = 1024
 JOIN_RETRY = 2.0
+NACK_FRACTION = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +510,8 @@ class Membership:
         return sum(1 for m in self.members.values() if m.status in ("alive", "suspect"))
 
     def next_deadline(self) -> float:
+        if self.leaving:
+            return math.inf  # a departed node runs no timers (its driver would spin otherwise)
         times = [self._next_probe, self._next_gossip, self._next_sync, self._next_reap]
         if self._seeds:
             times.append(self._next_join)
@@ -552,6 +556,12 @@ class Membership:
         if now >= self._next_reap:
             self._reap(now)
             self._next_reap = now + 60.0
+
+    def _nack_timeout(self) -> float:
+        # Lifeguard: a relay's nack must reach the origin before its probe ends, which is
+        # ``interval - timeout`` after it sent the ping-req: answer within 80% of that
+        p = self.profile
+        return NACK_FRACTION * (p.probe_interval - p.probe_timeout)
 
     def _scaled(self, seconds: float) -> float:
         return seconds * (self.awareness + 1)
@@ -671,8 +681,7 @@ class Membership:
                 self._apply_all(records, now)
                 if target in self.members and target != self.node:
                     mine = self._next_seq()
-                    timeout = self._scaled(self.profile.probe_timeout)
-                    self._relays[mine] = _Relay(src, seq, target, now + timeout)
+                    self._relays[mine] = _Relay(src, seq, target, now + self._nack_timeout())
                     self._send(target, Ping(mine, target, self._piggyback()))
             case Nack(seq):
                 if self._probe is not None and self._probe.seq == seq:

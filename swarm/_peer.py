@@ -72,7 +72,8 @@ class RosterFacts:
         try:
             kind, body = msgpack.unpackb(blob, raw=False)
             if kind == "chain":
-                changed = [body[0][1]] if self.roster.add_chain(chain_from_wire(body)) else []
+                chain = chain_from_wire(body)
+                changed = [chain[0].device] if self.roster.add_chain(chain) else []
             elif kind == "revoke":
                 rev = Revocation.from_wire(body)
                 changed = [rev.device] if self.roster.add_revocation(rev) else []

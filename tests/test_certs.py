@@ -1,0 +1,647 @@
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pyrage
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import swarm._certs as certs
+from swarm._certs import (
+    MAX_CHAIN,
+    Certificate,
+    InvalidCertificate,
+    Revocation,
+    Roster,
+    chain_from_wire,
+    issue_certificate,
+    revoke,
+    verify_chain,
+)
+from swarm._home import public_bytes, swarm_id_of
+from transports import InvalidArgument, ProtocolViolation, peer_id_from_public_key
+
+AGE = str(pyrage.x25519.Identity.generate().to_public())
+ROOT_KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+ROOT = public_bytes(ROOT_KEY)
+SWARM = swarm_id_of(ROOT)
+OTHER_ROOT_KEY = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
+
+
+def key(n: int) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes([n + 10]) * 32)
+
+
+def pid(k: Ed25519PrivateKey) -> str:
+    return peer_id_from_public_key(public_bytes(k))
+
+
+A, B, C, D, E, F = (key(i) for i in range(6))
+NAMES = {pid(k): n for k, n in zip((A, B, C, D, E, F), "abcdef", strict=True)}
+
+
+def cert(device, by=None, *, name=None, role="laptop", at=1000.0, swarm=SWARM):
+    return issue_certificate(
+        by or ROOT_KEY,
+        issuer=pid(by) if by else "root",
+        swarm=swarm,
+        device=pid(device),
+        name=name or NAMES.get(pid(device), "x"),
+        role=role,
+        age=AGE,
+        now=at,
+    )
+
+
+def line(*devices):
+    """The chain of devices[0] paired by devices[1], ..., the last paired by the root."""
+    return tuple(
+        cert(d, devices[i + 1] if i + 1 < len(devices) else None) for i, d in enumerate(devices)
+    )
+
+
+# -- certificates ---------------------------------------------------------------------------------
+
+
+def test_certificate_signs_and_round_trips():
+    c = cert(B, A)
+    assert c.issuer == pid(A)
+    assert c.verify(public_bytes(A))
+    assert not c.verify(public_bytes(B))
+    assert not c.verify(ROOT)
+    packed = msgpack.packb(c.to_wire(), use_bin_type=True)
+    assert Certificate.from_wire(msgpack.unpackb(packed, raw=False, strict_map_key=True)) == c
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("swarm", "sw-other"),
+        ("device", pid(C)),
+        ("name", "renamed"),
+        ("role", "server"),
+        ("age", str(pyrage.x25519.Identity.generate().to_public())),
+        ("issuer", pid(C)),
+        ("issued_at", 1000.5),
+    ],
+)
+def test_signature_covers_every_field(field, value):
+    c = cert(B, A)
+    assert not dataclasses.replace(c, **{field: value}).verify(public_bytes(A))
+
+
+def test_signature_is_domain_separated():
+    c = cert(B, A)
+    assert msgpack.unpackb(c.payload())[:2] == [b"swarm-cert", 1]
+    r = revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0)
+    assert msgpack.unpackb(r.payload())[:2] == [b"swarm-revoke", 1]
+
+
+def test_issuing_with_the_wrong_key_is_refused():
+    with pytest.raises(InvalidArgument, match="not the key of"):
+        issue_certificate(
+            B, issuer=pid(A), swarm=SWARM, device=pid(C), name="c", role="phone", age=AGE, now=1.0
+        )
+
+
+def _with(wire, index, value):
+    wire = list(wire)
+    wire[index] = value
+    return wire
+
+
+GOOD = cert(B, A).to_wire()
+
+
+@pytest.mark.parametrize(
+    ("wire", "needle"),
+    [
+        ("nope", "list of 9"),
+        (GOOD[:-1], "list of 9"),
+        (_with(GOOD, 0, 2), "version 2"),
+        (_with(GOOD, 0, True), "version True"),
+        (_with(GOOD, 1, ""), "swarm id"),
+        (_with(GOOD, 2, "12D3KooWnotreally"), "device is not"),
+        (_with(GOOD, 2, "1" + GOOD[2]), "device is not"),
+        (_with(GOOD, 3, ""), "name must be"),
+        (_with(GOOD, 3, "a b"), "name must be"),
+        (_with(GOOD, 3, 7), "name must be"),
+        (_with(GOOD, 4, "toaster"), "role must be"),
+        (_with(GOOD, 5, "age1short"), "age must be"),
+        (_with(GOOD, 6, "nobody"), "issuer must be"),
+        (_with(GOOD, 6, GOOD[2]), "certify itself"),
+        (_with(GOOD, 7, 1000), "issued_at"),
+        (_with(GOOD, 7, True), "issued_at"),
+        (_with(GOOD, 7, float("nan")), "issued_at"),
+        (_with(GOOD, 8, b"\0" * 63), "64 bytes"),
+        (_with(GOOD, 8, "sig"), "64 bytes"),
+    ],
+)
+def test_malformed_certificates_are_refused(wire, needle):
+    with pytest.raises(InvalidCertificate, match=needle):
+        Certificate.from_wire(wire)
+
+
+def test_invalid_certificate_is_the_peers_fault():
+    assert issubclass(InvalidCertificate, ProtocolViolation)
+
+
+# -- chains ---------------------------------------------------------------------------------------
+
+
+def check(chain, revoked=(), root=ROOT):
+    return verify_chain(chain, swarm=SWARM, root_public=root, revoked=revoked)
+
+
+def test_valid_chains_give_their_leaf():
+    assert check(line(A)) == cert(A)
+    assert check(line(C, B, A)).device == pid(C)
+
+
+@pytest.mark.parametrize(
+    ("chain", "needle"),
+    [
+        ((), "non-empty"),
+        ([cert(A)], "non-empty"),
+        ((cert(B, A),), "not by root"),
+        ((cert(C, B), cert(A)), "issued by .* not by"),
+        ((cert(B, A), cert(A, swarm="sw-other")), "another swarm"),
+        ((cert(A, B), cert(B, A), cert(A)), "appears twice"),
+        ((dataclasses.replace(cert(B, A), name="evil"), cert(A)), "bad signature"),
+    ],
+)
+def test_invalid_chains_are_refused(chain, needle):
+    with pytest.raises(InvalidCertificate, match=needle):
+        check(chain)
+
+
+def test_the_root_key_anchors_the_chain():
+    with pytest.raises(InvalidCertificate, match="bad signature by root"):
+        check(line(B, A), root=public_bytes(OTHER_ROOT_KEY))
+
+
+def test_chains_are_at_most_16_long():
+    keys = [key(100 + i) for i in range(MAX_CHAIN + 1)]
+    assert check(line(*keys[:MAX_CHAIN])).device == pid(keys[0])
+    with pytest.raises(InvalidCertificate, match="at most 16"):
+        check(line(*keys))
+
+
+def test_revoking_a_device_cuts_off_the_devices_it_paired():
+    chain = line(C, B, A)
+    with pytest.raises(InvalidCertificate, match=f"{pid(B)[-8:]} is revoked"):
+        check(chain, revoked={pid(B)})
+    with pytest.raises(InvalidCertificate, match="is revoked"):
+        check(chain, revoked={pid(C)})
+    assert check(chain, revoked={pid(D)}).device == pid(C)
+
+
+# -- revocations ----------------------------------------------------------------------------------
+
+
+def test_revocation_signs_and_round_trips():
+    r = revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=7)
+    assert r.at == 7.0
+    assert r.verify(public_bytes(A))
+    assert not r.verify(public_bytes(B))
+    assert not dataclasses.replace(r, device=pid(C)).verify(public_bytes(A))
+    assert Revocation.from_wire(r.to_wire()) == r
+    root = revoke(ROOT_KEY, by="root", swarm=SWARM, device=pid(B), now=7)
+    assert root.verify(ROOT)
+
+
+@pytest.mark.parametrize(
+    ("wire", "needle"),
+    [
+        ({}, "list of 6"),
+        ([2, SWARM, pid(B), pid(A), 1.0, b"\0" * 64], "version"),
+        ([1, SWARM, "root", pid(A), 1.0, b"\0" * 64], "device is not"),
+        ([1, SWARM, pid(B), "someone", 1.0, b"\0" * 64], "by must be"),
+        ([1, SWARM, pid(B), pid(A), "now", b"\0" * 64], "at must be"),
+        ([1, SWARM, pid(B), pid(A), 1.0, b""], "64 bytes"),
+    ],
+)
+def test_malformed_revocations_are_refused(wire, needle):
+    with pytest.raises(InvalidCertificate, match=needle):
+        Revocation.from_wire(wire)
+
+
+def test_revoking_with_the_wrong_key_is_refused():
+    with pytest.raises(InvalidArgument, match="not the key of"):
+        revoke(B, by=pid(A), swarm=SWARM, device=pid(C), now=1.0)
+
+
+# -- the roster -----------------------------------------------------------------------------------
+
+
+def roster(*chains):
+    r = Roster(SWARM, ROOT)
+    for chain in chains:
+        r.add_chain(chain)
+    return r
+
+
+def test_adding_chains():
+    r = Roster(SWARM, ROOT)
+    assert not r.admits(pid(A))
+    assert r.add_chain(line(A)) is True
+    assert r.add_chain(line(A)) is False
+    assert r.add_chain(line(C, B, A)) is True
+    assert r.admits(pid(A))
+    assert r.admits(pid(C))
+    assert not r.admits(pid(B)), "only leaves are stored; B never presented its own chain"
+    assert r.certificate(pid(C)) == cert(C, B)
+    assert r.chain(pid(C)) == line(C, B, A)
+    assert r.certificate(pid(D)) is None
+    assert r.chain(pid(D)) is None
+
+
+def test_an_invalid_chain_is_not_stored():
+    r = Roster(SWARM, ROOT)
+    with pytest.raises(InvalidCertificate):
+        r.add_chain((dataclasses.replace(cert(A), name="evil"),))
+    assert not r.admits(pid(A))
+    assert r.to_wire()["chains"] == []
+
+
+def test_members_are_sorted_by_name_then_id():
+    r = roster(line(A), line(D), line(B, A))
+    r.add_chain((cert(E, D, name="a"), cert(D)))
+    names = [(c.name, c.device) for c in r.members()]
+    assert names == sorted(names)
+    assert [c.name for c in r.members()] == ["a", "a", "b", "d"]
+
+
+def test_revocation_cuts_off_the_device_and_those_it_paired():
+    r = roster(line(A), line(B, A), line(C, B, A), line(D))
+    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0)) is True
+    assert r.revoked() == {pid(B)}
+    assert [r.admits(pid(k)) for k in (A, B, C, D)] == [True, False, False, True]
+    assert r.certificate(pid(C)) is None
+    assert r.chain(pid(C)) is None
+    assert [c.device for c in r.members()] == [pid(A), pid(D)]
+    assert r.add_chain(line(C, B, A)) is False, "stored already"
+    assert r.add_chain(line(E, C, B, A)) is True, "valid and new, but cut off"
+    assert not r.admits(pid(C))
+    assert not r.admits(pid(E))
+    assert r.certificate(pid(E)) is None
+
+
+def test_a_device_paired_twice_survives_the_loss_of_one_route():
+    r = roster(line(C, B, A), (cert(C, D, name="c2", at=2000.0), cert(D)), line(A))
+    assert r.certificate(pid(C)).issuer == pid(B), "the earlier-issued chain is shown"
+    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0))
+    assert r.admits(pid(C))
+    assert r.certificate(pid(C)).issuer == pid(D)
+    assert r.certificate(pid(C)).name == "c2"
+
+
+def test_later_chain_for_a_device_does_not_replace_the_shown_one():
+    r = roster(line(A), (cert(A, D, name="other", at=2000.0), cert(D)))
+    assert r.certificate(pid(A)).name == "a"
+    assert r.add_chain((cert(A, D, name="other", at=2000.0), cert(D))) is False
+
+
+def test_who_may_revoke():
+    r = roster(line(A), line(B, A))
+    stranger = revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1.0)
+    with pytest.raises(InvalidCertificate, match="not a known member"):
+        r.add_revocation(stranger)
+    forged = dataclasses.replace(
+        revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1.0), by=pid(B)
+    )
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_revocation(forged)
+    foreign = revoke(B, by=pid(B), swarm="sw-other", device=pid(A), now=1.0)
+    with pytest.raises(InvalidCertificate, match="another swarm"):
+        r.add_revocation(foreign)
+    fake_root = revoke(OTHER_ROOT_KEY, by="root", swarm=SWARM, device=pid(A), now=1.0)
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_revocation(fake_root)
+    assert r.revoked() == frozenset()
+    assert r.add_revocation(revoke(ROOT_KEY, by="root", swarm=SWARM, device=pid(B), now=1.0))
+    assert r.revoked() == {pid(B)}
+
+
+def test_a_refused_chain_does_not_make_its_device_a_revoker():
+    r = roster(line(A))
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_chain((cert(E, D), dataclasses.replace(cert(D), name="evil")))
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_chain((dataclasses.replace(cert(E), name="evil"),))
+    with pytest.raises(InvalidCertificate, match="not a known member"):
+        r.add_revocation(revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1.0))
+    assert r.admits(pid(A))
+
+
+def test_a_device_may_revoke_itself_and_takes_its_pairings_along():
+    r = roster(line(A), line(B, A))
+    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(A), now=1.0))
+    assert not r.admits(pid(A))
+    assert not r.admits(pid(B))
+
+
+def test_a_revoked_device_still_revokes():
+    # Documented: a revocation's validity cannot depend on revocation order.
+    r = roster(line(A), line(D))
+    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(A), now=1.0))
+    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=2.0))
+    assert r.revoked() == {pid(A), pid(D)}
+
+
+def test_fact_order_does_not_decide_which_revocations_count():
+    facts = [
+        line(A),
+        line(D),
+        revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=1.0),
+        line(E, D),
+        revoke(E, by=pid(E), swarm=SWARM, device=pid(B), now=2.0),
+    ]
+    states = []
+    for order in (facts, facts[::-1], [facts[i] for i in (2, 0, 1, 4, 3)]):
+        r = Roster(SWARM, ROOT)
+        for _ in range(2):  # anti-entropy delivers everything again
+            for fact in order:
+                learn(r, fact)
+        states.append(view(r))
+    assert states[0] == states[1] == states[2]
+    assert states[0][2] == {pid(D), pid(B)}, "E, cut off with D, still revoked B"
+
+
+def test_a_second_revocation_of_a_device_is_not_news():
+    r = roster(line(A), line(D))
+    late = revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=9.0)
+    early = revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=3.0)
+    assert r.add_revocation(late) is True
+    assert r.add_revocation(early) is False
+    assert r.add_revocation(early) is False
+    assert r.to_wire()["revocations"] == [early.to_wire()], "the earliest is kept, everywhere"
+
+
+def test_find_by_id_or_name():
+    r = roster(line(A), line(D), (cert(E, D, name="a"), cert(D)))
+    assert r.find(pid(D)).device == pid(D)
+    assert r.find("d").device == pid(D)
+    assert r.find("nobody") is None
+    with pytest.raises(InvalidArgument, match="2 devices are named 'a'") as info:
+        r.find("a")
+    assert pid(A) in str(info.value)
+    assert pid(E) in str(info.value)
+    assert "\n" not in str(info.value)
+    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(E), now=1.0))
+    assert r.find("a").device == pid(A)
+    assert r.find(pid(E)) is None
+
+
+def test_roster_round_trips_through_bytes():
+    r = roster(line(A), line(C, B, A), line(D))
+    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=1.0))
+    copy = Roster.decode(r.encode())
+    assert copy.to_wire() == r.to_wire()
+    assert copy.encode() == r.encode()
+    assert copy.revoked() == {pid(B)}
+    assert [copy.admits(pid(k)) for k in (A, C, D)] == [True, False, True]
+
+
+def test_revoked_chains_are_kept_so_their_revocations_stay_checkable():
+    r = roster(line(A), line(D))
+    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=1.0))
+    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(E), now=1.0))
+    fresh = Roster(SWARM, ROOT)
+    fresh.merge_wire(r.to_wire())
+    assert fresh.revoked() == {pid(D), pid(E)}
+    assert fresh.to_wire() == r.to_wire()
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"\xc1", "undecodable"),
+        (msgpack.packb([1, 2]), "a roster is a map"),
+        (msgpack.packb({1: 2}), "undecodable"),  # strict_map_key
+        (
+            msgpack.packb({"v": 2, "swarm": SWARM, "root": ROOT, "chains": [], "revocations": []}),
+            "version",
+        ),
+        (
+            msgpack.packb({"v": 1, "swarm": SWARM, "root": b"x", "chains": [], "revocations": []}),
+            "32 raw bytes",
+        ),
+        (
+            msgpack.packb(
+                {"v": 1, "swarm": SWARM, "root": ROOT, "chains": {}, "revocations": []},
+                use_bin_type=True,
+            ),
+            "are lists",
+        ),
+    ],
+)
+def test_malformed_rosters_are_refused(data, needle):
+    with pytest.raises(InvalidCertificate, match=needle):
+        Roster.decode(data)
+
+
+def test_from_wire_verifies_every_entry():
+    wire = roster(line(A), line(D)).to_wire()
+    wire["chains"][0][0][3] = "evil"
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        Roster.from_wire(wire)
+    wire = roster(line(A)).to_wire()
+    wire["revocations"].append(revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1).to_wire())
+    with pytest.raises(InvalidCertificate, match="not a known member"):
+        Roster.from_wire(wire)
+
+
+def test_merge_refuses_another_swarm():
+    r = roster(line(A))
+    other = Roster(swarm_id_of(public_bytes(OTHER_ROOT_KEY)), public_bytes(OTHER_ROOT_KEY))
+    with pytest.raises(InvalidCertificate, match="another swarm"):
+        r.merge_wire(other.to_wire())
+    same_id_other_root = {**r.to_wire(), "root": public_bytes(OTHER_ROOT_KEY)}
+    with pytest.raises(InvalidCertificate, match="another swarm"):
+        r.merge_wire(same_id_other_root)
+
+
+def test_merge_skips_bad_entries_and_reports_changes():
+    source = roster(line(A), line(C, B, A), line(D))
+    wire = source.to_wire()
+    wire["chains"].append("junk")
+    wire["chains"].append([cert(E, D).to_wire(), dataclasses.replace(cert(D)).to_wire()[:3]])
+    wire["revocations"].append(["junk"])
+    wire["revocations"].append(revoke(E, by=pid(E), swarm=SWARM, device=pid(D), now=1.0).to_wire())
+    r = roster(line(A))
+    assert r.merge_wire(wire) == sorted([pid(C), pid(D)])
+    assert r.revoked() == frozenset()
+    assert r.merge_wire(wire) == []
+    source.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=1.0))
+    assert r.merge_wire(source.to_wire()) == sorted([pid(B), pid(C)])
+    assert not r.admits(pid(C))
+
+
+def test_merging_twice_does_not_verify_again(monkeypatch):
+    source = roster(line(A), line(C, B, A), line(D))
+    source.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(E), now=1.0))
+    calls = []
+    real = certs._signature_ok
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(certs, "_signature_ok", counting)
+    r = Roster(SWARM, ROOT)
+    r.merge_wire(source.to_wire())
+    first = len(calls)
+    assert first == 5, "A, B, C by B, D and one revocation"
+    r.merge_wire(source.to_wire())
+    r.add_chain(line(C, B, A))
+    assert len(calls) == first
+
+
+def test_the_verification_cache_is_keyed_by_the_whole_certificate():
+    r = roster(line(B, A))
+    twisted = (dataclasses.replace(cert(B, A), name="evil"), cert(A))  # same device and signature
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_chain(twisted)
+
+
+# -- convergence ----------------------------------------------------------------------------------
+
+
+def _pool():
+    chains = [
+        line(A),
+        line(B, A),
+        line(C, B, A),
+        line(D),
+        (cert(C, D, name="c2", at=900.0), cert(D)),
+        line(E, D),
+        line(E, C, B, A),
+        line(F, E, D),
+    ]
+    revs = [
+        revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=1.0),
+        revoke(B, by=pid(B), swarm=SWARM, device=pid(D), now=2.0),
+        revoke(ROOT_KEY, by="root", swarm=SWARM, device=pid(E), now=3.0),
+        revoke(C, by=pid(C), swarm=SWARM, device=pid(C), now=4.0),
+        revoke(F, by=pid(F), swarm=SWARM, device=pid(A), now=5.0),
+        revoke(E, by=pid(E), swarm=SWARM, device=pid(B), now=0.5),
+    ]
+    return chains + revs
+
+
+POOL = _pool()
+DEVICES = [pid(k) for k in (A, B, C, D, E, F)]
+
+
+def learn(r, item):
+    try:
+        if isinstance(item, Revocation):
+            r.add_revocation(item)
+        else:
+            r.add_chain(item)
+    except InvalidCertificate:
+        pass
+
+
+def view(r):
+    return r.to_wire(), [r.admits(d) for d in DEVICES], r.revoked(), r.members()
+
+
+items = st.lists(st.sampled_from(range(len(POOL))), unique=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(items, min_size=1, max_size=4), st.data())
+def test_merging_rosters_in_any_order_converges(learned, data):
+    replicas = []
+    for order in learned:
+        r = Roster(SWARM, ROOT)
+        for i in order:
+            learn(r, POOL[i])
+        replicas.append(r.to_wire())
+    orders = [data.draw(st.permutations(range(len(replicas)))) for _ in range(2)]
+    merged = []
+    for order in orders:
+        m = Roster(SWARM, ROOT)
+        for i in order:
+            m.merge_wire(replicas[i])
+        merged.append(m)
+    assert view(merged[0]) == view(merged[1])
+    m = merged[0]
+    assert m.merge_wire(m.to_wire()) == [], "idempotent"
+    assert view(Roster.from_wire(m.to_wire())) == view(m)
+
+
+class Gossip(RuleBasedStateMachine):
+    """Replicas learn items in any order and gossip pairwise; a full exchange makes them agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.replicas = [Roster(SWARM, ROOT) for _ in range(3)]
+
+    @rule(r=st.integers(0, 2), i=st.integers(0, len(POOL) - 1))
+    def learn(self, r, i):
+        learn(self.replicas[r], POOL[i])
+
+    @rule(src=st.integers(0, 2), dst=st.integers(0, 2))
+    def gossip(self, src, dst):
+        before = self.replicas[src].to_wire()
+        self.replicas[dst].merge_wire(before)
+        after = self.replicas[dst]
+        assert {*map(_key, before["chains"])} <= {*map(_key, after.to_wire()["chains"])}
+        assert {r[2] for r in before["revocations"]} <= after.revoked()
+
+    @rule()
+    def settle_by_facts(self):
+        # Fact-by-fact gossip, as peers do it: every replica sends each entry of its state to every
+        # other, one add_chain / add_revocation at a time, until nothing changes.
+        for _ in range(len(POOL)):
+            before = [r.to_wire() for r in self.replicas]
+            for src in before:
+                for dst in self.replicas:
+                    for chain in src["chains"]:
+                        learn(dst, chain_from_wire(chain))
+                    for rev in src["revocations"]:
+                        learn(dst, Revocation.from_wire(rev))
+            if [r.to_wire() for r in self.replicas] == before:
+                break
+        views = [view(r) for r in self.replicas]
+        assert views[0] == views[1] == views[2]
+
+    @invariant()
+    def a_full_exchange_converges(self):
+        wires = [r.to_wire() for r in self.replicas]
+        views = []
+        for order in ((0, 1, 2), (2, 1, 0)):
+            m = Roster(SWARM, ROOT)
+            for i in order:
+                m.merge_wire(wires[i])
+            views.append(view(m))
+        assert views[0] == views[1]
+
+    @invariant()
+    def admission_follows_the_state(self):
+        for r in self.replicas:
+            gone = r.revoked()
+            for d in DEVICES:
+                chains = [c for c in r.to_wire()["chains"] if c[0][2] == d]
+                clean = any(all(x[2] not in gone for x in c) for c in chains)
+                assert r.admits(d) == clean
+
+
+def _key(chain_wire):
+    return tuple(c[8] for c in chain_wire)
+
+
+TestGossip = Gossip.TestCase
+TestGossip.settings = settings(
+    max_examples=15,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
