@@ -9,6 +9,7 @@ that verifies are the new device's files written, all at once; on any failure no
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from transports import (
     PeerUnreachable,
     RemoteError,
     RemoteHandlerError,
+    SwarmError,
     TransportError,
     peer_id_from_public_key,
 )
@@ -109,21 +111,44 @@ async def _ask_inviter(seed: bytes, code: InviteCode, body: dict[str, Any]) -> A
     from transports.libp2p import Libp2pTransport
 
     transport = Libp2pTransport(seed, ["/ip4/127.0.0.1/tcp/0"], dial_timeout=5.0)
+    failure: SwarmError | None = None
     async with transport:
         try:
             conn = await transport.dial(code.inviter, list(code.addrs))
             reply = await conn.request(body, timeout=PAIR_TIMEOUT)
             await conn.aclose()
-            return reply
         except RemoteHandlerError as exc:
-            raise InvalidCode(f"the inviter refused: {_reason(exc)}") from None
+            failure = InvalidCode(f"the inviter refused: {_reason(exc)}")
         except PeerUnreachable as exc:
-            raise PairingFailed(
-                f"cannot reach the inviter at {', '.join(code.addrs)}: {exc} "
-                "(is its `swarm up` still running?)"
-            ) from None
+            failure = _unreachable(code, exc)
         except TransportError as exc:
-            raise PairingFailed(f"pairing with the inviter failed: {exc}") from None
+            failure = PairingFailed(f"pairing with the inviter failed: {exc}")
+    # raised out here, not inside the transport's nursery, so callers get it bare
+    if failure is not None:
+        raise failure
+    return reply
+
+
+def _unreachable(code: InviteCode, exc: PeerUnreachable) -> SwarmError:
+    """Tell a refusal from an absence: once no code is outstanding, the inviter refuses
+    strangers in the handshake, so a used-up code looks like a failed dial. If its port still
+    answers, it is running and said no."""
+    for addr in code.addrs:
+        parts = addr.split("/")
+        if len(parts) > 4 and parts[1] in ("ip4", "ip6", "dns", "dns4", "dns6"):
+            try:
+                socket.create_connection((parts[2], int(parts[4])), timeout=2.0).close()
+            except (OSError, ValueError):
+                continue
+            return InvalidCode(
+                "the inviter refused this device: the code was already used, has expired, or "
+                "was not issued by the device at that address (ask for a new one with "
+                "`swarm invite`)"
+            )
+    return PairingFailed(
+        f"cannot reach the inviter at {', '.join(code.addrs)}: {exc} "
+        "(is its `swarm up` still running?)"
+    )
 
 
 def _reason(exc: RemoteHandlerError) -> str:

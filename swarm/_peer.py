@@ -220,6 +220,8 @@ class Peer:
     def _admits(self, peer: str) -> bool:
         if self.roster.admits(peer):
             return True
+        # while a code is out, a stranger may connect to present it: it may send nothing but the
+        # pairing request
         return self.invites.outstanding(self.options.wall_clock()) > 0
 
     # ---- device state ------------------------------------------------------------------------
@@ -411,7 +413,8 @@ class Peer:
         return {"self": self.identity.device_id, "swarm": self.identity.swarm_id, "peers": rows}
 
     def set_power(self, battery: float | None, plugged: bool | None) -> dict[str, Any]:
-        reading = self.power.set(battery_percent=battery, plugged=plugged, now=time.time())
+        now = self.options.wall_clock()
+        reading = self.power.set(battery_percent=battery, plugged=plugged, now=now)
         self.refresh_state(force=True)
         return {
             "battery_percent": reading.battery_percent,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("invite", help="print a one-time code that lets a new device join")
     p.add_argument(
         "--ttl",
-        type=float,
+        type=_seconds,
         default=600.0,
         metavar="SECONDS",
         help="how long the code stays valid (default 600)",
@@ -103,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh period"
+        "--interval", type=_seconds, default=1.0, metavar="SECONDS", help="--watch refresh period"
     )
     p.set_defaults(run=_cmd_status)
 
     p = sub.add_parser("power", help="change this device's simulated power source")
-    p.add_argument("--battery", type=float, metavar="PCT", help="battery level, 0-100")
+    p.add_argument("--battery", type=_percent, metavar="PCT", help="battery level, 0-100")
     plug = p.add_mutually_exclusive_group()
     plug.add_argument("--plugged", dest="plugged", action="store_true", default=None)
     plug.add_argument("--unplugged", dest="plugged", action="store_false")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a local swarm of several devices on loopback")
     p.add_argument("--peers", type=int, default=3, metavar="N", help="how many devices (3)")
     p.add_argument(
-        "--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)"
+        "--seconds", type=_seconds, default=None, help="stop after this long (default: Ctrl-C)"
     )
     _add_json(p)
     p.set_defaults(run=_cmd_demo)
@@ -139,6 +140,30 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a blind relay: stores and forwards data it may not read",
     )
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _scopes_arg(text: str) -> tuple[str, ...]:

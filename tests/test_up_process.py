@@ -27,6 +27,7 @@ from swarm._control import ask
 from swarm._demo import Swarm
 from swarm._home import init_home, load_identity
 from swarm._join import join_swarm
+from swarm._membership import Ping, encode_message
 from swarm._status import check_status_shape
 from swarm.cli import main
 from transports import TransportError
@@ -57,21 +58,24 @@ def state_of(home: Path, name: str) -> str | None:
 
 
 def refused(seed: bytes, peer: str, addrs: list[str]) -> bool:
-    """Whether a device with this key is refused (cannot dial, or is cut off at once)."""
+    """Whether a device with this key is refused: it cannot connect, or a membership message
+    (a ping) from it gets its connection closed; a member's stays open."""
     from transports.libp2p import Libp2pTransport
 
-    async def attempt() -> None:
+    async def attempt() -> bool:
         async with Libp2pTransport(seed, dial_timeout=3.0) as transport:
-            conn = await transport.dial(peer, addrs)
+            try:
+                conn = await transport.dial(peer, addrs)
+                await conn.send(encode_message(Ping(1, peer)))
+            except TransportError:
+                return True
+            with trio.move_on_after(3.0):
+                await conn.wait_closed()
+            closed = conn.closed
             await conn.aclose()
+            return closed
 
-    try:
-        trio.run(attempt)
-    except TransportError:
-        return True
-    except BaseExceptionGroup as group:
-        return group.subgroup(TransportError) is not None
-    return False
+    return trio.run(attempt)
 
 
 @pytest.fixture

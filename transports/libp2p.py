@@ -187,10 +187,14 @@ class Libp2pTransport(Transport):
         import multiaddr
 
         try:
-            async with self._host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self._listen]):
-                await self._host.get_network().auto_connector.stop()
-                task_status.started()
-                await self._stopped.wait()
+            # shielded: cancelling the transport's owner must not interrupt libp2p's connection
+            # tasks half-way through closing (that leaks their sockets); `_stop` ends this
+            with trio.CancelScope(shield=True):
+                listen = [multiaddr.Multiaddr(a) for a in self._listen]
+                async with self._host.run(listen_addrs=listen):
+                    await self._host.get_network().auto_connector.stop()
+                    task_status.started()
+                    await self._stopped.wait()
         except OSError as exc:
             raise PeerUnreachable(f"cannot listen on {', '.join(self._listen)}: {exc}") from None
 
