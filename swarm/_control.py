@@ -49,7 +49,7 @@ from typing import Any
 
 import trio
 
-from transports import InvalidArgument, LocalError, RemoteError, SwarmError
+from transports import InvalidArgument, LocalError, RemoteError, swarm_error_in
 
 log = logging.getLogger("swarm.control")
 
@@ -305,7 +305,7 @@ async def _answer(handler: Handler, line: bytes) -> bytes:
     try:
         result = await handler(op, args)
     except Exception as exc:
-        error = _swarm_error(exc)
+        error = swarm_error_in(exc)
         if isinstance(error, LocalError):
             return encode_error(str(error) or type(error).__name__, "usage")
         if error is not None:
@@ -317,18 +317,6 @@ async def _answer(handler: Handler, line: bytes) -> bytes:
     except (TypeError, ValueError):
         log.exception("control op %r returned a result that is not JSON", op)
         return encode_error("internal error", "failure")
-
-
-def _swarm_error(exc: BaseException) -> SwarmError | None:
-    """The SwarmError to report, also from inside exception groups; None if there is none."""
-    if isinstance(exc, SwarmError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _swarm_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 # --- clients -------------------------------------------------------------------------------------

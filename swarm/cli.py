@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from transports import InvalidArgument, LocalError, SwarmError
+from transports import InvalidArgument, LocalError, SwarmError, swarm_error_in
 
 from . import __version__
 from ._config import ROLES, parse_scopes
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except (SwarmError, BaseExceptionGroup) as exc:
-        error = _our_error(exc)
+        error = swarm_error_in(exc)
         if error is None:
             raise
         if isinstance(error, LocalError):
@@ -324,18 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
-
-
-def _our_error(exc: BaseException) -> SwarmError | None:
-    """The SwarmError to report, also from inside trio's exception groups; None if there is none."""
-    if isinstance(exc, SwarmError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _our_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from ._errors import (
     RequestTimeout,
     SwarmError,
     TransportError,
+    swarm_error_in,
 )
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
 from ._ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
@@ -58,4 +59,5 @@ __all__ = [
     "is_peer_id",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
+    "swarm_error_in",
 ]

@@ -59,3 +59,15 @@ class AdmissionRefused(TransportError):
 
 class RequestTimeout(TransportError, TimeoutError):
     """No response arrived before the deadline."""
+
+
+def swarm_error_in(exc: BaseException) -> SwarmError | None:
+    """The SwarmError to report, also from inside trio's exception groups; None if there is none."""
+    if isinstance(exc, SwarmError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = swarm_error_in(inner)
+            if found is not None:
+                return found
+    return None
