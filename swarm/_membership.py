@@ -15,25 +15,37 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
       alive  (j)     wins over suspect/dead/left   if j > i
       suspect(j)     wins over alive               if j >= i; confirms a suspect if j == i
       dead   (j)     wins over alive/suspect       if j >= i
+      any accusation wins over dead/left           if j > i (news of a later life)
+      left   (j)     wins over dead                if j >= i (its own word over our guess)
+  so that every view ends at the same record: the one with the highest (incarnation, alive <
+  suspect < dead < left), versions ordering alive records.
   About ourselves: a suspect or dead record at ``j >= ours`` (not our own leave) is refuted by
   taking incarnation ``j + 1`` and gossiping a new alive record.
 - Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
   within the probe timeout sends ping-reqs to ``indirect_checks`` others, which ping it for us and
-  answer ack, or nack in time for the origin to count it (80% of the rest of its interval); no
-  ack by the end of the interval makes it suspect. A suspect target's ping
-  carries the suspicion so it can refute at once (Lifeguard's buddy system).
+  answer ack, or nack in time for the origin to count it (80% of the rest of its interval); no ack
+  by the end of the interval makes it suspect. A suspect target's ping carries the suspicion so it
+  can refute at once (Lifeguard's buddy system); the other way round, an ack to a member we suspect
+  carries the suspicion; and a node told something older than its incarnation about itself answers
+  with its current alive record, so a member that missed a refutation catches up at the first direct
+  contact instead of declaring it dead.
 - Lifeguard's local health multiplier scales the probe interval and timeout by ``score + 1``: a
   direct ack lowers the score, a failed probe or a missing nack raises it, and so does having to
   refute a suspicion about ourselves.
 - Suspicion lasts between ``min`` = mult * max(1, log10 n) * interval and ``max`` = max_mult * min,
   shrinking as independent confirmations arrive (k expected), after which the suspect is dead.
 - Records are piggybacked on every ping, ack and ping-req, and gossiped to a few random members
-  every gossip interval while there is something to send; each is retransmitted at most
+  every gossip interval while there is something to send (no timer runs otherwise, so a new
+  record after a quiet spell goes out at once; with nobody to send to, the queue is dropped and
+  push-pull carries it later); each is retransmitted at most
   ``retransmit_mult * ceil(log10(n + 1))`` times, the least-sent first, within a byte budget.
 - Push-pull anti-entropy with one random member every push-pull interval (longer in big swarms)
   exchanges every record we hold plus the opaque ``facts`` (the roster's certificates and
-  revocations).
-- Dead and departed members stay as tombstones for ``tombstone`` seconds, then are forgotten.
+  revocations); so does, at the same time, one member we think dead, each in turn (Serf's
+  reconnect): a healed partition merges within (members dead) intervals.
+- Dead and departed members stay as tombstones for ``tombstone`` seconds, then are forgotten;
+  push-pull leaves out their alive records, so a peer that has forgotten one does not take it
+  back.
 """
 
 from __future__ import annotations
@@ -161,7 +173,12 @@ def _record_from_wire(obj: Any) -> Record:
     if tag == "f" and len(obj) == 2:
         _check(obj[1], bytes, "fact")
         return Fact(obj[1])
-    raise ProtocolViolation(f"record: unknown kind {str(tag)[:8]!r} or wrong length")
+    raise ProtocolViolation(f"record: unknown kind {_brief(tag)} or wrong length")
+
+
+def _brief(value: Any) -> str:
+    # never str() a peer's value: a deeply nested list overflows the stack on the way
+    return repr(value[:16]) if isinstance(value, str) else type(value).__name__
 
 
 def _check(value: Any, kind: type, what: str) -> None:
@@ -261,7 +278,7 @@ def decode_message(body: Any) -> Message:
         if not isinstance(rest[0], bool):
             raise ProtocolViolation("sync: reply must be a boolean")
         return Sync(rest[0], _records(rest[1]))
-    raise ProtocolViolation(f"membership: unknown message {str(kind)[:16]!r} or wrong length")
+    raise ProtocolViolation(f"membership: unknown message {_brief(kind)} or wrong length")
 
 
 def _records(obj: Any) -> tuple[Record, ...]:
@@ -337,6 +354,7 @@ class _Suspicion:
     max: float
     accusers: set[str]
     deadline: float = 0.0
+    asked: bool = False  # hearsay only: the suspect was asked once, at the end (see _expire)
 
     def confirm(self, by: str) -> bool:
         if by in self.accusers or len(self.accusers) > self.k:
@@ -370,6 +388,29 @@ class _Relay:
     origin_seq: int
     target: str
     timeout_at: float
+
+
+@dataclass(slots=True)
+class _Turns:
+    """Members in turn, in an order shuffled afresh each round (SWIM's round-robin probing)."""
+
+    order: list[str] = field(default_factory=list)
+    at: int = 0
+
+    def next(self, core: Membership, keep: Callable[[Member], bool]) -> str | None:
+        members = core.members
+        while True:
+            if self.at >= len(self.order):
+                self.order = [n for n, m in members.items() if n != core.node and keep(m)]
+                core.rng.shuffle(self.order)
+                self.at = 0
+                if not self.order:
+                    return None
+            node = self.order[self.at]
+            self.at += 1
+            member = members.get(node)
+            if member is not None and keep(member):
+                return node
 
 
 @dataclass(slots=True)
@@ -418,6 +459,7 @@ class Membership:
         self.changes: list[Change] = []
         self.members: dict[str, Member] = {}
         self.awareness = 0
+        self._live: set[str] = {node}  # alive or suspect; every status change goes through _changed
         self.leaving = False
         self._seq = 0
         self._queue: dict[Any, _Queued] = {}
@@ -425,8 +467,9 @@ class Membership:
         self._suspicions: dict[str, _Suspicion] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
-        self._order: list[str] = []
-        self._order_at = 0
+        self._outdated = False  # set while receiving: the sender holds an old accusation of us
+        self._probe_turns = _Turns()
+        self._dead_turns = _Turns()
         first = self._sign_alive(incarnation, 0, state)
         self.members[node] = Member(node, "alive", incarnation, first, changed_at=now)
         self._enqueue(first)
@@ -496,6 +539,7 @@ class Membership:
         """Drop a member outright (its certificate was revoked)."""
         if node != self.node and self.members.pop(node, None) is not None:
             self._suspicions.pop(node, None)
+            self._live.discard(node)
             self.changes.append(Change(now, node, "dead", 0, -1))
 
     def pop_outbox(self) -> list[tuple[str, Message]]:
@@ -507,22 +551,26 @@ class Membership:
         return out
 
     def alive_count(self) -> int:
-        return sum(1 for m in self.members.values() if m.status in ("alive", "suspect"))
+        return len(self._live)
 
     def next_deadline(self) -> float:
         if self.leaving:
             return math.inf  # a departed node runs no timers (its driver would spin otherwise)
-        times = [self._next_probe, self._next_gossip, self._next_sync, self._next_reap]
+        at = min(self._next_probe, self._next_sync, self._next_reap)
+        if self._queue:
+            at = min(at, self._next_gossip)  # no wake-ups while there is nothing to gossip
         if self._seeds:
-            times.append(self._next_join)
+            at = min(at, self._next_join)
         probe = self._probe
         if probe is not None:
             if not probe.acked and not probe.indirect:
-                times.append(probe.timeout_at)
-            times.append(probe.end_at)
-        times.extend(r.timeout_at for r in self._relays.values())
-        times.extend(s.deadline for s in self._suspicions.values())
-        return min(times)
+                at = min(at, probe.timeout_at)
+            at = min(at, probe.end_at)
+        for relay in self._relays.values():
+            at = min(at, relay.timeout_at)
+        for susp in self._suspicions.values():
+            at = min(at, susp.deadline)
+        return at
 
     # ---- timers ------------------------------------------------------------------------------
 
@@ -542,10 +590,10 @@ class Membership:
                 self._send(relay.origin, Nack(relay.origin_seq))
         for node, susp in list(self._suspicions.items()):
             if now >= susp.deadline:
-                self._declare_dead(node, now)
+                self._expire(node, susp, now)
         if now >= self._next_probe and self._probe is None:
             self._start_probe(now)
-        if now >= self._next_gossip:
+        if now >= self._next_gossip and self._queue:
             self._gossip(now)
             self._next_gossip = now + self.profile.gossip_interval
         if now >= self._next_sync:
@@ -607,22 +655,7 @@ class Membership:
         self._apply(record, now, verified=True)
 
     def _next_target(self) -> str | None:
-        while True:
-            if self._order_at >= len(self._order):
-                self._order = [
-                    n
-                    for n, m in self.members.items()
-                    if n != self.node and m.status in ("alive", "suspect")
-                ]
-                self.rng.shuffle(self._order)
-                self._order_at = 0
-                if not self._order:
-                    return None
-            node = self._order[self._order_at]
-            self._order_at += 1
-            member = self.members.get(node)
-            if member is not None and member.status in ("alive", "suspect"):
-                return node
+        return self._probe_turns.next(self, lambda m: m.status in ("alive", "suspect"))
 
     def _gossip(self, now: float) -> None:
         if not self._queue:
@@ -632,6 +665,11 @@ class Membership:
             self.profile.gossip_nodes,
             lambda m: m.status in ("alive", "suspect") or m.changed_at >= horizon,
         )
+        if not targets:
+            # nobody to tell (a lone device): drop it rather than wake 5 times a second for
+            # ever; whoever comes back gets everything by push-pull
+            self._queue.clear()
+            return
         for node in targets:
             records = self._piggyback()
             if not records:
@@ -640,9 +678,13 @@ class Membership:
 
     def _push_pull(self) -> None:
         # one live member, and (after Serf's reconnect) one member we think dead: if it is back
-        # or the partition healed, the two views merge again
+        # or the partition healed, the two views merge again. The dead take turns, so each is
+        # tried within (number dead) intervals; at random, a partition that left many truly dead
+        # members behind could take many times that to heal.
         targets = self._pick(1, lambda m: m.status == "alive")
-        targets += self._pick(1, lambda m: m.status == "dead")
+        dead = self._dead_turns.next(self, lambda m: m.status == "dead")
+        if dead is not None:
+            targets.append(dead)
         state = self._full_state()
         for node in targets:
             self._send(node, Sync(False, state))
@@ -669,11 +711,14 @@ class Membership:
         member = self.members.get(src)
         if member is not None:
             member.last_heard = now
+        self._outdated = False
         match msg:
             case Ping(seq, target, records):
                 self._apply_all(records, now)
                 if target == self.node:
-                    self._send(src, Ack(seq, self._piggyback()))
+                    first = self._buddies(src)
+                    self._send(src, Ack(seq, first + self._piggyback(exclude=first)))
+                    return
             case Ack(seq, records):
                 self._apply_all(records, now)
                 self._on_ack(src, seq, now)
@@ -692,6 +737,20 @@ class Membership:
                 self._apply_all(records, now)
                 if not reply:
                     self._send(src, Sync(True, self._full_state()))
+                    return
+        if self._outdated and self.me.alive is not None:
+            self._send(src, Gossip((self.me.alive,)))
+
+    def _buddies(self, src: str) -> tuple[Record, ...]:
+        """What an ack to ``src`` carries first (Lifeguard's buddy system, both ways): our alive
+        record if ``src`` just told us something older about us, and our suspicion of ``src``."""
+        out: list[Record] = []
+        if self._outdated and self.me.alive is not None:
+            out.append(self.me.alive)
+        member = self.members.get(src)
+        if member is not None and member.status == "suspect" and member.accusation is not None:
+            out.append(member.accusation)
+        return tuple(out)
 
     def _on_ack(self, src: str, seq: int, now: float) -> None:
         probe = self._probe
@@ -778,14 +837,20 @@ class Membership:
                 if record.kind == "s":
                     self._health(1)
                 self._refute(record.incarnation, now)
+            elif not current:
+                # old news (we refuted it already), but whoever sent it missed the refutation:
+                # receive() answers it with our current alive record
+                self._outdated = True
             return
         member = self.members.get(node)
         if member is None or record.incarnation < member.incarnation:
             self.stats.stale += 1
             return
         if member.status in ("dead", "left"):
-            self.stats.stale += 1
-            return
+            later = record.incarnation > member.incarnation
+            if not (later or (record.leave and member.status == "dead")):
+                self.stats.stale += 1
+                return
         if record.kind == "s":
             if member.status == "suspect" and record.incarnation == member.incarnation:
                 susp = self._suspicions.get(node)
@@ -826,6 +891,19 @@ class Membership:
         s.update()
         return s
 
+    def _expire(self, node: str, susp: _Suspicion, now: float) -> None:
+        # A node that only heard the suspicion (it never failed a probe of the suspect itself)
+        # asks the suspect once before declaring it dead: the ping carries the accusation, so a
+        # live suspect answers with its refutation, even one this node missed.
+        member = self.members.get(node)
+        hearsay = self.node not in susp.accusers and not susp.asked
+        if hearsay and member is not None and member.accusation is not None:
+            susp.asked = True
+            susp.deadline = now + self._scaled(self.profile.probe_timeout)
+            self._send(node, Ping(self._next_seq(), node, (member.accusation,)))
+            return
+        self._declare_dead(node, now)
+
     def _declare_dead(self, node: str, now: float) -> None:
         self._suspicions.pop(node, None)
         member = self.members.get(node)
@@ -843,6 +921,10 @@ class Membership:
 
     def _changed(self, member: Member, now: float) -> None:
         member.changed_at = now
+        if member.status in ("alive", "suspect"):
+            self._live.add(member.node)
+        else:
+            self._live.discard(member.node)
         self.changes.append(
             Change(now, member.node, member.status, member.incarnation, member.version)
         )
@@ -859,7 +941,17 @@ class Membership:
         return self._seq
 
     def _pick(self, k: int, keep: Callable[[Member], bool]) -> list[str]:
-        nodes = [n for n, m in self.members.items() if n != self.node and keep(m)]
+        members = self.members
+        if len(members) > 8 * k:
+            # many members: draw without replacement until k qualify, instead of scanning all
+            names = list(members)
+            out: list[str] = []
+            for node in self.rng.sample(names, 4 * k):
+                if node != self.node and keep(members[node]):
+                    out.append(node)
+                    if len(out) == k:
+                        return out
+        nodes = [n for n, m in members.items() if n != self.node and keep(m)]
         if len(nodes) <= k:
             self.rng.shuffle(nodes)
             return nodes
@@ -868,7 +960,9 @@ class Membership:
     def _full_state(self) -> tuple[Record, ...]:
         out: list[Record] = [Fact(b) for b in self.facts.snapshot()]
         for m in self.members.values():
-            if m.alive is not None:
+            # not the alive record of a member that is gone: a peer that has forgotten it (a
+            # newcomer, or one that reaped the tombstone) would take it back as alive first
+            if m.alive is not None and m.status in ("alive", "suspect"):
                 out.append(m.alive)
             if m.accusation is not None and m.status != "alive":
                 out.append(m.accusation)

@@ -2,9 +2,9 @@
 
 ``CoreNet`` moves messages between pure ``Membership`` cores directly (no transport, no trio) with
 per-message latency, jitter (which reorders), loss, duplication, partitions and crashes, in virtual
-time. Each core's next deadline sits in a heap, so a step costs O(log n), not O(n). It is what the property tests
-and the long benchmark runs use; ``tests/test_membership_driver.py`` runs the same cores over the
-memory transport through the real driver.
+time; each core's next deadline sits in a heap, so a step costs O(log n), not O(n). It is what the
+property tests and the long benchmark runs use; ``tests/test_membership_driver.py`` runs the same
+cores over the memory transport through the real driver.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,7 +20,16 @@ from transports import peer_id_from_public_key
 
 from ._driver import Ed25519Crypto
 from ._home import public_bytes
-from ._membership import NORMAL, Change, Membership, Message, Profile, _pack, encode_message
+from ._membership import (
+    NORMAL,
+    Change,
+    Member,
+    Membership,
+    Message,
+    Profile,
+    _pack,
+    encode_message,
+)
 
 
 class OpenFacts:
@@ -75,13 +83,7 @@ def device_keys(n: int, rng: random.Random) -> list[tuple[str, Ed25519PrivateKey
     return sorted(out, key=lambda pair: pair[0])
 
 
-@dataclass(order=True)
-class _InFlight:
-    at: float
-    order: int
-    src: str = field(compare=False)
-    dst: str = field(compare=False)
-    msg: Message = field(compare=False)
+_InFlight = tuple[float, int, str, str, Message]  # (arrival, order, src, dst, message)
 
 
 class CoreNet:
@@ -105,13 +107,18 @@ class CoreNet:
         self.now = 0.0
         self.latency, self.jitter, self.loss = latency, jitter, loss
         self.duplicate = duplicate  # the chance that a message is delivered twice
+        # a test's hooks: ``drop(src, dst, msg)`` loses chosen messages; ``trace``, when a list,
+        # gets (time sent, src, dst, msg) for every message a core sends
+        self.drop: Callable[[str, str, Message], bool] | None = None
+        self.trace: list[tuple[float, str, str, Message]] | None = None
         self.keys = dict(device_keys(n, self.rng))
         self.ids = sorted(self.keys)
         self.down: set[str] = set()
         self.cut: set[frozenset[str]] = set()
         self.changes: list[tuple[str, Change]] = []
         self.delivered = 0
-        self.bytes_sent: dict[str, int] = dict.fromkeys(self.ids, 0)
+        self.bytes_sent: dict[str, int] = dict.fromkeys(self.ids, 0)  # while measure_bytes
+        self.messages_sent: dict[str, int] = dict.fromkeys(self.ids, 0)
         self.measure_bytes = False
         self._queue: list[_InFlight] = []
         self._order = 0
@@ -174,6 +181,24 @@ class CoreNet:
             self.cores[node].join([first], self.now)
             self._collect(node)
 
+    def warm_start(self) -> None:
+        """Start from a settled swarm instead of simulating every join: each core knows every
+        other as alive (their current records), with nothing left to gossip and no changes to
+        report, as in a swarm that has been running for a while. For big runs, where the joins
+        themselves (N full-state syncs, N records gossiped to N nodes) would dominate."""
+        records = {n: c.me.alive for n, c in self.cores.items() if n not in self.down}
+        for node, core in self.cores.items():
+            if node in self.down:
+                continue
+            for other, alive in records.items():
+                if other != node and other not in core.members and alive is not None:
+                    member = Member(other, "alive", alive.incarnation, alive)
+                    core.members[other] = member
+                    core._changed(member, self.now)  # (private: keeps the core's counts)
+            core._queue.clear()
+            core.pop_changes()
+            self._schedule(node)
+
     def run_until(self, until: float, stop: Callable[[], bool] | None = None) -> None:
         """Deliver messages and run timers in time order up to ``until`` (or until ``stop()``).
 
@@ -189,18 +214,18 @@ class CoreNet:
             while timers and self._due.get(timers[0][2], (0.0, -1))[1] != timers[0][1]:
                 heapq.heappop(timers)  # superseded, or the node is down
             due = timers[0][0] if timers else math.inf
-            nxt = queue[0].at if queue else math.inf
+            nxt = queue[0][0] if queue else math.inf
             at = min(due, nxt)
             if at > until:
                 self.now = max(self.now, until)
                 return
             self.now = max(self.now, at)
             if nxt <= due:
-                item = heapq.heappop(queue)
-                if item.dst not in self.down:
+                _, _, src, dst, msg = heapq.heappop(queue)
+                if dst not in self.down:
                     self.delivered += 1
-                    self.cores[item.dst].receive(item.src, item.msg, self.now)
-                    self._collect(item.dst)
+                    self.cores[dst].receive(src, msg, self.now)
+                    self._collect(dst)
             else:
                 node = heapq.heappop(timers)[2]
                 del self._due[node]
@@ -227,19 +252,24 @@ class CoreNet:
         core = self.cores[node]
         for change in core.pop_changes():
             self.changes.append((node, change))
+        rand = self.rng.random
         for dst, msg in core.pop_outbox():
             if self.measure_bytes:
                 self.bytes_sent[node] += len(_pack(encode_message(msg)))
-            copies = 2 if self.duplicate and self.rng.random() < self.duplicate else 1
+                self.messages_sent[node] += 1
+            if self.trace is not None:
+                self.trace.append((self.now, node, dst, msg))
+            if dst in self.down or (self.cut and frozenset((node, dst)) in self.cut):
+                continue
+            if self.drop is not None and self.drop(node, dst, msg):
+                continue
+            copies = 2 if self.duplicate and rand() < self.duplicate else 1
             for _ in range(copies):
-                if dst in self.down or frozenset((node, dst)) in self.cut:
+                if self.loss and rand() < self.loss:
                     continue
-                if self.loss and self.rng.random() < self.loss:
-                    continue
-                delay = self.latency + self.rng.uniform(0, self.jitter)
                 self._order += 1
-                at = self.now + delay
-                heapq.heappush(self._queue, _InFlight(at, self._order, node, dst, msg))
+                at = self.now + self.latency + rand() * self.jitter
+                heapq.heappush(self._queue, (at, self._order, node, dst, msg))
         self._schedule(node)
 
     # ---- views -------------------------------------------------------------------------------

@@ -1,0 +1,516 @@
+"""Membership benchmarks: dissemination, failure detection, false deaths and idle bytes.
+
+    python bench/bench_membership.py [--quick] [--json]
+
+Everything runs at 5% message loss with ~300-byte device states, in virtual time. The heavy runs
+use ``CoreNet`` (the real pure cores over a simulated datagram network: 1 ms latency, 0.5 ms
+jitter); dissemination and detection at N = 3 and 10 also run over the real driver on the memory
+transport under trio's MockClock, to show the two agree. Each figure is printed beside its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+import trio.testing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from swarm._driver import Ed25519Crypto, MembershipDriver, not_membership
+from swarm._membership import Change, Membership
+from swarm.testing import CoreNet, OpenFacts, device_keys
+from transports import Connection, Envelope, Kind, Link, MemoryNetwork, encode_frame
+
+LOSS = 0.05
+WARM_FROM = 1000  # from this size the swarm starts settled instead of simulating every join
+DISSEMINATION_TARGET = {3: 1.0, 10: 1.0, 100: 2.0, 1000: 2.5}
+DETECTION_TARGET = {3: 8.0, 10: 10.0, 100: 15.0, 1000: 22.0}
+IDLE_TARGET = 1024.0  # bytes per peer per second, at N <= 10
+# what the transport adds to each message: length prefix and envelope around the body
+FRAMING = len(encode_frame(Envelope(Kind.ONEWAY, 0, [1]).pack())) - len(msgpack.packb([1]))
+
+
+def state_of(i: int) -> bytes:
+    return bytes([65 + i % 26]) * 300
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# ---- CoreNet runs ------------------------------------------------------------------------------
+
+
+def settled_net(n: int, seed: int) -> tuple[CoreNet, str]:
+    net = CoreNet(n, seed=seed, loss=LOSS, state=state_of)
+    if n >= WARM_FROM:
+        net.warm_start()
+        return net, "warm start"
+    net.join_all()
+    for _ in range(600):
+        net.run_until(net.now + 1.0)
+        if all(len(net.cores[o].members) == n for o in net.ids) and all(
+            m.status == "alive" for o in net.ids for m in net.cores[o].members.values()
+        ):
+            return net, f"joined in {net.now:.0f} s"
+    raise RuntimeError(f"N={n} did not settle in 600 s")
+
+
+def watch(
+    net: CoreNet, want: Callable[[str, Change], bool], waiting: set[str]
+) -> Callable[[], bool]:
+    """A ``stop`` for run_until: true once each observer in ``waiting`` reported a wanted change."""
+    seen = len(net.changes)
+
+    def done() -> bool:
+        nonlocal seen
+        changes = net.changes
+        if len(changes) > seen:
+            for observer, change in changes[seen:]:
+                if observer in waiting and want(observer, change):
+                    waiting.discard(observer)
+            seen = len(changes)
+        return not waiting
+
+    return done
+
+
+def live(net: CoreNet) -> list[str]:
+    return [n for n in net.ids if n not in net.down]
+
+
+def disseminate(net: CoreNet, origin: str, cap: float) -> float:
+    core = net.cores[origin]
+    t0 = net.now
+    core.update_state(bytes([core.me.version % 256]) * 300, t0)
+    version = core.me.version
+    waiting = {o for o in live(net) if o != origin}
+    done = watch(net, lambda o, c: c.node == origin and c.version >= version, waiting)
+    net.run_until(t0 + cap, stop=done)
+    return net.now - t0 if not waiting else math.inf
+
+
+def detect(net: CoreNet, victim: str, cap: float) -> float:
+    t0 = net.now
+    net.crash(victim)
+    waiting = {o for o in live(net)}
+    done = watch(net, lambda o, c: c.node == victim and c.status == "dead", waiting)
+    net.run_until(t0 + cap, stop=done)
+    return net.now - t0 if not waiting else math.inf
+
+
+def rejoin(net: CoreNet, victim: str, rng: random.Random) -> None:
+    net.restart(victim, [rng.choice(live(net))])
+    incarnation = net.cores[victim].incarnation
+    waiting = {o for o in live(net) if o != victim}
+    done = watch(net, lambda o, c: c.node == victim and c.incarnation >= incarnation, waiting)
+    net.run_until(net.now + 60.0, stop=done)
+    # and settle: the peers that probed the crashed one carry a raised Lifeguard health score
+    # for a while (slower probing); the next trial starts from a quiet swarm, not that one
+    net.run_until(net.now + 30.0)
+
+
+def corenet_trials(n: int, dissem_trials: int, detect_trials: int, seed: int) -> dict[str, Any]:
+    t_wall = time.perf_counter()
+    rng = random.Random(seed)
+    net, how = settled_net(n, seed)
+    net.run_until(net.now + 5.0)
+    dissem = []
+    for _ in range(dissem_trials):
+        dissem.append(disseminate(net, rng.choice(net.ids), cap=120.0))
+        net.run_until(net.now + rng.uniform(0.5, 1.5))
+    detect_times = []
+    for _ in range(detect_trials):
+        victim = rng.choice(live(net))
+        detect_times.append(detect(net, victim, cap=180.0))
+        rejoin(net, victim, rng)
+    return {
+        "n": n,
+        "start": how,
+        "dissemination_s": dissem,
+        "detection_s": detect_times,
+        "sim_seconds": net.now,
+        "wall_seconds": time.perf_counter() - t_wall,
+    }
+
+
+def false_deaths(n: int, hours: float, seed: int) -> dict[str, Any]:
+    t_wall = time.perf_counter()
+    net, _ = settled_net(n, seed)
+    net.run_until(net.now + 60.0)
+    net.changes.clear()
+    deaths = suspicions = 0
+    end = net.now + hours * 3600.0
+    while net.now < end:
+        net.run_until(min(end, net.now + 600.0))
+        for observer, change in net.changes:
+            if change.node != observer:
+                deaths += change.status == "dead"
+                suspicions += change.status == "suspect"
+        net.changes.clear()
+    return {
+        "n": n,
+        "hours": hours,
+        "false_deaths": deaths,
+        "false_suspicions": suspicions,
+        "refutations": sum(c.stats.refutations for c in net.cores.values()),
+        "wall_seconds": time.perf_counter() - t_wall,
+    }
+
+
+def idle_bytes(n: int, seconds: float, loss: float, seed: int) -> dict[str, Any]:
+    net, _ = settled_net(n, seed)
+    net.loss = loss
+    net.run_until(net.now + 60.0)
+    net.measure_bytes = True
+    net.bytes_sent = dict.fromkeys(net.ids, 0)
+    net.messages_sent = dict.fromkeys(net.ids, 0)
+    net.run_until(net.now + seconds)
+    per_peer = [net.bytes_sent[i] / seconds for i in net.ids]
+    messages = [net.messages_sent[i] / seconds for i in net.ids]
+    return {
+        "n": n,
+        "loss": loss,
+        "bytes_per_s_mean": sum(per_peer) / n,
+        "bytes_per_s_max": max(per_peer),
+        "messages_per_s_mean": sum(messages) / n,
+        "framed_bytes_per_s_mean": (sum(per_peer) + FRAMING * sum(messages)) / n,
+    }
+
+
+# ---- the real driver over the memory transport ---------------------------------------------------
+
+
+class _Peer:
+    def __init__(self, network: MemoryNetwork, node: str, key: Any, state: bytes) -> None:
+        self.id = node
+        self.transport = network.transport(node)
+        self.core = Membership(
+            node,
+            state=state,
+            crypto=Ed25519Crypto(key),
+            facts=OpenFacts(),
+            rng=random.Random(network.rng.random()),
+            now=trio.current_time(),
+        )
+        self.changes: list[Change] = []
+        self.driver = MembershipDriver(
+            self.transport,
+            self.core,
+            addresses=lambda peer: ["/memory/" + peer],
+            on_changes=self.changes.extend,
+        )
+        self.scope = trio.CancelScope()
+
+    async def handle(self, conn: Connection, body: Any) -> None:
+        if not self.driver.is_membership(body):
+            raise not_membership(body)
+        await self.driver.handle(conn, body)
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with self.scope:
+            async with self.transport:
+                self.transport.set_handler(self.handle)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.driver.run)
+                    task_status.started()
+
+
+async def _first(peers: list[_Peer], want: Callable[[Change], bool], cap: float) -> float:
+    """When the last of ``peers`` first reported a wanted change (inf if not within ``cap``)."""
+    deadline = trio.current_time() + cap
+    while trio.current_time() < deadline:
+        times = [min((c.at for c in p.changes if want(c)), default=None) for p in peers]
+        if all(t is not None for t in times):
+            return max(t for t in times if t is not None)
+        await trio.sleep(0.25)
+    return math.inf
+
+
+async def _driver_swarm(n: int, seed: int, dissem: int, detect: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    network = MemoryNetwork(rng, default_link=Link(latency=0.001, jitter=0.0005, loss=LOSS))
+    peers = [
+        _Peer(network, node, key, state_of(i)) for i, (node, key) in enumerate(device_keys(n, rng))
+    ]
+    out: dict[str, Any] = {"dissemination_s": [], "detection_s": []}
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            await nursery.start(peer.serve)
+        for peer in peers[1:]:
+            peer.core.join([peers[0].id], trio.current_time())
+            peer.driver.poke()
+        everyone = {p.id for p in peers}
+        for _ in range(240):
+            await trio.sleep(0.5)
+            if all(
+                {m for m, x in p.core.members.items() if x.status == "alive"} == everyone
+                for p in peers
+            ):
+                break
+        await trio.sleep(5.0)
+        for _ in range(dissem):
+            origin = rng.choice(peers)
+            t0 = trio.current_time()
+            origin.core.update_state(bytes([origin.core.me.version % 256]) * 300, t0)
+            origin.driver.poke()
+            version = origin.core.me.version
+            others = [p for p in peers if p is not origin]
+            at = await _first(
+                others, lambda c, o=origin, v=version: c.node == o.id and c.version >= v, 60.0
+            )
+            out["dissemination_s"].append(at - t0)
+            await trio.sleep(rng.uniform(0.5, 1.5))
+        running = list(peers)
+        for _ in range(min(detect, n - 2)):
+            victim = rng.choice(running)
+            running.remove(victim)
+            t0 = trio.current_time()
+            network.crash(victim.id)
+            victim.scope.cancel()
+            at = await _first(
+                running,
+                lambda c, v=victim, t=t0: c.node == v.id and c.status == "dead" and c.at >= t,
+                120.0,
+            )
+            out["detection_s"].append(at - t0)
+            await trio.sleep(30.0)  # a quiet swarm again (see rejoin())
+        nursery.cancel_scope.cancel()
+    return out
+
+
+def driver_trials(n: int, dissem: int, detect: int, swarms: int, seed: int) -> dict[str, Any]:
+    t_wall = time.perf_counter()
+    merged: dict[str, Any] = {"n": n, "dissemination_s": [], "detection_s": []}
+    for k in range(swarms):
+        part = trio.run(
+            _driver_swarm,
+            n,
+            seed + k,
+            dissem,
+            detect,
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
+        merged["dissemination_s"] += part["dissemination_s"]
+        merged["detection_s"] += part["detection_s"]
+    merged["wall_seconds"] = time.perf_counter() - t_wall
+    return merged
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    return pct(values, 0.5), pct(values, 0.99)
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    return ">cap" if math.isinf(x) else f"{x:.{digits}f}"
+
+
+def table(say: Callable[[str], None], widths: list[int], *rows: list[Any] | str) -> None:
+    """Right-aligned columns; a row given as a string is a header, its cells split on "|"."""
+    for row in rows:
+        cells = row.split("|") if isinstance(row, str) else row
+        say(" ".join(f"{cell!s:>{w}}" for cell, w in zip(cells, widths, strict=True)).rstrip())
+
+
+def finite(value: Any) -> Any:
+    """The report as strict JSON: a run that hit its cap (infinite) becomes null."""
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N <= 100, fewer trials, shorter runs")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = [3, 10, 100] if quick else [3, 10, 100, 1000]
+    trials = {3: (100, 100), 10: (100, 100), 100: (20, 20), 1000: (5, 3)}
+    if quick:
+        trials = {3: (30, 20), 10: (30, 20), 100: (8, 4)}
+    hours = {3: 1.0, 10: 1.0, 100: 0.25} if quick else {3: 10.0, 10: 10.0, 100: 10.0}
+    report: dict[str, Any] = {"loss": LOSS, "quick": quick}
+    say: Callable[[str], None] = (lambda line: None) if args.json else print
+
+    say(f"membership at {LOSS:.0%} loss, 300-byte states, NORMAL profile (memberlist's LAN values)")
+    say("")
+    say("dissemination: update_state until every peer has the new version; detection: crash until")
+    say("every live peer has declared it dead. Pure cores over CoreNet; virtual seconds:")
+    widths = [5, 14, 6, 7, 7, 6, 4, 6, 7, 7, 6, 4, 6]
+    table(
+        say,
+        widths,
+        "N|start|runs|dis p50|dis p99|target||runs|det p50|det p99|target||wall s",
+    )
+    report["corenet"] = []
+    for n in sizes:
+        dt, tt = trials[n]
+        r = corenet_trials(n, dt, tt, seed=n)
+        report["corenet"].append(r)
+        d50, d99 = summary(r["dissemination_s"])
+        e50, e99 = summary(r["detection_s"])
+        ok_d, ok_e = d99 <= DISSEMINATION_TARGET[n], e99 <= DETECTION_TARGET[n]
+        r["pass"] = {"dissemination": ok_d, "detection": ok_e}
+        table(
+            say,
+            widths,
+            [
+                n,
+                r["start"],
+                dt,
+                fmt(d50, 3),
+                fmt(d99, 3),
+                DISSEMINATION_TARGET[n],
+                verdict(ok_d),
+                tt,
+                fmt(e50),
+                fmt(e99),
+                DETECTION_TARGET[n],
+                verdict(ok_e),
+                f"{r['wall_seconds']:.1f}",
+            ],
+        )
+    if 1000 in sizes:
+        wall = report["corenet"][-1]["wall_seconds"]
+        say(
+            "  N=1000 starts warm (settled views given, not 1000 simulated joins), and its p99 over"
+        )
+        say(f"  a few runs is their maximum; it took {wall:.1f} s of wall time, under a minute: ")
+        say(f"  {verdict(wall < 60.0)}")
+    else:
+        say("  (--quick: N=1000 skipped)")
+
+    say("")
+    say(
+        "the same over the real driver on the memory transport (MockClock; 1 ms links, 5% of frames"
+    )
+    say("lost), beside the CoreNet figures above:")
+    widths = [5, 6, 7, 7, 6, 7, 7, 17, 17, 6]
+    table(
+        say,
+        widths,
+        "N|runs|dis p50|dis p99|runs|det p50|det p99|CoreNet dis|CoreNet det|wall s",
+    )
+    report["driver"] = []
+    for n in (3, 10):
+        r = driver_trials(
+            n,
+            dissem=5 if quick else 8,
+            detect=1 if n == 3 else 3,
+            swarms=4 if quick else 12,
+            seed=100 + n,
+        )
+        report["driver"].append(r)
+        d50, d99 = summary(r["dissemination_s"])
+        e50, e99 = summary(r["detection_s"])
+        c = next(x for x in report["corenet"] if x["n"] == n)
+        cd50, cd99 = summary(c["dissemination_s"])
+        ce50, ce99 = summary(c["detection_s"])
+        table(
+            say,
+            widths,
+            [
+                n,
+                len(r["dissemination_s"]),
+                fmt(d50, 3),
+                fmt(d99, 3),
+                len(r["detection_s"]),
+                fmt(e50),
+                fmt(e99),
+                f"{fmt(cd50, 3)} / {fmt(cd99, 3)}",
+                f"{fmt(ce50)} / {fmt(ce99)}",
+                f"{r['wall_seconds']:.1f}",
+            ],
+        )
+
+    say("")
+    say("false deaths: any observer declaring a running peer dead (nobody crashes; 5% loss all the")
+    say("time). False suspicions are counted once per observer that held them:")
+    widths = [5, 6, 7, 9, 11, 9, 7, 4, 6]
+    table(
+        say,
+        widths,
+        ["N", "hours", "deaths", "per hour", "suspicions", "per hour", "target", "", "wall s"],
+    )
+    report["false_deaths"] = []
+    for n in (3, 10, 100):
+        r = false_deaths(n, hours[n], seed=7 + n)
+        report["false_deaths"].append(r)
+        r["pass"] = r["false_deaths"] == 0
+        table(
+            say,
+            widths,
+            [
+                n,
+                f"{r['hours']:.2f}",
+                r["false_deaths"],
+                f"{r['false_deaths'] / r['hours']:.2f}",
+                r["false_suspicions"],
+                f"{r['false_suspicions'] / r['hours']:.0f}",
+                0,
+                verdict(r["pass"]),
+                f"{r['wall_seconds']:.1f}",
+            ],
+        )
+    say(
+        "  (N=1000 not run: a simulated hour of it costs minutes of wall time"
+        + ("; --quick shortens the others)" if quick else ")")
+    )
+
+    say("")
+    say("idle traffic per peer (settled, nothing happening): membership messages as msgpack, and")
+    say(f"'framed' with the transport's {FRAMING} bytes per message (length prefix, envelope):")
+    widths = [5, 5, 9, 8, 7, 10, 7, 4]
+    table(say, widths, ["N", "loss", "B/s mean", "B/s max", "msgs/s", "framed B/s", "target", ""])
+    window = 300.0 if quick else 900.0
+    report["idle"] = []
+    for n in (3, 10, 100):
+        for loss in (0.0, LOSS):
+            r = idle_bytes(n, window, loss, seed=11 + n)
+            report["idle"].append(r)
+            ok = r["framed_bytes_per_s_mean"] <= IDLE_TARGET if n <= 10 else None
+            r["pass"] = ok
+            table(
+                say,
+                widths,
+                [
+                    n,
+                    f"{loss:.0%}",
+                    f"{r['bytes_per_s_mean']:.0f}",
+                    f"{r['bytes_per_s_max']:.0f}",
+                    f"{r['messages_per_s_mean']:.1f}",
+                    f"{r['framed_bytes_per_s_mean']:.0f}",
+                ]
+                + ([f"{IDLE_TARGET:.0f}", verdict(bool(ok))] if ok is not None else ["-", ""]),
+            )
+    say(f"  ({window:.0f} s windows: push-pull sends the whole state to one peer every 30 s, every")
+    say("  90 s at N=100, so each mean spans several)")
+    if args.json:
+        print(json.dumps(finite(report)))
+
+
+if __name__ == "__main__":
+    main()

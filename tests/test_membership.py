@@ -1,0 +1,693 @@
+"""The membership core, two or three at a time in one process, with exact outcomes and timers.
+
+Messages move by hand (``next_sent`` runs one core's timers until it sends something) or through
+``CoreNet`` with a fixed 10 ms latency, no jitter and a trace of everything sent, so every time
+below is exact. NORMAL timing: probe every 1 s, ping timeout 0.5 s, suspicion 4 s at n <= 10.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+
+import msgpack
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm._driver import Ed25519Crypto
+from swarm._membership import (
+    BATTERY_SAVER,
+    NORMAL,
+    PIGGYBACK_BYTES,
+    Accusation,
+    Ack,
+    Alive,
+    Fact,
+    Gossip,
+    Membership,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    Sync,
+    _pack,
+    decode_message,
+    encode_message,
+)
+from swarm.testing import CoreNet, OpenFacts, device_keys
+from transports import ProtocolViolation
+
+LATENCY = 0.01
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def settled(n: int, **options) -> CoreNet:
+    """``n`` cores that have joined and gone quiet (nothing left to gossip), tracing from now."""
+    net = CoreNet(n, latency=LATENCY, jitter=0.0, **options)
+    net.join_all()
+    net.run_until(20.0)
+    for observer in net.ids:
+        for node in net.ids:
+            assert net.status(observer, node) == "alive"
+    net.trace = []
+    net.changes.clear()
+    return net
+
+
+def sent(net: CoreNet, kind: type, src: str | None = None, dst: str | None = None) -> list:
+    """(time, src, dst, msg) of every traced message of this kind, in order."""
+    assert net.trace is not None
+    return [
+        (at, s, d, m)
+        for at, s, d, m in net.trace
+        if isinstance(m, kind) and src in (None, s) and dst in (None, d)
+    ]
+
+
+def changes(net: CoreNet, about: str, observer: str | None = None) -> list[tuple[float, str]]:
+    return [(c.at, c.status) for o, c in net.changes if c.node == about and observer in (None, o)]
+
+
+def next_sent(core: Membership, kind: type, limit: float = 100.0) -> tuple[float, str, Message]:
+    """Run ``core``'s timers alone (nothing delivered) until it sends a ``kind``."""
+    while True:
+        at = core.next_deadline()
+        assert at <= limit, f"no {kind.__name__} before {limit}"
+        core.tick(at)
+        for dst, msg in core.pop_outbox():
+            if isinstance(msg, kind):
+                return at, dst, msg
+
+
+class Devices:
+    """Keys for hand-made cores and hand-signed records."""
+
+    def __init__(self, n: int, seed: int = 1) -> None:
+        self.keys = dict(device_keys(n, random.Random(seed)))
+        self.ids = sorted(self.keys)
+
+    def core(self, node: str, now: float = 0.0, **options) -> Membership:
+        return Membership(
+            node,
+            state=b"state",
+            crypto=Ed25519Crypto(self.keys[node]),
+            facts=OpenFacts(),
+            rng=random.Random(node),
+            now=now,
+            **options,
+        )
+
+    def alive(self, node: str, inc: int = 0, version: int = 0, state: bytes = b"state") -> Alive:
+        return sign_alive(self.keys[node], node, inc, version, state)
+
+    def accuse(self, kind: str, node: str, inc: int, by: str, key: str | None = None) -> Accusation:
+        unsigned = Accusation(kind, node, inc, by, b"")  # type: ignore[arg-type]
+        signature = self.keys[key or by].sign(unsigned.signed_part(b""))
+        return Accusation(kind, node, inc, by, signature)  # type: ignore[arg-type]
+
+    def meet(self, core: Membership, now: float = 0.0) -> None:
+        """``core`` learns every other device as alive."""
+        others = tuple(self.alive(n) for n in self.ids if n != core.node)
+        core.receive(self.ids[0], Gossip(others), now)
+        core.pop_outbox()
+        core.pop_changes()
+
+
+def sign_alive(key: Ed25519PrivateKey, node: str, inc: int, version: int, state: bytes) -> Alive:
+    unsigned = Alive(node, inc, version, state, b"")
+    return Alive(node, inc, version, state, key.sign(unsigned.signed_part(b"")))
+
+
+# ---- probing ------------------------------------------------------------------------------------
+
+
+def test_a_ping_is_acked_and_measures_the_round_trip():
+    net = settled(2)
+    a, b = (net.cores[n] for n in net.ids)
+    t, dst, ping = next_sent(a, Ping)
+    assert dst == b.node
+    assert isinstance(ping, Ping)
+    assert ping.target == b.node
+    b.receive(a.node, ping, t + 0.004)
+    [(back, ack)] = b.pop_outbox()
+    assert back == a.node
+    assert isinstance(ack, Ack)
+    assert ack.seq == ping.seq
+    a.receive(b.node, ack, t + 0.010)
+    member = a.members[b.node]
+    assert member.rtt == pytest.approx(0.010)
+    assert member.last_heard == t + 0.010
+    # nothing else to do until the interval ends, then the next ping
+    assert a.next_deadline() == pytest.approx(t + 1.0)
+    t2, _, ping2 = next_sent(a, Ping)
+    assert t2 == pytest.approx(t + 1.0)
+    assert isinstance(ping2, Ping)
+    assert ping2.seq > ping.seq
+    assert member.status == "alive"
+    assert a.awareness == 0
+
+
+def test_a_silent_member_gets_ping_reqs_nacks_suspicion_then_death():
+    net = settled(3)
+    a_id, b_id, c_id = net.ids
+    net.crash(b_id)
+    net.run_until(net.now + 5.0, stop=lambda: bool(sent(net, Ping, dst=b_id)))
+    [(t, a_id, _, ping)] = sent(net, Ping, dst=b_id)  # whoever probes b first is "a" now
+    [c_id] = [n for n in net.ids if n not in (a_id, b_id)]
+    a = net.cores[a_id]
+    net.run_until(t + 1.0)
+
+    # no ack within 0.5 s: a asks c to ping b for it
+    [(t_req, _, relay, req)] = sent(net, PingReq, src=a_id)
+    assert (t_req, relay, req.seq, req.target) == (pytest.approx(t + 0.5), c_id, ping.seq, b_id)
+    # c pings b on arrival, gives up after 80% of the 0.5 s a still waits, and says so in time
+    relayed = [at for at, *_ in sent(net, Ping, src=c_id, dst=b_id)]
+    assert pytest.approx(t + 0.5 + LATENCY) in relayed
+    [(t_nack, _, _, nack)] = sent(net, Nack, src=c_id)
+    assert (t_nack, nack.seq) == (pytest.approx(t + 0.51 + 0.4), ping.seq)
+    assert t_nack + LATENCY < t + 1.0
+    # the end of the interval: suspect, a failed probe (+1 awareness; the nack came, so no more)
+    assert changes(net, b_id, a_id) == [(pytest.approx(t + 1.0), "suspect")]
+    assert a.members[b_id].accusation is not None
+    assert a.members[b_id].accusation.by == a_id
+    assert a.awareness == 1
+
+    # three members: nobody to confirm, so the suspicion lasts its minimum, 4 s
+    net.run_until(t + 6.0)
+    assert changes(net, b_id, a_id) == [
+        (pytest.approx(t + 1.0), "suspect"),
+        (pytest.approx(t + 5.0), "dead"),
+    ]
+    [*_, (t_c_dead, status)] = changes(net, b_id, c_id)
+    assert status == "dead"
+    assert t + 5.0 + LATENCY <= t_c_dead <= t + 5.25
+
+
+@pytest.mark.parametrize(("drop_nacks", "awareness"), [(False, 1), (True, 2)])
+def test_a_missing_nack_counts_against_our_own_health(drop_nacks, awareness):
+    """Lifeguard: relays that do not even nack suggest the trouble is ours."""
+    net = settled(4)
+    target = net.ids[1]
+    net.drop = lambda src, dst, msg: drop_nacks and isinstance(msg, Nack)
+    net.crash(target)
+    net.run_until(net.now + 5.0, stop=lambda: bool(sent(net, Ping, dst=target)))
+    [(t, prober, _, _ping)] = sent(net, Ping, dst=target)
+    net.run_until(t + 1.0)
+    assert len(sent(net, PingReq, src=prober)) == 2
+    assert len(sent(net, Nack, dst=prober)) == 2
+    assert net.status(prober, target) == "suspect"
+    assert net.cores[prober].awareness == awareness  # 1 for a failed probe, or 1 per lost nack
+
+
+# ---- suspicion timeouts (Lifeguard) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "confirmations", "lasts"),
+    [
+        (3, 0, 4.0),  # too few to confirm: the minimum, 4 * 1 s
+        (10, 0, 24.0),  # min 4 s (log10 10 = 1), max 6 * min, k = 2 confirmations expected
+        (10, 1, 24.0 - 20.0 * (math.log(2) / math.log(3))),
+        (10, 2, 4.0),
+        (100, 0, 48.0),  # min 4 * log10(100) = 8 s
+        (100, 2, 8.0),
+    ],
+)
+def test_suspicion_shrinks_from_max_to_min_with_confirmations(n, confirmations, lasts):
+    """Our own failed probe started it: dead exactly when the suspicion runs out."""
+    devices = Devices(n)
+    me, suspect, *others = devices.ids
+    core = devices.core(me)
+    devices.meet(core)
+    t = 10.0
+    core.receive(others[0], Gossip((devices.accuse("s", suspect, 0, me),)), t)
+    for i in range(confirmations):
+        by = others[1 + i]
+        core.receive(by, Gossip((devices.accuse("s", suspect, 0, by),)), t + 0.5 + i)
+    core.tick(t + lasts - 0.001)
+    assert core.members[suspect].status == "suspect"
+    core.pop_outbox()
+    core.tick(t + lasts)
+    assert core.members[suspect].status == "dead"
+    [*_, change] = [c for c in core.pop_changes() if c.node == suspect]
+    assert (change.at, change.status) == (t + lasts, "dead")
+
+
+@pytest.mark.parametrize("answers", [False, True])
+def test_a_suspicion_known_only_by_hearsay_asks_the_suspect_before_convicting(answers):
+    """At the end, a node that never probed the suspect itself pings it once with the accusation:
+    silence for a probe timeout means dead; a live suspect answers with its refutation."""
+    devices = Devices(3)
+    me, suspect_id, other = devices.ids
+    core = devices.core(me)
+    devices.meet(core)
+    accusation = devices.accuse("s", suspect_id, 0, other)
+    core.receive(other, Gossip((accusation,)), 10.0)
+    core.pop_outbox()
+    core.tick(14.0)  # 4 s: the suspicion's end
+    assert core.members[suspect_id].status == "suspect"
+    [ping] = [m for dst, m in core.pop_outbox() if dst == suspect_id and isinstance(m, Ping)]
+    assert ping.target == suspect_id
+    assert ping.records == (accusation,)
+    if answers:
+        suspect = devices.core(suspect_id)
+        devices.meet(suspect)
+        suspect.receive(other, Gossip((accusation,)), 10.0)  # it refuted long ago
+        suspect.pop_outbox()
+        suspect.receive(me, ping, 14.005)
+        [(_, ack)] = suspect.pop_outbox()
+        core.receive(suspect_id, ack, 14.01)
+        core.tick(14.5)
+        member = core.members[suspect_id]
+        assert (member.status, member.incarnation) == ("alive", 1)
+    else:
+        core.tick(14.499)
+        assert core.members[suspect_id].status == "suspect"
+        core.tick(14.5)  # + the probe timeout
+        assert core.members[suspect_id].status == "dead"
+
+
+# ---- refutation and precedence ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["s", "d"])
+@pytest.mark.parametrize("inc", [0, 5])
+def test_a_node_refutes_what_is_said_about_it(kind, inc):
+    devices = Devices(3)
+    me, accuser, _ = devices.ids
+    core = devices.core(me, incarnation=inc)
+    devices.meet(core)
+    core.receive(accuser, Gossip((devices.accuse(kind, me, inc + 2 * (inc > 0), accuser),)), 1.0)
+    taken = inc + 2 * (inc > 0) + 1
+    assert core.incarnation == taken
+    assert core.me.status == "alive"
+    assert core.stats.refutations == 1
+    assert core.awareness == (1 if kind == "s" else 0)  # Lifeguard: being suspected is a hint
+    [change] = core.pop_changes()
+    assert (change.node, change.status, change.incarnation) == (me, "alive", taken)
+    # the new alive record goes out with the next gossip, signed, at the new incarnation
+    _, _, gossip = next_sent(core, Gossip)
+    assert isinstance(gossip, Gossip)
+    mine = [r for r in gossip.records if isinstance(r, Alive) and r.node == me]
+    assert [(r.incarnation, r.version) for r in mine] == [(taken, 0)]
+    assert Ed25519Crypto(devices.keys[me]).verify(me, mine[0].signed_part(b""), mine[0].signature)
+
+
+def test_a_suspicion_held_past_its_refutation_is_cleared_by_direct_contact():
+    """Lifeguard's buddy system, both ways, for a member that missed the refutation: whichever
+    of the two pings the other, the suspect's current alive record comes straight back."""
+    devices = Devices(3)
+    holder_id, suspect_id, other = devices.ids
+    stale = devices.accuse("s", suspect_id, 0, other)
+    for holder_pings in (True, False):
+        holder, suspect = devices.core(holder_id), devices.core(suspect_id)
+        devices.meet(holder)
+        devices.meet(suspect)
+        holder.receive(other, Gossip((stale,)), 1.0)
+        suspect.receive(other, Gossip((stale,)), 1.0)  # refuted: now at incarnation 1
+        suspect.pop_outbox()
+        assert (holder.members[suspect_id].status, suspect.incarnation) == ("suspect", 1)
+        if holder_pings:
+            ping = Ping(7, suspect_id, (holder.members[suspect_id].accusation,))
+            suspect.receive(holder_id, ping, 2.0)
+            [(dst, ack)] = suspect.pop_outbox()
+            assert dst == holder_id
+            assert isinstance(ack, Ack)
+            assert ack.records[0] == suspect.me.alive  # first, outside the piggyback budget
+            holder.receive(suspect_id, ack, 2.01)
+        else:
+            holder.receive(suspect_id, Ping(7, holder_id, ()), 2.0)
+            [(dst, ack)] = holder.pop_outbox()
+            assert isinstance(ack, Ack)
+            assert ack.records[0] == stale
+            suspect.receive(holder_id, ack, 2.01)
+            [(dst, answer)] = suspect.pop_outbox()
+            assert (dst, answer) == (holder_id, Gossip((suspect.me.alive,)))
+            holder.receive(suspect_id, answer, 2.02)
+        member = holder.members[suspect_id]
+        assert (member.status, member.incarnation) == ("alive", 1)
+        assert suspect.incarnation == 1
+        assert suspect.stats.refutations == 1
+
+
+def test_old_news_about_oneself_is_not_refuted():
+    devices = Devices(3)
+    me, accuser, _ = devices.ids
+    core = devices.core(me, incarnation=4)
+    devices.meet(core)
+    core.receive(accuser, Gossip((devices.accuse("s", me, 3, accuser),)), 1.0)
+    core.receive(accuser, Gossip((devices.accuse("d", me, 2, accuser),)), 1.0)
+    assert core.incarnation == 4
+    assert core.stats.refutations == 0
+    assert core.awareness == 0
+    assert core.pop_changes() == []
+    # but the accuser is behind: it gets our current record, each time
+    assert core.pop_outbox() == [(accuser, Gossip((core.me.alive,)))] * 2
+
+
+def test_replayed_alive_records_change_nothing():
+    devices = Devices(3)
+    me, other, _ = devices.ids
+    core = devices.core(me)
+    devices.meet(core)
+    newer = devices.alive(other, 1, 3, b"new")
+    core.receive(other, Gossip((newer,)), 1.0)
+    assert core.pop_changes()[0].version == 3
+    stale_before = core.stats.stale
+    for old in (
+        newer,  # the same record again
+        devices.alive(other, 1, 2, b"older version"),
+        devices.alive(other, 0, 9, b"older incarnation"),
+    ):
+        core.receive(other, Gossip((old,)), 2.0)
+    member = core.members[other]
+    assert (member.incarnation, member.version, member.state) == (1, 3, b"new")
+    assert core.pop_changes() == []
+    assert core.stats.stale == stale_before + 3
+
+
+def test_precedence_alive_suspect_dead_left():
+    devices = Devices(4)
+    me, x, y, _ = devices.ids
+    core = devices.core(me)
+    devices.meet(core)
+
+    def feed(record) -> tuple[str, int]:
+        core.receive(y, Gossip((record,)), 1.0)
+        member = core.members[x]
+        return member.status, member.incarnation
+
+    assert feed(devices.accuse("s", x, 0, y)) == ("suspect", 0)  # suspect(j) over alive(i<=j)
+    assert feed(devices.alive(x, 0, 1)) == ("suspect", 0)  # alive needs a higher incarnation
+    assert feed(devices.alive(x, 1)) == ("alive", 1)
+    assert feed(devices.accuse("s", x, 0, y)) == ("alive", 1)  # an older suspicion
+    assert feed(devices.accuse("d", x, 1, y)) == ("dead", 1)  # dead(j) over alive(i<=j)
+    assert feed(devices.accuse("s", x, 1, y)) == ("dead", 1)  # nothing of the same life undoes it
+    assert feed(devices.accuse("d", x, 1, x)) == ("left", 1)  # its own word over our guess
+    assert feed(devices.accuse("d", x, 1, y)) == ("left", 1)
+    assert feed(devices.accuse("d", x, 2, y)) == ("dead", 2)  # news of a later life
+    assert feed(devices.alive(x, 3)) == ("alive", 3)
+
+
+# ---- signatures ---------------------------------------------------------------------------------
+
+
+def test_records_with_bad_signatures_are_dropped_counted_and_logged(caplog):
+    devices = Devices(4)
+    me, x, y, z = devices.ids
+    core = devices.core(me)
+    devices.meet(core)
+    good = devices.alive(x, 1, 1, b"real")
+    forged = [
+        # x's alive record signed by y
+        Alive(x, 2, 0, b"fake", devices.alive(y, 2, 0, b"fake").signature),
+        # x's genuine signature over other contents
+        Alive(x, 1, 2, b"tampered", good.signature),
+        # an accusation "by z", signed by y
+        devices.accuse("s", x, 5, by=z, key=y),
+        # a leave "by x", signed by y
+        devices.accuse("d", x, 5, by=x, key=y),
+        # a suspicion of ourselves, badly signed: no refutation
+        devices.accuse("s", me, 0, by=z, key=y),
+        # signed for another swarm (domain)
+        Alive(x, 3, 0, b"", devices.keys[x].sign(Alive(x, 3, 0, b"", b"").signed_part(b"other"))),
+    ]
+    with caplog.at_level(logging.WARNING, logger="swarm.membership"):
+        for record in forged:
+            core.receive(y, Gossip((record,)), 1.0)
+    assert core.stats.rejected == len(forged)
+    assert len([r for r in caplog.records if "bad signature" in r.getMessage()]) == len(forged)
+    assert core.pop_changes() == []
+    assert (core.members[x].status, core.members[x].incarnation) == ("alive", 0)
+    assert core.incarnation == 0
+    assert core.stats.refutations == 0
+    # the genuine one is still taken
+    core.receive(y, Gossip((good,)), 2.0)
+    assert core.members[x].state == b"real"
+
+
+# ---- the wire -----------------------------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=16,
+)
+records_ish = st.lists(
+    st.tuples(st.sampled_from(["a", "s", "d", "f", "x", 1]), st.lists(values, max_size=6)).map(
+        lambda t: [t[0], *t[1]]
+    ),
+    max_size=4,
+)
+bodies_ish = st.tuples(
+    st.sampled_from([1, 0, 2, "1"]),
+    st.sampled_from(["ping", "ack", "req", "nack", "gossip", "sync", "pong"]),
+    st.lists(values | records_ish, max_size=4),
+).map(lambda t: [t[0], t[1], *t[2]])
+
+
+def one_core() -> tuple[Membership, Devices]:
+    devices = Devices(3)
+    core = devices.core(devices.ids[0])
+    devices.meet(core)
+    return core, devices
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=values | bodies_ish)
+def test_malformed_bodies_raise_protocol_violation_and_nothing_else(body):
+    body = msgpack.unpackb(msgpack.packb(body), strict_map_key=False)  # as the wire gives it
+    try:
+        msg = decode_message(body)
+    except ProtocolViolation:
+        return
+    assert encode_message(msg) == body  # what parses is exactly what was sent
+    core, devices = one_core()
+    core.receive(devices.ids[1], msg, 1.0)  # and the core takes it without raising
+    core.tick(2.0)
+
+
+def test_a_deeply_nested_body_is_a_protocol_violation_not_a_recursion_error():
+    deep: object = 0
+    for _ in range(1000):
+        deep = [deep]
+    for body in (
+        [1, deep, 0],
+        [1, "gossip", [[deep]]],
+        [1, "gossip", [["a", deep, 0, 0, b"", b""]]],
+    ):
+        with pytest.raises(ProtocolViolation):
+            decode_message(msgpack.unpackb(msgpack.packb(body)))
+
+
+def test_every_message_round_trips():
+    devices = Devices(2)
+    a, b = devices.ids
+    records = (devices.alive(a, 1, 2, b"s"), devices.accuse("s", b, 3, a), Fact(b"cert"))
+    for msg in (
+        Ping(1, b, records),
+        Ack(2, records),
+        PingReq(3, b, ()),
+        Nack(4),
+        Gossip(records),
+        Sync(True, records),
+    ):
+        assert decode_message(msgpack.unpackb(msgpack.packb(encode_message(msg)))) == msg
+
+
+# ---- leaving, tombstones ------------------------------------------------------------------------
+
+
+def test_a_graceful_leave_is_left_not_dead_and_stays_so():
+    net = settled(3)
+    leaver, *stay = net.ids
+    core = net.cores[leaver]
+    told = core.leave(net.now)
+    assert sorted(told) == sorted(stay)
+    assert core.me.status == "left"
+    assert core.next_deadline() == math.inf
+    t = net.now
+    net.run_until(t + 60.0)
+    for observer in stay:
+        assert changes(net, leaver, observer) == [(pytest.approx(t + LATENCY), "left")]
+    # once they know, nobody probes it or syncs with it (an answer to its last ping may cross)
+    after = [m for at, s, d, m in net.trace if at > t + LATENCY and leaver in (s, d)]
+    assert all(isinstance(m, Gossip) for m in after)
+
+
+def test_tombstones_are_reaped_and_do_not_come_back():
+    """Nodes reap on their own schedules; one that has reaped must not take the dead node back
+    from one that has not (it used to, as alive first, then dead again: forever)."""
+    net = CoreNet(3, seed=3, latency=LATENCY, jitter=0.0, tombstone=100.0)
+    net.join_all()
+    a, b, c = net.ids
+    net.run_until(30.5)
+    net.crash(c)
+    net.restart(c, [a])  # c now reaps at 90.5, 150.5, ...; a at 60, 120, 180, ...
+    net.run_until(40.0)
+    net.crash(b)
+    net.run_until(60.0)
+    [(died_a, _)] = [x for x in changes(net, b, a) if x[1] == "dead"]
+    [(died_c, _)] = [x for x in changes(net, b, c) if x[1] == "dead"]
+    net.run_until(2000.0)
+    # each forgot b at its first reap after `tombstone`, and neither heard of it again
+    assert changes(net, b, a)[-1] == (died_a, "dead")
+    assert changes(net, b, c)[-1] == (died_c, "dead")
+    assert b not in net.cores[a].members
+    assert b not in net.cores[c].members
+
+
+def test_reaping_happens_at_the_first_reap_after_the_tombstone():
+    net = CoreNet(2, latency=LATENCY, jitter=0.0, tombstone=100.0)
+    net.join_all()
+    a, b = net.ids
+    net.run_until(10.0)
+    net.crash(b)
+    net.run_until(60.0)
+    [(died, _)] = [x for x in changes(net, b, a) if x[1] == "dead"]
+    first_reap = math.ceil((died + 100.0) / 60.0) * 60.0  # reaping runs every 60 s from 0
+    net.run_until(first_reap - 0.001)
+    assert b in net.cores[a].members
+    net.run_until(first_reap)
+    assert b not in net.cores[a].members
+
+
+# ---- profiles, state, joining, facts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("profile", "pings"), [(NORMAL, 100), (BATTERY_SAVER, 20)])
+def test_probe_rate_follows_the_profile(profile, pings):
+    net = settled(3, profile=profile)
+    t = net.now
+    net.run_until(t + 100.0)
+    for node in net.ids:
+        mine = [at for at, *_ in sent(net, Ping, src=node) if at < t + 100.0]
+        assert len(mine) == pings
+        gaps = {round(b - a, 6) for a, b in itertools.pairwise(mine)}
+        assert gaps == {profile.probe_interval}
+
+
+def test_switching_to_battery_saver_slows_probing_at_once():
+    net = settled(3)
+    node = net.ids[0]
+    net.cores[node].set_profile(BATTERY_SAVER)
+    t = net.now
+    net.run_until(t + 60.0)
+    mine = [at for at, *_ in sent(net, Ping, src=node)]
+    assert t < mine[0] <= t + 1.0  # the probe already scheduled, then every 5 s
+    assert len(mine) == 12
+    assert {round(b - a, 6) for a, b in itertools.pairwise(mine)} == {5.0}
+
+
+def test_a_state_update_reaches_everyone_at_once():
+    net = settled(3)
+    node, *others = net.ids
+    core = net.cores[node]
+    t = net.now
+    core.update_state(b"x" * 300, t)
+    assert core.me.version == 1
+    assert core.me.state == b"x" * 300
+    net.run_until(t + 1.0)
+    for observer in others:
+        member = net.cores[observer].members[node]
+        assert (member.version, member.state) == (1, b"x" * 300)
+        [change] = [c for o, c in net.changes if o == observer and c.node == node]
+        assert (change.at, change.version) == (pytest.approx(t + LATENCY), 1)
+
+
+def test_a_lost_join_is_retried_until_the_node_knows_someone():
+    net = CoreNet(2, latency=LATENCY, jitter=0.0)
+    seed, joiner = net.ids
+    net.trace = []
+    lost = [0]
+
+    def lose_two_joins(src: str, dst: str, msg: Message) -> bool:
+        if isinstance(msg, Sync) and src == joiner and lost[0] < 2:
+            lost[0] += 1
+            return True
+        return False
+
+    net.drop = lose_two_joins
+    net.cores[joiner].join([seed], 0.0)
+    net.run_until(15.0)
+    attempts = [at for at, _, _, msg in sent(net, Sync, src=joiner) if not msg.reply]
+    assert attempts == [0.0, 2.0, 4.0]  # every 2 s until it knows someone, then no more
+    assert net.status(joiner, seed) == "alive"
+    assert net.status(seed, joiner) == "alive"
+    assert changes(net, seed, joiner) == [(pytest.approx(4.0 + 2 * LATENCY), "alive")]
+
+
+def test_a_lone_device_wakes_once_a_second_not_five_times():
+    devices = Devices(1)
+    core = devices.core(devices.ids[0])
+    wakeups, t = 0, 0.0
+    while (t := core.next_deadline()) < 100.0:
+        core.tick(t)
+        wakeups += 1
+    assert core.pop_outbox() == []
+    # 100 of the probe timer (finding nobody), 3 push-pulls, 1 reaping; no gossip rounds
+    assert wakeups == 104
+
+
+def test_facts_spread_to_everyone():
+    net = settled(3)
+    net.cores[net.ids[0]].spread(b"certificate")
+    net.run_until(net.now + 1.0)
+    for node in net.ids:
+        facts = net.cores[node].facts
+        assert isinstance(facts, OpenFacts)
+        assert facts.blobs == {b"certificate"}
+
+
+# ---- piggybacking -------------------------------------------------------------------------------
+
+
+def test_piggyback_respects_the_byte_budget_and_the_retransmit_limit():
+    devices = Devices(21)
+    me, *others = devices.ids
+    core = devices.core(me)
+    fat = tuple(devices.alive(n, 0, 0, bytes([i]) * 300) for i, n in enumerate(others))
+    core.receive(others[0], Gossip(fat), 0.0)
+    limit = NORMAL.retransmit_mult * math.ceil(math.log10(21 + 1))  # 8
+    assert limit == 8
+    counts: dict[object, int] = {}
+    suspected: set[str] = set()
+    t = 0.0
+    while t < 20.0:  # nobody answers: pings, ping-reqs, gossip, suspicions: all piggyback
+        t = core.next_deadline()
+        core.tick(t)
+        for _, msg in core.pop_outbox():
+            records = getattr(msg, "records", ())
+            if isinstance(msg, Sync):
+                continue  # push-pull sends everything, by design
+            if isinstance(msg, Ping) and records and records[0] == buddy(core, msg.target):
+                records = records[1:]  # the buddy record rides outside the budget
+            size = sum(len(_pack(r.to_wire())) for r in records)
+            assert size <= PIGGYBACK_BYTES or len(records) == 1
+            for record in records:
+                counts[record] = counts.get(record, 0) + 1
+        suspected.update(c.node for c in core.pop_changes() if c.status == "suspect")
+    assert max(counts.values()) <= limit
+    # and each went out as often as allowed, unless a suspicion replaced it first
+    untouched = [r for r in fat if r.node not in suspected]
+    assert untouched
+    assert all(counts[r] == limit for r in untouched)
+
+
+def buddy(core: Membership, target: str) -> Accusation | None:
+    member = core.members.get(target)
+    return member.accusation if member and member.status == "suspect" else None
