@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from transports import (
     Connection,
-    ProtocolViolation,
     Transport,
     TransportError,
     public_key_from_peer_id,
@@ -43,6 +42,8 @@ class Ed25519Crypto:
 
     def verify(self, node: str, data: bytes, signature: bytes) -> bool:
         if node not in self._public:
+            if len(self._public) >= 4096:  # names come from peers: keep the cache bounded
+                self._public.clear()
             try:
                 raw = public_key_from_peer_id(node)
                 self._public[node] = Ed25519PublicKey.from_public_bytes(raw)
@@ -150,7 +151,3 @@ class MembershipDriver:
             async with trio.open_nursery() as nursery:
                 for dst, msg in self.core.pop_outbox():
                     nursery.start_soon(self._deliver, dst, encode_message(msg))
-
-
-def not_membership(body: Any) -> ProtocolViolation:
-    return ProtocolViolation(f"unexpected message of type {type(body).__name__}")

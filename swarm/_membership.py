@@ -34,6 +34,9 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   refute a suspicion about ourselves.
 - Suspicion lasts between ``min`` = mult * max(1, log10 n) * interval and ``max`` = max_mult * min,
   shrinking as independent confirmations arrive (k expected), after which the suspect is dead.
+  A node that only heard of the suspicion (no probe of its own failed) first asks: it pings the
+  suspect once with the accusation and waits a probe timeout, so a refutation it missed cannot
+  make it declare a live member dead.
 - Records are piggybacked on every ping, ack and ping-req, and gossiped to a few random members
   every gossip interval while there is something to send (no timer runs otherwise, so a new
   record after a quiet spell goes out at once; with nobody to send to, the queue is dropped and
@@ -646,8 +649,10 @@ class Membership:
         if probe.acked:
             self._health(-1 if probe.direct else 0)
             return
+        # Lifeguard, as memberlist does it: each relay that failed to nack counts against our
+        # own health; if every relay nacked, the target is the one in trouble, not us
         expected = max(probe.indirect, 0)
-        self._health(max(1, expected - probe.nacks))
+        self._health(max(expected - probe.nacks, 0) if expected else 1)
         member = self.members.get(probe.target)
         if member is None or member.status not in ("alive", "suspect"):
             return  # (an accusation about a suspect confirms it)
