@@ -449,10 +449,12 @@ class Membership:
         incarnation: int = 0,
         profile: Profile = NORMAL,
         tombstone: float = 3600.0,
+        valid_state: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.node = node
         self.profile = profile
         self.tombstone = tombstone
+        self.valid_state = valid_state
         self.domain = domain
         self.crypto = crypto
         self.facts = facts
@@ -821,6 +823,10 @@ class Membership:
             self.stats.stale += 1
             return
         if not verified and not self._verify(node, record):
+            return
+        if self.valid_state is not None and not self.valid_state(record.state):
+            self.stats.rejected += 1
+            log.warning("%s: dropped %s's alive record: malformed state", self.node[-8:], node[-8:])
             return
         if member is None:
             member = self.members[node] = Member(node, "alive", record.incarnation, record)

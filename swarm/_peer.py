@@ -166,6 +166,7 @@ class Peer:
             incarnation=int(self.options.wall_clock()),
             profile=self._profile(self.state),
             tombstone=ident.settings.membership.tombstone_s,
+            valid_state=lambda blob: _decode_state(blob) is not None,
         )
         self.driver = MembershipDriver(
             transport, self.core, addresses=self._addrs_of, on_changes=self._on_changes

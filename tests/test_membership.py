@@ -728,3 +728,16 @@ def test_piggyback_respects_the_byte_budget_and_the_retransmit_limit():
 def buddy(core: Membership, target: str) -> Accusation | None:
     member = core.members.get(target)
     return member.accusation if member and member.status == "suspect" else None
+
+
+def test_a_signed_alive_record_with_a_malformed_state_is_dropped_and_logged(caplog):
+    devices = Devices(3)
+    me, x, y = devices.ids
+    core = devices.core(me, valid_state=lambda blob: blob.startswith(b"ok"))
+    with caplog.at_level(logging.WARNING, logger="swarm.membership"):
+        core.receive(y, Gossip((devices.alive(x, 1, 0, b"garbage"),)), 1.0)
+    assert x not in core.members
+    assert core.stats.rejected == 1
+    assert any("malformed state" in r.getMessage() for r in caplog.records)
+    core.receive(y, Gossip((devices.alive(x, 1, 0, b"ok, a state"),)), 1.0)
+    assert core.members[x].status == "alive"
