@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from transports import (
     Connection,
+    ProtocolViolation,
     Transport,
     TransportError,
     public_key_from_peer_id,
@@ -151,3 +152,9 @@ class MembershipDriver:
             async with trio.open_nursery() as nursery:
                 for dst, msg in self.core.pop_outbox():
                     nursery.start_soon(self._deliver, dst, encode_message(msg))
+
+
+def not_membership(body: Any) -> ProtocolViolation:
+    """The error a handler raises for a body that is not a membership message (it closes that
+    connection)."""
+    return ProtocolViolation(f"unexpected message of type {type(body).__name__}")
