@@ -26,10 +26,9 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from swarm._driver import Ed25519Crypto, MembershipDriver, not_membership
-from swarm._membership import Change, Membership
-from swarm.testing import CoreNet, OpenFacts, device_keys
-from transports import Connection, Envelope, Kind, Link, MemoryNetwork, encode_frame
+from swarm._membership import Change
+from swarm.testing import CoreNet, DriverPeer, device_keys
+from transports import Envelope, Kind, Link, MemoryNetwork, encode_frame
 
 LOSS = 0.05
 WARM_FROM = 1000  # from this size the swarm starts settled instead of simulating every join
@@ -196,42 +195,7 @@ def idle_bytes(n: int, seconds: float, loss: float, seed: int) -> dict[str, Any]
 # ---- the real driver over the memory transport ---------------------------------------------------
 
 
-class _Peer:
-    def __init__(self, network: MemoryNetwork, node: str, key: Any, state: bytes) -> None:
-        self.id = node
-        self.transport = network.transport(node)
-        self.core = Membership(
-            node,
-            state=state,
-            crypto=Ed25519Crypto(key),
-            facts=OpenFacts(),
-            rng=random.Random(network.rng.random()),
-            now=trio.current_time(),
-        )
-        self.changes: list[Change] = []
-        self.driver = MembershipDriver(
-            self.transport,
-            self.core,
-            addresses=lambda peer: ["/memory/" + peer],
-            on_changes=self.changes.extend,
-        )
-        self.scope = trio.CancelScope()
-
-    async def handle(self, conn: Connection, body: Any) -> None:
-        if not self.driver.is_membership(body):
-            raise not_membership(body)
-        await self.driver.handle(conn, body)
-
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with self.scope:
-            async with self.transport:
-                self.transport.set_handler(self.handle)
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.driver.run)
-                    task_status.started()
-
-
-async def _first(peers: list[_Peer], want: Callable[[Change], bool], cap: float) -> float:
+async def _first(peers: list[DriverPeer], want: Callable[[Change], bool], cap: float) -> float:
     """When the last of ``peers`` first reported a wanted change (inf if not within ``cap``)."""
     deadline = trio.current_time() + cap
     while trio.current_time() < deadline:
@@ -246,7 +210,8 @@ async def _driver_swarm(n: int, seed: int, dissem: int, detect: int) -> dict[str
     rng = random.Random(seed)
     network = MemoryNetwork(rng, default_link=Link(latency=0.001, jitter=0.0005, loss=LOSS))
     peers = [
-        _Peer(network, node, key, state_of(i)) for i, (node, key) in enumerate(device_keys(n, rng))
+        DriverPeer(network, node, key, state=state_of(i), rng=random.Random(network.rng.random()))
+        for i, (node, key) in enumerate(device_keys(n, rng))
     ]
     out: dict[str, Any] = {"dissemination_s": [], "detection_s": []}
     async with trio.open_nursery() as nursery:

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from transports import (
     Connection,
-    ProtocolViolation,
     Transport,
     TransportError,
     public_key_from_peer_id,
@@ -79,9 +78,6 @@ class MembershipDriver:
         self._wake = trio.Event()
         self._dialing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
-
-    def is_membership(self, body: Any) -> bool:
-        return isinstance(body, list)
 
     async def handle(self, conn: Connection, body: Any) -> None:
         """The transport handler's share: one membership message from ``conn``'s peer."""
@@ -152,9 +148,3 @@ class MembershipDriver:
             async with trio.open_nursery() as nursery:
                 for dst, msg in self.core.pop_outbox():
                     nursery.start_soon(self._deliver, dst, encode_message(msg))
-
-
-def not_membership(body: Any) -> ProtocolViolation:
-    """The error a handler raises for a body that is not a membership message (it closes that
-    connection)."""
-    return ProtocolViolation(f"unexpected message of type {type(body).__name__}")

@@ -47,7 +47,7 @@ from ._device import (
     make_power,
     sample_state,
 )
-from ._driver import Ed25519Crypto, MembershipDriver, not_membership
+from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import Identity, save_roster
 from ._invite import Invites
 from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
@@ -373,7 +373,7 @@ class Peer:
             return self._pair(conn, body)
         if not member:
             raise ProtocolViolation("not a member of this swarm")
-        raise not_membership(body)
+        raise ProtocolViolation(f"unexpected message of type {type(body).__name__}")
 
     def _on_changes(self, changes: list[Change]) -> None:
         for change in changes:

@@ -13,12 +13,14 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
+from typing import Any
 
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from transports import peer_id_from_public_key
+from transports import MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
-from ._driver import Ed25519Crypto
+from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import public_bytes
 from ._membership import (
     NORMAL,
@@ -282,3 +284,48 @@ class CoreNet:
         return all(
             self.status(o, node) == status for o in self.ids if o != node and o not in self.down
         )
+
+
+class DriverPeer:
+    """One membership core on the memory network through the real driver (for tests, benches)."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        node: str,
+        key: Ed25519PrivateKey,
+        *,
+        state: bytes,
+        rng: random.Random,
+    ) -> None:
+        self.id = node
+        self.transport: MemoryTransport = network.transport(node)
+        self.core = Membership(
+            node,
+            state=state,
+            crypto=Ed25519Crypto(key),
+            facts=OpenFacts(),
+            rng=rng,
+            now=trio.current_time(),
+        )
+        self.changes: list[Change] = []
+        self.driver = MembershipDriver(
+            self.transport,
+            self.core,
+            addresses=lambda peer: ["/memory/" + peer],
+            on_changes=self.changes.extend,
+        )
+        self.scope = trio.CancelScope()
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until ``scope`` is cancelled (a crash, as far as the others can tell)."""
+        with self.scope:
+            async with self.transport:
+                self.transport.set_handler(self.driver.handle)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.driver.run)
+                    task_status.started()
+
+    def status(self, node: str) -> str | None:
+        member = self.core.members.get(node)
+        return member.status if member else None

@@ -10,66 +10,27 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
 
-from swarm._driver import Ed25519Crypto, MembershipDriver, not_membership
-from swarm._membership import Change, Membership
-from swarm.testing import OpenFacts, device_keys
-from transports import Connection, Link, MemoryNetwork, MemoryTransport
+from swarm.testing import DriverPeer, device_keys
+from transports import Link, MemoryNetwork
 
 LINK = Link(latency=0.005, jitter=0.002)
-
-
-class Peer:
-    def __init__(self, network: MemoryNetwork, node: str, key: Any, *, state: bytes) -> None:
-        self.id = node
-        self.transport: MemoryTransport = network.transport(node)
-        self.core = Membership(
-            node,
-            state=state,
-            crypto=Ed25519Crypto(key),
-            facts=OpenFacts(),
-            rng=random.Random(node),
-            now=trio.current_time(),
-        )
-        self.changes: list[Change] = []
-        self.driver = MembershipDriver(
-            self.transport,
-            self.core,
-            addresses=lambda peer: ["/memory/" + peer],
-            on_changes=self.changes.extend,
-        )
-        self.scope = trio.CancelScope()
-
-    async def handle(self, conn: Connection, body: Any) -> None:
-        if not self.driver.is_membership(body):
-            raise not_membership(body)
-        await self.driver.handle(conn, body)
-
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with self.scope:
-            async with self.transport:
-                self.transport.set_handler(self.handle)
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.driver.run)
-                    task_status.started()
-
-    def status(self, node: str) -> str | None:
-        member = self.core.members.get(node)
-        return member.status if member else None
 
 
 @asynccontextmanager
 async def swarm(
     n: int, *, link: Link = LINK, seed: int = 0, state: bytes = b""
-) -> AsyncIterator[tuple[MemoryNetwork, list[Peer]]]:
+) -> AsyncIterator[tuple[MemoryNetwork, list[DriverPeer]]]:
     """``n`` peers that joined through the first and all see each other alive."""
     rng = random.Random(seed)
     network = MemoryNetwork(rng, default_link=link)
-    peers = [Peer(network, node, key, state=state) for node, key in device_keys(n, rng)]
+    peers = [
+        DriverPeer(network, node, key, state=state, rng=random.Random(node))
+        for node, key in device_keys(n, rng)
+    ]
     async with trio.open_nursery() as nursery:
         for peer in peers:
             await nursery.start(peer.serve)
@@ -83,7 +44,7 @@ async def swarm(
         nursery.cancel_scope.cancel()
 
 
-def all_see(peers: list[Peer], status: str, about: list[Peer] | None = None) -> bool:
+def all_see(peers: list[DriverPeer], status: str, about: list[DriverPeer] | None = None) -> bool:
     return all(
         observer.status(peer.id) == status
         for observer in peers
@@ -104,7 +65,7 @@ async def until(check: Callable[[], bool], *, within: float, what: str) -> float
     return trio.current_time() - start
 
 
-def crash(network: MemoryNetwork, peer: Peer) -> None:
+def crash(network: MemoryNetwork, peer: DriverPeer) -> None:
     """The process dies: its connections reset, and it sends nothing more."""
     network.crash(peer.id)
     peer.scope.cancel()
