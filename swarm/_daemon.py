@@ -158,7 +158,7 @@ class Daemon:
             if core is None:
                 continue
             now = {
-                n: peer._addrs_of(n)
+                n: peer.addrs_of(n)
                 for n in core.members
                 if n != self.identity.device_id and peer.roster.admits(n)
             }

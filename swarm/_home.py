@@ -140,15 +140,31 @@ def check_new_device(home: Path, *, name: str, role: str) -> None:
         )
 
 
-def device_section(
-    name: str, role: str, scopes: tuple[str, ...] | None, relay_only: bool
-) -> dict[str, object]:
-    return {
-        "name": name,
-        "role": role,
-        "scopes": list(scopes or ROLE_SCOPES[role]),
-        "relay_only": relay_only,
+def device_config(
+    *,
+    name: str,
+    role: str,
+    scopes: tuple[str, ...] | None,
+    relay_only: bool,
+    swarm: str,
+    root_public: bytes,
+    network: dict[str, object] | None = None,
+    extra: dict[str, dict[str, object]] | None = None,
+) -> str:
+    """The ``swarm.toml`` that `init` and `join` write: this device, its swarm, and the rest."""
+    sections: dict[str, dict[str, object]] = {
+        "device": {
+            "name": name,
+            "role": role,
+            "scopes": list(scopes or ROLE_SCOPES[role]),
+            "relay_only": relay_only,
+        },
+        "swarm": {"id": swarm, "root": root_public.hex()},
     }
+    if network:
+        sections["network"] = network
+    sections.update(extra or {})
+    return render_config(sections)
 
 
 def init_home(
@@ -186,21 +202,17 @@ def init_home(
     )
     roster = Roster(swarm, root_public)
     roster.add_chain((cert,))
-    sections: dict[str, dict[str, object]] = {
-        "device": device_section(name, role, scopes, relay_only),
-        "swarm": {"id": swarm, "root": root_public.hex()},
-    }
-    if network:
-        sections["network"] = network
-    sections.update(extra or {})
-    write_home(
-        home,
-        device=device,
-        age=age,
-        root=root,
-        config=render_config(sections),
-        roster=roster.encode(),
+    config = device_config(
+        name=name,
+        role=role,
+        scopes=scopes,
+        relay_only=relay_only,
+        swarm=swarm,
+        root_public=root_public,
+        network=network,
+        extra=extra,
     )
+    write_home(home, device=device, age=age, root=root, config=config, roster=roster.encode())
     return load_identity(home)
 
 

@@ -33,10 +33,9 @@ from transports import (
 from ._certs import InvalidCertificate, Roster, chain_from_wire
 from ._home import (
     check_new_device,
-    device_section,
+    device_config,
     load_identity,
     public_bytes,
-    render_config,
     swarm_id_of,
     write_home,
 )
@@ -87,22 +86,17 @@ def join_swarm(
     bootstrap = [f"{a}/p2p/{code.inviter}" for a in code.addrs]
     for peer, addrs in peers.items():
         bootstrap.extend(f"{a}/p2p/{peer}" for a in addrs[:2])
-    net: dict[str, object] = {"bootstrap": list(dict.fromkeys(bootstrap))[:16]}
-    net.update(network or {})
-    sections: dict[str, dict[str, object]] = {
-        "device": device_section(name, role, scopes, relay_only),
-        "swarm": {"id": roster.swarm, "root": roster.root_public.hex()},
-        "network": net,
-    }
-    sections.update(extra or {})
-    write_home(
-        home,
-        device=device,
-        age=age,
-        root=None,
-        config=render_config(sections),
-        roster=roster.encode(),
+    config = device_config(
+        name=name,
+        role=role,
+        scopes=scopes,
+        relay_only=relay_only,
+        swarm=roster.swarm,
+        root_public=roster.root_public,
+        network={"bootstrap": list(dict.fromkeys(bootstrap))[:16], **(network or {})},
+        extra=extra,
     )
+    write_home(home, device=device, age=age, root=None, config=config, roster=roster.encode())
     load_identity(home)  # what was written reads back
     return Joined(home, device_id, roster.swarm, code.inviter, len(roster.members()))
 

@@ -11,6 +11,7 @@ one. Everything it does on the network goes through that transport's single hand
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -98,9 +99,6 @@ class RosterFacts:
             ]
         return self._snapshot
 
-    def changed(self) -> None:
-        self._snapshot = None
-
 
 def chain_fact(chain_wire: Any) -> bytes:
     return msgpack.packb(["chain", chain_wire], use_bin_type=True)  # type: ignore[no-any-return]
@@ -169,7 +167,7 @@ class Peer:
             valid_state=lambda blob: _decode_state(blob) is not None,
         )
         self.driver = MembershipDriver(
-            transport, self.core, addresses=self._addrs_of, on_changes=self._on_changes
+            transport, self.core, addresses=self.addrs_of, on_changes=self._on_changes
         )
         self._state_at = now
         async with trio.open_nursery() as nursery:
@@ -207,7 +205,7 @@ class Peer:
                 known.insert(0, addr)
         del known[8:]
 
-    def _addrs_of(self, node: str) -> list[str]:
+    def addrs_of(self, node: str) -> list[str]:
         assert self.core is not None
         found: list[str] = []
         member = self.core.members.get(node)
@@ -271,9 +269,17 @@ class Peer:
     def _roster_changed(self, devices: list[str]) -> None:
         if self.options.persist:
             save_roster(self.identity.home, self.roster)
-        for device in devices:
+        # a revocation also cuts off the devices its target paired: check every member we know
+        known = set(self.core.members) if self.core is not None else set()
+        for device in sorted(known | set(devices)):
             if not self.roster.admits(device):
                 self._drop(device)
+
+    def _spread(self, blob: bytes) -> None:
+        """A roster entry this device made: take it as any peer's would be taken, and gossip it."""
+        assert self.core is not None
+        if self.facts.learn(blob):
+            self.core.spread(blob)
 
     def _drop(self, device: str) -> None:
         log.warning("device %s was revoked: dropping it", device[-8:])
@@ -297,16 +303,8 @@ class Peer:
             device=cert.device,
             now=self.options.wall_clock(),
         )
-        if self.roster.add_revocation(rev):
-            self.facts.changed()
-            assert self.core is not None
-            self.core.spread(revocation_fact(rev.to_wire()))
-            self._roster_changed([d for d in self._members_ids() if not self.roster.admits(d)])
+        self._spread(revocation_fact(rev.to_wire()))
         return cert
-
-    def _members_ids(self) -> list[str]:
-        assert self.core is not None
-        return list(self.core.members)
 
     # ---- pairing -----------------------------------------------------------------------------
 
@@ -346,19 +344,15 @@ class Peer:
             now=now,
         )
         chain = (cert, *own)
-        self.roster.add_chain(chain)
-        self.facts.changed()
-        if self.options.persist:
-            save_roster(ident.home, self.roster)
+        self._spread(chain_fact(chain_to_wire(chain)))
         assert self.core is not None
-        self.core.spread(chain_fact(chain_to_wire(chain)))
         if conn.remote_addr:
             self._learn_addrs(joiner, [conn.remote_addr])
         log.warning("paired a new device: %s (%s) %s", name, role, joiner[-8:])
         return {
             "chain": chain_to_wire(chain),
             "roster": self.roster.to_wire(),
-            "peers": {n: self._addrs_of(n) for n in self._members_ids() if n != joiner},
+            "peers": {n: self.addrs_of(n) for n in self.core.members if n != joiner},
         }
 
     # ---- messages ----------------------------------------------------------------------------
@@ -437,17 +431,10 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-_STATE_CACHE: dict[bytes, DeviceState | None] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _decode_state(blob: bytes) -> DeviceState | None:
-    if blob in _STATE_CACHE:
-        return _STATE_CACHE[blob]
+    """A member's state from its alive record (memoised: status asks for every member)."""
     try:
-        state: DeviceState | None = DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
+        return DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
     except (ProtocolViolation, ValueError, TypeError, msgpack.UnpackException):
-        state = None
-    if len(_STATE_CACHE) > 4096:
-        _STATE_CACHE.clear()
-    _STATE_CACHE[blob] = state
-    return state
+        return None
