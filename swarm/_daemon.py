@@ -25,11 +25,10 @@ import psutil
 import trio
 
 from transports import InvalidArgument
-from transports._discovery import Advertisement, MdnsDiscovery
+from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster, resolve_home
-from ._join import bootstrap_pairs
 from ._peer import Peer, PeerOptions
 
 log = logging.getLogger("swarm.daemon")
@@ -99,7 +98,7 @@ class Daemon:
         ident = self.identity
         net = ident.settings.network
         roster = load_roster(ident)
-        seeds = bootstrap_pairs(net.bootstrap)
+        seeds = [(peer, [addr]) for peer, addr in parse_bootstrap(net.bootstrap)]
         async with trio.open_nursery() as nursery:
             # the control socket first: it refuses a second peer on this home before any port
             await nursery.start(serve_control, control_path(ident.home), self._control)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -26,25 +27,25 @@ from transports import InvalidArgument, SwarmError
 from ._control import ask
 from ._home import init_home
 from ._join import join_swarm
-from ._status import render_table, watch
+from ._status import watch
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
-class Profile:
+class DeviceProfile:
     role: str
     power: dict[str, object]
 
 
 PROFILES = (
-    Profile("server", {"source": "device"}),
-    Profile(
+    DeviceProfile("server", {"source": "device"}),
+    DeviceProfile(
         "laptop",
         {"source": "simulated", "battery_percent": 64.0, "plugged": True, "capacity_wh": 56.0},
     ),
-    Profile(
+    DeviceProfile(
         "phone",
         {
             "source": "simulated",
@@ -119,6 +120,16 @@ class Swarm:
                     raise SwarmDemoError(f"the peer in {home.name} did not start") from None
                 time.sleep(0.1)
 
+    def wait_alive(self, n: int, timeout: float) -> dict[str, Any]:
+        """The first device's status once it sees ``n`` devices alive, or at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status: dict[str, Any] = ask(self.homes[0], "status")
+            alive = sum(p["state"] == "alive" for p in status["peers"])
+            if alive >= n or time.monotonic() > deadline:
+                return status
+            time.sleep(0.2)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -145,10 +156,15 @@ def run_demo(args: argparse.Namespace) -> int:
     swarm = Swarm(root, verbose=args.verbose)
     tty = sys.stdout.isatty()
     try:
-        print(f"swarm demo: {args.peers} devices in {root}", flush=True)
+        talk = sys.stderr if args.json else sys.stdout
+        print(f"swarm demo: {args.peers} devices in {root}", file=talk, flush=True)
 
         def progress(done: int, total: int) -> None:
-            print(f"  paired and started {done}/{total}: {swarm.name(done - 1)}", flush=True)
+            print(
+                f"  paired and started {done}/{total}: {swarm.name(done - 1)}",
+                file=talk,
+                flush=True,
+            )
 
         swarm.create(args.peers, progress)
         interval = 1.0
@@ -156,8 +172,9 @@ def run_demo(args: argparse.Namespace) -> int:
         first = swarm.homes[0]
         with contextlib.suppress(KeyboardInterrupt):
             if args.json:
-                time.sleep(args.seconds or 0)
-                print(render_json(ask(first, "status")))
+                # for scripts: one status, once every device is alive (or --seconds ran out)
+                status = swarm.wait_alive(args.peers, timeout=args.seconds or START_TIMEOUT)
+                print(json.dumps(status, sort_keys=True))
             else:
                 watch(
                     lambda: ask(first, "status"),
@@ -168,16 +185,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 )
     finally:
         with contextlib.suppress(KeyboardInterrupt):
-            print("swarm demo: stopping the peers", flush=True)
+            print("swarm demo: stopping the peers", file=sys.stderr, flush=True)
             swarm.stop()
             shutil.rmtree(root, ignore_errors=True)
     return 0
-
-
-def render_json(status: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(status, sort_keys=True)
-
-
-__all__ = ["Swarm", "render_table", "run_demo"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,13 +174,3 @@ def _check_reply(
             if roster.admits(peer) and isinstance(addrs, list):
                 found[peer] = [a for a in addrs if isinstance(a, str) and a.startswith("/")][:4]
     return roster, found
-
-
-def bootstrap_pairs(addrs: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """Bootstrap multiaddrs grouped by peer: ``[(peer, [addr, ...])]``."""
-    from transports._discovery import parse_bootstrap
-
-    grouped: dict[str, list[str]] = {}
-    for peer, addr in parse_bootstrap(addrs):
-        grouped.setdefault(peer, []).append(addr)
-    return list(grouped.items())
