@@ -179,34 +179,28 @@ def _cmd_init(args: argparse.Namespace) -> int:
         home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
     )
     scopes = list(ident.settings.device.effective_scopes())
-    if args.json:
-        _print_json(
-            {
-                "home": str(home),
-                "device": ident.device_id,
-                "swarm": ident.swarm_id,
-                "name": ident.name,
-                "role": args.role,
-                "scopes": scopes,
-                "relay_only": args.relay_only,
-            }
-        )
-    else:
-        print(f"created swarm {ident.swarm_id} in {home}")
-        print(f"device {ident.name} ({args.role}): {ident.device_id}")
-        print(f"scopes: {','.join(scopes)}{' (relay only)' if args.relay_only else ''}")
-    return EXIT_OK
+    return _report(
+        args,
+        {
+            "home": str(home),
+            "device": ident.device_id,
+            "swarm": ident.swarm_id,
+            "name": ident.name,
+            "role": args.role,
+            "scopes": scopes,
+            "relay_only": args.relay_only,
+        },
+        f"created swarm {ident.swarm_id} in {home}",
+        f"device {ident.name} ({args.role}): {ident.device_id}",
+        f"scopes: {','.join(scopes)}{' (relay only)' if args.relay_only else ''}",
+    )
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
     from ._control import ask
 
     reply = ask(resolve_home(args.home), "invite", ttl=args.ttl)
-    if args.json:
-        _print_json(reply)
-    else:
-        print(reply["code"])
-    return EXIT_OK
+    return _report(args, reply, reply["code"])
 
 
 def _cmd_join(args: argparse.Namespace) -> int:
@@ -221,32 +215,28 @@ def _cmd_join(args: argparse.Namespace) -> int:
         scopes=args.scopes,
         relay_only=args.relay_only,
     )
-    if args.json:
-        _print_json(
-            {
-                "home": str(home),
-                "device": joined.device,
-                "swarm": joined.swarm,
-                "inviter": joined.inviter,
-                "members": joined.members,
-            }
-        )
-    else:
-        print(f"joined swarm {joined.swarm} ({joined.members} devices) in {home}")
-        print(f"device {args.name} ({args.role}): {joined.device}")
-        print(f"start it with: swarm up --home {home}")
-    return EXIT_OK
+    return _report(
+        args,
+        {
+            "home": str(home),
+            "device": joined.device,
+            "swarm": joined.swarm,
+            "inviter": joined.inviter,
+            "members": joined.members,
+        },
+        f"joined swarm {joined.swarm} ({joined.members} devices) in {home}",
+        f"device {args.name} ({args.role}): {joined.device}",
+        f"start it with: swarm up --home {home}",
+    )
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from ._control import ask
 
     reply = ask(resolve_home(args.home), "revoke", device=args.device)
-    if args.json:
-        _print_json(reply)
-    else:
-        print(f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear")
-    return EXIT_OK
+    return _report(
+        args, reply, f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear"
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -263,11 +253,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     status = ask(home, "status")
-    if args.json:
-        _print_json(status)
-    else:
-        print(render_table(status, color=sys.stdout.isatty()))
-    return EXIT_OK
+    return _report(args, status, render_table(status, color=sys.stdout.isatty()))
 
 
 def _cmd_power(args: argparse.Namespace) -> int:
@@ -276,12 +262,8 @@ def _cmd_power(args: argparse.Namespace) -> int:
     if args.battery is None and args.plugged is None:
         raise InvalidArgument("say what to change: --battery PCT, --plugged or --unplugged")
     reply = ask(resolve_home(args.home), "power", battery=args.battery, plugged=args.plugged)
-    if args.json:
-        _print_json(reply)
-    else:
-        plugged = {True: "plugged in", False: "on battery", None: "unknown"}[reply["plugged"]]
-        print(f"power: {reply['battery_percent']}%, {plugged}")
-    return EXIT_OK
+    plugged = {True: "plugged in", False: "on battery", None: "unknown"}[reply["plugged"]]
+    return _report(args, reply, f"power: {reply['battery_percent']}%, {plugged}")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -296,8 +278,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=None, sort_keys=True))
+def _report(args: argparse.Namespace, value: Any, *lines: str) -> int:
+    """A command's result: one JSON object with --json, else its lines for people."""
+    if args.json:
+        print(json.dumps(value, indent=None, sort_keys=True))
+    else:
+        print("\n".join(lines))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
