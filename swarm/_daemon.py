@@ -30,6 +30,7 @@ from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster, resolve_home
 from ._peer import Peer, PeerOptions
+from ._service import device_services
 
 log = logging.getLogger("swarm.daemon")
 
@@ -118,6 +119,7 @@ class Daemon:
                         listen_addrs=lambda: addrs,
                         seeds=seeds,
                         known_addrs=load_known_addrs(ident.home),
+                        services=device_services(ident),
                     ),
                 )
                 async with trio.open_nursery() as inner:
@@ -145,7 +147,7 @@ class Daemon:
             return {"device": cert.device, "name": cert.name}
         if op == "power":
             return peer.set_power(args.get("battery"), args.get("plugged"))
-        raise InvalidArgument(f"unknown request {op!r}")
+        return await peer.control(op, args)
 
     async def _remember_addresses(self) -> None:
         peer = self.peer

@@ -52,6 +52,7 @@ from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import Identity, save_roster
 from ._invite import Invites
 from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
+from ._service import Service, split_op
 
 log = logging.getLogger("swarm.peer")
 
@@ -119,6 +120,8 @@ class PeerOptions:
     wall_clock: Callable[[], float] = time.time
     load: LoadSource | None = None
     persist: bool = True
+    services: Sequence[Service] = ()
+    power: Power | None = None  # default: from the settings' [power] section
 
 
 class Peer:
@@ -132,7 +135,9 @@ class Peer:
         self.addresses: dict[str, list[str]] = dict(options.known_addrs or {})
         self.facts = RosterFacts(roster, self._roster_changed)
         self.invites = Invites(identity.swarm_id, identity.device_id)
-        self.power: Power = make_power(identity.settings.power, options.wall_clock())
+        now = options.wall_clock()
+        self.power: Power = options.power or make_power(identity.settings.power, now)
+        self.services: dict[str, Service] = {s.name: s for s in options.services}
         self.load: LoadSource = options.load or LoadSampler()
         self.transport: Transport | None = None
         self.core: Membership | None = None
@@ -175,6 +180,8 @@ class Peer:
             await nursery.start(self.driver.run)
             nursery.start_soon(self._sample_loop)
             self.join(self.options.seeds)
+            for service in self.services.values():
+                await nursery.start(service.run, self)
             task_status.started()
             await trio.sleep_forever()
 
@@ -274,6 +281,8 @@ class Peer:
         for device in sorted(known | set(devices)):
             if not self.roster.admits(device):
                 self._drop(device)
+        for service in self.services.values():
+            service.roster_changed(devices)
 
     def _spread(self, blob: bytes) -> None:
         """A roster entry this device made: take it as any peer's would be taken, and gossip it."""
@@ -367,6 +376,9 @@ class Peer:
             return self._pair(conn, body)
         if not member:
             raise ProtocolViolation("not a member of this swarm")
+        route = split_op(body.get("op")) if isinstance(body, dict) else None
+        if route is not None and route[0] in self.services:
+            return await self.services[route[0]].handle(conn, route[1], body)
         raise ProtocolViolation(f"unexpected message of type {type(body).__name__}")
 
     def _on_changes(self, changes: list[Change]) -> None:
@@ -375,6 +387,13 @@ class Peer:
                 continue
             if change.status in ("dead", "left", "suspect"):
                 log.info("%s is %s", change.node[-8:], change.status)
+
+    async def control(self, op: str, args: dict[str, Any]) -> Any:
+        """A service's request from this device's CLI (``vault.put`` goes to ``vault``)."""
+        route = split_op(op)
+        if route is None or route[0] not in self.services:
+            raise InvalidArgument(f"unknown request {op!r}")
+        return await self.services[route[0]].control(route[1], args)
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -405,7 +424,16 @@ class Peer:
             row.update(parts)
             rows.append(row)
         rows.sort(key=lambda r: (not r["self"], r["name"], r["id"]))
-        return {"self": self.identity.device_id, "swarm": self.identity.swarm_id, "peers": rows}
+        out: dict[str, Any] = {
+            "self": self.identity.device_id,
+            "swarm": self.identity.swarm_id,
+            "peers": rows,
+        }
+        for name, service in self.services.items():
+            part = service.status()
+            if part is not None:
+                out[name] = part
+        return out
 
     def set_power(self, battery: float | None, plugged: bool | None) -> dict[str, Any]:
         now = self.options.wall_clock()
