@@ -345,6 +345,7 @@ class Change:
     status: Status
     incarnation: int
     version: int
+    gone: bool = False  # the member was forgotten (its tombstone expired, or it was revoked)
 
 
 @dataclass(slots=True)
@@ -536,6 +537,12 @@ class Membership:
             self._send(node, Gossip((record,)))
         return told
 
+    def reach(self, node: str) -> None:
+        """Push-pull with a member we do not know (or have forgotten): if it is up, the two views
+        merge, however long they were apart."""
+        if node != self.node:
+            self._send(node, Sync(False, self._full_state()))
+
     def spread(self, blob: bytes) -> None:
         """Gossip a new fact (a certificate or revocation this device made)."""
         self._enqueue(Fact(blob))
@@ -545,7 +552,21 @@ class Membership:
         if node != self.node and self.members.pop(node, None) is not None:
             self._suspicions.pop(node, None)
             self._live.discard(node)
-            self.changes.append(Change(now, node, "dead", 0, -1))
+            self.changes.append(Change(now, node, "dead", 0, -1, gone=True))
+
+    def settle(self, records: Iterable[Alive], now: float) -> None:
+        """Start as in a swarm that has been running a while: take these members' alive records
+        as known, with nothing queued to gossip about them and no changes to report. The records
+        are the caller's word (they are not verified): for simulations of big swarms, where
+        simulating every join would dominate."""
+        for record in records:
+            node = record.node
+            if node != self.node and node not in self.members and self.facts.admits(node):
+                member = Member(node, "alive", record.incarnation, record, changed_at=now)
+                self.members[node] = member
+                self._live.add(node)
+        self._queue = {k: q for k, q in self._queue.items() if k == self.node}
+        self._next_sync = now + self._sync_interval()
 
     def pop_outbox(self) -> list[tuple[str, Message]]:
         out, self.outbox = self.outbox, []
@@ -706,6 +727,7 @@ class Membership:
             gone = m.status in ("dead", "left") and now - m.changed_at >= self.tombstone
             if gone and node != self.node:
                 del self.members[node]
+                self.changes.append(Change(now, node, m.status, m.incarnation, -1, gone=True))
 
     # ---- receiving ---------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ from ._service import Service, split_op
 log = logging.getLogger("swarm.peer")
 
 STATE_REFRESH = 60.0
+RECONNECT = 60.0  # how often to reach out to one roster member that membership does not know
 
 
 class RosterFacts:
@@ -122,6 +123,7 @@ class PeerOptions:
     persist: bool = True
     services: Sequence[Service] = ()
     power: Power | None = None  # default: from the settings' [power] section
+    on_changes: Callable[[list[Change]], None] | None = None  # what membership saw change
 
 
 class Peer:
@@ -179,6 +181,7 @@ class Peer:
             self._nursery = nursery
             await nursery.start(self.driver.run)
             nursery.start_soon(self._sample_loop)
+            nursery.start_soon(self._reconnect_loop)
             self.join(self.options.seeds)
             for service in self.services.values():
                 await nursery.start(service.run, self)
@@ -222,6 +225,26 @@ class Peer:
                 found.extend(state.addrs)
         found.extend(a for a in self.addresses.get(node, ()) if a not in found)
         return found
+
+    async def _reconnect_loop(self) -> None:
+        """Every minute, one roster member membership has forgotten (or never met) and whose
+        address we know, in turn: so a device away for longer than the tombstone (a laptop asleep
+        all night, a long partition) is found again even when mDNS cannot see it."""
+        turn = 0
+        while True:
+            await trio.sleep(RECONNECT)
+            assert self.core is not None
+            assert self.driver is not None
+            me, members = self.identity.device_id, self.core.members
+            lost = sorted(
+                c.device
+                for c in self.roster.members()
+                if c.device != me and c.device not in members and self.addresses.get(c.device)
+            )
+            if lost:
+                self.core.reach(lost[turn % len(lost)])
+                turn += 1
+                self.driver.poke()
 
     def _admits(self, peer: str) -> bool:
         if self.roster.admits(peer):
@@ -382,9 +405,17 @@ class Peer:
         raise ProtocolViolation(f"unexpected message of type {type(body).__name__}")
 
     def _on_changes(self, changes: list[Change]) -> None:
+        if self.options.on_changes is not None:
+            self.options.on_changes(changes)
+        assert self.core is not None
         for change in changes:
             if change.node == self.identity.device_id:
                 continue
+            member = self.core.members.get(change.node)
+            if change.status == "alive" and member is not None and member.state:
+                state = _decode_state(member.state)
+                if state is not None:  # remembered: we may have to find it again (reconnect)
+                    self._learn_addrs(change.node, state.addrs)
             if change.status in ("dead", "left", "suspect"):
                 log.info("%s is %s", change.node[-8:], change.status)
 

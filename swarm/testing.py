@@ -25,7 +25,6 @@ from ._home import public_bytes
 from ._membership import (
     NORMAL,
     Change,
-    Member,
     Membership,
     Message,
     Profile,
@@ -188,16 +187,12 @@ class CoreNet:
         other as alive (their current records), with nothing left to gossip and no changes to
         report, as in a swarm that has been running for a while. For big runs, where the joins
         themselves (N full-state syncs, N records gossiped to N nodes) would dominate."""
-        records = {n: c.me.alive for n, c in self.cores.items() if n not in self.down}
+        records = [c.me.alive for n, c in self.cores.items() if n not in self.down]
         for node, core in self.cores.items():
             if node in self.down:
                 continue
-            for other, alive in records.items():
-                if other != node and other not in core.members and alive is not None:
-                    member = Member(other, "alive", alive.incarnation, alive)
-                    core.members[other] = member
-                    core._changed(member, self.now)  # (private: keeps the core's counts)
-            core._queue.clear()
+            core.settle([r for r in records if r is not None], self.now)
+            core._queue.clear()  # (private: the benchmarks start with nothing at all to send)
             core.pop_changes()
             self._schedule(node)
 

@@ -72,7 +72,11 @@ def sent(net: CoreNet, kind: type, src: str | None = None, dst: str | None = Non
 
 
 def changes(net: CoreNet, about: str, observer: str | None = None) -> list[tuple[float, str]]:
-    return [(c.at, c.status) for o, c in net.changes if c.node == about and observer in (None, o)]
+    return [
+        (c.at, c.status)
+        for o, c in net.changes
+        if c.node == about and observer in (None, o) and not c.gone
+    ]
 
 
 def next_sent(core: Membership, kind: type, limit: float = 100.0) -> tuple[float, str, Message]:
@@ -586,6 +590,8 @@ def test_tombstones_are_reaped_and_do_not_come_back():
     assert changes(net, b, c)[-1] == (died_c, "dead")
     assert b not in net.cores[a].members
     assert b not in net.cores[c].members
+    forgot = [(o, ch.at) for o, ch in net.changes if ch.gone and ch.node == b]
+    assert sorted(o for o, _ in forgot) == sorted([a, c])  # each reported it, once
 
 
 def test_reaping_happens_at_the_first_reap_after_the_tombstone():

@@ -10,7 +10,13 @@ libp2p, and the same ``Connection`` code runs on top. What it simulates, per dir
 - partitions, set and healed at any time: nothing crosses between groups, in either direction,
   including what was already in flight;
 - crashes: every stream of the crashed peer resets (its peers see a broken connection after one
-  link latency, as with a TCP reset) and it stops listening until a new transport takes its id.
+  link latency, as with a TCP reset) and it stops listening until a new transport takes its id;
+- pauses: a paused peer's traffic, both ways, is held until it resumes, then delivered (as for a
+  process that stops answering while the kernel keeps its sockets);
+- loss bursts: ``burst_loss`` adds to every link's loss while it is set.
+
+A ``tap``, when set, sees every write that enters the network: ``tap(time, src, dst, data)``
+(simulations count bytes and hash traces with it).
 
 Time is ``trio.current_time()`` only, so under ``trio.testing.MockClock`` a simulated hour takes
 as long as the work done in it; randomness comes from the ``random.Random`` passed in.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +192,9 @@ class MemoryNetwork:
         self._next_group = 1
         self._listeners: dict[str, MemoryTransport] = {}
         self._streams: set[MemoryStream] = set()
+        self._held: dict[str, float] = {}  # peer -> paused until
+        self.burst_loss = 0.0
+        self.tap: Callable[[float, str, str, bytes], None] | None = None
 
     def transport(self, peer_id: str, **options: Any) -> MemoryTransport:
         return MemoryTransport(self, peer_id, **options)
@@ -228,6 +237,13 @@ class MemoryNetwork:
     def blocked(self, a: str, b: str) -> bool:
         return self._group.get(a, 0) != self._group.get(b, 0)
 
+    def pause(self, peer: str, until: float) -> None:
+        """Hold ``peer``'s traffic, both ways, until the time ``until``."""
+        self._held[peer] = max(until, self._held.get(peer, -math.inf))
+
+    def paused(self, peer: str) -> bool:
+        return self._held.get(peer, -math.inf) > trio.current_time()
+
     def crash(self, peer_id: str) -> None:
         """The peer's process dies: its streams reset and it no longer listens."""
         self._listeners.pop(peer_id, None)
@@ -244,20 +260,27 @@ class MemoryNetwork:
         link = self.link(pipe.src, pipe.dst)
         now = trio.current_time()
         start = max(now, pipe.tx_free_at)
+        if self._held:
+            start = max(start, self._held.get(pipe.src, start))
         if link.bandwidth is not None:
             start += size / link.bandwidth
         pipe.tx_free_at = start
         extra = self.rng.uniform(0.0, link.jitter) if link.jitter else 0.0
-        return start + link.latency + extra
+        at = start + link.latency + extra
+        if self._held:
+            at = max(at, self._held.get(pipe.dst, at))
+        return at
 
     def _transmit(self, pipe: _Pipe, data: bytes) -> None:
         self.stats.writes += 1
         self.stats.bytes += len(data)
+        if self.tap is not None:
+            self.tap(trio.current_time(), pipe.src, pipe.dst, data)
         if self.blocked(pipe.src, pipe.dst):
             self.stats.partitioned += 1
             return
-        link = self.link(pipe.src, pipe.dst)
-        if link.loss and self.rng.random() < link.loss:
+        loss = self.link(pipe.src, pipe.dst).loss + self.burst_loss
+        if loss and self.rng.random() < loss:
             self.stats.lost += 1
             return
         pipe.push(self._arrival(pipe, len(data)), data)
