@@ -1,1 +1,33 @@
-"""simulations: see DESIGN.md (built by later issues)."""
+"""Simulations: the real peer code on the memory network in virtual time, with device models,
+network models and faults, deterministic from one seed. ``swarm simulate`` is the front end."""
+
+from ._faults import KINDS, Fault, play, random_schedule
+from ._invariants import Invariants, Violation
+from ._models import DeviceModel, DeviceProfile, LinkModel, Models, load_models, parse_models
+from ._scenarios import DEFAULT_HOURS, DEFAULT_PEERS, SCENARIOS, Result, simulate
+from ._world import EPOCH, Device, DeviceSpec, World, deterministic_trio
+
+__all__ = [
+    "DEFAULT_HOURS",
+    "DEFAULT_PEERS",
+    "EPOCH",
+    "KINDS",
+    "SCENARIOS",
+    "Device",
+    "DeviceModel",
+    "DeviceProfile",
+    "DeviceSpec",
+    "Fault",
+    "Invariants",
+    "LinkModel",
+    "Models",
+    "Result",
+    "Violation",
+    "World",
+    "deterministic_trio",
+    "load_models",
+    "parse_models",
+    "play",
+    "random_schedule",
+    "simulate",
+]

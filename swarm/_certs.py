@@ -374,6 +374,16 @@ class Roster:
         self._admitted: dict[str, Chain] = {}  # derived: admitted device -> its chosen chain
         self._verified: set[Certificate] = set()  # certificates whose signature checked out
 
+    def copy(self) -> Roster:
+        """A roster with the same content that changes on its own (nothing is verified again: the
+        copies share the cache of certificates whose signatures checked out)."""
+        new = Roster(self.swarm, self.root_public)
+        new._chains = {device: set(chains) for device, chains in self._chains.items()}
+        new._revocations = dict(self._revocations)
+        new._admitted = dict(self._admitted)
+        new._verified = self._verified
+        return new
+
     # -- queries --------------------------------------------------------------------------
 
     def admits(self, device: str) -> bool:

@@ -75,7 +75,7 @@ class MembershipDriver:
         self.addresses = addresses
         self.on_changes = on_changes
         self.dropped = 0
-        self._wake = trio.Event()
+        self._sleep: trio.CancelScope | None = None  # the run loop's wait for the next timer
         self._dialing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -83,11 +83,18 @@ class MembershipDriver:
         """The transport handler's share: one membership message from ``conn``'s peer."""
         msg = decode_message(body)  # ProtocolViolation closes the connection
         self.core.receive(conn.peer_id, msg, trio.current_time())
-        self.poke()
+        if self._nursery is not None:
+            self._flush()  # the answer goes out now; the loop only wakes for a sooner timer
+        self._retime()
 
     def poke(self) -> None:
         """Something changed outside a timer: run the core and flush its messages now."""
-        self._wake.set()
+        if self._sleep is not None:
+            self._sleep.cancel()
+
+    def _retime(self) -> None:
+        if self._sleep is not None:
+            self._sleep.deadline = min(self._sleep.deadline, self.core.next_deadline())
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -96,9 +103,9 @@ class MembershipDriver:
             while True:
                 self.core.tick(trio.current_time())
                 self._flush()
-                self._wake = trio.Event()
-                with trio.move_on_at(self.core.next_deadline()):
-                    await self._wake.wait()
+                with trio.CancelScope(deadline=self.core.next_deadline()) as self._sleep:
+                    await trio.sleep_forever()
+                self._sleep = None
 
     def _flush(self) -> None:
         changes = self.core.pop_changes()

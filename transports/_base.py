@@ -60,7 +60,9 @@ class Transport(abc.ABC):
         self.dial_timeout = dial_timeout
         self._handler: Handler = no_handler
         self._admit: Admission = _admit_all
-        self._connections: set[Connection] = set()
+        # insertion-ordered, not a set: the oldest connection to a peer is the one used, the same
+        # one in every run (a seeded simulation stays deterministic)
+        self._connections: dict[Connection, None] = {}
         self._refused = 0
         self._violations = 0
         self._stack: AsyncExitStack | None = None
@@ -161,11 +163,11 @@ class Transport(abc.ABC):
         return await self._handler(conn, body)
 
     async def _run(self, conn: Connection) -> None:
-        self._connections.add(conn)
+        self._connections[conn] = None
         try:
             await conn.run()
         finally:
-            self._connections.discard(conn)
+            self._connections.pop(conn, None)
             if (conn.close_reason or "").startswith("protocol violation"):
                 self._violations += 1
 

@@ -83,22 +83,32 @@ _Item = bytes | _Eof | _Reset
 
 
 class _Pipe:
-    """One direction of a stream: timed items in delivery order."""
+    """One direction of a stream: timed items in delivery order.
 
-    __slots__ = ("dst", "last_at", "lot", "queue", "src", "tx_free_at")
+    A reader with nothing due waits in a cancel scope whose deadline is the first item's arrival
+    (``inf`` while the pipe is empty): a push moves the deadline, so the reader wakes once, when
+    the item arrives, not once when it is sent and again when it lands.
+    """
+
+    __slots__ = ("dst", "last_at", "queue", "reader", "src", "tx_free_at")
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
         self.queue: deque[list[float | _Item]] = deque()
         self.last_at = -math.inf
         self.tx_free_at = -math.inf
-        self.lot = trio.lowlevel.ParkingLot()
+        self.reader: trio.CancelScope | None = None
 
     def push(self, at: float, item: _Item) -> None:
         at = max(at, self.last_at)
         self.last_at = at
         self.queue.append([at, item])
-        self.lot.unpark_all()
+        if self.reader is not None and at < self.reader.deadline:
+            self.reader.deadline = at
+
+    def wake(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
 
 
 class MemoryStream(trio.abc.Stream):
@@ -129,25 +139,30 @@ class MemoryStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         pipe = self._in
+        waited = False  # a wait was this call's checkpoint; otherwise it takes one below
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("stream is closed")
-            if not pipe.queue:
-                await pipe.lot.park()
-                continue
-            entry = pipe.queue[0]
-            at = entry[0]
+            entry = pipe.queue[0] if pipe.queue else None
+            at = entry[0] if entry is not None else math.inf
             assert isinstance(at, float)
-            if at > trio.current_time():
-                await trio.sleep_until(at)
+            if entry is None or at > trio.current_time():
+                try:
+                    with trio.CancelScope(deadline=at) as pipe.reader:
+                        await trio.sleep_forever()
+                finally:
+                    pipe.reader = None
+                waited = True
+                continue
+            if not waited:
+                await trio.lowlevel.checkpoint()
+                waited = True
                 continue
             item = entry[1]
             if isinstance(item, _Eof):
-                await trio.lowlevel.checkpoint()
                 return b""
             if isinstance(item, _Reset):
                 self._broken = True
-                await trio.lowlevel.checkpoint()
                 raise trio.BrokenResourceError("connection reset by peer")
             assert isinstance(item, bytes)
             if self._net.blocked(pipe.src, pipe.dst):
@@ -157,19 +172,17 @@ class MemoryStream(trio.abc.Stream):
             if max_bytes is None or len(item) <= max_bytes:
                 pipe.queue.popleft()
                 self._net.stats.delivered += 1
-                await trio.lowlevel.checkpoint()
                 return item
             entry[1] = item[max_bytes:]
-            await trio.lowlevel.checkpoint()
             return item[:max_bytes]
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._net._streams.discard(self)
+            self._net._streams.pop(self, None)
             if not self._broken:
                 self._out.push(self._net._arrival(self._out, 0), _EOF)
-            self._in.lot.unpark_all()
+            self._in.wake()
         await trio.lowlevel.checkpoint()
 
     def _reset(self) -> None:
@@ -177,7 +190,7 @@ class MemoryStream(trio.abc.Stream):
         self._closed = True
         self._out.queue.clear()
         self._out.push(self._net._arrival(self._out, 0), _RESET)
-        self._in.lot.unpark_all()
+        self._in.wake()
 
 
 class MemoryNetwork:
@@ -191,7 +204,9 @@ class MemoryNetwork:
         self._group: dict[str, int] = {}
         self._next_group = 1
         self._listeners: dict[str, MemoryTransport] = {}
-        self._streams: set[MemoryStream] = set()
+        # insertion-ordered (not a set): a crash resets streams in a fixed order, so a seeded
+        # run draws its jitter in the same order every time
+        self._streams: dict[MemoryStream, None] = {}
         self._held: dict[str, float] = {}  # peer -> paused until
         self.burst_loss = 0.0
         self.tap: Callable[[float, str, str, bytes], None] | None = None
@@ -248,7 +263,7 @@ class MemoryNetwork:
         """The peer's process dies: its streams reset and it no longer listens."""
         self._listeners.pop(peer_id, None)
         for stream in [s for s in self._streams if s.local == peer_id]:
-            self._streams.discard(stream)
+            self._streams.pop(stream, None)
             stream._reset()
 
     def listening(self) -> list[str]:
@@ -311,7 +326,7 @@ class MemoryNetwork:
             raise PeerUnreachable(f"{peer_id[-8:]}: connection refused")
         there, back = _Pipe(src, peer_id), _Pipe(peer_id, src)
         near, far = MemoryStream(self, there, back), MemoryStream(self, back, there)
-        self._streams.update((near, far))
+        self._streams[near] = self._streams[far] = None
         target._accept(far, src)
         return near, target
 

@@ -1,0 +1,329 @@
+"""Device and network models: profiles from TOML, and the energy model each simulated device runs.
+
+A device profile (see ``devices.toml``) gives a battery, a charger, what the cpu costs, which link
+it uses at home and away, and a daily pattern of periods: where it is, whether it is plugged in or
+asleep, and what it draws. ``DeviceModel`` integrates the energy over simulated time:
+
+- unplugged, the battery pays the period's draw, the cpu's share of ``cpu_w``, and the radio: on a
+  link with ``radio_w`` (cellular), every transfer keeps the radio in its high-power state for
+  ``radio_tail_s`` more seconds (LTE's tail), which is why chatty protocols empty phones;
+- plugged, the charger covers the draw and charges at ``charge_w`` up to ``taper_from`` percent,
+  then linearly less, down to 10% of it at 100% (the constant-voltage phase);
+- an empty battery switches the device off until it is plugged in again.
+
+Everything is a pure function of the profile and the times it is advanced to.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transports import InvalidConfig, Link
+
+DEFAULT_MODELS = Path(__file__).with_name("devices.toml")
+ROLES = ("phone", "laptop", "server")
+PLACES = ("home", "away")
+STEP = 60.0  # longest integration step while charging (the taper bends the curve)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkModel:
+    name: str
+    latency_s: float
+    jitter_s: float
+    loss: float
+    bandwidth: float  # bytes per second
+    radio_w: float
+
+    def link(self) -> Link:
+        return Link(self.latency_s, self.jitter_s, self.loss, self.bandwidth)
+
+
+def path_between(a: LinkModel, b: LinkModel, same_place: bool) -> Link:
+    """The link between two devices: one hop on a shared home network, else both access links
+    in series (latencies add; the worse loss and bandwidth count)."""
+    if same_place:
+        worst = a if a.latency_s >= b.latency_s else b
+        return worst.link()
+    return Link(
+        a.latency_s + b.latency_s,
+        a.jitter_s + b.jitter_s,
+        1 - (1 - a.loss) * (1 - b.loss),
+        min(a.bandwidth, b.bandwidth),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start_h: float
+    end_h: float
+    place: str
+    plugged: bool
+    asleep: bool
+    draw_w: float
+    cpu: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    name: str
+    role: str
+    battery_wh: float | None
+    charge_w: float
+    taper_from: float
+    cpu_w: float
+    home_link: str
+    away_link: str
+    radio_tail_s: float
+    start_percent: float
+    day: tuple[Period, ...]
+
+    def period_at(self, hour: float) -> Period:
+        hour %= 24.0
+        for period in self.day:
+            if period.start_h <= hour < period.end_h:
+                return period
+        return self.day[-1]
+
+    def next_change_h(self, hour: float) -> float:
+        """Hours from ``hour`` until the current period ends."""
+        hour %= 24.0
+        return self.period_at(hour).end_h - hour
+
+
+@dataclass(frozen=True, slots=True)
+class Models:
+    links: Mapping[str, LinkModel]
+    devices: Mapping[str, DeviceProfile]
+
+    def link(self, name: str) -> LinkModel:
+        return self.links[name]
+
+
+def load_models(path: Path | None = None) -> Models:
+    """Profiles from a TOML file (default: the ones shipped); one-line ``InvalidConfig`` if bad."""
+    path = path or DEFAULT_MODELS
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read device models {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(f"{path.name}: not valid TOML: {exc}") from None
+    return parse_models(data, path.name)
+
+
+def parse_models(data: Mapping[str, Any], source: str = "devices.toml") -> Models:
+    links_raw = data.get("links")
+    if not isinstance(links_raw, dict) or not links_raw:
+        raise InvalidConfig(f"{source}: needs a [links.NAME] table")
+    links = {name: _link(name, t, source) for name, t in links_raw.items()}
+    devices = {name: _device(name, t, links, source) for name, t in data.items() if name != "links"}
+    if not devices:
+        raise InvalidConfig(f"{source}: defines no device profile")
+    return Models(links, devices)
+
+
+def _link(name: str, t: Any, source: str) -> LinkModel:
+    where = f"{source}: [links.{name}]"
+    if not isinstance(t, dict):
+        raise InvalidConfig(f"{where} must be a table")
+    try:
+        model = LinkModel(
+            name,
+            _number(t, "latency_ms", where, 0.0) / 1000,
+            _number(t, "jitter_ms", where, 0.0) / 1000,
+            _number(t, "loss", where, 0.0, top=1.0),
+            _number(t, "bandwidth_mbps", where, 100.0, low=1e-6) * 125_000,
+            _number(t, "radio_w", where, 0.0),
+        )
+        model.link()
+    except ValueError as exc:
+        raise InvalidConfig(f"{where}: {exc}") from None
+    return model
+
+
+def _device(name: str, t: Any, links: Mapping[str, LinkModel], source: str) -> DeviceProfile:
+    where = f"{source}: [{name}]"
+    if not isinstance(t, dict):
+        raise InvalidConfig(f"{where} must be a table")
+    role = t.get("role")
+    if role not in ROLES:
+        raise InvalidConfig(f"{where}: role must be one of {', '.join(ROLES)}")
+    battery = t.get("battery_wh")
+    if battery is not None:
+        battery = _number(t, "battery_wh", where, 0.0, low=1e-3)
+    for key in ("home_link", "away_link"):
+        if t.get(key) not in links:
+            raise InvalidConfig(f"{where}: {key} must name one of [links.*]: {', '.join(links)}")
+    day_raw = t.get("day")
+    if not isinstance(day_raw, list) or not day_raw:
+        raise InvalidConfig(f"{where}: needs its daily pattern, [[{name}.day]] tables")
+    day = tuple(_period(p, f"{where} day {i + 1}") for i, p in enumerate(day_raw))
+    at = 0.0
+    for period in day:
+        if period.start_h != at:
+            raise InvalidConfig(f"{where}: the day's periods must follow on from 0 to 24")
+        at = period.end_h
+    if at != 24.0:
+        raise InvalidConfig(f"{where}: the day's periods must end at 24")
+    return DeviceProfile(
+        name=name,
+        role=role,
+        battery_wh=battery,
+        charge_w=_number(t, "charge_w", where, 20.0, low=1e-3),
+        taper_from=_number(t, "taper_from", where, 80.0, top=100.0),
+        cpu_w=_number(t, "cpu_w", where, 0.0),
+        home_link=t["home_link"],
+        away_link=t["away_link"],
+        radio_tail_s=_number(t, "radio_tail_s", where, 0.0),
+        start_percent=_number(t, "start_percent", where, 90.0, top=100.0),
+        day=day,
+    )
+
+
+def _period(t: Any, where: str) -> Period:
+    if not isinstance(t, dict):
+        raise InvalidConfig(f"{where} must be a table")
+    place = t.get("place", "home")
+    if place not in PLACES:
+        raise InvalidConfig(f"{where}: place must be home or away")
+    start, end = _number(t, "from", where, 0.0, top=24.0), _number(t, "to", where, 24.0, top=24.0)
+    if end <= start:
+        raise InvalidConfig(f"{where}: `to` must be after `from`")
+    flags = {}
+    for key in ("plugged", "asleep"):
+        flags[key] = t.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise InvalidConfig(f"{where}: {key} must be true or false")
+    return Period(
+        start,
+        end,
+        place,
+        flags["plugged"],
+        flags["asleep"],
+        _number(t, "draw_w", where, 1.0),
+        _number(t, "cpu", where, 0.0, top=100.0),
+    )
+
+
+def _number(
+    t: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: float,
+    *,
+    low: float = 0.0,
+    top: float = math.inf,
+) -> float:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidConfig(f"{where}: {key} must be a number")
+    if not low <= value <= top or math.isinf(value):
+        raise InvalidConfig(f"{where}: {key} must be within [{low}, {top}], got {value}")
+    return float(value)
+
+
+class DeviceModel:
+    """One simulated device's power over time: ``advance(now)``, ``traffic(now)``, ``reading``."""
+
+    def __init__(self, profile: DeviceProfile, models: Models, *, start_hour: float) -> None:
+        self.profile = profile
+        self.models = models
+        self.start_hour = start_hour
+        self.t = 0.0
+        capacity = profile.battery_wh
+        self.energy_wh = None if capacity is None else capacity * profile.start_percent / 100
+        self.used_wh = 0.0  # everything the device drew, from battery or mains
+        self.radio_wh = 0.0
+        self.radio_on_until = -math.inf
+        self.extra_cpu = 0.0  # percent, on top of the period's (work placed on this device)
+        self.override_plugged: bool | None = None
+
+    # ---- what the world asks ---------------------------------------------------------------
+
+    def hour(self, t: float | None = None) -> float:
+        return (self.start_hour + (self.t if t is None else t) / 3600.0) % 24.0
+
+    @property
+    def period(self) -> Period:
+        return self.profile.period_at(self.hour())
+
+    @property
+    def plugged(self) -> bool:
+        if self.override_plugged is not None:
+            return self.override_plugged
+        return self.profile.battery_wh is None or self.period.plugged
+
+    @property
+    def percent(self) -> float | None:
+        capacity = self.profile.battery_wh
+        if capacity is None or self.energy_wh is None:
+            return None
+        return max(0.0, min(100.0, 100.0 * self.energy_wh / capacity))
+
+    @property
+    def empty(self) -> bool:
+        return self.energy_wh is not None and self.energy_wh <= 0.0 and not self.plugged
+
+    @property
+    def cpu(self) -> float:
+        return 0.0 if self.period.asleep else min(100.0, self.period.cpu + self.extra_cpu)
+
+    @property
+    def link(self) -> LinkModel:
+        p = self.profile
+        return self.models.link(p.home_link if self.period.place == "home" else p.away_link)
+
+    def draw_w(self) -> float:
+        """What the device draws now, radio tail aside."""
+        return self.period.draw_w + self.cpu / 100.0 * self.profile.cpu_w
+
+    def minutes_left(self) -> float | None:
+        if self.energy_wh is None or self.plugged:
+            return None
+        return self.energy_wh / max(self.draw_w(), 1e-3) * 60.0
+
+    def seconds_to_next_period(self) -> float:
+        return self.profile.next_change_h(self.hour()) * 3600.0
+
+    # ---- time --------------------------------------------------------------------------------
+
+    def traffic(self, now: float) -> None:
+        """The device sent or received something: on a costly radio, it stays up a while."""
+        tail = self.profile.radio_tail_s
+        if tail and self.link.radio_w:
+            self.advance(now)
+            self.radio_on_until = max(self.radio_on_until, now + tail)
+
+    def advance(self, now: float) -> None:
+        while self.t < now:
+            boundary = self.t + self.seconds_to_next_period()
+            end = min(now, boundary)
+            if self.plugged and self.energy_wh is not None:
+                end = min(end, self.t + STEP)
+            self._segment(end)
+
+    def _segment(self, end: float) -> None:
+        dt = end - self.t
+        radio_s = min(max(self.radio_on_until - self.t, 0.0), dt)
+        radio_wh = self.link.radio_w * radio_s / 3600.0
+        draw_wh = self.draw_w() * dt / 3600.0 + radio_wh
+        self.used_wh += draw_wh
+        self.radio_wh += radio_wh
+        capacity = self.profile.battery_wh
+        if capacity is not None and self.energy_wh is not None:
+            if self.plugged:
+                pct = 100.0 * self.energy_wh / capacity
+                p = self.profile
+                rate = p.charge_w
+                if pct >= p.taper_from:
+                    rate *= max(0.1, 1 - 0.9 * (pct - p.taper_from) / max(100 - p.taper_from, 1))
+                self.energy_wh = min(capacity, self.energy_wh + rate * dt / 3600.0)
+            else:
+                self.energy_wh = max(0.0, self.energy_wh - draw_wh)
+        self.t = end

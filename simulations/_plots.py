@@ -1,0 +1,180 @@
+"""Plots of a simulation's result (matplotlib, written as PNG files): what people would rather see
+than read. ``write_outputs`` writes ``result.json`` (the ``--json`` object), ``series.json`` (the
+data behind the plots) and the plots that fit the scenario:
+
+- ``dissemination_cdf.png`` (gossip): the share of peers that know an event, against time;
+- ``detection_cdf.png`` (failure): the share of (peer, crashed device) pairs detected, by time;
+- ``membership_view.png`` (failure, partition, churn, faults): how many devices the peers see
+  alive (least, mean, most) against how many are running, with the faults marked;
+- ``battery.png`` (day): each device's battery through the day, hours when it was away shaded;
+- ``view_accuracy.png`` (day): how well the peers' views matched the truth through the day.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ._scenarios import Result
+
+FAULTS = {"crash", "partition", "isolate", "pause", "loss", "leave", "battery empty", "sleeps"}
+HEALS = {"heal", "restart", "powered on", "wakes", "join"}
+
+
+def write_outputs(result: Result, out: Path) -> list[Path]:
+    """Write the JSON and the plots into ``out`` (created if needed); returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out / "result.json"
+    path.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    written.append(path)
+    path = out / "series.json"
+    series = {**result.series, "log": result.log, "replay": result.replay}
+    path.write_text(json.dumps(series, indent=1, default=_plain) + "\n")
+    written.append(path)
+    s = result.series
+    title = f"{result.scenario}, {result.peers} peers, seed {result.seed}"
+    if "dissemination" in s:
+        written.append(
+            _cdf(
+                s["dissemination"],
+                out / "dissemination_cdf.png",
+                title,
+                "seconds after the event",
+                "share of peers that know it",
+            )
+        )
+    if "detection" in s:
+        written.append(
+            _cdf(
+                s["detection"],
+                out / "detection_cdf.png",
+                title,
+                "seconds after the crash",
+                "share of peers that saw it dead",
+            )
+        )
+    if s.get("views"):
+        written.append(_views(s["views"], result.log, out / "membership_view.png", title))
+    if "battery" in s:
+        written.append(_battery(s["battery"], result.log, out / "battery.png", title))
+    if s.get("accuracy"):
+        written.append(_accuracy(s["accuracy"], out / "view_accuracy.png", title))
+    return written
+
+
+def _plain(value: Any) -> Any:
+    return str(value)
+
+
+def _cdf(values: list[float], path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if values:
+        ordered = sorted(values)
+        n = len(ordered)
+        ax.step(ordered, [(i + 1) / n for i in range(n)], where="post", color="tab:blue")
+        for q, style in ((0.5, ":"), (0.99, "--")):
+            x = ordered[min(n - 1, max(0, int(q * n + 0.999999) - 1))]
+            ax.axvline(x, color="grey", linestyle=style, linewidth=1)
+            ax.text(x, 0.02, f" p{int(q * 100)} {x:.3f}s", rotation=90, va="bottom", fontsize=8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _views(rows: list[Any], log: list[Any], path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    t = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(t, [r[1] for r in rows], color="black", linewidth=1.5, label="running")
+    ax.fill_between(
+        t,
+        [r[2] for r in rows],
+        [r[4] for r in rows],
+        color="tab:blue",
+        alpha=0.25,
+        step="post",
+        label="seen alive (least to most)",
+    )
+    ax.plot(t, [r[3] for r in rows], color="tab:blue", linewidth=1, label="seen alive (mean)")
+    _mark(ax, log, t[-1] if t else 0.0)
+    ax.set(title=title + ": membership views", xlabel="simulated seconds", ylabel="devices")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _mark(ax: Any, log: list[Any], end: float) -> None:
+    for at, what, _ in log:
+        if at > end:
+            break
+        if what in FAULTS:
+            ax.axvline(at, color="tab:red", alpha=0.35, linewidth=0.8)
+        elif what in HEALS:
+            ax.axvline(at, color="tab:green", alpha=0.35, linewidth=0.8)
+
+
+def _battery(battery: dict[str, list[Any]], log: list[Any], path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, points in battery.items():
+        kept = [(h, p) for h, p in points if p is not None]
+        if kept:
+            ax.plot([h for h, _ in kept], [p for _, p in kept], label=name, linewidth=1.6)
+    # shade each device's time away from home and asleep
+    spans: dict[tuple[str, str], float] = {}
+    end = max((pts[-1][0] for pts in battery.values() if pts), default=24.0)
+    for at, what, detail in log:
+        name, _, where = detail.partition(" ")
+        if what == "moves":
+            if where == "away":
+                spans[(name, "away")] = at / 3600
+            elif (name, "away") in spans:
+                ax.axvspan(spans.pop((name, "away")), at / 3600, color="orange", alpha=0.12)
+        elif what == "sleeps":
+            spans[(detail, "asleep")] = at / 3600
+        elif what == "wakes" and (detail, "asleep") in spans:
+            ax.axvspan(spans.pop((detail, "asleep")), at / 3600, color="grey", alpha=0.12)
+    for (_, kind), start in spans.items():
+        ax.axvspan(start, end, color="orange" if kind == "away" else "grey", alpha=0.12)
+    ax.set(
+        title=title + ": battery (orange: phone away, grey: laptop asleep)",
+        xlabel="hours",
+        ylabel="battery %",
+        ylim=(0, 101),
+    )
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _accuracy(rows: list[Any], path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot([r[0] for r in rows], [r[1] for r in rows], color="tab:purple", linewidth=1.2)
+    ax.set(
+        title=title + ": share of views right (status, and battery within 2 points)",
+        xlabel="hours",
+        ylabel="accuracy",
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,576 @@
+"""Scenarios: what ``swarm simulate SCENARIO`` runs, and what each measures.
+
+Every scenario builds a ``World`` from the seed, runs it under ``trio.testing.MockClock`` with
+trio's scheduler made deterministic, checks the invariants as it goes, and returns a ``Result``
+(metrics, invariants, trace digest, and the series the plots draw).
+
+- ``gossip``: one event (a device's state changes) at a time from a random device, five times;
+  how long until each other peer knows it; the bytes every peer sends per second meanwhile.
+- ``failure``: every 30 s a random device crashes (it comes back 60 s later); how long until
+  each other peer sees it dead; and false deaths: a peer declared dead while it was up.
+- ``partition``: split into halves, heal; time until every view agrees again.
+- ``day``: a phone, a laptop and a home server through a day of their profiles (see
+  ``devices.toml``): battery over the day, and how accurately each peer's view (status and
+  battery) tracked the others.
+- ``churn``: devices leave, crash and come back continuously; how accurate the views stay.
+- ``faults``: a random fault schedule from the seed (partitions, isolation, crashes, pauses,
+  loss bursts, clock skew), then everything heals; the views must agree again. The test suite
+  sweeps it over many seeds; a failing seed replays with ``swarm simulate faults --seed S``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from swarm._membership import Change
+from transports import InvalidArgument, Link
+
+from ._faults import play, random_schedule
+from ._invariants import Invariants
+from ._models import Models, load_models
+from ._world import Device, DeviceSpec, World, deterministic_trio
+
+Progress = Callable[[float, float], None]  # (simulated seconds done, of total)
+
+DEFAULT_PEERS = {"gossip": 50, "failure": 10, "partition": 10, "day": 3, "churn": 10, "faults": 5}
+DEFAULT_HOURS = {
+    "gossip": 0.05,
+    "failure": 0.1,
+    "partition": 0.05,
+    "day": 24.0,
+    "churn": 0.25,
+    "faults": 0.04,
+}
+SCENARIOS = tuple(DEFAULT_PEERS)
+LAN = Link(latency=0.002, jitter=0.001)  # the default link where no device model says otherwise
+QUIET = 90.0  # after the faults end: time the swarm gets to agree again
+SAMPLE = 1.0  # how often the view series are sampled, in simulated seconds (day: 300)
+
+
+@dataclass
+class Result:
+    scenario: str
+    peers: int
+    seed: int
+    sim_seconds: float
+    wall_seconds: float
+    metrics: dict[str, Any]
+    invariants: dict[str, Any]
+    trace_digest: str
+    series: dict[str, Any] = field(default_factory=dict)
+    log: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "peers": self.peers,
+            "seed": self.seed,
+            "sim_seconds": round(self.sim_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "metrics": self.metrics,
+            "invariants": self.invariants,
+            "trace_digest": self.trace_digest,
+        }
+
+    @property
+    def replay(self) -> str:
+        return f"swarm simulate {self.scenario} --peers {self.peers} --seed {self.seed}"
+
+
+def simulate(
+    scenario: str,
+    *,
+    peers: int | None = None,
+    seed: int = 0,
+    hours: float | None = None,
+    loss: float = 0.0,
+    models: Path | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message."""
+    if scenario not in SCENARIOS:
+        raise InvalidArgument(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
+    n = DEFAULT_PEERS[scenario] if peers is None else peers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgument(f"--peers must be a whole number >= 1, got {n}")
+    if n > 5000:
+        raise InvalidArgument(f"--peers must be at most 5000, got {n}")
+    if scenario in ("partition", "failure") and n < 2:
+        raise InvalidArgument(f"{scenario} needs at least 2 peers")
+    h = DEFAULT_HOURS[scenario] if hours is None else hours
+    if not (isinstance(h, int | float) and math.isfinite(h) and 0 < h <= 24 * 30):
+        raise InvalidArgument(f"--hours must be > 0 and at most 720, got {h}")
+    if not (isinstance(loss, int | float) and 0.0 <= loss < 1.0):
+        raise InvalidArgument(f"--loss must be within [0, 1), got {loss}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InvalidArgument(f"--seed must be a whole number >= 0, got {seed}")
+    run = _RUNS[scenario]
+    sim = _Sim(scenario, n, seed, h * 3600.0, loss, models, progress)
+    return sim.go(run)
+
+
+class _Sim:
+    def __init__(
+        self,
+        scenario: str,
+        n: int,
+        seed: int,
+        seconds: float,
+        loss: float,
+        models: Path | None,
+        progress: Progress | None,
+    ) -> None:
+        self.scenario, self.n, self.seed, self.seconds = scenario, n, seed, seconds
+        self.loss = loss
+        self.models_path = models
+        self.progress = progress
+        self.metrics: dict[str, Any] = {}
+        self.series: dict[str, Any] = {}
+        self.rng = random.Random(f"{scenario}/{seed}")
+        self.world: World | None = None
+        self.invariants: Invariants | None = None
+
+    def go(self, body: Callable[[_Sim], Awaitable[None]]) -> Result:
+        deterministic_trio(self.seed)
+        start = time.perf_counter()
+        trio.run(self._main, body, clock=trio.testing.MockClock(autojump_threshold=0))
+        wall = time.perf_counter() - start
+        world, inv = self.world, self.invariants
+        assert world is not None
+        assert inv is not None
+        return Result(
+            self.scenario,
+            self.n,
+            self.seed,
+            self.sim_seconds,
+            wall,
+            self.metrics,
+            inv.as_json(),
+            world.trace_digest,
+            self.series,
+            world.log,
+        )
+
+    async def _main(self, body: Callable[[_Sim], Awaitable[None]]) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.progress is not None:
+                nursery.start_soon(self._report_progress)
+            await body(self)
+            self.sim_seconds = trio.current_time()
+            nursery.cancel_scope.cancel()
+
+    async def _report_progress(self) -> None:
+        assert self.progress is not None
+        step = max(self.seconds / 200, 1.0)
+        while True:
+            self.progress(trio.current_time(), self.seconds)
+            await trio.sleep(step)
+
+    # ---- building blocks ----------------------------------------------------------------------
+
+    def make_world(
+        self, specs: list[DeviceSpec], *, models: Models | None = None, start_hour: float = 0.0
+    ) -> World:
+        link = Link(LAN.latency, LAN.jitter, self.loss)
+        world = World(specs, seed=self.seed, models=models, link=link, start_hour=start_hour)
+        self.world = world
+        self.invariants = Invariants(world)
+        return world
+
+    def servers(self, n: int, prefix: str = "d") -> list[DeviceSpec]:
+        width = len(str(n - 1))
+        return [DeviceSpec(f"{prefix}{i:0{width}d}", "server") for i in range(n)]
+
+    async def sample_views(self, world: World, until: float, every: float = SAMPLE) -> None:
+        """Each ``every`` seconds: how many devices each running peer sees alive."""
+        rows = self.series.setdefault("views", [])
+        while trio.current_time() < until:
+            running = [d for d in world.running() if not d.asleep]
+            seen = [_alive_seen(d) for d in running]
+            truly = len(running)
+            if seen:
+                rows.append(
+                    (trio.current_time(), truly, min(seen), sum(seen) / len(seen), max(seen))
+                )
+            await trio.sleep(every)
+
+    async def until(self, check: Callable[[], bool], limit: float, step: float = 0.1) -> float:
+        """Simulated seconds until ``check()`` holds (polled every ``step``), or ``inf``."""
+        start = trio.current_time()
+        while trio.current_time() - start <= limit:
+            if check():
+                return trio.current_time() - start
+            await trio.sleep(step)
+        return math.inf
+
+
+def _alive_seen(device: Device) -> int:
+    peer = device.peer
+    if peer is None or peer.core is None:
+        return 0
+    return sum(1 for m in peer.core.members.values() if m.status == "alive")
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+# ---- gossip ----------------------------------------------------------------------------------
+
+
+async def _gossip(sim: _Sim) -> None:
+    world = sim.make_world(sim.servers(sim.n))
+    events = 5 if sim.n <= 200 else 3
+    latencies: list[float] = []
+
+    async def body(world: World) -> None:
+        await trio.sleep(2.0)
+        bytes_before, t_before = sum(world.bytes_sent.values()), trio.current_time()
+        missed = 0
+        for _ in range(events):
+            origin = sim.rng.choice(world.devices)
+            assert origin.peer is not None
+            assert origin.peer.state is not None
+            want = origin.peer.state.version + 1
+            knows: dict[str, float] = {}
+            done = trio.Event()
+
+            seen = _first_to_know(world, origin, want, knows, done)
+            world.observers.append(seen)
+            origin.load.cpu_percent = 50.0 + sim.rng.random() * 40
+            origin.peer.refresh_state(force=True)
+            if len(world.devices) > 1:
+                with trio.move_on_after(60.0):
+                    await done.wait()
+            world.observers.remove(seen)
+            latencies.extend(knows.values())
+            missed += len(world.devices) - 1 - len(knows)
+            await trio.sleep(5.0)
+        spent = trio.current_time() - t_before
+        sent = sum(world.bytes_sent.values()) - bytes_before
+        sim.metrics.update(
+            {
+                "events": events,
+                "dissemination_p50_s": _r(_pct(latencies, 0.5)),
+                "dissemination_p99_s": _r(_pct(latencies, 0.99)),
+                "dissemination_max_s": _r(max(latencies) if latencies else None),
+                "bytes_per_peer_per_s": _r(sent / len(world.devices) / spent, 1),
+                "missed": missed,  # peers that had not heard an event after 60 s
+            }
+        )
+        sim.series["dissemination"] = sorted(latencies)
+
+    await world.run(body)
+
+
+def _first_to_know(
+    world: World, origin: Device, version: int, knows: dict[str, float], done: trio.Event
+) -> Callable[[Device, list[Change]], None]:
+    """An observer that notes when each peer first sees ``origin`` at ``version`` or later."""
+    start = trio.current_time()
+
+    def seen(observer: Device, changes: list[Change]) -> None:
+        for c in changes:
+            if c.node == origin.id and c.version >= version and observer.id not in knows:
+                knows[observer.id] = c.at - start
+                if len(knows) >= len(world.devices) - 1:
+                    done.set()
+
+    return seen
+
+
+# ---- failure ---------------------------------------------------------------------------------
+
+
+async def _failure(sim: _Sim) -> None:
+    world = sim.make_world(sim.servers(sim.n))
+    pairs: list[float] = []
+    everyone: list[float] = []
+    false_deaths = 0
+    crashed_at: dict[str, float] = {}
+    detected: dict[str, set[str]] = {}
+
+    def watch(observer: Device, changes: list[Change]) -> None:
+        nonlocal false_deaths
+        for c in changes:
+            if c.status != "dead" or c.gone or c.node == observer.id:
+                continue
+            subject = world.by_id[c.node]
+            core = subject.peer.core if subject.peer is not None else None
+            if subject.up and core is not None and core.incarnation <= c.incarnation:
+                false_deaths += 1
+                world.note("false death", f"{observer.name} declared {subject.name}")
+            elif c.node in crashed_at and observer.id not in detected[c.node]:
+                detected[c.node].add(observer.id)
+                pairs.append(c.at - crashed_at[c.node])
+                if len(detected[c.node]) == len([d for d in world.running()]):
+                    everyone.append(c.at - crashed_at[c.node])
+
+    world.observers.append(watch)
+
+    async def body(world: World) -> None:
+        end = trio.current_time() + sim.seconds
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sim.sample_views, world, end)
+            await trio.sleep(10.0)
+            while trio.current_time() + 30.0 <= end:
+                up = [d for d in world.running() if d.id not in crashed_at]
+                if len(up) > 1:
+                    victim = sim.rng.choice(up)
+                    crashed_at[victim.id] = trio.current_time()
+                    detected[victim.id] = set()
+                    world.crash(victim)
+                    nursery.start_soon(_back_later, world, victim, crashed_at)
+                await trio.sleep(30.0)
+            await trio.sleep_until(end)
+            nursery.cancel_scope.cancel()
+        sim.metrics.update(
+            {
+                "crashes": len(detected),
+                "detection_p50_s": _r(_pct(pairs, 0.5)),
+                "detection_p99_s": _r(_pct(pairs, 0.99)),
+                "detection_all_p50_s": _r(_pct(everyone, 0.5)),
+                "false_deaths": false_deaths,
+            }
+        )
+        sim.series["detection"] = sorted(pairs)
+
+    await world.run(body)
+
+
+async def _back_later(world: World, device: Device, crashed_at: dict[str, float]) -> None:
+    await trio.sleep(60.0)
+    crashed_at.pop(device.id, None)
+    await world.restart(device)
+
+
+# ---- partition -------------------------------------------------------------------------------
+
+
+async def _partition(sim: _Sim) -> None:
+    world = sim.make_world(sim.servers(sim.n))
+    split = min(sim.seconds, 3600.0) / 2
+
+    async def body(world: World) -> None:
+        inv = sim.invariants
+        assert inv is not None
+        async with trio.open_nursery() as nursery:
+            horizon = trio.current_time() + 10.0 + split + 900.0
+            nursery.start_soon(sim.sample_views, world, horizon)
+            await trio.sleep(10.0)
+            order = list(world.devices)
+            sim.rng.shuffle(order)
+            half = len(order) // 2
+            world.partition(order[:half], order[half:])
+            await trio.sleep(split)
+            world.heal()
+            took = await sim.until(lambda: inv.check_agreement(0, record=False), 900.0, 0.25)
+            if math.isinf(took):
+                inv.check_agreement(trio.current_time())
+            await trio.sleep(5.0)
+            nursery.cancel_scope.cancel()
+        sim.metrics.update({"split_s": _r(split, 1), "reconverge_s": _r(took)})
+
+    await world.run(body)
+
+
+# ---- day -------------------------------------------------------------------------------------
+
+
+async def _day(sim: _Sim) -> None:
+    models = load_models(sim.models_path)
+    names = [name for name in ("phone", "laptop", "server") if name in models.devices]
+    names += [n for n in models.devices if n not in names]
+    specs = []
+    for i in range(sim.n):
+        profile = models.devices[names[i % len(names)]]
+        name = profile.name if i < len(names) else f"{profile.name}-{i // len(names) + 1}"
+        specs.append(DeviceSpec(name, profile.role, profile))
+    world = sim.make_world(specs, models=models)
+    every = 300.0
+    right = total = 0
+    status_right = 0
+    errors: list[float] = []
+    battery: dict[str, list[tuple[float, float | None]]] = {d.name: [] for d in world.devices}
+    accuracy: list[tuple[float, float]] = []
+
+    async def body(world: World) -> None:
+        nonlocal right, total, status_right
+        end = sim.seconds
+        mins: dict[str, float] = {}
+        while True:
+            now = trio.current_time()
+            ok = n = 0
+            for d in world.devices:
+                if d.model is not None:
+                    d.model.advance(now)
+                pct = d.model.percent if d.model is not None else None
+                battery[d.name].append((now / 3600.0, pct))
+                if pct is not None:
+                    mins[d.name] = min(mins.get(d.name, 100.0), pct)
+            for observer in world.running():
+                if observer.asleep:
+                    continue
+                for subject in world.devices:
+                    if subject is observer:
+                        continue
+                    status, state = world.view(observer, subject)
+                    up = world.reachable(observer, subject) and not subject.asleep
+                    good_status = (status == "alive") == up
+                    good = good_status
+                    if up and status == "alive" and subject.model is not None:
+                        truth = subject.model.percent
+                        seen = state.battery_percent if state is not None else None
+                        if truth is not None and seen is not None:
+                            errors.append(abs(truth - seen))
+                            good = good and abs(truth - seen) <= 2.0
+                        else:
+                            good = good and truth == seen
+                    n += 1
+                    ok += good
+                    status_right += good_status
+            right, total = right + ok, total + n
+            if n:
+                accuracy.append((now / 3600.0, ok / n))
+            if now >= end:
+                break
+            await trio.sleep(min(every, end - now))
+        sim.metrics.update(
+            {
+                "battery_end_percent": {
+                    d.name: _r(d.model.percent, 1) if d.model is not None else None
+                    for d in world.devices
+                },
+                "battery_min_percent": {d.name: _r(v, 1) for d, v in _by(world, mins)},
+                "energy_wh": {
+                    d.name: _r(d.model.used_wh, 2) for d in world.devices if d.model is not None
+                },
+                "radio_wh": {
+                    d.name: _r(d.model.radio_wh, 2) for d in world.devices if d.model is not None
+                },
+                "view_accuracy": _r(right / total if total else None, 4),
+                "view_status_accuracy": _r(status_right / total if total else None, 4),
+                "battery_view_error_mean": _r(sum(errors) / len(errors) if errors else None, 2),
+            }
+        )
+        sim.series["battery"] = battery
+        sim.series["accuracy"] = accuracy
+
+    await world.run(body)
+
+
+def _by(world: World, values: dict[str, float]) -> list[tuple[Device, float]]:
+    return [(d, values[d.name]) for d in world.devices if d.name in values]
+
+
+# ---- churn -----------------------------------------------------------------------------------
+
+
+async def _churn(sim: _Sim) -> None:
+    pool = sim.n + max(1, sim.n // 2)
+    world = sim.make_world(sim.servers(pool))
+    counts = {"joins": 0, "leaves": 0, "crashes": 0}
+    right = total = 0
+
+    async def body(world: World) -> None:
+        nonlocal right, total
+        for d in world.devices[sim.n :]:
+            world.crash(d, why="not yet started")
+        end = sim.seconds
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sim.sample_views, world, end)
+            nursery.start_soon(_churn_events, sim, world, end, counts)
+            while trio.current_time() < end:
+                await trio.sleep(5.0)
+                for observer in world.running():
+                    for subject in world.devices:
+                        if subject is observer:
+                            continue
+                        status, _ = world.view(observer, subject)
+                        total += 1
+                        right += (status == "alive") == subject.up
+            nursery.cancel_scope.cancel()
+        sim.metrics.update({**counts, "view_accuracy": _r(right / total if total else None, 4)})
+
+    await world.run(body)
+
+
+async def _churn_events(sim: _Sim, world: World, end: float, counts: dict[str, int]) -> None:
+    rng = sim.rng
+    low, high = max(1, sim.n // 2), len(world.devices)
+    while trio.current_time() < end:
+        await trio.sleep(rng.expovariate(1 / 10.0))
+        up = world.running()
+        down = [d for d in world.devices if not d.up]
+        if down and (len(up) <= low or rng.random() < 0.5):
+            await world.restart(rng.choice(down), why="join")
+            counts["joins"] += 1
+        elif len(up) > low and len(up) <= high:
+            victim = rng.choice(up)
+            if rng.random() < 0.7:
+                await world.leave(victim)
+                counts["leaves"] += 1
+            else:
+                world.crash(victim)
+                counts["crashes"] += 1
+
+
+# ---- faults ----------------------------------------------------------------------------------
+
+
+async def _faults(sim: _Sim) -> None:
+    world = sim.make_world(sim.servers(sim.n))
+    schedule = random_schedule(random.Random(sim.rng.random()), sim.n, sim.seconds)
+
+    async def body(world: World) -> None:
+        inv = sim.invariants
+        assert inv is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sim.sample_views, world, sim.seconds + QUIET + 5.0)
+            await play(world, schedule, sim.seconds)
+            world.burst(0.0)
+            world.heal()
+            for d in world.devices:
+                await world.restart(d)
+            took = await sim.until(lambda: inv.check_agreement(0, record=False), QUIET, 0.5)
+            if math.isinf(took):
+                inv.check_agreement(trio.current_time())
+            nursery.cancel_scope.cancel()
+        sim.metrics.update(
+            {
+                "faults": len(schedule),
+                "kinds": sorted({f.kind for f in schedule}),
+                "reconverge_s": _r(took),
+            }
+        )
+        sim.series["schedule"] = [f.describe() for f in schedule]
+
+    await world.run(body)
+
+
+_RUNS: dict[str, Callable[[_Sim], Awaitable[None]]] = {
+    "gossip": _gossip,
+    "failure": _failure,
+    "partition": _partition,
+    "day": _day,
+    "churn": _churn,
+    "faults": _faults,
+}

@@ -1,0 +1,471 @@
+"""The simulated world: real peers on the memory network, in virtual time, from one seed.
+
+Each device is a real ``swarm.Peer`` (membership, roster, state sampling; and whatever services
+it hosts) on a ``MemoryTransport``; its power comes from a device model and its wall clock is the
+simulation's, plus any skew a fault gave it. Everything random derives from the seed: the keys, the
+network's jitter and loss, each peer's choices, the fault schedule, and trio's own scheduling
+(``deterministic_trio``). The trace digest is a SHA-256 over every frame that enters the network
+(time, sender, receiver, bytes) and every change a peer's membership reports, so two runs with the
+same seed and code give the same digest, byte for byte, and any difference shows.
+
+Faults, after Jepsen's nemeses: ``partition`` (groups), ``isolate`` (one device), ``crash`` and
+``restart``, ``pause`` (its traffic both ways is held, then delivered: a process that stops
+answering; its timers keep running, as if its network froze), ``burst`` (extra loss everywhere for
+a while) and ``skew`` (its wall clock, which sets its incarnation when it restarts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm._certs import Roster, issue_certificate
+from swarm._config import settings_from_mapping
+from swarm._device import FixedLoad, PowerReading
+from swarm._home import Identity, public_bytes, swarm_id_of
+from swarm._membership import Change
+from swarm._peer import Peer, PeerOptions, _decode_state
+from transports import InvalidArgument, Link, MemoryNetwork
+
+from ._models import DeviceModel, DeviceProfile, Models, path_between
+
+EPOCH = 1_767_225_600.0  # the simulated wall clock at time 0: 2026-01-01 00:00 UTC
+
+
+def deterministic_trio(seed: int) -> None:
+    """Make trio's scheduler a function of ``seed``: it shuffles each batch of runnable tasks with
+    its own ``random.Random``, which Hypothesis seeds through the same hook (trio sorts the batch
+    by task creation order first when this flag is on)."""
+    import trio._core._run as run
+
+    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    run._r.seed(seed)
+
+
+# ---- deterministic keys ----------------------------------------------------------------------
+
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _bech32_polymod(values: Iterable[int]) -> int:
+    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i, g in enumerate(gen):
+            if (top >> i) & 1:
+                chk ^= g
+    return chk
+
+
+def bech32(hrp: str, data: bytes) -> str:
+    """BIP-173 bech32 of ``data`` (age writes its keys this way)."""
+    words, acc, bits = [], 0, 0
+    for byte in data:
+        acc, bits = (acc << 8) | byte, bits + 8
+        while bits >= 5:
+            bits -= 5
+            words.append((acc >> bits) & 31)
+    if bits:
+        words.append((acc << (5 - bits)) & 31)
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    mod = _bech32_polymod([*expanded, *words, 0, 0, 0, 0, 0, 0]) ^ 1
+    checksum = [(mod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32[w] for w in words + checksum)
+
+
+def age_identity(secret: bytes) -> pyrage.x25519.Identity:
+    """The age X25519 identity with this 32-byte secret."""
+    return pyrage.x25519.Identity.from_str(bech32("age-secret-key-", secret).upper())
+
+
+# ---- power -----------------------------------------------------------------------------------
+
+
+class SimPower:
+    """A device model as a peer's power source (``swarm._device.Power``)."""
+
+    simulated = True
+
+    def __init__(self, model: DeviceModel | None) -> None:
+        self.model = model
+
+    def read(self, now: float) -> PowerReading:
+        model = self.model
+        if model is None:
+            return PowerReading(None, None, None)
+        model.advance(trio.current_time())
+        if model.profile.battery_wh is None:
+            return PowerReading(None, True, None)
+        return PowerReading(model.percent, model.plugged, model.minutes_left())
+
+    def set(
+        self, *, battery_percent: float | None = None, plugged: bool | None = None, now: float
+    ) -> PowerReading:
+        model = self.model
+        if model is None or model.profile.battery_wh is None:
+            raise InvalidArgument("this simulated device has no battery")
+        model.advance(trio.current_time())
+        if battery_percent is not None:
+            model.energy_wh = model.profile.battery_wh * battery_percent / 100
+        if plugged is not None:
+            model.override_plugged = plugged
+        return self.read(now)
+
+
+# ---- devices ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    name: str
+    role: str
+    profile: DeviceProfile | None = None  # None: always on, plugged, on the default link
+
+
+@dataclass(eq=False)
+class Device:
+    index: int
+    spec: DeviceSpec
+    identity: Identity
+    model: DeviceModel | None
+    power: SimPower
+    load: FixedLoad
+    peer: Peer | None = None
+    scope: trio.CancelScope | None = None
+    up: bool = False
+    skew: float = 0.0
+    lives: int = 0
+    asleep: bool = False
+    place: str = "home"
+    leaving: bool = False
+    flat: bool = False  # off because its battery ran out
+    down_since: float | None = field(default=0.0)
+
+    @property
+    def id(self) -> str:
+        return self.identity.device_id
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+Observer = Callable[["Device", list[Change]], None]
+
+
+class World:
+    """N devices of one swarm on a simulated network. Run its methods inside ``trio.run``."""
+
+    def __init__(
+        self,
+        specs: Sequence[DeviceSpec],
+        *,
+        seed: int,
+        models: Models | None = None,
+        link: Link | None = None,
+        start_hour: float = 0.0,
+        membership: str = "auto",
+    ) -> None:
+        if not specs:
+            raise InvalidArgument("a world needs at least one device")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.models = models
+        self.start_hour = start_hour
+        root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
+        root_public = public_bytes(root)
+        self.swarm_id = swarm_id_of(root_public)
+        self.roster = Roster(self.swarm_id, root_public)
+        self.devices: list[Device] = []
+        for i, spec in enumerate(specs):
+            key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
+            age = age_identity(self.rng.randbytes(32))
+            settings = settings_from_mapping(
+                {
+                    "device": {"name": spec.name, "role": spec.role},
+                    "swarm": {"id": self.swarm_id, "root": root_public.hex()},
+                    "membership": {"profile": membership},
+                }
+            )
+            identity = Identity(Path("/simulated") / spec.name, key, age, settings)
+            model = None
+            if spec.profile is not None and models is not None:
+                model = DeviceModel(spec.profile, models, start_hour=start_hour)
+            device = Device(i, spec, identity, model, SimPower(model), FixedLoad(5.0, 2048.0))
+            cert = issue_certificate(
+                root,
+                issuer="root",
+                swarm=self.swarm_id,
+                device=device.id,
+                name=spec.name,
+                role=spec.role,
+                age=str(age.to_public()),
+                now=EPOCH,
+            )
+            self.roster.add_chain((cert,))
+            self.devices.append(device)
+        self.by_id = {d.id: d for d in self.devices}
+        self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
+        self.net.tap = self._tap
+        self._digest = hashlib.sha256()
+        self.frames = 0
+        self.bytes_sent: dict[str, int] = dict.fromkeys(self.by_id, 0)
+        self.observers: list[Observer] = []
+        self.log: list[tuple[float, str, str]] = []  # (time, what, detail): faults and events
+        self._nursery: trio.Nursery | None = None
+        self._links_set = False
+
+    # ---- tracing -------------------------------------------------------------------------------
+
+    def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
+        self.frames += 1
+        self._digest.update(struct.pack("<dI", at, len(data)))
+        self._digest.update(src.encode())
+        self._digest.update(dst.encode())
+        self._digest.update(data)
+        self.bytes_sent[src] = self.bytes_sent.get(src, 0) + len(data)
+        for device in (self.by_id.get(src), self.by_id.get(dst)):
+            if device is not None and device.model is not None:
+                device.model.traffic(at)
+
+    def _changed(self, device: Device, changes: list[Change]) -> None:
+        for c in changes:
+            flag = b"g" if c.gone else b"c"
+            self._digest.update(
+                struct.pack("<dqq", c.at, c.incarnation, c.version)
+                + flag
+                + device.id.encode()
+                + c.node.encode()
+                + c.status.encode()
+            )
+        for observe in self.observers:
+            observe(device, changes)
+
+    @property
+    def trace_digest(self) -> str:
+        return self._digest.hexdigest()
+
+    def note(self, what: str, detail: str = "") -> None:
+        self.log.append((trio.current_time(), what, detail))
+        self._digest.update(f"{trio.current_time()!r} {what} {detail}".encode())
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def run(self, body: Callable[[World], Any], *, settled: bool = True) -> None:
+        """Start every device (as a settled swarm, or each joining through the first), run
+        ``body(world)``, then stop everything."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.models is not None:
+                self._apply_models()
+                nursery.start_soon(self._model_loop)
+            first = self.devices[0]
+            for device in self.devices:
+                seeds = [] if settled or device is first else [first]
+                await self.start(device, seeds=seeds)
+            if settled:
+                self._settle()
+            await body(self)
+            nursery.cancel_scope.cancel()
+
+    async def start(self, device: Device, *, seeds: Sequence[Device] = ()) -> None:
+        """Start (or restart) a device's peer process."""
+        assert self._nursery is not None
+        if device.up:
+            return
+        await self._nursery.start(self._serve, device, [(s.id, [_addr(s)]) for s in seeds])
+
+    async def _serve(
+        self,
+        device: Device,
+        seeds: list[tuple[str, list[str]]],
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        addr = _addr(device)
+        known = {d.id: [_addr(d)] for d in self.devices if d is not device}
+        peer = Peer(
+            device.identity,
+            self.roster.copy(),
+            PeerOptions(
+                listen_addrs=lambda: [addr],
+                seeds=seeds,
+                known_addrs=known,
+                rng=random.Random(self.rng.random()),
+                wall_clock=lambda: EPOCH + trio.current_time() + device.skew,
+                load=device.load,
+                persist=False,
+                power=device.power,
+                on_changes=lambda changes: self._changed(device, changes),
+            ),
+        )
+        transport = self.net.transport(device.id)
+        device.peer, device.up, device.leaving = peer, True, False
+        device.down_since = None
+        device.lives += 1
+        with trio.CancelScope() as scope:
+            device.scope = scope
+            async with transport:
+                await peer.run(transport, task_status=task_status)
+
+    def _settle(self) -> None:
+        """Every running peer knows every other as alive, as in a swarm that ran a while."""
+        records = []
+        for d in self.devices:
+            if d.up and d.peer is not None and d.peer.core is not None:
+                records.append(d.peer.core.me.alive)
+        now = trio.current_time()
+        for d in self.devices:
+            if d.up and d.peer is not None and d.peer.core is not None:
+                d.peer.core.settle([r for r in records if r is not None], now)
+                if d.peer.driver is not None:
+                    d.peer.driver.poke()
+
+    # ---- faults --------------------------------------------------------------------------------
+
+    def crash(self, device: Device, why: str = "crash") -> None:
+        if not device.up:
+            return
+        self.note(why, device.name)
+        self.net.crash(device.id)
+        device.up = False
+        device.down_since = trio.current_time()
+        if device.scope is not None:
+            device.scope.cancel()
+
+    async def restart(self, device: Device, why: str = "restart") -> None:
+        if device.up:
+            return
+        self.note(why, device.name)
+        others = [d for d in self.devices if d.up and d is not device]
+        await self.start(device, seeds=others[:3])
+
+    async def leave(self, device: Device) -> None:
+        """Leave gracefully (``swarm up`` stopped with Ctrl-C), then stop."""
+        if not device.up or device.peer is None:
+            return
+        self.note("leave", device.name)
+        device.leaving = True
+        await device.peer.leave(0.5)
+        self.crash(device, why="stopped")
+
+    def pause(self, device: Device, seconds: float) -> None:
+        self.note("pause", f"{device.name} {seconds:.1f}s")
+        self.net.pause(device.id, trio.current_time() + seconds)
+
+    def partition(self, *groups: Iterable[Device]) -> None:
+        named = [[d.name for d in g] for g in groups]
+        self.note("partition", " | ".join(",".join(g) for g in named))
+        self.net.partition(*([d.id for d in g] for g in groups))
+
+    def isolate(self, device: Device) -> None:
+        self.note("isolate", device.name)
+        self.net.isolate(device.id)
+
+    def heal(self) -> None:
+        self.note("heal")
+        self.net.heal()
+        for d in self.devices:
+            if d.asleep:
+                self.net.isolate(d.id)
+
+    def burst(self, loss: float) -> None:
+        self.note("loss", f"{loss:.2f}")
+        self.net.burst_loss = loss
+
+    def skew(self, device: Device, seconds: float) -> None:
+        self.note("skew", f"{device.name} {seconds:+.1f}s")
+        device.skew = seconds
+
+    # ---- device models -------------------------------------------------------------------------
+
+    async def _model_loop(self) -> None:
+        while True:
+            models = [d.model for d in self.devices if d.model is not None]
+            wait = min([m.seconds_to_next_period() for m in models] + [60.0])
+            await trio.sleep(max(wait, 1e-3))
+            self._apply_models()
+            for d in self.devices:
+                model = d.model
+                if model is None:
+                    continue
+                if d.up and model.empty:
+                    d.flat = True
+                    self.crash(d, why="battery empty")
+                elif d.flat and model.plugged and _booted(d):
+                    d.flat = False
+                    await self.restart(d, why="powered on")
+
+    def _apply_models(self) -> None:
+        now = trio.current_time()
+        moved = False
+        for d in self.devices:
+            model = d.model
+            if model is None:
+                continue
+            model.advance(now)
+            d.load.cpu_percent = model.cpu
+            place = model.period.place
+            if place != d.place:
+                self.note("moves", f"{d.name} {place}")
+                d.place, moved = place, True
+            asleep = model.period.asleep
+            if asleep != d.asleep:
+                d.asleep = asleep
+                self.note("sleeps" if asleep else "wakes", d.name)
+                if asleep:
+                    self.net.isolate(d.id)
+                else:
+                    self.net.heal(d.id)
+        if moved or not self._links_set:
+            self._links_set = True
+            self._set_links()
+
+    def _set_links(self) -> None:
+        modelled = [d for d in self.devices if d.model is not None]
+        for i, a in enumerate(modelled):
+            for b in modelled[i + 1 :]:
+                assert a.model is not None
+                assert b.model is not None
+                same = a.place == b.place == "home"
+                self.net.set_link(a.id, b.id, path_between(a.model.link, b.model.link, same))
+
+    # ---- views ---------------------------------------------------------------------------------
+
+    def view(self, observer: Device, subject: Device) -> tuple[str | None, Any]:
+        """(status, decoded state) of ``subject`` in ``observer``'s membership."""
+        peer = observer.peer
+        if peer is None or peer.core is None:
+            return None, None
+        member = peer.core.members.get(subject.id)
+        if member is None:
+            return None, None
+        state = _decode_state(member.state) if member.state else None
+        return member.status, state
+
+    def running(self) -> list[Device]:
+        return [d for d in self.devices if d.up]
+
+    def reachable(self, a: Device, b: Device) -> bool:
+        return a.up and b.up and not self.net.blocked(a.id, b.id)
+
+
+def _addr(device: Device) -> str:
+    return "/memory/" + device.id
+
+
+def _booted(device: Device) -> bool:
+    """A device that went off with an empty battery comes back once it has some charge."""
+    model = device.model
+    return model is None or model.percent is None or model.percent >= 3.0

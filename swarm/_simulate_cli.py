@@ -1,0 +1,186 @@
+"""``swarm simulate SCENARIO``: the simulator's front end (``simulations`` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from transports import InvalidArgument
+
+SCENARIO_HELP = """scenarios:
+  gossip     one event at a time from a random peer: time until every peer knows it
+  failure    peers crash at random (and come back): detection times, false deaths
+  partition  split into halves, heal: time until the views agree again
+  day        a phone, a laptop and a home server through 24 hours of their profiles:
+             battery over the day and how well each peer's view tracked the others
+  churn      devices join, leave and crash continuously: how accurate the views stay
+  faults     a random fault schedule from the seed (partitions, isolation, crashes, pauses,
+             loss bursts, clock skew), then healing: the views must agree again
+
+Everything comes from --seed: the same seed gives the same trace_digest. The exit code is 1
+when an invariant was violated (the violations are printed, with their times), 2 for bad input.
+Device profiles: simulations/devices.toml; copy it, edit, and pass --models FILE."""
+
+
+def add_simulate_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a swarm in virtual time: real peer code, device models, faults",
+        description="Run a scenario with the real peer code on a simulated network, in virtual "
+        "time, deterministic from --seed.",
+        epilog=SCENARIO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "scenario", metavar="SCENARIO", help="gossip, failure, partition, day, churn, faults"
+    )
+    p.add_argument(
+        "--peers", type=_whole, metavar="N", help="how many devices (default per scenario)"
+    )
+    p.add_argument("--seed", type=_whole, default=0, metavar="S", help="the seed (default 0)")
+    p.add_argument(
+        "--hours", type=_positive, metavar="H", help="simulated hours (default per scenario)"
+    )
+    p.add_argument(
+        "--loss", type=_fraction, default=0.0, metavar="P", help="message loss on every link, 0-1"
+    )
+    p.add_argument("--models", type=Path, metavar="FILE", help="device and network profiles (TOML)")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="also write result.json and PNG plots here"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    p.set_defaults(run=_cmd_simulate)
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be within [0, 1)")
+    return value
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from simulations import SCENARIOS, simulate
+
+    if args.scenario not in SCENARIOS:
+        raise InvalidArgument(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
+    if args.peers is not None and args.peers < 1:
+        raise InvalidArgument("--peers must be at least 1")
+    bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = simulate(
+            args.scenario,
+            peers=args.peers,
+            seed=args.seed,
+            hours=args.hours,
+            loss=args.loss,
+            models=args.models,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.done()
+    written = []
+    if args.out is not None:
+        from simulations._plots import write_outputs
+
+        written = write_outputs(result, args.out)
+    if args.json:
+        print(json.dumps(result.as_json(), sort_keys=False))
+    else:
+        print(render_summary(result))
+        for path in written:
+            print(f"  wrote {path}")
+    return 1 if result.invariants["violations"] else 0
+
+
+def render_summary(result: Any) -> str:
+    speed = result.sim_seconds / result.wall_seconds if result.wall_seconds > 0 else math.inf
+    lines = [
+        f"{result.scenario}: {result.peers} peers, seed {result.seed}: "
+        f"{_duration(result.sim_seconds)} simulated in {result.wall_seconds:.1f} s "
+        f"({speed:,.0f}x)",
+    ]
+    for key, value in result.metrics.items():
+        lines.append(f"  {key:<24} {_show(value)}")
+    inv = result.invariants
+    bad = inv["violations"]
+    lines.append(f"  invariants               {inv['checked']} checks, {len(bad)} violations")
+    for v in bad[:10]:
+        lines.append(f"    at {v['at_s']:.3f}s {v['invariant']}: {v['detail']}")
+    if len(bad) > 10:
+        lines.append(f"    ... {len(bad) - 10} more (see --json)")
+    lines.append(f"  trace digest             {result.trace_digest}")
+    lines.append(f"  replay                   {result.replay}")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_show(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+class _Bar:
+    """A one-line progress bar on a terminal: simulated time done, and wall time spent."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.start = time.monotonic()
+        self.shown = False
+
+    def update(self, done: float, total: float) -> None:
+        if time.monotonic() - self.start < 0.5:
+            return  # short runs need no bar
+        share = min(done / total, 1.0) if total > 0 else 1.0
+        filled = int(share * 30)
+        bar = "#" * filled + "-" * (30 - filled)
+        spent = time.monotonic() - self.start
+        self.out.write(f"\r  [{bar}] {share:4.0%} {_duration(done)} simulated, {spent:.0f} s")
+        self.out.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.out.write("\r" + " " * 72 + "\r")
+            self.out.flush()
