@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -77,7 +78,7 @@ class Identity:
     age_identity: pyrage.x25519.Identity
     settings: Settings
 
-    @property
+    @functools.cached_property
     def device_id(self) -> str:
         return peer_id_from_public_key(public_bytes(self.signing_key))
 

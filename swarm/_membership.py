@@ -72,6 +72,7 @@ WIRE_VERSION = 1
 MAX_RECORDS = 4096
 PIGGYBACK_BYTES = 1024
 JOIN_RETRY = 2.0
+JOIN_FANOUT = 3  # seeds asked at once when joining
 NACK_FRACTION = 0.8
 
 
@@ -484,6 +485,7 @@ class Membership:
         self._next_sync = now + self._sync_interval()
         self._next_reap = now + 60.0
         self._seeds: list[str] = []
+        self._join_turn = 0
         self._next_join = math.inf
 
     # ---- the public face ---------------------------------------------------------------------
@@ -509,8 +511,8 @@ class Membership:
         self._enqueue(me.alive)
 
     def join(self, seeds: Iterable[str], now: float) -> None:
-        """Ask these peers for everything they know (a push-pull with each); while we know
-        nobody else alive, ask again every few seconds."""
+        """Ask these peers for everything they know (a push-pull with a few at a time, in turn);
+        while we know nobody else alive, ask the next few every few seconds."""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
         self._rejoin(now)
@@ -521,9 +523,12 @@ class Membership:
         self._next_join = now + JOIN_RETRY * (self.awareness + 1)
         if self.alive_count() > 1 or not self._seeds:
             return
+        # a few at a time, in turn: a device that remembers a hundred peers does not send a
+        # hundred full states at every start
         state = self._full_state()
-        for seed in self._seeds:
-            self._send(seed, Sync(False, state))
+        turn, self._join_turn = self._join_turn, self._join_turn + JOIN_FANOUT
+        for i in range(min(JOIN_FANOUT, len(self._seeds))):
+            self._send(self._seeds[(turn + i) % len(self._seeds)], Sync(False, state))
 
     def leave(self, now: float) -> list[str]:
         """Leave gracefully: tell up to 32 members directly; returns who was told."""

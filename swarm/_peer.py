@@ -67,11 +67,20 @@ class RosterFacts:
         self.roster = roster
         self.on_change = on_change
         self._snapshot: list[bytes] | None = None
+        # entries already in the roster, as their exact bytes: every push-pull carries the whole
+        # roster, and parsing and checking each certificate again would dominate in a big swarm
+        self._known: set[bytes] = set()
 
     def admits(self, node: str) -> bool:
         return self.roster.admits(node)
 
     def learn(self, blob: bytes) -> bool:
+        if blob in self._known:
+            return False
+        if self._snapshot is None:
+            self.snapshot()
+            if blob in self._known:
+                return False
         try:
             kind, body = msgpack.unpackb(blob, raw=False)
             if kind == "chain":
@@ -99,6 +108,7 @@ class RosterFacts:
             self._snapshot = [chain_fact(c) for c in wire["chains"]] + [
                 revocation_fact(r) for r in wire["revocations"]
             ]
+            self._known.update(self._snapshot)
         return self._snapshot
 
 

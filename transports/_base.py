@@ -63,6 +63,7 @@ class Transport(abc.ABC):
         # insertion-ordered, not a set: the oldest connection to a peer is the one used, the same
         # one in every run (a seeded simulation stays deterministic)
         self._connections: dict[Connection, None] = {}
+        self._by_peer: dict[str, dict[Connection, None]] = {}  # the same, by peer id
         self._refused = 0
         self._violations = 0
         self._stack: AsyncExitStack | None = None
@@ -104,11 +105,8 @@ class Transport(abc.ABC):
             return False
 
     def connections(self, peer_id: str | None = None) -> list[Connection]:
-        return [
-            c
-            for c in self._connections
-            if not c.closed and (peer_id is None or c.peer_id == peer_id)
-        ]
+        pool = self._connections if peer_id is None else self._by_peer.get(peer_id, {})
+        return [c for c in pool if not c.closed]
 
     def statistics(self) -> TransportStatistics:
         live = self.connections()
@@ -164,10 +162,15 @@ class Transport(abc.ABC):
 
     async def _run(self, conn: Connection) -> None:
         self._connections[conn] = None
+        self._by_peer.setdefault(conn.peer_id, {})[conn] = None
         try:
             await conn.run()
         finally:
             self._connections.pop(conn, None)
+            mine = self._by_peer.get(conn.peer_id, {})
+            mine.pop(conn, None)
+            if not mine:
+                self._by_peer.pop(conn.peer_id, None)
             if (conn.close_reason or "").startswith("protocol violation"):
                 self._violations += 1
 

@@ -1,0 +1,267 @@
+"""The simulator: determinism, scenarios as a user runs them, models, plots, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulations import (
+    SCENARIOS,
+    DeviceModel,
+    load_models,
+    parse_models,
+    random_schedule,
+    simulate,
+)
+from simulations._world import age_identity, bech32
+from swarm.cli import main
+from transports import InvalidArgument, InvalidConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- determinism ---------------------------------------------------------------------------
+
+
+def test_same_seed_same_trace_and_a_different_seed_a_different_one():
+    a = simulate("faults", peers=4, seed=11, hours=0.02)
+    b = simulate("faults", peers=4, seed=11, hours=0.02)
+    c = simulate("faults", peers=4, seed=12, hours=0.02)
+    assert a.trace_digest == b.trace_digest
+    assert a.metrics == b.metrics
+    assert a.log == b.log
+    assert c.trace_digest != a.trace_digest
+
+
+def test_the_trace_does_not_depend_on_the_process_or_its_hash_seed():
+    """trio's scheduler is seeded, and nothing iterates a set of strings or objects on the way."""
+    code = (
+        "from simulations import simulate;"
+        "print(simulate('churn', peers=5, seed=3, hours=0.01).trace_digest)"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert digests == {simulate("churn", peers=5, seed=3, hours=0.01).trace_digest}
+
+
+# ---- scenarios -----------------------------------------------------------------------------
+
+
+def test_gossip_reaches_every_peer_and_measures_it():
+    r = simulate("gossip", peers=12, seed=1)
+    m = r.metrics
+    assert m["missed"] == 0
+    assert 0 < m["dissemination_p50_s"] <= m["dissemination_p99_s"] < 2.0
+    assert m["bytes_per_peer_per_s"] > 0
+    assert len(r.series["dissemination"]) == m["events"] * 11
+    assert r.invariants["violations"] == []
+
+
+def test_failure_detects_every_crash_without_false_deaths():
+    r = simulate("failure", peers=6, seed=2, hours=0.05)
+    m = r.metrics
+    assert m["crashes"] >= 4
+    # suspicion takes 4 * probe interval at least, and Lifeguard keeps it under ~30 s here
+    assert 2.0 < m["detection_p50_s"] <= m["detection_p99_s"] < 30.0
+    assert m["false_deaths"] == 0
+    assert r.invariants["violations"] == []
+
+
+def test_partition_heals_and_the_views_agree_again():
+    r = simulate("partition", peers=6, seed=3, hours=0.03)
+    assert r.metrics["reconverge_s"] is not None
+    assert r.metrics["reconverge_s"] < 90.0
+    assert r.invariants["violations"] == []
+    seen_during = [row for row in r.series["views"] if 20 < row[0] < 50]
+    assert seen_during
+    assert all(row[4] <= 3 for row in seen_during)  # nobody sees across the cut
+
+
+def test_churn_keeps_views_mostly_right():
+    r = simulate("churn", peers=6, seed=4, hours=0.05)
+    assert r.metrics["joins"] > 0
+    assert r.metrics["leaves"] + r.metrics["crashes"] > 0
+    assert 0.8 < r.metrics["view_accuracy"] <= 1.0
+    assert r.invariants["violations"] == []
+
+
+def test_a_few_hours_of_a_day_drain_and_charge_batteries():
+    """Midnight to 09:00: the phone unplugs at 07:00 and leaves at 08:30; the laptop wakes at
+    07:30."""
+    r = simulate("day", seed=5, hours=9.0)
+    m = r.metrics
+    assert set(m["battery_end_percent"]) == {"phone", "laptop", "server"}
+    assert m["battery_end_percent"]["server"] is None
+    assert m["battery_end_percent"]["phone"] < 100.0
+    assert m["energy_wh"]["server"] == pytest.approx((10.0 + 0.05 * 20) * 9, rel=0.01)
+    assert m["radio_wh"]["phone"] > 0  # away on cellular from 08:30
+    assert 0.5 < m["view_accuracy"] <= 1.0
+    assert r.invariants["violations"] == []
+    moves = [(round(at / 3600, 2), what, d) for at, what, d in r.log if what in ("moves", "wakes")]
+    assert (7.5, "wakes", "laptop") in moves
+    assert (8.5, "moves", "phone away") in moves
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def test_the_shipped_models_load_and_a_phone_drains_on_battery_and_charges_plugged():
+    models = load_models()
+    assert {"phone", "laptop", "server"} <= set(models.devices)
+    phone = DeviceModel(models.devices["phone"], models, start_hour=8.0)
+    start = phone.percent
+    assert start is not None
+    phone.advance(3600.0)  # 08:00-09:00: unplugged
+    assert phone.percent is not None
+    assert phone.percent < start
+    assert not phone.plugged
+    night = DeviceModel(models.devices["phone"], models, start_hour=0.0)
+    night.energy_wh = 1.0
+    night.advance(3600.0)  # 00:00-01:00: plugged, charging fast below 80%
+    assert night.plugged
+    assert night.percent is not None
+    assert night.percent > 50.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, r"needs a \[links.NAME\] table"),
+        ({"links": {"x": {"loss": 2}}}, "loss must be within"),
+        ({"links": {"x": {}}, "p": {"role": "toaster"}}, "role must be one of"),
+        (
+            {"links": {"x": {}}, "p": {"role": "phone", "home_link": "x", "away_link": "y"}},
+            "away_link must name one of",
+        ),
+        (
+            {
+                "links": {"x": {}},
+                "p": {
+                    "role": "phone",
+                    "home_link": "x",
+                    "away_link": "x",
+                    "day": [{"from": 0, "to": 12}],
+                },
+            },
+            "must end at 24",
+        ),
+    ],
+)
+def test_bad_models_are_one_clear_line(data, message):
+    with pytest.raises(InvalidConfig, match=message):
+        parse_models(data)
+
+
+def test_age_keys_from_a_seed_are_real_age_keys():
+    assert bech32("a", b"") == "a12uel5l"  # BIP-173's own test vector
+    one, two = age_identity(bytes(32)), age_identity(bytes(31) + b"\x01")
+    assert str(one.to_public()).startswith("age1")
+    assert str(one.to_public()) != str(two.to_public())
+
+
+def test_fault_schedules_come_from_the_seed():
+    import random
+
+    a = random_schedule(random.Random(1), 5, 300.0)
+    assert a == random_schedule(random.Random(1), 5, 300.0)
+    assert a != random_schedule(random.Random(2), 5, 300.0)
+    assert {f.kind for f in a} <= {"partition", "isolate", "crash", "pause", "loss", "skew"}
+    assert all(0 <= f.at < 300.0 for f in a)
+
+
+# ---- arguments and the CLI -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scenario": "nope"},
+        {"scenario": "gossip", "peers": 0},
+        {"scenario": "gossip", "hours": -1.0},
+        {"scenario": "gossip", "loss": 1.5},
+        {"scenario": "partition", "peers": 1},
+    ],
+)
+def test_bad_arguments_are_refused(kwargs):
+    with pytest.raises(InvalidArgument):
+        simulate(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "bogus"],
+        ["simulate", "gossip", "--peers", "0"],
+        ["simulate", "gossip", "--peers", "x"],
+        ["simulate", "gossip", "--hours", "0"],
+        ["simulate", "gossip", "--loss", "1"],
+        ["simulate", "day", "--models", "/nonexistent/devices.toml"],
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_cli_json_has_the_documented_shape(capsys):
+    assert main(["simulate", "gossip", "--peers", "4", "--seed", "9", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == [
+        "scenario",
+        "peers",
+        "seed",
+        "sim_seconds",
+        "wall_seconds",
+        "metrics",
+        "invariants",
+        "trace_digest",
+    ]
+    assert out["scenario"] == "gossip"
+    assert out["peers"] == 4
+    assert out["seed"] == 9
+    assert {"dissemination_p50_s", "dissemination_p99_s", "bytes_per_peer_per_s"} <= set(
+        out["metrics"]
+    )
+    assert set(out["invariants"]) == {"checked", "violations"}
+    assert out["invariants"]["checked"] > 0
+    assert len(out["trace_digest"]) == 64
+
+
+def test_cli_summary_and_plots(tmp_path, capsys):
+    assert (
+        main(["simulate", "partition", "--peers", "4", "--hours", "0.02", "--out", str(tmp_path)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "reconverge_s" in out
+    assert "replay" in out
+    assert "swarm simulate partition --peers 4 --seed 0" in out
+    assert json.loads((tmp_path / "result.json").read_text())["scenario"] == "partition"
+    png = (tmp_path / "membership_view.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert len(png) > 10_000
+
+
+def test_every_scenario_is_listed_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = capsys.readouterr().out
+    for name in SCENARIOS:
+        assert f"  {name} " in out
