@@ -202,8 +202,10 @@ class Transport(abc.ABC):
     ) -> bool | None:
         stack, self._stack = self._stack, None
         assert stack is not None
+        # all at once (each connection's own task closes its stream): one by one, a peer with
+        # hundreds of connections took a scheduler pass per connection to stop
         for conn in list(self._connections):
-            await conn.aclose()
+            conn.close_soon()
         with trio.CancelScope(shield=True):
             await self._stop()
         if self._nursery is not None:

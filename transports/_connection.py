@@ -148,6 +148,10 @@ class Connection:
         self._finish("closed locally")
         await self._close_stream()
 
+    def close_soon(self) -> None:
+        """Start closing: pending requests fail now; the connection's task closes the stream."""
+        self._finish("closed locally")
+
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(
             self._frames_sent,

@@ -1,0 +1,111 @@
+"""Simulator speed and memory: simulated seconds per wall second, and memory per simulated peer.
+
+    python bench/bench_simulate.py [--quick] [--json]
+
+Each case runs in its own process (so its peak memory is its own): ``day`` with 3 devices over
+24 hours, ``gossip`` with 100 and 1000 peers. Beside each, in the same run, the same number of
+pure membership cores for the same simulated time on ``CoreNet`` (no trio, no transport): the
+ratio is what running the real peer on the memory network under trio costs. ``--quick`` runs
+the day for 6 hours and skips 1000 peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {"day": 10.0, "gossip-1000": 60.0}  # wall seconds, from the issue
+
+
+def case(name: str, peers: int, hours: float | None) -> dict[str, Any]:
+    """Run one case here and report it (called in a child process)."""
+    from simulations import simulate
+    from swarm.testing import CoreNet
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scenario = "day" if name == "day" else "gossip"
+    r = simulate(scenario, peers=peers, hours=hours, seed=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    net = CoreNet(peers, seed=1, state=lambda i: b"s" * 160)
+    net.warm_start()
+    start = time.perf_counter()
+    net.run_until(r.sim_seconds)
+    cores = time.perf_counter() - start
+    return {
+        "case": name,
+        "peers": peers,
+        "sim_seconds": r.sim_seconds,
+        "wall_seconds": r.wall_seconds,
+        "sim_per_wall": r.sim_seconds / r.wall_seconds,
+        "peak_rss_mb": peak / 1024,
+        "mb_per_peer": (peak - base) / 1024 / peers,
+        "cores_wall_seconds": cores,
+        "cost_vs_cores": r.wall_seconds / cores if cores > 0 else None,
+        "violations": len(r.invariants["violations"]),
+        "metrics": r.metrics,
+    }
+
+
+def run_child(name: str, peers: int, hours: float | None) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--case", name, str(peers), str(hours or 0)]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"case {name} failed:\n{out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        name, peers, hours = args.case
+        print(json.dumps(case(name, int(peers), float(hours) or None)))
+        return
+    plan = [("day", 3, 6.0 if args.quick else 24.0), ("gossip-100", 100, None)]
+    if not args.quick:
+        plan.append(("gossip-1000", 1000, None))
+    rows = []
+    for name, peers, hours in plan:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_child(name, peers, hours))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(
+        f"{'case':<12} {'peers':>5} {'sim s':>8} {'wall s':>7} {'sim/wall':>9} {'MB/peer':>8} "
+        f"{'peak MB':>8} {'x cores':>8} {'target':>14}"
+    )
+    for r in rows:
+        target = TARGETS.get(r["case"])
+        verdict = ""
+        if target is not None:
+            full = r["case"] != "day" or r["sim_seconds"] >= 86400
+            verdict = f"< {target:.0f} s " + (
+                ("PASS" if r["wall_seconds"] < target else "FAIL") if full else "(6 h only)"
+            )
+        print(
+            f"{r['case']:<12} {r['peers']:>5} {r['sim_seconds']:>8.0f} {r['wall_seconds']:>7.1f} "
+            f"{r['sim_per_wall']:>9.1f} {r['mb_per_peer']:>8.2f} {r['peak_rss_mb']:>8.0f} "
+            f"{r['cost_vs_cores']:>8.1f} {verdict:>14}"
+        )
+    print(
+        "x cores: wall time of the real peers on the memory network under trio, over the wall "
+        "time of the same number of pure membership cores on CoreNet for the same simulated time"
+    )
+
+
+if __name__ == "__main__":
+    main()
