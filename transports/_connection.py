@@ -271,7 +271,13 @@ class Connection:
 
     async def _write(self, env: Envelope) -> None:
         frame = encode_frame(env.pack(), self.max_frame)
-        async with self._send_lock:
+        # the lock, without a trip through the scheduler when nobody holds it (send_all is this
+        # call's checkpoint); otherwise wait for it
+        if self._send_lock.locked():
+            await self._send_lock.acquire()
+        else:
+            self._send_lock.acquire_nowait()
+        try:
             if self.closed:
                 raise ConnectionClosed(f"connection to {short(self.peer_id)}: {self.close_reason}")
             try:
@@ -281,6 +287,8 @@ class Connection:
                 raise ConnectionClosed(
                     f"connection to {short(self.peer_id)}: {self.close_reason}"
                 ) from None
+        finally:
+            self._send_lock.release()
         self._frames_sent += 1
         self._bytes_sent += len(frame)
 
