@@ -34,6 +34,7 @@ from swarm._device import FixedLoad, PowerReading
 from swarm._home import Identity, public_bytes, swarm_id_of
 from swarm._membership import Change
 from swarm._peer import Peer, PeerOptions, _decode_state
+from swarm._service import Service
 from transports import InvalidArgument, Link, MemoryNetwork
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
@@ -176,11 +177,19 @@ class World:
         link: Link | None = None,
         start_hour: float = 0.0,
         membership: str = "auto",
+        services: Callable[[Device], Sequence[Service]] | None = None,
+        hash_payloads: bool = True,
     ) -> None:
         if not specs:
             raise InvalidArgument("a world needs at least one device")
         self.seed = seed
         self.rng = random.Random(seed)
+        # what each life of a device hosts besides membership (the vault, placement): called at
+        # every (re)start; what must survive a crash (a store) is the caller's to keep
+        self.services = services
+        # whether the trace digest covers the bytes of frames, or only their time, ends and size
+        # (age encryption draws its own randomness, so ciphertexts differ from run to run)
+        self.hash_payloads = hash_payloads
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -233,7 +242,8 @@ class World:
         self._digest.update(struct.pack("<dI", at, len(data)))
         self._digest.update(src.encode())
         self._digest.update(dst.encode())
-        self._digest.update(data)
+        if self.hash_payloads:
+            self._digest.update(data)
         self.bytes_sent[src] = self.bytes_sent.get(src, 0) + len(data)
         for device in (self.by_id.get(src), self.by_id.get(dst)):
             if device is not None and device.model is not None:
@@ -308,6 +318,7 @@ class World:
                 persist=False,
                 power=device.power,
                 on_changes=lambda changes: self._changed(device, changes),
+                services=self.services(device) if self.services is not None else (),
             ),
         )
         transport = self.net.transport(device.id)

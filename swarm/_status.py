@@ -117,8 +117,9 @@ class _List(_Spec):
 
 
 class _Obj(_Spec):
-    def __init__(self, fields: dict[str, _Spec]) -> None:
+    def __init__(self, fields: dict[str, _Spec], optional: dict[str, _Spec] | None = None) -> None:
         self.fields = fields
+        self.optional = optional or {}
 
     def check(self, value: Any, where: str, problems: list[str]) -> None:
         if not isinstance(value, dict):
@@ -131,7 +132,9 @@ class _Obj(_Spec):
             else:
                 problems.append(f"{prefix}{key}: missing")
         for key in value:
-            if key not in self.fields:
+            if key in self.optional:
+                self.optional[key].check(value[key], prefix + key, problems)
+            elif key not in self.fields:
                 problems.append(f"{prefix}{key!s}: unexpected key")
 
 
@@ -167,7 +170,18 @@ _PEER = _Obj(
         "capabilities": _Obj({"executor": _Str(), "kernels": _List(_Str())}),
     }
 )
-_STATUS = _Obj({"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)})
+class _AnyObj(_Spec):
+    def check(self, value: Any, where: str, problems: list[str]) -> None:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected an object, got {_kind(value)}")
+
+
+# what the services a peer hosts add, each under its name (their own shapes are theirs)
+SERVICE_SECTIONS = ("vault", "kernels")
+_STATUS = _Obj(
+    {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},
+    optional=dict.fromkeys(SERVICE_SECTIONS, _AnyObj()),
+)
 
 
 def check_status_shape(obj: Any) -> list[str]:
@@ -226,7 +240,43 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     lines = [header, _line("  ", list(_COLUMNS), widths, color=False)]
     for peer, row in zip(peers, rows, strict=True):
         lines.append(_line("* " if peer["self"] else "  ", row, widths, color=color))
+    names = {p["id"]: _clean(p["name"]) for p in peers}
+    vault = status.get("vault")
+    if isinstance(vault, dict):
+        lines.append(_vault_line(vault, names))
     return "\n".join(lines)
+
+
+def _vault_line(vault: dict[str, Any], names: dict[str, str]) -> str:
+    """``vault: 12 entries readable here; in sync with phone; laptop lacks 3 of ours``: a peer's
+    ``behind`` is how many of our updates it lacks, ``ahead`` how many of its we lack."""
+    entries = 0
+    for scope in (vault.get("scopes") or {}).values():
+        counts = scope.get("entries") if isinstance(scope, dict) else None
+        if isinstance(counts, dict):
+            entries += sum(n for n in counts.values() if isinstance(n, int))
+    synced, behind, ahead, unknown = [], [], [], []
+    for peer, state in sorted((vault.get("peers") or {}).items()):
+        name = names.get(peer, str(peer)[-8:])
+        if not isinstance(state, dict) or state.get("behind") is None:
+            unknown.append(name)
+            continue
+        if state["behind"]:
+            behind.append(f"{name} by {state['behind']}")
+        if state.get("ahead"):
+            ahead.append(f"{name} by {state['ahead']}")
+        if not state["behind"] and not state.get("ahead"):
+            synced.append(name)
+    parts = [f"vault: {entries} entries readable here"]
+    if synced:
+        parts.append("in sync with " + ", ".join(synced))
+    if behind:
+        parts.append("lacking updates of ours: " + ", ".join(behind))
+    if ahead:
+        parts.append("holding updates we lack: " + ", ".join(ahead))
+    if unknown:
+        parts.append("not yet compared with " + ", ".join(unknown))
+    return "; ".join(parts)
 
 
 def _cells(peer: dict[str, Any], color: bool) -> list[str]:

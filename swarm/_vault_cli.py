@@ -1,0 +1,241 @@
+"""``swarm vault ...``: the vault from the command line.
+
+Each command asks this home's running peer over the control socket; with no peer running it
+opens the vault directly (its lock keeps a peer that starts meanwhile from writing at the same
+time; the peer waits a moment for it). Results and errors follow the rest of the CLI: ``--json``
+prints one JSON object; bad input is one line on stderr and exit 2; a missing key (or one only
+in a scope this device may not read) is one line and exit 1.
+
+- ``put KEY VALUE [--scope SCOPE] [--json]``: VALUE is a string, or with ``--json`` JSON text.
+  Without ``--scope`` an existing entry keeps its scope and a new one is ``personal``.
+- ``get KEY [--json]``: the value alone: a string as it is, anything else as JSON (``--json``:
+  always JSON).
+- ``ls [PREFIX] [--json]``: ``KEY<TAB>SCOPE<TAB>VALUE-AS-JSON`` per entry, sorted by key.
+- ``rm KEY``; ``status [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+EXIT_USAGE = 2
+LOCKED_RETRY = 5.0  # seconds to keep trying when a peer is starting up
+
+
+def add_vault_commands(sub: Any) -> None:
+    """The ``vault`` command group, added to the CLI's subcommands."""
+    from .cli import _add_home, _add_json
+
+    group = sub.add_parser("vault", help="the encrypted vault: put, get, ls, rm, status")
+    vault = group.add_subparsers(dest="vault_command", metavar="COMMAND", parser_class=type(group))
+    group.set_defaults(run=lambda args: _no_command(group))
+
+    p = vault.add_parser("put", help="store a value (acknowledged once durable)")
+    p.add_argument(
+        "key", metavar="KEY", help="COLLECTION/NAME: facts, memories, context, questions"
+    )
+    p.add_argument("value", metavar="VALUE", help="a string (with --json: JSON text)")
+    p.add_argument(
+        "--scope",
+        choices=("public", "personal", "private"),
+        help="privacy scope (default: the entry's current one, else personal)",
+    )
+    _add_home(p)
+    p.add_argument(
+        "--json", action="store_true", help="VALUE is JSON text; print one JSON object for scripts"
+    )
+    p.set_defaults(run=_cmd_put)
+
+    p = vault.add_parser("get", help="print one value")
+    p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_get)
+
+    p = vault.add_parser("ls", help="list entries, sorted by key")
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys starting so")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_ls)
+
+    p = vault.add_parser("rm", help="remove an entry")
+    p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_rm)
+
+    p = vault.add_parser("status", help="entries, sequences, epochs, size and sync with peers")
+    _add_home(p)
+    _add_json(p)
+    p.set_defaults(run=_cmd_status)
+
+
+def _no_command(group: argparse.ArgumentParser) -> int:
+    group.print_usage()
+    return EXIT_USAGE
+
+
+# ---- talking to the vault ------------------------------------------------------------------------
+
+
+def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
+    """``op`` through the running peer, or on the store directly if no peer runs."""
+    from vault import VaultLocked
+
+    from ._control import NoPeerRunning, ask
+    from ._home import resolve_home
+
+    home = resolve_home(args.home)
+    deadline = time.monotonic() + LOCKED_RETRY
+    while True:
+        try:
+            return ask(home, f"vault.{op}", **request)
+        except NoPeerRunning:
+            pass
+        try:
+            return _local(home, op, request)
+        except VaultLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # a peer is starting: its control socket answers soon
+
+
+def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
+    from vault import EntryNotFound
+
+    from ._home import load_identity, load_roster
+    from ._vault_service import _entry, not_found, open_local
+
+    identity = load_identity(home)
+    local = open_local(identity, load_roster(identity))
+    try:
+        if op == "put":
+            used = local.put(request["key"], request["value"], request.get("scope"))
+            return {"key": request["key"], "scope": used}
+        if op == "get":
+            entry = local.get(request["key"])
+            if entry is None:
+                raise EntryNotFound(not_found(request["key"]))
+            return _entry(entry)
+        if op == "ls":
+            return {"entries": [_entry(e) for e in local.items(request.get("prefix") or "")]}
+        if op == "rm":
+            scopes = local.delete(request["key"])
+            if not scopes:
+                raise EntryNotFound(not_found(request["key"]))
+            return {"key": request["key"], "scopes": scopes}
+        return local.status()
+    finally:
+        local.close()
+
+
+# ---- the commands --------------------------------------------------------------------------------
+
+
+def _cmd_put(args: argparse.Namespace) -> int:
+    from vault import encode_value, parse_json, split_key
+
+    from .cli import _report
+
+    split_key(args.key)
+    value = parse_json(args.value) if args.json else args.value
+    reply = _call(args, "put", key=args.key, value=encode_value(value), scope=args.scope)
+    return _report(args, reply, f"put {reply['key']} ({reply['scope']})")
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from vault import split_key
+
+    split_key(args.key)
+    reply = _call(args, "get", key=args.key)
+    value = json.loads(reply["value"])
+    if args.json or not isinstance(value, str):
+        print(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    else:
+        print(value)
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from vault._model import check_prefix
+
+    from .cli import _report
+
+    check_prefix(args.prefix)
+    reply = _call(args, "ls", prefix=args.prefix)
+    entries = [
+        {"key": e["key"], "scope": e["scope"], "value": json.loads(e["value"])}
+        for e in reply["entries"]
+    ]
+    lines = [
+        f"{e['key']}\t{e['scope']}\t{json.dumps(e['value'], ensure_ascii=False, sort_keys=True)}"
+        for e in entries
+    ]
+    if not args.json and not lines:
+        return 0
+    return _report(args, {"entries": entries}, *lines)
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    from vault import split_key
+
+    from .cli import _report
+
+    split_key(args.key)
+    reply = _call(args, "rm", key=args.key)
+    return _report(args, reply, f"removed {reply['key']} ({', '.join(reply['scopes'])})")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .cli import _report
+
+    status = _call(args, "status")
+    return _report(args, status, *render_status(status))
+
+
+def render_status(status: dict[str, Any]) -> list[str]:
+    """The vault status for people."""
+    readable = ",".join(status.get("readable") or []) or "none (blind relay)"
+    lines = [
+        f"vault of {str(status.get('device', ''))[-8:]}: reads {readable}; "
+        f"{_size(status.get('bytes_on_disk', 0))} on disk; {status.get('rejected', 0)} refused"
+    ]
+    for scope, s in status.get("scopes", {}).items():
+        entries = s.get("entries")
+        shown = (
+            "unreadable here"
+            if entries is None
+            else ", ".join(f"{n} {c}" for c, n in entries.items() if n) or "empty"
+        )
+        seqs = " ".join(f"{o[-8:]}:{n}" for o, n in s.get("sequences", {}).items()) or "-"
+        epoch = s.get("epoch")
+        lines.append(
+            f"  {scope:<9} {shown}; epoch {f'{epoch[0]}/{epoch[1][-8:]}' if epoch else '-'}; "
+            f"{s.get('updates', 0)} updates, {s.get('snapshots', 0)} snapshots; seq {seqs}"
+        )
+    for peer, p in status.get("peers", {}).items():
+        if p.get("behind") is None:
+            where = "not synced yet"
+        else:
+            where = f"lacks {p['behind']}, has {p['ahead']} more"
+        ago = p.get("last_sync_s")
+        when = "" if ago is None else f", synced {ago:g} s ago"
+        error = f" ({p['error']})" if p.get("error") else ""
+        lines.append(f"  peer {peer[-8:]}: {where}{when}{error}")
+    return lines
+
+
+def _size(n: object) -> str:
+    if not isinstance(n, int | float):
+        return "?"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+__all__ = ["add_vault_commands", "render_status"]

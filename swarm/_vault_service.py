@@ -1,0 +1,280 @@
+"""The vault as a service of the peer: its node on the peer's transport, its requests, its status.
+
+What the peer gives the vault (``vault`` itself knows nothing of the peer):
+
+- the directory: every admitted device's age recipient (from its certificate) and the scopes it
+  may read (from the device state it gossips: its ``[device] scopes``, none for a relay; this
+  device's from its own settings), and the revoked devices;
+- links: the members alive now, their addresses, and the peer's transport;
+- ``vault.sync``/``vault.push`` requests from members, and ``vault.put/get/ls/rm/status`` from
+  this device's CLI over the control socket.
+
+Every second the service refreshes the directory (sealing epochs to devices that became
+eligible) and starts a sync with every member newly seen alive (a device back from a restart or
+a partition catches up at once). A revocation made by this device starts a new epoch for every
+scope it may read; other devices start one when they next write (see ``vault._keys``).
+
+The store is ``HOME/vault`` (SQLite). Without a running peer the CLI opens it directly
+(``open_local``); the store's lock keeps the two from writing at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from transports import Connection, InvalidArgument
+from vault import (
+    SCOPES,
+    Access,
+    Directory,
+    EntryNotFound,
+    LocalVault,
+    NodeSettings,
+    Replica,
+    SqliteStore,
+    Store,
+    TransportLinks,
+    VaultError,
+    VaultLocked,
+    VaultNode,
+)
+
+from ._service import Service
+
+if TYPE_CHECKING:
+    from ._certs import Roster
+    from ._home import Identity
+    from ._peer import Peer
+
+log = logging.getLogger("swarm.vault")
+
+VAULT_DIR = "vault"
+REFRESH = 1.0  # seconds between directory and liveness checks
+OPEN_TIMEOUT = 10.0  # seconds to wait for a CLI that has the store open
+SHOW_IN_STATUS = True  # status() goes into `swarm status --json` under "vault"
+
+
+def readable_scopes(identity: Identity) -> tuple[str, ...]:
+    """The scopes this device may read: its settings' scopes, or none for a blind relay."""
+    device = identity.settings.device
+    return () if device.relay_only else device.effective_scopes()
+
+
+def directory_from(roster: Roster, scopes_of: Callable[[str], frozenset[str] | None]) -> Directory:
+    """Every admitted device with its age recipient and what it may read (None: unknown); as
+    revoked, every device the roster knows but no longer admits (revoked by name, or paired by a
+    revoked device): no new epoch is sealed to them, nor used while it may be known to them."""
+    devices = {cert.device: Access(cert.age, scopes_of(cert.device)) for cert in roster.members()}
+    known = {chain[0][2] for chain in roster.to_wire()["chains"]}
+    cut_off = {device for device in known if not roster.admits(device)}
+    return Directory(devices, roster.revoked() | cut_off)
+
+
+def new_replica(identity: Identity, directory: Directory, rng: random.Random) -> Replica:
+    return Replica(
+        swarm=identity.swarm_id,
+        device=identity.device_id,
+        signing_key=identity.signing_key,
+        age_identity=identity.age_identity,
+        readable=readable_scopes(identity),
+        directory=directory,
+        rng=rng,
+    )
+
+
+def open_store(identity: Identity) -> SqliteStore:
+    return SqliteStore(
+        identity.home / VAULT_DIR, swarm=identity.swarm_id, device=identity.device_id
+    )
+
+
+def open_local(identity: Identity, roster: Roster) -> LocalVault:
+    """The vault of this home, opened directly (no peer runs): ``VaultLocked`` if in use."""
+    own = frozenset(readable_scopes(identity))
+    directory = directory_from(roster, lambda d: own if d == identity.device_id else None)
+    rng = random.SystemRandom()
+    store = open_store(identity)
+    try:
+        return LocalVault(lambda: new_replica(identity, directory, rng), store)
+    except BaseException:
+        store.close()
+        raise
+
+
+class VaultService(Service):
+    name = "vault"
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        store: Store | None = None,
+        settings: NodeSettings | None = None,
+    ) -> None:
+        self.identity = identity
+        self._store = store  # None: SQLite in the home
+        self._settings = settings
+        self.node: VaultNode | None = None
+        self._peer: Peer | None = None
+        self._alive: set[str] = set()
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._peer = peer
+        assert peer.transport is not None
+        store = self._store if self._store is not None else await self._open_store()
+        rng = random.Random(peer.rng.random())
+        try:
+            self.node = VaultNode(
+                lambda: new_replica(self.identity, self._directory(), rng),
+                store,
+                rng=random.Random(rng.random()),
+                settings=self._settings,
+            )
+            links = TransportLinks(peer.transport, alive=self._alive_now, addrs=peer.addrs_of)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.node.run, links)
+                nursery.start_soon(self._watch)
+                task_status.started()
+        finally:
+            self.node = None
+            if self._store is None:
+                store.close()
+
+    async def _open_store(self) -> Store:
+        with trio.move_on_after(OPEN_TIMEOUT):
+            while True:
+                try:
+                    return open_store(self.identity)
+                except VaultLocked:
+                    await trio.sleep(0.1)  # a CLI has it open for a moment
+        return open_store(self.identity)  # raises VaultLocked, saying why
+
+    async def _watch(self) -> None:
+        while True:
+            self._refresh()
+            await trio.sleep(REFRESH)
+
+    def _refresh(self) -> None:
+        node = self.node
+        if node is None:
+            return
+        node.set_directory(self._directory())
+        alive = set(self._alive_now())
+        for peer in sorted(alive - self._alive):
+            node.sync_soon(peer)  # back, or new: catch up both ways at once
+        self._alive = alive
+
+    def _alive_now(self) -> list[str]:
+        peer = self._peer
+        if peer is None or peer.core is None:
+            return []
+        me = self.identity.device_id
+        return sorted(
+            node
+            for node, member in peer.core.members.items()
+            if node != me and member.status == "alive" and peer.roster.admits(node)
+        )
+
+    def _directory(self) -> Directory:
+        peer = self._peer
+        assert peer is not None
+        from ._peer import _decode_state
+
+        me = self.identity.device_id
+        own = frozenset(readable_scopes(self.identity))
+
+        def scopes_of(device: str) -> frozenset[str] | None:
+            if device == me:
+                return own
+            member = peer.core.members.get(device) if peer.core is not None else None
+            state = _decode_state(member.state) if member is not None and member.state else None
+            if state is None:
+                return None
+            return frozenset() if state.relay_only else frozenset(state.scopes)
+
+        live = directory_from(peer.roster, scopes_of)
+        return live if self.node is None else live.with_cache(self.node.replica.directory)
+
+    def roster_changed(self, devices: list[str]) -> None:
+        node, peer = self.node, self._peer
+        if node is None or peer is None:
+            return
+        node.set_directory(self._directory())
+        mine = {
+            rev[2]
+            for rev in peer.roster.to_wire()["revocations"]
+            if rev[3] == self.identity.device_id
+        }
+        if mine & set(devices):
+            log.warning("a device this one revoked is cut off: new epochs for every scope")
+            node.rotate(SCOPES)
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
+        if self.node is None:
+            raise VaultError("the vault is not open yet")
+        return await self.node.handle(conn, op, body)
+
+    async def control(self, op: str, args: dict[str, Any]) -> Any:
+        node = self.node
+        if node is None:
+            raise VaultError("the vault is still opening; try again in a moment")
+        if op == "put":
+            key, text, scope = _text_arg(args, "key"), _text_arg(args, "value"), args.get("scope")
+            if scope is not None and not isinstance(scope, str):
+                raise InvalidArgument("vault.put: scope is a string")
+            used = await node.put(key, text, scope)
+            return {"key": key, "scope": used}
+        if op == "get":
+            key = _text_arg(args, "key")
+            entry = node.get(key)
+            if entry is None:
+                raise EntryNotFound(not_found(key))
+            return {"key": entry.key, "scope": entry.scope, "value": entry.text}
+        if op == "ls":
+            prefix = args.get("prefix") or ""
+            if not isinstance(prefix, str):
+                raise InvalidArgument("vault.ls: prefix is a string")
+            return {"entries": [_entry(e) for e in node.items(prefix)]}
+        if op == "rm":
+            key = _text_arg(args, "key")
+            scopes = await node.delete(key)
+            if not scopes:
+                raise EntryNotFound(not_found(key))
+            return {"key": key, "scopes": scopes}
+        if op == "status":
+            return node.status()
+        raise InvalidArgument(f"unknown request vault.{op}")
+
+    def status(self) -> dict[str, Any] | None:
+        return self.section() if SHOW_IN_STATUS else None
+
+    def section(self) -> dict[str, Any] | None:
+        """The vault's part of the status (``swarm vault status`` shows it in any case)."""
+        return None if self.node is None else self.node.status()
+
+
+def not_found(key: str) -> str:
+    return f"no entry {key!r} (or only in a scope this device may not read)"
+
+
+def _text_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} is a string")
+    return value
+
+
+def _entry(entry: Any) -> dict[str, str]:
+    return {"key": entry.key, "scope": entry.scope, "value": entry.text}
+
+
+__all__ = ["VaultService", "open_local"]

@@ -1,0 +1,457 @@
+"""The vault as a user meets it: the ``vault`` service inside real peers (on the memory network,
+in virtual time), and ``swarm vault ...`` on the command line, with and without a running peer.
+
+The issue's "done when", device by device: a fact put on one device is readable on the others
+within a second; a private fact is readable neither on a device without that scope nor on a
+relay; a device stopped while both sides write converges once restarted; after a revocation new
+entries are unreadable to the revoked device; no value written is in any file of the homes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pyrage
+import pytest
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm._certs import issue_certificate
+from swarm._daemon import Daemon
+from swarm._device import FixedLoad
+from swarm._home import (
+    ROOT_KEY,
+    Identity,
+    device_config,
+    init_home,
+    load_identity,
+    load_roster,
+    public_bytes,
+    save_roster,
+    write_home,
+)
+from swarm._peer import Peer, PeerOptions
+from swarm._status import check_status_shape
+from swarm._vault_service import VaultService
+from swarm.cli import main
+from transports import Link, MemoryNetwork, peer_id_from_public_key
+from vault import ScopeNotAllowed
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+WALL = 1_000_000.0
+
+
+# --- homes of one swarm, without the network ------------------------------------------------------
+
+
+def make_homes(root: Path, specs: list[dict[str, object]]) -> list[Identity]:
+    """Homes of one swarm, every one knowing every other (as after pairing)."""
+    first = specs[0]
+    network = first.get("network")
+    ident = init_home(
+        root / str(first["name"]),
+        name=str(first["name"]),
+        role=str(first["role"]),
+        scopes=first.get("scopes"),  # type: ignore[arg-type]
+        relay_only=bool(first.get("relay_only", False)),
+        network=network,  # type: ignore[arg-type]
+    )
+    key = serialization.load_pem_private_key((ident.home / ROOT_KEY).read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    roster = load_roster(ident)
+    idents = [ident]
+    for spec in specs[1:]:
+        device = Ed25519PrivateKey.generate()
+        age = pyrage.x25519.Identity.generate()
+        device_id = peer_id_from_public_key(public_bytes(device))
+        cert = issue_certificate(
+            key,
+            issuer="root",
+            swarm=ident.swarm_id,
+            device=device_id,
+            name=str(spec["name"]),
+            role=str(spec["role"]),
+            age=str(age.to_public()),
+            now=time.time(),
+        )
+        roster.add_chain((cert,))
+        config = device_config(
+            name=str(spec["name"]),
+            role=str(spec["role"]),
+            scopes=spec.get("scopes"),  # type: ignore[arg-type]
+            relay_only=bool(spec.get("relay_only", False)),
+            swarm=ident.swarm_id,
+            root_public=public_bytes(key),
+            network=spec.get("network"),  # type: ignore[arg-type]
+        )
+        home = root / str(spec["name"])
+        write_home(home, device=device, age=age, root=None, config=config, roster=roster.encode())
+        idents.append(load_identity(home))
+    for i in idents:
+        save_roster(i.home, roster)
+    return idents
+
+
+SPECS: list[dict[str, object]] = [
+    {"name": "server", "role": "server"},
+    {"name": "laptop", "role": "laptop"},
+    {"name": "phone", "role": "phone"},  # public, personal
+    {"name": "relay", "role": "server", "relay_only": True},
+]
+
+
+# --- peers on the memory network, in virtual time ---------------------------------------------
+
+
+class Device:
+    def __init__(self, network: MemoryNetwork, ident: Identity, seeds: list[tuple[str, list[str]]]):
+        self.network = network
+        self.ident = ident
+        self.seeds = seeds
+        self.transport = network.transport(ident.device_id)
+        self.vault = VaultService(ident)
+        self.peer = Peer(
+            ident,
+            load_roster(ident),
+            PeerOptions(
+                listen_addrs=lambda: self.transport.addrs,
+                seeds=seeds,
+                rng=random.Random(ident.device_id),
+                wall_clock=lambda: WALL + trio.current_time(),
+                load=FixedLoad(10.0, 1000.0),
+                persist=False,
+                services=[self.vault],
+            ),
+        )
+        self.scope = trio.CancelScope()
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with self.scope:
+            async with self.transport:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.peer.run, self.transport)
+                    task_status.started()
+                    await trio.sleep_forever()
+
+    def stop(self) -> None:
+        self.network.crash(self.ident.device_id)
+        self.scope.cancel()
+
+    async def put(self, key: str, value: object, scope: str | None = None) -> dict:
+        return await self.vault.control(
+            "put", {"key": key, "value": json.dumps(value), "scope": scope}
+        )
+
+    def get(self, key: str) -> object:
+        node = self.vault.node
+        entry = None if node is None else node.get(key)
+        return None if entry is None else json.loads(entry.text)
+
+
+async def until(check: Callable[[], bool], *, within: float, what: str) -> float:
+    start = trio.current_time()
+    with trio.move_on_after(within):
+        while True:
+            if check():
+                break
+            await trio.sleep(0.02)
+    assert check(), f"not within {within} s: {what}"
+    return trio.current_time() - start
+
+
+@asynccontextmanager
+async def memory_swarm(idents: list[Identity]) -> AsyncIterator[tuple[MemoryNetwork, list[Device]]]:
+    network = MemoryNetwork(random.Random(7), default_link=Link(latency=0.005, jitter=0.002))
+    first = idents[0].device_id
+    devices = [
+        Device(network, i, [] if i.device_id == first else [(first, [f"/memory/{first}"])])
+        for i in idents
+    ]
+    async with trio.open_nursery() as nursery:
+        for d in devices:
+            await nursery.start(d.serve)
+        await until(
+            lambda: all(len(d.vault._alive_now()) == len(devices) - 1 for d in devices),
+            within=40.0,
+            what="everyone alive",
+        )
+        await trio.sleep(2.0)  # the vault services see each other's scopes
+        yield network, devices
+        nursery.cancel_scope.cancel()
+
+
+async def test_done_when_on_four_devices(tmp_path, autojump_clock):
+    idents = make_homes(tmp_path, SPECS)
+    values: list[str] = []
+
+    def secret(tag: str) -> str:
+        values.append(f"{tag}-{random.Random(tag).getrandbits(64):016x}")
+        return values[-1]
+
+    async with memory_swarm(idents) as (network, devices):
+        server, laptop, phone, relay = devices
+        # a fact put on one device is readable on the others within a second
+        home = secret("home")
+        await laptop.put("facts/home", home)
+        took = await until(
+            lambda: server.get("facts/home") == phone.get("facts/home") == home,
+            within=1.0,
+            what="the fact on the server and the phone",
+        )
+        assert took < 1.0
+        # a private fact: not on the phone (no such scope), not on the relay (blind)
+        pin = secret("pin")
+        assert (await server.put("facts/pin", pin, "private"))["scope"] == "private"
+        await until(lambda: laptop.get("facts/pin") == pin, within=1.0, what="private on laptop")
+        await until(
+            lambda: relay.vault.node.replica.vectors() == server.vault.node.replica.vectors(),
+            within=2.0,
+            what="the relay to hold everything",
+        )
+        assert phone.get("facts/pin") is None
+        assert relay.get("facts/pin") is None
+        assert relay.get("facts/home") is None
+        with pytest.raises(ScopeNotAllowed, match="may not hold private"):
+            await phone.put("facts/x", "y", "private")
+
+        # stop the phone, write on both sides, restart it: both converge
+        phone.stop()
+        await laptop.put("memories/while-away", secret("away"))
+        # the phone starts again cut off from the others, and writes on its own
+        restarted = Device(network, phone.ident, phone.seeds)
+        network.isolate(phone.ident.device_id)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restarted.serve)
+            await restarted.put("questions/while-alone", secret("alone"))
+            network.heal(phone.ident.device_id)
+            await until(
+                lambda: (
+                    restarted.get("memories/while-away") is not None
+                    and laptop.get("questions/while-alone") is not None
+                ),
+                within=15.0,
+                what="the restarted phone and the others to converge",
+            )
+            # revoke the phone: entries written afterwards are unreadable to it
+            server.peer.revoke("phone")
+            await until(
+                lambda: not laptop.peer.roster.admits(phone.ident.device_id),
+                within=5.0,
+                what="the revocation to spread",
+            )
+            after = secret("after")
+            await laptop.put("facts/after-revoke", after)
+            await trio.sleep(2.0)
+            assert restarted.get("facts/after-revoke") is None
+            # even holding the ciphertext it cannot read it: it was not sealed to the phone
+            records = [*laptop.vault.node.replica.keyring.records()]
+            for scope in ("public", "personal"):
+                for origin in laptop.vault.node.replica.vectors().get(scope, {}):
+                    records += laptop.vault.node.replica.log(scope, origin)
+            restarted.vault.node.replica.receive(records)
+            assert restarted.get("facts/after-revoke") is None
+            assert restarted.get("facts/home") == home  # what it had stays with it
+            status = server.vault.section()
+            assert status is not None
+            assert set(status["scopes"]) == {"public", "personal", "private"}
+            assert status["scopes"]["personal"]["epochs"] >= 2
+            assert status["peers"]
+            nursery.cancel_scope.cancel()
+    # grep finds no value written in any file under the homes
+    disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert len(values) == 5
+    for v in values:
+        assert v.encode() not in disk
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> None:
+    assert err.endswith("\n"), err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def exercise_cli(capsys: pytest.CaptureFixture[str], home: str) -> None:
+    """Every vault command and its refusals, on one home (with a peer running or not)."""
+    h = ("--home", home)
+    assert run(capsys, "vault", "put", "facts/b", "Lisbon", *h)[:2] == (
+        0,
+        "put facts/b (personal)\n",
+    )
+    code, out, _ = run(capsys, "vault", "put", "facts/a", '{"n": [1, 2]}', "--json", *h)
+    assert code == 0
+    assert json.loads(out) == {"key": "facts/a", "scope": "personal"}
+    assert run(capsys, "vault", "put", "memories/m", "x", "--scope", "private", *h)[0] == 0
+    assert run(capsys, "vault", "get", "facts/b", *h)[:2] == (0, "Lisbon\n")
+    assert run(capsys, "vault", "get", "facts/b", "--json", *h)[:2] == (0, '"Lisbon"\n')
+    assert run(capsys, "vault", "get", "facts/a", *h)[:2] == (0, '{"n": [1, 2]}\n')
+    code, out, _ = run(capsys, "vault", "ls", *h)
+    assert code == 0
+    assert out == (
+        'facts/a\tpersonal\t{"n": [1, 2]}\nfacts/b\tpersonal\t"Lisbon"\nmemories/m\tprivate\t"x"\n'
+    )
+    assert run(capsys, "vault", "ls", "facts/", *h)[1].count("\n") == 2
+    assert run(capsys, "vault", "ls", "questions/", *h)[:2] == (0, "")
+    code, out, _ = run(capsys, "vault", "ls", "--json", "memories", *h)
+    assert json.loads(out) == {"entries": [{"key": "memories/m", "scope": "private", "value": "x"}]}
+    assert run(capsys, "vault", "rm", "facts/b", *h)[:2] == (0, "removed facts/b (personal)\n")
+    for argv, code, says in [
+        (["get", "facts/b"], 1, "no entry 'facts/b'"),
+        (["rm", "facts/b"], 1, "no entry 'facts/b'"),
+        (["get", "notes/x"], 2, "COLLECTION/NAME"),
+        (["put", "facts/x", "{bad", "--json"], 2, "not valid JSON"),
+        (["put", "facts/x", "y" * 40000], 2, "over the limit"),
+        (["put", "facts/x", "y", "--scope", "secret"], 2, "invalid choice"),
+        (["get"], 2, "required"),
+    ]:
+        got, out, err = run(capsys, "vault", *argv, *h)
+        assert (got, out) == (code, ""), (argv, err)
+        one_line(err)
+        assert says in err, (argv, err)
+    code, out, _ = run(capsys, "vault", "status", "--json", *h)
+    status = json.loads(out)
+    assert status["scopes"]["personal"]["entries"]["facts"] == 1
+    assert status["bytes_on_disk"] > 0
+    code, out, _ = run(capsys, "vault", "status", *h)
+    assert code == 0
+    assert "personal" in out
+    assert "epoch" in out
+
+
+def test_the_vault_cli_without_a_running_peer(tmp_path, capsys):
+    ident = init_home(tmp_path / "solo", name="solo", role="laptop")
+    exercise_cli(capsys, str(ident.home))
+    # a phone may not hold private entries
+    phone = init_home(tmp_path / "phone", name="phone", role="phone")
+    code, out, err = run(
+        capsys, "vault", "put", "facts/x", "1", "--scope", "private", "--home", str(phone.home)
+    )
+    assert (code, out) == (2, "")
+    one_line(err)
+    assert "may not hold private" in err
+
+
+async def test_the_vault_cli_through_a_running_peer(tmp_path, capsys):
+    ident = init_home(
+        tmp_path / "up", name="up", role="laptop", network={"listen": LOOPBACK, "mdns": False}
+    )
+    daemon = Daemon(ident, listen=LOOPBACK, mdns=False)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            await trio.to_thread.run_sync(exercise_cli, capsys, str(ident.home))
+            assert daemon.peer is not None
+            vault = daemon.peer.services["vault"]
+            assert isinstance(vault, VaultService)
+            assert vault.node is not None
+            assert vault.node.commits >= 4  # the writes went through the running peer
+            status = vault.section()
+            assert status is not None
+            assert status["scopes"]["private"]["entries"]["memories"] == 1
+            assert check_status_shape(daemon.peer.status()) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_fact_reaches_another_device_over_libp2p_within_a_second(tmp_path, capsys):
+    net = {"listen": LOOPBACK, "mdns": False}
+    laptop, phone = make_homes(
+        tmp_path,
+        [
+            {"name": "laptop", "role": "laptop", "network": net},
+            {"name": "phone", "role": "phone", "network": net},
+        ],
+    )
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            first = Daemon(laptop, listen=LOOPBACK, mdns=False)
+            addrs = await nursery.start(first.run)
+            second = Daemon(phone, listen=LOOPBACK, mdns=False)
+            await nursery.start(second.run)
+            assert second.peer is not None
+            second.peer.join([(laptop.device_id, [a.split("/p2p/")[0] for a in addrs])])
+            services = [d.peer.services["vault"] for d in (first, second) if d.peer is not None]
+            while True:
+                if all(len(s._alive_now()) == 1 for s in services):
+                    break
+                await trio.sleep(0.05)
+            cli = partial(run, capsys)
+            code, _, err = await trio.to_thread.run_sync(
+                cli, "vault", "put", "facts/city", "Porto", "--home", str(laptop.home)
+            )
+            assert code == 0, err
+            start = trio.current_time()
+            while True:
+                code, out, _ = await trio.to_thread.run_sync(
+                    cli, "vault", "get", "facts/city", "--home", str(phone.home)
+                )
+                if code == 0 or trio.current_time() - start > 1.0:
+                    break
+                await trio.sleep(0.05)
+            assert (code, out) == (0, "Porto\n")
+            code, _, err = await trio.to_thread.run_sync(
+                cli, "vault", "put", "facts/pin", "1234", "--scope", "private",
+                "--home", str(laptop.home),
+            )  # fmt: skip
+            assert code == 0, err
+            await trio.sleep(0.5)
+            code, out, err = await trio.to_thread.run_sync(
+                cli, "vault", "get", "facts/pin", "--home", str(phone.home)
+            )
+            assert (code, out) == (1, "")
+            assert "may not read" in err
+            code, out, err = await trio.to_thread.run_sync(
+                cli, "status", "--json", "--home", str(phone.home)
+            )
+            assert code == 0, err
+            assert check_status_shape(json.loads(out)) == []
+            code, out, err = await trio.to_thread.run_sync(
+                cli, "vault", "status", "--json", "--home", str(phone.home)
+            )
+            assert code == 0, err
+            peers = json.loads(out)["peers"]
+            assert peers[laptop.device_id]["behind"] == 0
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("put", ["KEY", "VALUE", "--scope", "--json", "--home"]),
+        ("get", ["KEY", "--json", "--home"]),
+        ("ls", ["PREFIX", "--json", "--home"]),
+        ("rm", ["KEY", "--home"]),
+        ("status", ["--json", "--home"]),
+    ],
+)
+def test_help_of_each_vault_command(capsys, command, options):
+    code, out, err = run(capsys, "vault", command, "--help")
+    assert (code, err) == (0, "")
+    assert out.startswith(f"usage: swarm vault {command}")
+    for option in options:
+        assert option in out
+
+
+def test_vault_without_a_command_shows_its_commands(capsys):
+    code, out, _ = run(capsys, "vault")
+    assert code == 2
+    assert "COMMAND" in out
+    code, out, _ = run(capsys, "--help")
+    assert "vault" in out

@@ -1,0 +1,740 @@
+"""One device's replica of the vault: the pure core. No I/O, no clock, no global randomness.
+
+State, per scope (``public``, ``personal``, ``private``): a signed, encrypted log per origin
+device (contiguous sequence numbers from 1, the oldest possibly folded into snapshots), the
+snapshots kept, and, on a device that may read the scope, its pycrdt document. Plus the keyring
+(``_keys``) and the directory (who is admitted, revoked, and may read what).
+
+What changes the state, and what the caller must do with the result:
+
+- ``put`` / ``delete`` change a document at once (this device reads its own writes) and *stage*
+  the change; ``commit_local`` turns every staged change of a scope into one update (a group
+  commit; bigger groups are split), encrypted to the scope's current epoch and signed.
+- ``receive`` takes records from a peer: each is checked (shape, swarm, admitted signer, the
+  next sequence number of its origin, known epoch held by the signer, signature; and where this
+  device holds the key, that it decrypts to an update of the vault's own shape) and taken, or
+  refused with a reason. Refusing one record never stops the others. Duplicates are ignored.
+- ``compact`` folds a scope's log into one snapshot; ``reseal`` seals held epochs to devices that
+  became eligible; ``set_directory`` follows the roster and the device states.
+
+Each of these returns ``Changes``: the records to add to storage and those to drop. The caller
+stores them durably before acknowledging a write, answering a peer, or anything else: this
+object's state is then what storage holds (``restore`` rebuilds it from storage). Nothing
+unencrypted is in ``Changes``.
+
+Updates whose epoch secret this device does not hold (yet, or ever: a relay, a scope it may
+not read) are kept as ciphertext and passed on; they are applied when a seal brings the key.
+Sequence gaps are refused, so the version vector (origin -> highest sequence, per scope) always
+describes a contiguous prefix of every origin's log, and anti-entropy (``missing``) can work on
+ciphertext alone.
+
+A snapshot covers a version vector; the updates it covers are dropped. It is made only from a
+document that holds everything the log says (nothing staged, unapplied, or pending on an item
+not yet received), so it says exactly what the vector says. A peer behind a snapshot gets the
+snapshot, then the updates after it. Updates and snapshots of a device are refused once it is
+revoked; what it wrote before and others already hold stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pycrdt
+import pyrage
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ._errors import InvalidEntry, RejectedRecord, ScopeNotAllowed
+from ._keys import Keyring
+from ._model import (
+    COLLECTIONS,
+    DEFAULT_SCOPE,
+    MAX_NAME_BYTES,
+    MAX_VALUE_BYTES,
+    SCOPES,
+    check_prefix,
+    check_scope,
+    check_text,
+    rank,
+    split_key,
+)
+from ._records import (
+    MAX_SNAPSHOT_BYTES,
+    Epoch,
+    EpochKey,
+    KeyRecord,
+    Record,
+    Seal,
+    Snapshot,
+    Update,
+    Verifier,
+    short,
+    sign,
+)
+from ._ydoc import BadUpdate, check_update, decode_state_vector
+
+MAX_GROUP_PLAIN = 900 * 1024  # plaintext of one update made by a group commit
+RESEAL_DELAY = 60.0  # seconds a non-creator waits before sealing an epoch to a new device
+
+Vectors = dict[str, dict[str, int]]  # scope -> origin -> highest sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What the directory knows of one admitted device."""
+
+    age: str  # its age recipient (from its certificate)
+    scopes: frozenset[str] | None  # the scopes it may read; empty for a relay; None: unknown
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Admitted devices and what they may read; revoked devices."""
+
+    devices: Mapping[str, Access] = field(default_factory=dict)
+    revoked: frozenset[str] = frozenset()
+
+    def admits(self, device: str) -> bool:
+        return device in self.devices and device not in self.revoked
+
+    def readers(self, scope: str) -> dict[str, str]:
+        return {
+            d: a.age
+            for d, a in self.devices.items()
+            if a.scopes is not None and scope in a.scopes and d not in self.revoked
+        }
+
+    def with_cache(self, cached: Directory) -> Directory:
+        """This directory, completed by an older one: what a device may read, where this one
+        does not know it (a device not seen since the start); every device, if this one holds
+        none; revocations of both."""
+        if not self.devices:
+            return Directory(dict(cached.devices), self.revoked | cached.revoked)
+        devices = dict(self.devices)
+        for device, access in devices.items():
+            old = cached.devices.get(device)
+            if access.scopes is None and old is not None and old.age == access.age:
+                devices[device] = Access(access.age, old.scopes)
+        return Directory(devices, self.revoked | cached.revoked)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "devices": {
+                d: [a.age, None if a.scopes is None else sorted(a.scopes)]
+                for d, a in sorted(self.devices.items())
+            },
+            "revoked": sorted(self.revoked),
+        }
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Directory:
+        """A stored directory; an empty one if it does not parse (it is only a cache)."""
+        try:
+            devices = {
+                str(d): Access(str(v[0]), None if v[1] is None else frozenset(map(str, v[1])))
+                for d, v in obj["devices"].items()
+            }
+            return cls(devices, frozenset(map(str, obj["revoked"])))
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return cls()
+
+
+@dataclass
+class Changes:
+    """What storage must do so that it holds what the replica holds."""
+
+    added: list[Record] = field(default_factory=list)
+    dropped_updates: list[tuple[str, str, int]] = field(default_factory=list)  # up to seq
+    dropped_snapshots: list[bytes] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.dropped_updates or self.dropped_snapshots)
+
+    def extend(self, other: Changes) -> None:
+        self.added.extend(other.added)
+        self.dropped_updates.extend(other.dropped_updates)
+        self.dropped_snapshots.extend(other.dropped_snapshots)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    record: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    text: str  # the value's JSON text
+    scope: str
+
+
+class _Scope:
+    def __init__(self, name: str, readable: bool, client_id: int) -> None:
+        self.name = name
+        self.floor: dict[str, int] = {}
+        self.logs: dict[str, list[Update]] = {}
+        self.snapshots: dict[bytes, Snapshot] = {}
+        self.doc: pycrdt.Doc[Any] | None = None
+        self.maps: dict[str, pycrdt.Map[Any]] = {}
+        if readable:
+            self.doc = pycrdt.Doc(client_id=client_id)
+            self.maps = {c: self.doc.get(c, type=pycrdt.Map) for c in COLLECTIONS}
+        self.unapplied: dict[EpochKey, list[Update | Snapshot]] = {}
+        self.staged: list[bytes] = []
+        self.required: dict[int, int] = {}  # Yjs client -> clock the document must reach
+        self.retry_at = 0  # after a snapshot too big to send: the log size to try again at
+
+    def have(self, origin: str) -> int:
+        return self.floor.get(origin, 0) + len(self.logs.get(origin, ()))
+
+    def vector(self) -> dict[str, int]:
+        out = {o: self.have(o) for o in set(self.floor) | set(self.logs)}
+        return {o: n for o, n in sorted(out.items()) if n}
+
+    def pending(self) -> bool:
+        """Whether the document lacks part of what was applied (waiting for a missing item)."""
+        if self.doc is None:
+            return False
+        state = decode_state_vector(self.doc.get_state())
+        return any(state.get(client, 0) < clock for client, clock in self.required.items())
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.logs.values())
+
+
+class Replica:
+    def __init__(
+        self,
+        *,
+        swarm: str,
+        device: str,
+        signing_key: Ed25519PrivateKey,
+        age_identity: pyrage.x25519.Identity,
+        readable: Iterable[str],
+        directory: Directory | None = None,
+        rng: random.Random,
+    ) -> None:
+        self.swarm = swarm
+        self.device = device
+        self.readable = frozenset(s for s in readable if s in SCOPES)
+        self.directory = directory or Directory()
+        self._signing_key = signing_key
+        self.keyring = Keyring(
+            swarm=swarm, device=device, age_identity=age_identity, signing_key=signing_key
+        )
+        self._verifier = Verifier()
+        self._scopes = {s: _Scope(s, s in self.readable, rng.randrange(1, 2**52)) for s in SCOPES}
+        self._noticed: dict[tuple[EpochKey, str], float] = {}
+        self.rejected = 0  # records refused since start
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        """The entry at ``key`` as this device can see it (None: absent, or unreadable here)."""
+        collection, name = split_key(key)
+        found = None
+        for scope in self.readable:
+            text = self._scopes[scope].maps[collection].get(name)
+            if isinstance(text, str) and (found is None or rank(scope) > rank(found.scope)):
+                found = Entry(key, text, scope)
+        return found
+
+    def items(self, prefix: str = "") -> list[Entry]:
+        """Every readable entry whose key starts with ``prefix``, sorted by key."""
+        check_prefix(prefix)
+        best: dict[str, Entry] = {}
+        for scope in sorted(self.readable, key=rank):
+            s = self._scopes[scope]
+            for collection, ymap in s.maps.items():
+                if not (collection + "/").startswith(prefix[: len(collection) + 1]):
+                    continue
+                for name, text in ymap.items():
+                    key = f"{collection}/{name}"
+                    if key.startswith(prefix) and isinstance(text, str):
+                        best[key] = Entry(key, text, scope)
+        return [best[k] for k in sorted(best)]
+
+    def content(self, scope: str) -> dict[str, str]:
+        """One scope's entries (key -> JSON text), whatever other scopes hold."""
+        s = self._scopes[scope]
+        return {
+            f"{c}/{name}": text
+            for c, ymap in s.maps.items()
+            for name, text in ymap.items()
+            if isinstance(text, str)
+        }
+
+    def vectors(self) -> Vectors:
+        return {s: v for s in SCOPES if (v := self._scopes[s].vector())}
+
+    def snapshots(self, scope: str) -> list[Snapshot]:
+        return sorted(self._scopes[scope].snapshots.values(), key=lambda sn: sn.id)
+
+    def log(self, scope: str, origin: str) -> list[Update]:
+        return list(self._scopes[scope].logs.get(origin, ()))
+
+    # ---- local writes ------------------------------------------------------------------------
+
+    def put(self, key: str, text: str, scope: str | None = None) -> str:
+        """Stage ``key = text`` (a value's JSON text); the scope it went to.
+
+        Without ``scope`` an existing entry keeps its scope (a new one gets ``personal``); with
+        one, the entry moves there (and leaves the other scopes this device can read).
+        """
+        collection, name = split_key(key)
+        check_text(text)
+        if scope is not None:
+            check_scope(scope)
+        if not self.readable:
+            raise ScopeNotAllowed("this device is a blind relay: it holds no vault it may write to")
+        if self.device in self.directory.revoked:
+            raise ScopeNotAllowed("this device was revoked from the swarm: it may not write")
+        here = [s for s in self.readable if name in self._scopes[s].maps[collection]]
+        target = scope or (max(here, key=rank) if here else DEFAULT_SCOPE)
+        if target not in self.readable:
+            raise ScopeNotAllowed(
+                f"this device may not hold {target} entries (its scopes: "
+                f"{', '.join(sorted(self.readable, key=rank))}; see [device] scopes in swarm.toml)"
+            )
+        self._stage(target, lambda maps: maps[collection].__setitem__(name, text))
+        for other in here:
+            if other != target:
+                self._stage(other, lambda maps: maps[collection].pop(name))
+        return target
+
+    def delete(self, key: str) -> list[str]:
+        """Stage the removal of ``key`` from every scope this device can read; those scopes."""
+        collection, name = split_key(key)
+        here = sorted(
+            (s for s in self.readable if name in self._scopes[s].maps[collection]), key=rank
+        )
+        for scope in here:
+            self._stage(scope, lambda maps: maps[collection].pop(name))
+        return here
+
+    def _stage(self, scope: str, change: Callable[[dict[str, pycrdt.Map[Any]]], object]) -> None:
+        s = self._scopes[scope]
+        assert s.doc is not None
+        before = s.doc.get_state()
+        change(s.maps)
+        s.staged.append(s.doc.get_update(before))
+
+    @property
+    def staged(self) -> bool:
+        return any(s.staged for s in self._scopes.values())
+
+    def commit_local(self) -> Changes:
+        """Every staged change as signed, encrypted updates (one per scope and group)."""
+        changes = Changes()
+        for s in self._scopes.values():
+            if not s.staged:
+                continue
+            epoch = self._write_epoch(s.name, changes)
+            recipient = self.keyring.recipient(epoch.key)
+            assert recipient is not None
+            for group in _groups(s.staged, MAX_GROUP_PLAIN):
+                plain = group[0] if len(group) == 1 else pycrdt.merge_updates(*group)
+                unsigned = Update(
+                    self.swarm,
+                    s.name,
+                    self.device,
+                    s.have(self.device) + 1,
+                    epoch.number,
+                    epoch.creator,
+                    pyrage.encrypt(plain, [recipient]),
+                    bytes(64),
+                )
+                update = dataclasses.replace(
+                    unsigned, signature=sign(self._signing_key, unsigned.payload())
+                )
+                s.logs.setdefault(self.device, []).append(update)
+                changes.added.append(update)
+            s.staged.clear()
+        return changes
+
+    def _write_epoch(self, scope: str, changes: Changes) -> Epoch:
+        revoked = self.directory.revoked
+        epoch = self.keyring.current(scope, revoked)
+        if epoch is None:
+            made = self.keyring.create(scope, self.directory.readers(scope), revoked)
+            changes.added.extend(made)
+            epoch = self.keyring.current(scope, revoked)
+            assert epoch is not None
+        return epoch
+
+    def rotate(self, scopes: Iterable[str]) -> Changes:
+        """Start a new epoch now for each of ``scopes`` this device may read, unless its current
+        one already excludes every revoked device (so a revocation starts exactly one here)."""
+        changes = Changes()
+        for scope in sorted(set(scopes) & self.readable, key=rank):
+            if self.keyring.current(scope, self.directory.revoked) is None:
+                revoked = self.directory.revoked
+                changes.added.extend(
+                    self.keyring.create(scope, self.directory.readers(scope), revoked)
+                )
+        return changes
+
+    # ---- records from peers ------------------------------------------------------------------
+
+    def receive(self, records: Sequence[Record]) -> tuple[Changes, list[Rejection]]:
+        """Take what checks out of ``records`` (see the module doc); the rest with reasons."""
+        changes, rejections = Changes(), []
+        for record in sorted(records, key=_arrival_order):
+            try:
+                self._take(record, changes, trusted=False)
+            except RejectedRecord as exc:
+                self.rejected += 1
+                rejections.append(Rejection(_describe(record), str(exc)))
+        return changes, rejections
+
+    def _take(self, record: Record, changes: Changes, *, trusted: bool) -> None:
+        if record.swarm != self.swarm:
+            raise RejectedRecord("of another swarm")
+        if isinstance(record, Update):
+            self._take_update(record, changes, trusted)
+        elif isinstance(record, Snapshot):
+            self._take_snapshot(record, changes, trusted)
+        else:
+            self._take_key(record, changes, trusted)
+
+    def _check_signer(self, record: Record, trusted: bool) -> None:
+        if trusted:
+            return
+        if not self.directory.admits(record.signer):
+            raise RejectedRecord(f"from an unknown or revoked device {short(record.signer)}")
+
+    def _check_signature(self, record: Record, trusted: bool) -> None:
+        if not trusted and not self._verifier.check(record):
+            raise RejectedRecord("bad signature")
+
+    def _check_epoch(self, record: Update | Snapshot, trusted: bool) -> None:
+        if record.epoch_key not in self.keyring.epochs:
+            raise RejectedRecord("unknown epoch")
+        if not trusted and record.signer not in self.keyring.holders(record.epoch_key):
+            raise RejectedRecord(f"{short(record.signer)} does not hold the epoch it wrote with")
+
+    def _take_key(self, record: KeyRecord, changes: Changes, trusted: bool) -> None:
+        if isinstance(record, Epoch):
+            if record.key in self.keyring.epochs:
+                return
+        elif record.id in self.keyring.seals:
+            return
+        self._check_signer(record, trusted)
+        if isinstance(record, Seal) and record.device in self.directory.revoked:
+            raise RejectedRecord(f"sealed to a revoked device {short(record.device)}")
+        self._check_signature(record, trusted)
+        unlocked = self.keyring.add(record)
+        changes.added.append(record)
+        if unlocked is not None:
+            self._unlocked(unlocked)
+
+    def _take_update(self, u: Update, changes: Changes, trusted: bool) -> None:
+        s = self._scopes[u.scope]
+        have = s.have(u.origin)
+        if u.seq <= have:
+            return  # a duplicate
+        self._check_signer(u, trusted)
+        if u.seq != have + 1:
+            raise RejectedRecord(f"sequence gap: have {have}, got {u.seq}")
+        self._check_epoch(u, trusted)
+        self._check_signature(u, trusted)
+        self._apply_or_hold(s, u)
+        s.logs.setdefault(u.origin, []).append(u)
+        if not trusted:
+            changes.added.append(u)
+
+    def _take_snapshot(self, sn: Snapshot, changes: Changes, trusted: bool) -> None:
+        s = self._scopes[sn.scope]
+        if sn.id in s.snapshots:
+            return
+        if not trusted and all(s.floor.get(o, 0) >= seq for o, seq in sn.covers):
+            return  # it brings nothing, and lets this device drop nothing
+        self._check_signer(sn, trusted)
+        self._check_epoch(sn, trusted)
+        self._check_signature(sn, trusted)
+        self._apply_or_hold(s, sn)
+        s.snapshots[sn.id] = sn
+        if not trusted:
+            changes.added.append(sn)
+        for origin, seq in sn.covers:
+            floor = s.floor.get(origin, 0)
+            if seq <= floor:
+                continue
+            log = s.logs.get(origin, [])
+            gone = min(seq - floor, len(log))
+            if gone:
+                for old in log[:gone]:
+                    self._forget_unapplied(s, old)
+                del log[:gone]
+                changes.dropped_updates.append((s.name, origin, seq))
+            s.floor[origin] = seq
+        for other in list(s.snapshots.values()):
+            if other.id != sn.id and _dominates(sn.vector, other.vector):
+                del s.snapshots[other.id]
+                self._forget_unapplied(s, other)
+                changes.dropped_snapshots.append(other.id)
+
+    def _apply_or_hold(self, s: _Scope, record: Update | Snapshot) -> None:
+        """Decrypt, check and apply ``record`` if this device can; else keep it for later."""
+        if s.doc is None:
+            return
+        secret = self.keyring.secret(record.epoch_key)
+        if secret is None:
+            s.unapplied.setdefault(record.epoch_key, []).append(record)
+            return
+        self._apply(s, self._open(record, secret))
+
+    def _open(self, record: Update | Snapshot, secret: pyrage.x25519.Identity) -> bytes:
+        try:
+            plain: bytes = pyrage.decrypt(record.ciphertext, [secret])
+        except pyrage.DecryptError:
+            raise RejectedRecord("does not decrypt with its epoch's key") from None
+        return plain
+
+    def _apply(self, s: _Scope, plain: bytes) -> None:
+        """Check decrypted content (``_ydoc``) and apply it; note what the document must then
+        reach for nothing of it to be pending."""
+        assert s.doc is not None
+        try:
+            extent = check_update(
+                plain, roots=COLLECTIONS, max_name=MAX_NAME_BYTES, max_value=MAX_VALUE_BYTES
+            )
+        except BadUpdate as exc:
+            raise RejectedRecord(f"its content is not a vault update: {exc}") from None
+        try:
+            s.doc.apply_update(plain)
+        except ValueError as exc:
+            raise RejectedRecord(f"not a document update ({exc})") from None
+        for client, clock in extent.items():
+            s.required[client] = max(s.required.get(client, 0), clock)
+
+    def _forget_unapplied(self, s: _Scope, record: Update | Snapshot) -> None:
+        held = s.unapplied.get(record.epoch_key)
+        if held and record in held:
+            held.remove(record)
+
+    def _unlocked(self, key: EpochKey) -> None:
+        """A seal gave this device an epoch's secret: apply what waited for it."""
+        s = self._scopes[key[0]]
+        secret = self.keyring.secret(key)
+        assert secret is not None
+        for record in s.unapplied.pop(key, []):
+            try:
+                self._apply(s, self._open(record, secret))
+            except RejectedRecord:
+                self.rejected += 1  # kept (its log position is taken) but never applied
+
+    # ---- keys and the directory --------------------------------------------------------------
+
+    def set_directory(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def reseal(self, now: float) -> Changes:
+        """Seal held epochs to devices that may read their scope and lack a seal. The epoch's
+        creator does it at once; another holder after ``RESEAL_DELAY`` (so that usually one
+        seal is made, by the creator, and still one if the creator is away)."""
+        changes = Changes()
+        revoked = self.directory.revoked
+        for key, epoch in sorted(self.keyring.epochs.items()):
+            if not self.keyring.holds(key):
+                continue
+            holders = self.keyring.holders(key)
+            due = {}
+            for device, age in self.directory.readers(key[0]).items():
+                if device in holders or device in epoch.excluded:
+                    continue
+                first = self._noticed.setdefault((key, device), now)
+                if epoch.creator == self.device or now - first >= RESEAL_DELAY:
+                    due[device] = age
+            changes.added.extend(self.keyring.reseal(key, due, revoked))
+        return changes
+
+    # ---- compaction --------------------------------------------------------------------------
+
+    def compactable(self, scope: str) -> int:
+        """How many updates ``compact(scope)`` would fold (0: it cannot, or there is nothing)."""
+        s = self._scopes[scope]
+        if s.doc is None or s.staged or s.count() < s.retry_at:
+            return 0
+        if any(s.unapplied.values()) or s.pending():
+            return 0
+        return s.count()
+
+    def log_bytes(self, scope: str) -> tuple[int, int]:
+        """Bytes of the scope's updates, and of its snapshots (ciphertext)."""
+        s = self._scopes[scope]
+        updates = sum(len(u.ciphertext) for log in s.logs.values() for u in log)
+        return updates, sum(len(sn.ciphertext) for sn in s.snapshots.values())
+
+    def compact(self, scope: str) -> Changes:
+        """Fold the scope's whole log into one snapshot (``compactable`` says whether it can)."""
+        changes = Changes()
+        s = self._scopes[scope]
+        if not self.compactable(scope):
+            return changes
+        assert s.doc is not None
+        epoch = self._write_epoch(scope, changes)
+        recipient = self.keyring.recipient(epoch.key)
+        assert recipient is not None
+        ciphertext = pyrage.encrypt(s.doc.get_update(), [recipient])
+        if len(ciphertext) > MAX_SNAPSHOT_BYTES:
+            s.retry_at = 2 * s.count()  # too big for one message: keep the log, try much later
+            return changes
+        covers = tuple(sorted(s.vector().items()))
+        unsigned = Snapshot(
+            self.swarm,
+            scope,
+            self.device,
+            epoch.number,
+            epoch.creator,
+            covers,
+            ciphertext,
+            bytes(64),
+        )
+        sn = dataclasses.replace(unsigned, signature=sign(self._signing_key, unsigned.payload()))
+        changes.dropped_snapshots.extend(s.snapshots)
+        changes.dropped_updates.extend((scope, o, n) for o, n in covers if s.logs.get(o))
+        s.snapshots = {sn.id: sn}
+        s.logs = {}
+        s.floor = dict(covers)
+        changes.added.append(sn)
+        return changes
+
+    # ---- anti-entropy ------------------------------------------------------------------------
+
+    def missing(
+        self, their: Mapping[str, Mapping[str, int]], budget: int
+    ) -> tuple[list[Record], bool]:
+        """What a peer with vectors ``their`` lacks, in an order it can take: snapshots it is
+        behind, then each origin's updates in sequence. At most about ``budget`` bytes (at least
+        one record); True if more remain."""
+        out: list[Record] = []
+        used = 0
+        for scope in SCOPES:
+            s = self._scopes[scope]
+            theirs = dict(their.get(scope, {}))
+            if any(theirs.get(o, 0) < f for o, f in s.floor.items()):
+                for sn in self.snapshots(scope):
+                    if any(theirs.get(o, 0) < seq for o, seq in sn.covers):
+                        if out and used + sn.size() > budget:
+                            return out, True
+                        out.append(sn)
+                        used += sn.size()
+                        for o, seq in sn.covers:
+                            theirs[o] = max(theirs.get(o, 0), seq)
+            for origin in sorted(s.logs):
+                log = s.logs[origin]
+                start = max(theirs.get(origin, 0) - s.floor.get(origin, 0), 0)
+                for u in log[start:]:
+                    if out and used + u.size() > budget:
+                        return out, True
+                    out.append(u)
+                    used += u.size()
+        return out, False
+
+    # ---- restoring ---------------------------------------------------------------------------
+
+    def restore(
+        self, keys: Iterable[KeyRecord], snapshots: Iterable[Snapshot], updates: Iterable[Update]
+    ) -> list[Rejection]:
+        """Load what storage holds (trusted: no signature or roster checks, but decrypted and
+        checked as ever). Call once, on a new replica."""
+        problems: list[Rejection] = []
+        scratch = Changes()
+        ordered: list[Record] = [*keys, *snapshots]
+        ordered.sort(key=_arrival_order)
+        in_order: list[Update] = sorted(updates, key=lambda u: (u.scope, u.origin, u.seq))
+        ordered.extend(in_order)
+        for record in ordered:
+            try:
+                if isinstance(record, Update):
+                    self._restore_update(record)
+                else:
+                    self._take(record, scratch, trusted=True)
+            except RejectedRecord as exc:
+                problems.append(Rejection(_describe(record), str(exc)))
+        return problems
+
+    def _restore_update(self, u: Update) -> None:
+        s = self._scopes[u.scope]
+        have = s.have(u.origin)
+        if u.seq <= have:
+            return
+        if u.seq != have + 1:
+            raise RejectedRecord(f"stored with a sequence gap: have {have}, got {u.seq}")
+        s.logs.setdefault(u.origin, []).append(u)
+        try:
+            self._apply_or_hold(s, u)
+        except RejectedRecord:
+            self.rejected += 1  # stored, so its place in the log stays taken
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        scopes: dict[str, Any] = {}
+        for name in SCOPES:
+            s = self._scopes[name]
+            current = self.keyring.current(name, self.directory.revoked)
+            entry: dict[str, Any] = {
+                "readable": s.doc is not None,
+                "entries": (
+                    {c: sum(isinstance(v, str) for v in m.values()) for c, m in s.maps.items()}
+                    if s.doc is not None
+                    else None
+                ),
+                "sequences": s.vector(),
+                "updates": s.count(),
+                "snapshots": len(s.snapshots),
+                "unapplied": sum(len(v) for v in s.unapplied.values()),
+                "epoch": None if current is None else [current.number, current.creator],
+                "epochs": len(self.keyring.epochs_of(name)),
+            }
+            scopes[name] = entry
+        return {"scopes": scopes, "rejected": self.rejected}
+
+
+def _groups(updates: list[bytes], limit: int) -> list[list[bytes]]:
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for u in updates:
+        if groups[-1] and size + len(u) > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(u)
+        size += len(u)
+    return groups
+
+
+def _dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
+    return all(a.get(o, 0) >= n for o, n in b.items())
+
+
+def _arrival_order(record: Record) -> tuple[Any, ...]:
+    """Epochs, seals, snapshots, then updates by scope, origin and sequence."""
+    if isinstance(record, Epoch):
+        return (0, record.key)
+    if isinstance(record, Seal):
+        return (1, record.epoch_key, record.device)
+    if isinstance(record, Snapshot):
+        return (2, record.scope, record.id)
+    return (3, record.scope, record.origin, record.seq)
+
+
+def _describe(record: Record) -> str:
+    return record.describe()
+
+
+__all__ = [
+    "Access",
+    "Changes",
+    "Directory",
+    "Entry",
+    "InvalidEntry",
+    "Rejection",
+    "Replica",
+    "Vectors",
+]
