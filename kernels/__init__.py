@@ -1,1 +1,61 @@
-"""kernels: see DESIGN.md (built by later issues)."""
+"""kernels: the micro-kernel API, the registry and the built-in kernels (``embed``, ``classify``).
+
+A kernel is a Python callable declared with what it needs::
+
+    from kernels import Needs, kernel
+
+    @kernel("shout", needs=Needs(scope="public", energy="tiny"))
+    def shout(text):
+        return text.upper()
+
+Third-party kernels plug in through the ``swarm.kernels`` entry-point group (see
+``kernels._registry``); ``kernels.testing`` holds trivial kernels for tests.
+"""
+
+from ._api import (
+    ACCELERATORS,
+    DEFAULT_COMPUTE_S,
+    ENERGY_CLASSES,
+    MAX_NAME_CHARS,
+    SCOPES,
+    ExecutionError,
+    InvalidInput,
+    Kernel,
+    KernelFailed,
+    Needs,
+    UnknownKernel,
+    check_name,
+    check_value,
+    energy_rank,
+    kernel,
+    scope_rank,
+)
+from ._builtin import DIMENSIONS, classify, embed, load_model
+from ._registry import ENTRY_POINT_GROUP, Registry, builtin_registry, default_registry
+
+__all__ = [
+    "ACCELERATORS",
+    "DEFAULT_COMPUTE_S",
+    "DIMENSIONS",
+    "ENERGY_CLASSES",
+    "ENTRY_POINT_GROUP",
+    "MAX_NAME_CHARS",
+    "SCOPES",
+    "ExecutionError",
+    "InvalidInput",
+    "Kernel",
+    "KernelFailed",
+    "Needs",
+    "Registry",
+    "UnknownKernel",
+    "builtin_registry",
+    "check_name",
+    "check_value",
+    "classify",
+    "default_registry",
+    "embed",
+    "energy_rank",
+    "kernel",
+    "load_model",
+    "scope_rank",
+]

@@ -1,1 +1,84 @@
-"""placement: see DESIGN.md (built by later issues)."""
+"""placement: where a kernel runs.
+
+- the policy (pure, deterministic, explained): ``place(kernel, needs, view) -> Decision`` over
+  ``DeviceView``s, plus baselines of the same shape for simulations;
+- executors: ``InlineExecutor`` (this process), ``RayExecutor`` (a Ray actor per kernel type),
+  and the remote executor's messages (``RunRequest``, ``RunReply``);
+- ``Runner``: place, run, re-place once on failure; and serve other devices' runs under this
+  device's own policy.
+
+``placement.testing`` holds device views and scripted executors for tests and simulations.
+"""
+
+from ._executors import (
+    Executor,
+    ExecutorFailed,
+    ExecutorTimeout,
+    ExecutorUnavailable,
+    FallbackExecutor,
+    Host,
+    InlineExecutor,
+    RunResult,
+)
+from ._policy import (
+    CONSTRAINTS,
+    DEFAULT_CONFIG,
+    Candidate,
+    Decision,
+    Exclusion,
+    Policy,
+    PolicyConfig,
+    Refused,
+    admit,
+    always_local,
+    always_server,
+    baselines,
+    latency_greedy,
+    place,
+    random_policy,
+    violations,
+)
+from ._ray import RayExecutor, RayRuntime
+from ._remote import RemoteRefused, RunReply, RunRequest
+from ._runner import Attempt, Outcome, RunFailed, Runner
+from ._view import NO_EXECUTOR, ROLES, STATUSES, DeviceView
+
+__all__ = [
+    "CONSTRAINTS",
+    "DEFAULT_CONFIG",
+    "NO_EXECUTOR",
+    "ROLES",
+    "STATUSES",
+    "Attempt",
+    "Candidate",
+    "Decision",
+    "DeviceView",
+    "Exclusion",
+    "Executor",
+    "ExecutorFailed",
+    "ExecutorTimeout",
+    "ExecutorUnavailable",
+    "FallbackExecutor",
+    "Host",
+    "InlineExecutor",
+    "Outcome",
+    "Policy",
+    "PolicyConfig",
+    "RayExecutor",
+    "RayRuntime",
+    "Refused",
+    "RemoteRefused",
+    "RunFailed",
+    "RunReply",
+    "RunRequest",
+    "RunResult",
+    "Runner",
+    "admit",
+    "always_local",
+    "always_server",
+    "baselines",
+    "latency_greedy",
+    "place",
+    "random_policy",
+    "violations",
+]

@@ -15,8 +15,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v WARNING >&2 || true
   # torch first and pinned: it takes the CPU wheel already on our machines (see DESIGN.md)
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v WARNING >&2 || true
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]" 2>&1 | grep -v WARNING >&2 || true
-  "$VENV/bin/python" -c "import swarm, transports, libp2p, torch" || { echo "install failed" >&2; exit 1; }
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,ray,kernels]" 2>&1 | grep -v WARNING >&2 || true
+  "$VENV/bin/python" -c "import swarm, transports, libp2p, torch, matplotlib, ray, pycrdt" || { echo "install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -141,6 +141,44 @@ class MembershipSettings:
     tombstone_s: float = setting(3600.0, "forget dead and departed devices after", _positive)
 
 
+ExecutorKind = Literal["auto", "inline", "ray", "none"]
+_KERNEL_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+
+
+def _kernel_names(value: tuple[str, ...]) -> str | None:
+    for name in value:
+        if not _KERNEL_NAME.match(name):
+            return f"{name!r} is not a kernel name (lowercase letters, digits, '.', '_', '-')"
+    return None if len(set(value)) == len(value) else "lists a kernel twice"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSettings:
+    executor: ExecutorKind = setting(
+        "auto",
+        "auto (ray on a laptop or server with Ray installed, else inline), inline, ray, none",
+    )
+    ray_address: str = setting("", "empty: start a local Ray runtime; else the Ray cluster to join")
+    ray_num_cpus: int = setting(0, "cores the local Ray runtime may use (0: all)", _non_negative)
+    kernels: tuple[str, ...] = setting(
+        (), "kernels this device offers (empty: every installed one)", _kernel_names
+    )
+    floor_small: float = setting(
+        30.0, "a phone on battery below this % runs no small kernel", _percent
+    )
+    floor_medium: float = setting(
+        50.0, "a phone on battery below this % runs no medium kernel", _percent
+    )
+    floor_large: float = setting(
+        80.0, "a phone on battery below this % runs no large kernel", _percent
+    )
+    run_timeout_s: float = setting(120.0, "give up on one kernel run after this long", _positive)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
@@ -148,6 +186,7 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     power: PowerSettings = field(default_factory=PowerSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

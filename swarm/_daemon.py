@@ -30,6 +30,7 @@ from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster, resolve_home
 from ._peer import Peer, PeerOptions
+from ._placement_service import device_capabilities
 from ._service import device_services
 
 log = logging.getLogger("swarm.daemon")
@@ -112,6 +113,7 @@ class Daemon:
             )
             async with transport:
                 addrs = advertised(transport.addrs)
+                executor, kernels = device_capabilities(ident.settings)
                 self.peer = Peer(
                     ident,
                     roster,
@@ -120,6 +122,8 @@ class Daemon:
                         seeds=seeds,
                         known_addrs=load_known_addrs(ident.home),
                         services=device_services(ident),
+                        executor=executor,
+                        kernels=kernels,
                     ),
                 )
                 async with trio.open_nursery() as inner:

@@ -170,6 +170,8 @@ _PEER = _Obj(
         "capabilities": _Obj({"executor": _Str(), "kernels": _List(_Str())}),
     }
 )
+
+
 class _AnyObj(_Spec):
     def check(self, value: Any, where: str, problems: list[str]) -> None:
         if not isinstance(value, dict):
@@ -244,6 +246,11 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     vault = status.get("vault")
     if isinstance(vault, dict):
         lines.append(_vault_line(vault, names))
+    from ._placement_cli import kernels_line
+
+    held = kernels_line(status.get("kernels"), names)
+    if held is not None:
+        lines.append(held)
     return "\n".join(lines)
 
 

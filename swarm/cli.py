@@ -18,6 +18,9 @@ from transports import InvalidArgument, LocalError, SwarmError, swarm_error_in
 from . import __version__
 from ._config import ROLES, parse_scopes
 from ._home import init_home, resolve_home
+from ._placement_cli import add_placement_commands
+from ._simulate_cli import add_simulate_commands
+from ._vault_cli import add_vault_commands
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -124,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_json(p)
     p.set_defaults(run=_cmd_demo)
+    add_placement_commands(sub)
+    add_simulate_commands(sub)
+    add_vault_commands(sub)
     return parser
 
 

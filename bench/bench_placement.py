@@ -1,0 +1,356 @@
+"""Placement benchmarks: the policy's decision time, our overhead on embed, remote round trips.
+
+    python bench/bench_placement.py [--quick] [--json]
+
+1. Decision time of ``placement.place`` over random views of 10, 100 and 1000 devices (target:
+   under 1 ms at 100).
+2. ``embed`` of 1,000 short sentences through ``swarm run`` on the Ray executor, against the same
+   call made directly with sentence-transformers in this process, in the same run: the overhead
+   ratio (target <= 1.2x). Two paths are timed: the peer's ``kernels.run`` (placement, the Ray
+   actor, the checks at the boundary) and the whole CLI (``swarm run embed - --json`` through the
+   control socket: JSON both ways, printing), against a peer of this process.
+3. The round trip of a trivial remote kernel (``echo`` placed on another peer, over libp2p on
+   loopback) against a trivial local Ray task, in the same run (target: remote <= 3x Ray).
+
+Every figure is measured in this run and the ratios are between figures of this run; nothing is
+asserted. ``--quick`` takes fewer samples; ``BENCH_VERBOSE=1`` prints every embed sample. Other
+work on the machine skews the Ray worker more than this process: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from kernels import builtin_registry  # noqa: E402
+from kernels.testing import make_registry  # noqa: E402
+from placement import InlineExecutor, RayExecutor, RayRuntime, place  # noqa: E402
+from placement.testing import random_view  # noqa: E402
+
+TOPICS = ["the weather", "a song", "dinner", "the train", "a meeting", "my sister", "the garden"]
+
+
+def sentences(n: int) -> list[str]:
+    return [f"note {i}: remember to ask about {TOPICS[i % len(TOPICS)]} tomorrow" for i in range(n)]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---- 1. the policy -----------------------------------------------------------------------------
+
+
+def bench_policy(quick: bool) -> dict[str, Any]:
+    embed = builtin_registry().get("embed")
+    work = embed.compute_s("hello world")
+    out: dict[str, Any] = {}
+    for n in (10, 100, 1000):
+        view = random_view(random.Random(n), n)
+        reps = max(20, (2000 if not quick else 300) // max(1, n // 10))
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            place("embed", embed.needs, view, compute_s=work)
+            times.append(time.perf_counter() - t0)
+        decision = place("embed", embed.needs, view, compute_s=work)
+        out[str(n)] = {
+            "p50_us": round(1e6 * pct(times, 0.5), 1),
+            "p99_us": round(1e6 * pct(times, 0.99), 1),
+            "candidates": len(decision.candidates),
+            "samples": reps,
+        }
+    return out
+
+
+# ---- a peer of this process --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def peers_on_libp2p(
+    root: Path, specs: list[Any], options: dict[str, dict[str, Any]], registry: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Paired peers of this process on libp2p (loopback), each with its placement service and
+    control socket, once every one sees every other alive with a measured RTT."""
+    from test_placement_swarm import make_homes
+
+    from swarm._control import control_path, serve_control
+    from swarm._daemon import advertised
+    from swarm._device import FixedLoad
+    from swarm._home import load_roster
+    from swarm._peer import Peer, PeerOptions
+    from swarm._placement_service import PlacementService
+    from transports.libp2p import Libp2pTransport
+
+    idents = make_homes(root, specs)
+    peers: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        first_addrs: list[str] = []
+        for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
+            transport = await stack.enter_async_context(Libp2pTransport(ident.private_seed()))
+            addrs = advertised(transport.addrs)
+            if i == 0:
+                first_addrs = addrs
+            service = PlacementService(ident.settings, registry=registry, **options[spec.name])
+            peer = Peer(
+                ident,
+                load_roster(ident),
+                PeerOptions(
+                    listen_addrs=lambda a=addrs: a,  # type: ignore[misc]
+                    seeds=[(idents[0].device_id, first_addrs)] if i else [],
+                    load=FixedLoad(10.0, 8000.0),
+                    persist=False,
+                    services=[service],
+                ),
+            )
+            await nursery.start(peer.run, transport)
+
+            async def control(op: str, args: dict[str, Any], peer: Any = peer) -> Any:
+                return peer.status() if op == "status" else await peer.control(op, args)
+
+            await nursery.start(serve_control, control_path(ident.home), control)
+            peers[spec.name] = peer
+
+        def ready() -> bool:
+            return all(
+                (m := a.core.members.get(b.identity.device_id)) is not None
+                and m.status == "alive"
+                and (a is b or m.rtt is not None)
+                for a in peers.values()
+                for b in peers.values()
+            )
+
+        with trio.fail_after(30):
+            while not ready():  # noqa: ASYNC110 - polling peers' state, which has no event
+                await trio.sleep(0.05)
+        yield peers
+        nursery.cancel_scope.cancel()
+
+
+# ---- 2. embed: our overhead --------------------------------------------------------------------
+
+
+async def bench_embed(root: Path, quick: bool) -> dict[str, Any]:
+    from test_placement_swarm import Spec
+
+    from kernels import load_model
+    from swarm.cli import main
+
+    texts = sentences(1000)
+    reps = 2 if quick else 5
+    model = load_model()
+    model.encode(texts[:64])  # warm
+
+    def direct() -> float:
+        t0 = time.perf_counter()
+        model.encode(texts, batch_size=64)
+        return time.perf_counter() - t0
+
+    registry = builtin_registry()
+    laptop = Spec("laptop", "laptop")
+    ray_ex = RayExecutor(RayRuntime())
+    async with peers_on_libp2p(root, [laptop], {"laptop": {"executor": ray_ex}}, registry) as peers:
+        peer = peers["laptop"]
+        home = str(root / "laptop")
+        t0 = time.perf_counter()
+        first = await peer.control("kernels.run", {"kernel": "embed", "input": texts})
+        cold = time.perf_counter() - t0
+        assert first["executor"] == "ray"
+        assert first["pid"] != os.getpid()
+        assert len(first["result"]) == 1000
+
+        async def service() -> float:
+            t0 = time.perf_counter()
+            reply = await peer.control("kernels.run", {"kernel": "embed", "input": texts})
+            took = time.perf_counter() - t0
+            assert len(reply["result"]) == 1000
+            return took
+
+        def cli() -> float:
+            stdin, stdout = sys.stdin, sys.stdout
+            sys.stdin, sys.stdout = io.StringIO(json.dumps(texts)), io.StringIO()
+            try:
+                t0 = time.perf_counter()
+                code = main(["run", "embed", "-", "--json", "--home", home])
+                took = time.perf_counter() - t0
+                assert code == 0
+                assert len(json.loads(sys.stdout.getvalue())["result"]) == 1000
+            finally:
+                sys.stdin, sys.stdout = stdin, stdout
+            return took
+
+        # interleaved, so drift hits every path alike
+        runs: dict[str, list[float]] = {"direct": [], "service": [], "cli": []}
+        for _ in range(reps):
+            runs["direct"].append(await trio.to_thread.run_sync(direct))
+            runs["service"].append(await service())
+            runs["cli"].append(await trio.to_thread.run_sync(cli))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    if os.environ.get("BENCH_VERBOSE"):
+        print({k: [round(x, 2) for x in v] for k, v in runs.items()}, file=sys.stderr)
+    return {
+        "sentences": len(texts),
+        "samples": reps,
+        "direct_s": round(med["direct"], 3),
+        "swarm_run_service_s": round(med["service"], 3),
+        "swarm_run_cli_s": round(med["cli"], 3),
+        "first_run_cold_s": round(cold, 3),
+        "ratio_service": round(med["service"] / med["direct"], 3),
+        "ratio_cli": round(med["cli"] / med["direct"], 3),
+        "ray_worker_pid": first["pid"],
+        "bench_pid": os.getpid(),
+    }
+
+
+# ---- 3. a trivial remote kernel vs a trivial Ray task ------------------------------------------
+
+
+async def bench_round_trips(root: Path, quick: bool) -> dict[str, Any]:
+    import ray
+    from test_placement_swarm import Spec
+
+    rounds = 100 if quick else 400
+
+    @ray.remote
+    def trivial(x: Any) -> Any:
+        return x
+
+    ray.get(trivial.remote(0))  # warm (a worker started)
+    ray_times = []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        ray.get(trivial.remote(i))
+        ray_times.append(time.perf_counter() - t0)
+
+    ray_ex = RayExecutor(RayRuntime())
+    actor_times = []
+    echo = make_registry().get("echo")
+    await ray_ex.run(echo, 0, timeout=60)
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        await ray_ex.run(echo, i, timeout=60)
+        actor_times.append(time.perf_counter() - t0)
+
+    # the laptop runs no kernels itself: echo is placed on the server, over libp2p
+    from placement import RunRequest
+
+    specs = [Spec("laptop", "laptop"), Spec("server", "server")]
+    options = {"laptop": {"kind": "none"}, "server": {"executor": InlineExecutor()}}
+    async with peers_on_libp2p(root, specs, options, make_registry()) as peers:
+        laptop = peers["laptop"]
+        service = laptop.services["kernels"]
+        remote_times, wire_times = [], []
+        reply = await laptop.control("kernels.run", {"kernel": "echo", "input": 0})
+        assert reply["device"] == "server"
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            reply = await laptop.control("kernels.run", {"kernel": "echo", "input": i})
+            remote_times.append(time.perf_counter() - t0)
+        assert reply["result"] == rounds - 1
+        server = next(d for d in service.view() if d.name == "server")
+        request = RunRequest("echo", 1, "public", 10.0)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            await service._send(server, request, 10.0)
+            wire_times.append(time.perf_counter() - t0)
+    ray_p50 = pct(ray_times, 0.5)
+    return {
+        "rounds": rounds,
+        "ray_task_p50_us": round(1e6 * ray_p50, 1),
+        "ray_actor_p50_us": round(1e6 * pct(actor_times, 0.5), 1),
+        "remote_swarm_run_p50_us": round(1e6 * pct(remote_times, 0.5), 1),
+        "remote_swarm_run_p99_us": round(1e6 * pct(remote_times, 0.99), 1),
+        "remote_request_only_p50_us": round(1e6 * pct(wire_times, 0.5), 1),
+        "ratio_remote_vs_ray_task": round(pct(remote_times, 0.5) / ray_p50, 3),
+        "ratio_request_only_vs_ray_task": round(pct(wire_times, 0.5) / ray_p50, 3),
+    }
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["policy decision time (place, random views):"] if "policy" in results else []
+    for n, r in results.get("policy", {}).items():
+        lines.append(
+            f"  {n:>5} devices: p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
+            f"({r['candidates']} candidates, {r['samples']} samples)"
+        )
+    e = results.get("embed")
+    if e:
+        lines += [
+            f"embed of {e['sentences']} short sentences (median of {e['samples']}):",
+            f"  sentence-transformers directly   {e['direct_s']:.3f} s",
+            f"  swarm run, peer (Ray executor)   {e['swarm_run_service_s']:.3f} s"
+            f"   ratio {e['ratio_service']:.2f}x",
+            f"  swarm run, whole CLI (--json)    {e['swarm_run_cli_s']:.3f} s"
+            f"   ratio {e['ratio_cli']:.2f}x",
+            f"  (first run, cold: Ray actor start and model load: {e['first_run_cold_s']:.1f} s;"
+            f" Ray worker pid {e['ray_worker_pid']}, this process {e['bench_pid']})",
+        ]
+    r = results.get("round_trips")
+    if r:
+        lines += [
+            f"round trips (p50 of {r['rounds']}):",
+            f"  trivial local Ray task            {r['ray_task_p50_us']:8.1f} us",
+            f"  trivial kernel, local Ray actor   {r['ray_actor_p50_us']:8.1f} us",
+            f"  trivial remote kernel, swarm run  {r['remote_swarm_run_p50_us']:8.1f} us"
+            f"   ratio {r['ratio_remote_vs_ray_task']:.2f}x the Ray task",
+            f"  (the request alone over libp2p    {r['remote_request_only_p50_us']:8.1f} us"
+            f"   ratio {r['ratio_request_only_vs_ray_task']:.2f}x)",
+        ]
+    return "\n".join(lines)
+
+
+async def run_all(quick: bool, only: Callable[[str], bool]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if only("policy"):
+        results["policy"] = bench_policy(quick)
+    if only("embed") or only("round_trips"):
+        runtime = RayRuntime()
+        await trio.to_thread.run_sync(runtime.start)
+        try:
+            with tempfile.TemporaryDirectory(prefix="swbench-", dir="/tmp") as tmp:
+                if only("embed"):
+                    results["embed"] = await bench_embed(Path(tmp) / "e", quick)
+                if only("round_trips"):
+                    results["round_trips"] = await bench_round_trips(Path(tmp) / "r", quick)
+        finally:
+            await trio.to_thread.run_sync(runtime.shutdown)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--only", choices=["policy", "embed", "round_trips"], action="append", help="(repeatable)"
+    )
+    args = parser.parse_args()
+    chosen = set(args.only or ["policy", "embed", "round_trips"])
+    results = trio.run(run_all, args.quick, chosen.__contains__)
+    print(json.dumps(results, indent=1) if args.json else report(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The Ray executor: kernels run in Ray worker processes, one long-lived actor per kernel type.
+
+Rules:
+
+- ``RayRuntime`` is this process's link to Ray, started once and lazily (the first run waits for
+  it): with no address, a new local Ray runtime with this device's cores (``address="local"``,
+  so two peers on one machine never share one by accident); with an address, that Ray cluster
+  (a home lab's). It is shut down only if this process started it.
+- Each kernel type gets one actor, created at its first run and kept: it loads what the kernel
+  keeps (``Kernel.prepare``: the embedding model) once, and serves every later run of that kernel,
+  so many micro-kernels never mean many processes. The actor reserves no CPU (an idle host must
+  not starve other kernel types of Ray's scheduler); its threads are told the runtime's core count
+  and it runs at the peer's own priority (Ray's workers would otherwise run at nice 15).
+- Ray never retries on its own (``max_restarts=0``, ``max_task_retries=0``): a failure comes back
+  to the policy, which re-places, so Ray's retries never override a scope or battery constraint.
+- Ray's exceptions are translated here and nowhere else: the kernel's own errors come back as
+  themselves (``InvalidInput``, ``KernelFailed``), a dead actor or worker as ``ExecutorFailed``
+  (the actor is then forgotten, and made anew at the next run), a timeout as
+  ``ExecutorTimeout``, and a runtime that cannot start as ``ExecutorUnavailable``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from typing import Any
+
+import trio
+
+from kernels import Kernel, KernelFailed
+from transports import SwarmError
+
+from ._executors import (
+    ExecutorFailed,
+    ExecutorTimeout,
+    ExecutorUnavailable,
+    Host,
+    RunResult,
+    Tally,
+    in_thread,
+)
+
+log = logging.getLogger("placement.ray")
+
+NAMESPACE = "swarm"
+THREADED_CONCURRENCY = 4  # runs at once in one actor of a tiny or small kernel
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
+class RayRuntime:
+    """This process's Ray: started on first use, with this device's resources or at an address."""
+
+    def __init__(self, address: str = "", num_cpus: int = 0) -> None:
+        self.address = address
+        self.num_cpus = num_cpus or (os.cpu_count() or 1)
+        self.started_here = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start or join Ray (blocking, idempotent); ``ExecutorUnavailable`` if it cannot."""
+        with self._lock:
+            # Ray's C++ core would print a stack dump on every SIGTERM the peer handles itself
+            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+            # kernels run at the peer's own priority, as inline ones do (Ray's default: nice 15)
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            try:
+                import ray
+            except ImportError:
+                raise ExecutorUnavailable("Ray is not installed: pip install swarm[ray]") from None
+            if ray.is_initialized():
+                return
+            options: dict[str, Any] = {
+                "namespace": NAMESPACE,
+                "log_to_driver": False,
+                "configure_logging": False,
+                "include_dashboard": False,
+            }
+            if self.address:
+                options["address"] = self.address
+            else:
+                options.update(address="local", num_cpus=self.num_cpus)
+            try:
+                ray.init(**options)
+            except Exception as exc:
+                where = self.address or "a local runtime"
+                raise ExecutorUnavailable(f"cannot start Ray ({where}): {_one_line(exc)}") from None
+            self.started_here = not self.address
+            if self.address:
+                resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+                self.num_cpus = int(resources.get("CPU", self.num_cpus))
+            log.info("Ray is up (%s, %d cpus)", self.address or "local", self.num_cpus)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            try:
+                import ray
+            except ImportError:
+                return
+            if ray.is_initialized():
+                ray.shutdown()
+            self.started_here = False
+
+
+class KernelHost:
+    """The actor that holds one kernel type in a Ray worker process."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        if kernel.prepare is not None:
+            kernel.prepare()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, value: Any) -> Any:
+        return self.kernel.run(value)
+
+
+@functools.cache
+def _actor_class() -> Any:
+    import ray
+
+    return ray.remote(KernelHost)
+
+
+class _Handle:
+    def __init__(self, actor: Any, pid: int) -> None:
+        self.actor = actor
+        self.pid = pid
+
+
+class RayExecutor:
+    """Runs each kernel type in its own long-lived Ray actor."""
+
+    name = "ray"
+
+    def __init__(self, runtime: RayRuntime) -> None:
+        self.runtime = runtime
+        self._hosts: dict[str, _Handle] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._start_lock = trio.Lock()
+        self._started = False
+        self._tally = Tally()
+
+    async def start(self) -> None:
+        """Start Ray now rather than at the first run (``ExecutorUnavailable`` if it cannot)."""
+        async with self._start_lock:
+            if not self._started:
+                await in_thread(self.runtime.start)
+                self._started = True
+
+    async def run(self, kernel: Kernel, value: Any, *, timeout: float) -> RunResult:
+        begin = trio.current_time()
+        with trio.move_on_after(timeout) as waited:
+            await self.start()
+            handle = await self._host(kernel, timeout)
+            self._tally.start(kernel.name)
+            try:
+                output = await in_thread(
+                    functools.partial(self._call, kernel, handle, value, timeout)
+                )
+            except ExecutorFailed:
+                if self._hosts.get(kernel.name) is handle:
+                    del self._hosts[kernel.name]  # the next run makes a new actor
+                raise
+            finally:
+                self._tally.stop(kernel.name)
+            return RunResult(output, self.name, handle.pid, trio.current_time() - begin)
+        assert waited.cancelled_caught
+        raise ExecutorTimeout(f"{kernel.name} took longer than {timeout:g} s on Ray")
+
+    async def _host(self, kernel: Kernel, timeout: float) -> _Handle:
+        lock = self._locks.setdefault(kernel.name, trio.Lock())
+        async with lock:
+            known = self._hosts.get(kernel.name)
+            if known is not None:
+                return known
+            handle = await in_thread(functools.partial(self._create, kernel, timeout))
+            self._hosts[kernel.name] = handle
+            return handle
+
+    def _create(self, kernel: Kernel, timeout: float) -> _Handle:
+        import ray
+
+        concurrency = THREADED_CONCURRENCY if kernel.needs.energy in ("tiny", "small") else 1
+        options = {
+            "num_cpus": 0,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+            "max_concurrency": concurrency,
+            "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(self.runtime.num_cpus)}},
+        }
+        try:
+            actor = _actor_class().options(**options).remote(kernel)
+            pid = int(ray.get(actor.pid.remote(), timeout=timeout))
+        except Exception as exc:
+            raise self._translate(kernel, exc, created=True) from None
+        log.info("Ray worker %d hosts the kernel %s", pid, kernel.name)
+        return _Handle(actor, pid)
+
+    def _call(self, kernel: Kernel, handle: _Handle, value: Any, timeout: float) -> Any:
+        import ray
+
+        try:
+            return ray.get(handle.actor.run.remote(value), timeout=timeout)
+        except Exception as exc:
+            raise self._translate(kernel, exc, created=False) from None
+
+    def _translate(self, kernel: Kernel, exc: Exception, *, created: bool) -> SwarmError:
+        """Ray's exception as one of ours (the boundary)."""
+        from ray import exceptions as rx
+
+        name = kernel.name
+        if isinstance(exc, rx.GetTimeoutError):
+            return ExecutorTimeout(f"{name} took longer than it was given on Ray")
+        cause = getattr(exc, "cause", None)
+        why = _one_line(cause if isinstance(cause, BaseException) else exc)
+        if created:
+            return ExecutorFailed(f"{name} could not start in a Ray worker: {why}")
+        if isinstance(exc, rx.RayTaskError):
+            return cause if isinstance(cause, SwarmError) else KernelFailed(f"{name}: {why}")
+        if isinstance(exc, rx.RayActorError):
+            return ExecutorFailed(f"the Ray worker running {name} died: {why}")
+        if isinstance(exc, rx.RayError):
+            return ExecutorFailed(f"Ray failed running {name}: {type(exc).__name__}: {why}")
+        if isinstance(exc, SwarmError):
+            return exc
+        return ExecutorFailed(f"Ray failed running {name}: {type(exc).__name__}: {why}")
+
+    def hosts(self) -> list[Host]:
+        t = self._tally
+        names = sorted(set(self._hosts) | set(t.names()))
+        out = []
+        for n in names:
+            handle = self._hosts.get(n)
+            out.append(Host(n, self.name, handle.pid if handle else None, t.runs[n], t.running[n]))
+        return out
+
+    def forget(self, name: str) -> None:
+        """Drop the actor of ``name`` (tests: a dead worker); the next run makes a new one."""
+        handle = self._hosts.pop(name, None)
+        if handle is not None:
+            import ray
+
+            ray.kill(handle.actor, no_restart=True)
+
+    async def aclose(self) -> None:
+        self._hosts.clear()
+        if self.runtime.started_here:
+            await in_thread(self.runtime.shutdown)

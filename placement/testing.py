@@ -1,0 +1,142 @@
+"""Test kit: device views as a person's devices look, random views, and scripted executors.
+
+``phone()``, ``laptop()`` and ``server()`` give typical ``DeviceView``s (override any field);
+``random_view(rng, n)`` gives ``n`` varied devices from a seed (benchmarks and simulations);
+``SlowExecutor`` wraps an executor and takes virtual time before each run (so a test can kill the
+device mid-work); ``FailingExecutor`` fails every run as an executor would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from kernels import SCOPES, Kernel
+
+from ._executors import Executor, ExecutorFailed, Host, RunResult
+from ._view import DeviceView
+
+ALL_KERNELS = ("embed", "classify", "echo", "secret", "heavy", "medium", "boom", "nap", "pid")
+
+
+def phone(id: str = "phone-id", **fields: Any) -> DeviceView:
+    base = DeviceView(
+        id=id,
+        name="phone",
+        role="phone",
+        battery_percent=82.0,
+        plugged=False,
+        cpu_percent=10.0,
+        memory_free_mb=3000.0,
+        scopes=("public", "personal"),
+        executor="inline",
+        kernels=ALL_KERNELS,
+        rtt_s=0.02,
+    )
+    return replace(base, **fields)
+
+
+def laptop(id: str = "laptop-id", **fields: Any) -> DeviceView:
+    base = DeviceView(
+        id=id,
+        name="laptop",
+        role="laptop",
+        battery_percent=64.0,
+        plugged=True,
+        cpu_percent=10.0,
+        memory_free_mb=8000.0,
+        scopes=SCOPES,
+        executor="ray",
+        kernels=ALL_KERNELS,
+        rtt_s=0.005,
+    )
+    return replace(base, **fields)
+
+
+def server(id: str = "server-id", **fields: Any) -> DeviceView:
+    base = DeviceView(
+        id=id,
+        name="server",
+        role="server",
+        battery_percent=None,
+        plugged=None,
+        cpu_percent=10.0,
+        memory_free_mb=32000.0,
+        scopes=SCOPES,
+        executor="ray",
+        kernels=ALL_KERNELS,
+        rtt_s=0.002,
+    )
+    return replace(base, **fields)
+
+
+def random_device(rng: random.Random, i: int, *, local: bool = False) -> DeviceView:
+    """One varied device (any role, state, power, scopes), numbered ``i``."""
+    role = rng.choice(("phone", "laptop", "server"))
+    battery = None if role == "server" else round(rng.uniform(0, 100), 1)
+    scopes = tuple(s for s in SCOPES if rng.random() < 0.7)
+    return DeviceView(
+        id=f"dev-{i:05d}",
+        name=f"{role}-{i}",
+        role=role,
+        status=rng.choices(("alive", "suspect", "dead", "left"), (0.85, 0.05, 0.05, 0.05))[0],
+        battery_percent=battery,
+        plugged=None if battery is None else rng.random() < 0.5,
+        cpu_percent=round(rng.uniform(0, 100), 1),
+        memory_free_mb=round(rng.uniform(100, 32000), 1),
+        scopes=scopes,
+        relay_only=rng.random() < 0.05,
+        executor=rng.choice(("inline", "ray", "ray", "none")),
+        kernels=tuple(k for k in ALL_KERNELS if rng.random() < 0.9),
+        rtt_s=None if local or rng.random() < 0.05 else round(rng.uniform(0.0005, 0.2), 4),
+        queue=rng.randrange(4),
+        local=local,
+    )
+
+
+def random_view(rng: random.Random, n: int) -> list[DeviceView]:
+    """``n`` varied devices; the first is the deciding one."""
+    return [random_device(rng, i, local=i == 0) for i in range(n)]
+
+
+class SlowExecutor:
+    """Another executor, but each run first waits ``delay_s`` (trio time: virtual in tests)."""
+
+    def __init__(self, inner: Executor, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.name = inner.name
+        self.started = 0
+
+    async def run(self, kernel: Kernel, value: Any, *, timeout: float) -> RunResult:
+        self.started += 1
+        await trio.sleep(self.delay_s)
+        return await self.inner.run(kernel, value, timeout=timeout)
+
+    def hosts(self) -> list[Host]:
+        return self.inner.hosts()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class FailingExecutor:
+    """Fails every run, as a crashed executor would."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, kernel: Kernel, value: Any, *, timeout: float) -> RunResult:
+        self.calls += 1
+        raise ExecutorFailed(f"the executor crashed running {kernel.name}")
+
+    def hosts(self) -> list[Host]:
+        return []
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,355 @@
+"""The placement service: kernels placed, run and served by this device's peer.
+
+It is the I/O shell around ``placement.Runner``:
+
+- the view: every member this peer knows, as ``DeviceView``s built from membership (status,
+  measured RTT), the roster (name, role) and each device's gossiped state (power, load, scopes,
+  relay_only, executor, kernels), plus the runs in flight from here (queue);
+- the local executor: ``[placement] executor`` (auto: Ray on a laptop or server where Ray is
+  installed, inline on a phone), whose name and kernels this device gossips as its capabilities;
+- the remote executor: a ``kernels.run`` request over the peer's transport (an open connection
+  to that member, else a new dial); replies also say which kernels that device holds;
+- a member's ``kernels.run`` request: checked against this device's own policy and run here, or
+  refused (``placement.Runner.serve``);
+- CLI requests over the control socket: ``kernels.run`` (``swarm run``), ``kernels.list`` and
+  ``kernels.status`` (``swarm kernels``).
+
+``status()`` (for ``swarm status --json``, under "kernels"): this device's executor and offered
+kernels, and the kernels each device holds as far as this peer knows (itself: now; others: as
+their last reply said, ``heard_s`` ago)::
+
+    {"executor": "ray", "kernels": ["classify", "embed"],
+     "held": [{"device": ID, "kernel": "embed", "executor": "ray", "pid": 4242, "runs": 3,
+               "running": 0, "heard_s": 1.5}, ...]}
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from kernels import Registry, default_registry
+from placement import (
+    DeviceView,
+    Executor,
+    FallbackExecutor,
+    Host,
+    InlineExecutor,
+    PolicyConfig,
+    RayExecutor,
+    RayRuntime,
+    Runner,
+    RunReply,
+    RunRequest,
+)
+from transports import InvalidArgument, ProtocolViolation
+
+from ._config import PlacementSettings, Settings
+from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
+from ._peer import _decode_state
+from ._service import Service
+
+if TYPE_CHECKING:
+    from transports import Connection
+
+    from ._peer import Peer
+
+log = logging.getLogger("swarm.placement")
+
+REPLY_MARGIN_S = 5.0  # a remote run's reply may take this much longer than the run itself
+CLOSE_TIMEOUT_S = 1.5  # stopping the executor (Ray's shutdown) may take this long, at most
+HEARD_MAX = 512  # devices whose hosts we remember
+
+__all__ = [
+    "PlacementService",
+    "device_capabilities",
+    "executor_kind",
+    "policy_config",
+]
+
+
+def policy_config(settings: PlacementSettings) -> PolicyConfig:
+    return PolicyConfig(
+        floor_small=settings.floor_small,
+        floor_medium=settings.floor_medium,
+        floor_large=settings.floor_large,
+    )
+
+
+def executor_kind(settings: Settings) -> str:
+    """``inline``, ``ray`` or ``none``: what ``[placement] executor`` means on this device."""
+    kind = settings.placement.executor
+    if kind != "auto":
+        return kind
+    if settings.device.relay_only:
+        return "none"
+    if settings.device.role == "phone" or importlib.util.find_spec("ray") is None:
+        return "inline"
+    return "ray"
+
+
+def offered_kernels(settings: PlacementSettings, registry: Registry) -> tuple[str, ...]:
+    """The kernels this device offers: installed, allowed by settings, fitting the gossip."""
+    names = [n for n in registry.available() if not settings.kernels or n in settings.kernels]
+    kept: list[str] = []
+    total = 0
+    for name in names:
+        if len(kept) >= MAX_KERNELS or len(name) > MAX_KERNEL_CHARS:
+            continue
+        if total + len(name) > MAX_KERNELS_TOTAL:
+            continue
+        kept.append(name)
+        total += len(name)
+    if len(kept) < len(names):
+        log.warning(
+            "offering %d of %d kernels (the device state has room for no more)",
+            len(kept),
+            len(names),
+        )
+    return tuple(kept)
+
+
+def device_capabilities(
+    settings: Settings, registry: Registry | None = None
+) -> tuple[str, tuple[str, ...]]:
+    """``(executor, kernels)`` for ``PeerOptions``: what this device gossips it can run."""
+    kind = executor_kind(settings)
+    if kind == "none":
+        return kind, ()
+    return kind, offered_kernels(settings.placement, registry or default_registry())
+
+
+def _make_executor(
+    kind: str, settings: PlacementSettings, on_switch: Callable[[str], None]
+) -> Executor | None:
+    if kind == "none":
+        return None
+    if kind == "ray":
+        ray = RayExecutor(RayRuntime(settings.ray_address, settings.ray_num_cpus))
+        if settings.executor == "auto":  # Ray was our guess: if it will not start, run inline
+            return FallbackExecutor(ray, InlineExecutor(), on_switch)
+        return ray
+    return InlineExecutor()
+
+
+class PlacementService(Service):
+    """Places and runs kernels for this device; runs what members place here, if allowed."""
+
+    name = "kernels"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry | None = None,
+        executor: Executor | None = None,
+        kind: str | None = None,
+    ) -> None:
+        self.settings = settings.placement
+        self.registry = registry if registry is not None else default_registry()
+        if executor is None:
+            kind = kind or executor_kind(settings)
+            executor = _make_executor(kind, self.settings, self._executor_changed)
+        self.executor = executor
+        self.offered = (
+            () if self.executor is None else offered_kernels(self.settings, self.registry)
+        )
+        self.config = policy_config(self.settings)
+        self.peer: Peer | None = None
+        self.runner = Runner(
+            self.registry,
+            view=self.view,
+            local=self.executor,
+            send=self._send,
+            offered=self.offered,
+            config=self.config,
+            timeout_s=self.settings.run_timeout_s,
+        )
+        self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
+
+    @property
+    def executor_name(self) -> str:
+        return self.executor.name if self.executor is not None else "none"
+
+    def _executor_changed(self, name: str) -> None:
+        """The local executor fell back to another: gossip the truth."""
+        if self.peer is not None and self.peer.core is not None:
+            self.peer.options.executor = name
+            self.peer.refresh_state(force=True)
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.peer = peer
+        options = peer.options
+        if options.executor != self.executor_name or tuple(options.kernels) != self.offered:
+            # what this device gossips it can run is what this service really runs
+            options.executor = self.executor_name
+            options.kernels = self.offered
+            peer.refresh_state(force=True)
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            if self.executor is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await self.executor.aclose()
+
+    # ---- the view ----------------------------------------------------------------------------
+
+    def view(self) -> list[DeviceView]:
+        """Every member this peer knows with a state, as the policy sees it."""
+        peer = self.peer
+        if peer is None or peer.core is None:
+            return []
+        me = peer.identity.device_id
+        out: list[DeviceView] = []
+        for node, member in peer.core.members.items():
+            local = node == me
+            if local:
+                state = peer.state
+            elif not peer.roster.admits(node) or not member.state:
+                continue
+            else:
+                state = _decode_state(member.state)
+            if state is None:
+                continue
+            cert = peer.roster.certificate(node)
+            if local:
+                queue = sum(h.running for h in self.executor.hosts()) if self.executor else 0
+            else:
+                queue = self.runner.inflight.get(node, 0)
+            out.append(
+                DeviceView(
+                    id=node,
+                    name=cert.name if cert else state.name,
+                    role=cert.role if cert else state.role,
+                    status=member.status,
+                    battery_percent=state.battery_percent,
+                    plugged=state.plugged,
+                    cpu_percent=state.cpu_percent,
+                    memory_free_mb=state.memory_free_mb,
+                    scopes=state.scopes,
+                    relay_only=state.relay_only,
+                    executor=state.executor,
+                    kernels=state.kernels,
+                    rtt_s=0.0 if local else member.rtt,
+                    queue=queue,
+                    local=local,
+                )
+            )
+        return out
+
+    def me(self) -> DeviceView | None:
+        return next((d for d in self.view() if d.local), None)
+
+    # ---- remote runs -------------------------------------------------------------------------
+
+    async def _send(self, device: DeviceView, request: RunRequest, timeout: float) -> RunReply:
+        peer = self.peer
+        assert peer is not None
+        assert peer.transport is not None
+        transport = peer.transport
+        open_ = transport.connections(device.id)
+        conn = open_[0] if open_ else await transport.dial(device.id, peer.addrs_of(device.id))
+        body = await conn.request(request.to_wire(), timeout=timeout + REPLY_MARGIN_S)
+        reply = RunReply.from_wire(body)
+        self._remember(device.id, reply.hosts)
+        return reply
+
+    def _remember(self, device: str, hosts: tuple[Host, ...]) -> None:
+        self._heard.pop(device, None)
+        self._heard[device] = (trio.current_time(), hosts)
+        while len(self._heard) > HEARD_MAX:
+            del self._heard[next(iter(self._heard))]
+
+    async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
+        if op != "run":
+            raise ProtocolViolation(f"unknown operation kernels.{op}")
+        request = RunRequest.from_wire(body)
+        me = self.me()
+        if me is None:
+            reply = RunReply.refused("status", "this device is still starting")
+        else:
+            reply = await self.runner.serve(request, me)
+        return reply.to_wire()
+
+    # ---- the CLI -----------------------------------------------------------------------------
+
+    async def control(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "run":
+            return await self._run(args)
+        if op == "list":
+            return self._list()
+        if op == "status":
+            return self._status()
+        raise InvalidArgument(f"unknown request kernels.{op}")
+
+    async def _run(self, args: dict[str, Any]) -> dict[str, Any]:
+        kernel = args.get("kernel")
+        if not isinstance(kernel, str) or not kernel:
+            raise InvalidArgument("run: name a kernel (see `swarm kernels`)")
+        scope = args.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidArgument("run: scope must be public, personal or private")
+        timeout = args.get("timeout_s")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise InvalidArgument("run: the timeout must be a positive number of seconds")
+        outcome = await self.runner.run(
+            kernel,
+            args.get("input"),
+            scope=scope,
+            timeout_s=None if timeout is None else float(timeout),
+        )
+        report = outcome.report()
+        report["result"] = _jsonable(report["result"])
+        return report
+
+    def _list(self) -> dict[str, Any]:
+        view = self.view()
+        out = []
+        for k in self.registry:
+            described = k.describe()
+            described["offered"] = k.name in self.offered
+            described["devices"] = [
+                d.label for d in view if d.status == "alive" and k.name in d.kernels
+            ]
+            out.append(described)
+        names = {d.id: d.label for d in view}
+        return {"kernels": out, "status": self._status(), "names": names}
+
+    def status(self) -> dict[str, Any] | None:
+        return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        now = trio.current_time() if self.peer is not None else 0.0
+        held: list[dict[str, Any]] = []
+        if self.peer is not None and self.executor is not None:
+            me = self.peer.identity.device_id
+            held += [{"device": me, **h.to_wire(), "heard_s": 0.0} for h in self.executor.hosts()]
+        known = set(self.peer.core.members) if self.peer and self.peer.core else set()
+        for device, (at, hosts) in self._heard.items():
+            if device in known:
+                heard = round(max(now - at, 0.0), 1)
+                held += [{"device": device, **h.to_wire(), "heard_s": heard} for h in hosts]
+        return {"executor": self.executor_name, "kernels": list(self.offered), "held": held}
+
+
+def _jsonable(value: Any) -> Any:
+    """A msgpack value (already checked) as JSON can carry it: bytes become ``{"base64": ...}``."""
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, list | tuple):
+        if value and type(value[0]) is float:
+            return value  # (a vector: checked, all floats)
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,128 @@
+"""The issue's "done when", as a new user tries it with the demo swarm: real `swarm up` processes
+(server, laptop, phone) on loopback, the laptop and server running Ray, the phone inline.
+
+`swarm run embed "hello world" --explain` returns 384 numbers and says why the device was chosen;
+Ray's worker processes (under that device's own `swarm up`) really run it; a private kernel never
+lands on a device without that scope; `swarm power --unplugged --battery 30` on the laptop moves
+the work to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from kernels import embed
+from swarm._control import ask
+from swarm._demo import Swarm
+from swarm.cli import main
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not embed.is_available(), reason="the model is not installed"),
+]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float) -> None:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Swarm]:
+    s = Swarm(tmp_path / "demo")
+    s.root.mkdir()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def under(pid: int, ancestor: int) -> bool:
+    return ancestor in {p.pid for p in psutil.Process(pid).parents()}
+
+
+def test_the_demo_swarm_places_embed_as_the_issue_says(demo, capsys):
+    demo.create(3)
+    server, laptop, phone = demo.homes
+
+    def ready() -> bool:
+        try:
+            peers = {p["name"]: p for p in ask(laptop, "status")["peers"]}
+        except Exception:
+            return False
+        return (
+            len(peers) == 3
+            and all(p["state"] == "alive" and p["capabilities"]["kernels"] for p in peers.values())
+            and all(p["latency_ms"] is not None for p in peers.values() if not p["self"])
+        )
+
+    wait_until(ready, "the laptop sees all three with kernels and RTTs", timeout=40)
+    executors = {p["name"]: p["capabilities"]["executor"] for p in ask(laptop, "status")["peers"]}
+    assert executors == {"server": "ray", "laptop": "ray", "phone": "inline"}
+
+    # the laptop embeds "hello world" itself, in a Ray worker under its own `swarm up`
+    code, out, err = run(capsys, "run", "embed", "hello world", "--explain", "--home", str(laptop))
+    assert code == 0, err
+    first, placed, *why = out.splitlines()
+    assert len(json.loads(first)) == 384
+    assert placed == "placed on laptop (ray)"
+    assert why[0].split()[:2] == ["laptop", "chosen"]
+    assert {line.split()[0] for line in why} == {"laptop", "server", "phone"}
+    code, out, err = run(capsys, "run", "embed", "hello world", "--json", "--home", str(laptop))
+    doc = json.loads(out)
+    assert (doc["device"], doc["executor"]) == ("laptop", "ray")
+    laptop_pid = demo.procs[laptop].pid
+    assert doc["pid"] != laptop_pid
+    assert under(doc["pid"], laptop_pid)
+
+    # a private run from the phone never lands on the phone
+    code, out, err = run(
+        capsys,
+        "run",
+        "embed",
+        "diary",
+        "--scope",
+        "private",
+        "--explain",
+        "--json",
+        "--home",
+        str(phone),
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["device"] in ("laptop", "server")
+    (mine,) = [e for e in doc["explain"] if e["name"] == "phone"]
+    assert mine["constraint"] == "scope"
+
+    # unplug the laptop at 30%: the same work moves to the server, and Ray runs it there
+    code, out, err = run(capsys, "power", "--unplugged", "--battery", "30", "--home", str(laptop))
+    assert code == 0, err
+    code, out, err = run(capsys, "run", "embed", "hello world", "--json", "--home", str(laptop))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["device"], doc["executor"]) == ("server", "ray")
+    assert under(doc["pid"], demo.procs[server].pid)
+
+    # SIGTERM still leaves gracefully, Ray and all, and leaves no worker behind
+    workers = [p for p in psutil.Process(demo.procs[laptop].pid).children(recursive=True)]
+    assert workers
+    proc = demo.procs[laptop]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert alive == []
