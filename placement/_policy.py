@@ -206,17 +206,22 @@ class Decision:
 
     def explain(self) -> list[dict[str, Any]]:
         """One entry per device: the chosen one first, then candidates, then those ruled out."""
+
+        def entry(d: DeviceView, verdict: str, constraint: str | None) -> dict[str, Any]:
+            return {
+                "device": d.id,
+                "name": d.name,
+                "role": d.role,
+                "executor": d.executor,
+                "verdict": verdict,
+                "constraint": constraint,
+            }
+
         out: list[dict[str, Any]] = []
         for i, c in enumerate(self.candidates):
-            d = c.device
             out.append(
                 {
-                    "device": d.id,
-                    "name": d.name,
-                    "role": d.role,
-                    "executor": d.executor,
-                    "verdict": "chosen" if i == 0 else "candidate",
-                    "constraint": None,
+                    **entry(c.device, "chosen" if i == 0 else "candidate", None),
                     "score_ms": _round_ms(c.cost_s),
                     "latency_ms": _round_ms(c.latency_s),
                     "network_ms": _round_ms(c.network_s),
@@ -229,18 +234,8 @@ class Decision:
                 }
             )
         for e in self.excluded:
-            d = e.device
             out.append(
-                {
-                    "device": d.id,
-                    "name": d.name,
-                    "role": d.role,
-                    "executor": d.executor,
-                    "verdict": "excluded",
-                    "constraint": e.constraint,
-                    "score_ms": None,
-                    "reason": e.detail,
-                }
+                {**entry(e.device, "excluded", e.constraint), "score_ms": None, "reason": e.detail}
             )
         return out
 
@@ -266,26 +261,42 @@ def admit(
     failed: Mapping[str, str] | None = None,
 ) -> Exclusion | None:
     """The first constraint that rules ``device`` out of running ``kernel``, or None."""
+    return _rule_out(kernel, needs, device, config, failed, every_rule=True)
+
+
+def _rule_out(
+    kernel: str,
+    needs: Needs,
+    device: DeviceView,
+    config: PolicyConfig,
+    failed: Mapping[str, str] | None,
+    *,
+    every_rule: bool,
+) -> Exclusion | None:
+    """``admit``; without ``every_rule``, only what no device could do anyway (the baselines:
+    they ignore the kernel's scope, accelerator, memory and battery floor)."""
     if device.status != "alive":
         return Exclusion(device, "status", f"is {device.status}")
     if device.relay_only:
         return Exclusion(device, "relay_only", "a blind relay runs no kernels")
-    if needs.scope not in device.scopes:
+    if every_rule and needs.scope not in device.scopes:
         held = ",".join(device.scopes) or "none"
         return Exclusion(device, "scope", f"may not hold {needs.scope} data (scopes: {held})")
     if not device.runs_kernels:
         return Exclusion(device, "executor", f"runs no kernels (executor {device.executor!r})")
     if kernel not in device.kernels:
         return Exclusion(device, "kernel", f"does not have the kernel {kernel}")
-    if needs.accelerator is not None and needs.accelerator not in device.accelerators:
-        return Exclusion(device, "accelerator", f"has no {needs.accelerator}")
-    if device.memory_free_mb < needs.memory_mb:
+    wanted = needs.accelerator
+    if every_rule and wanted is not None and wanted not in device.accelerators:
+        return Exclusion(device, "accelerator", f"has no {wanted}")
+    if every_rule and device.memory_free_mb < needs.memory_mb:
         return Exclusion(
             device,
             "memory",
             f"{device.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB",
         )
-    if device.role in config.floor_roles and device.on_battery and needs.energy != "tiny":
+    floored = device.role in config.floor_roles and device.on_battery
+    if every_rule and floored and needs.energy != "tiny":
         floor = config.floor(needs.energy)
         battery = device.battery_percent
         assert battery is not None
@@ -360,12 +371,26 @@ def place(
     ``compute_s`` is this input's compute on the reference device (default ``needs.compute_s``);
     ``failed`` maps devices that already failed this run to what went wrong (re-placement).
     """
+    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True)
+
+
+def _place(
+    kernel: str,
+    needs: Needs,
+    view: Sequence[DeviceView],
+    config: PolicyConfig,
+    compute_s: float | None,
+    failed: Mapping[str, str] | None,
+    *,
+    every_rule: bool,
+) -> Decision:
+    """``place``; without ``every_rule``, with the baselines' rules (see ``_rule_out``)."""
     _check_view(view)
     work = needs.compute_s if compute_s is None else compute_s
     candidates: list[Candidate] = []
     excluded: list[Exclusion] = []
     for d in view:
-        out = admit(kernel, needs, d, config=config, failed=failed)
+        out = _rule_out(kernel, needs, d, config, failed, every_rule=every_rule)
         if out is None:
             candidates.append(_score(needs, d, work, config))
         else:
@@ -393,136 +418,69 @@ class Policy(Protocol):
     ) -> Decision: ...
 
 
-def _capable(kernel: str, d: DeviceView) -> Exclusion | None:
-    """What rules a device out for every policy: it cannot run anything (or this kernel) now."""
-    if d.status != "alive":
-        return Exclusion(d, "status", f"is {d.status}")
-    if d.relay_only:
-        return Exclusion(d, "relay_only", "a blind relay runs no kernels")
-    if not d.runs_kernels:
-        return Exclusion(d, "executor", f"runs no kernels (executor {d.executor!r})")
-    if kernel not in d.kernels:
-        return Exclusion(d, "kernel", f"does not have the kernel {kernel}")
-    return None
+_Pick = Callable[[list[Candidate]], Candidate | None]
 
 
-def _baseline(
-    name: str,
-    kernel: str,
-    needs: Needs,
-    view: Sequence[DeviceView],
-    config: PolicyConfig,
-    compute_s: float | None,
-    failed: Mapping[str, str] | None,
-    pick: Callable[[list[Candidate]], Candidate | None],
-) -> Decision:
-    _check_view(view)
-    work = needs.compute_s if compute_s is None else compute_s
-    able: list[Candidate] = []
-    excluded: list[Exclusion] = []
-    for d in view:
-        out = _capable(kernel, d)
-        if out is None and failed and d.id in failed:
-            out = Exclusion(d, "failed", f"failed this run: {failed[d.id]}")
-        if out is None:
-            able.append(_score(needs, d, work, config))
-        else:
-            excluded.append(out)
-    able.sort(key=lambda c: c.device.id)
-    chosen = pick(able)
-    for c in able:
-        if c is not chosen:
-            excluded.append(Exclusion(c.device, "baseline", f"not chosen by {name}"))
-    excluded.sort(key=lambda e: e.device.id)
-    return Decision(kernel, needs, (chosen,) if chosen else (), tuple(excluded), policy=name)
+def _baseline(name: str) -> Callable[[_Pick], Policy]:
+    """Turns how a baseline picks among the devices it may use (by id) into a ``Policy``."""
+
+    def make(pick: _Pick) -> Policy:
+        def decide(
+            kernel: str,
+            needs: Needs,
+            view: Sequence[DeviceView],
+            *,
+            config: PolicyConfig = DEFAULT_CONFIG,
+            compute_s: float | None = None,
+            failed: Mapping[str, str] | None = None,
+        ) -> Decision:
+            able = _place(kernel, needs, view, config, compute_s, failed, every_rule=False)
+            candidates = sorted(able.candidates, key=lambda c: c.device.id)
+            chosen = pick(candidates)
+            passed = [
+                Exclusion(c.device, "baseline", f"not chosen by {name}")
+                for c in candidates
+                if c is not chosen
+            ]
+            excluded = sorted([*able.excluded, *passed], key=lambda e: e.device.id)
+            return Decision(
+                kernel, needs, (chosen,) if chosen else (), tuple(excluded), policy=name
+            )
+
+        decide.__name__ = decide.__qualname__ = pick.__name__
+        decide.__doc__ = pick.__doc__
+        return decide
+
+    return make
 
 
-def always_local(
-    kernel: str,
-    needs: Needs,
-    view: Sequence[DeviceView],
-    *,
-    config: PolicyConfig = DEFAULT_CONFIG,
-    compute_s: float | None = None,
-    failed: Mapping[str, str] | None = None,
-) -> Decision:
+@_baseline("always-local")
+def always_local(able: list[Candidate]) -> Candidate | None:
     """Baseline: the deciding device, whatever it is."""
-    return _baseline(
-        "always-local",
-        kernel,
-        needs,
-        view,
-        config,
-        compute_s,
-        failed,
-        lambda able: next((c for c in able if c.device.local), None),
-    )
+    return next((c for c in able if c.device.local), None)
 
 
-def always_server(
-    kernel: str,
-    needs: Needs,
-    view: Sequence[DeviceView],
-    *,
-    config: PolicyConfig = DEFAULT_CONFIG,
-    compute_s: float | None = None,
-    failed: Mapping[str, str] | None = None,
-) -> Decision:
+@_baseline("always-server")
+def always_server(able: list[Candidate]) -> Candidate | None:
     """Baseline: a server (the nearest, then by id); the deciding device if none is up."""
-
-    def pick(able: list[Candidate]) -> Candidate | None:
-        servers = [c for c in able if c.device.role == "server"]
-        if servers:
-            return min(servers, key=lambda c: (c.network_s, c.device.id))
-        return next((c for c in able if c.device.local), None)
-
-    return _baseline("always-server", kernel, needs, view, config, compute_s, failed, pick)
+    servers = [c for c in able if c.device.role == "server"]
+    if servers:
+        return min(servers, key=lambda c: (c.network_s, c.device.id))
+    return next((c for c in able if c.device.local), None)
 
 
-def latency_greedy(
-    kernel: str,
-    needs: Needs,
-    view: Sequence[DeviceView],
-    *,
-    config: PolicyConfig = DEFAULT_CONFIG,
-    compute_s: float | None = None,
-    failed: Mapping[str, str] | None = None,
-) -> Decision:
+@_baseline("latency-greedy")
+def latency_greedy(able: list[Candidate]) -> Candidate | None:
     """Baseline: the lowest expected latency (RTT + queue + compute), nothing else."""
-    return _baseline(
-        "latency-greedy",
-        kernel,
-        needs,
-        view,
-        config,
-        compute_s,
-        failed,
-        lambda able: min(able, key=lambda c: (c.latency_s, c.device.id), default=None),
-    )
+    return min(able, key=lambda c: (c.latency_s, c.device.id), default=None)
 
 
 def random_policy(rng: random.Random) -> Policy:
     """Baseline: any device able to run kernels, uniformly, drawn from ``rng``."""
 
-    def random_device(
-        kernel: str,
-        needs: Needs,
-        view: Sequence[DeviceView],
-        *,
-        config: PolicyConfig = DEFAULT_CONFIG,
-        compute_s: float | None = None,
-        failed: Mapping[str, str] | None = None,
-    ) -> Decision:
-        return _baseline(
-            "random",
-            kernel,
-            needs,
-            view,
-            config,
-            compute_s,
-            failed,
-            lambda able: rng.choice(able) if able else None,
-        )
+    @_baseline("random")
+    def random_device(able: list[Candidate]) -> Candidate | None:
+        return rng.choice(able) if able else None
 
     return random_device
 

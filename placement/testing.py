@@ -22,55 +22,43 @@ from ._view import DeviceView
 ALL_KERNELS = ("embed", "classify", "echo", "secret", "heavy", "medium", "boom", "nap", "pid")
 
 
-def phone(id: str = "phone-id", **fields: Any) -> DeviceView:
+# A person's devices as they typically are: role -> (battery %, plugged, free memory MB, scopes,
+# executor, RTT s); each at 10% CPU with every kernel.
+_TYPICAL = {
+    "phone": (82.0, False, 3000.0, ("public", "personal"), "inline", 0.02),
+    "laptop": (64.0, True, 8000.0, SCOPES, "ray", 0.005),
+    "server": (None, None, 32000.0, SCOPES, "ray", 0.002),
+}
+
+
+def _typical(role: str, id: str, fields: dict[str, Any]) -> DeviceView:
+    battery, plugged, memory, scopes, executor, rtt = _TYPICAL[role]
     base = DeviceView(
         id=id,
-        name="phone",
-        role="phone",
-        battery_percent=82.0,
-        plugged=False,
+        name=role,
+        role=role,
+        battery_percent=battery,
+        plugged=plugged,
         cpu_percent=10.0,
-        memory_free_mb=3000.0,
-        scopes=("public", "personal"),
-        executor="inline",
+        memory_free_mb=memory,
+        scopes=scopes,
+        executor=executor,
         kernels=ALL_KERNELS,
-        rtt_s=0.02,
+        rtt_s=rtt,
     )
     return replace(base, **fields)
+
+
+def phone(id: str = "phone-id", **fields: Any) -> DeviceView:
+    return _typical("phone", id, fields)
 
 
 def laptop(id: str = "laptop-id", **fields: Any) -> DeviceView:
-    base = DeviceView(
-        id=id,
-        name="laptop",
-        role="laptop",
-        battery_percent=64.0,
-        plugged=True,
-        cpu_percent=10.0,
-        memory_free_mb=8000.0,
-        scopes=SCOPES,
-        executor="ray",
-        kernels=ALL_KERNELS,
-        rtt_s=0.005,
-    )
-    return replace(base, **fields)
+    return _typical("laptop", id, fields)
 
 
 def server(id: str = "server-id", **fields: Any) -> DeviceView:
-    base = DeviceView(
-        id=id,
-        name="server",
-        role="server",
-        battery_percent=None,
-        plugged=None,
-        cpu_percent=10.0,
-        memory_free_mb=32000.0,
-        scopes=SCOPES,
-        executor="ray",
-        kernels=ALL_KERNELS,
-        rtt_s=0.002,
-    )
-    return replace(base, **fields)
+    return _typical("server", id, fields)
 
 
 def random_device(rng: random.Random, i: int, *, local: bool = False) -> DeviceView:

@@ -525,6 +525,19 @@ def test_malformed_records_are_refused_not_crashed_on(kind, body):
     assert not changes
 
 
+def test_a_list_where_a_device_id_belongs_is_refused_not_crashed_on():
+    _, (a, _, _) = trio_of(ALL, ALL, ALL)
+    record = put(a, "facts/x", 1).added[0]
+    kind, body = record_to_wire(record)
+    places = [i for i, v in enumerate(body) if v == a.device]
+    assert places
+    for i in places:
+        bad = list(body)
+        bad[i] = [a.device]  # unhashable: used to escape as a TypeError
+        with pytest.raises(RejectedRecord):
+            record_from_wire([kind, bad])
+
+
 def test_records_survive_msgpack_exactly():
     _, (a, _, _) = trio_of(ALL, ALL, ALL)
     for record in put(a, "facts/x", 1).added:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
@@ -95,7 +96,7 @@ class _Check:
         return value
 
     def device(self, value: object, what: str) -> str:
-        if not _device_ok(value):
+        if not (isinstance(value, str) and _device_ok(value)):  # (a list would not hash)
             raise self.fail(f"{what} is not a device id")
         assert isinstance(value, str)
         return value
@@ -117,9 +118,82 @@ class _Check:
             raise self.fail("a signature is 64 bytes")
         return value
 
+    def covers(self, value: object) -> tuple[tuple[str, int], ...]:
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_ORIGINS:
+            raise self.fail(f"covers is a list of 1 to {MAX_ORIGINS} [origin, seq]")
+        pairs = []
+        for item in value:
+            if not isinstance(item, list) or len(item) != 2:
+                raise self.fail("covers is a list of [origin, seq]")
+            pairs.append((self.device(item[0], "an origin"), self.number(item[1], "seq", MAX_SEQ)))
+        if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
+            raise self.fail("covers must be sorted by origin, each once")
+        return tuple(pairs)
+
+    def recipient(self, value: object) -> str:
+        if not isinstance(value, str) or not _AGE.match(value):
+            raise self.fail("the recipient is not an age X25519 recipient")
+        return value
+
+    def excluded(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list) or len(value) > MAX_EXCLUDED:
+            raise self.fail(f"excluded is a list of at most {MAX_EXCLUDED} devices")
+        devices = [self.device(d, "an excluded device") for d in value]
+        if devices != sorted(set(devices)):
+            raise self.fail("excluded must be sorted, each once")
+        return tuple(devices)
+
+
+_Checks = dict[str, Callable[[_Check, Any], object]]
+
+
+def _plain(value: object) -> object:
+    """Tuples as lists (msgpack gives lists back), so that ``from_wire(to_wire())`` round-trips."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+class _Signed:
+    """What the records share. A record is a frozen dataclass of what it carries, then its
+    ``signature``. On the wire it is ``[VERSION, *fields]``; it signs ``payload``: ``[_TAG,
+    VERSION, *fields but the signature]``. ``_CHECKS`` checks each field from the wire, in the order
+    it lists them (so the first problem of a record with several is the one reported)."""
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]]  # set by @dataclass: the field names, in order
+    _TAG: ClassVar[bytes]
+    _SIGNER: ClassVar[str]  # the field naming the device that signs it
+    _CHECKS: ClassVar[_Checks]
+    signature: bytes
+
+    @property
+    def signer(self) -> str:
+        signer: str = getattr(self, self._SIGNER)
+        return signer
+
+    def payload(self) -> bytes:
+        return pack([self._TAG, *self.to_wire()[:-1]])
+
+    def to_wire(self) -> list[Any]:
+        return [VERSION, *[_plain(getattr(self, name)) for name in self.__match_args__]]
+
+    @classmethod
+    def from_wire(cls, obj: object) -> Self:
+        c = _Check(cls.__name__.lower())
+        names = cls.__match_args__
+        wire = dict(zip(names, c.shape(obj, 1 + len(names))[1:], strict=True))
+        return cls(**{name: check(c, wire[name]) for name, check in cls._CHECKS.items()})
+
+
+class _Kept(_Signed):
+    """A record kept and asked for by ``id`` (all but updates: they go by origin and seq)."""
+
+    @functools.cached_property
+    def id(self) -> bytes:
+        return hashlib.sha256(self.payload() + self.signature).digest()[:16]
+
 
 @dataclass(frozen=True, slots=True)
-class Update:
+class Update(_Signed):
     swarm: str
     scope: str
     origin: str
@@ -129,56 +203,22 @@ class Update:
     ciphertext: bytes
     signature: bytes
 
+    _TAG = UPDATE_TAG
+    _SIGNER = "origin"
+    _CHECKS: ClassVar[_Checks] = {
+        "swarm": _Check.swarm,
+        "scope": _Check.scope,
+        "origin": lambda c, v: c.device(v, "origin"),
+        "seq": lambda c, v: c.number(v, "seq", MAX_SEQ),
+        "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
+        "creator": lambda c, v: c.device(v, "epoch creator"),
+        "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_UPDATE_BYTES),
+        "signature": _Check.signature,
+    }
+
     @property
     def epoch_key(self) -> EpochKey:
         return (self.scope, self.epoch, self.creator)
-
-    @property
-    def signer(self) -> str:
-        return self.origin
-
-    def payload(self) -> bytes:
-        return pack(
-            [
-                UPDATE_TAG,
-                VERSION,
-                self.swarm,
-                self.scope,
-                self.origin,
-                self.seq,
-                self.epoch,
-                self.creator,
-                self.ciphertext,
-            ]
-        )
-
-    def to_wire(self) -> list[Any]:
-        return [
-            VERSION,
-            self.swarm,
-            self.scope,
-            self.origin,
-            self.seq,
-            self.epoch,
-            self.creator,
-            self.ciphertext,
-            self.signature,
-        ]
-
-    @classmethod
-    def from_wire(cls, obj: object) -> Update:
-        c = _Check("update")
-        w = c.shape(obj, 9)
-        return cls(
-            c.swarm(w[1]),
-            c.scope(w[2]),
-            c.device(w[3], "origin"),
-            c.number(w[4], "seq", MAX_SEQ),
-            c.number(w[5], "epoch", MAX_EPOCH),
-            c.device(w[6], "epoch creator"),
-            c.blob(w[7], "ciphertext", MAX_UPDATE_BYTES),
-            c.signature(w[8]),
-        )
 
     def size(self) -> int:
         return len(self.ciphertext) + 200
@@ -188,7 +228,7 @@ class Update:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(_Kept):
     swarm: str
     scope: str
     author: str
@@ -198,74 +238,26 @@ class Snapshot:
     ciphertext: bytes
     signature: bytes
 
+    _TAG = SNAPSHOT_TAG
+    _SIGNER = "author"
+    _CHECKS: ClassVar[_Checks] = {
+        "covers": _Check.covers,
+        "swarm": _Check.swarm,
+        "scope": _Check.scope,
+        "author": lambda c, v: c.device(v, "author"),
+        "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
+        "creator": lambda c, v: c.device(v, "epoch creator"),
+        "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_SNAPSHOT_BYTES),
+        "signature": _Check.signature,
+    }
+
     @property
     def epoch_key(self) -> EpochKey:
         return (self.scope, self.epoch, self.creator)
 
-    @property
-    def signer(self) -> str:
-        return self.author
-
     @functools.cached_property
     def vector(self) -> dict[str, int]:
         return dict(self.covers)
-
-    @functools.cached_property
-    def id(self) -> bytes:
-        return hashlib.sha256(self.payload() + self.signature).digest()[:16]
-
-    def payload(self) -> bytes:
-        return pack(
-            [
-                SNAPSHOT_TAG,
-                VERSION,
-                self.swarm,
-                self.scope,
-                self.author,
-                self.epoch,
-                self.creator,
-                [list(c) for c in self.covers],
-                self.ciphertext,
-            ]
-        )
-
-    def to_wire(self) -> list[Any]:
-        return [
-            VERSION,
-            self.swarm,
-            self.scope,
-            self.author,
-            self.epoch,
-            self.creator,
-            [list(c) for c in self.covers],
-            self.ciphertext,
-            self.signature,
-        ]
-
-    @classmethod
-    def from_wire(cls, obj: object) -> Snapshot:
-        c = _Check("snapshot")
-        w = c.shape(obj, 9)
-        covers = w[6]
-        if not isinstance(covers, list) or not 0 < len(covers) <= MAX_ORIGINS:
-            raise c.fail(f"covers is a list of 1 to {MAX_ORIGINS} [origin, seq]")
-        pairs = []
-        for item in covers:
-            if not isinstance(item, list) or len(item) != 2:
-                raise c.fail("covers is a list of [origin, seq]")
-            pairs.append((c.device(item[0], "an origin"), c.number(item[1], "seq", MAX_SEQ)))
-        if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
-            raise c.fail("covers must be sorted by origin, each once")
-        return cls(
-            c.swarm(w[1]),
-            c.scope(w[2]),
-            c.device(w[3], "author"),
-            c.number(w[4], "epoch", MAX_EPOCH),
-            c.device(w[5], "epoch creator"),
-            tuple(pairs),
-            c.blob(w[7], "ciphertext", MAX_SNAPSHOT_BYTES),
-            c.signature(w[8]),
-        )
 
     def size(self) -> int:
         return len(self.ciphertext) + 80 * len(self.covers) + 200
@@ -275,7 +267,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Epoch:
+class Epoch(_Kept):
     swarm: str
     scope: str
     number: int
@@ -284,73 +276,28 @@ class Epoch:
     excluded: tuple[str, ...]  # sorted
     signature: bytes
 
+    _TAG = EPOCH_TAG
+    _SIGNER = "creator"
+    _CHECKS: ClassVar[_Checks] = {
+        "recipient": _Check.recipient,
+        "excluded": _Check.excluded,
+        "swarm": _Check.swarm,
+        "scope": _Check.scope,
+        "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
+        "creator": lambda c, v: c.device(v, "creator"),
+        "signature": _Check.signature,
+    }
+
     @property
     def key(self) -> EpochKey:
         return (self.scope, self.number, self.creator)
-
-    @property
-    def signer(self) -> str:
-        return self.creator
-
-    @functools.cached_property
-    def id(self) -> bytes:
-        return hashlib.sha256(self.payload() + self.signature).digest()[:16]
-
-    def payload(self) -> bytes:
-        return pack(
-            [
-                EPOCH_TAG,
-                VERSION,
-                self.swarm,
-                self.scope,
-                self.number,
-                self.creator,
-                self.recipient,
-                list(self.excluded),
-            ]
-        )
-
-    def to_wire(self) -> list[Any]:
-        return [
-            VERSION,
-            self.swarm,
-            self.scope,
-            self.number,
-            self.creator,
-            self.recipient,
-            list(self.excluded),
-            self.signature,
-        ]
-
-    @classmethod
-    def from_wire(cls, obj: object) -> Epoch:
-        c = _Check("epoch")
-        w = c.shape(obj, 8)
-        recipient = w[5]
-        if not isinstance(recipient, str) or not _AGE.match(recipient):
-            raise c.fail("the recipient is not an age X25519 recipient")
-        excluded = w[6]
-        if not isinstance(excluded, list) or len(excluded) > MAX_EXCLUDED:
-            raise c.fail(f"excluded is a list of at most {MAX_EXCLUDED} devices")
-        devices = [c.device(d, "an excluded device") for d in excluded]
-        if devices != sorted(set(devices)):
-            raise c.fail("excluded must be sorted, each once")
-        return cls(
-            c.swarm(w[1]),
-            c.scope(w[2]),
-            c.number(w[3], "number", MAX_EPOCH),
-            c.device(w[4], "creator"),
-            recipient,
-            tuple(devices),
-            c.signature(w[7]),
-        )
 
     def describe(self) -> str:
         return f"epoch {self.scope}#{self.number}/{short(self.creator)}"
 
 
 @dataclass(frozen=True)
-class Seal:
+class Seal(_Kept):
     swarm: str
     scope: str
     number: int
@@ -360,60 +307,22 @@ class Seal:
     sealer: str
     signature: bytes
 
+    _TAG = SEAL_TAG
+    _SIGNER = "sealer"
+    _CHECKS: ClassVar[_Checks] = {
+        "swarm": _Check.swarm,
+        "scope": _Check.scope,
+        "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
+        "creator": lambda c, v: c.device(v, "creator"),
+        "device": lambda c, v: c.device(v, "device"),
+        "sealed": lambda c, v: c.blob(v, "sealed secret", MAX_SEALED_BYTES),
+        "sealer": lambda c, v: c.device(v, "sealer"),
+        "signature": _Check.signature,
+    }
+
     @property
     def epoch_key(self) -> EpochKey:
         return (self.scope, self.number, self.creator)
-
-    @property
-    def signer(self) -> str:
-        return self.sealer
-
-    @functools.cached_property
-    def id(self) -> bytes:
-        return hashlib.sha256(self.payload() + self.signature).digest()[:16]
-
-    def payload(self) -> bytes:
-        return pack(
-            [
-                SEAL_TAG,
-                VERSION,
-                self.swarm,
-                self.scope,
-                self.number,
-                self.creator,
-                self.device,
-                self.sealed,
-                self.sealer,
-            ]
-        )
-
-    def to_wire(self) -> list[Any]:
-        return [
-            VERSION,
-            self.swarm,
-            self.scope,
-            self.number,
-            self.creator,
-            self.device,
-            self.sealed,
-            self.sealer,
-            self.signature,
-        ]
-
-    @classmethod
-    def from_wire(cls, obj: object) -> Seal:
-        c = _Check("seal")
-        w = c.shape(obj, 9)
-        return cls(
-            c.swarm(w[1]),
-            c.scope(w[2]),
-            c.number(w[3], "number", MAX_EPOCH),
-            c.device(w[4], "creator"),
-            c.device(w[5], "device"),
-            c.blob(w[6], "sealed secret", MAX_SEALED_BYTES),
-            c.device(w[7], "sealer"),
-            c.signature(w[8]),
-        )
 
     def describe(self) -> str:
         return f"seal {self.scope}#{self.number}/{short(self.creator)} for {short(self.device)}"
