@@ -13,6 +13,11 @@ At the quiet points a scenario chooses (after the faults have ended and the swar
 - ``agreement``: every running peer sees every device it can reach as alive, and every device
   that is down (crashed, out of battery, asleep) as not alive. A swarm that cannot get back here
   has lost a member for good (a missed refutation) or kept a ghost.
+
+Scenarios add their own checks through ``violate`` (the ``vault`` scenario: ``vault-durable``, an
+acknowledged write its store does not hold; ``vault-scope``, a write that went to another scope;
+``vault-lost``, an acknowledged write missing after healing; ``vault-agreement``, replicas that
+never came to agree).
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class Invariants:
         self.counts[invariant] = self.counts.get(invariant, 0) + 1
         if len(self.violations) < self._keep:
             self.violations.append(Violation(at, invariant, detail))
+
+    def violate(self, at: float, invariant: str, detail: str) -> None:
+        """A violation found by a scenario's own check; it counts like any other."""
+        self._violate(at, invariant, detail)
 
     def on_changes(self, observer: Device, changes: list[Change]) -> None:
         world = self.world

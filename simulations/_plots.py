@@ -7,7 +7,11 @@ data behind the plots) and the plots that fit the scenario:
 - ``membership_view.png`` (failure, partition, churn, faults): how many devices the peers see
   alive (least, mean, most) against how many are running, with the faults marked;
 - ``battery.png`` (day): each device's battery through the day, hours when it was away shaded;
-- ``view_accuracy.png`` (day): how well the peers' views matched the truth through the day.
+- ``view_accuracy.png`` (day): how well the peers' views matched the truth through the day;
+- ``placement_policies.png`` (placement): each policy beside the others: the energy its kernels
+  added by device (and all the devices drew), the phone's battery at the end and at its lowest,
+  budget misses, privacy violations and refusals;
+- ``placement_phone_battery.png`` (placement): the phone's battery through the day per policy.
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ def write_outputs(result: Result, out: Path) -> list[Path]:
         written.append(_battery(s["battery"], result.log, out / "battery.png", title))
     if s.get("accuracy"):
         written.append(_accuracy(s["accuracy"], out / "view_accuracy.png", title))
+    if s.get("policies"):
+        written.append(_policies(s["policies"], out / "placement_policies.png", title))
+    if s.get("phone_battery"):
+        path = out / "placement_phone_battery.png"
+        written.append(_phone_battery(s["phone_battery"], path, title))
     return written
 
 
@@ -167,6 +176,74 @@ def _accuracy(rows: list[Any], path: Path, title: str) -> Path:
         ylabel="accuracy",
         ylim=(0, 1.02),
     )
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _policies(policies: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+    """Bars, one group per policy: kernel energy by device, phone battery, misses, violations."""
+    import matplotlib.pyplot as plt
+
+    names = list(policies)
+    x = list(range(len(names)))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0][0]
+    bottom = [0.0] * len(names)
+    devices = list(next(iter(policies.values()))["kernel_wh"])
+    for device in devices:
+        values = [policies[n]["kernel_wh"].get(device) or 0.0 for n in names]
+        ax.bar(x, values, bottom=bottom, label=device)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for i, n in enumerate(names):  # everything the devices drew, idle included
+        ax.text(i, bottom[i], f"{policies[n]['energy_wh']:.1f} Wh in all", ha="center", fontsize=7)
+    ax.set(title="energy the kernels added (Wh), by device", ylabel="Wh")
+    ax.set_ylim(0, max([*bottom, 1e-3]) * 1.2)
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    width = 0.4
+    for offset, key, label in (
+        (-width / 2, "phone_battery_end_percent", "at the end"),
+        (width / 2, "phone_battery_min_percent", "lowest"),
+    ):
+        values = [policies[n][key] or 0.0 for n in names]
+        ax.bar([i + offset for i in x], values, width, label=label)
+    ax.set(title="phone battery (%)", ylabel="%", ylim=(0, 125), yticks=range(0, 101, 20))
+    ax.legend(fontsize=8, ncols=2)
+    ax = axes[1][0]
+    ax.bar(x, [policies[n]["budget_misses"] for n in names], color="tab:orange")
+    ax.set(title="latency budget misses", ylabel="kernels")
+    ax = axes[1][1]
+    for offset, key, label, color in (
+        (-width / 2, "privacy_violations", "privacy violations", "tab:red"),
+        (width / 2, "refused", "refused", "tab:grey"),
+    ):
+        values = [policies[n][key] for n in names]
+        ax.bar([i + offset for i in x], values, width, label=label, color=color)
+    ax.set(title="privacy violations and refusals", ylabel="kernels")
+    ax.legend(fontsize=8)
+    for row in axes:
+        for ax in row:
+            ax.set_xticks(x, names, rotation=15, fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title + ": placement policies on one trace")
+    return _save(fig, path)
+
+
+def _phone_battery(battery: dict[str, list[Any]], path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, points in battery.items():
+        kept = [(h, p) for h, p in points if p is not None]
+        if kept:
+            ax.plot([h for h, _ in kept], [p for _, p in kept], label=name, linewidth=1.3)
+    ax.set(
+        title=title + ": the phone's battery under each policy",
+        xlabel="simulated hours",
+        ylabel="battery %",
+        ylim=(0, 101),
+    )
+    ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

@@ -16,6 +16,9 @@ trio's scheduler made deterministic, checks the invariants as it goes, and retur
 - ``faults``: a random fault schedule from the seed (partitions, isolation, crashes, pauses,
   loss bursts, clock skew), then everything heals; the views must agree again. The test suite
   sweeps it over many seeds; a failing seed replays with ``swarm simulate faults --seed S``.
+- ``vault``: every device hosts the vault and writes to it through a random fault schedule and a
+  final partition; after healing, every replica must agree and hold every acknowledged write
+  (``_vault``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,16 +35,28 @@ import trio
 import trio.testing
 
 from swarm._membership import Change
+from swarm._service import Service
 from transports import InvalidArgument, Link
 
 from ._faults import play, random_schedule
 from ._invariants import Invariants
 from ._models import Models, load_models
+from ._placement import run_placement
+from ._vault import run_vault
 from ._world import Device, DeviceSpec, World, deterministic_trio
 
 Progress = Callable[[float, float], None]  # (simulated seconds done, of total)
 
-DEFAULT_PEERS = {"gossip": 50, "failure": 10, "partition": 10, "day": 3, "churn": 10, "faults": 5}
+DEFAULT_PEERS = {
+    "gossip": 50,
+    "failure": 10,
+    "partition": 10,
+    "day": 3,
+    "churn": 10,
+    "faults": 5,
+    "vault": 5,
+    "placement": 3,
+}
 DEFAULT_HOURS = {
     "gossip": 0.05,
     "failure": 0.1,
@@ -49,6 +64,8 @@ DEFAULT_HOURS = {
     "day": 24.0,
     "churn": 0.25,
     "faults": 0.04,
+    "vault": 0.05,
+    "placement": 24.0,
 }
 SCENARIOS = tuple(DEFAULT_PEERS)
 LAN = Link(latency=0.002, jitter=0.001)  # the default link where no device model says otherwise
@@ -68,6 +85,7 @@ class Result:
     trace_digest: str
     series: dict[str, Any] = field(default_factory=dict)
     log: list[tuple[float, str, str]] = field(default_factory=list)
+    args: str = ""  # the options beyond peers and seed that shaped the run (--hours, --loss)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +101,8 @@ class Result:
 
     @property
     def replay(self) -> str:
-        return f"swarm simulate {self.scenario} --peers {self.peers} --seed {self.seed}"
+        line = f"swarm simulate {self.scenario} --peers {self.peers} --seed {self.seed}"
+        return f"{line} {self.args}" if self.args else line
 
 
 def simulate(
@@ -158,7 +177,12 @@ class _Sim:
             world.trace_digest,
             self.series,
             world.log,
+            self.args(),
         )
+
+    def args(self) -> str:
+        hours = f"--hours {self.seconds / 3600:g}"
+        return f"{hours} --loss {self.loss:g}" if self.loss else hours
 
     async def _main(self, body: Callable[[_Sim], Awaitable[None]]) -> None:
         async with trio.open_nursery() as nursery:
@@ -178,10 +202,24 @@ class _Sim:
     # ---- building blocks ----------------------------------------------------------------------
 
     def make_world(
-        self, specs: list[DeviceSpec], *, models: Models | None = None, start_hour: float = 0.0
+        self,
+        specs: list[DeviceSpec],
+        *,
+        models: Models | None = None,
+        start_hour: float = 0.0,
+        services: Callable[[Device], Sequence[Service]] | None = None,
+        hash_payloads: bool = True,
     ) -> World:
         link = Link(LAN.latency, LAN.jitter, self.loss)
-        world = World(specs, seed=self.seed, models=models, link=link, start_hour=start_hour)
+        world = World(
+            specs,
+            seed=self.seed,
+            models=models,
+            link=link,
+            start_hour=start_hour,
+            services=services,
+            hash_payloads=hash_payloads,
+        )
         self.world = world
         self.invariants = Invariants(world)
         return world
@@ -573,4 +611,6 @@ _RUNS: dict[str, Callable[[_Sim], Awaitable[None]]] = {
     "day": _day,
     "churn": _churn,
     "faults": _faults,
+    "vault": run_vault,
+    "placement": run_placement,
 }

@@ -187,8 +187,9 @@ class World:
         # what each life of a device hosts besides membership (the vault, placement): called at
         # every (re)start; what must survive a crash (a store) is the caller's to keep
         self.services = services
-        # whether the trace digest covers the bytes of frames, or only their time, ends and size
-        # (age encryption draws its own randomness, so ciphertexts differ from run to run)
+        # whether the trace digest covers the bytes and sizes of frames, or only their time and
+        # ends (age encryption draws its own randomness, so ciphertexts, and even their lengths,
+        # differ from run to run)
         self.hash_payloads = hash_payloads
         self.models = models
         self.start_hour = start_hour
@@ -239,7 +240,10 @@ class World:
 
     def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
         self.frames += 1
-        self._digest.update(struct.pack("<dI", at, len(data)))
+        if self.hash_payloads:
+            self._digest.update(struct.pack("<dI", at, len(data)))
+        else:  # age adds a header stanza of random length ("grease"): sizes differ too
+            self._digest.update(struct.pack("<d", at))
         self._digest.update(src.encode())
         self._digest.update(dst.encode())
         if self.hash_payloads:

@@ -21,6 +21,12 @@ SCENARIO_HELP = """scenarios:
   churn      devices join, leave and crash continuously: how accurate the views stay
   faults     a random fault schedule from the seed (partitions, isolation, crashes, pauses,
              loss bursts, clock skew), then healing: the views must agree again
+  vault      every device writes to the vault (puts, deletes) through a random fault schedule
+             and a final partition, then healing: the replicas must agree with no acknowledged
+             write lost (writes_lost 0); converge_s: the time to agree after the partition heals
+  placement  a day of kernels asked for by a phone and a laptop, placed by our policy and by
+             each baseline on the same trace: energy, phone battery, latency budget misses,
+             privacy violations (any by our policy is an invariant violation)
 
 Everything comes from --seed: the same seed gives the same trace_digest. The exit code is 1
 when an invariant was violated (the violations are printed, with their times), 2 for bad input.
@@ -37,7 +43,7 @@ def add_simulate_commands(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "scenario", metavar="SCENARIO", help="gossip, failure, partition, day, churn, faults"
+        "scenario", metavar="SCENARIO", help="gossip, failure, partition, day, churn, faults, vault"
     )
     p.add_argument(
         "--peers", type=_whole, metavar="N", help="how many devices (default per scenario)"
@@ -130,6 +136,12 @@ def render_summary(result: Any) -> str:
         f"({speed:,.0f}x)",
     ]
     for key, value in result.metrics.items():
+        if key == "policies" and isinstance(value, dict):
+            from simulations._placement import policy_table
+
+            lines.append("  policies")
+            lines.extend(f"    {row}" for row in policy_table(value))
+            continue
         lines.append(f"  {key:<24} {_show(value)}")
     inv = result.invariants
     bad = inv["violations"]

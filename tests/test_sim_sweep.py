@@ -19,7 +19,7 @@ HOURS = 0.03  # 108 s of faults, then up to 90 s to agree again
 def run(seed: int) -> list[str]:
     r = simulate("faults", peers=PEERS, seed=seed, hours=HOURS)
     return [
-        f"at {v['at_s']}s {v['invariant']}: {v['detail']}  (replay: {r.replay} --hours {HOURS})"
+        f"at {v['at_s']}s {v['invariant']}: {v['detail']}  (replay: {r.replay})"
         for v in r.invariants["violations"]
     ]
 

@@ -236,6 +236,8 @@ class Session:
         self.their_digest: bytes | None = None
         self._their_ids: set[bytes] | None = None
         self._want: list[bytes] | None = None
+        self._asked: tuple[bytes, set[bytes]] = (b"", set())  # our keyring when we last asked
+        self._listed: bytes | None = None  # their keyring's digest when they listed its ids
         self._pull_again = True
         self._pushed_ids: set[bytes] = set()
         self.sent = 0  # records sent
@@ -253,7 +255,8 @@ class Session:
             if self._pull_again:
                 self.rounds_left -= 1
                 r = self.replica
-                req = SyncRequest(r.swarm, r.vectors(), r.keyring.digest(), self._want)
+                self._asked = (r.keyring.digest(), r.keyring.ids())
+                req = SyncRequest(r.swarm, r.vectors(), self._asked[0], self._want)
                 return SYNC, req.to_wire()
             self.phase = "push"
         if self.phase == "push":
@@ -278,15 +281,25 @@ class Session:
         self.refused += len(rejections)
         self.their_vectors, self.their_digest = reply.vectors, reply.digest
         want: list[bytes] = []
+        again = False
         if reply.ids is not None:
             self._their_ids = set(reply.ids)
+            self._listed = reply.digest
             want = sorted(self._their_ids - self.replica.keyring.ids())
             self._want = want
         elif self._want is not None:
             self._want = []  # sent: ask for no more ids
+            if reply.digest != self._listed:
+                # their keyring grew since they listed it (a write of theirs made an epoch): what
+                # they just sent may need keys we did not ask for, so compare keyrings again
+                self._want, again = None, True
+        elif reply.digest == self._asked[0]:
+            # they hold the keyring we held when we asked (ours may have grown since: a write
+            # of ours made an epoch, which the push must then carry)
+            self._their_ids = self._asked[1]
         if reply.digest == self.replica.keyring.digest():
             self._their_ids = self.replica.keyring.ids()
-        self._pull_again = reply.more or bool(want)
+        self._pull_again = reply.more or bool(want) or again
         return changes, rejections
 
     def _take_push(self, reply: PushReply) -> tuple[Changes, list[Rejection]]:
