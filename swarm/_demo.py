@@ -69,10 +69,12 @@ class Swarm:
         self.procs: dict[Path, subprocess.Popen[bytes]] = {}
 
     def name(self, i: int) -> str:
+        if i < 0:
+            return "relay"
         role = PROFILES[i % len(PROFILES)].role
         return role if i < len(PROFILES) else f"{role}-{i // len(PROFILES) + 1}"
 
-    def create(self, n: int, progress: Any = None) -> None:
+    def create(self, n: int, progress: Any = None, *, relay: bool = False) -> None:
         for i in range(n):
             profile = PROFILES[i % len(PROFILES)]
             home = self.root / self.name(i)
@@ -89,7 +91,15 @@ class Swarm:
                 self.start(home)
             self.homes.append(home)
             if progress is not None:
-                progress(i + 1, n)
+                progress(i + 1, n + relay)
+        if relay:  # a blind relay: holds and forwards the vault's ciphertext, reads none of it
+            home = self.root / "relay"
+            code = ask(self.homes[0], "invite", ttl=120.0)["code"]
+            join_swarm(home, code, name="relay", role="server", relay_only=True, network=LOOPBACK)
+            self.start(home)
+            self.homes.append(home)
+            if progress is not None:
+                progress(n + 1, n + 1)
 
     def start(self, home: Path) -> None:
         log = open(home / "up.log", "wb")  # noqa: SIM115 - the child writes to it
@@ -160,20 +170,28 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"swarm demo: {args.peers} devices in {root}", file=talk, flush=True)
 
         def progress(done: int, total: int) -> None:
-            print(
-                f"  paired and started {done}/{total}: {swarm.name(done - 1)}",
-                file=talk,
-                flush=True,
-            )
+            name = swarm.name(done - 1 if done <= args.peers else -1)
+            print(f"  paired and started {done}/{total}: {name}", file=talk, flush=True)
 
-        swarm.create(args.peers, progress)
+        swarm.create(args.peers, progress, relay=args.relay)
+        first = swarm.homes[0]
+        laptop = swarm.homes[min(1, len(swarm.homes) - 1)]
+        print(
+            "  try, in another terminal:\n"
+            f"    swarm vault put facts/home Lisbon --home {laptop}\n"
+            f"    swarm vault get facts/home --home {first}\n"
+            f'    swarm run embed "hello world" --explain --home {laptop}\n'
+            f"    swarm power --unplugged --battery 30 --home {laptop}",
+            file=talk,
+            flush=True,
+        )
         interval = 1.0
         iterations = None if args.seconds is None else max(int(args.seconds / interval), 1)
-        first = swarm.homes[0]
         with contextlib.suppress(KeyboardInterrupt):
             if args.json:
                 # for scripts: one status, once every device is alive (or --seconds ran out)
-                status = swarm.wait_alive(args.peers, timeout=args.seconds or START_TIMEOUT)
+                everyone = args.peers + args.relay
+                status = swarm.wait_alive(everyone, timeout=args.seconds or START_TIMEOUT)
                 print(json.dumps(status, sort_keys=True))
             else:
                 watch(

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=_seconds, default=None, help="stop after this long (default: Ctrl-C)"
     )
     _add_json(p)
+    p.add_argument(
+        "--relay", action="store_true", help="add a blind relay (relay_only: reads no vault data)"
+    )
     p.set_defaults(run=_cmd_demo)
     add_placement_commands(sub)
     add_simulate_commands(sub)
