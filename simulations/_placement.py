@@ -89,6 +89,8 @@ from transports import Link
 
 from ._invariants import Invariants
 from ._models import DeviceModel, DeviceProfile, load_models
+from ._stats import pct as _pct
+from ._stats import rounded as _r
 from ._world import Device, DeviceSpec, World
 
 if TYPE_CHECKING:
@@ -785,19 +787,6 @@ def simulate_placement(
         await run_plan(sim, plan)
 
     return sim.go(body)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def _r(value: float | None, digits: int = 3) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(value, digits)
 
 
 # ---- the table -------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from ._faults import play, random_schedule
 from ._invariants import Invariants
 from ._models import Models, load_models
 from ._placement import run_placement
+from ._stats import pct as _pct
+from ._stats import rounded as _r
 from ._vault import run_vault
 from ._world import Device, DeviceSpec, World, deterministic_trio
 
@@ -256,19 +258,6 @@ def _alive_seen(device: Device) -> int:
     if peer is None or peer.core is None:
         return 0
     return sum(1 for m in peer.core.members.values() if m.status == "alive")
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def _r(value: float | None, digits: int = 3) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(value, digits)
 
 
 # ---- gossip ----------------------------------------------------------------------------------
