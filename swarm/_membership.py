@@ -511,8 +511,11 @@ class Membership:
         self._enqueue(me.alive)
 
     def join(self, seeds: Iterable[str], now: float) -> None:
-        """Ask these peers for everything they know (a push-pull with a few at a time, in turn);
-        while we know nobody else alive, ask the next few every few seconds."""
+        """Ask these peers for everything they know (a push-pull with a few at a time, in turn)
+        until one of them answers: every few seconds while we know nobody else alive, every
+        push-pull interval after that. (Stopping at the first live member we hear of instead
+        left a split for good: two devices restarted in a partition found each other, while
+        the rest still held them as left, which nobody probes.)"""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
         self._rejoin(now)
@@ -520,9 +523,12 @@ class Membership:
     def _rejoin(self, now: float) -> None:
         if now < self._next_join:
             return
-        self._next_join = now + JOIN_RETRY * (self.awareness + 1)
-        if self.alive_count() > 1 or not self._seeds:
+        if not self._seeds:
+            self._next_join = math.inf
             return
+        alone = self.alive_count() <= 1
+        wait = JOIN_RETRY * (self.awareness + 1) if alone else self.profile.push_pull_interval
+        self._next_join = now + wait
         # a few at a time, in turn: a device that remembers a hundred peers does not send a
         # hundred full states at every start
         state = self._full_state()
@@ -769,6 +775,8 @@ class Membership:
                 self._apply_all(records, now)
             case Sync(reply, records):
                 self._apply_all(records, now)
+                if reply and src in self._seeds:
+                    self._seeds, self._next_join = [], math.inf  # joined
                 if not reply:
                     self._send(src, Sync(True, self._full_state()))
                     return

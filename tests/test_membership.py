@@ -747,3 +747,29 @@ def test_a_signed_alive_record_with_a_malformed_state_is_dropped_and_logged(capl
     assert any("malformed state" in r.getMessage() for r in caplog.records)
     core.receive(y, Gossip((devices.alive(x, 1, 0, b"ok, a state"),)), 1.0)
     assert core.members[x].status == "alive"
+
+
+def test_devices_restarted_inside_a_partition_rejoin_the_rest_after_it_heals():
+    """Found by the stateful test: two devices that had left restart on one side of a partition
+    and find each other; the other side still holds them as left, which nobody probes. Their
+    join must go on until one of their own seeds answers, or the split lasts for ever."""
+    net = CoreNet(4, seed=13545, latency=LATENCY, jitter=0.0)
+    net.join_all()
+    net.run_until(10.0)
+    a, b, c, d = net.ids
+    for node in (a, c):
+        net.cores[node].leave(net.now)
+    net.run_until(net.now + 30.0)
+    for node in (a, c):
+        net.crash(node)
+    net.partition({a, c}, {b, d})
+    net.restart(a, seeds=[b, d])
+    net.restart(c, seeds=[a, b, d])
+    net.run_until(net.now + 10.0)
+    assert net.status(a, c) == "alive"
+    assert net.status(b, a) == "left"  # the cut kept them apart
+    net.heal()
+    net.run_until(net.now + 120.0)
+    for observer in net.ids:
+        for node in net.ids:
+            assert net.status(observer, node) == "alive", (observer[-6:], node[-6:])
