@@ -91,7 +91,7 @@ from ._invariants import Invariants
 from ._models import DeviceModel, DeviceProfile, load_models
 from ._stats import pct as _pct
 from ._stats import rounded as _r
-from ._world import Device, DeviceSpec, World
+from ._world import Device, World
 
 if TYPE_CHECKING:
     from ._scenarios import Result, _Sim
@@ -699,16 +699,10 @@ async def run_placement(sim: _Sim) -> None:
 
 
 async def run_plan(sim: _Sim, plan: Plan) -> None:
-    from ._scenarios import LAN
+    from ._scenarios import LAN, day_specs
 
     models = load_models(sim.models_path)
-    names = [name for name in ("phone", "laptop", "server") if name in models.devices]
-    names += [n for n in models.devices if n not in names]
-    specs = []
-    for i in range(sim.n):
-        profile = models.devices[names[i % len(names)]]
-        name = profile.name if i < len(names) else f"{profile.name}-{i // len(names) + 1}"
-        specs.append(DeviceSpec(name, profile.role, profile))
+    specs = day_specs(models, sim.n)
     trace = plan.trace
     if trace is None:
         rng = random.Random(f"placement/{sim.seed}/trace")

@@ -422,16 +422,21 @@ async def _partition(sim: _Sim) -> None:
 # ---- day -------------------------------------------------------------------------------------
 
 
-async def _day(sim: _Sim) -> None:
-    models = load_models(sim.models_path)
+def day_specs(models: Models, n: int) -> list[DeviceSpec]:
+    """``n`` devices from the profiles: phone, laptop, server first, then the rest, in turn."""
     names = [name for name in ("phone", "laptop", "server") if name in models.devices]
     names += [n for n in models.devices if n not in names]
     specs = []
-    for i in range(sim.n):
+    for i in range(n):
         profile = models.devices[names[i % len(names)]]
         name = profile.name if i < len(names) else f"{profile.name}-{i // len(names) + 1}"
         specs.append(DeviceSpec(name, profile.role, profile))
-    world = sim.make_world(specs, models=models)
+    return specs
+
+
+async def _day(sim: _Sim) -> None:
+    models = load_models(sim.models_path)
+    world = sim.make_world(day_specs(models, sim.n), models=models)
     every = 300.0
     right = total = 0
     status_right = 0

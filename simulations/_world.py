@@ -20,7 +20,7 @@ import hashlib
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,6 @@ class Device:
     place: str = "home"
     leaving: bool = False
     flat: bool = False  # off because its battery ran out
-    down_since: float | None = field(default=0.0)
 
     @property
     def id(self) -> str:
@@ -229,7 +228,6 @@ class World:
         self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
         self.net.tap = self._tap
         self._digest = hashlib.sha256()
-        self.frames = 0
         self.bytes_sent: dict[str, int] = dict.fromkeys(self.by_id, 0)
         self.observers: list[Observer] = []
         self.log: list[tuple[float, str, str]] = []  # (time, what, detail): faults and events
@@ -239,7 +237,6 @@ class World:
     # ---- tracing -------------------------------------------------------------------------------
 
     def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
-        self.frames += 1
         if self.hash_payloads:
             self._digest.update(struct.pack("<dI", at, len(data)))
         else:  # age adds a header stanza of random length ("grease"): sizes differ too
@@ -327,7 +324,6 @@ class World:
         )
         transport = self.net.transport(device.id)
         device.peer, device.up, device.leaving = peer, True, False
-        device.down_since = None
         device.lives += 1
         with trio.CancelScope() as scope:
             device.scope = scope
@@ -355,7 +351,6 @@ class World:
         self.note(why, device.name)
         self.net.crash(device.id)
         device.up = False
-        device.down_since = trio.current_time()
         if device.scope is not None:
             device.scope.cancel()
 

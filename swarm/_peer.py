@@ -75,12 +75,9 @@ class RosterFacts:
         return self.roster.admits(node)
 
     def learn(self, blob: bytes) -> bool:
+        self.snapshot()  # (cached) every entry held, as bytes, is in _known
         if blob in self._known:
             return False
-        if self._snapshot is None:
-            self.snapshot()
-            if blob in self._known:
-                return False
         try:
             kind, body = msgpack.unpackb(blob, raw=False)
             if kind == "chain":

@@ -21,6 +21,8 @@ from typing import Any
 from kernels import SCOPES, default_registry
 from transports import InvalidArgument
 
+from ._status import _clean
+
 __all__ = ["add_placement_commands", "kernels_line"]
 
 RUN_MARGIN_S = 10.0  # the CLI waits this much longer than two runs (a failure and a re-placement)
@@ -204,11 +206,6 @@ def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
-
-
-def _clean(text: object) -> str:
-    """Text a peer sent, shown without anything that could drive the terminal."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 def kernels_line(section: Any, names: dict[str, str]) -> str | None:

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from transports import InvalidArgument
-
 SCENARIO_HELP = """scenarios:
   gossip     one event at a time from a random peer: time until every peer knows it
   failure    peers crash at random (and come back): detection times, false deaths
@@ -34,6 +32,8 @@ Device profiles: simulations/devices.toml; copy it, edit, and pass --models FILE
 
 
 def add_simulate_commands(sub: Any) -> None:
+    from .cli import _add_json, _number
+
     p = sub.add_parser(
         "simulate",
         help="simulate a swarm in virtual time: real peer code, device models, faults",
@@ -43,63 +43,30 @@ def add_simulate_commands(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "scenario", metavar="SCENARIO", help="gossip, failure, partition, day, churn, faults, vault"
+        "scenario",
+        metavar="SCENARIO",
+        help="gossip, failure, partition, day, churn, faults, vault, placement",
+    )
+    # ranges are checked by simulate(), which says what is wrong in one line
+    p.add_argument("--peers", type=int, metavar="N", help="how many devices (default per scenario)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
+    p.add_argument(
+        "--hours", type=_number, metavar="H", help="simulated hours (default per scenario)"
     )
     p.add_argument(
-        "--peers", type=_whole, metavar="N", help="how many devices (default per scenario)"
-    )
-    p.add_argument("--seed", type=_whole, default=0, metavar="S", help="the seed (default 0)")
-    p.add_argument(
-        "--hours", type=_positive, metavar="H", help="simulated hours (default per scenario)"
-    )
-    p.add_argument(
-        "--loss", type=_fraction, default=0.0, metavar="P", help="message loss on every link, 0-1"
+        "--loss", type=_number, default=0.0, metavar="P", help="message loss on every link, 0-1"
     )
     p.add_argument("--models", type=Path, metavar="FILE", help="device and network profiles (TOML)")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="also write result.json and PNG plots here"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    _add_json(p)
     p.set_defaults(run=_cmd_simulate)
 
 
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be within [0, 1)")
-    return value
-
-
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulations import SCENARIOS, simulate
+    from simulations import simulate
 
-    if args.scenario not in SCENARIOS:
-        raise InvalidArgument(f"unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}")
-    if args.peers is not None and args.peers < 1:
-        raise InvalidArgument("--peers must be at least 1")
     bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = simulate(

@@ -340,9 +340,9 @@ def _ago(seconds: float) -> str:
     return f"{int(seconds)}s ago"
 
 
-def _clean(text: str) -> str:
+def _clean(text: object) -> str:
     """Text from a peer, with anything that could drive the terminal replaced."""
-    return "".join(c if c.isprintable() else "?" for c in text)
+    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 def _width(text: str) -> int:

@@ -60,10 +60,9 @@ class Transport(abc.ABC):
         self.dial_timeout = dial_timeout
         self._handler: Handler = no_handler
         self._admit: Admission = _admit_all
-        # insertion-ordered, not a set: the oldest connection to a peer is the one used, the same
-        # one in every run (a seeded simulation stays deterministic)
-        self._connections: dict[Connection, None] = {}
-        self._by_peer: dict[str, dict[Connection, None]] = {}  # the same, by peer id
+        # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
+        # used, the same one in every run (a seeded simulation stays deterministic)
+        self._by_peer: dict[str, dict[Connection, None]] = {}
         self._refused = 0
         self._violations = 0
         self._stack: AsyncExitStack | None = None
@@ -105,8 +104,9 @@ class Transport(abc.ABC):
             return False
 
     def connections(self, peer_id: str | None = None) -> list[Connection]:
-        pool = self._connections if peer_id is None else self._by_peer.get(peer_id, {})
-        return [c for c in pool if not c.closed]
+        if peer_id is None:
+            return [c for pool in self._by_peer.values() for c in pool if not c.closed]
+        return [c for c in self._by_peer.get(peer_id, {}) if not c.closed]
 
     def statistics(self) -> TransportStatistics:
         live = self.connections()
@@ -161,12 +161,10 @@ class Transport(abc.ABC):
         return await self._handler(conn, body)
 
     async def _run(self, conn: Connection) -> None:
-        self._connections[conn] = None
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None
         try:
             await conn.run()
         finally:
-            self._connections.pop(conn, None)
             mine = self._by_peer.get(conn.peer_id, {})
             mine.pop(conn, None)
             if not mine:
@@ -204,7 +202,7 @@ class Transport(abc.ABC):
         assert stack is not None
         # all at once (each connection's own task closes its stream): one by one, a peer with
         # hundreds of connections took a scheduler pass per connection to stop
-        for conn in list(self._connections):
+        for conn in [c for pool in self._by_peer.values() for c in pool]:
             conn.close_soon()
         with trio.CancelScope(shield=True):
             await self._stop()

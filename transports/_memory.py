@@ -256,9 +256,6 @@ class MemoryNetwork:
         """Hold ``peer``'s traffic, both ways, until the time ``until``."""
         self._held[peer] = max(until, self._held.get(peer, -math.inf))
 
-    def paused(self, peer: str) -> bool:
-        return self._held.get(peer, -math.inf) > trio.current_time()
-
     def crash(self, peer_id: str) -> None:
         """The peer's process dies: its streams reset and it no longer listens."""
         self._listeners.pop(peer_id, None)

@@ -429,16 +429,23 @@ class VaultNode:
                 "failures": state.failures,
                 "error": state.error,
             }
-        inner = self.replica.status()
-        return {
-            "device": self.replica.device,
-            "readable": sorted(self.replica.readable, key=SCOPES.index),
-            "scopes": inner["scopes"],
-            "rejected": inner["rejected"],
-            "bytes_on_disk": self.store.size(),
-            "commits": self.commits,
-            "peers": peers,
-        }
+        return store_status(self.replica, self.store, commits=self.commits, peers=peers)
+
+
+def store_status(
+    replica: Replica, store: Store, *, commits: int, peers: dict[str, Any]
+) -> dict[str, Any]:
+    """``swarm vault status``: the replica's content and the store's size, with sync state."""
+    inner = replica.status()
+    return {
+        "device": replica.device,
+        "readable": sorted(replica.readable, key=SCOPES.index),
+        "scopes": inner["scopes"],
+        "rejected": inner["rejected"],
+        "bytes_on_disk": store.size(),
+        "commits": commits,
+        "peers": peers,
+    }
 
 
 class LocalVault:
@@ -467,16 +474,7 @@ class LocalVault:
         return scopes
 
     def status(self) -> dict[str, Any]:
-        inner = self.replica.status()
-        return {
-            "device": self.replica.device,
-            "readable": sorted(self.replica.readable, key=SCOPES.index),
-            "scopes": inner["scopes"],
-            "rejected": inner["rejected"],
-            "bytes_on_disk": self.store.size(),
-            "commits": 0,
-            "peers": {},
-        }
+        return store_status(self.replica, self.store, commits=0, peers={})
 
     def close(self) -> None:
         self.store.close()
