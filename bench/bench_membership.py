@@ -14,21 +14,17 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import trio
 import trio.testing
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from swarm._membership import Change
-from swarm.testing import CoreNet, DriverPeer, device_keys
-from transports import Envelope, Kind, Link, MemoryNetwork, encode_frame
+from homeswarm.swarm._membership import Change
+from homeswarm.swarm.testing import CoreNet, DriverPeer, device_keys
+from homeswarm.transports import Envelope, Kind, Link, MemoryNetwork, encode_frame
 
 LOSS = 0.05
 WARM_FROM = 1000  # from this size the swarm starts settled instead of simulating every join

@@ -36,13 +36,12 @@ from typing import Any
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from kernels import builtin_registry  # noqa: E402
-from kernels.testing import make_registry  # noqa: E402
-from placement import InlineExecutor, RayExecutor, RayRuntime, place  # noqa: E402
-from placement.testing import random_view  # noqa: E402
+from homeswarm.kernels import builtin_registry  # noqa: E402
+from homeswarm.kernels.testing import make_registry  # noqa: E402
+from homeswarm.placement import InlineExecutor, RayExecutor, RayRuntime, place  # noqa: E402
+from homeswarm.placement.testing import random_view  # noqa: E402
 
 TOPICS = ["the weather", "a song", "dinner", "the train", "a meeting", "my sister", "the garden"]
 
@@ -92,13 +91,13 @@ async def peers_on_libp2p(
     control socket, once every one sees every other alive with a measured RTT."""
     from test_placement_swarm import make_homes
 
-    from swarm._control import control_path, serve_control
-    from swarm._daemon import advertised
-    from swarm._device import FixedLoad
-    from swarm._home import load_roster
-    from swarm._peer import Peer, PeerOptions
-    from swarm._placement_service import PlacementService
-    from transports.libp2p import Libp2pTransport
+    from homeswarm.swarm._control import control_path, serve_control
+    from homeswarm.swarm._daemon import advertised
+    from homeswarm.swarm._device import FixedLoad
+    from homeswarm.swarm._home import load_roster
+    from homeswarm.swarm._peer import Peer, PeerOptions
+    from homeswarm.swarm._placement_service import PlacementService
+    from homeswarm.transports.libp2p import Libp2pTransport
 
     idents = make_homes(root, specs)
     peers: dict[str, Any] = {}
@@ -152,8 +151,8 @@ async def peers_on_libp2p(
 async def bench_embed(root: Path, quick: bool) -> dict[str, Any]:
     from test_placement_swarm import Spec
 
-    from kernels import load_model
-    from swarm.cli import main
+    from homeswarm.kernels import load_model
+    from homeswarm.swarm.cli import main
 
     texts = sentences(1000)
     reps = 2 if quick else 5
@@ -251,7 +250,7 @@ async def bench_round_trips(root: Path, quick: bool) -> dict[str, Any]:
         actor_times.append(time.perf_counter() - t0)
 
     # the laptop runs no kernels itself: echo is placed on the server, over libp2p
-    from placement import RunRequest
+    from homeswarm.placement import RunRequest
 
     specs = [Spec("laptop", "laptop"), Spec("server", "server")]
     options = {"laptop": {"kind": "none"}, "server": {"executor": InlineExecutor()}}

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -30,13 +29,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from simulations import simulate
-    from simulations._placement import policy_table
+    from homeswarm.simulations import simulate
+    from homeswarm.simulations._placement import policy_table
 
     print(f"running placement, {args.hours:g} h, seed {args.seed} ...", file=sys.stderr, flush=True)
     r = simulate("placement", seed=args.seed, hours=args.hours)
     if args.out is not None:
-        from simulations._plots import write_outputs
+        from homeswarm.simulations._plots import write_outputs
 
         write_outputs(r, args.out)
     if args.json:

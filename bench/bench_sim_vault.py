@@ -20,12 +20,9 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from simulations import simulate
+from homeswarm.simulations import simulate
 
 
 def bench(seeds: int, peers: int, hours: float) -> dict[str, Any]:

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 TARGETS = {"day": 10.0, "gossip-1000": 60.0}  # wall seconds, from the issue
 
 
 def case(name: str, peers: int, hours: float | None) -> dict[str, Any]:
     """Run one case here and report it (called in a child process)."""
-    from simulations import simulate
-    from swarm.testing import CoreNet
+    from homeswarm.simulations import simulate
+    from homeswarm.swarm.testing import CoreNet
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scenario = "day" if name == "day" else "gossip"

@@ -12,19 +12,15 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from transports import Connection, Link, MemoryNetwork, peer_id_from_public_key
-from transports.libp2p import Libp2pTransport
+from homeswarm.transports import Connection, Link, MemoryNetwork, peer_id_from_public_key
+from homeswarm.transports.libp2p import Libp2pTransport
 
 
 async def echo(conn: Connection, body: Any) -> Any:

@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,12 +35,10 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives import serialization
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from transports import Link, MemoryNetwork
-from vault import SCOPES, MemoryStore, SqliteStore, Store, TransportLinks, VaultNode
-from vault._sync import PREFIX
-from vault.testing import SWARM, NetPeer, directory_of, make_device, make_replica
+from homeswarm.transports import Link, MemoryNetwork
+from homeswarm.vault import SCOPES, MemoryStore, SqliteStore, Store, TransportLinks, VaultNode
+from homeswarm.vault._sync import PREFIX
+from homeswarm.vault.testing import SWARM, NetPeer, directory_of, make_device, make_replica
 
 ALL = frozenset(SCOPES)
 PUT_TARGET = 5000.0  # entries/s
@@ -133,7 +130,7 @@ CATCHUP_CASES = {
 
 
 async def _catchup(n: int, case: str, tmp: Path) -> dict[str, Any]:
-    from transports.libp2p import Libp2pTransport
+    from homeswarm.transports.libp2p import Libp2pTransport
 
     rng = random.Random(3)
     holder_dev, fresh_dev = make_device(rng, ALL), make_device(rng, ALL)

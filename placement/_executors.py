@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from kernels import ExecutionError, Kernel
+from homeswarm.kernels import ExecutionError, Kernel
 
 log = logging.getLogger("placement.executors")
 

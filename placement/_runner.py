@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from kernels import (
+from homeswarm.kernels import (
     ExecutionError,
     InvalidInput,
     Kernel,
@@ -39,7 +39,7 @@ from kernels import (
     check_value,
     scope_rank,
 )
-from transports import ProtocolViolation, RemoteError, TransportError
+from homeswarm.transports import ProtocolViolation, RemoteError, TransportError
 
 from ._executors import Executor, ExecutorUnavailable, Host, RunResult
 from ._policy import DEFAULT_CONFIG, Decision, PolicyConfig, admit, place

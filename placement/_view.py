@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kernels import ACCELERATORS, SCOPES
-from transports import InvalidArgument
+from homeswarm.kernels import ACCELERATORS, SCOPES
+from homeswarm.transports import InvalidArgument
 
 ROLES = ("phone", "laptop", "server")
 STATUSES = ("alive", "suspect", "dead", "left")

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from kernels import SCOPES, Kernel
+from homeswarm.kernels import SCOPES, Kernel
 
 from ._executors import Executor, ExecutorFailed, Host, RunResult
 from ._view import DeviceView

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transports import InvalidConfig, Link
+from homeswarm.transports import InvalidConfig, Link
 
 DEFAULT_MODELS = Path(__file__).with_name("devices.toml")
 ROLES = ("phone", "laptop", "server")

@@ -73,8 +73,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from kernels import Kernel, Needs, Registry
-from placement import (
+from homeswarm.kernels import Kernel, Needs, Registry
+from homeswarm.placement import (
     DEFAULT_CONFIG,
     Decision,
     DeviceView,
@@ -84,8 +84,8 @@ from placement import (
     baselines,
     violations,
 )
-from swarm._placement_service import PlacementService
-from transports import Link
+from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.transports import Link
 
 from ._invariants import Invariants
 from ._models import DeviceModel, DeviceProfile, load_models

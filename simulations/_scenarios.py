@@ -34,9 +34,9 @@ from typing import Any
 import trio
 import trio.testing
 
-from swarm._membership import Change
-from swarm._service import Service
-from transports import InvalidArgument, Link
+from homeswarm.swarm._membership import Change
+from homeswarm.swarm._service import Service
+from homeswarm.transports import InvalidArgument, Link
 
 from ._faults import play, random_schedule
 from ._invariants import Invariants

@@ -58,12 +58,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from swarm._service import Service
-from swarm._vault_service import VaultService, readable_scopes
-from vault import COLLECTIONS, SCOPES, EntryNotFound, MemoryStore, NodeSettings, Replica, VaultError
-from vault._records import Snapshot, Update, decode_record
-from vault._replica import Vectors
-from vault._sync import lacking
+from homeswarm.swarm._service import Service
+from homeswarm.swarm._vault_service import VaultService, readable_scopes
+from homeswarm.vault import (
+    COLLECTIONS,
+    SCOPES,
+    EntryNotFound,
+    MemoryStore,
+    NodeSettings,
+    Replica,
+    VaultError,
+)
+from homeswarm.vault._records import Snapshot, Update, decode_record
+from homeswarm.vault._replica import Vectors
+from homeswarm.vault._sync import lacking
 
 from ._faults import play, random_schedule
 from ._invariants import Invariants

@@ -28,14 +28,14 @@ import pyrage
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarm._certs import Roster, issue_certificate
-from swarm._config import settings_from_mapping
-from swarm._device import FixedLoad, PowerReading
-from swarm._home import Identity, public_bytes, swarm_id_of
-from swarm._membership import Change
-from swarm._peer import Peer, PeerOptions, _decode_state
-from swarm._service import Service
-from transports import InvalidArgument, Link, MemoryNetwork
+from homeswarm.swarm._certs import Roster, issue_certificate
+from homeswarm.swarm._config import settings_from_mapping
+from homeswarm.swarm._device import FixedLoad, PowerReading
+from homeswarm.swarm._home import Identity, public_bytes, swarm_id_of
+from homeswarm.swarm._membership import Change
+from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
+from homeswarm.swarm._service import Service
+from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
 

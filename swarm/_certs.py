@@ -47,7 +47,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from transports import (
+from homeswarm.transports import (
     InvalidArgument,
     ProtocolViolation,
     peer_id_from_public_key,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from transports import InvalidArgument, InvalidConfig
+from homeswarm.transports import InvalidArgument, InvalidConfig
 
 Role = Literal["phone", "laptop", "server"]
 ROLES: tuple[str, ...] = get_args(Role)

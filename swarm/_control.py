@@ -49,7 +49,7 @@ from typing import Any
 
 import trio
 
-from transports import InvalidArgument, LocalError, RemoteError, swarm_error_in
+from homeswarm.transports import InvalidArgument, LocalError, RemoteError, swarm_error_in
 
 log = logging.getLogger("swarm.control")
 

@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 import trio
 
-from transports import InvalidArgument
-from transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
+from homeswarm.transports import InvalidArgument
+from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster, resolve_home
@@ -95,7 +95,7 @@ class Daemon:
         self.peer: Peer | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        from transports.libp2p import Libp2pTransport
+        from homeswarm.transports.libp2p import Libp2pTransport
 
         ident = self.identity
         net = ident.settings.network

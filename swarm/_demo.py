@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transports import InvalidArgument, SwarmError
+from homeswarm.transports import InvalidArgument, SwarmError
 
 from ._control import ask
 from ._home import init_home

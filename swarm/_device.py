@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeGuard
 
 import psutil
 
-from transports import InvalidArgument, ProtocolViolation
+from homeswarm.transports import InvalidArgument, ProtocolViolation
 
 from ._config import ROLES, SCOPES, PowerSettings, Settings, _device_name
 

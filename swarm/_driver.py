@@ -16,7 +16,7 @@ import trio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from transports import (
+from homeswarm.transports import (
     Connection,
     Transport,
     TransportError,

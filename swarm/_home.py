@@ -28,7 +28,7 @@ import pyrage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from transports import InvalidArgument, InvalidConfig, LocalError, peer_id_from_public_key
+from homeswarm.transports import InvalidArgument, InvalidConfig, LocalError, peer_id_from_public_key
 
 from ._config import CONFIG_NAME, ROLE_SCOPES, ROLES, Settings, _device_name, load_settings
 

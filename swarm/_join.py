@@ -20,7 +20,7 @@ import pyrage
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from transports import (
+from homeswarm.transports import (
     PeerUnreachable,
     RemoteError,
     RemoteHandlerError,
@@ -101,7 +101,7 @@ def join_swarm(
 
 
 async def _ask_inviter(seed: bytes, code: InviteCode, body: dict[str, Any]) -> Any:
-    from transports.libp2p import Libp2pTransport
+    from homeswarm.transports.libp2p import Libp2pTransport
 
     transport = Libp2pTransport(seed, ["/ip4/127.0.0.1/tcp/0"], dial_timeout=5.0)
     failure: SwarmError | None = None

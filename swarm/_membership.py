@@ -63,7 +63,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 
-from transports import ProtocolViolation
+from homeswarm.transports import ProtocolViolation
 
 log = logging.getLogger("swarm.membership")
 

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import trio
 
-from transports import (
+from homeswarm.transports import (
     Connection,
     InvalidArgument,
     ProtocolViolation,

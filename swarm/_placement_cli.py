@@ -18,8 +18,8 @@ import json
 import sys
 from typing import Any
 
-from kernels import SCOPES, default_registry
-from transports import InvalidArgument
+from homeswarm.kernels import SCOPES, default_registry
+from homeswarm.transports import InvalidArgument
 
 from ._status import _clean
 

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from kernels import Registry, default_registry
-from placement import (
+from homeswarm.kernels import Registry, default_registry
+from homeswarm.placement import (
     DeviceView,
     Executor,
     FallbackExecutor,
@@ -47,7 +47,7 @@ from placement import (
     RunReply,
     RunRequest,
 )
-from transports import InvalidArgument, ProtocolViolation
+from homeswarm.transports import InvalidArgument, ProtocolViolation
 
 from ._config import PlacementSettings, Settings
 from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
@@ -55,7 +55,7 @@ from ._peer import _decode_state
 from ._service import Service
 
 if TYPE_CHECKING:
-    from transports import Connection
+    from homeswarm.transports import Connection
 
     from ._peer import Peer
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from transports import Connection, InvalidArgument, ProtocolViolation
+from homeswarm.transports import Connection, InvalidArgument, ProtocolViolation
 
 if TYPE_CHECKING:
     from ._home import Identity

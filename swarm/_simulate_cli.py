@@ -65,7 +65,7 @@ def add_simulate_commands(sub: Any) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulations import simulate
+    from homeswarm.simulations import simulate
 
     bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
     try:
@@ -83,7 +83,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             bar.done()
     written = []
     if args.out is not None:
-        from simulations._plots import write_outputs
+        from homeswarm.simulations._plots import write_outputs
 
         written = write_outputs(result, args.out)
     if args.json:
@@ -104,7 +104,7 @@ def render_summary(result: Any) -> str:
     ]
     for key, value in result.metrics.items():
         if key == "policies" and isinstance(value, dict):
-            from simulations._placement import policy_table
+            from homeswarm.simulations._placement import policy_table
 
             lines.append("  policies")
             lines.extend(f"    {row}" for row in policy_table(value))

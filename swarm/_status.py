@@ -33,7 +33,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from transports import InvalidArgument, RemoteError, SwarmError
+from homeswarm.transports import InvalidArgument, RemoteError, SwarmError
 
 ROLES = ("phone", "laptop", "server")
 STATES = ("alive", "suspect", "dead", "left")

@@ -83,7 +83,7 @@ def _no_command(group: argparse.ArgumentParser) -> int:
 
 def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
     """``op`` through the running peer, or on the store directly if no peer runs."""
-    from vault import VaultLocked
+    from homeswarm.vault import VaultLocked
 
     from ._control import NoPeerRunning, ask
     from ._home import resolve_home
@@ -104,7 +104,7 @@ def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
 
 
 def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
-    from vault import EntryNotFound
+    from homeswarm.vault import EntryNotFound
 
     from ._home import load_identity, load_roster
     from ._vault_service import _entry, not_found, open_local
@@ -136,7 +136,7 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
 
 
 def _cmd_put(args: argparse.Namespace) -> int:
-    from vault import encode_value, parse_json, split_key
+    from homeswarm.vault import encode_value, parse_json, split_key
 
     from .cli import _report
 
@@ -147,7 +147,7 @@ def _cmd_put(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from vault import split_key
+    from homeswarm.vault import split_key
 
     split_key(args.key)
     reply = _call(args, "get", key=args.key)
@@ -160,7 +160,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from vault._model import check_prefix
+    from homeswarm.vault._model import check_prefix
 
     from .cli import _report
 
@@ -180,7 +180,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    from vault import split_key
+    from homeswarm.vault import split_key
 
     from .cli import _report
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from transports import Connection, InvalidArgument
-from vault import (
+from homeswarm.transports import Connection, InvalidArgument
+from homeswarm.vault import (
     SCOPES,
     Access,
     Directory,

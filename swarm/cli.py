@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from transports import InvalidArgument, LocalError, SwarmError, swarm_error_in
+from homeswarm.transports import InvalidArgument, LocalError, SwarmError, swarm_error_in
 
 from . import __version__
 from ._config import ROLES, parse_scopes

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from transports import MemoryNetwork, MemoryTransport, peer_id_from_public_key
+from homeswarm.transports import MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
 from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import public_bytes

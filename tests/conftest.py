@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from transports.testing import MemoryFixture
+from homeswarm.transports.testing import MemoryFixture
 
 
 @pytest.fixture

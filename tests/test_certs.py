@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-import swarm._certs as certs
-from swarm._certs import (
+import homeswarm.swarm._certs as certs
+from homeswarm.swarm._certs import (
     MAX_CHAIN,
     Certificate,
     InvalidCertificate,
@@ -22,8 +22,8 @@ from swarm._certs import (
     revoke,
     verify_chain,
 )
-from swarm._home import public_bytes, swarm_id_of
-from transports import InvalidArgument, ProtocolViolation, peer_id_from_public_key
+from homeswarm.swarm._home import public_bytes, swarm_id_of
+from homeswarm.transports import InvalidArgument, ProtocolViolation, peer_id_from_public_key
 
 AGE = str(pyrage.x25519.Identity.generate().to_public())
 ROOT_KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)

@@ -5,9 +5,9 @@ import stat
 
 import pytest
 
-from swarm._home import load_identity
-from swarm.cli import main
-from transports import public_key_from_peer_id
+from homeswarm.swarm._home import load_identity
+from homeswarm.swarm.cli import main
+from homeswarm.transports import public_key_from_peer_id
 
 
 def run(capsys, *argv):

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from swarm._daemon import Daemon
-from swarm._device import REAL_POWER, FixedLoad
-from swarm._home import Identity, init_home, load_identity, load_roster
-from swarm._invite import Invites
-from swarm._peer import Peer, PeerOptions
-from swarm._status import check_status_shape
-from swarm.cli import main
-from transports import InvalidArgument, MemoryNetwork
+from homeswarm.swarm._daemon import Daemon
+from homeswarm.swarm._device import REAL_POWER, FixedLoad
+from homeswarm.swarm._home import Identity, init_home, load_identity, load_roster
+from homeswarm.swarm._invite import Invites
+from homeswarm.swarm._peer import Peer, PeerOptions
+from homeswarm.swarm._status import check_status_shape
+from homeswarm.swarm.cli import main
+from homeswarm.transports import InvalidArgument, MemoryNetwork
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 NETWORK: dict[str, object] = {"listen": LOOPBACK, "mdns": False}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transports.testing import CHECKS, check_garbage, malformed_frames
+from homeswarm.transports.testing import CHECKS, check_garbage, malformed_frames
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
@@ -19,7 +19,7 @@ async def test_memory_malformed(memory_fixture, data):
 
 @pytest.fixture
 def libp2p_fixture():
-    from transports.testing import Libp2pFixture
+    from homeswarm.transports.testing import Libp2pFixture
 
     return Libp2pFixture()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from swarm import _control
-from swarm._control import (
+from homeswarm.swarm import _control
+from homeswarm.swarm._control import (
     ControlFailure,
     ControlUsageError,
     NoPeerRunning,
@@ -29,7 +29,7 @@ from swarm._control import (
     parse_request,
     serve_control,
 )
-from transports import InvalidArgument, LocalError, RemoteError, SwarmError
+from homeswarm.transports import InvalidArgument, LocalError, RemoteError, SwarmError
 
 
 @pytest.fixture

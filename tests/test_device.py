@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm import _device
-from swarm._config import SCOPES, DeviceSettings, PowerSettings, Settings
-from swarm._device import (
+from homeswarm.swarm import _device
+from homeswarm.swarm._config import SCOPES, DeviceSettings, PowerSettings, Settings
+from homeswarm.swarm._device import (
     MAX_ADDRS_TOTAL,
     MAX_KERNELS_TOTAL,
     MAX_MEMORY_MB,
@@ -33,7 +33,7 @@ from swarm._device import (
     make_power,
     sample_state,
 )
-from transports import InvalidArgument, ProtocolViolation
+from homeswarm.transports import InvalidArgument, ProtocolViolation
 
 PEER = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
 H = 3600.0

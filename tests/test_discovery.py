@@ -8,8 +8,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transports import InvalidArgument
-from transports._discovery import Advertisement, MdnsDiscovery, Sighting, parse_bootstrap
+from homeswarm.transports import InvalidArgument
+from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, Sighting, parse_bootstrap
 
 SWARM, OTHER = "swabc", "swxyz"
 DEV = "12D3KooWDevice"

@@ -12,8 +12,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transports import encode_frame
-from transports.testing import Libp2pFixture, MemoryFixture, check_garbage
+from homeswarm.transports import encode_frame
+from homeswarm.transports.testing import Libp2pFixture, MemoryFixture, check_garbage
 
 msgpack_values = st.recursive(
     st.none()

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm._home import public_bytes, swarm_id_of
-from swarm._invite import InvalidCode, InviteCode, Invites, pairing_proof
-from transports import InvalidArgument, peer_id_from_public_key
+from homeswarm.swarm._home import public_bytes, swarm_id_of
+from homeswarm.swarm._invite import InvalidCode, InviteCode, Invites, pairing_proof
+from homeswarm.transports import InvalidArgument, peer_id_from_public_key
 
 
 def pid(n: int) -> str:

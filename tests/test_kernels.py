@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from kernels import (
+from homeswarm import kernels
+from homeswarm.kernels import (
     ENTRY_POINT_GROUP,
     InvalidInput,
     Kernel,
@@ -23,8 +23,8 @@ from kernels import (
     check_value,
     kernel,
 )
-from kernels.testing import TESTING, boom, echo, make_registry, secret
-from transports import InvalidArgument, LocalError, SwarmError
+from homeswarm.kernels.testing import TESTING, boom, echo, make_registry, secret
+from homeswarm.transports import InvalidArgument, LocalError, SwarmError
 
 # ---- needs -------------------------------------------------------------------------------------
 
@@ -247,9 +247,9 @@ def test_third_party_kernels_plug_in_through_entry_points():
     registry = builtin_registry()
     problems = registry.load_entry_points(
         entry_points=[
-            _ep("one", "kernels.testing:echo"),  # a Kernel
-            _ep("many", "kernels.testing:TESTING"),  # an iterable of them (echo again: no-op)
-            _ep("made", "kernels.testing:make_registry"),  # a function returning them
+            _ep("one", "homeswarm.kernels.testing:echo"),  # a Kernel
+            _ep("many", "homeswarm.kernels.testing:TESTING"),  # an iterable (echo again: no-op)
+            _ep("made", "homeswarm.kernels.testing:make_registry"),  # a function returning them
         ]
     )
     assert problems == []
@@ -262,8 +262,8 @@ def test_broken_plug_ins_are_skipped_with_one_line_each():
     problems = registry.load_entry_points(
         entry_points=[
             clash,
-            _ep("notkernel", "kernels:SCOPES"),
-            _ep("builtin", "kernels.testing:echo"),
+            _ep("notkernel", "homeswarm.kernels:SCOPES"),
+            _ep("builtin", "homeswarm.kernels.testing:echo"),
         ]
     )
     assert len(problems) == 2

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from kernels import DIMENSIONS, InvalidInput, classify, embed, load_model
-from kernels._builtin import MAX_BATCH
+from homeswarm.kernels import DIMENSIONS, InvalidInput, classify, embed, load_model
+from homeswarm.kernels._builtin import MAX_BATCH
 
 pytestmark = pytest.mark.skipif(not embed.is_available(), reason="the model is not installed")
 

@@ -7,9 +7,9 @@ import random
 import pytest
 import trio
 
-from transports import PeerUnreachable
-from transports.libp2p import Libp2pTransport
-from transports.testing import echo
+from homeswarm.transports import PeerUnreachable
+from homeswarm.transports.libp2p import Libp2pTransport
+from homeswarm.transports.testing import echo
 
 
 def _port(transport: Libp2pTransport) -> int:

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm._driver import Ed25519Crypto
-from swarm._membership import (
+from homeswarm.swarm._driver import Ed25519Crypto
+from homeswarm.swarm._membership import (
     BATTERY_SAVER,
     NORMAL,
     PIGGYBACK_BYTES,
@@ -39,8 +39,8 @@ from swarm._membership import (
     decode_message,
     encode_message,
 )
-from swarm.testing import CoreNet, OpenFacts, device_keys
-from transports import ProtocolViolation
+from homeswarm.swarm.testing import CoreNet, OpenFacts, device_keys
+from homeswarm.transports import ProtocolViolation
 
 LATENCY = 0.01
 

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from swarm.testing import DriverPeer, device_keys
-from transports import Link, MemoryNetwork
+from homeswarm.swarm.testing import DriverPeer, device_keys
+from homeswarm.transports import Link, MemoryNetwork
 
 LINK = Link(latency=0.005, jitter=0.002)
 

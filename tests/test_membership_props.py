@@ -29,8 +29,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from swarm._membership import Membership
-from swarm.testing import CoreNet
+from homeswarm.swarm._membership import Membership
+from homeswarm.swarm.testing import CoreNet
 
 SETTLE = 160.0  # virtual seconds of a whole, loss-free network before views must agree (above)
 

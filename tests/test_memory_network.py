@@ -8,8 +8,14 @@ import pytest
 import trio
 import trio.testing
 
-from transports import InvalidArgument, Link, MemoryNetwork, PeerUnreachable, RequestTimeout
-from transports.testing import echo, wait_for
+from homeswarm.transports import (
+    InvalidArgument,
+    Link,
+    MemoryNetwork,
+    PeerUnreachable,
+    RequestTimeout,
+)
+from homeswarm.transports.testing import echo, wait_for
 
 
 def network(**link) -> MemoryNetwork:

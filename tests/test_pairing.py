@@ -23,23 +23,29 @@ import psutil
 import pytest
 import trio
 
-from swarm._certs import ROOT
-from swarm._control import ControlUsageError, ask_async
-from swarm._daemon import Daemon
-from swarm._home import AlreadyInitialised, Identity, init_home, load_identity, load_roster
-from swarm._invite import InvalidCode, InviteCode
-from swarm._join import Joined, PairingFailed, join_swarm
-from swarm._peer import Peer
-from swarm._status import check_status_shape
-from transports import (
+from homeswarm.swarm._certs import ROOT
+from homeswarm.swarm._control import ControlUsageError, ask_async
+from homeswarm.swarm._daemon import Daemon
+from homeswarm.swarm._home import (
+    AlreadyInitialised,
+    Identity,
+    init_home,
+    load_identity,
+    load_roster,
+)
+from homeswarm.swarm._invite import InvalidCode, InviteCode
+from homeswarm.swarm._join import Joined, PairingFailed, join_swarm
+from homeswarm.swarm._peer import Peer
+from homeswarm.swarm._status import check_status_shape
+from homeswarm.transports import (
     ConnectionClosed,
     InvalidArgument,
     RemoteHandlerError,
     SwarmError,
     TransportError,
 )
-from transports.libp2p import Libp2pTransport
-from transports.testing import wait_for
+from homeswarm.transports.libp2p import Libp2pTransport
+from homeswarm.transports.testing import wait_for
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 NETWORK: dict[str, object] = {"listen": LOOPBACK, "mdns": False}

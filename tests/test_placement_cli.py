@@ -22,16 +22,16 @@ import pytest
 import trio
 from test_placement_swarm import LAPTOP, PHONE, SERVER, Spec, make_homes
 
-from kernels import embed
-from kernels.testing import make_registry
-from placement import InlineExecutor
-from swarm._control import control_path, serve_control
-from swarm._device import FixedLoad
-from swarm._peer import Peer, PeerOptions, _decode_state
-from swarm._placement_cli import kernels_line, parse_input
-from swarm._placement_service import PlacementService
-from swarm.cli import main
-from transports import InvalidArgument, Link, MemoryNetwork
+from homeswarm.kernels import embed
+from homeswarm.kernels.testing import make_registry
+from homeswarm.placement import InlineExecutor
+from homeswarm.swarm._control import control_path, serve_control
+from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
+from homeswarm.swarm._placement_cli import kernels_line, parse_input
+from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.swarm.cli import main
+from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -100,7 +100,7 @@ async def running(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[s
 
 
 def load_roster_of(ident: Any) -> Any:
-    from swarm._home import load_roster
+    from homeswarm.swarm._home import load_roster
 
     return load_roster(ident)
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-import placement
-from kernels import ENERGY_CLASSES, SCOPES, Needs, builtin_registry
-from kernels.testing import make_registry
-from placement import (
+from homeswarm import placement
+from homeswarm.kernels import ENERGY_CLASSES, SCOPES, Needs, builtin_registry
+from homeswarm.kernels.testing import make_registry
+from homeswarm.placement import (
     DEFAULT_CONFIG,
     DeviceView,
     PolicyConfig,
@@ -28,8 +28,8 @@ from placement import (
     random_policy,
     violations,
 )
-from placement.testing import ALL_KERNELS, laptop, phone, random_view, server
-from transports import InvalidArgument, LocalError
+from homeswarm.placement.testing import ALL_KERNELS, laptop, phone, random_view, server
+from homeswarm.transports import InvalidArgument, LocalError
 
 EMBED = builtin_registry().get("embed")
 HELLO = EMBED.compute_s("hello world")

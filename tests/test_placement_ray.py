@@ -15,9 +15,9 @@ import psutil
 import pytest
 import trio
 
-from kernels import InvalidInput, KernelFailed, embed
-from kernels.testing import boom, echo, make_registry, nap, pid
-from placement import (
+from homeswarm.kernels import InvalidInput, KernelFailed, embed
+from homeswarm.kernels.testing import boom, echo, make_registry, nap, pid
+from homeswarm.placement import (
     ExecutorFailed,
     ExecutorTimeout,
     ExecutorUnavailable,

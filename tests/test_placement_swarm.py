@@ -21,9 +21,9 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kernels import InvalidInput, KernelFailed, UnknownKernel
-from kernels.testing import make_registry
-from placement import (
+from homeswarm.kernels import InvalidInput, KernelFailed, UnknownKernel
+from homeswarm.kernels.testing import make_registry
+from homeswarm.placement import (
     Executor,
     InlineExecutor,
     Refused,
@@ -31,10 +31,10 @@ from placement import (
     RunReply,
     RunRequest,
 )
-from placement.testing import FailingExecutor, SlowExecutor
-from swarm._certs import issue_certificate
-from swarm._device import FixedLoad
-from swarm._home import (
+from homeswarm.placement.testing import FailingExecutor, SlowExecutor
+from homeswarm.swarm._certs import issue_certificate
+from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._home import (
     Identity,
     device_config,
     init_home,
@@ -44,11 +44,11 @@ from swarm._home import (
     save_roster,
     write_home,
 )
-from swarm._peer import Peer, PeerOptions, _decode_state
-from swarm._placement_service import PlacementService
-from swarm._service import device_services
-from swarm._status import check_status_shape
-from transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
+from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
+from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.swarm._service import device_services
+from homeswarm.swarm._status import check_status_shape
+from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
 WALL_START = 1_000.0
 LINK = Link(latency=0.001, jitter=0.0005)
@@ -537,7 +537,7 @@ def test_device_services_include_placement(tmp_path):
 
 async def test_when_ray_will_not_start_auto_falls_back_to_inline(tmp_path, monkeypatch):
     # (real clock: starting Ray is a worker thread, past which a MockClock would jump)
-    from placement import ExecutorUnavailable, RayRuntime
+    from homeswarm.placement import ExecutorUnavailable, RayRuntime
 
     def refuse(self: RayRuntime) -> None:
         raise ExecutorUnavailable("cannot start Ray (a local runtime): no room")
@@ -554,8 +554,8 @@ async def test_when_ray_will_not_start_auto_falls_back_to_inline(tmp_path, monke
 
 
 def test_what_each_device_offers_follows_its_settings():
-    from swarm._config import settings_from_mapping
-    from swarm._placement_service import device_capabilities, executor_kind
+    from homeswarm.swarm._config import settings_from_mapping
+    from homeswarm.swarm._placement_service import device_capabilities, executor_kind
 
     def settings(role: str, **placement: object) -> Any:
         device: dict[str, object] = {"role": role}
@@ -588,8 +588,8 @@ def test_what_each_device_offers_follows_its_settings():
     ],
 )
 def test_bad_placement_settings_are_one_line(text, needle):
-    from swarm._config import parse_settings
-    from transports import InvalidConfig
+    from homeswarm.swarm._config import parse_settings
+    from homeswarm.transports import InvalidConfig
 
     with pytest.raises(InvalidConfig) as info:
         parse_settings(text)

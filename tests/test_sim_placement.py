@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from kernels import ENERGY_CLASSES, Needs
-from placement import (
+from homeswarm.kernels import ENERGY_CLASSES, Needs
+from homeswarm.placement import (
     DEFAULT_CONFIG,
     Decision,
     DeviceView,
@@ -23,8 +23,8 @@ from placement import (
     always_local,
     place,
 )
-from simulations import load_models
-from simulations._placement import (
+from homeswarm.simulations import load_models
+from homeswarm.simulations._placement import (
     FAIL_S,
     POLICIES,
     WORKLOADS,
@@ -32,9 +32,9 @@ from simulations._placement import (
     draw_trace,
     simulate_placement,
 )
-from simulations._plots import write_outputs
-from swarm._simulate_cli import render_summary
-from swarm.cli import main
+from homeswarm.simulations._plots import write_outputs
+from homeswarm.swarm._simulate_cli import render_summary
+from homeswarm.swarm.cli import main
 
 MORNING = {"seed": 3, "start_hour": 8.3, "hours": 0.4, "rate": 2.5}
 

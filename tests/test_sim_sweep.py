@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from simulations import simulate
-from swarm._membership import Membership
+from homeswarm.simulations import simulate
+from homeswarm.swarm._membership import Membership
 
 SEEDS = int(os.environ.get("SWARM_SWEEP", "300"))
 PEERS = 4

@@ -18,13 +18,13 @@ import msgpack
 import pytest
 import trio
 
-from simulations import simulate
-from swarm.cli import main
-from vault import SCOPES, Replica, VaultNode
-from vault._node import _Waiter
-from vault._records import Snapshot, Update
-from vault._sync import PUSH, SYNC, Push, Session, SyncRequest, answer_push, answer_sync
-from vault.testing import directory_of, make_device, make_replica
+from homeswarm.simulations import simulate
+from homeswarm.swarm.cli import main
+from homeswarm.vault import SCOPES, Replica, VaultNode
+from homeswarm.vault._node import _Waiter
+from homeswarm.vault._records import Snapshot, Update
+from homeswarm.vault._sync import PUSH, SYNC, Push, Session, SyncRequest, answer_push, answer_sync
+from homeswarm.vault.testing import directory_of, make_device, make_replica
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = int(os.environ.get("SWARM_VAULT_SWEEP", "200"))
@@ -153,7 +153,7 @@ def test_the_same_seed_gives_the_same_trace_even_in_another_process():
     assert a.series["writes"] == b.series["writes"]
     assert c.trace_digest != a.trace_digest
     code = (
-        "from simulations import simulate;"
+        "from homeswarm.simulations import simulate;"
         "print(simulate('vault', peers=3, seed=7, hours=0.005).trace_digest)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations import (
+from homeswarm.simulations import (
     SCENARIOS,
     DeviceModel,
     load_models,
@@ -18,9 +18,9 @@ from simulations import (
     random_schedule,
     simulate,
 )
-from simulations._world import age_identity, bech32
-from swarm.cli import main
-from transports import InvalidArgument, InvalidConfig
+from homeswarm.simulations._world import age_identity, bech32
+from homeswarm.swarm.cli import main
+from homeswarm.transports import InvalidArgument, InvalidConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def test_same_seed_same_trace_and_a_different_seed_a_different_one():
 def test_the_trace_does_not_depend_on_the_process_or_its_hash_seed():
     """trio's scheduler is seeded, and nothing iterates a set of strings or objects on the way."""
     code = (
-        "from simulations import simulate;"
+        "from homeswarm.simulations import simulate;"
         "print(simulate('churn', peers=5, seed=3, hours=0.01).trace_digest)"
     )
     digests = set()

@@ -1,57 +1,118 @@
-"""The layering of DESIGN.md, and each package's public face."""
+"""The layering of DESIGN.md, one import root of our own, and each package's public face."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ROOT_PACKAGE = "homeswarm"
+LAYERS = ["transports", "vault", "kernels", "placement", "swarm", "simulations"]
+# what each layer may not import (DESIGN.md: arrows point down only)
 FORBIDDEN = {
     "transports": {"swarm", "placement", "vault", "kernels", "simulations"},
-    "placement": {"swarm"},
-    "vault": {"swarm"},
-    "kernels": {"swarm"},
+    "placement": {"swarm", "simulations"},
+    "vault": {"swarm", "simulations", "placement"},
+    "kernels": {"swarm", "simulations", "placement", "vault"},
 }
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_layers(path: Path) -> set[str]:
+    """The layers (``homeswarm.X``) a module imports, absolute or relative."""
     tree = ast.parse(path.read_text())
-    names = set()
+    layers = set()
     for node in ast.walk(tree):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            names = [node.module]
+            if node.module == ROOT_PACKAGE:
+                names += [f"{ROOT_PACKAGE}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == ROOT_PACKAGE and len(parts) > 1:
+                layers.add(parts[1])
+    return layers
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_lower_layers_never_import_higher_ones(package):
     for path in (ROOT / package).rglob("*.py"):
-        bad = imported_packages(path) & FORBIDDEN[package]
+        bad = imported_layers(path) & FORBIDDEN[package]
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-def test_transports_exports():
-    import transports
+def test_the_checker_sees_a_higher_import(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("from homeswarm.swarm._peer import Peer\nfrom homeswarm import vault\n")
+    assert imported_layers(bad) == {"swarm", "vault"}
 
-    for name in transports.__all__:
-        assert getattr(transports, name) is not None
-    public = {n for n in dir(transports) if not n.startswith("_")}
-    modules = {"testing", "libp2p"}
-    assert public - modules - set(transports.__all__) <= {
-        n for n in public if type(getattr(transports, n)).__name__ == "module"
+
+def test_every_layer_is_a_folder_under_the_one_import_root():
+    for layer in LAYERS:
+        link = ROOT / ROOT_PACKAGE / layer
+        assert link.resolve() == (ROOT / layer).resolve(), layer
+        assert (ROOT / layer / "__init__.py").is_file()
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["name"] == ROOT_PACKAGE
+    assert config["tool"]["setuptools"]["packages"]["find"]["include"] == [f"{ROOT_PACKAGE}*"]
+
+
+def our_import_names() -> set[str]:
+    """The top-level import names our installed distribution provides."""
+    dist = importlib.metadata.distribution(ROOT_PACKAGE)
+    names = {
+        name
+        for name, dists in importlib.metadata.packages_distributions().items()
+        if ROOT_PACKAGE in dists
     }
+    # an editable install records no files: fall back on what its finder maps
+    return names or {ROOT_PACKAGE} | set((dist.read_text("top_level.txt") or "").split())
+
+
+def test_no_import_name_of_ours_is_provided_by_another_installed_distribution():
+    ours = our_import_names()
+    assert ours == {ROOT_PACKAGE}
+    clashes = {
+        name: sorted(set(dists) - {ROOT_PACKAGE})
+        for name, dists in importlib.metadata.packages_distributions().items()
+        if name in ours and set(dists) - {ROOT_PACKAGE}
+    }
+    assert not clashes, f"import names shared with other distributions: {clashes}"
+
+
+def test_a_dependency_named_like_one_of_our_folders_is_theirs():
+    # transformers 5 imports Hugging Face's `kernels`; our kernels/ folder must not shadow it
+    pytest.importorskip("transformers")
+    spec = importlib.util.find_spec("kernels")
+    if spec is None:
+        pytest.skip("Hugging Face's kernels is not installed")
+    assert spec.origin is not None
+    assert Path(spec.origin).resolve().parent != (ROOT / "kernels").resolve(), spec.origin
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_has_a_public_face(layer):
+    module = importlib.import_module(f"{ROOT_PACKAGE}.{layer}")
+    exported = getattr(module, "__all__", None)
+    if exported is None:
+        pytest.skip(f"{layer} has no __all__ yet")
+    for name in exported:
+        assert getattr(module, name) is not None, name
 
 
 def test_one_exception_tree():
-    import swarm.errors
-    import transports
+    from homeswarm import transports
+    from homeswarm.swarm import errors
 
-    for name in swarm.errors.__all__:
-        cls = getattr(swarm.errors, name)
+    for name in errors.__all__:
+        cls = getattr(errors, name)
         assert issubclass(cls, transports.SwarmError)
     assert issubclass(transports.InvalidConfig, ValueError)
     assert issubclass(transports.RequestTimeout, TimeoutError)

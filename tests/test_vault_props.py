@@ -24,9 +24,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from vault import SCOPES
-from vault._store import MemoryStore
-from vault.testing import directory_of, exchange, make_device, make_replica
+from homeswarm.vault import SCOPES
+from homeswarm.vault._store import MemoryStore
+from homeswarm.vault.testing import directory_of, exchange, make_device, make_replica
 
 KEYS = [f"{c}/k{i}" for c in ("facts", "memories") for i in range(3)]
 SCOPE_SETS = [

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transports import LocalError, ProtocolViolation, RemoteError
-from vault import (
+from homeswarm.transports import LocalError, ProtocolViolation, RemoteError
+from homeswarm.vault import (
     SCOPES,
     Changes,
     EntryNotFound,
@@ -31,10 +31,10 @@ from vault import (
     Update,
     VaultError,
 )
-from vault._model import MAX_VALUE_BYTES, encode_value, parse_json, split_key
-from vault._records import Verifier, record_from_wire, record_to_wire, sign
-from vault._ydoc import BadUpdate, check_update
-from vault.testing import Device, directory_of, exchange, make_device, make_replica
+from homeswarm.vault._model import MAX_VALUE_BYTES, encode_value, parse_json, split_key
+from homeswarm.vault._records import Verifier, record_from_wire, record_to_wire, sign
+from homeswarm.vault._ydoc import BadUpdate, check_update
+from homeswarm.vault.testing import Device, directory_of, exchange, make_device, make_replica
 
 ALL = frozenset(SCOPES)
 PHONE = frozenset({"public", "personal"})
@@ -456,7 +456,7 @@ def test_signatures_cover_every_field():
 
 
 def test_the_public_face():
-    import vault
+    from homeswarm import vault
 
     for name in vault.__all__:
         assert getattr(vault, name) is not None, name
@@ -546,9 +546,9 @@ def test_records_survive_msgpack_exactly():
 
 
 def test_a_snapshot_too_big_to_send_is_not_made_and_not_retried_at_once(monkeypatch):
-    import vault._replica
+    from homeswarm.vault import _replica
 
-    monkeypatch.setattr(vault._replica, "MAX_SNAPSHOT_BYTES", 2000)
+    monkeypatch.setattr(_replica, "MAX_SNAPSHOT_BYTES", 2000)
     _, (a, _, _) = trio_of(ALL, ALL, ALL)
     for i in range(10):
         put(a, f"facts/f{i}", "x" * 300)

@@ -23,10 +23,10 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarm._certs import issue_certificate
-from swarm._daemon import Daemon
-from swarm._device import FixedLoad
-from swarm._home import (
+from homeswarm.swarm._certs import issue_certificate
+from homeswarm.swarm._daemon import Daemon
+from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._home import (
     ROOT_KEY,
     Identity,
     device_config,
@@ -37,12 +37,12 @@ from swarm._home import (
     save_roster,
     write_home,
 )
-from swarm._peer import Peer, PeerOptions
-from swarm._status import check_status_shape
-from swarm._vault_service import VaultService
-from swarm.cli import main
-from transports import Link, MemoryNetwork, peer_id_from_public_key
-from vault import ScopeNotAllowed
+from homeswarm.swarm._peer import Peer, PeerOptions
+from homeswarm.swarm._status import check_status_shape
+from homeswarm.swarm._vault_service import VaultService
+from homeswarm.swarm.cli import main
+from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
+from homeswarm.vault import ScopeNotAllowed
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 WALL = 1_000_000.0

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from transports import Link, MemoryNetwork
-from vault import SCOPES, LocalVault, SqliteStore, StorageFailure, VaultLocked
-from vault.testing import SWARM, NetPeer, directory_of, make_device, make_replica
+from homeswarm.transports import Link, MemoryNetwork
+from homeswarm.vault import SCOPES, LocalVault, SqliteStore, StorageFailure, VaultLocked
+from homeswarm.vault.testing import SWARM, NetPeer, directory_of, make_device, make_replica
 
 ALL = frozenset(SCOPES)
 
@@ -143,11 +143,11 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     import pyrage, trio
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from vault import SqliteStore, VaultNode
-    from vault.testing import SWARM, Device, directory_of, make_replica
+    from homeswarm.vault import SqliteStore, VaultNode
+    from homeswarm.vault.testing import SWARM, Device, directory_of, make_replica
 
     seed, age, path, run = bytes.fromhex(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
-    from transports import peer_id_from_public_key
+    from homeswarm.transports import peer_id_from_public_key
     from cryptography.hazmat.primitives import serialization
     key = Ed25519PrivateKey.from_private_bytes(seed)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -186,13 +186,13 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
 
     key = Ed25519PrivateKey.from_private_bytes(seed)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    from transports import peer_id_from_public_key
+    from homeswarm.transports import peer_id_from_public_key
 
     device_id = peer_id_from_public_key(raw)
     age = str(device.age)
     where = tmp_path / "vault"
     acked: list[str] = []
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
     for run in range(4):
         out = tmp_path / f"acked-{run}.txt"
         with open(out, "wb") as sink:

@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from transports import ConnectionClosed, Link, MemoryNetwork
-from vault import SCOPES, NodeSettings, ScopeNotAllowed, StorageFailure
-from vault._records import record_to_wire
-from vault.testing import NetPeer, directory_of, make_device
+from homeswarm.transports import ConnectionClosed, Link, MemoryNetwork
+from homeswarm.vault import SCOPES, NodeSettings, ScopeNotAllowed, StorageFailure
+from homeswarm.vault._records import record_to_wire
+from homeswarm.vault.testing import NetPeer, directory_of, make_device
 
 LINK = Link(latency=0.005, jitter=0.002)
 

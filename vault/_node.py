@@ -37,7 +37,13 @@ from typing import Any, Protocol
 
 import trio
 
-from transports import Connection, ProtocolViolation, RemoteError, Transport, TransportError
+from homeswarm.transports import (
+    Connection,
+    ProtocolViolation,
+    RemoteError,
+    Transport,
+    TransportError,
+)
 
 from ._errors import StorageFailure
 from ._model import SCOPES

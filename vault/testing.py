@@ -18,7 +18,12 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from transports import Connection, MemoryNetwork, ProtocolViolation, peer_id_from_public_key
+from homeswarm.transports import (
+    Connection,
+    MemoryNetwork,
+    ProtocolViolation,
+    peer_id_from_public_key,
+)
 
 from ._model import SCOPES
 from ._node import NodeSettings, TransportLinks, VaultNode
