@@ -22,7 +22,7 @@ import msgpack
 import trio
 import trio.testing
 
-from homeswarm.swarm._membership import Change
+from homeswarm.swarm import Change
 from homeswarm.swarm.testing import CoreNet, DriverPeer, device_keys
 from homeswarm.transports import Envelope, Kind, Link, MemoryNetwork, encode_frame
 

@@ -91,12 +91,16 @@ async def peers_on_libp2p(
     control socket, once every one sees every other alive with a measured RTT."""
     from test_placement_swarm import make_homes
 
-    from homeswarm.swarm._control import control_path, serve_control
-    from homeswarm.swarm._daemon import advertised
-    from homeswarm.swarm._device import FixedLoad
-    from homeswarm.swarm._home import load_roster
-    from homeswarm.swarm._peer import Peer, PeerOptions
-    from homeswarm.swarm._placement_service import PlacementService
+    from homeswarm.swarm import (
+        FixedLoad,
+        Peer,
+        PeerOptions,
+        PlacementService,
+        advertised,
+        control_path,
+        load_roster,
+        serve_control,
+    )
     from homeswarm.transports.libp2p import Libp2pTransport
 
     idents = make_homes(root, specs)
@@ -151,8 +155,8 @@ async def peers_on_libp2p(
 async def bench_embed(root: Path, quick: bool) -> dict[str, Any]:
     from test_placement_swarm import Spec
 
+    from homeswarm.cli import main
     from homeswarm.kernels import load_model
-    from homeswarm.swarm.cli import main
 
     texts = sentences(1000)
     reps = 2 if quick else 5

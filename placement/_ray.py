@@ -29,8 +29,8 @@ from typing import Any
 
 import trio
 
+from homeswarm.errors import SwarmError
 from homeswarm.kernels import Kernel, KernelFailed
-from homeswarm.transports import SwarmError
 
 from ._executors import (
     ExecutorFailed,

@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from homeswarm.errors import InvalidArgument, ProtocolViolation, RemoteError
 from homeswarm.kernels import SCOPES, InvalidInput, KernelFailed, check_name
-from homeswarm.transports import InvalidArgument, ProtocolViolation, RemoteError
 
 from ._executors import ExecutorFailed, Host
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from homeswarm.errors import ProtocolViolation, RemoteError, TransportError
 from homeswarm.kernels import (
     ExecutionError,
     InvalidInput,
@@ -39,7 +40,6 @@ from homeswarm.kernels import (
     check_value,
     scope_rank,
 )
-from homeswarm.transports import ProtocolViolation, RemoteError, TransportError
 
 from ._executors import Executor, ExecutorUnavailable, Host, RunResult
 from ._policy import DEFAULT_CONFIG, Decision, PolicyConfig, admit, place

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from homeswarm.kernels import ACCELERATORS, SCOPES
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
+from homeswarm.kernels import ACCELERATORS
+from homeswarm.vocabulary import ROLES as ROLES  # re-exported
+from homeswarm.vocabulary import SCOPES
 
-ROLES = ("phone", "laptop", "server")
 STATUSES = ("alive", "suspect", "dead", "left")
 NO_EXECUTOR = ("none", "unknown", "")
 

@@ -1,3 +1,116 @@
-"""swarm: a peer-to-peer agent swarm across one person's own devices."""
+"""The peer: identity and pairing, the roster, device state, membership, the daemon, its services.
+
+The public face of ``homeswarm.swarm``. Names load on first use (PEP 562), so a command that only
+asks the running peer (``swarm status``) does not pay for the network stack it never touches;
+``from homeswarm.swarm import Peer`` works as with any package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# name -> the private module that defines it
+_FACE = {
+    "Identity": "_home",
+    "init_home": "_home",
+    "load_identity": "_home",
+    "load_roster": "_home",
+    "public_bytes": "_home",
+    "swarm_id_of": "_home",
+    "Settings": "_config",
+    "CONFIG_NAME": "_config",
+    "load_settings": "_config",
+    "settings_from_mapping": "_config",
+    "Roster": "_certs",
+    "issue_certificate": "_certs",
+    "join_swarm": "_join",
+    "Peer": "_peer",
+    "PeerOptions": "_peer",
+    "Daemon": "_daemon",
+    "advertised": "_daemon",
+    "run_up": "_daemon",
+    "Change": "_membership",
+    "FixedLoad": "_device",
+    "PowerReading": "_device",
+    "Service": "_service",
+    "PlacementService": "_placement_service",
+    "VaultService": "_vault_service",
+    "readable_scopes": "_vault_service",
+    "open_local": "_vault_service",
+    "control_path": "_control",
+    "serve_control": "_control",
+    "ask": "_control_client",
+    "NoPeerRunning": "_control_client",
+}
+
+if TYPE_CHECKING:
+    from ._certs import Roster, issue_certificate
+    from ._config import CONFIG_NAME, Settings, load_settings, settings_from_mapping
+    from ._control import control_path, serve_control
+    from ._control_client import NoPeerRunning, ask
+    from ._daemon import Daemon, advertised, run_up
+    from ._device import FixedLoad, PowerReading
+    from ._home import (
+        Identity,
+        init_home,
+        load_identity,
+        load_roster,
+        public_bytes,
+        swarm_id_of,
+    )
+    from ._join import join_swarm
+    from ._membership import Change
+    from ._peer import Peer, PeerOptions
+    from ._placement_service import PlacementService
+    from ._service import Service
+    from ._vault_service import VaultService, open_local, readable_scopes
+
+
+def __getattr__(name: str) -> Any:
+    module = _FACE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_FACE])
+
+
+__all__ = [  # the same names as _FACE (a test checks)
+    "CONFIG_NAME",
+    "Change",
+    "Daemon",
+    "FixedLoad",
+    "Identity",
+    "NoPeerRunning",
+    "Peer",
+    "PeerOptions",
+    "PlacementService",
+    "PowerReading",
+    "Roster",
+    "Service",
+    "Settings",
+    "VaultService",
+    "advertised",
+    "ask",
+    "control_path",
+    "init_home",
+    "issue_certificate",
+    "join_swarm",
+    "load_identity",
+    "load_roster",
+    "load_settings",
+    "open_local",
+    "public_bytes",
+    "readable_scopes",
+    "run_up",
+    "serve_control",
+    "settings_from_mapping",
+    "swarm_id_of",
+]

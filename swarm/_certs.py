@@ -53,8 +53,9 @@ from homeswarm.transports import (
     peer_id_from_public_key,
     public_key_from_peer_id,
 )
+from homeswarm.vocabulary import ROLES
 
-from ._config import ROLES, _device_name
+from ._config import _device_name
 
 VERSION = 1
 ROOT = "root"

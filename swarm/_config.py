@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from homeswarm.transports import InvalidArgument, InvalidConfig
+from homeswarm.errors import InvalidConfig
+from homeswarm.vocabulary import SCOPES, Role, scopes_problem
 
-Role = Literal["phone", "laptop", "server"]
-ROLES: tuple[str, ...] = get_args(Role)
-SCOPES = ("public", "personal", "private")
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "phone": ("public", "personal"),
     "laptop": SCOPES,
@@ -50,26 +48,11 @@ def _device_name(value: str) -> str | None:
     return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-def _scopes(value: tuple[str, ...]) -> str | None:
-    unknown = [v for v in value if v not in SCOPES]
-    if unknown:
-        return f"{unknown[0]!r} is not a scope (known: {', '.join(SCOPES)})"
-    if len(set(value)) != len(value):
-        return "lists a scope twice"
-    return None
+_scopes = scopes_problem
 
 
 def _percent(value: float) -> str | None:
     return None if 0 <= value <= 100 else "must be between 0 and 100"
-
-
-def parse_scopes(text: str) -> tuple[str, ...]:
-    """``--scopes public,personal`` as a validated tuple; raises InvalidArgument."""
-    scopes = tuple(s.strip() for s in text.split(",") if s.strip())
-    problem = _scopes(scopes) or (None if scopes else "must name at least one scope")
-    if problem:
-        raise InvalidArgument(f"--scopes {text!r}: {problem}")
-    return scopes
 
 
 def _multiaddrs(value: tuple[str, ...]) -> str | None:

@@ -8,7 +8,6 @@ the swarm gracefully (the others see "left", not "dead") and exits within two se
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
@@ -24,11 +23,11 @@ from typing import Any
 import psutil
 import trio
 
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
 from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._control import control_path, serve_control
-from ._home import Identity, load_identity, load_roster, resolve_home
+from ._home import Identity, load_identity, load_roster
 from ._peer import Peer, PeerOptions
 from ._placement_service import device_capabilities
 from ._service import device_services
@@ -220,10 +219,11 @@ async def _until_signal(daemon: Daemon, *, banner: bool) -> None:
             nursery.cancel_scope.cancel()
 
 
-def run_up(args: argparse.Namespace) -> int:
-    identity = load_identity(resolve_home(args.home))
-    listen = args.listen or list(identity.settings.network.listen)
-    mdns = identity.settings.network.mdns and not args.no_mdns
+def run_up(home: Path, *, listen: list[str] | None = None, mdns: bool = True) -> int:
+    """Run the peer of ``home`` until a signal; ``listen`` and ``mdns`` narrow its settings."""
+    identity = load_identity(home)
+    listen = listen or list(identity.settings.network.listen)
+    mdns = identity.settings.network.mdns and mdns
     trio.run(partial(_until_signal, Daemon(identity, listen=listen, mdns=mdns), banner=True))
     print("swarm up: left the swarm and stopped", flush=True)
     return 0

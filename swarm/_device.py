@@ -33,9 +33,10 @@ from typing import Any, Protocol, TypeGuard
 
 import psutil
 
-from homeswarm.transports import InvalidArgument, ProtocolViolation
+from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.vocabulary import ROLES, SCOPES
 
-from ._config import ROLES, SCOPES, PowerSettings, Settings, _device_name
+from ._config import PowerSettings, Settings, _device_name
 
 log = logging.getLogger("swarm.device")
 

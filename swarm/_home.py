@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import platformdirs
 import pyrage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from homeswarm.transports import InvalidArgument, InvalidConfig, LocalError, peer_id_from_public_key
+from homeswarm.errors import InvalidArgument, InvalidConfig, LocalError
+from homeswarm.ids import peer_id_from_public_key
+from homeswarm.vocabulary import ROLES
 
-from ._config import CONFIG_NAME, ROLE_SCOPES, ROLES, Settings, _device_name, load_settings
+from ._config import CONFIG_NAME, ROLE_SCOPES, Settings, _device_name, load_settings
 
 if TYPE_CHECKING:
     from ._certs import Roster
@@ -47,16 +48,6 @@ class AlreadyInitialised(LocalError):
 
 class NotInitialised(LocalError):
     """The home holds no identity yet."""
-
-
-def resolve_home(home: str | os.PathLike[str] | None) -> Path:
-    """``--home``, else ``$SWARM_HOME``, else the platform's user data directory."""
-    if home:
-        return Path(home).expanduser()
-    env = os.environ.get("SWARM_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("swarm", appauthor=False))
 
 
 def public_bytes(key: Ed25519PrivateKey) -> bytes:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
 
 from ._certs import is_device_id, swarm_id_problem
 

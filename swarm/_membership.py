@@ -63,7 +63,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 
-from homeswarm.transports import ProtocolViolation
+from homeswarm.errors import ProtocolViolation
 
 log = logging.getLogger("swarm.membership")
 

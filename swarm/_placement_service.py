@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from homeswarm.errors import InvalidArgument, ProtocolViolation
 from homeswarm.kernels import Registry, default_registry
 from homeswarm.placement import (
     DeviceView,
@@ -47,7 +48,6 @@ from homeswarm.placement import (
     RunReply,
     RunRequest,
 )
-from homeswarm.transports import InvalidArgument, ProtocolViolation
 
 from ._config import PlacementSettings, Settings
 from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
@@ -318,6 +318,7 @@ class PlacementService(Service):
         for k in self.registry:
             described = k.describe()
             described["offered"] = k.name in self.offered
+            described["unavailable"] = k.unavailable()
             described["devices"] = [
                 d.label for d in view if d.status == "alive" and k.name in d.kernels
             ]
@@ -339,7 +340,12 @@ class PlacementService(Service):
             if device in known:
                 heard = round(max(now - at, 0.0), 1)
                 held += [{"device": device, **h.to_wire(), "heard_s": heard} for h in hosts]
-        return {"executor": self.executor_name, "kernels": list(self.offered), "held": held}
+        return {
+            "executor": self.executor_name,
+            "kernels": list(self.offered),
+            "unavailable": self.registry.problems(),
+            "held": held,
+        }
 
 
 def _jsonable(value: Any) -> Any:

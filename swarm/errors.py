@@ -1,6 +1,6 @@
 """The project's exception tree (defined in the lowest layer, ``transports``, so all can use it)."""
 
-from homeswarm.transports._errors import (
+from homeswarm.errors import (
     AdmissionRefused,
     ConnectionClosed,
     FrameTooLarge,

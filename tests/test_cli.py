@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
+from homeswarm.cli import main
 from homeswarm.swarm._home import load_identity
-from homeswarm.swarm.cli import main
 from homeswarm.transports import public_key_from_peer_id
 
 

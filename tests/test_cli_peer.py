@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from homeswarm.cli import main
+from homeswarm.cli._status import check_status_shape
 from homeswarm.swarm._daemon import Daemon
 from homeswarm.swarm._device import REAL_POWER, FixedLoad
 from homeswarm.swarm._home import Identity, init_home, load_identity, load_roster
 from homeswarm.swarm._invite import Invites
 from homeswarm.swarm._peer import Peer, PeerOptions
-from homeswarm.swarm._status import check_status_shape
-from homeswarm.swarm.cli import main
 from homeswarm.transports import InvalidArgument, MemoryNetwork
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from homeswarm.errors import InvalidConfig
 from homeswarm.swarm._config import Settings, describe, load_settings, parse_settings
-from homeswarm.transports import InvalidConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

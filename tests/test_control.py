@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from homeswarm.errors import InvalidArgument, LocalError, RemoteError, SwarmError
 from homeswarm.swarm import _control
 from homeswarm.swarm._control import (
     ControlFailure,
@@ -24,12 +25,9 @@ from homeswarm.swarm._control import (
     ask,
     ask_async,
     control_path,
-    encode_request,
-    parse_reply,
-    parse_request,
     serve_control,
 )
-from homeswarm.transports import InvalidArgument, LocalError, RemoteError, SwarmError
+from homeswarm.swarm._control_client import encode_request, parse_reply, parse_request
 
 
 @pytest.fixture

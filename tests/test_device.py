@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from homeswarm.errors import InvalidArgument, ProtocolViolation
 from homeswarm.swarm import _device
 from homeswarm.swarm._config import SCOPES, DeviceSettings, PowerSettings, Settings
 from homeswarm.swarm._device import (
@@ -33,7 +34,6 @@ from homeswarm.swarm._device import (
     make_power,
     sample_state,
 )
-from homeswarm.transports import InvalidArgument, ProtocolViolation
 
 PEER = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
 H = 3600.0

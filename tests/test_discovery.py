@@ -8,7 +8,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
 from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, Sighting, parse_bootstrap
 
 SWARM, OTHER = "swabc", "swxyz"

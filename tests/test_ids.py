@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from homeswarm.ids import b58decode, b58encode
 from homeswarm.transports import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
-from homeswarm.transports._ids import b58decode, b58encode
 
 
 @given(st.binary(max_size=64))

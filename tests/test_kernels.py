@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import sys
 
 import msgpack
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homeswarm import kernels
+from homeswarm.errors import InvalidArgument, LocalError, SwarmError
 from homeswarm.kernels import (
     ENTRY_POINT_GROUP,
     InvalidInput,
@@ -24,7 +26,6 @@ from homeswarm.kernels import (
     kernel,
 )
 from homeswarm.kernels.testing import TESTING, boom, echo, make_registry, secret
-from homeswarm.transports import InvalidArgument, LocalError, SwarmError
 
 # ---- needs -------------------------------------------------------------------------------------
 
@@ -292,3 +293,49 @@ def test_exports():
     assert issubclass(KernelFailed, SwarmError)
     assert issubclass(UnknownKernel, LookupError)
     assert secret.needs.scope == "private"
+
+
+def test_an_unavailable_kernel_says_why_in_one_line():
+    from homeswarm.kernels import Needs, Registry, kernel
+
+    def broken() -> bool:
+        raise ImportError("cannot import name 'CUDAProperties' from 'kernels'\n(somewhere)")
+
+    def missing() -> bool:
+        return False
+
+    def explained() -> bool:
+        raise RuntimeError("the model is not installed: pip install it")
+
+    made = [
+        kernel(name, needs=Needs(energy="tiny"), available=check)(lambda x: x)
+        for name, check in [("a", broken), ("b", missing), ("c", explained)]
+    ]
+    registry = Registry(made)
+    assert registry.problems() == {
+        "a": "ImportError: cannot import name 'CUDAProperties' from 'kernels' (somewhere)",
+        "b": "not installed",
+        "c": "the model is not installed: pip install it",
+    }
+    assert registry.available() == []
+
+
+def test_a_model_that_fails_to_load_is_reported_not_silently_dropped(monkeypatch, capsys):
+    from homeswarm.cli import main
+    from homeswarm.cli._placement import kernels_line
+    from homeswarm.kernels import _builtin
+
+    monkeypatch.setattr(_builtin, "_model", None)
+    monkeypatch.setattr(_builtin, "_load_problem", None)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # its import fails
+    with pytest.raises(RuntimeError, match="cannot load"):
+        _builtin.load_model()
+    why = builtin_registry().problems()
+    assert set(why) >= {"embed", "classify"}
+    assert "ModuleNotFoundError" in why["embed"]
+    line = kernels_line({"executor": "inline", "unavailable": why, "held": []}, {})
+    assert line is not None
+    assert "embed unavailable here" in line
+    assert main(["kernels", "--home", "/nonexistent-swarm-home"]) == 0
+    out = capsys.readouterr().out
+    assert "embed is unavailable here: the embedding model cannot load: ModuleNotFound" in out

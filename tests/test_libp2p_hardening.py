@@ -7,7 +7,7 @@ import random
 import pytest
 import trio
 
-from homeswarm.transports import PeerUnreachable
+from homeswarm.errors import PeerUnreachable
 from homeswarm.transports.libp2p import Libp2pTransport
 from homeswarm.transports.testing import echo
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homeswarm.errors import ProtocolViolation
 from homeswarm.swarm._driver import Ed25519Crypto
 from homeswarm.swarm._membership import (
     BATTERY_SAVER,
@@ -40,7 +41,6 @@ from homeswarm.swarm._membership import (
     encode_message,
 )
 from homeswarm.swarm.testing import CoreNet, OpenFacts, device_keys
-from homeswarm.transports import ProtocolViolation
 
 LATENCY = 0.01
 

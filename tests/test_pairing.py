@@ -23,6 +23,14 @@ import psutil
 import pytest
 import trio
 
+from homeswarm.cli._status import check_status_shape
+from homeswarm.errors import (
+    ConnectionClosed,
+    InvalidArgument,
+    RemoteHandlerError,
+    SwarmError,
+    TransportError,
+)
 from homeswarm.swarm._certs import ROOT
 from homeswarm.swarm._control import ControlUsageError, ask_async
 from homeswarm.swarm._daemon import Daemon
@@ -36,14 +44,6 @@ from homeswarm.swarm._home import (
 from homeswarm.swarm._invite import InvalidCode, InviteCode
 from homeswarm.swarm._join import Joined, PairingFailed, join_swarm
 from homeswarm.swarm._peer import Peer
-from homeswarm.swarm._status import check_status_shape
-from homeswarm.transports import (
-    ConnectionClosed,
-    InvalidArgument,
-    RemoteHandlerError,
-    SwarmError,
-    TransportError,
-)
 from homeswarm.transports.libp2p import Libp2pTransport
 from homeswarm.transports.testing import wait_for
 

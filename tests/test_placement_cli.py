@@ -22,15 +22,15 @@ import pytest
 import trio
 from test_placement_swarm import LAPTOP, PHONE, SERVER, Spec, make_homes
 
+from homeswarm.cli import main
+from homeswarm.cli._placement import kernels_line, parse_input
 from homeswarm.kernels import embed
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor
 from homeswarm.swarm._control import control_path, serve_control
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
-from homeswarm.swarm._placement_cli import kernels_line, parse_input
 from homeswarm.swarm._placement_service import PlacementService
-from homeswarm.swarm.cli import main
 from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from homeswarm import placement
+from homeswarm.errors import InvalidArgument, LocalError
 from homeswarm.kernels import ENERGY_CLASSES, SCOPES, Needs, builtin_registry
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import (
@@ -29,7 +30,6 @@ from homeswarm.placement import (
     violations,
 )
 from homeswarm.placement.testing import ALL_KERNELS, laptop, phone, random_view, server
-from homeswarm.transports import InvalidArgument, LocalError
 
 EMBED = builtin_registry().get("embed")
 HELLO = EMBED.compute_s("hello world")

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+from homeswarm.cli import main
+from homeswarm.cli._demo import Swarm
 from homeswarm.kernels import embed
 from homeswarm.swarm._control import ask
-from homeswarm.swarm._demo import Swarm
-from homeswarm.swarm.cli import main
 
 pytestmark = [
     pytest.mark.slow,

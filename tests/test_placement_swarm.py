@@ -21,6 +21,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from homeswarm.cli._status import check_status_shape
 from homeswarm.kernels import InvalidInput, KernelFailed, UnknownKernel
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import (
@@ -47,7 +48,6 @@ from homeswarm.swarm._home import (
 from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.swarm._service import device_services
-from homeswarm.swarm._status import check_status_shape
 from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
 WALL_START = 1_000.0

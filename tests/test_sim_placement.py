@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import pytest
 
+from homeswarm.cli import main
+from homeswarm.cli._simulate import render_summary
 from homeswarm.kernels import ENERGY_CLASSES, Needs
 from homeswarm.placement import (
     DEFAULT_CONFIG,
@@ -33,8 +35,6 @@ from homeswarm.simulations._placement import (
     simulate_placement,
 )
 from homeswarm.simulations._plots import write_outputs
-from homeswarm.swarm._simulate_cli import render_summary
-from homeswarm.swarm.cli import main
 
 MORNING = {"seed": 3, "start_hour": 8.3, "hours": 0.4, "rate": 2.5}
 

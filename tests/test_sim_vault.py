@@ -18,8 +18,8 @@ import msgpack
 import pytest
 import trio
 
+from homeswarm.cli import main
 from homeswarm.simulations import simulate
-from homeswarm.swarm.cli import main
 from homeswarm.vault import SCOPES, Replica, VaultNode
 from homeswarm.vault._node import _Waiter
 from homeswarm.vault._records import Snapshot, Update

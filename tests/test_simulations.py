@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from homeswarm.cli import main
+from homeswarm.errors import InvalidArgument, InvalidConfig
 from homeswarm.simulations import (
     SCENARIOS,
     DeviceModel,
@@ -19,8 +21,6 @@ from homeswarm.simulations import (
     simulate,
 )
 from homeswarm.simulations._world import age_identity, bech32
-from homeswarm.swarm.cli import main
-from homeswarm.transports import InvalidArgument, InvalidConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from homeswarm.cli._status import CLEAR, MalformedStatus, check_status_shape, render_table, watch
+from homeswarm.errors import InvalidArgument, RemoteError
 from homeswarm.swarm._control import NoPeerRunning
-from homeswarm.swarm._status import CLEAR, MalformedStatus, check_status_shape, render_table, watch
-from homeswarm.transports import InvalidArgument, RemoteError
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,13 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_PACKAGE = "homeswarm"
-LAYERS = ["transports", "vault", "kernels", "placement", "swarm", "simulations"]
+LAYERS = ["transports", "vault", "kernels", "placement", "swarm", "simulations", "cli"]
 # what each layer may not import (DESIGN.md: arrows point down only)
 FORBIDDEN = {
-    "transports": {"swarm", "placement", "vault", "kernels", "simulations"},
-    "placement": {"swarm", "simulations"},
-    "vault": {"swarm", "simulations", "placement"},
-    "kernels": {"swarm", "simulations", "placement", "vault"},
+    "transports": {"swarm", "placement", "vault", "kernels", "simulations", "cli"},
+    "placement": {"swarm", "simulations", "cli"},
+    "vault": {"swarm", "simulations", "placement", "cli"},
+    "kernels": {"swarm", "simulations", "placement", "vault", "cli"},
+    "swarm": {"simulations", "cli"},
+    "simulations": {"cli"},
 }
 
 
@@ -46,6 +50,18 @@ def test_lower_layers_never_import_higher_ones(package):
     for path in (ROOT / package).rglob("*.py"):
         bad = imported_layers(path) & FORBIDDEN[package]
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_exception_tree_is_the_floor_and_imports_nothing():
+    errors = ROOT / ROOT_PACKAGE / "errors.py"
+    tree = ast.parse(errors.read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"annotations"}, imported
 
 
 def test_the_checker_sees_a_higher_import(tmp_path):
@@ -116,3 +132,35 @@ def test_one_exception_tree():
         assert issubclass(cls, transports.SwarmError)
     assert issubclass(transports.InvalidConfig, ValueError)
     assert issubclass(transports.RequestTimeout, TimeoutError)
+
+
+def test_the_command_line_loads_no_layer_before_it_knows_the_command():
+    # `swarm --help` and `swarm status` must answer at once: building the parser may not import
+    # the network stack, the vault, the kernels or the simulator (bench/bench_cli.py times it)
+    code = (
+        "import sys; from homeswarm.cli._main import build_parser; build_parser();"
+        "heavy = ('trio', 'libp2p', 'pycrdt', 'pyrage', 'cryptography', 'psutil', 'numpy',"
+        " 'homeswarm.transports', 'homeswarm.vault', 'homeswarm.kernels', 'homeswarm.placement',"
+        " 'homeswarm.simulations');"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_peer_face_loads_lazily_and_lists_what_it_serves():
+    from homeswarm import swarm
+
+    assert sorted(swarm.__all__) == sorted(swarm._FACE)
+    code = (
+        "import sys, homeswarm.swarm as s; before = 'trio' in sys.modules;"
+        "[getattr(s, n) for n in s.__all__]; print(before, 'trio' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
+    with pytest.raises(AttributeError):
+        _ = swarm.no_such_name

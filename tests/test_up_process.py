@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from homeswarm.cli import main
+from homeswarm.cli._demo import Swarm
+from homeswarm.cli._status import check_status_shape
+from homeswarm.errors import TransportError
 from homeswarm.swarm._control import ask
-from homeswarm.swarm._demo import Swarm
 from homeswarm.swarm._home import init_home, load_identity
 from homeswarm.swarm._join import join_swarm
 from homeswarm.swarm._membership import Ping, encode_message
-from homeswarm.swarm._status import check_status_shape
-from homeswarm.swarm.cli import main
-from homeswarm.transports import TransportError
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +202,7 @@ async def _plaintext_refused(peer_id: str, addr: str) -> None:
 def test_up_refuses_a_second_peer_and_a_taken_port(tmp_path):
     home = tmp_path / "a"
     init_home(home, name="a", role="server", network={"mdns": False})
-    cmd = [sys.executable, "-m", "homeswarm.swarm.cli", "up", "--home", str(home), "--listen"]
+    cmd = [sys.executable, "-P", "-m", "homeswarm.cli", "up", "--home", str(home), "--listen"]
     proc = subprocess.Popen([*cmd, "/ip4/127.0.0.1/tcp/0"], stdout=subprocess.PIPE, text=True)
     try:
         lines = []
@@ -221,7 +221,7 @@ def test_up_refuses_a_second_peer_and_a_taken_port(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "homeswarm.swarm.cli",
+                "homeswarm.cli",
                 "up",
                 "--home",
                 str(other),

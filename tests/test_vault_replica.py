@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeswarm.transports import LocalError, ProtocolViolation, RemoteError
+from homeswarm.errors import LocalError, ProtocolViolation, RemoteError
 from homeswarm.vault import (
     SCOPES,
     Changes,

@@ -23,6 +23,8 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from homeswarm.cli import main
+from homeswarm.cli._status import check_status_shape
 from homeswarm.swarm._certs import issue_certificate
 from homeswarm.swarm._daemon import Daemon
 from homeswarm.swarm._device import FixedLoad
@@ -38,9 +40,7 @@ from homeswarm.swarm._home import (
     write_home,
 )
 from homeswarm.swarm._peer import Peer, PeerOptions
-from homeswarm.swarm._status import check_status_shape
 from homeswarm.swarm._vault_service import VaultService
-from homeswarm.swarm.cli import main
 from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
 from homeswarm.vault import ScopeNotAllowed
 

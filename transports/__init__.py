@@ -4,9 +4,7 @@
 that runs the same connection code in virtual time. Nothing above this package touches sockets.
 """
 
-from ._base import Admission, Transport, TransportStatistics
-from ._connection import Connection, ConnectionStatistics, Handler
-from ._errors import (
+from homeswarm.errors import (
     AdmissionRefused,
     ConnectionClosed,
     FrameTooLarge,
@@ -22,8 +20,11 @@ from ._errors import (
     TransportError,
     swarm_error_in,
 )
+from homeswarm.ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
+
+from ._base import Admission, Transport, TransportStatistics
+from ._connection import Connection, ConnectionStatistics, Handler
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
-from ._ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
 from ._memory import Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
 
 __all__ = [

@@ -24,8 +24,9 @@ from typing import Self
 
 import trio
 
+from homeswarm.errors import AdmissionRefused, LocalError, PeerUnreachable
+
 from ._connection import Connection, Handler, no_handler, short
-from ._errors import AdmissionRefused, LocalError, PeerUnreachable
 from ._frames import DEFAULT_MAX_FRAME
 
 log = logging.getLogger("transports")

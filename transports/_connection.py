@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from ._errors import (
+from homeswarm.errors import (
     ConnectionClosed,
     InvalidArgument,
     ProtocolViolation,
@@ -31,6 +31,7 @@ from ._errors import (
     RequestTimeout,
     SwarmError,
 )
+
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
 
 log = logging.getLogger("transports.connection")

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from ._errors import InvalidArgument
+from homeswarm.errors import InvalidArgument
 
 log = logging.getLogger("transports.discovery")
 

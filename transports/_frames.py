@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from ._errors import FrameTooLarge, InvalidArgument, ProtocolViolation
+from homeswarm.errors import FrameTooLarge, InvalidArgument, ProtocolViolation
 
 VERSION = 1
 HEADER = struct.Struct(">I")

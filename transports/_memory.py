@@ -33,8 +33,9 @@ from typing import Any
 
 import trio
 
+from homeswarm.errors import InvalidArgument, PeerUnreachable
+
 from ._base import Transport
-from ._errors import InvalidArgument, PeerUnreachable
 
 ADDR_PREFIX = "/memory/"
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import trio
 
+from homeswarm.errors import InvalidArgument, PeerUnreachable
+
 from ._base import Transport
 from ._connection import short
-from ._errors import InvalidArgument, PeerUnreachable
 
 log = logging.getLogger("transports.libp2p")
 

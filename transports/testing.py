@@ -14,11 +14,12 @@ from typing import Any, Protocol
 import msgpack
 import trio
 
+from homeswarm.errors import ConnectionClosed, InvalidArgument, RemoteHandlerError, TransportError
+from homeswarm.ids import peer_id_from_public_key
+
 from ._base import Transport
 from ._connection import Connection
-from ._errors import ConnectionClosed, InvalidArgument, RemoteHandlerError, TransportError
 from ._frames import HEADER, Envelope, Kind, encode_frame
-from ._ids import peer_id_from_public_key
 from ._memory import Link, MemoryNetwork, MemoryTransport
 
 DEADLINE = 10.0

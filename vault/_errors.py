@@ -8,7 +8,7 @@ and ``StorageFailure`` are about this device's vault.
 
 from __future__ import annotations
 
-from homeswarm.transports import InvalidArgument, LocalError, RemoteError, SwarmError
+from homeswarm.errors import InvalidArgument, LocalError, RemoteError, SwarmError
 
 
 class VaultError(SwarmError):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of this package
+
 from ._errors import InvalidEntry
 
 COLLECTIONS: tuple[str, ...] = ("facts", "memories", "context", "questions")
-SCOPES: tuple[str, ...] = ("public", "personal", "private")  # least to most restrictive
 DEFAULT_SCOPE = "personal"
 MAX_NAME_BYTES = 256
 MAX_VALUE_BYTES = 32 * 1024  # the value's JSON text, UTF-8

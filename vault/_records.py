@@ -30,7 +30,8 @@ import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from homeswarm.transports import InvalidArgument, is_peer_id, public_key_from_peer_id
+from homeswarm.errors import InvalidArgument
+from homeswarm.ids import is_peer_id, public_key_from_peer_id
 
 from ._errors import RejectedRecord
 from ._model import SCOPES

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from homeswarm.transports import ProtocolViolation
+from homeswarm.errors import ProtocolViolation
 
 from ._errors import RejectedRecord
 from ._model import SCOPES

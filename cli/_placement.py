@@ -18,9 +18,10 @@ import json
 import sys
 from typing import Any
 
-from homeswarm.kernels import SCOPES, default_registry
-from homeswarm.transports import InvalidArgument
+from homeswarm.errors import InvalidArgument
+from homeswarm.vocabulary import SCOPES
 
+from ._args import add_home, add_json, home_of, report, seconds
 from ._status import _clean
 
 __all__ = ["add_placement_commands", "kernels_line"]
@@ -30,7 +31,6 @@ RUN_MARGIN_S = 10.0  # the CLI waits this much longer than two runs (a failure a
 
 def add_placement_commands(sub: Any) -> None:
     """Add ``run`` and ``kernels`` to the ``swarm`` subcommands."""
-    from . import cli  # (here, not at the top: cli imports this module)
 
     p = sub.add_parser("run", help="place a kernel on the best device and run it")
     p.add_argument("kernel", metavar="KERNEL", help="the kernel's name (see `swarm kernels`)")
@@ -54,17 +54,17 @@ def add_placement_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=cli._seconds,
+        type=seconds,
         metavar="SECONDS",
         help="give up on a run after this long (default: [placement] run_timeout_s)",
     )
-    cli._add_home(p)
-    cli._add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_run)
 
     p = sub.add_parser("kernels", help="list the kernels this device has, with their needs")
-    cli._add_home(p)
-    cli._add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_kernels)
 
 
@@ -83,12 +83,9 @@ def parse_input(text: str | None, stdin: Any = None) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import cli
-    from ._config import CONFIG_NAME, load_settings
-    from ._control import ask
-    from ._home import resolve_home
+    from homeswarm.swarm import CONFIG_NAME, ask, load_settings
 
-    home = resolve_home(args.home)
+    home = home_of(args)
     value = parse_input(args.input)
     budget = args.timeout or load_settings(home / CONFIG_NAME).placement.run_timeout_s
     reply = ask(
@@ -103,12 +100,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.explain:
         reply["explain"] = []
     if args.json:
-        return cli._report(args, reply)
+        return report(args, reply)
     lines = [json.dumps(reply["result"])]
     lines.extend(_attempt_lines(reply))
     lines.append(f"placed on {_clean(reply['device'])} ({_clean(reply['executor'])})")
     lines.extend(explain_lines(reply["explain"]))
-    return cli._report(args, reply, *lines)
+    return report(args, reply, *lines)
 
 
 def _attempt_lines(reply: dict[str, Any]) -> list[str]:
@@ -136,23 +133,28 @@ def explain_lines(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
-    from . import cli
-    from ._control import NoPeerRunning, ask
-    from ._home import resolve_home
+    from homeswarm.swarm import NoPeerRunning, ask
 
     try:
-        reply = ask(resolve_home(args.home), "kernels.list", timeout=5.0)
+        reply = ask(home_of(args), "kernels.list", timeout=5.0)
         kernels: list[dict[str, Any]] = reply["kernels"]
         held: list[dict[str, Any]] = reply["status"]["held"]
         names: dict[str, str] = reply["names"]
     except NoPeerRunning:
+        from homeswarm.kernels import default_registry
+
         kernels = [
-            {**k.describe(), "offered": k.is_available(), "devices": None}
+            {
+                **k.describe(),
+                "offered": k.is_available(),
+                "unavailable": k.unavailable(),
+                "devices": None,
+            }
             for k in default_registry()
         ]
         held, names = [], {}
     value = {"kernels": kernels, "held": held}
-    return cli._report(args, value, *_kernel_table(kernels), *_held_lines(held, names))
+    return report(args, value, *_kernel_table(kernels), *_held_lines(held, names))
 
 
 def _held_lines(held: list[dict[str, Any]], names: dict[str, str]) -> list[str]:
@@ -205,6 +207,10 @@ def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
+    ] + [
+        f"{_clean(k['name'])} is unavailable here: {_clean(k['unavailable'])}"
+        for k in kernels
+        if isinstance(k.get("unavailable"), str)
     ]
 
 
@@ -221,6 +227,13 @@ def kernels_line(section: Any, names: dict[str, str]) -> str | None:
     executor = section.get("executor")
     if isinstance(executor, str):
         parts.append(f"{_clean(executor)} here")
+    unavailable = section.get("unavailable")
+    if isinstance(unavailable, dict):
+        parts += [
+            f"{_clean(name)} unavailable here ({_clean(why)})"
+            for name, why in sorted(unavailable.items())
+            if isinstance(name, str) and isinstance(why, str)
+        ]
     by_device = _holdings(section.get("held"))
     for device in sorted(by_device, key=lambda d: (names.get(d, d), d)):
         name = _clean(names.get(device, device[-8:]))

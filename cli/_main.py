@@ -6,74 +6,62 @@ Bad input gets one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
-from homeswarm.transports import InvalidArgument, LocalError, SwarmError, swarm_error_in
+from homeswarm.errors import InvalidArgument, LocalError, SwarmError, swarm_error_in
+from homeswarm.swarm import __version__
+from homeswarm.vocabulary import ROLES
 
-from . import __version__
-from ._config import ROLES, parse_scopes
-from ._home import init_home, resolve_home
-from ._placement_cli import add_placement_commands
-from ._simulate_cli import add_simulate_commands
-from ._vault_cli import add_vault_commands
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from ._args import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    add_home,
+    add_json,
+    home_of,
+    percent,
+    report,
+    scopes_arg,
+    seconds,
+)
+from ._placement import add_placement_commands
+from ._simulate import add_simulate_commands
+from ._vault import add_vault_commands
 
 Command = Callable[[argparse.Namespace], int]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit 2) instead of a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _add_home(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--home",
-        metavar="DIR",
-        help="this device's home directory (default: $SWARM_HOME, else the user data dir)",
-    )
-
-
-def _add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="swarm",
         description="A peer-to-peer agent swarm across your own devices.",
         epilog="Run `swarm COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"swarm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("init", help="create a new swarm with this device as its first member")
     p.add_argument("--name", required=True, help="this device's name, e.g. laptop")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
     _add_device_options(p)
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_init)
 
     p = sub.add_parser("invite", help="print a one-time code that lets a new device join")
     p.add_argument(
         "--ttl",
-        type=_seconds,
+        type=seconds,
         default=600.0,
         metavar="SECONDS",
         help="how long the code stays valid (default 600)",
     )
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_invite)
 
     p = sub.add_parser("join", help="join a swarm with a code from `swarm invite`")
@@ -81,18 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="this device's name, e.g. phone")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
     _add_device_options(p)
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_join)
 
     p = sub.add_parser("revoke", help="remove a device from the swarm for good")
     p.add_argument("device", metavar="DEVICE", help="the device's name or id")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_revoke)
 
     p = sub.add_parser("up", help="run this device's peer in the foreground")
-    _add_home(p)
+    add_home(p)
     p.add_argument(
         "--listen",
         metavar="ADDR",
@@ -103,29 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_up)
 
     p = sub.add_parser("status", help="show the devices of the swarm, as the local peer sees them")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument(
-        "--interval", type=_seconds, default=1.0, metavar="SECONDS", help="--watch refresh period"
+        "--interval", type=seconds, default=1.0, metavar="SECONDS", help="--watch refresh period"
     )
     p.set_defaults(run=_cmd_status)
 
     p = sub.add_parser("power", help="change this device's simulated power source")
-    p.add_argument("--battery", type=_percent, metavar="PCT", help="battery level, 0-100")
+    p.add_argument("--battery", type=percent, metavar="PCT", help="battery level, 0-100")
     plug = p.add_mutually_exclusive_group()
     plug.add_argument("--plugged", dest="plugged", action="store_true", default=None)
     plug.add_argument("--unplugged", dest="plugged", action="store_false")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_power)
 
     p = sub.add_parser("demo", help="run a local swarm of several devices on loopback")
     p.add_argument("--peers", type=int, default=3, metavar="N", help="how many devices (3)")
     p.add_argument(
-        "--seconds", type=_seconds, default=None, help="stop after this long (default: Ctrl-C)"
+        "--seconds", type=seconds, default=None, help="stop after this long (default: Ctrl-C)"
     )
-    _add_json(p)
+    add_json(p)
     p.add_argument(
         "--relay", action="store_true", help="add a blind relay (relay_only: reads no vault data)"
     )
@@ -139,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scopes",
-        type=_scopes_arg,
+        type=scopes_arg,
         metavar="LIST",
         help="data scopes this device may hold, comma-separated from public, personal, private"
         " (default: phone public,personal; laptop and server all three)",
@@ -151,44 +139,15 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _seconds(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def _percent(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text!r}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _scopes_arg(text: str) -> tuple[str, ...]:
-    try:
-        return parse_scopes(text)
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _cmd_init(args: argparse.Namespace) -> int:
-    home = resolve_home(args.home)
+    from homeswarm.swarm import init_home
+
+    home = home_of(args)
     ident = init_home(
         home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
     )
     scopes = list(ident.settings.device.effective_scopes())
-    return _report(
+    return report(
         args,
         {
             "home": str(home),
@@ -206,16 +165,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
-    from ._control import ask
+    from homeswarm.swarm import ask
 
-    reply = ask(resolve_home(args.home), "invite", ttl=args.ttl)
-    return _report(args, reply, reply["code"])
+    reply = ask(home_of(args), "invite", ttl=args.ttl)
+    return report(args, reply, reply["code"])
 
 
 def _cmd_join(args: argparse.Namespace) -> int:
-    from ._join import join_swarm
+    from homeswarm.swarm import join_swarm
 
-    home = resolve_home(args.home)
+    home = home_of(args)
     joined = join_swarm(
         home,
         args.code,
@@ -224,7 +183,7 @@ def _cmd_join(args: argparse.Namespace) -> int:
         scopes=args.scopes,
         relay_only=args.relay_only,
     )
-    return _report(
+    return report(
         args,
         {
             "home": str(home),
@@ -240,19 +199,20 @@ def _cmd_join(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    from ._control import ask
+    from homeswarm.swarm import ask
 
-    reply = ask(resolve_home(args.home), "revoke", device=args.device)
-    return _report(
+    reply = ask(home_of(args), "revoke", device=args.device)
+    return report(
         args, reply, f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear"
     )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ._control import ask
+    from homeswarm.swarm import ask
+
     from ._status import render_table, watch
 
-    home = resolve_home(args.home)
+    home = home_of(args)
     if args.watch:
         watch(
             lambda: ask(home, "status"),
@@ -262,38 +222,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     status = ask(home, "status")
-    return _report(args, status, render_table(status, color=sys.stdout.isatty()))
+    return report(args, status, render_table(status, color=sys.stdout.isatty()))
 
 
 def _cmd_power(args: argparse.Namespace) -> int:
-    from ._control import ask
+    from homeswarm.swarm import ask
 
     if args.battery is None and args.plugged is None:
         raise InvalidArgument("say what to change: --battery PCT, --plugged or --unplugged")
-    reply = ask(resolve_home(args.home), "power", battery=args.battery, plugged=args.plugged)
+    reply = ask(home_of(args), "power", battery=args.battery, plugged=args.plugged)
     plugged = {True: "plugged in", False: "on battery", None: "unknown"}[reply["plugged"]]
-    return _report(args, reply, f"power: {reply['battery_percent']}%, {plugged}")
+    return report(args, reply, f"power: {reply['battery_percent']}%, {plugged}")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from ._daemon import run_up
+    from homeswarm.swarm import run_up
 
-    return run_up(args)
+    return run_up(home_of(args), listen=args.listen, mdns=not args.no_mdns)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(args)
-
-
-def _report(args: argparse.Namespace, value: Any, *lines: str) -> int:
-    """A command's result: one JSON object with --json, else its lines for people."""
-    if args.json:
-        print(json.dumps(value, indent=None, sort_keys=True))
-    else:
-        print("\n".join(lines))
-    return EXIT_OK
+    return run_demo(
+        args.peers,
+        seconds=args.seconds,
+        json_out=args.json,
+        relay=args.relay,
+        verbose=args.verbose,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,6 @@ host that has none.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shutil
@@ -22,11 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homeswarm.transports import InvalidArgument, SwarmError
+from homeswarm.errors import InvalidArgument, SwarmError
+from homeswarm.swarm import ask, init_home, join_swarm
 
-from ._control import ask
-from ._home import init_home
-from ._join import join_swarm
 from ._status import watch
 
 START_TIMEOUT = 30.0
@@ -105,8 +102,9 @@ class Swarm:
         log = open(home / "up.log", "wb")  # noqa: SIM115 - the child writes to it
         cmd = [
             sys.executable,
+            "-P",  # the working directory off sys.path: a repo folder must not shadow a package
             "-m",
-            "swarm.cli",
+            "homeswarm.cli",
             *(["-v"] * self.verbose),
             "up",
             "--home",
@@ -157,23 +155,31 @@ class SwarmDemoError(SwarmError):
     """A demo peer failed to start."""
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    if not 1 <= args.peers <= 32:
-        raise InvalidArgument(f"--peers must be between 1 and 32, got {args.peers}")
-    if args.seconds is not None and args.seconds <= 0:
-        raise InvalidArgument(f"--seconds must be positive, got {args.seconds:g}")
+def run_demo(
+    peers: int = 3,
+    *,
+    seconds: float | None = None,
+    json_out: bool = False,
+    relay: bool = False,
+    verbose: int = 0,
+) -> int:
+    """Pair ``peers`` devices (and a blind relay) on loopback and show them until ``seconds``."""
+    if not 1 <= peers <= 32:
+        raise InvalidArgument(f"--peers must be between 1 and 32, got {peers}")
+    if seconds is not None and seconds <= 0:
+        raise InvalidArgument(f"--seconds must be positive, got {seconds:g}")
     root = Path(tempfile.mkdtemp(prefix="swarm-demo-"))
-    swarm = Swarm(root, verbose=args.verbose)
+    swarm = Swarm(root, verbose=verbose)
     tty = sys.stdout.isatty()
     try:
-        talk = sys.stderr if args.json else sys.stdout
-        print(f"swarm demo: {args.peers} devices in {root}", file=talk, flush=True)
+        talk = sys.stderr if json_out else sys.stdout
+        print(f"swarm demo: {peers} devices in {root}", file=talk, flush=True)
 
         def progress(done: int, total: int) -> None:
-            name = swarm.name(done - 1 if done <= args.peers else -1)
+            name = swarm.name(done - 1 if done <= peers else -1)
             print(f"  paired and started {done}/{total}: {name}", file=talk, flush=True)
 
-        swarm.create(args.peers, progress, relay=args.relay)
+        swarm.create(peers, progress, relay=relay)
         first = swarm.homes[0]
         laptop = swarm.homes[min(1, len(swarm.homes) - 1)]
         print(
@@ -186,12 +192,12 @@ def run_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         interval = 1.0
-        iterations = None if args.seconds is None else max(int(args.seconds / interval), 1)
+        iterations = None if seconds is None else max(int(seconds / interval), 1)
         with contextlib.suppress(KeyboardInterrupt):
-            if args.json:
+            if json_out:
                 # for scripts: one status, once every device is alive (or --seconds ran out)
-                everyone = args.peers + args.relay
-                status = swarm.wait_alive(everyone, timeout=args.seconds or START_TIMEOUT)
+                everyone = peers + relay
+                status = swarm.wait_alive(everyone, timeout=seconds or START_TIMEOUT)
                 print(json.dumps(status, sort_keys=True))
             else:
                 watch(

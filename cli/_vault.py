@@ -21,13 +21,13 @@ import json
 import time
 from typing import Any
 
-EXIT_USAGE = 2
+from ._args import EXIT_USAGE, add_home, add_json, home_of, report
+
 LOCKED_RETRY = 5.0  # seconds to keep trying when a peer is starting up
 
 
 def add_vault_commands(sub: Any) -> None:
     """The ``vault`` command group, added to the CLI's subcommands."""
-    from .cli import _add_home, _add_json
 
     group = sub.add_parser("vault", help="the encrypted vault: put, get, ls, rm, status")
     vault = group.add_subparsers(dest="vault_command", metavar="COMMAND", parser_class=type(group))
@@ -43,7 +43,7 @@ def add_vault_commands(sub: Any) -> None:
         choices=("public", "personal", "private"),
         help="privacy scope (default: the entry's current one, else personal)",
     )
-    _add_home(p)
+    add_home(p)
     p.add_argument(
         "--json", action="store_true", help="VALUE is JSON text; print one JSON object for scripts"
     )
@@ -51,25 +51,25 @@ def add_vault_commands(sub: Any) -> None:
 
     p = vault.add_parser("get", help="print one value")
     p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_get)
 
     p = vault.add_parser("ls", help="list entries, sorted by key")
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys starting so")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_ls)
 
     p = vault.add_parser("rm", help="remove an entry")
     p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_rm)
 
     p = vault.add_parser("status", help="entries, sequences, epochs, size and sync with peers")
-    _add_home(p)
-    _add_json(p)
+    add_home(p)
+    add_json(p)
     p.set_defaults(run=_cmd_status)
 
 
@@ -83,12 +83,10 @@ def _no_command(group: argparse.ArgumentParser) -> int:
 
 def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
     """``op`` through the running peer, or on the store directly if no peer runs."""
+    from homeswarm.swarm import NoPeerRunning, ask
     from homeswarm.vault import VaultLocked
 
-    from ._control import NoPeerRunning, ask
-    from ._home import resolve_home
-
-    home = resolve_home(args.home)
+    home = home_of(args)
     deadline = time.monotonic() + LOCKED_RETRY
     while True:
         try:
@@ -104,10 +102,9 @@ def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
 
 
 def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
+    from homeswarm.swarm import load_identity, load_roster
+    from homeswarm.swarm._vault_service import _entry, not_found, open_local
     from homeswarm.vault import EntryNotFound
-
-    from ._home import load_identity, load_roster
-    from ._vault_service import _entry, not_found, open_local
 
     identity = load_identity(home)
     local = open_local(identity, load_roster(identity))
@@ -138,12 +135,11 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
 def _cmd_put(args: argparse.Namespace) -> int:
     from homeswarm.vault import encode_value, parse_json, split_key
 
-    from .cli import _report
 
     split_key(args.key)
     value = parse_json(args.value) if args.json else args.value
     reply = _call(args, "put", key=args.key, value=encode_value(value), scope=args.scope)
-    return _report(args, reply, f"put {reply['key']} ({reply['scope']})")
+    return report(args, reply, f"put {reply['key']} ({reply['scope']})")
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -162,7 +158,6 @@ def _cmd_get(args: argparse.Namespace) -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     from homeswarm.vault._model import check_prefix
 
-    from .cli import _report
 
     check_prefix(args.prefix)
     reply = _call(args, "ls", prefix=args.prefix)
@@ -176,24 +171,22 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     ]
     if not args.json and not lines:
         return 0
-    return _report(args, {"entries": entries}, *lines)
+    return report(args, {"entries": entries}, *lines)
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
     from homeswarm.vault import split_key
 
-    from .cli import _report
 
     split_key(args.key)
     reply = _call(args, "rm", key=args.key)
-    return _report(args, reply, f"removed {reply['key']} ({', '.join(reply['scopes'])})")
+    return report(args, reply, f"removed {reply['key']} ({', '.join(reply['scopes'])})")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .cli import _report
 
     status = _call(args, "status")
-    return _report(args, status, *render_status(status))
+    return report(args, status, *render_status(status))
 
 
 def render_status(status: dict[str, Any]) -> list[str]:

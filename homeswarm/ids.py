@@ -7,7 +7,7 @@ simulator and the pure cores free of libp2p imports; a test checks it against li
 
 from __future__ import annotations
 
-from ._errors import InvalidArgument
+from homeswarm.errors import InvalidArgument
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}

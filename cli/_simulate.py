@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._args import add_json, number
+
 SCENARIO_HELP = """scenarios:
   gossip     one event at a time from a random peer: time until every peer knows it
   failure    peers crash at random (and come back): detection times, false deaths
@@ -32,7 +34,6 @@ Device profiles: simulations/devices.toml; copy it, edit, and pass --models FILE
 
 
 def add_simulate_commands(sub: Any) -> None:
-    from .cli import _add_json, _number
 
     p = sub.add_parser(
         "simulate",
@@ -51,16 +52,16 @@ def add_simulate_commands(sub: Any) -> None:
     p.add_argument("--peers", type=int, metavar="N", help="how many devices (default per scenario)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="the seed (default 0)")
     p.add_argument(
-        "--hours", type=_number, metavar="H", help="simulated hours (default per scenario)"
+        "--hours", type=number, metavar="H", help="simulated hours (default per scenario)"
     )
     p.add_argument(
-        "--loss", type=_number, default=0.0, metavar="P", help="message loss on every link, 0-1"
+        "--loss", type=number, default=0.0, metavar="P", help="message loss on every link, 0-1"
     )
     p.add_argument("--models", type=Path, metavar="FILE", help="device and network profiles (TOML)")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="also write result.json and PNG plots here"
     )
-    _add_json(p)
+    add_json(p)
     p.set_defaults(run=_cmd_simulate)
 
 

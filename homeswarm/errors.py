@@ -1,9 +1,9 @@
 """The one exception tree of the project.
 
-It lives in the lowest layer so that every package can raise and catch it without importing a
-higher one; ``swarm.errors`` re-exports it. Each class says whose fault it is: ``LocalError`` for
-this side (bad arguments, bad config, misuse), ``RemoteError`` for what a peer sent us, and
-``TransportError`` for the network between us.
+It lives below every layer and imports nothing, so that every package can raise and catch it and
+a command can report it without loading the network stack. Each class says whose fault it is:
+``LocalError`` for this side (bad arguments, bad config, misuse), ``RemoteError`` for what a peer
+sent us, and ``TransportError`` for the network between us.
 """
 
 from __future__ import annotations

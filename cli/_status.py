@@ -33,9 +33,9 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from homeswarm.transports import InvalidArgument, RemoteError, SwarmError
+from homeswarm.errors import InvalidArgument, RemoteError, SwarmError
+from homeswarm.vocabulary import ROLES
 
-ROLES = ("phone", "laptop", "server")
 STATES = ("alive", "suspect", "dead", "left")
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
@@ -246,7 +246,7 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     vault = status.get("vault")
     if isinstance(vault, dict):
         lines.append(_vault_line(vault, names))
-    from ._placement_cli import kernels_line
+    from ._placement import kernels_line
 
     held = kernels_line(status.get("kernels"), names)
     if held is not None:

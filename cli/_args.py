@@ -1,0 +1,91 @@
+"""What the commands share: the parser, common options, number parsing, how results print.
+
+Imports nothing heavy: ``swarm --help`` loads this and the command tables only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+from homeswarm.errors import InvalidArgument
+from homeswarm.vocabulary import parse_scopes
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--home",
+        metavar="DIR",
+        help="this device's home directory (default: $SWARM_HOME, else the user data dir)",
+    )
+
+
+def home_of(args: argparse.Namespace) -> Path:
+    """The home a command works on: ``--home``, else ``$SWARM_HOME``, else the user data dir."""
+    if args.home:
+        return Path(args.home).expanduser()
+    env = os.environ.get("SWARM_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # (only where neither says: it costs a fifth of start-up)
+
+    return Path(platformdirs.user_data_dir("swarm", appauthor=False))
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+
+def seconds(text: str) -> float:
+    value = number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def percent(text: str) -> float:
+    value = number(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text!r}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def scopes_arg(text: str) -> tuple[str, ...]:
+    try:
+        return parse_scopes(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def report(args: argparse.Namespace, value: Any, *lines: str) -> int:
+    """A command's result: one JSON object with --json, else its lines for people."""
+    if args.json:
+        print(json.dumps(value, indent=None, sort_keys=True))
+    else:
+        print("\n".join(lines))
+    return EXIT_OK
+
+
