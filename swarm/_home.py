@@ -116,6 +116,13 @@ def load_identity(home: Path) -> Identity:
     return Identity(home, key, age, settings)
 
 
+def load_root(home: Path) -> Ed25519PrivateKey:
+    """The swarm's root key, on the device that ran `swarm init` (or was recovered)."""
+    if not (home / ROOT_KEY).exists():
+        raise NotInitialised(f"{home} holds no root key (only the first device has one)")
+    return _load_ed25519(home / ROOT_KEY)
+
+
 def _load_ed25519(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -200,6 +207,9 @@ def init_home(
         role=role,
         age=str(age.to_public()),
         now=time.time(),
+        scopes=scopes,
+        relay_only=relay_only,
+        admin=True,  # the first device is an admin
     )
     roster = Roster(swarm, root_public)
     roster.add_chain((cert,))

@@ -74,7 +74,10 @@ def join_swarm(
     device = Ed25519PrivateKey.generate()
     age = pyrage.x25519.Identity.generate()
     device_id = peer_id_from_public_key(public_bytes(device))
-    request = msgpack.packb([name, role, str(age.to_public())], use_bin_type=True)
+    asked = list(scopes) if scopes is not None else None
+    request = msgpack.packb(
+        [name, role, str(age.to_public()), asked, relay_only], use_bin_type=True
+    )
     proof = pairing_proof(
         code.secret, swarm=code.swarm, inviter=code.inviter, joiner=device_id, request=request
     )
@@ -82,14 +85,18 @@ def join_swarm(
     seed = device.private_bytes_raw()
     reply = trio.run(_ask_inviter, seed, code, body)
     roster, peers = _check_reply(reply, code, device_id, name, role, str(age.to_public()))
+    cert = roster.certificate(device_id)
+    assert cert is not None  # _check_reply admitted it
+    if scopes is not None and not set(cert.scopes) <= set(scopes):
+        raise PairingFailed("the inviter's certificate grants scopes this device did not ask for")
     bootstrap = [f"{a}/p2p/{code.inviter}" for a in code.addrs]
     for peer, addrs in peers.items():
         bootstrap.extend(f"{a}/p2p/{peer}" for a in addrs[:2])
     config = device_config(
         name=name,
         role=role,
-        scopes=scopes,
-        relay_only=relay_only,
+        scopes=cert.scopes,  # what the certificate allows: the settings say the same
+        relay_only=cert.relay_only,
         swarm=roster.swarm,
         root_public=roster.root_public,
         network={"bootstrap": list(dict.fromkeys(bootstrap))[:16], **(network or {})},

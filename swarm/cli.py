@@ -17,9 +17,11 @@ from homeswarm.transports import InvalidArgument, LocalError, SwarmError, swarm_
 
 from . import __version__
 from ._config import ROLES, parse_scopes
-from ._home import init_home, resolve_home
+from ._home import init_home, load_root, resolve_home
 from ._placement_cli import add_placement_commands
 from ._simulate_cli import add_simulate_commands
+from ._trust import recovery_code
+from ._trust_cli import add_grant_options, add_trust_commands, grant_args, revoke_lines
 from ._vault_cli import add_vault_commands
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the code stays valid (default 600)",
     )
+    add_grant_options(p)
     _add_home(p)
     _add_json(p)
     p.set_defaults(run=_cmd_invite)
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_placement_commands(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
+    add_trust_commands(sub, _add_home, _add_json, _report)
     return parser
 
 
@@ -188,6 +192,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
     )
     scopes = list(ident.settings.device.effective_scopes())
+    code = recovery_code(load_root(home))
     return _report(
         args,
         {
@@ -198,17 +203,23 @@ def _cmd_init(args: argparse.Namespace) -> int:
             "role": args.role,
             "scopes": scopes,
             "relay_only": args.relay_only,
+            "admin": True,
+            "recovery_code": code,
         },
         f"created swarm {ident.swarm_id} in {home}",
-        f"device {ident.name} ({args.role}): {ident.device_id}",
+        f"device {ident.name} ({args.role}, admin): {ident.device_id}",
         f"scopes: {','.join(scopes)}{' (relay only)' if args.relay_only else ''}",
+        "",
+        "recovery code (shown once: write it down and keep it away from your devices; with it",
+        "`swarm recover CODE` makes any device an admin again if every admin device is lost):",
+        f"  {code}",
     )
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
     from ._control import ask
 
-    reply = ask(resolve_home(args.home), "invite", ttl=args.ttl)
+    reply = ask(resolve_home(args.home), "trust.invite", ttl=args.ttl, **grant_args(args))
     return _report(args, reply, reply["code"])
 
 
@@ -242,10 +253,8 @@ def _cmd_join(args: argparse.Namespace) -> int:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from ._control import ask
 
-    reply = ask(resolve_home(args.home), "revoke", device=args.device)
-    return _report(
-        args, reply, f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear"
-    )
+    reply = ask(resolve_home(args.home), "trust.revoke", device=args.device)
+    return _report(args, reply, *revoke_lines(reply))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import psutil
 import pytest
 import trio
 
+from homeswarm.swarm._audit import NotPermitted, entries
 from homeswarm.swarm._certs import ROOT
 from homeswarm.swarm._control import ControlUsageError, ask_async
 from homeswarm.swarm._daemon import Daemon
@@ -537,7 +538,7 @@ def finalise_quietly() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-async def test_revoking_a_running_device_cuts_it_and_the_devices_it_paired_off(tmp_path):
+async def test_revoking_a_running_device_cuts_it_off(tmp_path):
     try:
         await _revoke_a_running_device(tmp_path)
     finally:
@@ -558,16 +559,18 @@ async def _revoke_a_running_device(tmp_path: Path) -> None:
             status = peer.status()
             assert check_status_shape(status) == []
             assert [r["self"] for r in status["peers"]] == [True, False]
-            # the phone pairs a tablet; the laptop learns of it by gossip
-            tablet = await join(tmp_path / "tablet", phone_peer.invite(600), name="tablet")
-            assert tablet.inviter == phone.device_id
+            # the phone is no admin: it may not pair a tablet (refused, and audited)
+            with pytest.raises(NotPermitted, match="not an admin"):
+                phone_peer.invite(600)
+            assert [e.action for e in entries(phone.home)] == ["invite"]
+            tablet = await join(tmp_path / "tablet", peer.invite(600), name="tablet")
             assert tablet.members == 3
-            await wait_for(lambda: peer.roster.admits(tablet.device), "the laptop to learn it")
+            await wait_for(lambda: phone_peer.roster.admits(tablet.device), "the phone learns it")
 
             peer.revoke(phone.device_id)
             assert not peer.roster.admits(phone.device_id)
-            assert not peer.roster.admits(tablet.device)  # paired by a revoked device
-            assert not load_roster(laptop).admits(tablet.device)
+            assert peer.roster.admits(tablet.device)  # no cascade: it was paired by the laptop
+            assert not load_roster(laptop).admits(phone.device_id)
             transport = peer.transport
             assert transport is not None
             await wait_for(
