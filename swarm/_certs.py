@@ -12,7 +12,7 @@ never permission.
 The roster is a grow-only set of signed facts (chains and revocations; merging is a union, so
 it is commutative, associative and idempotent), and everything else is a deterministic function
 of that set (``resolve``), never of arrival order, so replicas that hold the same facts agree.
-Admission, in five rules (after Matrix cross-signing, where only a master key vouches and a
+Admission, in six rules (after Matrix cross-signing, where only a master key vouches and a
 device cannot undo another, and Keybase sigchains, where a revocation is signed against what the
 signer saw and a paper key recovers):
 
@@ -37,7 +37,10 @@ signer saw and a paper key recovers):
    decides). The set of revoked devices only grows, so this ends; it depends on nothing but the
    facts. A revocation by a device that is itself revoked never counts (its signers must be in
    good standing), so what a stolen admin did is undone once the others revoke it.
-5. **Cut off with the revoked.** A device every usable certificate of which was issued by a
+5. **Grants.** A device's certificate is its first one, or the latest that the root or an admin in
+   good standing issued for the same keys since (``swarm grant``: new scopes, relay flag, admin).
+   An admin flag in a grant still counts only by rule 2.
+6. **Cut off with the revoked.** A device every usable certificate of which was issued by a
    revoked device is cut off too, unless a counting revocation of that issuer lists it in
    ``keep`` (the revoking admin vouches for the devices it already knew; ``Peer.revoke`` keeps
    every device the target certified that it knows of, so puppets made after the revocation
@@ -539,7 +542,7 @@ def resolve(
     }
     usable = {device: found for device, found in usable.items() if found}
     known = {cert.device for stored in chains.values() for chain in stored for cert in chain}
-    # rule 4: revocations by the root and by the device itself always count
+    # rule 3: revocations by the root and by the device itself always count
     revoked: dict[str, frozenset[str]] = {}
     for device, by in revocations.items():
         always = {b for b in by if b in (ROOT, device)}
@@ -573,7 +576,15 @@ def resolve(
         if device in out:
             continue
         good = [c for c in found if not _issuer_gone(c, out, revocations, revoked)]
-        admitted[device] = min(good, key=_chain_order)
+        first = min(good, key=_chain_order)
+        # a grant: a later certificate for the same keys, from the root or an admin in good
+        # standing, replaces the first (never its age key: that is the device's own)
+        grants = [
+            c
+            for c in good
+            if c[0].age == first[0].age and (c[0].issuer == ROOT or c[0].issuer in admins)
+        ]
+        admitted[device] = max(grants, key=_chain_order) if grants else first
     ignored = {
         device: frozenset(b for b in by if b not in revoked.get(device, ()))
         for device, by in revocations.items()

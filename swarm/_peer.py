@@ -337,6 +337,10 @@ class Peer:
         for service in self.services.values():
             service.roster_changed(devices)
 
+    def publish_chain(self, chain: tuple[Certificate, ...]) -> None:
+        """A certificate chain this device signed (a pairing, a grant): take it and gossip it."""
+        self._spread(chain_fact(chain_to_wire(chain)))
+
     def _spread(self, blob: bytes) -> None:
         """A roster entry this device made: take it as any peer's would be taken, and gossip it."""
         assert self.core is not None

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.transports import InvalidArgument
 
-from ._certs import ROOT, Grant, short
+from ._certs import ROOT, Grant, issue_certificate, short
 from ._config import SCOPES
 
 if TYPE_CHECKING:
@@ -100,7 +100,54 @@ def trust_control(peer: Peer, op: str, args: dict[str, Any]) -> dict[str, Any]:
             raise InvalidArgument("revoke: name a device")
         cert = peer.revoke(device)
         return revocation_status(peer, cert.device, cert.name)
+    if op == "grant":
+        device = args.get("device")
+        if not isinstance(device, str) or not device:
+            raise InvalidArgument("grant: name a device")
+        return grant_device(peer, device, grant_from_args(args))
     raise InvalidArgument(f"unknown request trust.{op}")
+
+
+def grant_device(peer: Peer, name_or_id: str, what: Grant) -> dict[str, Any]:
+    """Sign a new certificate for a member (``swarm grant``); a scope taken away starts a new
+    epoch of that scope at once, sealed only to those still allowed it."""
+    roster, ident = peer.roster, peer.identity
+    cert = roster.find(name_or_id)
+    if cert is None:
+        raise InvalidArgument(f"no device {name_or_id!r} in this swarm (see `swarm status`)")
+    peer.require_admin("grant", f"grant {cert.name}")
+    if cert.device == ident.device_id:
+        raise InvalidArgument("a device cannot grant itself; ask another admin")
+    own = roster.chain(ident.device_id)
+    assert own is not None  # an admin is admitted
+    new = issue_certificate(
+        ident.signing_key,
+        issuer=ident.device_id,
+        swarm=ident.swarm_id,
+        device=cert.device,
+        name=cert.name,
+        role=cert.role,
+        age=cert.age,
+        now=peer.options.wall_clock(),
+        scopes=what.scopes_for(cert.role),
+        relay_only=what.relay_only,
+        admin=what.admin or roster.is_admin(cert.device),
+    )
+    peer.publish_chain((new, *own))
+    taken = sorted(cert.readable() - new.readable())
+    vault = peer.services.get("vault")
+    node = getattr(vault, "node", None)
+    if taken and node is not None:
+        node.rotate(tuple(taken))
+    now = roster.certificate(cert.device)
+    return {
+        "device": cert.device,
+        "name": cert.name,
+        "scopes": list(now.scopes) if now else [],
+        "relay_only": bool(now and now.relay_only),
+        "admin": roster.is_admin(cert.device),
+        "rotated": taken,
+    }
 
 
 def revocation_status(peer: Peer, device: str, name: str) -> dict[str, Any]:

@@ -59,6 +59,23 @@ def add_trust_commands(sub: Any, add_home: AddOption, add_json: AddOption, repor
     add_json(p)
     p.set_defaults(run=lambda args: _cmd_audit(args, report))
 
+    p = sub.add_parser("grant", help="give a member new scopes or rights (a new certificate)")
+    p.add_argument("device", metavar="DEVICE", help="the device's name or id")
+    p.add_argument(
+        "--scopes",
+        type=_scopes,
+        required=True,
+        metavar="LIST",
+        help="what it may read from now on, comma-separated; a scope taken away gets a new key",
+    )
+    p.add_argument("--relay-only", action="store_true", help="make it a blind relay")
+    p.add_argument(
+        "--admin", action="store_true", help="make it an admin (counts once a majority grant it)"
+    )
+    add_home(p)
+    add_json(p)
+    p.set_defaults(run=lambda args: _cmd_grant(args, report))
+
     p = sub.add_parser(
         "recover", help="make this device an admin again with the recovery code from `swarm init`"
     )
@@ -73,6 +90,21 @@ def add_trust_commands(sub: Any, add_home: AddOption, add_json: AddOption, repor
     add_home(p)
     add_json(p)
     p.set_defaults(run=lambda args: _cmd_recover(args, report))
+
+
+def _cmd_grant(args: argparse.Namespace, report: Report) -> int:
+    from ._control import ask
+
+    reply = ask(resolve_home(args.home), "trust.grant", device=args.device, **grant_args(args))
+    rights = ",".join(reply["scopes"]) + (" (relay only)" if reply["relay_only"] else "")
+    lines = [f"{reply['name']} ({reply['device']}) may now read: {rights or 'nothing'}"]
+    if reply["admin"]:
+        lines.append("it is an admin")
+    if reply["rotated"]:
+        lines.append(
+            f"new keys for {', '.join(reply['rotated'])}: it cannot read what is written next"
+        )
+    return report(args, reply, *lines)
 
 
 def _scopes(text: str) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The revocation rule against a stolen device (``swarm/_certs.py``, rules 1-5), as a hypothesis
+"""The revocation rule against a stolen device (``swarm/_certs.py``, rules 1-6), as a hypothesis
 state machine over random mint/revoke/partition sequences.
 
 A swarm of four admins (``a0``, the root's, certified ``a1``-``a3`` as admins) and two phones.
