@@ -43,7 +43,7 @@ VERSION = 1
 PREFIX = "swarm1-"
 ID_BYTES = 8
 SECRET_BYTES = 16
-MAX_TTL = 7 * 24 * 3600.0
+MAX_TTL = 24 * 3600.0
 KEEP_AFTER_EXPIRY = 3600.0
 MAX_ADDRS = 16
 PROOF_TAG = b"swarm-pair-proof"
@@ -209,10 +209,11 @@ class Invites:
         rng: random.Random,
         grant: Grant | None = None,
     ) -> InviteCode:
-        """A new code valid for ``ttl`` seconds (at most 7 days); the joiner gets at most
+        """A new code valid for ``ttl`` seconds (at most a day); the joiner gets at most
         ``grant`` (default: its role's scopes, not a relay, not an admin)."""
         if isinstance(ttl, bool) or not (isinstance(ttl, int | float) and 0 < ttl <= MAX_TTL):
-            raise InvalidArgument("an invite lasts more than 0 seconds and at most 7 days")
+            raise InvalidArgument("an invite lasts more than 0 seconds and at most 24 hours")
+        self.prune(now)  # codes long expired are forgotten as new ones are made
         invite_id = rng.randbytes(ID_BYTES)
         while invite_id in self._issued:
             invite_id = rng.randbytes(ID_BYTES)
