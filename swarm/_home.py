@@ -7,6 +7,11 @@ Files (keys mode 0600, the directory 0700)::
     root.key     the swarm root's Ed25519 key (only on the device that ran `swarm init`)
     swarm.toml   settings; [device] and [swarm] are written at init or join
     roster.bin   the members this device knows: certificate chains and revocations (msgpack)
+    audit.jsonl  refused actions beyond a device's rights (mode 0600; see ``_audit``)
+
+``swarm init`` also prints a recovery code: ``root.key``'s secret, short enough to write down
+(``_trust``). Whoever holds ``root.key`` or the code is the swarm's root: keep the code off your
+devices, and move ``root.key`` off the first device where a stolen laptop must not be the root.
 """
 
 from __future__ import annotations

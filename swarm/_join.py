@@ -5,6 +5,11 @@ the inviter's peer id, so nobody else can answer), and sends a proof that it hol
 secret, bound to both peer ids, never the secret itself. The inviter answers with a certificate
 chain for the new device, its roster and the addresses of the members it knows. Only when all of
 that verifies are the new device's files written, all at once; on any failure nothing is written.
+
+What the new device may do is the inviter's to say: the code's grant (``swarm invite --scopes
+--relay-only --admin``) is signed into its certificate. ``--scopes`` and ``--relay-only`` on the
+joiner's side may only ask for less (asking for more is refused, and uses the code up); the
+settings written are the certificate's, and editing them later gains nothing (see ``_certs``).
 """
 
 from __future__ import annotations

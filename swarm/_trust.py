@@ -159,10 +159,17 @@ def revocation_status(peer: Peer, device: str, name: str) -> dict[str, Any]:
         "device": device,
         "name": name,
         "counts": device in roster.revoked(),
-        "signed_by": [s if s == ROOT else short(s) for s in signers],
+        "signed_by": [_name(peer, s) for s in signers],
         "admins": len(admins),
         "kept": [short(d) for d in roster.certified_by(device)],
     }
+
+
+def _name(peer: Peer, device: str) -> str:
+    if device == ROOT:
+        return ROOT
+    cert = peer.roster.certificate(device)
+    return cert.name if cert is not None else short(device)
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from homeswarm.swarm._home import (
     write_home,
 )
 from homeswarm.swarm._trust import InvalidRecoveryCode, recovery_code, root_from_code
+from homeswarm.swarm._trust_cli import revoke_lines
 from homeswarm.swarm.cli import main
 from homeswarm.transports import peer_id_from_public_key
 
@@ -149,3 +150,21 @@ def test_the_audit_log_lists_refusals_without_secrets(tmp_path, capsys):
     assert "claim" in text
     (home / AUDIT_NAME).write_text("garbage\n" + (home / AUDIT_NAME).read_text())
     assert len(entries(home)) == 2, "a damaged line is skipped"
+
+
+def test_revoke_says_whether_the_revocation_counts_yet():
+    pending = {
+        "device": "12D3KooWphone",
+        "name": "phone",
+        "counts": False,
+        "signed_by": ["laptop"],
+        "admins": 2,
+        "kept": [],
+    }
+    (line,) = revoke_lines(pending)
+    assert "counts once a majority of the 2 admins sign it (so far: laptop)" in line
+    done = {**pending, "counts": True, "kept": ["tablet"]}
+    assert revoke_lines(done) == [
+        "revoked phone (12D3KooWphone): the others drop it as they hear",
+        "devices it paired stay: tablet (revoke any you doubt)",
+    ]
