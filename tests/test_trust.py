@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.swarm._audit import AUDIT_NAME, AuditLog, entries
-from homeswarm.swarm._certs import issue_certificate
+from homeswarm.swarm._certs import Roster, chain_to_wire, issue_certificate, revoke
 from homeswarm.swarm._home import (
     device_config,
     load_identity,
@@ -21,6 +21,7 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
+from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
 from homeswarm.swarm._trust import InvalidRecoveryCode, recovery_code, root_from_code
 from homeswarm.swarm._trust_cli import revoke_lines
 from homeswarm.swarm.cli import main
@@ -168,3 +169,41 @@ def test_revoke_says_whether_the_revocation_counts_yet():
         "revoked phone (12D3KooWphone): the others drop it as they hear",
         "devices it paired stay: tablet (revoke any you doubt)",
     ]
+
+
+def test_a_gossiped_revocation_or_certificate_from_a_non_admin_is_audited_by_those_who_learn_it():
+    root = Ed25519PrivateKey.generate()
+    keys = [Ed25519PrivateKey.generate() for _ in range(3)]
+    ids = [peer_id_from_public_key(public_bytes(k)) for k in keys]
+    swarm = "sw-test"
+    roster = Roster(swarm, public_bytes(root))
+
+    def certify(i, by, admin):
+        return issue_certificate(
+            root if by is None else keys[by],
+            issuer="root" if by is None else ids[by],
+            swarm=swarm,
+            device=ids[i],
+            name=f"d{i}",
+            role="phone",
+            age=str(pyrage.x25519.Identity.generate().to_public()),
+            now=1.0,
+            admin=admin,
+        )
+
+    admin = (certify(0, None, True),)
+    phone = (certify(1, 0, False), *admin)
+    roster.add_chain(admin)
+    roster.add_chain(phone)
+    refused = []
+    facts = RosterFacts(roster, lambda _devices: None, lambda *r: refused.append(r))
+    facts.learn(
+        revocation_fact(revoke(keys[1], by=ids[1], swarm=swarm, device=ids[0], now=2.0).to_wire())
+    )
+    facts.learn(chain_fact(chain_to_wire((certify(2, 1, False), *phone))))
+    assert [(who, action) for who, action, _ in refused] == [
+        (ids[1], "revoke"),
+        (ids[1], "certify"),
+    ]
+    assert roster.admits(ids[0])
+    assert not roster.admits(ids[2])
