@@ -337,6 +337,17 @@ def test_a_device_that_leaves_keeps_what_it_certified():
     assert admitted(r, A, B, C) == [True, False, True]
 
 
+def test_a_thief_that_leaves_does_not_keep_its_puppets_once_admins_revoke_it():
+    r = roster(line(A), line(B, A), line(C, A), (cert(E, B, admin=False), cert(B, A), cert(A)))
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    r.add_revocation(rev(B, B))  # the thief leaves, to keep its puppet E
+    assert r.admits(pid(E))
+    r.add_revocation(rev(A, B))
+    r.add_revocation(rev(C, B))
+    assert not r.admits(pid(E)), "the admins' keep lists decide, and they keep nothing"
+
+
 def test_certificates_from_non_admins_admit_nobody():
     r = roster(line(A), (cert(B, A, admin=False), cert(A)))
     assert r.admits(pid(B))
