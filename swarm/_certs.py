@@ -39,7 +39,9 @@ signer saw and a paper key recovers):
    good standing), so what a stolen admin did is undone once the others revoke it.
 5. **Grants.** A device's certificate is its first one, or the latest that the root or an admin in
    good standing issued for the same keys since (``swarm grant``: new scopes, relay flag, admin).
-   An admin flag in a grant still counts only by rule 2.
+   An admin flag in a grant still counts only by rule 2. Certificates of one device that name
+   different age keys (a thief re-certifying it to its own age key) make it ``conflicted``:
+   nothing is sealed to it until the root's certificate decides or the certifier is revoked.
 6. **Cut off with the revoked.** A device every usable certificate of which was issued by a
    revoked device is cut off too, unless a counting revocation of that issuer lists it in
    ``keep`` (the revoking admin vouches for the devices it already knew; ``Peer.revoke`` keeps
@@ -512,6 +514,7 @@ class Standing:
     revoked: dict[str, frozenset[str]]  # revoked device -> who counted ("root", itself, admins)
     cut_off: frozenset[str]  # not revoked, but certified only by revoked devices
     ignored: dict[str, frozenset[str]]  # device -> signers of revocations of it that do not count
+    conflicted: frozenset[str]  # admitted, but its certificates name different age keys
 
 
 def resolve(
@@ -572,11 +575,21 @@ def resolve(
     out = _cut_off(usable, revocations, revoked)
     admins = {d for d in ever if d in usable and d not in out}
     admitted = {}
+    conflicted = set()
     for device, found in usable.items():
         if device in out:
             continue
         good = [c for c in found if not _issuer_gone(c, out, revocations, revoked)]
         first = min(good, key=_chain_order)
+        if len({c[0].age for c in good}) > 1:
+            # someone certified these keys with another age key: sealing to either could hand
+            # the device's data to a thief, so nothing is sealed to it until the root's
+            # certificate decides (or the certifier is revoked)
+            rooted = [c for c in good if c[0].issuer == ROOT]
+            if rooted and len({c[0].age for c in rooted}) == 1:
+                first = min(rooted, key=_chain_order)
+            else:
+                conflicted.add(device)
         # a grant: a later certificate for the same keys, from the root or an admin in good
         # standing, replaces the first (never its age key: that is the device's own)
         grants = [
@@ -595,6 +608,7 @@ def resolve(
         revoked,
         frozenset(out - revoked.keys()),
         {d: s for d, s in ignored.items() if s},
+        frozenset(conflicted),
     )
 
 
@@ -697,6 +711,10 @@ class Roster:
 
     def cut_off(self) -> frozenset[str]:
         return self._standing.cut_off
+
+    def conflicted(self) -> frozenset[str]:
+        """Admitted devices whose certificates disagree on their age key: seal nothing to them."""
+        return self._standing.conflicted
 
     def ignored(self) -> dict[str, frozenset[str]]:
         """Stored revocations that do not count (yet): device -> their signers."""

@@ -87,10 +87,12 @@ def directory_from(
     allowed)`` and is ignored. As revoked, every device the roster knows but no longer admits:
     no new epoch is sealed to them, nor used while it may be known to them."""
     devices = {}
+    conflicted = roster.conflicted()
     for cert in roster.members():
         claimed = scopes_of(cert.device)
-        allowed = cert.readable()
-        if claimed is not None and not claimed <= allowed and on_excess is not None:
+        allowed = frozenset() if cert.device in conflicted else cert.readable()
+        doubtful = cert.device in conflicted  # not its claim's fault: nothing is sealed to it
+        if claimed is not None and not claimed <= allowed and on_excess and not doubtful:
             on_excess(cert.device, claimed, allowed)
         devices[cert.device] = Access(cert.age, None if claimed is None else claimed & allowed)
     known = {chain[0][2] for chain in roster.to_wire()["chains"]}

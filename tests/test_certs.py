@@ -747,3 +747,28 @@ TestGossip.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_thief_cannot_swap_a_devices_age_key():
+    other_age = str(pyrage.x25519.Identity.generate().to_public())
+    r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
+    # a stolen admin B certifies P again, earlier, with its own age key
+    forged = issue_certificate(
+        B,
+        issuer=pid(B),
+        swarm=SWARM,
+        device=pid(P),
+        name="p",
+        role="laptop",
+        age=other_age,
+        now=1.0,
+    )
+    r.add_chain((forged, cert(B, A), cert(A)))
+    assert r.admits(pid(P))
+    assert r.conflicted() == {pid(P)}, "nothing is sealed to P while its keys are in doubt"
+    # the admins revoke B (keeping P): the forged certificate no longer counts
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    r.add_revocation(rev(A, B, keep=[]))
+    r.add_revocation(rev(C, B, keep=[]))
+    assert r.conflicted() == frozenset()
+    assert r.certificate(pid(P)).age == AGE

@@ -24,6 +24,7 @@ from homeswarm.swarm._home import (
 from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
 from homeswarm.swarm._trust import InvalidRecoveryCode, recovery_code, root_from_code
 from homeswarm.swarm._trust_cli import revoke_lines
+from homeswarm.swarm._vault_service import directory_from
 from homeswarm.swarm.cli import main
 from homeswarm.transports import peer_id_from_public_key
 
@@ -207,3 +208,34 @@ def test_a_gossiped_revocation_or_certificate_from_a_non_admin_is_audited_by_tho
     ]
     assert roster.admits(ids[0])
     assert not roster.admits(ids[2])
+
+
+def test_nothing_is_sealed_to_a_device_whose_age_key_is_in_doubt():
+    root = Ed25519PrivateKey.generate()
+    keys = [Ed25519PrivateKey.generate() for _ in range(2)]
+    ids = [peer_id_from_public_key(public_bytes(k)) for k in keys]
+    roster = Roster("sw-test", public_bytes(root))
+
+    def certify(i, by, age):
+        return issue_certificate(
+            root if by is None else keys[by],
+            issuer="root" if by is None else ids[by],
+            swarm="sw-test",
+            device=ids[i],
+            name=f"d{i}",
+            role="laptop",
+            age=age,
+            now=1.0,
+            admin=by is None,
+        )
+
+    ages = [str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2)]
+    admin = (certify(0, None, ages[0]),)
+    roster.add_chain(admin)
+    roster.add_chain((certify(1, 0, ages[0]), *admin))
+    directory = directory_from(roster, lambda _d: frozenset({"public", "personal"}))
+    assert directory.devices[ids[1]].scopes == frozenset({"public", "personal"})
+    roster.add_chain((certify(1, 0, ages[1]), *admin))  # the same admin, another age key
+    assert roster.conflicted() == {ids[1]}
+    directory = directory_from(roster, lambda _d: frozenset({"public", "personal"}))
+    assert directory.devices[ids[1]].scopes == frozenset()
