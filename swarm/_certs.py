@@ -721,10 +721,15 @@ class Roster:
         return dict(self._standing.ignored)
 
     def certified_by(self, device: str) -> list[str]:
-        """The admitted devices whose certificate ``device`` issued, sorted."""
-        return sorted(
-            d for d, chain in self._standing.admitted.items() if chain[0].issuer == device
-        )
+        """The admitted devices that only ``device`` certified (among the root and the admins),
+        sorted: what revoking ``device`` would cut off unless kept."""
+        vouchers = self._standing.admins | {ROOT}
+        found = []
+        for d in self._standing.admitted:
+            issuers = {c[0].issuer for c in self._chains.get(d, ())}
+            if device in issuers and not (issuers - {device}) & vouchers:
+                found.append(d)
+        return sorted(found)
 
     def revocations_of(self, device: str) -> dict[str, Revocation]:
         return dict(self._revocations.get(device, {}))

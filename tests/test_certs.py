@@ -766,9 +766,14 @@ def test_a_thief_cannot_swap_a_devices_age_key():
     r.add_chain((forged, cert(B, A), cert(A)))
     assert r.admits(pid(P))
     assert r.conflicted() == {pid(P)}, "nothing is sealed to P while its keys are in doubt"
-    # the admins revoke B (keeping P): the forged certificate no longer counts
+    # the admins revoke B: P, certified by A too, needs no keeping, and the forgery goes
     r.add_chain((cert(C, B), cert(B, A), cert(A)))
-    r.add_revocation(rev(A, B, keep=[]))
-    r.add_revocation(rev(C, B, keep=[]))
+    assert r.certified_by(pid(B)) == []
+    for signer in (A, C):
+        keep = r.certified_by(pid(B))
+        r.add_revocation(
+            revoke(signer, by=pid(signer), swarm=SWARM, device=pid(B), now=2.0, keep=keep)
+        )
+    assert r.revoked() == {pid(B)}
     assert r.conflicted() == frozenset()
     assert r.certificate(pid(P)).age == AGE
