@@ -29,6 +29,7 @@ from ._args import (
 )
 from ._placement import add_placement_commands
 from ._simulate import add_simulate_commands
+from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
 from ._vault import add_vault_commands
 
 Command = Callable[[argparse.Namespace], int]
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the code stays valid (default 600)",
     )
+    add_grant_options(p)
     add_home(p)
     add_json(p)
     p.set_defaults(run=_cmd_invite)
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_placement_commands(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
+    add_trust_commands(sub)
     return parser
 
 
@@ -140,13 +143,14 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from homeswarm.swarm import init_home
+    from homeswarm.swarm import init_home, load_root, recovery_code
 
     home = home_of(args)
     ident = init_home(
         home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
     )
     scopes = list(ident.settings.device.effective_scopes())
+    code = recovery_code(load_root(home))
     return report(
         args,
         {
@@ -157,17 +161,23 @@ def _cmd_init(args: argparse.Namespace) -> int:
             "role": args.role,
             "scopes": scopes,
             "relay_only": args.relay_only,
+            "admin": True,
+            "recovery_code": code,
         },
         f"created swarm {ident.swarm_id} in {home}",
-        f"device {ident.name} ({args.role}): {ident.device_id}",
+        f"device {ident.name} ({args.role}, admin): {ident.device_id}",
         f"scopes: {','.join(scopes)}{' (relay only)' if args.relay_only else ''}",
+        "",
+        "recovery code (shown once: write it down and keep it away from your devices; with it",
+        "`swarm recover CODE` makes any device an admin again if every admin device is lost):",
+        f"  {code}",
     )
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
     from homeswarm.swarm import ask
 
-    reply = ask(home_of(args), "invite", ttl=args.ttl)
+    reply = ask(home_of(args), "trust.invite", ttl=args.ttl, **grant_args(args))
     return report(args, reply, reply["code"])
 
 
@@ -201,10 +211,8 @@ def _cmd_join(args: argparse.Namespace) -> int:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from homeswarm.swarm import ask
 
-    reply = ask(home_of(args), "revoke", device=args.device)
-    return report(
-        args, reply, f"revoked {reply['name']} ({reply['device']}): the others drop it as they hear"
-    )
+    reply = ask(home_of(args), "trust.revoke", device=args.device)
+    return report(args, reply, *revoke_lines(reply))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -25,6 +25,11 @@ _FACE = {
     "load_settings": "_config",
     "settings_from_mapping": "_config",
     "Roster": "_certs",
+    "short": "_certs",
+    "load_root": "_home",
+    "recovery_code": "_trust",
+    "recover_admin": "_trust",
+    "audit_entries": "_audit",
     "issue_certificate": "_certs",
     "join_swarm": "_join",
     "Peer": "_peer",
@@ -47,7 +52,8 @@ _FACE = {
 }
 
 if TYPE_CHECKING:
-    from ._certs import Roster, issue_certificate
+    from ._audit import audit_entries
+    from ._certs import Roster, issue_certificate, short
     from ._config import CONFIG_NAME, Settings, load_settings, settings_from_mapping
     from ._control import control_path, serve_control
     from ._control_client import NoPeerRunning, ask
@@ -57,6 +63,7 @@ if TYPE_CHECKING:
         Identity,
         init_home,
         load_identity,
+        load_root,
         load_roster,
         public_bytes,
         swarm_id_of,
@@ -66,6 +73,7 @@ if TYPE_CHECKING:
     from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
     from ._service import Service
+    from ._trust import recover_admin, recovery_code
     from ._vault_service import VaultService, open_local, readable_scopes
 
 
@@ -99,18 +107,23 @@ __all__ = [  # the same names as _FACE (a test checks)
     "VaultService",
     "advertised",
     "ask",
+    "audit_entries",
     "control_path",
     "init_home",
     "issue_certificate",
     "join_swarm",
     "load_identity",
+    "load_root",
     "load_roster",
     "load_settings",
     "open_local",
     "public_bytes",
     "readable_scopes",
+    "recover_admin",
+    "recovery_code",
     "run_up",
     "serve_control",
     "settings_from_mapping",
+    "short",
     "swarm_id_of",
 ]

@@ -1,36 +1,65 @@
-"""Device certificates, revocations and the roster: who belongs to a swarm. Pure: no I/O, no clock.
+"""Device certificates, revocations and the roster: who belongs to a swarm, and with what
+authority. Pure: no I/O, no clock.
 
 A device belongs to a swarm when it holds a chain of certificates, leaf first, that ends at the
-swarm's root key. Rules of a valid chain (``verify_chain``):
+swarm's root key (``_check_links``, ``_check_signatures``): 1 to ``MAX_CHAIN`` certificates of one
+swarm, no device twice, each signed by the device of the next, the last by the root. The leaf
+says what the device may do, fixed by the admin that admitted it: its role, the data ``scopes``
+it may read, whether it is a blind relay (``relay_only``: reads nothing) and whether it is an
+``admin`` (may invite, grant and revoke). What a device gossips about itself is information,
+never permission.
 
-- 1 to ``MAX_CHAIN`` certificates, every one naming the same swarm, no device twice;
-- certificate i is signed by its ``issuer``, which is the device of certificate i+1 (whose public
-  key is inside its peer id); the last one's issuer is ``"root"`` and it verifies with the root key;
-- no device of the chain is revoked. Revoking a device therefore also cuts off every device it
-  paired, and the devices those paired: they must be paired again, by a device still admitted.
+The roster is a grow-only set of signed facts (chains and revocations; merging is a union, so
+it is commutative, associative and idempotent), and everything else is a deterministic function
+of that set (``resolve``), never of arrival order, so replicas that hold the same facts agree.
+Admission, in six rules (after Matrix cross-signing, where only a master key vouches and a
+device cannot undo another, and Keybase sigchains, where a revocation is signed against what the
+signer saw and a paper key recovers):
 
-A revocation is signed by a device that holds a stored chain (revoked or not) or by the root key.
-Revocations are permanent: a revoked device id never comes back. A device may revoke itself (a
-graceful "leave forever"), which also cuts off the devices it paired.
+1. **Certificates count when their issuer is the root or an admin** (rule 2). A certificate
+   signed by a non-admin admits nobody.
+2. **Admins, in rounds from the root.** A device whose admin certificate the root signed is an
+   admin (the device that ran ``swarm init``, and any device re-established with the recovery
+   code). After that, a device becomes an admin when admins that are already admins, a strict
+   majority of them, signed admin certificates for it. With one admin that admin alone decides;
+   with more, one admin cannot mint a majority of puppets: its puppets' certificates are signed
+   by one admin out of several.
+3. **A revocation counts** when signed by the root, by the device itself (a device may always
+   leave), or by a strict majority of the admins in good standing, the target counted among them
+   if it is an admin. One admin alone revokes in a one-admin swarm; with two admins, revoking
+   anything takes both (or the root); with three, two. A revocation signed by a non-admin, or by
+   too few admins, is stored (it may count later, when more admins sign) but does not count: the
+   peer audits it.
+4. **Good standing is a fixpoint.** Start with the root's and self revocations; repeatedly take
+   the admins not revoked or cut off, count each stored revocation's signers among them, and
+   revoke the devices that now have a majority, except where a signer is itself being revoked in
+   the same step (two sides revoking each other stay as they are until a majority or the root
+   decides). The set of revoked devices only grows, so this ends; it depends on nothing but the
+   facts. A revocation by a device that is itself revoked never counts (its signers must be in
+   good standing), so what a stolen admin did is undone once the others revoke it.
+5. **Grants.** A device's certificate is its first one, or the latest that the root or an admin in
+   good standing issued for the same keys since (``swarm grant``: new scopes, relay flag, admin).
+   An admin flag in a grant still counts only by rule 2. Certificates of one device that name
+   different age keys (a thief re-certifying it to its own age key) make it ``conflicted``:
+   nothing is sealed to it until the root's certificate decides or the certifier is revoked.
+6. **Cut off with the revoked.** A device every usable certificate of which was issued by a
+   revoked device is cut off too, unless a counting revocation of that issuer lists it in
+   ``keep`` (the revoking admin vouches for the devices it already knew; ``Peer.revoke`` keeps
+   every device the target certified that it knows of, so puppets made after the revocation
+   are out). A device that revoked itself keeps the devices it certified. Cut-off devices are
+   re-admitted by a new certificate from an admin in good standing (``swarm grant``).
 
-The roster is a grow-only CRDT: its state is the set of chains whose links and signatures verify
-(kept, and accepted, even when a revocation cuts them off, so that the revocations their devices
-signed stay checkable) and one revocation per revoked device (the least by ``(at, by,
-signature)``, a deterministic choice). Merging is a union, so it is commutative, associative and
-idempotent; what a device is admitted as is then a function of that state alone, never of arrival
-order:
-
-- admitted: some stored chain for the device contains no revoked device;
-- its certificate: the admitted chain with the earliest leaf, then the shortest, then the least
-  signatures (so any two replicas with the same state show the same name and age recipient).
+What a single stolen device can do, then: a non-admin, nothing to others (its revocations and
+certificates do not count); an admin in a swarm of at least three admins, nothing to other admins
+(it is one signature of several) and, once the others revoke it, nothing it did stays; an admin
+in a swarm of two cannot remove the other (nor be removed but by the root). The root is the
+recovery code's key: it always counts and cannot be revoked. The device that ran ``swarm init``
+keeps ``root.key`` too: stolen, it is the root, so move that file off it (the recovery code is
+a copy) where that matters.
 
 A revocation whose signer's chain is not known yet is refused (``add_revocation`` raises,
 ``merge_wire`` skips it); merging a whole roster never hits this, since a roster holds the chain of
 every revocation's signer, and fact-by-fact gossip relies on anti-entropy to deliver it again.
-
-Consequence worth knowing: a revoked device can still sign revocations that count (a revocation's
-validity cannot depend on revocation order without losing convergence). A stolen device can thus
-revoke others until it is noticed, and after; only a fresh device key re-admits a victim.
 """
 
 from __future__ import annotations
@@ -47,17 +76,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from homeswarm.transports import (
-    InvalidArgument,
-    ProtocolViolation,
-    peer_id_from_public_key,
-    public_key_from_peer_id,
-)
-from homeswarm.vocabulary import ROLES
+from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.ids import peer_id_from_public_key, public_key_from_peer_id
+from homeswarm.vocabulary import ROLES, SCOPES
 
-from ._config import _device_name
+from ._config import ROLE_SCOPES, _device_name
 
-VERSION = 1
+VERSION = 1  # rosters
+REVOKE_VERSION = 2  # revocations: 2 added keep
+MAX_KEEP = 1024
+CERT_VERSION = 2  # certificates: 2 added scopes, relay_only and admin
 ROOT = "root"
 MAX_CHAIN = 16
 CERT_TAG = b"swarm-cert"
@@ -122,6 +150,14 @@ def _time_ok(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _canonical_scopes(scopes: object) -> tuple[str, ...]:
+    """Known scopes, each once, in ``SCOPES`` order (anything else is dropped: compare with the
+    input to validate)."""
+    if not isinstance(scopes, tuple | list | frozenset | set):
+        return ()
+    return tuple(s for s in SCOPES if s in scopes)
+
+
 def _signature_problem(signature: object) -> str | None:
     if isinstance(signature, bytes) and len(signature) == 64:
         return None
@@ -130,13 +166,19 @@ def _signature_problem(signature: object) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    """``issuer`` vouches that ``device`` (a peer id) is a member of ``swarm``."""
+    """``issuer`` vouches that ``device`` (a peer id) is a member of ``swarm``, with what it may
+    do: the data ``scopes`` it may read (none at all if ``relay_only``) and whether it is an
+    ``admin`` (may invite, grant and revoke). This is the device's authority: what it gossips
+    about itself is information, never permission."""
 
     swarm: str
     device: str
     name: str
     role: str
     age: str
+    scopes: tuple[str, ...]
+    relay_only: bool
+    admin: bool
     issuer: str
     issued_at: float
     signature: bytes
@@ -157,6 +199,10 @@ class Certificate:
             return f"role must be one of {', '.join(ROLES)}"
         if not isinstance(self.age, str) or not _AGE.match(self.age):
             return "age must be an age X25519 recipient (age1...)"
+        if not isinstance(self.scopes, tuple) or self.scopes != _canonical_scopes(self.scopes):
+            return f"scopes must be a sorted tuple of distinct scopes from {', '.join(SCOPES)}"
+        if not isinstance(self.relay_only, bool) or not isinstance(self.admin, bool):
+            return "relay_only and admin are booleans"
         if self.issuer != ROOT and not is_device_id(self.issuer):
             return "issuer must be 'root' or an Ed25519 peer id"
         if self.issuer == self.device:
@@ -170,12 +216,15 @@ class Certificate:
         return _pack(
             [
                 CERT_TAG,
-                VERSION,
+                CERT_VERSION,
                 self.swarm,
                 self.device,
                 self.name,
                 self.role,
                 self.age,
+                list(self.scopes),
+                self.relay_only,
+                self.admin,
                 self.issuer,
                 self.issued_at,
             ]
@@ -183,12 +232,15 @@ class Certificate:
 
     def to_wire(self) -> list[Any]:
         return [
-            VERSION,
+            CERT_VERSION,
             self.swarm,
             self.device,
             self.name,
             self.role,
             self.age,
+            list(self.scopes),
+            self.relay_only,
+            self.admin,
             self.issuer,
             self.issued_at,
             self.signature,
@@ -196,18 +248,36 @@ class Certificate:
 
     @classmethod
     def from_wire(cls, obj: object) -> Certificate:
-        if not isinstance(obj, list) or len(obj) != 9:
-            raise InvalidCertificate("a certificate is a list of 9 items")
-        if type(obj[0]) is not int or obj[0] != VERSION:
+        if not isinstance(obj, list) or len(obj) != 12:
+            raise InvalidCertificate("a certificate is a list of 12 items")
+        if type(obj[0]) is not int or obj[0] != CERT_VERSION:
             raise InvalidCertificate(f"unsupported certificate version {obj[0]!r}")
+        if not isinstance(obj[6], list):
+            raise InvalidCertificate("a certificate's scopes are a list")
         try:
-            return cls(*obj[1:])
+            return cls(
+                obj[1],
+                obj[2],
+                obj[3],
+                obj[4],
+                obj[5],
+                tuple(obj[6]),
+                obj[7],
+                obj[8],
+                obj[9],
+                obj[10],
+                obj[11],
+            )
         except InvalidArgument as exc:
             raise InvalidCertificate(str(exc)) from None
 
     def verify(self, public_key_raw: bytes) -> bool:
         """Whether the signature is the holder of ``public_key_raw`` signing this payload."""
         return _signature_ok(public_key_raw, self.signature, self.payload())
+
+    def readable(self) -> frozenset[str]:
+        """The scopes whose keys this device may be given: none for a blind relay."""
+        return frozenset() if self.relay_only else frozenset(self.scopes)
 
 
 def issue_certificate(
@@ -220,15 +290,58 @@ def issue_certificate(
     role: str,
     age: str,
     now: float,
+    scopes: tuple[str, ...] | None = None,
+    relay_only: bool = False,
+    admin: bool = False,
 ) -> Certificate:
-    """Sign a certificate for ``device``; ``signing_key`` is the root's or ``issuer``'s key."""
+    """Sign a certificate for ``device``; ``signing_key`` is the root's or ``issuer``'s key.
+    ``scopes`` default to the role's (``ROLE_SCOPES``)."""
     if problem := _signer_problem(signing_key, issuer):
         raise InvalidArgument(f"certificate: {problem}")
-    unsigned = Certificate(swarm, device, name, role, age, issuer, float(now), bytes(64))
+    chosen = _canonical_scopes(ROLE_SCOPES.get(role, ()) if scopes is None else scopes)
+    unsigned = Certificate(
+        swarm, device, name, role, age, chosen, relay_only, admin, issuer, float(now), bytes(64)
+    )
     return dataclasses.replace(unsigned, signature=signing_key.sign(unsigned.payload()))
 
 
 Chain = tuple[Certificate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an admin lets a new or existing device do: the authority its certificate will carry.
+    ``scopes`` None means the role's defaults."""
+
+    scopes: tuple[str, ...] | None = None
+    relay_only: bool = False
+    admin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scopes is not None and (
+            not isinstance(self.scopes, tuple) or self.scopes != _canonical_scopes(self.scopes)
+        ):
+            raise InvalidArgument(f"grant: scopes are distinct scopes from {', '.join(SCOPES)}")
+        if not isinstance(self.relay_only, bool) or not isinstance(self.admin, bool):
+            raise InvalidArgument("grant: relay_only and admin are booleans")
+
+    def scopes_for(self, role: str) -> tuple[str, ...]:
+        return ROLE_SCOPES.get(role, ()) if self.scopes is None else self.scopes
+
+    def narrowed(
+        self, role: str, asked_scopes: tuple[str, ...] | None, asked_relay: bool
+    ) -> tuple[tuple[str, ...], bool]:
+        """The scopes and relay flag a joiner gets when it asks for ``asked_*``: it may ask for
+        less than the grant, never more (InvalidArgument saying what the grant allows)."""
+        allowed = self.scopes_for(role)
+        if asked_scopes is None:
+            return allowed, self.relay_only or asked_relay
+        extra = [s for s in _canonical_scopes(asked_scopes) if s not in allowed]
+        if extra:
+            raise InvalidArgument(
+                f"this invite allows scopes {','.join(allowed) or 'none'}, not {','.join(extra)}"
+            )
+        return _canonical_scopes(asked_scopes), self.relay_only or asked_relay
 
 
 def _check_links(chain: Chain, swarm: str) -> Certificate:
@@ -298,12 +411,15 @@ def chain_to_wire(chain: Chain) -> list[list[Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """``by`` (a device, or the root) declares ``device`` no longer a member of ``swarm``."""
+    """``by`` (a device, or the root) declares ``device`` no longer a member of ``swarm``.
+    ``keep`` lists the devices ``device`` certified that ``by`` still vouches for: the others it
+    certified are cut off with it (see the module rules)."""
 
     swarm: str
     device: str
     by: str
     at: float
+    keep: tuple[str, ...]
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -320,22 +436,41 @@ class Revocation:
             return "by must be 'root' or an Ed25519 peer id"
         if not _time_ok(self.at):
             return "at must be a finite float"
+        if (
+            not isinstance(self.keep, tuple)
+            or len(self.keep) > MAX_KEEP
+            or not all(is_device_id(d) for d in self.keep)
+            or list(self.keep) != sorted(set(self.keep))
+        ):
+            return f"keep is a sorted tuple of at most {MAX_KEEP} distinct peer ids"
         return _signature_problem(self.signature)
 
     def payload(self) -> bytes:
-        return _pack([REVOKE_TAG, VERSION, self.swarm, self.device, self.by, self.at])
+        return _pack(
+            [REVOKE_TAG, REVOKE_VERSION, self.swarm, self.device, self.by, self.at, list(self.keep)]
+        )
 
     def to_wire(self) -> list[Any]:
-        return [VERSION, self.swarm, self.device, self.by, self.at, self.signature]
+        return [
+            REVOKE_VERSION,
+            self.swarm,
+            self.device,
+            self.by,
+            self.at,
+            list(self.keep),
+            self.signature,
+        ]
 
     @classmethod
     def from_wire(cls, obj: object) -> Revocation:
-        if not isinstance(obj, list) or len(obj) != 6:
-            raise InvalidCertificate("a revocation is a list of 6 items")
-        if type(obj[0]) is not int or obj[0] != VERSION:
+        if not isinstance(obj, list) or len(obj) != 7:
+            raise InvalidCertificate("a revocation is a list of 7 items")
+        if type(obj[0]) is not int or obj[0] != REVOKE_VERSION:
             raise InvalidCertificate(f"unsupported revocation version {obj[0]!r}")
+        if not isinstance(obj[5], list):
+            raise InvalidCertificate("a revocation's keep is a list")
         try:
-            return cls(*obj[1:])
+            return cls(obj[1], obj[2], obj[3], obj[4], tuple(obj[5]), obj[6])
         except InvalidArgument as exc:
             raise InvalidCertificate(str(exc)) from None
 
@@ -347,17 +482,174 @@ class Revocation:
 
 
 def revoke(
-    signing_key: Ed25519PrivateKey, *, by: str, swarm: str, device: str, now: float
+    signing_key: Ed25519PrivateKey,
+    *,
+    by: str,
+    swarm: str,
+    device: str,
+    now: float,
+    keep: Collection[str] = (),
 ) -> Revocation:
-    """Sign the revocation of ``device``; ``signing_key`` is ``by``'s key (or the root's)."""
+    """Sign the revocation of ``device``; ``signing_key`` is ``by``'s key (or the root's);
+    ``keep``: the devices ``device`` certified that stay (the rest are cut off with it)."""
     if problem := _signer_problem(signing_key, by):
         raise InvalidArgument(f"revocation: {problem}")
-    unsigned = Revocation(swarm, device, by, float(now), bytes(64))
+    unsigned = Revocation(swarm, device, by, float(now), tuple(sorted(set(keep))), bytes(64))
     return dataclasses.replace(unsigned, signature=signing_key.sign(unsigned.payload()))
 
 
 def _chain_order(chain: Chain) -> tuple[float, int, tuple[bytes, ...]]:
     return (chain[0].issued_at, len(chain), tuple(cert.signature for cert in chain))
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What ``Roster`` derives from its facts (see the module rules); a function of them alone."""
+
+    admitted: dict[str, Chain]  # admitted device -> its certificate's chain
+    admins: frozenset[str]  # admitted admins (the admins in good standing)
+    revoked: dict[str, frozenset[str]]  # revoked device -> who counted ("root", itself, admins)
+    cut_off: frozenset[str]  # not revoked, but certified only by revoked devices
+    ignored: dict[str, frozenset[str]]  # device -> signers of revocations of it that do not count
+    conflicted: frozenset[str]  # admitted, but its certificates name different age keys
+
+
+def resolve(
+    chains: dict[str, set[Chain]], revocations: dict[str, dict[str, Revocation]]
+) -> Standing:
+    """The standing of every device, by the module rules: a deterministic fixpoint."""
+    admin_issuers: dict[str, set[str]] = {}  # from every certificate of every stored chain
+    for stored in chains.values():
+        for chain in stored:
+            for cert in chain:
+                if cert.admin:
+                    admin_issuers.setdefault(cert.device, set()).add(cert.issuer)
+    # rule 2: who was ever made an admin (revocations aside), in rounds from the root
+    ever = {d for d, issuers in admin_issuers.items() if ROOT in issuers}
+    while True:
+        more = {
+            d
+            for d, issuers in admin_issuers.items()
+            if d not in ever and 2 * len(issuers & ever) > len(ever)
+        }
+        if not more:
+            break
+        ever |= more
+    # rule 1: a certificate counts when its issuer is the root or such an admin
+    usable = {
+        device: [c for c in stored if c[0].issuer == ROOT or c[0].issuer in ever]
+        for device, stored in chains.items()
+    }
+    usable = {device: found for device, found in usable.items() if found}
+    known = {cert.device for stored in chains.values() for chain in stored for cert in chain}
+    # rule 3: revocations by the root and by the device itself always count
+    revoked: dict[str, frozenset[str]] = {}
+    for device, by in revocations.items():
+        always = {b for b in by if b in (ROOT, device)}
+        if always and device in known:
+            revoked[device] = frozenset(always)
+    while True:
+        out = _cut_off(usable, revocations, revoked)
+        admins = {d for d in ever if d in usable and d not in out}
+        candidates: dict[str, frozenset[str]] = {}
+        for device, by in revocations.items():
+            if device in revoked or device not in known:
+                continue
+            voters = frozenset(b for b in by if b in admins and b != device)
+            if voters and 2 * len(voters) > len(admins):
+                candidates[device] = voters
+        # a revocation whose signers are being revoked in the same step waits (cycles stay put)
+        settled = {d: v for d, v in candidates.items() if not v & candidates.keys()}
+        if not settled:
+            break
+        revoked.update(settled)
+    # a device that revoked itself keeps what it certified, unless admins revoke it too: then
+    # their keep lists decide (one final pass, so a departing stolen device keeps no puppets)
+    for device in list(revoked):
+        extra = frozenset(b for b in revocations.get(device, {}) if b in admins and b != device)
+        if extra and 2 * len(extra) > len(admins):
+            revoked[device] = revoked[device] | extra
+    out = _cut_off(usable, revocations, revoked)
+    admins = {d for d in ever if d in usable and d not in out}
+    admitted = {}
+    conflicted = set()
+    for device, found in usable.items():
+        if device in out:
+            continue
+        good = [c for c in found if not _issuer_gone(c, out, revocations, revoked)]
+        first = min(good, key=_chain_order)
+        if len({c[0].age for c in good}) > 1:
+            # someone certified these keys with another age key: sealing to either could hand
+            # the device's data to a thief, so nothing is sealed to it until the root's
+            # certificate decides (or the certifier is revoked)
+            rooted = [c for c in good if c[0].issuer == ROOT]
+            if rooted and len({c[0].age for c in rooted}) == 1:
+                first = min(rooted, key=_chain_order)
+            else:
+                conflicted.add(device)
+        # a grant: a later certificate for the same keys, from the root or an admin in good
+        # standing, replaces the first (never its age key: that is the device's own)
+        grants = [
+            c
+            for c in good
+            if c[0].age == first[0].age and (c[0].issuer == ROOT or c[0].issuer in admins)
+        ]
+        admitted[device] = max(grants, key=_chain_order) if grants else first
+    ignored = {
+        device: frozenset(b for b in by if b not in revoked.get(device, ()))
+        for device, by in revocations.items()
+    }
+    return Standing(
+        admitted,
+        frozenset(admins),
+        revoked,
+        frozenset(out - revoked.keys()),
+        {d: s for d, s in ignored.items() if s},
+        frozenset(conflicted),
+    )
+
+
+def _kept(
+    device: str, revocations: dict[str, dict[str, Revocation]], revoked: dict[str, frozenset[str]]
+) -> frozenset[str] | None:
+    """The devices ``device``'s counting revocations keep (None: all, a device that left)."""
+    signers = revoked.get(device, frozenset())
+    others = [revocations[device][b] for b in sorted(signers) if b != device]
+    if not others:
+        return None if device in signers else frozenset()
+    return frozenset(d for rev in others for d in rev.keep)
+
+
+def _issuer_gone(
+    chain: Chain,
+    out: set[str],
+    revocations: dict[str, dict[str, Revocation]],
+    revoked: dict[str, frozenset[str]],
+) -> bool:
+    issuer = chain[0].issuer
+    if issuer == ROOT or issuer not in out:
+        return False
+    kept = _kept(issuer, revocations, revoked) if issuer in revoked else frozenset()
+    return kept is not None and chain[0].device not in kept
+
+
+def _cut_off(
+    usable: dict[str, list[Chain]],
+    revocations: dict[str, dict[str, Revocation]],
+    revoked: dict[str, frozenset[str]],
+) -> set[str]:
+    """The revoked devices and, transitively, those every usable certificate of which comes
+    from a device that is out and that no counting revocation keeps."""
+    out = set(revoked)
+    while True:
+        more = {
+            device
+            for device, found in usable.items()
+            if device not in out and all(_issuer_gone(c, out, revocations, revoked) for c in found)
+        }
+        if not more:
+            return out
+        out |= more
 
 
 class Roster:
@@ -371,8 +663,9 @@ class Roster:
         self.swarm = swarm
         self.root_public = root_public
         self._chains: dict[str, set[Chain]] = {}  # leaf device -> every verified chain
-        self._revocations: dict[str, Revocation] = {}  # revoked device -> its revocation
-        self._admitted: dict[str, Chain] = {}  # derived: admitted device -> its chosen chain
+        # revoked device -> signer -> its revocation (the least, if it signed several)
+        self._revocations: dict[str, dict[str, Revocation]] = {}
+        self._standing = resolve({}, {})  # derived from the two above
         self._verified: set[Certificate] = set()  # certificates whose signature checked out
 
     def copy(self) -> Roster:
@@ -380,30 +673,67 @@ class Roster:
         copies share the cache of certificates whose signatures checked out)."""
         new = Roster(self.swarm, self.root_public)
         new._chains = {device: set(chains) for device, chains in self._chains.items()}
-        new._revocations = dict(self._revocations)
-        new._admitted = dict(self._admitted)
+        new._revocations = {device: dict(by) for device, by in self._revocations.items()}
+        new._standing = self._standing
         new._verified = self._verified
         return new
 
     # -- queries --------------------------------------------------------------------------
 
     def admits(self, device: str) -> bool:
-        return device in self._admitted
+        return device in self._standing.admitted
 
     def certificate(self, device: str) -> Certificate | None:
-        chain = self._admitted.get(device)
+        chain = self._standing.admitted.get(device)
         return chain[0] if chain else None
 
+    def is_admin(self, device: str) -> bool:
+        """Whether ``device`` is an admin in good standing (rule 2, and admitted)."""
+        return device in self._standing.admins
+
+    def admins(self) -> frozenset[str]:
+        return self._standing.admins
+
     def chain(self, device: str) -> Chain | None:
-        return self._admitted.get(device)
+        return self._standing.admitted.get(device)
 
     def members(self) -> list[Certificate]:
-        leaves = (chain[0] for chain in self._admitted.values())
+        leaves = (chain[0] for chain in self._standing.admitted.values())
         return sorted(leaves, key=lambda cert: (cert.name, cert.device))
 
     def revoked(self) -> frozenset[str]:
-        """The devices revoked by name; ``admits`` also refuses the devices they paired."""
-        return frozenset(self._revocations)
+        """The devices whose revocation counts; ``admits`` also refuses those cut off with
+        them (``cut_off``)."""
+        return frozenset(self._standing.revoked)
+
+    def cut_off(self) -> frozenset[str]:
+        return self._standing.cut_off
+
+    def conflicted(self) -> frozenset[str]:
+        """Admitted devices whose certificates disagree on their age key: seal nothing to them."""
+        return self._standing.conflicted
+
+    def ignored(self) -> dict[str, frozenset[str]]:
+        """Stored revocations that do not count (yet): device -> their signers."""
+        return dict(self._standing.ignored)
+
+    def certified_by(self, device: str) -> list[str]:
+        """The admitted devices that only ``device`` certified (among the root and the admins),
+        sorted: what revoking ``device`` would cut off unless kept."""
+        vouchers = self._standing.admins | {ROOT}
+        found = []
+        for d in self._standing.admitted:
+            issuers = {c[0].issuer for c in self._chains.get(d, ())}
+            if device in issuers and not (issuers - {device}) & vouchers:
+                found.append(d)
+        return sorted(found)
+
+    def revocations_of(self, device: str) -> dict[str, Revocation]:
+        return dict(self._revocations.get(device, {}))
+
+    def known(self) -> frozenset[str]:
+        """Every device with a stored chain, admitted or not."""
+        return frozenset(self._chains)
 
     def find(self, name_or_id: str) -> Certificate | None:
         """An admitted member by peer id or by name; InvalidArgument if the name is ambiguous."""
@@ -423,19 +753,18 @@ class Roster:
         """Verify a chain and store it; True if it was not stored yet. InvalidCertificate if its
         links or signatures are wrong.
 
-        A chain cut off by a revocation is valid, and stored (so that the revocations its device
-        signed can be checked, whatever the order facts arrive in), but admits nobody: decide
-        admission with ``admits``, never with this method's result.
+        A stored chain may admit nobody (its issuer is no admin, or is revoked): decide admission
+        with ``admits``, never with this method's result.
         """
         _check_links(chain, self.swarm)
         if not self._store_chain(chain):
             return False  # verified and stored before: a dictionary lookup
-        if _revoked_in(chain, self._revocations) is None:
-            self._admit(chain)
+        self._recompute()
         return True
 
     def add_revocation(self, rev: Revocation) -> bool:
-        """Verify and store a revocation; True if it revokes a device not revoked before."""
+        """Verify and store a revocation; True if it was not stored yet (whether it counts is
+        ``revoked``'s business)."""
         if not isinstance(rev, Revocation):
             raise InvalidCertificate("not a revocation")
         if not self._put_revocation(rev):
@@ -448,7 +777,10 @@ class Roster:
     def to_wire(self) -> dict[str, Any]:
         """Every stored chain and revocation, in a canonical order (same state, same bytes)."""
         chains = sorted((c for cs in self._chains.values() for c in cs), key=_chain_signatures)
-        revocations = sorted(self._revocations.values(), key=lambda rev: rev.device)
+        revocations = sorted(
+            (rev for by in self._revocations.values() for rev in by.values()),
+            key=lambda rev: (rev.device, rev.by),
+        )
         return {
             "v": VERSION,
             "swarm": self.swarm,
@@ -492,9 +824,9 @@ class Roster:
     # -- internals ------------------------------------------------------------------------
 
     def _merge(self, chains: list[Any], revocations: list[Any], *, strict: bool) -> list[str]:
-        # Chains first: they are stored whether revoked or not, and a revocation needs its
-        # signer's chain. The resulting state is the union whatever the order of arrival.
-        admitted, revoked = set(self._admitted), set(self._revocations)
+        # Chains first: a revocation needs its signer's chain. The resulting state is the union
+        # whatever the order of arrival.
+        admitted, revoked = set(self._standing.admitted), set(self._standing.revoked)
         for item in chains:
             try:
                 chain = chain_from_wire(item)
@@ -510,7 +842,9 @@ class Roster:
                 if strict:
                     raise
         self._recompute()
-        changed = (admitted ^ set(self._admitted)) | (set(self._revocations) - revoked)
+        changed = (admitted ^ set(self._standing.admitted)) | (
+            set(self._standing.revoked) ^ revoked
+        )
         return sorted(changed)
 
     def _store_chain(self, chain: Chain) -> bool:
@@ -522,14 +856,17 @@ class Roster:
         return True
 
     def _put_revocation(self, rev: Revocation) -> bool:
-        """Check and store a revocation; True if its device was not revoked before."""
-        known = self._revocations.get(rev.device)
+        """Check and store a revocation; True if it was not stored before."""
+        by = self._revocations.get(rev.device, {})
+        known = by.get(rev.by)
         if known == rev:
             return False
         self._check_revocation(rev)
         if known is None or rev._order() < known._order():
-            self._revocations[rev.device] = rev  # the least: the same choice on every replica
-        return known is None
+            # the least per signer: the same choice on every replica
+            self._revocations.setdefault(rev.device, {})[rev.by] = rev
+            return True
+        return False
 
     def _check_revocation(self, rev: Revocation) -> None:
         if rev.swarm != self.swarm:
@@ -545,17 +882,8 @@ class Roster:
         if not rev.verify(key):
             raise InvalidCertificate(f"revocation of {short(rev.device)} has a bad signature")
 
-    def _admit(self, chain: Chain) -> None:
-        current = self._admitted.get(chain[0].device)
-        if current is None or _chain_order(chain) < _chain_order(current):
-            self._admitted[chain[0].device] = chain
-
     def _recompute(self) -> None:
-        self._admitted = {}
-        for chains in self._chains.values():
-            for chain in chains:
-                if _revoked_in(chain, self._revocations) is None:
-                    self._admit(chain)
+        self._standing = resolve(self._chains, self._revocations)
 
 
 def _chain_signatures(chain: Chain) -> tuple[bytes, ...]:

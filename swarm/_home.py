@@ -7,6 +7,11 @@ Files (keys mode 0600, the directory 0700)::
     root.key     the swarm root's Ed25519 key (only on the device that ran `swarm init`)
     swarm.toml   settings; [device] and [swarm] are written at init or join
     roster.bin   the members this device knows: certificate chains and revocations (msgpack)
+    audit.jsonl  refused actions beyond a device's rights (mode 0600; see ``_audit``)
+
+``swarm init`` also prints a recovery code: ``root.key``'s secret, short enough to write down
+(``_trust``). Whoever holds ``root.key`` or the code is the swarm's root: keep the code off your
+devices, and move ``root.key`` off the first device where a stolen laptop must not be the root.
 """
 
 from __future__ import annotations
@@ -107,6 +112,13 @@ def load_identity(home: Path) -> Identity:
     return Identity(home, key, age, settings)
 
 
+def load_root(home: Path) -> Ed25519PrivateKey:
+    """The swarm's root key, on the device that ran `swarm init` (or was recovered)."""
+    if not (home / ROOT_KEY).exists():
+        raise NotInitialised(f"{home} holds no root key (only the first device has one)")
+    return _load_ed25519(home / ROOT_KEY)
+
+
 def _load_ed25519(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -191,6 +203,9 @@ def init_home(
         role=role,
         age=str(age.to_public()),
         now=time.time(),
+        scopes=scopes,
+        relay_only=relay_only,
+        admin=True,  # the first device is an admin
     )
     roster = Roster(swarm, root_public)
     roster.add_chain((cert,))

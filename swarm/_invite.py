@@ -37,13 +37,13 @@ import msgpack
 
 from homeswarm.errors import InvalidArgument
 
-from ._certs import is_device_id, swarm_id_problem
+from ._certs import Grant, is_device_id, swarm_id_problem
 
 VERSION = 1
 PREFIX = "swarm1-"
 ID_BYTES = 8
 SECRET_BYTES = 16
-MAX_TTL = 7 * 24 * 3600.0
+MAX_TTL = 24 * 3600.0
 KEEP_AFTER_EXPIRY = 3600.0
 MAX_ADDRS = 16
 PROOF_TAG = b"swarm-pair-proof"
@@ -184,6 +184,7 @@ def _fields(*values: bytes) -> Iterable[bytes]:
 class _Issued:
     secret: bytes
     expires_at: float
+    grant: Grant
     used: bool = False
 
 
@@ -200,11 +201,19 @@ class Invites:
         self._issued: dict[bytes, _Issued] = {}
 
     def create(
-        self, *, addrs: Iterable[str], ttl: float, now: float, rng: random.Random
+        self,
+        *,
+        addrs: Iterable[str],
+        ttl: float,
+        now: float,
+        rng: random.Random,
+        grant: Grant | None = None,
     ) -> InviteCode:
-        """A new code valid for ``ttl`` seconds (at most 7 days)."""
+        """A new code valid for ``ttl`` seconds (at most a day); the joiner gets at most
+        ``grant`` (default: its role's scopes, not a relay, not an admin)."""
         if isinstance(ttl, bool) or not (isinstance(ttl, int | float) and 0 < ttl <= MAX_TTL):
-            raise InvalidArgument("an invite lasts more than 0 seconds and at most 7 days")
+            raise InvalidArgument("an invite lasts more than 0 seconds and at most 24 hours")
+        self.prune(now)  # codes long expired are forgotten as new ones are made
         invite_id = rng.randbytes(ID_BYTES)
         while invite_id in self._issued:
             invite_id = rng.randbytes(ID_BYTES)
@@ -216,7 +225,7 @@ class Invites:
             rng.randbytes(SECRET_BYTES),
             float(now + ttl),
         )
-        self._issued[invite_id] = _Issued(code.secret, code.expires_at)
+        self._issued[invite_id] = _Issued(code.secret, code.expires_at, grant or Grant())
         return code
 
     def outstanding(self, now: float) -> int:
@@ -225,8 +234,9 @@ class Invites:
 
     def redeem(
         self, invite_id: bytes, proof: bytes, *, joiner: str, request: bytes, now: float
-    ) -> None:
-        """Accept ``joiner``'s proof for a code, once; InvalidCode saying why not."""
+    ) -> Grant:
+        """Accept ``joiner``'s proof for a code, once, and say what the code grants; InvalidCode
+        saying why not."""
         issued = self._issued.get(invite_id) if isinstance(invite_id, bytes) else None
         if issued is None:
             raise InvalidCode("this code was not issued by this device")
@@ -240,6 +250,7 @@ class Invites:
         )
         if not (isinstance(proof, bytes) and hmac.compare_digest(proof, expected)):
             raise InvalidCode("the code's secret does not match")
+        return issued.grant
 
     def prune(self, now: float) -> None:
         """Forget codes that expired more than an hour ago."""

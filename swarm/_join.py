@@ -5,6 +5,11 @@ the inviter's peer id, so nobody else can answer), and sends a proof that it hol
 secret, bound to both peer ids, never the secret itself. The inviter answers with a certificate
 chain for the new device, its roster and the addresses of the members it knows. Only when all of
 that verifies are the new device's files written, all at once; on any failure nothing is written.
+
+What the new device may do is the inviter's to say: the code's grant (``swarm invite --scopes
+--relay-only --admin``) is signed into its certificate. ``--scopes`` and ``--relay-only`` on the
+joiner's side may only ask for less (asking for more is refused, and uses the code up); the
+settings written are the certificate's, and editing them later gains nothing (see ``_certs``).
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ def join_swarm(
     device = Ed25519PrivateKey.generate()
     age = pyrage.x25519.Identity.generate()
     device_id = peer_id_from_public_key(public_bytes(device))
-    request = msgpack.packb([name, role, str(age.to_public())], use_bin_type=True)
+    asked = list(scopes) if scopes is not None else None
+    request = msgpack.packb(
+        [name, role, str(age.to_public()), asked, relay_only], use_bin_type=True
+    )
     proof = pairing_proof(
         code.secret, swarm=code.swarm, inviter=code.inviter, joiner=device_id, request=request
     )
@@ -82,14 +90,18 @@ def join_swarm(
     seed = device.private_bytes_raw()
     reply = trio.run(_ask_inviter, seed, code, body)
     roster, peers = _check_reply(reply, code, device_id, name, role, str(age.to_public()))
+    cert = roster.certificate(device_id)
+    assert cert is not None  # _check_reply admitted it
+    if scopes is not None and not set(cert.scopes) <= set(scopes):
+        raise PairingFailed("the inviter's certificate grants scopes this device did not ask for")
     bootstrap = [f"{a}/p2p/{code.inviter}" for a in code.addrs]
     for peer, addrs in peers.items():
         bootstrap.extend(f"{a}/p2p/{peer}" for a in addrs[:2])
     config = device_config(
         name=name,
         role=role,
-        scopes=scopes,
-        relay_only=relay_only,
+        scopes=cert.scopes,  # what the certificate allows: the settings say the same
+        relay_only=cert.relay_only,
         swarm=roster.swarm,
         root_public=roster.root_public,
         network={"bootstrap": list(dict.fromkeys(bootstrap))[:16], **(network or {})},

@@ -29,8 +29,11 @@ from homeswarm.transports import (
     Transport,
 )
 
+from ._audit import AUDIT_NAME, AuditLog, NotPermitted
 from ._certs import (
+    ROOT,
     Certificate,
+    Grant,
     InvalidCertificate,
     Revocation,
     Roster,
@@ -38,6 +41,7 @@ from ._certs import (
     chain_to_wire,
     issue_certificate,
     revoke,
+    short,
 )
 from ._device import (
     DeviceState,
@@ -53,6 +57,7 @@ from ._home import Identity, save_roster
 from ._invite import Invites
 from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
 from ._service import Service, split_op
+from ._trust import trust_control
 
 log = logging.getLogger("swarm.peer")
 
@@ -63,9 +68,15 @@ RECONNECT = 60.0  # how often to reach out to one roster member that membership 
 class RosterFacts:
     """The roster as the membership core sees it: admission, and certificates to spread."""
 
-    def __init__(self, roster: Roster, on_change: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        roster: Roster,
+        on_change: Callable[[list[str]], None],
+        on_refused: Callable[[str, str, str], object] | None = None,
+    ) -> None:
         self.roster = roster
         self.on_change = on_change
+        self.on_refused = on_refused  # (device, action, reason): a fact beyond its signer's rights
         self._snapshot: list[bytes] | None = None
         # entries already in the roster, as their exact bytes: every push-pull carries the whole
         # roster, and parsing and checking each certificate again would dominate in a big swarm
@@ -78,14 +89,18 @@ class RosterFacts:
         self.snapshot()  # (cached) every entry held, as bytes, is in _known
         if blob in self._known:
             return False
+        before = {c.device for c in self.roster.members()} | self.roster.revoked()
         try:
             kind, body = msgpack.unpackb(blob, raw=False)
             if kind == "chain":
                 chain = chain_from_wire(body)
                 changed = [chain[0].device] if self.roster.add_chain(chain) else []
+                self._check_authority(chain[0].issuer, "certify", chain[0].device, changed)
             elif kind == "revoke":
                 rev = Revocation.from_wire(body)
                 changed = [rev.device] if self.roster.add_revocation(rev) else []
+                if rev.by != rev.device:
+                    self._check_authority(rev.by, "revoke", rev.device, changed)
             else:
                 raise InvalidCertificate(f"unknown fact {str(kind)[:10]!r}")
         except InvalidCertificate as exc:
@@ -95,9 +110,15 @@ class RosterFacts:
             log.warning("dropped an undecodable roster entry: %s", type(exc).__name__)
             return False
         if changed:
+            after = {c.device for c in self.roster.members()} | self.roster.revoked()
+            changed = sorted(set(changed) | (before ^ after))
             self._snapshot = None
             self.on_change(changed)
         return bool(changed)
+
+    def _check_authority(self, signer: str, action: str, target: str, new: list[str]) -> None:
+        if new and signer != ROOT and not self.roster.is_admin(signer) and self.on_refused:
+            self.on_refused(signer, action, f"{action} {short(target)}: not an admin; ignored")
 
     def snapshot(self) -> list[bytes]:
         if self._snapshot is None:
@@ -142,8 +163,10 @@ class Peer:
         self.options = options
         self.rng = options.rng or random.SystemRandom()
         self.addresses: dict[str, list[str]] = dict(options.known_addrs or {})
-        self.facts = RosterFacts(roster, self._roster_changed)
         self.invites = Invites(identity.swarm_id, identity.device_id)
+        audit_path = identity.home / AUDIT_NAME if options.persist else None
+        self.audit = AuditLog(audit_path, options.wall_clock)
+        self.facts = RosterFacts(roster, self._roster_changed, self.audit.refuse)
         now = options.wall_clock()
         self.power: Power = options.power or make_power(identity.settings.power, now)
         self.services: dict[str, Service] = {s.name: s for s in options.services}
@@ -314,6 +337,10 @@ class Peer:
         for service in self.services.values():
             service.roster_changed(devices)
 
+    def publish_chain(self, chain: tuple[Certificate, ...]) -> None:
+        """A certificate chain this device signed (a pairing, a grant): take it and gossip it."""
+        self._spread(chain_fact(chain_to_wire(chain)))
+
     def _spread(self, blob: bytes) -> None:
         """A roster entry this device made: take it as any peer's would be taken, and gossip it."""
         assert self.core is not None
@@ -334,6 +361,7 @@ class Peer:
             raise InvalidArgument(f"no device {name_or_id!r} in this swarm (see `swarm status`)")
         if cert.device == self.identity.device_id:
             raise InvalidArgument("a device cannot revoke itself; revoke it from another device")
+        self.require_admin("revoke", f"revoke {cert.name}")
         ident = self.identity
         rev = revoke(
             ident.signing_key,
@@ -341,16 +369,26 @@ class Peer:
             swarm=ident.swarm_id,
             device=cert.device,
             now=self.options.wall_clock(),
+            keep=self.roster.certified_by(cert.device),  # what it paired so far stays
         )
         self._spread(revocation_fact(rev.to_wire()))
         return cert
 
     # ---- pairing -----------------------------------------------------------------------------
 
-    def invite(self, ttl: float) -> str:
+    def require_admin(self, action: str, what: str) -> None:
+        """Refuse (and audit) an admin's action asked of a device that is not an admin."""
+        me = self.identity.device_id
+        if not self.roster.is_admin(me):
+            reason = f"{what}: this device is not an admin of the swarm"
+            self.audit.refuse(me, action, reason)
+            raise NotPermitted(f"{reason} (only admins invite, grant and revoke)")
+
+    def invite(self, ttl: float, grant: Grant | None = None) -> str:
+        self.require_admin("invite", "invite a device")
         addrs = [a.split("/p2p/")[0] for a in self.options.listen_addrs()]
         code = self.invites.create(
-            addrs=addrs[:8], ttl=ttl, now=self.options.wall_clock(), rng=self.rng
+            addrs=addrs[:8], ttl=ttl, now=self.options.wall_clock(), rng=self.rng, grant=grant
         )
         return code.encode()
 
@@ -363,11 +401,17 @@ class Peer:
         if not isinstance(proof, bytes):
             raise ProtocolViolation("pair: malformed proof")
         now = self.options.wall_clock()
-        self.invites.redeem(invite_id, proof, joiner=joiner, request=request, now=now)
+        grant = self.invites.redeem(invite_id, proof, joiner=joiner, request=request, now=now)
         try:
-            name, role, age = msgpack.unpackb(request, raw=False)
+            name, role, age, *asked = msgpack.unpackb(request, raw=False)
+            asked_scopes, asked_relay = asked if asked else (None, False)
+            if asked_scopes is not None:
+                asked_scopes = tuple(asked_scopes)
+            if not isinstance(asked_relay, bool):
+                raise TypeError("relay_only")
         except (ValueError, TypeError, msgpack.UnpackException):
             raise InvalidArgument("pair: malformed device description") from None
+        scopes, relay_only = grant.narrowed(role, asked_scopes, asked_relay)
         ident = self.identity
         own = self.roster.chain(ident.device_id)
         if own is None:
@@ -381,6 +425,9 @@ class Peer:
             role=role,
             age=age,
             now=now,
+            scopes=scopes,
+            relay_only=relay_only,
+            admin=grant.admin,
         )
         chain = (cert, *own)
         self._spread(chain_fact(chain_to_wire(chain)))
@@ -429,6 +476,8 @@ class Peer:
     async def control(self, op: str, args: dict[str, Any]) -> Any:
         """A service's request from this device's CLI (``vault.put`` goes to ``vault``)."""
         route = split_op(op)
+        if route is not None and route[0] == "trust":
+            return trust_control(self, route[1], args)
         if route is None or route[0] not in self.services:
             raise InvalidArgument(f"unknown request {op!r}")
         return await self.services[route[0]].control(route[1], args)

@@ -2,9 +2,11 @@
 
 What the peer gives the vault (``vault`` itself knows nothing of the peer):
 
-- the directory: every admitted device's age recipient (from its certificate) and the scopes it
-  may read (from the device state it gossips: its ``[device] scopes``, none for a relay; this
-  device's from its own settings), and the revoked devices;
+- the directory: every admitted device's age recipient and the scopes it may read, both from its
+  CERTIFICATE (none for a relay); what a device gossips about itself (its ``[device] scopes``)
+  can only narrow that, and a claim beyond the certificate is audited once and ignored, so a
+  device that edits its own ``swarm.toml`` gains nothing. This device's own from its settings,
+  narrowed by its certificate too; and the revoked devices;
 - links: the members alive now, their addresses, and the peer's transport;
 - ``vault.sync``/``vault.push`` requests from members, and ``vault.put/get/ls/rm/status`` from
   this device's CLI over the control socket.
@@ -59,29 +61,54 @@ OPEN_TIMEOUT = 10.0  # seconds to wait for a CLI that has the store open
 SHOW_IN_STATUS = True  # status() goes into `swarm status --json` under "vault"
 
 
-def readable_scopes(identity: Identity) -> tuple[str, ...]:
-    """The scopes this device may read: its settings' scopes, or none for a blind relay."""
+def readable_scopes(identity: Identity, roster: Roster | None = None) -> tuple[str, ...]:
+    """The scopes this device may read: its settings' scopes, or none for a blind relay; with
+    ``roster``, only those its own certificate allows too."""
     device = identity.settings.device
-    return () if device.relay_only else device.effective_scopes()
+    wanted = () if device.relay_only else device.effective_scopes()
+    if roster is None:
+        return wanted
+    cert = roster.certificate(identity.device_id)
+    allowed = cert.readable() if cert is not None else frozenset()
+    return tuple(s for s in wanted if s in allowed)
 
 
-def directory_from(roster: Roster, scopes_of: Callable[[str], frozenset[str] | None]) -> Directory:
-    """Every admitted device with its age recipient and what it may read (None: unknown); as
-    revoked, every device the roster knows but no longer admits (revoked by name, or paired by a
-    revoked device): no new epoch is sealed to them, nor used while it may be known to them."""
-    devices = {cert.device: Access(cert.age, scopes_of(cert.device)) for cert in roster.members()}
+Excess = Callable[[str, frozenset[str], frozenset[str]], None]
+
+
+def directory_from(
+    roster: Roster,
+    scopes_of: Callable[[str], frozenset[str] | None],
+    on_excess: Excess | None = None,
+) -> Directory:
+    """Every admitted device with its age recipient and what it may read: what its certificate
+    allows, narrowed by what it says it holds (``scopes_of``; None: not heard yet, nothing is
+    sealed to it). A claim beyond the certificate goes to ``on_excess(device, claimed,
+    allowed)`` and is ignored. As revoked, every device the roster knows but no longer admits:
+    no new epoch is sealed to them, nor used while it may be known to them."""
+    devices = {}
+    conflicted = roster.conflicted()
+    for cert in roster.members():
+        claimed = scopes_of(cert.device)
+        allowed = frozenset() if cert.device in conflicted else cert.readable()
+        doubtful = cert.device in conflicted  # not its claim's fault: nothing is sealed to it
+        if claimed is not None and not claimed <= allowed and on_excess and not doubtful:
+            on_excess(cert.device, claimed, allowed)
+        devices[cert.device] = Access(cert.age, None if claimed is None else claimed & allowed)
     known = {chain[0][2] for chain in roster.to_wire()["chains"]}
     cut_off = {device for device in known if not roster.admits(device)}
     return Directory(devices, roster.revoked() | cut_off)
 
 
-def new_replica(identity: Identity, directory: Directory, rng: random.Random) -> Replica:
+def new_replica(
+    identity: Identity, directory: Directory, rng: random.Random, roster: Roster | None = None
+) -> Replica:
     return Replica(
         swarm=identity.swarm_id,
         device=identity.device_id,
         signing_key=identity.signing_key,
         age_identity=identity.age_identity,
-        readable=readable_scopes(identity),
+        readable=readable_scopes(identity, roster),
         directory=directory,
         rng=rng,
     )
@@ -95,12 +122,12 @@ def open_store(identity: Identity) -> SqliteStore:
 
 def open_local(identity: Identity, roster: Roster) -> LocalVault:
     """The vault of this home, opened directly (no peer runs): ``VaultLocked`` if in use."""
-    own = frozenset(readable_scopes(identity))
+    own = frozenset(readable_scopes(identity, roster))
     directory = directory_from(roster, lambda d: own if d == identity.device_id else None)
     rng = random.SystemRandom()
     store = open_store(identity)
     try:
-        return LocalVault(lambda: new_replica(identity, directory, rng), store)
+        return LocalVault(lambda: new_replica(identity, directory, rng, roster), store)
     except BaseException:
         store.close()
         raise
@@ -132,7 +159,7 @@ class VaultService(Service):
         rng = random.Random(peer.rng.random())
         try:
             self.node = VaultNode(
-                lambda: new_replica(self.identity, self._directory(), rng),
+                lambda: new_replica(self.identity, self._directory(), rng, peer.roster),
                 store,
                 rng=random.Random(rng.random()),
                 settings=self._settings,
@@ -188,7 +215,7 @@ class VaultService(Service):
         from ._peer import _decode_state
 
         me = self.identity.device_id
-        own = frozenset(readable_scopes(self.identity))
+        own = frozenset(readable_scopes(self.identity, peer.roster))
 
         def scopes_of(device: str) -> frozenset[str] | None:
             if device == me:
@@ -199,7 +226,16 @@ class VaultService(Service):
                 return None
             return frozenset() if state.relay_only else frozenset(state.scopes)
 
-        live = directory_from(peer.roster, scopes_of)
+        def excess(device: str, claimed: frozenset[str], allowed: frozenset[str]) -> None:
+            beyond = ",".join(sorted(claimed - allowed))
+            peer.audit.refuse(
+                device,
+                "claim",
+                f"gossips scopes {beyond} beyond its certificate"
+                f" ({','.join(sorted(allowed)) or 'relay: none'}); ignored",
+            )
+
+        live = directory_from(peer.roster, scopes_of, excess)
         return live if self.node is None else live.with_cache(self.node.replica.directory)
 
     def roster_changed(self, devices: list[str]) -> None:

@@ -40,11 +40,11 @@ def pid(k: Ed25519PrivateKey) -> str:
     return peer_id_from_public_key(public_bytes(k))
 
 
-A, B, C, D, E, F = (key(i) for i in range(6))
-NAMES = {pid(k): n for k, n in zip((A, B, C, D, E, F), "abcdef", strict=True)}
+A, B, C, D, E, F, P = (key(i) for i in range(7))
+NAMES = {pid(k): n for k, n in zip((A, B, C, D, E, F, P), "abcdefp", strict=True)}
 
 
-def cert(device, by=None, *, name=None, role="laptop", at=1000.0, swarm=SWARM):
+def cert(device, by=None, *, name=None, role="laptop", at=1000.0, swarm=SWARM, admin=True):
     return issue_certificate(
         by or ROOT_KEY,
         issuer=pid(by) if by else "root",
@@ -54,6 +54,7 @@ def cert(device, by=None, *, name=None, role="laptop", at=1000.0, swarm=SWARM):
         role=role,
         age=AGE,
         now=at,
+        admin=admin,
     )
 
 
@@ -96,9 +97,9 @@ def test_signature_covers_every_field(field, value):
 
 def test_signature_is_domain_separated():
     c = cert(B, A)
-    assert msgpack.unpackb(c.payload())[:2] == [b"swarm-cert", 1]
+    assert msgpack.unpackb(c.payload())[:2] == [b"swarm-cert", 2]
     r = revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0)
-    assert msgpack.unpackb(r.payload())[:2] == [b"swarm-revoke", 1]
+    assert msgpack.unpackb(r.payload())[:2] == [b"swarm-revoke", 2]
 
 
 def test_issuing_with_the_wrong_key_is_refused():
@@ -120,9 +121,9 @@ GOOD = cert(B, A).to_wire()
 @pytest.mark.parametrize(
     ("wire", "needle"),
     [
-        ("nope", "list of 9"),
-        (GOOD[:-1], "list of 9"),
-        (_with(GOOD, 0, 2), "version 2"),
+        ("nope", "list of 12"),
+        (GOOD[:-1], "list of 12"),
+        (_with(GOOD, 0, 1), "version 1"),
         (_with(GOOD, 0, True), "version True"),
         (_with(GOOD, 1, ""), "swarm id"),
         (_with(GOOD, 2, "12D3KooWnotreally"), "device is not"),
@@ -132,13 +133,19 @@ GOOD = cert(B, A).to_wire()
         (_with(GOOD, 3, 7), "name must be"),
         (_with(GOOD, 4, "toaster"), "role must be"),
         (_with(GOOD, 5, "age1short"), "age must be"),
-        (_with(GOOD, 6, "nobody"), "issuer must be"),
-        (_with(GOOD, 6, GOOD[2]), "certify itself"),
-        (_with(GOOD, 7, 1000), "issued_at"),
-        (_with(GOOD, 7, True), "issued_at"),
-        (_with(GOOD, 7, float("nan")), "issued_at"),
-        (_with(GOOD, 8, b"\0" * 63), "64 bytes"),
-        (_with(GOOD, 8, "sig"), "64 bytes"),
+        (_with(GOOD, 6, "public"), "scopes are a list"),
+        (_with(GOOD, 6, ["secret"]), "scopes must be"),
+        (_with(GOOD, 6, ["public", "public"]), "scopes must be"),
+        (_with(GOOD, 6, ["private", "public"]), "scopes must be"),
+        (_with(GOOD, 7, 1), "booleans"),
+        (_with(GOOD, 8, "yes"), "booleans"),
+        (_with(GOOD, 9, "nobody"), "issuer must be"),
+        (_with(GOOD, 9, GOOD[2]), "certify itself"),
+        (_with(GOOD, 10, 1000), "issued_at"),
+        (_with(GOOD, 10, True), "issued_at"),
+        (_with(GOOD, 10, float("nan")), "issued_at"),
+        (_with(GOOD, 11, b"\0" * 63), "64 bytes"),
+        (_with(GOOD, 11, "sig"), "64 bytes"),
     ],
 )
 def test_malformed_certificates_are_refused(wire, needle):
@@ -217,12 +224,15 @@ def test_revocation_signs_and_round_trips():
 @pytest.mark.parametrize(
     ("wire", "needle"),
     [
-        ({}, "list of 6"),
-        ([2, SWARM, pid(B), pid(A), 1.0, b"\0" * 64], "version"),
-        ([1, SWARM, "root", pid(A), 1.0, b"\0" * 64], "device is not"),
-        ([1, SWARM, pid(B), "someone", 1.0, b"\0" * 64], "by must be"),
-        ([1, SWARM, pid(B), pid(A), "now", b"\0" * 64], "at must be"),
-        ([1, SWARM, pid(B), pid(A), 1.0, b""], "64 bytes"),
+        ({}, "list of 7"),
+        ([1, SWARM, pid(B), pid(A), 1.0, [], b"\0" * 64], "version"),
+        ([2, SWARM, "root", pid(A), 1.0, [], b"\0" * 64], "device is not"),
+        ([2, SWARM, pid(B), "someone", 1.0, [], b"\0" * 64], "by must be"),
+        ([2, SWARM, pid(B), pid(A), "now", [], b"\0" * 64], "at must be"),
+        ([2, SWARM, pid(B), pid(A), 1.0, [], b""], "64 bytes"),
+        ([2, SWARM, pid(B), pid(A), 1.0, "x", b"\0" * 64], "keep is a list"),
+        ([2, SWARM, pid(B), pid(A), 1.0, ["x"], b"\0" * 64], "keep is a sorted"),
+        ([2, SWARM, pid(B), pid(A), 1.0, [pid(C), pid(C)], b"\0" * 64], "keep is a sorted"),
     ],
 )
 def test_malformed_revocations_are_refused(wire, needle):
@@ -276,34 +286,89 @@ def test_members_are_sorted_by_name_then_id():
     assert [c.name for c in r.members()] == ["a", "a", "b", "d"]
 
 
-def test_revocation_cuts_off_the_device_and_those_it_paired():
-    r = roster(line(A), line(B, A), line(C, B, A), line(D))
-    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0)) is True
+def rev(by, device, *, at=1.0, keep=()):
+    signer = ROOT_KEY if by == "root" else by
+    return revoke(
+        signer,
+        by="root" if by == "root" else pid(by),
+        swarm=SWARM,
+        device=pid(device),
+        now=at,
+        keep=[pid(k) for k in keep],
+    )
+
+
+def admitted(r, *keys):
+    return [r.admits(pid(k)) for k in keys]
+
+
+def test_revocation_cuts_off_what_the_device_certified_unless_kept():
+    r = roster(line(A), line(B, A), line(C, B, A), (cert(E, B), cert(B, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B)}
+    assert r.add_revocation(rev(A, B, keep=[C])) is True
+    assert r.revoked() == frozenset(), "one of two admins"
+    assert r.add_revocation(rev("root", B, keep=[C])) is True
     assert r.revoked() == {pid(B)}
-    assert [r.admits(pid(k)) for k in (A, B, C, D)] == [True, False, False, True]
-    assert r.certificate(pid(C)) is None
-    assert r.chain(pid(C)) is None
-    assert [c.device for c in r.members()] == [pid(A), pid(D)]
-    assert r.add_chain(line(C, B, A)) is False, "stored already"
-    assert r.add_chain(line(E, C, B, A)) is True, "valid and new, but cut off"
-    assert not r.admits(pid(C))
-    assert not r.admits(pid(E))
+    assert admitted(r, A, B, C, E) == [True, False, True, False]
+    assert r.cut_off() == {pid(E)}
     assert r.certificate(pid(E)) is None
+    # a device certified by B after the revocation is cut off too: B's puppets stay out
+    assert r.add_chain((cert(F, B, at=5000.0), cert(B, A), cert(A))) is True
+    assert not r.admits(pid(F))
+    # an admin re-admits a cut-off device by certifying it again (``swarm grant``)
+    r.add_chain((cert(E, A, at=6000.0), cert(A)))
+    assert r.admits(pid(E))
 
 
-def test_a_device_paired_twice_survives_the_loss_of_one_route():
-    r = roster(line(C, B, A), (cert(C, D, name="c2", at=2000.0), cert(D)), line(A))
-    assert r.certificate(pid(C)).issuer == pid(B), "the earlier-issued chain is shown"
-    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=5.0))
-    assert r.admits(pid(C))
-    assert r.certificate(pid(C)).issuer == pid(D)
-    assert r.certificate(pid(C)).name == "c2"
+def test_a_refused_chain_does_not_make_its_device_a_revoker():
+    r = roster(line(A))
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_chain((cert(E, D), dataclasses.replace(cert(D), name="evil")))
+    with pytest.raises(InvalidCertificate, match="bad signature"):
+        r.add_chain((dataclasses.replace(cert(E), name="evil"),))
+    with pytest.raises(InvalidCertificate, match="not a known member"):
+        r.add_revocation(revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1.0))
+    assert r.admits(pid(A))
 
 
-def test_later_chain_for_a_device_does_not_replace_the_shown_one():
-    r = roster(line(A), (cert(A, D, name="other", at=2000.0), cert(D)))
-    assert r.certificate(pid(A)).name == "a"
-    assert r.add_chain((cert(A, D, name="other", at=2000.0), cert(D))) is False
+def test_a_device_that_leaves_keeps_what_it_certified():
+    r = roster(line(A), line(B, A), line(C, B, A))
+    assert r.add_revocation(rev(B, B))
+    assert admitted(r, A, B, C) == [True, False, True]
+
+
+def test_a_thief_that_leaves_does_not_keep_its_puppets_once_admins_revoke_it():
+    r = roster(line(A), line(B, A), line(C, A), (cert(E, B, admin=False), cert(B, A), cert(A)))
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    r.add_revocation(rev(B, B))  # the thief leaves, to keep its puppet E
+    assert r.admits(pid(E))
+    r.add_revocation(rev(A, B))
+    r.add_revocation(rev(C, B))
+    assert not r.admits(pid(E)), "the admins' keep lists decide, and they keep nothing"
+
+
+def test_certificates_from_non_admins_admit_nobody():
+    r = roster(line(A), (cert(B, A, admin=False), cert(A)))
+    assert r.admits(pid(B))
+    assert not r.is_admin(pid(B))
+    r.add_chain((cert(C, B), cert(B, A, admin=False), cert(A)))
+    assert not r.admits(pid(C)), "B is not an admin: its certificate counts for nothing"
+
+
+def test_admins_come_in_rounds_from_the_root_and_puppets_need_a_majority():
+    # A is the root's admin; A made B and C admins while it was the only one
+    r = roster(line(A), line(B, A), line(C, B, A))
+    assert r.admins() == {pid(A), pid(B)}, "C was made an admin by B alone, one of two"
+    r.add_chain((cert(C, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}, "now A and B signed: two of two"
+    # a stolen B mints puppets: one signature of three admins is no majority
+    r.add_chain((cert(E, B), cert(B, A), cert(A)))
+    r.add_chain((cert(F, E), cert(E, B), cert(B, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    assert r.admits(pid(E))
+    assert not r.is_admin(pid(E))
+    assert not r.admits(pid(F)), "E is no admin"
 
 
 def test_who_may_revoke():
@@ -327,63 +392,95 @@ def test_who_may_revoke():
     assert r.revoked() == {pid(B)}
 
 
-def test_a_refused_chain_does_not_make_its_device_a_revoker():
-    r = roster(line(A))
-    with pytest.raises(InvalidCertificate, match="bad signature"):
-        r.add_chain((cert(E, D), dataclasses.replace(cert(D), name="evil")))
-    with pytest.raises(InvalidCertificate, match="bad signature"):
-        r.add_chain((dataclasses.replace(cert(E), name="evil"),))
-    with pytest.raises(InvalidCertificate, match="not a known member"):
-        r.add_revocation(revoke(E, by=pid(E), swarm=SWARM, device=pid(A), now=1.0))
-    assert r.admits(pid(A))
+def test_a_non_admin_revokes_nobody():
+    r = roster(line(A), (cert(P, A, admin=False), cert(A)), (cert(B, A, admin=False), cert(A)))
+    assert r.add_revocation(rev(P, A)) is True, "stored: it may be signed by others later"
+    assert r.add_revocation(rev(P, B)) is True
+    assert r.revoked() == frozenset()
+    assert r.ignored() == {pid(A): {pid(P)}, pid(B): {pid(P)}}
+    assert admitted(r, A, B, P) == [True, True, True]
+    assert r.add_revocation(rev(A, P))
+    assert r.revoked() == {pid(P)}, "the only admin alone decides"
 
 
-def test_a_device_may_revoke_itself_and_takes_its_pairings_along():
-    r = roster(line(A), line(B, A))
-    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(A), now=1.0))
-    assert not r.admits(pid(A))
-    assert not r.admits(pid(B))
+def test_one_admin_of_two_cannot_revoke_the_other_nor_a_phone():
+    r = roster(line(A), line(B, A), (cert(P, A, admin=False), cert(A)))
+    assert r.admins() == {pid(A), pid(B)}
+    r.add_revocation(rev(A, B))
+    r.add_revocation(rev(A, P))
+    assert r.revoked() == frozenset()
+    r.add_revocation(rev(B, P))
+    assert r.revoked() == {pid(P)}, "both admins signed"
+    r.add_revocation(rev(B, A))
+    assert r.revoked() == {pid(P)}, "each revoked the other: neither counts"
+    r.add_revocation(rev("root", A, keep=[B, P]))
+    assert r.revoked() == {pid(P), pid(A)}, "the root decides"
+    assert r.admins() == {pid(B)}
 
 
-def test_a_revoked_device_still_revokes():
-    # Documented: a revocation's validity cannot depend on revocation order.
-    r = roster(line(A), line(D))
-    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(A), now=1.0))
-    assert r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=2.0))
-    assert r.revoked() == {pid(A), pid(D)}
+def test_a_stolen_admin_is_outvoted_and_what_it_did_is_undone():
+    r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    # a stolen C revokes everyone; alone, it counts for nothing
+    for target in (A, B, P):
+        r.add_revocation(rev(C, target))
+    assert r.revoked() == frozenset()
+    # A and B revoke C: two of three
+    r.add_revocation(rev(A, C, keep=[]))
+    assert r.revoked() == frozenset()
+    r.add_revocation(rev(B, C, keep=[]))
+    assert r.revoked() == {pid(C)}
+    assert admitted(r, A, B, C, P) == [True, True, False, True]
+    assert r.admins() == {pid(A), pid(B)}
+
+
+def test_a_revoked_device_no_longer_revokes():
+    r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    r.add_revocation(rev(C, P, at=1.0))
+    r.add_revocation(rev(B, P, at=1.0))
+    assert r.revoked() == {pid(P)}, "B and C: two of three"
+    r.add_revocation(rev(A, C, at=9.0))
+    r.add_revocation(rev(B, C, at=9.0))
+    assert r.revoked() == {pid(C)}, "C is out, and its half of P's revocation with it"
+    r.add_revocation(rev(A, P, at=10.0))
+    assert r.revoked() == {pid(C), pid(P)}, "A and B now: two of two"
 
 
 def test_fact_order_does_not_decide_which_revocations_count():
     facts = [
         line(A),
-        line(D),
-        revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=1.0),
-        line(E, D),
-        revoke(E, by=pid(E), swarm=SWARM, device=pid(B), now=2.0),
+        line(D, A),
+        (cert(E, D), cert(D, A), cert(A)),
+        rev(A, D),
+        rev(D, A),
+        line(E, A),
+        rev(E, D),
     ]
     states = []
-    for order in (facts, facts[::-1], [facts[i] for i in (2, 0, 1, 4, 3)]):
+    for order in (facts, facts[::-1], [facts[i] for i in (3, 0, 6, 1, 4, 2, 5)]):
         r = Roster(SWARM, ROOT)
-        for _ in range(2):  # anti-entropy delivers everything again
+        for _ in range(3):  # anti-entropy delivers everything again
             for fact in order:
                 learn(r, fact)
         states.append(view(r))
     assert states[0] == states[1] == states[2]
-    assert states[0][2] == {pid(D), pid(B)}, "E, cut off with D, still revoked B"
+    assert states[0][2] == {pid(D)}, "A and E, two of three admins"
 
 
-def test_a_second_revocation_of_a_device_is_not_news():
-    r = roster(line(A), line(D))
+def test_a_second_revocation_by_the_same_signer_is_not_news():
+    r = roster(line(A), line(D, A))
     late = revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=9.0)
-    early = revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=3.0)
+    early = revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=3.0)
     assert r.add_revocation(late) is True
-    assert r.add_revocation(early) is False
-    assert r.add_revocation(early) is False
+    assert r.add_revocation(early) is True, "the earlier replaces it"
+    assert r.add_revocation(late) is False
     assert r.to_wire()["revocations"] == [early.to_wire()], "the earliest is kept, everywhere"
 
 
 def test_find_by_id_or_name():
-    r = roster(line(A), line(D), (cert(E, D, name="a"), cert(D)))
+    r = roster(line(A), line(D, A), (cert(E, D, name="a"), cert(D, A), cert(A)))
     assert r.find(pid(D)).device == pid(D)
     assert r.find("d").device == pid(D)
     assert r.find("nobody") is None
@@ -392,28 +489,30 @@ def test_find_by_id_or_name():
     assert pid(A) in str(info.value)
     assert pid(E) in str(info.value)
     assert "\n" not in str(info.value)
-    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(E), now=1.0))
+    r.add_revocation(rev(A, E))
+    r.add_revocation(rev(D, E))
     assert r.find("a").device == pid(A)
     assert r.find(pid(E)) is None
 
 
 def test_roster_round_trips_through_bytes():
-    r = roster(line(A), line(C, B, A), line(D))
-    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=1.0))
+    r = roster(line(A), line(C, B, A), line(D, A))
+    r.add_revocation(rev(A, B, keep=[C]))
+    r.add_revocation(rev(D, B, keep=[C]))
     copy = Roster.decode(r.encode())
     assert copy.to_wire() == r.to_wire()
     assert copy.encode() == r.encode()
     assert copy.revoked() == {pid(B)}
-    assert [copy.admits(pid(k)) for k in (A, C, D)] == [True, False, True]
+    assert admitted(copy, A, C, D) == [True, True, True]
 
 
 def test_revoked_chains_are_kept_so_their_revocations_stay_checkable():
-    r = roster(line(A), line(D))
-    r.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(D), now=1.0))
-    r.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(E), now=1.0))
+    r = roster(line(A), (cert(D, A, admin=False), cert(A)))
+    r.add_revocation(rev(A, D))
+    r.add_revocation(rev(D, E))
     fresh = Roster(SWARM, ROOT)
     fresh.merge_wire(r.to_wire())
-    assert fresh.revoked() == {pid(D), pid(E)}
+    assert fresh.revoked() == {pid(D)}
     assert fresh.to_wire() == r.to_wire()
 
 
@@ -467,24 +566,25 @@ def test_merge_refuses_another_swarm():
 
 
 def test_merge_skips_bad_entries_and_reports_changes():
-    source = roster(line(A), line(C, B, A), line(D))
+    source = roster(line(A), line(C, B, A), line(D, A))
     wire = source.to_wire()
     wire["chains"].append("junk")
     wire["chains"].append([cert(E, D).to_wire(), dataclasses.replace(cert(D)).to_wire()[:3]])
     wire["revocations"].append(["junk"])
-    wire["revocations"].append(revoke(E, by=pid(E), swarm=SWARM, device=pid(D), now=1.0).to_wire())
+    wire["revocations"].append(rev(E, D).to_wire())
     r = roster(line(A))
     assert r.merge_wire(wire) == sorted([pid(C), pid(D)])
     assert r.revoked() == frozenset()
     assert r.merge_wire(wire) == []
-    source.add_revocation(revoke(A, by=pid(A), swarm=SWARM, device=pid(B), now=1.0))
+    source.add_revocation(rev(A, B))
+    source.add_revocation(rev(D, B))
     assert r.merge_wire(source.to_wire()) == sorted([pid(B), pid(C)])
-    assert not r.admits(pid(C))
+    assert not r.admits(pid(C)), "cut off with B: nobody kept it"
 
 
 def test_merging_twice_does_not_verify_again(monkeypatch):
     source = roster(line(A), line(C, B, A), line(D))
-    source.add_revocation(revoke(D, by=pid(D), swarm=SWARM, device=pid(E), now=1.0))
+    source.add_revocation(rev(D, E))
     calls = []
     real = certs._signature_ok
 
@@ -517,25 +617,28 @@ def _pool():
         line(A),
         line(B, A),
         line(C, B, A),
-        line(D),
-        (cert(C, D, name="c2", at=900.0), cert(D)),
-        line(E, D),
-        line(E, C, B, A),
-        line(F, E, D),
+        (cert(C, A), cert(A)),
+        (cert(D, A, admin=False), cert(A)),
+        (cert(E, C), cert(C, A), cert(A)),
+        (cert(F, E), cert(E, C), cert(C, A), cert(A)),
+        (cert(P, B, admin=False), cert(B, A), cert(A)),
     ]
     revs = [
-        revoke(D, by=pid(D), swarm=SWARM, device=pid(B), now=1.0),
-        revoke(B, by=pid(B), swarm=SWARM, device=pid(D), now=2.0),
-        revoke(ROOT_KEY, by="root", swarm=SWARM, device=pid(E), now=3.0),
-        revoke(C, by=pid(C), swarm=SWARM, device=pid(C), now=4.0),
-        revoke(F, by=pid(F), swarm=SWARM, device=pid(A), now=5.0),
-        revoke(E, by=pid(E), swarm=SWARM, device=pid(B), now=0.5),
+        rev(C, A),
+        rev(C, B),
+        rev(A, C, keep=[E]),
+        rev(B, C),
+        rev(D, A),
+        rev("root", E),
+        rev(F, F),
+        rev(A, P),
+        rev(B, P),
     ]
     return chains + revs
 
 
 POOL = _pool()
-DEVICES = [pid(k) for k in (A, B, C, D, E, F)]
+DEVICES = [pid(k) for k in (A, B, C, D, E, F, P)]
 
 
 def learn(r, item):
@@ -594,7 +697,8 @@ class Gossip(RuleBasedStateMachine):
         self.replicas[dst].merge_wire(before)
         after = self.replicas[dst]
         assert {*map(_key, before["chains"])} <= {*map(_key, after.to_wire()["chains"])}
-        assert {r[2] for r in before["revocations"]} <= after.revoked()
+        stored = {(r[2], r[3]) for r in after.to_wire()["revocations"]}
+        assert {(r[2], r[3]) for r in before["revocations"]} <= stored
 
     @rule()
     def settle_by_facts(self):
@@ -627,15 +731,13 @@ class Gossip(RuleBasedStateMachine):
     @invariant()
     def admission_follows_the_state(self):
         for r in self.replicas:
-            gone = r.revoked()
-            for d in DEVICES:
-                chains = [c for c in r.to_wire()["chains"] if c[0][2] == d]
-                clean = any(all(x[2] not in gone for x in c) for c in chains)
-                assert r.admits(d) == clean
+            assert view(Roster.from_wire(r.to_wire())) == view(r)
+            assert r.admins() <= {c.device for c in r.members()}
+            assert not r.revoked() & {c.device for c in r.members()}
 
 
 def _key(chain_wire):
-    return tuple(c[8] for c in chain_wire)
+    return tuple(c[11] for c in chain_wire)
 
 
 TestGossip = Gossip.TestCase
@@ -645,3 +747,33 @@ TestGossip.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_thief_cannot_swap_a_devices_age_key():
+    other_age = str(pyrage.x25519.Identity.generate().to_public())
+    r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
+    # a stolen admin B certifies P again, earlier, with its own age key
+    forged = issue_certificate(
+        B,
+        issuer=pid(B),
+        swarm=SWARM,
+        device=pid(P),
+        name="p",
+        role="laptop",
+        age=other_age,
+        now=1.0,
+    )
+    r.add_chain((forged, cert(B, A), cert(A)))
+    assert r.admits(pid(P))
+    assert r.conflicted() == {pid(P)}, "nothing is sealed to P while its keys are in doubt"
+    # the admins revoke B: P, certified by A too, needs no keeping, and the forgery goes
+    r.add_chain((cert(C, B), cert(B, A), cert(A)))
+    assert r.certified_by(pid(B)) == []
+    for signer in (A, C):
+        keep = r.certified_by(pid(B))
+        r.add_revocation(
+            revoke(signer, by=pid(signer), swarm=SWARM, device=pid(B), now=2.0, keep=keep)
+        )
+    assert r.revoked() == {pid(B)}
+    assert r.conflicted() == frozenset()
+    assert r.certificate(pid(P)).age == AGE

@@ -31,7 +31,8 @@ from homeswarm.errors import (
     SwarmError,
     TransportError,
 )
-from homeswarm.swarm._certs import ROOT
+from homeswarm.swarm._audit import NotPermitted, audit_entries
+from homeswarm.swarm._certs import ROOT, Grant
 from homeswarm.swarm._control import ControlUsageError, ask_async
 from homeswarm.swarm._daemon import Daemon
 from homeswarm.swarm._home import (
@@ -223,6 +224,35 @@ async def test_join_options_land_in_the_new_home(tmp_path):
     assert settings.device.relay_only is True
     assert settings.network.mdns is False
     assert settings.network.bootstrap  # the join's own entries survive the extra network options
+
+
+async def test_the_invite_fixes_what_the_joiner_may_do_and_join_may_ask_only_for_less(tmp_path):
+    inviter = new_home(tmp_path / "server", name="server", role="server")
+    async with running(inviter) as daemon:
+        peer = peer_of(daemon)
+        # asking for more than the invite grants: refused, one line, nothing written
+        code = peer.invite(600, Grant(scopes=("public",)))
+        with pytest.raises(InvalidCode, match="allows scopes public, not personal") as info:
+            await join(tmp_path / "phone", code, scopes=("public", "personal"))
+        one_line(info.value)
+        assert files(tmp_path / "phone") == []
+        # without --scopes the joiner gets the invite's; its certificate says so
+        phone = await join(tmp_path / "phone", peer.invite(600, Grant(scopes=("public",))))
+        cert = peer.roster.certificate(phone.device)
+        assert cert is not None
+        assert (cert.scopes, cert.relay_only, cert.admin) == (("public",), False, False)
+        assert load_identity(tmp_path / "phone").settings.device.scopes == ("public",)
+        # a relay invite makes a relay, whatever the joiner asks; an admin invite an admin
+        relay = await join(
+            tmp_path / "relay", peer.invite(600, Grant(relay_only=True)), name="relay"
+        )
+        assert peer.roster.certificate(relay.device).relay_only  # type: ignore[union-attr]
+        assert load_identity(tmp_path / "relay").settings.device.relay_only
+        laptop = await join(
+            tmp_path / "laptop", peer.invite(600, Grant(admin=True)), name="laptop", role="laptop"
+        )
+        assert peer.roster.is_admin(laptop.device)
+        assert not peer.roster.is_admin(phone.device)
 
 
 # --- codes that must not work --------------------------------------------------------------------
@@ -537,7 +567,7 @@ def finalise_quietly() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
-async def test_revoking_a_running_device_cuts_it_and_the_devices_it_paired_off(tmp_path):
+async def test_revoking_a_running_device_cuts_it_off(tmp_path):
     try:
         await _revoke_a_running_device(tmp_path)
     finally:
@@ -558,16 +588,21 @@ async def _revoke_a_running_device(tmp_path: Path) -> None:
             status = peer.status()
             assert check_status_shape(status) == []
             assert [r["self"] for r in status["peers"]] == [True, False]
-            # the phone pairs a tablet; the laptop learns of it by gossip
-            tablet = await join(tmp_path / "tablet", phone_peer.invite(600), name="tablet")
-            assert tablet.inviter == phone.device_id
+            # the phone is no admin: it may not pair a tablet (refused, and audited)
+            with pytest.raises(NotPermitted, match="not an admin"):
+                phone_peer.invite(600)
+            with pytest.raises(NotPermitted, match="revoke laptop: this device is not an admin"):
+                phone_peer.revoke("laptop")  # the stolen phone tries to revoke the laptop
+            assert [e.action for e in audit_entries(phone.home)] == ["invite", "revoke"]
+            assert peer.roster.admits(laptop.device_id)
+            tablet = await join(tmp_path / "tablet", peer.invite(600), name="tablet")
             assert tablet.members == 3
-            await wait_for(lambda: peer.roster.admits(tablet.device), "the laptop to learn it")
+            await wait_for(lambda: phone_peer.roster.admits(tablet.device), "the phone learns it")
 
             peer.revoke(phone.device_id)
             assert not peer.roster.admits(phone.device_id)
-            assert not peer.roster.admits(tablet.device)  # paired by a revoked device
-            assert not load_roster(laptop).admits(tablet.device)
+            assert peer.roster.admits(tablet.device)  # no cascade: it was paired by the laptop
+            assert not load_roster(laptop).admits(phone.device_id)
             transport = peer.transport
             assert transport is not None
             await wait_for(

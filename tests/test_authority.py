@@ -1,0 +1,217 @@
+"""The revocation rule against a stolen device (``swarm/_certs.py``, rules 1-6), as a hypothesis
+state machine over random mint/revoke/partition sequences.
+
+A swarm of four admins (``a0``, the root's, certified ``a1``-``a3`` as admins) and two phones.
+One device is stolen: an admin other than ``a0`` (which holds ``root.key`` and is the root if
+stolen) or a phone. The thief signs whatever it likes (revocations of anyone, with any keep
+list and any time; certificates for puppets, admin or not, chained through puppets), and each
+fact reaches a random subset of three replicas (a partition); replicas gossip pairwise. The
+honest admins revoke the stolen device one by one, each from its own replica's view.
+
+Invariants, on every replica whatever it has heard: no honest device is revoked or cut off,
+every honest admin stays an admin, no puppet is ever an admin. Once every honest admin signed
+the stolen device's revocation and everything is exchanged, every replica agrees on the same
+roster and the stolen device is out.
+"""
+
+from __future__ import annotations
+
+import pyrage
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from homeswarm.swarm._certs import InvalidCertificate, Revocation, Roster, issue_certificate, revoke
+from homeswarm.swarm._home import public_bytes, swarm_id_of
+from homeswarm.transports import peer_id_from_public_key
+
+AGE = str(pyrage.x25519.Identity.generate().to_public())
+ROOT_KEY = Ed25519PrivateKey.from_private_bytes(b"\x05" * 32)
+ROOT = public_bytes(ROOT_KEY)
+SWARM = swarm_id_of(ROOT)
+KEYS = {
+    n: Ed25519PrivateKey.from_private_bytes(bytes([40 + i]) * 32)
+    for i, n in enumerate(["a0", "a1", "a2", "a3", "p0", "p1", "x0", "x1", "x2", "x3"])
+}
+ID = {n: peer_id_from_public_key(public_bytes(k)) for n, k in KEYS.items()}
+ADMINS = ["a0", "a1", "a2", "a3"]
+PHONES = ["p0", "p1"]
+PUPPETS = ["x0", "x1", "x2", "x3"]
+
+
+def cert(device: str, by: str | None, *, admin: bool, at: float = 1000.0):
+    return issue_certificate(
+        KEYS[by] if by else ROOT_KEY,
+        issuer=ID[by] if by else "root",
+        swarm=SWARM,
+        device=ID[device],
+        name=device,
+        role="laptop",
+        age=AGE,
+        now=at,
+        admin=admin,
+    )
+
+
+def founding_chains() -> dict[str, tuple]:
+    chains = {"a0": (cert("a0", None, admin=True),)}
+    for n in ADMINS[1:]:
+        chains[n] = (cert(n, "a0", admin=True), *chains["a0"])
+    for n in PHONES:
+        chains[n] = (cert(n, "a0", admin=False), *chains["a0"])
+    return chains
+
+
+FOUNDING = founding_chains()
+masks = st.sets(st.integers(0, 2), min_size=1)
+
+
+def learn(roster: Roster, fact: object) -> None:
+    try:
+        if isinstance(fact, Revocation):
+            roster.add_revocation(fact)
+        else:
+            roster.add_chain(fact)  # type: ignore[arg-type]
+    except InvalidCertificate:
+        pass  # a revocation before its signer's chain: anti-entropy brings it again
+
+
+class StolenDevice(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.replicas = [Roster(SWARM, ROOT) for _ in range(3)]
+        self.facts: list[object] = []
+        self.chains = dict(FOUNDING)
+        self.stolen = ""
+        self.signed: set[str] = set()  # honest admins that revoked the stolen device
+        self.kept: set[str] = set()  # what their revocations keep
+
+    @initialize(stolen=st.sampled_from(["a1", "a2", "a3", "p0"]))
+    def found(self, stolen: str) -> None:
+        self.stolen = stolen
+        for chain in FOUNDING.values():
+            self.publish(chain, {0, 1, 2})
+
+    def publish(self, fact: object, where: set[int]) -> None:
+        self.facts.append(fact)
+        for i in where:
+            learn(self.replicas[i], fact)
+
+    @property
+    def honest_admins(self) -> list[str]:
+        return [n for n in ADMINS if n != self.stolen]
+
+    @property
+    def honest(self) -> list[str]:
+        return [n for n in ADMINS + PHONES if n != self.stolen]
+
+    # -- the thief ------------------------------------------------------------------------
+
+    @rule(
+        victim=st.sampled_from(ADMINS + PHONES),
+        keep=st.sets(st.sampled_from(PUPPETS + PHONES)),
+        at=st.floats(0, 1e9),
+        where=masks,
+    )
+    def thief_revokes(self, victim: str, keep: set[str], at: float, where: set[int]) -> None:
+        rev = revoke(
+            KEYS[self.stolen],
+            by=ID[self.stolen],
+            swarm=SWARM,
+            device=ID[victim],
+            now=at,
+            keep=[ID[k] for k in keep],
+        )
+        self.publish(rev, where)
+
+    @rule(
+        puppet=st.sampled_from(PUPPETS),
+        issuer=st.sampled_from(["stolen", *PUPPETS]),
+        admin=st.booleans(),
+        at=st.floats(0, 1e9),
+        where=masks,
+    )
+    def thief_mints(
+        self, puppet: str, issuer: str, admin: bool, at: float, where: set[int]
+    ) -> None:
+        by = self.stolen if issuer == "stolen" else issuer
+        if by == puppet or by not in self.chains:
+            return
+        chain = (cert(puppet, by, admin=admin, at=at), *self.chains[by])
+        if len({c.device for c in chain}) != len(chain):
+            return
+        self.chains.setdefault(puppet, chain)
+        self.publish(chain, where)
+
+    @rule(where=masks)
+    def thief_leaves(self, where: set[int]) -> None:
+        rev = revoke(
+            KEYS[self.stolen], by=ID[self.stolen], swarm=SWARM, device=ID[self.stolen], now=1.0
+        )
+        self.publish(rev, where)
+
+    # -- the owner ------------------------------------------------------------------------
+
+    @rule(signer=st.sampled_from(ADMINS), view=st.integers(0, 2), where=masks)
+    def owner_revokes_the_stolen_device(self, signer: str, view: int, where: set[int]) -> None:
+        if signer == self.stolen:
+            return
+        roster = self.replicas[view]
+        rev = revoke(
+            KEYS[signer],
+            by=ID[signer],
+            swarm=SWARM,
+            device=ID[self.stolen],
+            now=2.0,
+            keep=roster.certified_by(ID[self.stolen]),
+        )
+        self.signed.add(signer)
+        self.kept.update(rev.keep)
+        self.publish(rev, where | {view})
+
+    @rule(src=st.integers(0, 2), dst=st.integers(0, 2))
+    def gossip(self, src: int, dst: int) -> None:
+        self.replicas[dst].merge_wire(self.replicas[src].to_wire())
+
+    @precondition(lambda self: set(self.honest_admins) <= self.signed)
+    @rule()
+    def heal(self) -> None:
+        for _ in range(2):
+            for src in range(3):
+                for dst in range(3):
+                    self.replicas[dst].merge_wire(self.replicas[src].to_wire())
+        wires = [r.to_wire() for r in self.replicas]
+        assert wires[0] == wires[1] == wires[2], "every replica holds every fact"
+        views = [(r.members(), r.admins(), r.revoked()) for r in self.replicas]
+        assert views[0] == views[1] == views[2], "and so the same roster"
+        for r in self.replicas:
+            assert not r.admits(ID[self.stolen]), "the stolen device is out"
+            assert not r.is_admin(ID[self.stolen])
+            for n in PUPPETS:  # a puppet of the thief that no honest admin kept is out with it
+                chain = self.chains.get(n)
+                if chain and chain[0].issuer == ID[self.stolen] and ID[n] not in self.kept:
+                    assert not r.admits(ID[n]), f"puppet {n} stayed"
+
+    # -- what holds whatever a replica has heard ------------------------------------------
+
+    @invariant()
+    def nobody_honest_is_locked_out(self) -> None:
+        for r in self.replicas:
+            if not self.stolen:
+                return
+            for n in self.honest:
+                assert r.admits(ID[n]), f"{n} locked out"
+            for n in self.honest_admins:
+                assert r.is_admin(ID[n]), f"{n} lost its admin rights"
+            for n in PUPPETS:
+                assert not r.is_admin(ID[n]), f"puppet {n} became an admin"
+
+
+TestStolenDevice = StolenDevice.TestCase
+TestStolenDevice.settings = settings(
+    max_examples=40,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

@@ -1,0 +1,246 @@
+"""Recovery codes, ``swarm recover`` and ``swarm audit``: without a network."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import pyrage
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from homeswarm.cli import main
+from homeswarm.cli._trust import revoke_lines
+from homeswarm.swarm._audit import AUDIT_NAME, AuditLog, audit_entries
+from homeswarm.swarm._certs import Roster, chain_to_wire, issue_certificate, revoke
+from homeswarm.swarm._home import (
+    device_config,
+    load_identity,
+    load_root,
+    load_roster,
+    public_bytes,
+    save_roster,
+    write_home,
+)
+from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
+from homeswarm.swarm._trust import InvalidRecoveryCode, recovery_code, root_from_code
+from homeswarm.swarm._vault_service import directory_from
+from homeswarm.transports import peer_id_from_public_key
+
+
+def test_a_recovery_code_holds_the_root_key_and_catches_typos():
+    root = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
+    code = recovery_code(root)
+    assert code.startswith("swarmrc1-")
+    assert len(code) < 80, "short enough to write down"
+    assert public_bytes(root_from_code(code)) == public_bytes(root)
+    spaced = "swarmrc1-" + code[len("swarmrc1-") :].upper().replace("-", " \n")
+    assert public_bytes(root_from_code(spaced)) == public_bytes(root)
+    for i in range(len("swarmrc1-"), len(code)):
+        if code[i] == "-":
+            continue
+        typo = code[:i] + ("a" if code[i] != "a" else "b") + code[i + 1 :]
+        with pytest.raises(InvalidRecoveryCode):
+            root_from_code(typo)
+    with pytest.raises(InvalidRecoveryCode, match="not a recovery code"):
+        root_from_code("swarm1-abc")
+    with pytest.raises(InvalidRecoveryCode, match="truncated"):
+        root_from_code(code[:-3])
+
+
+def _init(tmp_path, capsys):
+    home = tmp_path / "laptop"
+    assert main(["init", "--name", "laptop", "--role", "laptop", "--home", str(home)]) == 0
+    text = capsys.readouterr().out
+    code = next(line.strip() for line in text.splitlines() if "swarmrc1-" in line)
+    return home, code
+
+
+def _phone_of(laptop_home, tmp_path):
+    """A phone home with a certificate from the laptop, as after `swarm join`."""
+    laptop = load_identity(laptop_home)
+    device = Ed25519PrivateKey.generate()
+    age = pyrage.x25519.Identity.generate()
+    device_id = peer_id_from_public_key(public_bytes(device))
+    roster = load_roster(laptop)
+    cert = issue_certificate(
+        laptop.signing_key,
+        issuer=laptop.device_id,
+        swarm=laptop.swarm_id,
+        device=device_id,
+        name="phone",
+        role="phone",
+        age=str(age.to_public()),
+        now=time.time(),
+    )
+    roster.add_chain((cert, *roster.chain(laptop.device_id)))
+    save_roster(laptop_home, roster)
+    config = device_config(
+        name="phone",
+        role="phone",
+        scopes=None,
+        relay_only=False,
+        swarm=laptop.swarm_id,
+        root_public=bytes.fromhex(laptop.settings.swarm.root),
+    )
+    home = tmp_path / "phone"
+    write_home(home, device=device, age=age, root=None, config=config, roster=roster.encode())
+    return load_identity(home)
+
+
+def test_init_prints_the_code_of_its_root_key_once(tmp_path, capsys):
+    home, code = _init(tmp_path, capsys)
+    assert public_bytes(root_from_code(code)) == public_bytes(load_root(home))
+    ident = load_identity(home)
+    assert load_roster(ident).is_admin(ident.device_id), "the first device is an admin"
+    assert code not in "".join(p.read_text(errors="replace") for p in home.iterdir()), (
+        "the code itself is written nowhere"
+    )
+
+
+def test_recover_makes_a_device_an_admin_again_when_every_admin_is_lost(tmp_path, capsys):
+    laptop_home, code = _init(tmp_path, capsys)
+    phone = _phone_of(laptop_home, tmp_path)
+    roster = load_roster(phone)
+    assert not roster.is_admin(phone.device_id)
+    # the laptop is lost; the phone holds the code
+    assert main(["recover", code, "--revoke", "laptop", "--home", str(phone.home), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "device": phone.device_id,
+        "name": phone.name,
+        "admin": True,
+        "revoked": ["laptop"],
+    }
+    roster = load_roster(phone)
+    assert roster.is_admin(phone.device_id)
+    laptop = load_identity(laptop_home)
+    assert not roster.admits(laptop.device_id)
+    assert roster.admits(phone.device_id), "the root's revocation keeps what the laptop paired"
+    assert roster.admins() == {phone.device_id}
+
+
+def test_recover_refuses_a_wrong_or_foreign_code(tmp_path, capsys):
+    laptop_home, code = _init(tmp_path, capsys)
+    phone = _phone_of(laptop_home, tmp_path)
+    other = recovery_code(Ed25519PrivateKey.generate())
+    before = (phone.home / "roster.bin").read_bytes()
+    for bad, needle in ((other, "another swarm"), (code[:-1] + "!", "mistyped")):
+        assert main(["recover", bad, "--home", str(phone.home)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err
+        assert len(err.strip().splitlines()) == 1
+    assert (phone.home / "roster.bin").read_bytes() == before
+
+
+def test_the_audit_log_lists_refusals_without_secrets(tmp_path, capsys):
+    home, _code = _init(tmp_path, capsys)
+    clock = iter([100.0, 200.0, 300.0])
+    log = AuditLog(home / AUDIT_NAME, lambda: next(clock))
+    assert log.refuse("12D3KooWphone", "revoke", "revoke server: this device is not an admin")
+    assert not log.refuse("12D3KooWphone", "revoke", "revoke server: this device is not an admin")
+    assert log.refuse("12D3KooWrelay", "claim", "gossips scopes private beyond its certificate")
+    assert stat.S_IMODE((home / AUDIT_NAME).stat().st_mode) == 0o600
+    assert [e.action for e in audit_entries(home)] == ["revoke", "claim"]
+    assert main(["audit", "--home", str(home), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["entries"]
+    assert rows[0] == {
+        "at": 100.0,
+        "device": "12D3KooWphone",
+        "action": "revoke",
+        "reason": "revoke server: this device is not an admin",
+    }
+    assert main(["audit", "--home", str(home)]) == 0
+    text = capsys.readouterr().out
+    assert "1970-01-01 00:01:40" in text
+    assert "claim" in text
+    (home / AUDIT_NAME).write_text("garbage\n" + (home / AUDIT_NAME).read_text())
+    assert len(audit_entries(home)) == 2, "a damaged line is skipped"
+
+
+def test_revoke_says_whether_the_revocation_counts_yet():
+    pending = {
+        "device": "12D3KooWphone",
+        "name": "phone",
+        "counts": False,
+        "signed_by": ["laptop"],
+        "admins": 2,
+        "kept": [],
+    }
+    (line,) = revoke_lines(pending)
+    assert "counts once a majority of the 2 admins sign it (so far: laptop)" in line
+    done = {**pending, "counts": True, "kept": ["tablet"]}
+    assert revoke_lines(done) == [
+        "revoked phone (12D3KooWphone): the others drop it as they hear",
+        "devices it paired stay: tablet (revoke any you doubt)",
+    ]
+
+
+def test_a_gossiped_revocation_or_certificate_from_a_non_admin_is_audited_by_those_who_learn_it():
+    root = Ed25519PrivateKey.generate()
+    keys = [Ed25519PrivateKey.generate() for _ in range(3)]
+    ids = [peer_id_from_public_key(public_bytes(k)) for k in keys]
+    swarm = "sw-test"
+    roster = Roster(swarm, public_bytes(root))
+
+    def certify(i, by, admin):
+        return issue_certificate(
+            root if by is None else keys[by],
+            issuer="root" if by is None else ids[by],
+            swarm=swarm,
+            device=ids[i],
+            name=f"d{i}",
+            role="phone",
+            age=str(pyrage.x25519.Identity.generate().to_public()),
+            now=1.0,
+            admin=admin,
+        )
+
+    admin = (certify(0, None, True),)
+    phone = (certify(1, 0, False), *admin)
+    roster.add_chain(admin)
+    roster.add_chain(phone)
+    refused = []
+    facts = RosterFacts(roster, lambda _devices: None, lambda *r: refused.append(r))
+    facts.learn(
+        revocation_fact(revoke(keys[1], by=ids[1], swarm=swarm, device=ids[0], now=2.0).to_wire())
+    )
+    facts.learn(chain_fact(chain_to_wire((certify(2, 1, False), *phone))))
+    assert [(who, action) for who, action, _ in refused] == [
+        (ids[1], "revoke"),
+        (ids[1], "certify"),
+    ]
+    assert roster.admits(ids[0])
+    assert not roster.admits(ids[2])
+
+
+def test_nothing_is_sealed_to_a_device_whose_age_key_is_in_doubt():
+    root = Ed25519PrivateKey.generate()
+    keys = [Ed25519PrivateKey.generate() for _ in range(2)]
+    ids = [peer_id_from_public_key(public_bytes(k)) for k in keys]
+    roster = Roster("sw-test", public_bytes(root))
+
+    def certify(i, by, age):
+        return issue_certificate(
+            root if by is None else keys[by],
+            issuer="root" if by is None else ids[by],
+            swarm="sw-test",
+            device=ids[i],
+            name=f"d{i}",
+            role="laptop",
+            age=age,
+            now=1.0,
+            admin=by is None,
+        )
+
+    ages = [str(pyrage.x25519.Identity.generate().to_public()) for _ in range(2)]
+    admin = (certify(0, None, ages[0]),)
+    roster.add_chain(admin)
+    roster.add_chain((certify(1, 0, ages[0]), *admin))
+    directory = directory_from(roster, lambda _d: frozenset({"public", "personal"}))
+    assert directory.devices[ids[1]].scopes == frozenset({"public", "personal"})
+    roster.add_chain((certify(1, 0, ages[1]), *admin))  # the same admin, another age key
+    assert roster.conflicted() == {ids[1]}
+    directory = directory_from(roster, lambda _d: frozenset({"public", "personal"}))
+    assert directory.devices[ids[1]].scopes == frozenset()
