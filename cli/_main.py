@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="this device's name, e.g. laptop")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
     _add_device_options(p)
+    p.add_argument(
+        "--keep-root-key",
+        action="store_true",
+        help="also keep the swarm's root key in this home (root.key): whoever steals this device"
+        " is then the swarm's root; by default only the recovery code printed once holds it",
+    )
     add_home(p)
     add_json(p)
     p.set_defaults(run=_cmd_init)
@@ -143,14 +149,21 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from homeswarm.swarm import init_home, load_root, recovery_code
+    from homeswarm.swarm import init_home, new_root, recovery_code
 
     home = home_of(args)
+    root = new_root()
     ident = init_home(
-        home, name=args.name, role=args.role, scopes=args.scopes, relay_only=args.relay_only
+        home,
+        name=args.name,
+        role=args.role,
+        scopes=args.scopes,
+        relay_only=args.relay_only,
+        root=root,
+        keep_root=args.keep_root_key,
     )
     scopes = list(ident.settings.device.effective_scopes())
-    code = recovery_code(load_root(home))
+    code = recovery_code(root)
     return report(
         args,
         {

@@ -28,6 +28,7 @@ _FACE = {
     "short": "_certs",
     "load_root": "_home",
     "recovery_code": "_trust",
+    "new_root": "_trust",
     "recover_admin": "_trust",
     "audit_entries": "_audit",
     "issue_certificate": "_certs",
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
     from ._service import Service
-    from ._trust import recover_admin, recovery_code
+    from ._trust import new_root, recover_admin, recovery_code
     from ._vault_service import VaultService, open_local, readable_scopes
 
 
@@ -116,6 +117,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "load_root",
     "load_roster",
     "load_settings",
+    "new_root",
     "open_local",
     "public_bytes",
     "readable_scopes",

@@ -53,9 +53,9 @@ What a single stolen device can do, then: a non-admin, nothing to others (its re
 certificates do not count); an admin in a swarm of at least three admins, nothing to other admins
 (it is one signature of several) and, once the others revoke it, nothing it did stays; an admin
 in a swarm of two cannot remove the other (nor be removed but by the root). The root is the
-recovery code's key: it always counts and cannot be revoked. The device that ran ``swarm init``
-keeps ``root.key`` too: stolen, it is the root, so move that file off it (the recovery code is
-a copy) where that matters.
+recovery code's key: it always counts and cannot be revoked. ``swarm init`` keeps no copy of it on
+disk (the recovery code it prints once is the only one), so a stolen first device is one admin
+among the others, not the root; ``--keep-root-key`` keeps ``root.key`` for those who accept that.
 
 A revocation whose signer's chain is not known yet is refused (``add_revocation`` raises,
 ``merge_wire`` skips it); merging a whole roster never hits this, since a roster holds the chain of

@@ -4,14 +4,14 @@ Files (keys mode 0600, the directory 0700)::
 
     device.key   this device's Ed25519 key, PKCS#8 PEM: its libp2p peer id
     age.key      this device's age X25519 identity (AGE-SECRET-KEY-1...)
-    root.key     the swarm root's Ed25519 key (only on the device that ran `swarm init`)
+    root.key     the swarm root's Ed25519 key (only with `swarm init --keep-root-key`)
     swarm.toml   settings; [device] and [swarm] are written at init or join
     roster.bin   the members this device knows: certificate chains and revocations (msgpack)
     audit.jsonl  refused actions beyond a device's rights (mode 0600; see ``_audit``)
 
-``swarm init`` also prints a recovery code: ``root.key``'s secret, short enough to write down
-(``_trust``). Whoever holds ``root.key`` or the code is the swarm's root: keep the code off your
-devices, and move ``root.key`` off the first device where a stolen laptop must not be the root.
+``swarm init`` prints a recovery code: the root key's secret, short enough to write down
+(``_trust``), and by default keeps no other copy. Whoever holds the code (or a kept ``root.key``)
+is the swarm's root: keep the code off your devices.
 """
 
 from __future__ import annotations
@@ -180,15 +180,19 @@ def init_home(
     relay_only: bool = False,
     network: dict[str, object] | None = None,
     extra: dict[str, dict[str, object]] | None = None,
+    root: Ed25519PrivateKey | None = None,
+    keep_root: bool = True,
 ) -> Identity:
     """Create a new swarm and this device's identity in ``home``; refuse if one exists.
 
-    The root key signs this device's certificate, the first entry of the roster.
+    The root key (``root``, else a new one) signs this device's certificate, the first entry of
+    the roster. ``keep_root=False`` leaves it off the disk: the caller holds it (``swarm init``
+    prints it as the recovery code), so a stolen first device is an admin, not the root.
     """
     from ._certs import Roster, issue_certificate
 
     check_new_device(home, name=name, role=role)
-    root = Ed25519PrivateKey.generate()
+    root = root or Ed25519PrivateKey.generate()
     device = Ed25519PrivateKey.generate()
     age = pyrage.x25519.Identity.generate()
     root_public = public_bytes(root)
@@ -219,7 +223,8 @@ def init_home(
         network=network,
         extra=extra,
     )
-    write_home(home, device=device, age=age, root=root, config=config, roster=roster.encode())
+    kept = root if keep_root else None
+    write_home(home, device=device, age=age, root=kept, config=config, roster=roster.encode())
     return load_identity(home)
 
 

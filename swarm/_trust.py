@@ -45,6 +45,11 @@ class InvalidRecoveryCode(InvalidArgument):
     """A recovery code that is mistyped or is not one."""
 
 
+def new_root() -> Ed25519PrivateKey:
+    """A new swarm root key (``swarm init``: shown once as the recovery code)."""
+    return Ed25519PrivateKey.generate()
+
+
 def recovery_code(root: Ed25519PrivateKey) -> str:
     """The code that holds ``root``: ``swarmrc1-`` and 58 base32 letters in groups of five."""
     secret = root.private_bytes(

@@ -33,8 +33,10 @@ def test_init_creates_identity_with_private_key_files(tmp_path, capsys):
     assert ident.device_id in out
     assert ident.swarm_id in out
     assert ident.settings.device.role == "laptop"
-    for name in ("device.key", "age.key", "root.key"):
+    for name in ("device.key", "age.key"):
         assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600
+    # the root key is the recovery code printed once, not a file a thief could take
+    assert not (home / "root.key").exists()
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
     # the device id is a libp2p Ed25519 peer id of the device key
     assert len(public_key_from_peer_id(ident.device_id)) == 32

@@ -17,7 +17,6 @@ from homeswarm.swarm._certs import Roster, chain_to_wire, issue_certificate, rev
 from homeswarm.swarm._home import (
     device_config,
     load_identity,
-    load_root,
     load_roster,
     public_bytes,
     save_roster,
@@ -91,8 +90,9 @@ def _phone_of(laptop_home, tmp_path):
 
 def test_init_prints_the_code_of_its_root_key_once(tmp_path, capsys):
     home, code = _init(tmp_path, capsys)
-    assert public_bytes(root_from_code(code)) == public_bytes(load_root(home))
     ident = load_identity(home)
+    assert public_bytes(root_from_code(code)).hex() == ident.settings.swarm.root
+    assert not (home / "root.key").exists(), 'a stolen first device is not the root'
     assert load_roster(ident).is_admin(ident.device_id), "the first device is an admin"
     assert code not in "".join(p.read_text(errors="replace") for p in home.iterdir()), (
         "the code itself is written nowhere"
