@@ -164,3 +164,28 @@ def test_the_peer_face_loads_lazily_and_lists_what_it_serves():
     assert out.split() == ["False", "True"]
     with pytest.raises(AttributeError):
         _ = swarm.no_such_name
+
+
+def test_swarm_errors_is_the_whole_tree():
+    # every exception class any layer exports, and every SwarmError any module defines, is there
+    import inspect
+    import pkgutil
+
+    from homeswarm.errors import SwarmError
+    from homeswarm.swarm import errors
+
+    gathered = {getattr(errors, n) for n in errors.__all__}
+    defined = set()
+    for layer in LAYERS:
+        package = importlib.import_module(f"{ROOT_PACKAGE}.{layer}")
+        for info in pkgutil.iter_modules(package.__path__):
+            if layer == "cli" or info.name in ("testing", "__main__"):
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            defined |= {
+                cls
+                for _, cls in inspect.getmembers(module, inspect.isclass)
+                if issubclass(cls, SwarmError) and cls.__module__ == module.__name__
+            }
+    missing = sorted(c.__qualname__ for c in defined - gathered)
+    assert not missing, f"add to homeswarm.swarm.errors: {missing}"
