@@ -547,8 +547,15 @@ class Membership:
         self._enqueue(me.alive)
         if was_light != self.light:
             if self.light:
-                self._suspicions.clear()  # a light member runs no suspicion timers
+                # a light member runs no suspicion timers, probes and relays nobody
+                self._suspicions.clear()
                 self._probe = None
+                self._relays.clear()
+            else:
+                # back to full: the suspects we only heard of get their timers (hearsay)
+                for m in self.members.values():
+                    if m.status == "suspect" and m.accusation is not None:
+                        self._suspicions[m.node] = self._suspicion(m.accusation, now)
             self._next_heartbeat = now
             self._next_probe = self._next_gossip = now
             self._next_sync = now + self._sync_interval()
@@ -736,6 +743,9 @@ class Membership:
             targets = self._pick(HEARTBEAT_FANOUT, lambda m: m.status in ("alive", "away"))
         if not targets:
             targets = self._seeds[:HEARTBEAT_FANOUT]
+        if not targets:  # everyone we know is gone: try the dead in turn (they may be back)
+            dead = self._dead_turns.next(self, lambda m: m.status == "dead")
+            targets = [dead] if dead is not None else []
         state = self._full_state()
         for node in targets:
             self._send(node, Sync(False, state))
