@@ -192,3 +192,17 @@ def test_light_member_is_never_dead_and_away_only_when_its_lease_lapsed(seed, lo
     net.run_until(t + lease / HEARTBEATS_PER_LEASE + 5.0)
     assert net.everyone_sees(light, "alive")
     assert not [c for _, c in net.changes if c.node == light and c.status in ("dead", "suspect")]
+
+
+def test_a_light_member_turning_full_takes_up_the_suspicions_it_only_heard_of():
+    net, light = light_net(3)
+    a, b = net.ids[0], net.ids[1]
+    core = net.cores[light]
+    net.crash(b)
+    core.receive(a, Gossip((sign(net, "s", b, net.cores[b].incarnation, a),)), net.now)
+    assert net.status(light, b) == "suspect"
+    assert not core._suspicions  # a light member runs no suspicion timers
+    core.update_state(b"", net.now)  # full again
+    assert b in core._suspicions
+    net.run_until(net.now + 40.0)
+    assert net.status(light, b) == "dead"
