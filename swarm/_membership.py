@@ -491,6 +491,7 @@ class Membership:
         self._live: set[str] = {node}  # alive or suspect; every status change goes through _changed
         self._light: set[str] = set()  # other members that are light (whatever their status)
         self._refuted = False  # set while receiving: we refuted an accusation
+        self._beats: dict[str, float] = {}  # a light member's last heartbeat: to whom, when
         self.leaving = False
         self._seq = 0
         self._queue: dict[Any, _Queued] = {}
@@ -747,6 +748,7 @@ class Membership:
             dead = self._dead_turns.next(self, lambda m: m.status == "dead")
             targets = [dead] if dead is not None else []
         state = self._full_state()
+        self._beats = dict.fromkeys(targets, now)
         for node in targets:
             self._send(node, Sync(False, state))
 
@@ -886,6 +888,9 @@ class Membership:
                 self._apply_all(records, now)
             case Sync(reply, records):
                 self._apply_all(records, now)
+                sent = self._beats.pop(src, None) if reply else None
+                if sent is not None and member is not None:
+                    member.rtt = now - sent  # (nobody probes a light member: its heartbeats time)
                 if reply and src in self._seeds:
                     self._seeds, self._next_join = [], math.inf  # joined
                 if not reply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,3 +207,12 @@ def test_a_light_member_turning_full_takes_up_the_suspicions_it_only_heard_of():
     assert b in core._suspicions
     net.run_until(net.now + 40.0)
     assert net.status(light, b) == "dead"
+
+
+def test_a_light_members_heartbeats_time_its_round_trips():
+    net, light = light_net(3)
+    core = net.cores[light]
+    net.run_until(LEASE / HEARTBEATS_PER_LEASE + 1.0)
+    timed = {n: m.rtt for n, m in core.members.items() if n != light and m.rtt is not None}
+    assert timed
+    assert all(rtt == pytest.approx(0.02) for rtt in timed.values())  # 10 ms each way
