@@ -572,6 +572,7 @@ class Membership:
         the rest still held them as left, which nobody probes.)"""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
+        self._join_turn = 0  # the first seeds named (a device just seen on the LAN) go first
         self._rejoin(now)
 
     def _rejoin(self, now: float) -> None:

@@ -216,3 +216,23 @@ def test_a_light_members_heartbeats_time_its_round_trips():
     timed = {n: m.rtt for n, m in core.members.items() if n != light and m.rtt is not None}
     assert timed
     assert all(rtt == pytest.approx(0.02) for rtt in timed.values())  # 10 ms each way
+
+
+def test_a_device_just_seen_is_asked_at_once_whatever_it_was_last():
+    """A join names the device seen on the LAN first: it is asked at once, even after earlier
+    joins went round other seeds, and even though we hold it as left."""
+    net = CoreNet(6, latency=0.01, jitter=0.0)
+    net.join_all()
+    net.run_until(20.0)
+    core = net.cores[net.ids[0]]
+    seen = net.ids[5]
+    core.receive(seen, Gossip((sign(net, "d", seen, net.cores[seen].incarnation, seen),)), 20.0)
+    assert net.status(net.ids[0], seen) == "left"
+    core.pop_outbox()
+    others = [n for n in net.ids[1:] if n != seen]
+    core.join(others, 20.0)
+    core.join(others, 20.0)  # (two rounds: without starting over, the turn is past the start)
+    core.pop_outbox()
+    core.join([seen, *others], 20.0)
+    asked = [dst for dst, msg in core.pop_outbox() if isinstance(msg, Sync)]
+    assert asked[0] == seen
