@@ -5,7 +5,8 @@ lists every way a value departs from it)::
 
     {"self": ID, "swarm": SWARM_ID,
      "peers": [{"id": ID, "name": STR, "role": "phone"|"laptop"|"server", "self": BOOL,
-                "state": "alive"|"suspect"|"dead"|"left", "incarnation": INT, "last_seen_s": FLOAT,
+                "state": "alive"|"suspect"|"away"|"dead"|"left", "incarnation": INT,
+                "last_seen_s": FLOAT,
                 "power": {"battery_percent": FLOAT|null, "plugged": BOOL|null,
                           "minutes_left": FLOAT|null},
                 "load": {"cpu_percent": FLOAT, "memory_free_mb": FLOAT},
@@ -19,7 +20,8 @@ one peer has ``"self": true`` and its id is ``"self"``.
 
 Rules of the table: one row per device, this device first (marked ``*``), the others by name. With
 ``color=False`` the output is plain ASCII; with ``color=True`` state words are coloured (alive
-green, suspect yellow, dead/left red) and a few glyphs are used. Text a peer sent is shown with
+green, suspect and away yellow, dead/left red; away is a light member whose lease lapsed) and a
+few glyphs are used. Text a peer sent is shown with
 unprintable characters replaced, so a name cannot drive the terminal. Given ``width``, long names
 are cut so rows fit when possible.
 """
@@ -36,10 +38,16 @@ from typing import Any, TextIO
 from homeswarm.errors import InvalidArgument, RemoteError, SwarmError
 from homeswarm.vocabulary import ROLES
 
-STATES = ("alive", "suspect", "dead", "left")
+STATES = ("alive", "suspect", "away", "dead", "left")
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-_COLORS = {"alive": "\x1b[32m", "suspect": "\x1b[33m", "dead": "\x1b[31m", "left": "\x1b[31m"}
+_COLORS = {
+    "alive": "\x1b[32m",
+    "suspect": "\x1b[33m",
+    "away": "\x1b[33m",
+    "dead": "\x1b[31m",
+    "left": "\x1b[31m",
+}
 _RESET = "\x1b[0m"
 
 
@@ -228,7 +236,9 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     sep = " · " if color else ": "
     header = (
         f"swarm {_clean(status['swarm'])}{sep}{counts['alive']} alive, "
-        f"{counts['suspect']} suspect, {counts['dead'] + counts['left']} dead/left"
+        f"{counts['suspect']} suspect, "
+        + (f"{counts['away']} away, " if counts["away"] else "")
+        + f"{counts['dead'] + counts['left']} dead/left"
     )
     rows = [[_clean(p["name"]), *_cells(p, color)] for p in peers]
     widths = [max([_width(c), *(_width(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS)]

@@ -31,7 +31,7 @@ from homeswarm.swarm._membership import Change
 if TYPE_CHECKING:
     from ._world import Device, World
 
-RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
+RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3, "away": 0}  # away: alive, lease lapsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ asleep, and what it draws. ``DeviceModel`` integrates the energy over simulated 
   then linearly less, down to 10% of it at 100% (the constant-voltage phase);
 - an empty battery switches the device off until it is plugged in again.
 
+The swarm's own share is kept by cause (``CAUSES``): each stretch of radio tail belongs to the
+transfer that extended it (so the causes add up to the radio's energy exactly), and work placed on
+the device (``extra_cpu``) to ``kernels``. The same model with no traffic and no placed work
+is the day with no swarm at all (the day scenario's baseline).
+
 Everything is a pure function of the profile and the times it is advanced to.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,7 @@ DEFAULT_MODELS = Path(__file__).with_name("devices.toml")
 ROLES = ("phone", "laptop", "server")
 PLACES = ("home", "away")
 STEP = 60.0  # longest integration step while charging (the taper bends the curve)
+CAUSES = ("probes", "acks", "gossip", "heartbeats", "vault sync", "kernels", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +250,8 @@ class DeviceModel:
         self.radio_on_until = -math.inf
         self.extra_cpu = 0.0  # percent, on top of the period's (work placed on this device)
         self.override_plugged: bool | None = None
+        self.wh_by_cause: dict[str, float] = dict.fromkeys(CAUSES, 0.0)  # the swarm's own
+        self._tail: deque[tuple[float, float, str]] = deque()  # radio on: (from, until, cause)
 
     # ---- what the world asks ---------------------------------------------------------------
 
@@ -293,12 +302,31 @@ class DeviceModel:
 
     # ---- time --------------------------------------------------------------------------------
 
-    def traffic(self, now: float) -> None:
+    @property
+    def swarm_wh(self) -> float:
+        """What the swarm itself cost this device so far (every cause together)."""
+        return sum(self.wh_by_cause.values())
+
+    def traffic(self, now: float, cause: str = "other") -> None:
         """The device sent or received something: on a costly radio, it stays up a while."""
         tail = self.profile.radio_tail_s
         if tail and self.link.radio_w:
-            self.advance(now)
-            self.radio_on_until = max(self.radio_on_until, now + tail)
+            self.radio_until(now, now + tail, cause)
+
+    def radio_until(self, now: float, until: float, cause: str) -> None:
+        """Keep the radio up until ``until``; the extension is ``cause``'s."""
+        self.advance(now)
+        start = max(self.radio_on_until, now)
+        if until > start:
+            self._tail.append((start, until, cause))
+            self.radio_on_until = until
+
+    def spend(self, wh: float, cause: str) -> None:
+        """Energy the swarm spent outside the model's own terms (a transfer's bytes)."""
+        self.used_wh += wh
+        self.wh_by_cause[cause] = self.wh_by_cause.get(cause, 0.0) + wh
+        if self.energy_wh is not None and not self.plugged:
+            self.energy_wh = max(0.0, self.energy_wh - wh)
 
     def advance(self, now: float) -> None:
         while self.t < now:
@@ -311,10 +339,24 @@ class DeviceModel:
     def _segment(self, end: float) -> None:
         dt = end - self.t
         radio_s = min(max(self.radio_on_until - self.t, 0.0), dt)
-        radio_wh = self.link.radio_w * radio_s / 3600.0
+        radio_w = self.link.radio_w
+        radio_wh = radio_w * radio_s / 3600.0
         draw_wh = self.draw_w() * dt / 3600.0 + radio_wh
         self.used_wh += draw_wh
         self.radio_wh += radio_wh
+        by = self.wh_by_cause
+        tail = self._tail
+        while tail:
+            start, until, cause = tail[0]
+            overlap = min(until, end) - max(start, self.t)
+            if overlap > 0 and radio_w:
+                by[cause] = by.get(cause, 0.0) + radio_w * overlap / 3600.0
+            if until > end:
+                break
+            tail.popleft()
+        if self.extra_cpu and not self.period.asleep:
+            placed = self.cpu - min(100.0, self.period.cpu)
+            by["kernels"] += placed / 100.0 * self.profile.cpu_w * dt / 3600.0
         capacity = self.profile.battery_wh
         if capacity is not None and self.energy_wh is not None:
             if self.plugged:

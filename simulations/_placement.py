@@ -603,12 +603,10 @@ class PolicyDay:
         default = (3.5, 0.42) if link.radio_w else (2.26, 1.1)
         per_sent, per_received = TRANSFER_UJ_PER_BYTE.get(link.name, default)
         wh = (sent * per_sent + received * per_received) / 1e6 / 3600.0
-        model.used_wh += wh
-        if model.energy_wh is not None and not model.plugged:
-            model.energy_wh = max(0.0, model.energy_wh - wh)
+        model.spend(wh, "kernels")
         tail = model.profile.radio_tail_s
         if link.radio_w and tail:
-            model.radio_on_until = max(model.radio_on_until, now + airtime + tail)
+            model.radio_until(now, now + airtime + tail, "kernels")
         self.kernel_wh[device.name] += wh
 
     def _note(self, index: int, where: str, latency: float | None) -> None:

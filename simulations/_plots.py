@@ -6,7 +6,9 @@ data behind the plots) and the plots that fit the scenario:
 - ``detection_cdf.png`` (failure): the share of (peer, crashed device) pairs detected, by time;
 - ``membership_view.png`` (failure, partition, churn, faults): how many devices the peers see
   alive (least, mean, most) against how many are running, with the faults marked;
-- ``battery.png`` (day): each device's battery through the day, hours when it was away shaded;
+- ``battery.png`` (day): each device's battery through the day (dashed: the same day with no
+  swarm), hours when it was away shaded in its own colour, asleep in grey;
+- ``energy_by_cause.png`` (day): the swarm's own energy on each device, by cause;
 - ``view_accuracy.png`` (day): how well the peers' views matched the truth through the day;
 - ``placement_policies.png`` (placement): each policy beside the others: the energy its kernels
   added by device (and all the devices drew), the phone's battery at the end and at its lowest,
@@ -65,7 +67,11 @@ def write_outputs(result: Result, out: Path) -> list[Path]:
     if s.get("views"):
         written.append(_views(s["views"], result.log, out / "membership_view.png", title))
     if "battery" in s:
-        written.append(_battery(s["battery"], result.log, out / "battery.png", title))
+        baseline = s.get("battery_no_swarm", {})
+        written.append(_battery(s["battery"], baseline, result.log, out / "battery.png", title))
+    by_cause = result.metrics.get("swarm_wh_by_cause")
+    if by_cause:
+        written.append(_by_cause(by_cause, out / "energy_by_cause.png", title))
     if s.get("accuracy"):
         written.append(_accuracy(s["accuracy"], out / "view_accuracy.png", title))
     if s.get("policies"):
@@ -130,15 +136,39 @@ def _mark(ax: Any, log: list[Any], end: float) -> None:
             ax.axvline(at, color="tab:green", alpha=0.35, linewidth=0.8)
 
 
-def _battery(battery: dict[str, list[Any]], log: list[Any], path: Path, title: str) -> Path:
+def _battery(
+    battery: dict[str, list[Any]],
+    baseline: dict[str, list[Any]],
+    log: list[Any],
+    path: Path,
+    title: str,
+) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(battery)}
     for name, points in battery.items():
         kept = [(h, p) for h, p in points if p is not None]
         if kept:
-            ax.plot([h for h, _ in kept], [p for _, p in kept], label=name, linewidth=1.6)
-    # shade each device's time away from home and asleep
+            ax.plot(
+                [h for h, _ in kept],
+                [p for _, p in kept],
+                label=name,
+                linewidth=1.6,
+                color=colors[name],
+            )
+        base = [(h, p) for h, p in baseline.get(name, ()) if p is not None]
+        if base:
+            ax.plot(
+                [h for h, _ in base],
+                [p for _, p in base],
+                label=f"{name}, no swarm",
+                linewidth=1.0,
+                linestyle="--",
+                color=colors[name],
+            )
+    # shade each device's time away from home (in its line's colour) and asleep (grey)
     spans: dict[tuple[str, str], float] = {}
     end = max((pts[-1][0] for pts in battery.values() if pts), default=24.0)
     for at, what, detail in log:
@@ -147,21 +177,43 @@ def _battery(battery: dict[str, list[Any]], log: list[Any], path: Path, title: s
             if where == "away":
                 spans[(name, "away")] = at / 3600
             elif (name, "away") in spans:
-                ax.axvspan(spans.pop((name, "away")), at / 3600, color="orange", alpha=0.12)
+                start = spans.pop((name, "away"))
+                ax.axvspan(start, at / 3600, color=colors.get(name, "grey"), alpha=0.1)
         elif what == "sleeps":
             spans[(detail, "asleep")] = at / 3600
         elif what == "wakes" and (detail, "asleep") in spans:
             ax.axvspan(spans.pop((detail, "asleep")), at / 3600, color="grey", alpha=0.12)
-    for (_, kind), start in spans.items():
-        ax.axvspan(start, end, color="orange" if kind == "away" else "grey", alpha=0.12)
+    for (name, kind), start in spans.items():
+        color = colors.get(name, "grey") if kind == "away" else "grey"
+        ax.axvspan(start, end, color=color, alpha=0.1 if kind == "away" else 0.12)
     ax.set(
-        title=title + ": battery (orange: phone away, grey: laptop asleep)",
+        title=title + ": battery (shaded: away, in the device's colour; grey: asleep)",
         xlabel="hours",
         ylabel="battery %",
         ylim=(0, 101),
     )
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _by_cause(by_cause: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    devices = list(by_cause)
+    causes = sorted({c for row in by_cause.values() for c, wh in row.items() if wh})
+    bottom = [0.0] * len(devices)
+    for cause in causes:
+        values = [by_cause[d].get(cause, 0.0) for d in devices]
+        ax.bar(devices, values, bottom=bottom, label=cause)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for i, total in enumerate(bottom):
+        ax.annotate(f"{total:.2f} Wh", (i, total), ha="center", va="bottom", fontsize=8)
+    ax.set(title=title + ": the swarm's own energy, by cause", ylabel="Wh")
+    if causes:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 

@@ -10,8 +10,9 @@ trio's scheduler made deterministic, checks the invariants as it goes, and retur
   each other peer sees it dead; and false deaths: a peer declared dead while it was up.
 - ``partition``: split into halves, heal; time until every view agrees again.
 - ``day``: a phone, a laptop and a home server through a day of their profiles (see
-  ``devices.toml``): battery over the day, and how accurately each peer's view (status and
-  battery) tracked the others.
+  ``devices.toml``): battery over the day, beside the same day with no swarm (the same models,
+  in the same run); the swarm's own energy per device and by cause; and how accurately each
+  peer's view (status and battery) tracked the others.
 - ``churn``: devices leave, crash and come back continuously; how accurate the views stay.
 - ``faults``: a random fault schedule from the seed (partitions, isolation, crashes, pauses,
   loss bursts, clock skew), then everything heals; the views must agree again. The test suite
@@ -40,7 +41,7 @@ from homeswarm.transports import InvalidArgument, Link
 
 from ._faults import play, random_schedule
 from ._invariants import Invariants
-from ._models import Models, load_models
+from ._models import CAUSES, DeviceModel, Models, load_models
 from ._placement import run_placement
 from ._stats import pct as _pct
 from ._stats import rounded as _r
@@ -443,13 +444,27 @@ async def _day(sim: _Sim) -> None:
     errors: list[float] = []
     battery: dict[str, list[tuple[float, float | None]]] = {d.name: [] for d in world.devices}
     accuracy: list[tuple[float, float]] = []
+    # the same day with no swarm: the same models, never any traffic or placed work
+    shadows = {
+        d.name: DeviceModel(d.model.profile, models, start_hour=d.model.start_hour)
+        for d in world.devices
+        if d.model is not None
+    }
+    baseline: dict[str, list[tuple[float, float | None]]] = {name: [] for name in shadows}
 
     async def body(world: World) -> None:
         nonlocal right, total, status_right
         end = sim.seconds
         mins: dict[str, float] = {}
+        base_mins: dict[str, float] = {}
         while True:
             now = trio.current_time()
+            for name, shadow in shadows.items():
+                shadow.advance(now)
+                pct = shadow.percent
+                baseline[name].append((now / 3600.0, pct))
+                if pct is not None:
+                    base_mins[name] = min(base_mins.get(name, 100.0), pct)
             ok = n = 0
             for d in world.devices:
                 if d.model is not None:
@@ -498,12 +513,28 @@ async def _day(sim: _Sim) -> None:
                 "radio_wh": {
                     d.name: _r(d.model.radio_wh, 2) for d in world.devices if d.model is not None
                 },
+                "swarm_wh": {
+                    d.name: _r(d.model.swarm_wh, 3) for d in world.devices if d.model is not None
+                },
+                "swarm_wh_by_cause": {
+                    d.name: {
+                        cause: _r(wh, 4)
+                        for cause, wh in d.model.wh_by_cause.items()
+                        if cause in CAUSES[:-1] or wh
+                    }
+                    for d in world.devices
+                    if d.model is not None
+                },
+                "no_swarm_battery_min_percent": {
+                    d.name: _r(base_mins[d.name], 1) for d in world.devices if d.name in base_mins
+                },
                 "view_accuracy": _r(right / total if total else None, 4),
                 "view_status_accuracy": _r(status_right / total if total else None, 4),
                 "battery_view_error_mean": _r(sum(errors) / len(errors) if errors else None, 2),
             }
         )
         sim.series["battery"] = battery
+        sim.series["battery_no_swarm"] = baseline
         sim.series["accuracy"] = accuracy
 
     await world.run(body)

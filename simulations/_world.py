@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pyrage
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -230,6 +231,7 @@ class World:
         self._digest = hashlib.sha256()
         self.bytes_sent: dict[str, int] = dict.fromkeys(self.by_id, 0)
         self.observers: list[Observer] = []
+        self._asked: dict[tuple[str, str, int], str] = {}  # (asker, asked, id) -> cause
         self.log: list[tuple[float, str, str]] = []  # (time, what, detail): faults and events
         self._nursery: trio.Nursery | None = None
         self._links_set = False
@@ -246,9 +248,41 @@ class World:
         if self.hash_payloads:
             self._digest.update(data)
         self.bytes_sent[src] = self.bytes_sent.get(src, 0) + len(data)
+        cause = ""
         for device in (self.by_id.get(src), self.by_id.get(dst)):
-            if device is not None and device.model is not None:
-                device.model.traffic(at)
+            model = device.model if device is not None else None
+            if model is not None and model.profile.radio_tail_s and model.link.radio_w:
+                cause = cause or self._cause(src, dst, data)
+                model.traffic(at, cause)
+
+    def _cause(self, src: str, dst: str, data: bytes) -> str:
+        """What a frame is for, as the energy accounting names it (see ``_models.CAUSES``): from
+        its envelope ``[1, kind, id, body]``; a response takes its request's cause."""
+        try:
+            _, kind, ident, body = msgpack.unpackb(data[4:], raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return "other"
+        if kind in (1, 3):  # a response or an error: its request's
+            return self._asked.pop((dst, src, ident), "other")
+        cause = "other"
+        if isinstance(body, list) and len(body) > 1:
+            cause = _MEMBERSHIP_CAUSES.get(body[1], "other")
+            if cause == "gossip" and body[1] == "sync" and (self._light(src) or self._light(dst)):
+                cause = "heartbeats"
+        elif isinstance(body, dict):
+            op = body.get("op")
+            service = op.partition(".")[0] if isinstance(op, str) else ""
+            cause = {"vault": "vault sync", "kernels": "kernels"}.get(service, "other")
+        if kind == 0:
+            if len(self._asked) > 100_000:
+                self._asked.clear()  # (requests never answered: keep this bounded)
+            self._asked[(src, dst, ident)] = cause
+        return cause
+
+    def _light(self, node: str) -> bool:
+        device = self.by_id.get(node)
+        peer = device.peer if device is not None else None
+        return peer is not None and peer.core is not None and peer.core.light
 
     def _changed(self, device: Device, changes: list[Change]) -> None:
         for c in changes:
@@ -320,6 +354,7 @@ class World:
                 power=device.power,
                 on_changes=lambda changes: self._changed(device, changes),
                 services=self.services(device) if self.services is not None else (),
+                metered=lambda: device.model is not None and device.model.link.radio_w > 0,
             ),
         )
         transport = self.net.transport(device.id)
@@ -469,6 +504,16 @@ class World:
 
     def reachable(self, a: Device, b: Device) -> bool:
         return a.up and b.up and not self.net.blocked(a.id, b.id)
+
+
+_MEMBERSHIP_CAUSES = {
+    "ping": "probes",
+    "req": "probes",
+    "ack": "acks",
+    "nack": "acks",
+    "gossip": "gossip",
+    "sync": "gossip",
+}
 
 
 def _addr(device: Device) -> str:

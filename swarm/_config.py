@@ -55,6 +55,10 @@ def _percent(value: float) -> str | None:
     return None if 0 <= value <= 100 else "must be between 0 and 100"
 
 
+def _lease(value: float) -> str | None:
+    return None if 30 <= value <= 86_400 else "must be between 30 and 86400 seconds"
+
+
 def _multiaddrs(value: tuple[str, ...]) -> str | None:
     for addr in value:
         if not addr.startswith("/"):
@@ -101,6 +105,7 @@ class NetworkSettings:
 
 PowerSource = Literal["device", "simulated"]
 Profile = Literal["auto", "normal", "battery-saver"]
+Light = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,17 @@ class MembershipSettings:
     )
     sample_period_s: float = setting(5.0, "sample this device's state this often", _positive)
     tombstone_s: float = setting(3600.0, "forget dead and departed devices after", _positive)
+    light: Light = setting(
+        "auto",
+        "a light member is not probed and probes nobody; it renews a lease instead (auto: a "
+        "phone on cellular or on battery below light_below_percent), on or off",
+    )
+    lease_s: float = setting(
+        900.0, "a light member renews its lease twice per this many seconds", _lease
+    )
+    light_below_percent: float = setting(
+        30.0, "auto: a phone on battery below this % is a light member", _percent
+    )
 
 
 ExecutorKind = Literal["auto", "inline", "ray", "none"]

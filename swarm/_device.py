@@ -53,8 +53,9 @@ MAX_MINUTES = 1e7  # about 19 years; longer estimates are shown as this
 MAX_MEMORY_MB = 1e9  # a petabyte
 MAX_VERSION = 2**63 - 1
 SAVER_BELOW_PERCENT = 30.0
+MAX_LEASE_S = 86_400
 
-_FIELDS = 14  # the wire list's length, version included
+_FIELDS = 15  # the wire list's length, version included
 _NO_POWER_TIME = {psutil.POWER_TIME_UNLIMITED, psutil.POWER_TIME_UNKNOWN}
 
 
@@ -78,6 +79,7 @@ class DeviceState:
     executor: str
     kernels: tuple[str, ...]
     version: int
+    lease_s: int = 0  # a light member's lease (it is not probed; see _membership); 0: a full one
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or _device_name(self.name) is not None:
@@ -98,6 +100,8 @@ class DeviceState:
                 raise InvalidArgument(f"{flag} must be a boolean")
         if not _is_int(self.version) or not 0 <= self.version <= MAX_VERSION:
             raise InvalidArgument("version must be a non-negative integer")
+        if not _is_int(self.lease_s) or not 0 <= self.lease_s <= MAX_LEASE_S:
+            raise InvalidArgument(f"lease_s must be a whole number of seconds, 0-{MAX_LEASE_S}")
         set_ = object.__setattr__
         set_(self, "addrs", addrs)
         set_(self, "scopes", scopes)
@@ -111,7 +115,7 @@ class DeviceState:
         """The compact, msgpack-able form, positional, floats as integer tenths (or None).
 
         ``[1, name, role, [addrs], battery, plugged, minutes_left, cpu, memory_free_mb,
-        [scopes], relay_only, executor, [kernels], version]``
+        [scopes], relay_only, executor, [kernels], version, lease_s]``
         """
         return [
             WIRE_VERSION,
@@ -128,6 +132,7 @@ class DeviceState:
             self.executor,
             list(self.kernels),
             self.version,
+            self.lease_s,
         ]
 
     @classmethod
@@ -140,7 +145,7 @@ class DeviceState:
         if len(obj) != _FIELDS:
             raise ProtocolViolation(f"device state has {len(obj)} fields, expected {_FIELDS}")
         (_, name, role, addrs, battery, plugged, minutes, cpu, memory) = obj[:9]
-        (scopes, relay_only, executor, kernels, version) = obj[9:]
+        (scopes, relay_only, executor, kernels, version, lease_s) = obj[9:]
         for what, value in (("addrs", addrs), ("scopes", scopes), ("kernels", kernels)):
             if not isinstance(value, list | tuple):
                 raise ProtocolViolation(f"device state {what} is not a list")
@@ -159,6 +164,7 @@ class DeviceState:
                 executor=executor,
                 kernels=tuple(kernels),
                 version=version,
+                lease_s=lease_s,
             )
         except InvalidArgument as exc:
             raise ProtocolViolation(f"bad device state: {exc}") from None
@@ -182,6 +188,7 @@ class DeviceState:
         """Whether ``other`` is worth gossiping after ``self`` (symmetric; ignores ``version``).
 
         True for any change of name, role, addrs, scopes, relay_only, executor, kernels, plugged,
+        lease,
         or of whether there is a battery (or a minutes-left estimate); for battery moving >= 1
         point; cpu moving >= 20 points; free memory or minutes left moving >= 10% of the larger.
         """
@@ -194,6 +201,7 @@ class DeviceState:
             or self.executor != other.executor
             or self.kernels != other.kernels
             or self.plugged != other.plugged
+            or self.lease_s != other.lease_s
         ):
             return True
         a, b = self.battery_percent, other.battery_percent
@@ -214,6 +222,26 @@ def battery_saver(state: DeviceState) -> bool:
         and state.battery_percent is not None
         and state.battery_percent < SAVER_BELOW_PERCENT
     )
+
+
+def light_lease(
+    settings: Settings, plugged: bool | None, battery_percent: float | None, metered: bool
+) -> int:
+    """The lease this device holds its place with, in whole seconds; 0: it is a full member.
+
+    ``[membership] light``: "on" or "off" decide; "auto" makes a phone light while it is on a
+    metered (cellular) link, or on battery below ``light_below_percent``.
+    """
+    m = settings.membership
+    if m.light == "off":
+        return 0
+    lease = max(1, round(m.lease_s))
+    if m.light == "on":
+        return lease
+    if settings.device.role != "phone":
+        return 0
+    low = battery_percent is not None and battery_percent < m.light_below_percent
+    return lease if metered or (plugged is False and low) else 0
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -469,12 +497,14 @@ def sample_state(
     kernels: Iterable[str],
     version: int,
     now: float,
+    metered: bool = False,
 ) -> DeviceState:
     """This device's state now, from its settings and its power and load readings.
 
     Readings are clamped into range (a sensor's odd value never fails a sample); addresses that
     are not multiaddrs, repeat, or do not fit the size bounds are left out, in order. Bad
     ``executor``, ``kernels`` or ``version`` raise ``InvalidArgument``: they are the caller's.
+    ``metered``: the device's link costs energy per burst (cellular), which can make it light.
     """
     reading = power.read(now)
     cpu, memory = load.read()
@@ -493,6 +523,7 @@ def sample_state(
         executor=executor,
         kernels=tuple(kernels),
         version=version,
+        lease_s=light_lease(settings, reading.plugged, reading.battery_percent, metered),
     )
 
 

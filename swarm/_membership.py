@@ -46,6 +46,18 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   exchanges every record we hold plus the opaque ``facts`` (the roster's certificates and
   revocations); so does, at the same time, one member we think dead, each in turn (Serf's
   reconnect): a healed partition merges within (members dead) intervals.
+- Light members (a phone on cellular: its signed state names a lease, ``lease_of(state) > 0``)
+  are not probed, not asked to relay, and not gossiped to; they probe nobody, run no gossip,
+  push-pull or suspicion timers, and relay nothing. Twice per lease a light member sends a
+  heartbeat: a freshly signed alive record (a higher version) and everything it had to say, as a
+  push-pull with up to two full members, whose answers bring back what it missed and who gossip
+  the record on. Each peer renews a light member's lease when it takes a new alive record from
+  it; a lease that runs out makes it ``away`` in that peer's view (a local judgement, never
+  gossiped): not dead, since nobody probed it, and ``alive`` again with its next record, at the
+  same incarnation. Accusations about a light member are no evidence and are dropped (its own
+  leave still counts). An away member is reaped like the dead after ``tombstone`` seconds.
+- An accusation counts only if a roster member signed it: a stranger's, even relayed by a
+  member, is dropped (and logged once per stranger).
 - Dead and departed members stay as tombstones for ``tombstone`` seconds, then are forgotten;
   push-pull leaves out their alive records, so a peer that has forgotten one does not take it
   back.
@@ -67,13 +79,15 @@ from homeswarm.errors import ProtocolViolation
 
 log = logging.getLogger("swarm.membership")
 
-Status = Literal["alive", "suspect", "dead", "left"]
+Status = Literal["alive", "suspect", "dead", "left", "away"]
 WIRE_VERSION = 1
 MAX_RECORDS = 4096
 PIGGYBACK_BYTES = 1024
 JOIN_RETRY = 2.0
 JOIN_FANOUT = 3  # seeds asked at once when joining
 NACK_FRACTION = 0.8
+HEARTBEATS_PER_LEASE = 2  # a light member renews its lease this many times per lease
+HEARTBEAT_FANOUT = 2  # full members a heartbeat goes to, in one radio burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +341,12 @@ class Member:
     changed_at: float = 0.0
     last_heard: float | None = None
     rtt: float | None = None
+    lease: float = 0.0  # > 0: a light member, holding its place with a lease this long
+    renewed_at: float = 0.0  # when we last took a new alive record from it
+
+    @property
+    def light(self) -> bool:
+        return self.lease > 0
 
     @property
     def version(self) -> int:
@@ -452,8 +472,10 @@ class Membership:
         profile: Profile = NORMAL,
         tombstone: float = 3600.0,
         valid_state: Callable[[bytes], bool] | None = None,
+        lease_of: Callable[[bytes], float] | None = None,
     ) -> None:
         self.node = node
+        self.lease_of = lease_of
         self.profile = profile
         self.tombstone = tombstone
         self.valid_state = valid_state
@@ -467,6 +489,9 @@ class Membership:
         self.members: dict[str, Member] = {}
         self.awareness = 0
         self._live: set[str] = {node}  # alive or suspect; every status change goes through _changed
+        self._light: set[str] = set()  # other members that are light (whatever their status)
+        self._refuted = False  # set while receiving: we refuted an accusation
+        self._beats: dict[str, float] = {}  # a light member's last heartbeat: to whom, when
         self.leaving = False
         self._seq = 0
         self._queue: dict[Any, _Queued] = {}
@@ -479,6 +504,9 @@ class Membership:
         self._dead_turns = _Turns()
         first = self._sign_alive(incarnation, 0, state)
         self.members[node] = Member(node, "alive", incarnation, first, changed_at=now)
+        self.me.lease = self._lease(state)
+        self._next_heartbeat = now
+        self._unknown_accusers: set[str] = set()  # logged once each
         self._enqueue(first)
         self._next_probe = now + self.rng.uniform(0, profile.probe_interval)
         self._next_gossip = now + profile.gossip_interval
@@ -498,17 +526,43 @@ class Membership:
     def incarnation(self) -> int:
         return self.me.incarnation
 
+    @property
+    def light(self) -> bool:
+        """Whether we are a light member (our own state says so): see ``_heartbeat``."""
+        return self.me.lease > 0
+
     def set_profile(self, profile: Profile) -> None:
         self.profile = profile
 
     def update_state(self, state: bytes, now: float) -> None:
-        """Our own state changed: gossip a new alive record with a higher version."""
+        """Our own state changed: gossip a new alive record with a higher version (a light
+        member keeps it for its next heartbeat, unless it just became light or full: then it
+        goes now, so that the others stop or start probing it)."""
         me = self.me
         if me.status != "alive":
             return
+        was_light = self.light
         me.alive = self._sign_alive(me.incarnation, me.version + 1, state)
+        me.lease = self._lease(state)
         self._changed(me, now)
         self._enqueue(me.alive)
+        if was_light != self.light:
+            if self.light:
+                # a light member runs no suspicion timers, probes and relays nobody
+                self._suspicions.clear()
+                self._probe = None
+                self._relays.clear()
+            else:
+                # back to full: the suspects we only heard of get their timers (hearsay)
+                for m in self.members.values():
+                    if m.status == "suspect" and m.accusation is not None:
+                        self._suspicions[m.node] = self._suspicion(m.accusation, now)
+            self._next_heartbeat = now
+            self._next_probe = self._next_gossip = now
+            self._next_sync = now + self._sync_interval()
+
+    def _lease(self, state: bytes) -> float:
+        return self.lease_of(state) if self.lease_of is not None else 0.0
 
     def join(self, seeds: Iterable[str], now: float) -> None:
         """Ask these peers for everything they know (a push-pull with a few at a time, in turn)
@@ -518,6 +572,7 @@ class Membership:
         the rest still held them as left, which nobody probes.)"""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
+        self._join_turn = 0  # the first seeds named (a device just seen on the LAN) go first
         self._rejoin(now)
 
     def _rejoin(self, now: float) -> None:
@@ -563,6 +618,7 @@ class Membership:
         if node != self.node and self.members.pop(node, None) is not None:
             self._suspicions.pop(node, None)
             self._live.discard(node)
+            self._light.discard(node)
             self.changes.append(Change(now, node, "dead", 0, -1, gone=True))
 
     def settle(self, records: Iterable[Alive], now: float) -> None:
@@ -574,8 +630,11 @@ class Membership:
             node = record.node
             if node != self.node and node not in self.members and self.facts.admits(node):
                 member = Member(node, "alive", record.incarnation, record, changed_at=now)
+                member.lease, member.renewed_at = self._lease(record.state), now
                 self.members[node] = member
                 self._live.add(node)
+                if member.light:
+                    self._light.add(node)
         self._queue = {k: q for k, q in self._queue.items() if k == self.node}
         self._next_sync = now + self._sync_interval()
 
@@ -593,9 +652,17 @@ class Membership:
     def next_deadline(self) -> float:
         if self.leaving:
             return math.inf  # a departed node runs no timers (its driver would spin otherwise)
+        if self.light:
+            # a light member wakes for its heartbeat (and a transition of our own), nothing else
+            at = min(self._next_heartbeat, self._next_reap)
+            if self._probe is not None:
+                at = min(at, self._probe.end_at)
+            return min([at] + [m.renewed_at + m.lease for m in self._leased()])
         at = min(self._next_probe, self._next_sync, self._next_reap)
         if self._queue:
             at = min(at, self._next_gossip)  # no wake-ups while there is nothing to gossip
+        for m in self._leased():
+            at = min(at, m.renewed_at + m.lease)
         if self._seeds:
             at = min(at, self._next_join)
         probe = self._probe
@@ -614,6 +681,16 @@ class Membership:
     def tick(self, now: float) -> None:
         """Run every timer due at ``now``."""
         if self.leaving:
+            return
+        self._lapse(now)
+        if self.light:
+            if self._probe is not None and now >= self._probe.end_at:
+                self._probe = None  # started before we became light: forget it
+            if now >= self._next_heartbeat:
+                self._heartbeat(now)
+            if now >= self._next_reap:
+                self._reap(now)
+                self._next_reap = now + 60.0
             return
         probe = self._probe
         if probe is not None:
@@ -641,6 +718,40 @@ class Membership:
         if now >= self._next_reap:
             self._reap(now)
             self._next_reap = now + 60.0
+
+    def _leased(self) -> list[Member]:
+        members = self.members
+        return [members[n] for n in self._light if members[n].status == "alive"]
+
+    def _lapse(self, now: float) -> None:
+        """Light members whose lease ran out are ``away``: not dead (nobody probed them, so
+        nobody has evidence), and back ``alive`` with their next heartbeat."""
+        for m in self._leased():
+            if now >= m.renewed_at + m.lease:
+                m.status = "away"
+                self._changed(m, now)
+
+    def _heartbeat(self, now: float) -> None:
+        """A light member's one radio burst per period: a fresh alive record (it renews the
+        lease) and everything else it had to say, in a push-pull with a few full members; their
+        answers bring back everything it missed, and they gossip the record on."""
+        self._next_heartbeat = now + self.me.lease / HEARTBEATS_PER_LEASE
+        me = self.me
+        if me.alive is not None and me.status == "alive":
+            me.alive = self._sign_alive(me.incarnation, me.version + 1, me.alive.state)
+        self._queue.clear()  # the full state carries it all
+        targets = self._pick(HEARTBEAT_FANOUT, lambda m: m.status == "alive" and not m.light)
+        if not targets:
+            targets = self._pick(HEARTBEAT_FANOUT, lambda m: m.status in ("alive", "away"))
+        if not targets:
+            targets = self._seeds[:HEARTBEAT_FANOUT]
+        if not targets:  # everyone we know is gone: try the dead in turn (they may be back)
+            dead = self._dead_turns.next(self, lambda m: m.status == "dead")
+            targets = [dead] if dead is not None else []
+        state = self._full_state()
+        self._beats = dict.fromkeys(targets, now)
+        for node in targets:
+            self._send(node, Sync(False, state))
 
     def _nack_timeout(self) -> float:
         # Lifeguard: a relay's nack must reach the origin before its probe ends, which is
@@ -672,7 +783,7 @@ class Membership:
     def _indirect(self, probe: _Probe) -> None:
         relays = self._pick(
             self.profile.indirect_checks,
-            lambda m: m.status == "alive" and m.node != probe.target,
+            lambda m: m.status == "alive" and m.node != probe.target and not m.light,
         )
         probe.indirect = len(relays) or -1  # -1: nobody to ask
         for relay in relays:
@@ -694,7 +805,9 @@ class Membership:
         self._apply(record, now, verified=True)
 
     def _next_target(self) -> str | None:
-        return self._probe_turns.next(self, lambda m: m.status in ("alive", "suspect"))
+        return self._probe_turns.next(
+            self, lambda m: m.status in ("alive", "suspect") and not m.light
+        )
 
     def _gossip(self, now: float) -> None:
         if not self._queue:
@@ -702,7 +815,7 @@ class Membership:
         horizon = now - self.profile.gossip_to_dead
         targets = self._pick(
             self.profile.gossip_nodes,
-            lambda m: m.status in ("alive", "suspect") or m.changed_at >= horizon,
+            lambda m: not m.light and (m.status in ("alive", "suspect") or m.changed_at >= horizon),
         )
         if not targets:
             # nobody to tell (a lone device): drop it rather than wake 5 times a second for
@@ -720,7 +833,7 @@ class Membership:
         # or the partition healed, the two views merge again. The dead take turns, so each is
         # tried within (number dead) intervals; at random, a partition that left many truly dead
         # members behind could take many times that to heal.
-        targets = self._pick(1, lambda m: m.status == "alive")
+        targets = self._pick(1, lambda m: m.status == "alive" and not m.light)
         dead = self._dead_turns.next(self, lambda m: m.status == "dead")
         if dead is not None:
             targets.append(dead)
@@ -735,9 +848,10 @@ class Membership:
 
     def _reap(self, now: float) -> None:
         for node, m in list(self.members.items()):
-            gone = m.status in ("dead", "left") and now - m.changed_at >= self.tombstone
+            gone = m.status in ("dead", "left", "away") and now - m.changed_at >= self.tombstone
             if gone and node != self.node:
                 del self.members[node]
+                self._light.discard(node)
                 self.changes.append(Change(now, node, m.status, m.incarnation, -1, gone=True))
 
     # ---- receiving ---------------------------------------------------------------------------
@@ -751,7 +865,7 @@ class Membership:
         member = self.members.get(src)
         if member is not None:
             member.last_heard = now
-        self._outdated = False
+        self._outdated = self._refuted = False
         match msg:
             case Ping(seq, target, records):
                 self._apply_all(records, now)
@@ -764,7 +878,7 @@ class Membership:
                 self._on_ack(src, seq, now)
             case PingReq(seq, target, records):
                 self._apply_all(records, now)
-                if target in self.members and target != self.node:
+                if target in self.members and target != self.node and not self.light:
                     mine = self._next_seq()
                     self._relays[mine] = _Relay(src, seq, target, now + self._nack_timeout())
                     self._send(target, Ping(mine, target, self._piggyback()))
@@ -775,12 +889,17 @@ class Membership:
                 self._apply_all(records, now)
             case Sync(reply, records):
                 self._apply_all(records, now)
+                sent = self._beats.pop(src, None) if reply else None
+                if sent is not None and member is not None:
+                    member.rtt = now - sent  # (nobody probes a light member: its heartbeats time)
                 if reply and src in self._seeds:
                     self._seeds, self._next_join = [], math.inf  # joined
                 if not reply:
                     self._send(src, Sync(True, self._full_state()))
                     return
-        if self._outdated and self.me.alive is not None:
+        if (self._outdated or (self._refuted and self.light)) and self.me.alive is not None:
+            # (a light member answers an accusation at once, in the same radio burst, instead
+            # of at its next heartbeat)
             self._send(src, Gossip((self.me.alive,)))
 
     def _buddies(self, src: str) -> tuple[Record, ...]:
@@ -850,7 +969,7 @@ class Membership:
             if not self.facts.admits(node):
                 self.stats.stale += 1
                 return
-        elif member.status == "alive":
+        elif member.status in ("alive", "away"):
             if (record.incarnation, record.version) <= (member.incarnation, member.version):
                 self.stats.stale += 1
                 return
@@ -869,7 +988,13 @@ class Membership:
         member.incarnation = record.incarnation
         member.status = "alive"
         member.accusation = None
+        member.lease = self._lease(record.state)
+        member.renewed_at = now
         self._suspicions.pop(node, None)
+        if member.light:
+            self._light.add(node)
+        else:
+            self._light.discard(node)
         self._changed(member, now)
         self._enqueue(record)
 
@@ -888,8 +1013,24 @@ class Membership:
                 # receive() answers it with our current alive record
                 self._outdated = True
             return
+        if not record.leave and not self.facts.admits(record.by):
+            self.stats.rejected += 1
+            if record.by not in self._unknown_accusers and len(self._unknown_accusers) < 1024:
+                self._unknown_accusers.add(record.by)
+                log.warning(
+                    "%s: dropped an accusation of %s signed by %s, not a member",
+                    self.node[-8:],
+                    node[-8:],
+                    record.by[-8:],
+                )
+            return
         member = self.members.get(node)
         if member is None or record.incarnation < member.incarnation:
+            self.stats.stale += 1
+            return
+        if member.light and member.status in ("alive", "away") and not record.leave:
+            # nobody probes a light member, so nobody holds evidence against it: its lease
+            # says whether it is here (a stale view that still probed it is no evidence)
             self.stats.stale += 1
             return
         if member.status in ("dead", "left"):
@@ -913,7 +1054,8 @@ class Membership:
             member.status = "suspect"
             member.incarnation = record.incarnation
             member.accusation = record
-            self._suspicions[node] = self._suspicion(record, now)
+            if not self.light:  # a light member takes the others' verdict by push-pull
+                self._suspicions[node] = self._suspicion(record, now)
             self._changed(member, now)
             self._enqueue(record)
             return
@@ -962,6 +1104,7 @@ class Membership:
         me.incarnation = incarnation + 1
         me.alive = self._sign_alive(me.incarnation, me.version, me.alive.state if me.alive else b"")
         self.stats.refutations += 1
+        self._refuted = True
         self._changed(me, now)
         self._enqueue(me.alive)
 

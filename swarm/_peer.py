@@ -152,6 +152,7 @@ class PeerOptions:
     services: Sequence[Service] = ()
     power: Power | None = None  # default: from the settings' [power] section
     on_changes: Callable[[list[Change]], None] | None = None  # what membership saw change
+    metered: Callable[[], bool] | None = None  # whether our link costs per burst (cellular)
 
 
 class Peer:
@@ -202,6 +203,7 @@ class Peer:
             profile=self._profile(self.state),
             tombstone=ident.settings.membership.tombstone_s,
             valid_state=lambda blob: _decode_state(blob) is not None,
+            lease_of=_lease_of,
         )
         self.driver = MembershipDriver(
             transport, self.core, addresses=self.addrs_of, on_changes=self._on_changes
@@ -296,6 +298,7 @@ class Peer:
             kernels=self.options.kernels,
             version=version,
             now=self.options.wall_clock(),
+            metered=self.options.metered() if self.options.metered is not None else False,
         )
 
     def _profile(self, state: DeviceState) -> Profile:
@@ -544,6 +547,12 @@ def _no_state() -> dict[str, Any]:
 
 def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _lease_of(blob: bytes) -> float:
+    """A member's lease, from its state: > 0 for a light member."""
+    state = _decode_state(blob)
+    return float(state.lease_s) if state is not None else 0.0
 
 
 @functools.lru_cache(maxsize=4096)

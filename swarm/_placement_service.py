@@ -229,7 +229,9 @@ class PlacementService(Service):
                     id=node,
                     name=cert.name if cert else state.name,
                     role=cert.role if cert else state.role,
-                    status=member.status,
+                    # (placement's statuses have no "away" yet: a lapsed light member is skipped
+                    # as a suspect is)
+                    status="suspect" if member.status == "away" else member.status,
                     battery_percent=state.battery_percent,
                     plugged=state.plugged,
                     cpu_percent=state.cpu_percent,

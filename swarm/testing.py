@@ -52,6 +52,29 @@ class OpenFacts:
         return sorted(self.blobs)
 
 
+class RosterFacts(OpenFacts):
+    """A roster that admits only these members (the rest are strangers)."""
+
+    def __init__(self, members: Iterable[str]) -> None:
+        super().__init__()
+        self.members = set(members)
+
+    def admits(self, node: str) -> bool:
+        return node in self.members
+
+
+def light_state(lease: float, body: bytes = b"") -> bytes:
+    """A state that makes its member light, with this lease (read back by ``lease_of``)."""
+    return b"lease=%d;" % round(lease) + body
+
+
+def lease_of(state: bytes) -> float:
+    """The lease in a ``light_state`` (0: a full member): the cores' ``lease_of`` in tests."""
+    if not state.startswith(b"lease="):
+        return 0.0
+    return float(state[6:].split(b";", 1)[0])
+
+
 class _SharedVerify:
     """Signs as one device; verifies through a cache shared by every core of a ``CoreNet``.
 
@@ -146,6 +169,7 @@ class CoreNet:
             incarnation=incarnation,
             profile=self._profile,
             tombstone=self._tombstone,
+            lease_of=lease_of,
         )
 
     # ---- faults ------------------------------------------------------------------------------

@@ -176,6 +176,10 @@ def test_floats_are_kept_to_one_decimal_and_ints_become_floats():
         {"version": 2**63},
         {"version": 1.0},
         {"version": False},
+        {"lease_s": -1},
+        {"lease_s": 1.5},
+        {"lease_s": True},
+        {"lease_s": 86_401},
     ],
 )
 def test_invalid_states_are_refused(changes):
@@ -201,6 +205,7 @@ def test_wire_form_is_positional_with_a_leading_version_and_tenths():
         "inline",
         ["embed", "summarize", "dp-train"],
         17,
+        0,
     ]
     assert DeviceState.from_wire(wire) == state()
 
@@ -236,8 +241,8 @@ def test_worst_case_is_well_under_a_kilobyte_and_typical_a_few_hundred_bytes():
         ([], "not a list"),
         ([2, *state().to_wire()[1:]], "version"),
         ([True, *state().to_wire()[1:]], "version"),
-        (state().to_wire()[:-1], "13 fields"),
-        ([*state().to_wire(), 0], "15 fields"),
+        (state().to_wire()[:-1], "14 fields"),
+        ([*state().to_wire(), 0], "16 fields"),
     ],
 )
 def test_bad_shapes_say_why(wire, reason):

@@ -70,10 +70,14 @@ SERVER = Spec("server", "server")
 
 
 def _extra(spec: Spec) -> dict[str, dict[str, object]]:
+    # every device a full member (probed, so every view has RTTs at once): a phone on battery
+    # below 30% would be light by default, and see the others only at its heartbeats
+    full = {"membership": {"light": "off"}}
     if spec.battery is None:
-        return {"power": {"source": "device"}}
+        return {"power": {"source": "device"}, **full}
     return {
-        "power": {"source": "simulated", "battery_percent": spec.battery, "plugged": spec.plugged}
+        "power": {"source": "simulated", "battery_percent": spec.battery, "plugged": spec.plugged},
+        **full,
     }
 
 

@@ -103,7 +103,9 @@ def test_always_server_spares_the_phone_and_our_policy_keeps_budgets(morning):
     policies = morning.metrics["policies"]
     server, local = policies["always-server"], policies["always-local"]
     assert server["placed_on"]["phone"] == 0
-    assert server["energy_wh_by_device"]["phone"] < local["energy_wh_by_device"]["phone"]
+    # the phone's compute is spared; its whole energy need not be: a light member's radio sleeps
+    # between bursts, and each kernel sent over cellular wakes it for LTE's tail (in this
+    # morning on cellular that costs the phone more than the tiny kernels it spares)
     assert server["kernel_wh"]["phone"] < local["kernel_wh"]["phone"]
     # tiny kernels have budgets under a cellular round trip: the server misses them
     assert policies["swarm"]["budget_misses"] < server["budget_misses"]

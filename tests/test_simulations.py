@@ -20,6 +20,8 @@ from homeswarm.simulations import (
     random_schedule,
     simulate,
 )
+from homeswarm.simulations._plots import write_outputs
+from homeswarm.simulations._scenarios import Result
 from homeswarm.simulations._world import age_identity, bech32
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +99,25 @@ def test_churn_keeps_views_mostly_right():
 
 
 def test_a_few_hours_of_a_day_drain_and_charge_batteries():
-    """Midnight to 09:00: the phone unplugs at 07:00 and leaves at 08:30; the laptop wakes at
-    07:30."""
+    """Midnight to 09:00: the phone unplugs at 07:00 and leaves at 08:30 (on cellular it becomes
+    a light member); the laptop wakes at 07:30."""
     r = simulate("day", seed=5, hours=9.0)
     m = r.metrics
+    # the swarm's own energy, by cause, adds up to it; only the phone's radio costs anything
+    assert set(m["swarm_wh"]) == {"phone", "laptop", "server"}
+    for name, by_cause in m["swarm_wh_by_cause"].items():
+        assert {"probes", "acks", "gossip", "heartbeats", "vault sync", "kernels"} <= set(by_cause)
+        assert sum(by_cause.values()) == pytest.approx(m["swarm_wh"][name], abs=0.002)
+    phone = m["swarm_wh_by_cause"]["phone"]
+    assert phone["heartbeats"] > 0
+    assert phone["probes"] == 0  # a light member probes nobody and nobody probes it
+    assert m["swarm_wh"]["phone"] == pytest.approx(m["radio_wh"]["phone"], abs=0.01)
+    assert m["swarm_wh"]["phone"] < 0.05  # half an hour away: a few heartbeats
+    assert m["swarm_wh"]["server"] == 0
+    base = m["no_swarm_battery_min_percent"]
+    assert set(base) == {"phone", "laptop"}  # the server has no battery
+    assert base["phone"] - 0.5 <= m["battery_min_percent"]["phone"] <= base["phone"]
+    assert len(r.series["battery_no_swarm"]["phone"]) == len(r.series["battery"]["phone"])
     assert set(m["battery_end_percent"]) == {"phone", "laptop", "server"}
     assert m["battery_end_percent"]["server"] is None
     assert m["battery_end_percent"]["phone"] < 100.0
@@ -114,6 +131,27 @@ def test_a_few_hours_of_a_day_drain_and_charge_batteries():
 
 
 # ---- models ----------------------------------------------------------------------------------
+
+
+def test_each_second_of_radio_tail_belongs_to_the_transfer_that_extended_it():
+    models = load_models()
+    phone = DeviceModel(models.devices["phone"], models, start_hour=10.0)  # away: cellular
+    assert phone.link.radio_w == 0.8
+    phone.traffic(100.0, "probes")  # radio on 100-110
+    phone.traffic(105.0, "gossip")  # extends it to 115: 5 s are gossip's
+    phone.traffic(108.0, "acks")  # to 118: 3 s
+    phone.traffic(200.0, "heartbeats")  # a new burst, 200-210
+    phone.advance(300.0)
+    by = phone.wh_by_cause
+    assert by["probes"] == pytest.approx(0.8 * 10 / 3600)
+    assert by["gossip"] == pytest.approx(0.8 * 5 / 3600)
+    assert by["acks"] == pytest.approx(0.8 * 3 / 3600)
+    assert by["heartbeats"] == pytest.approx(0.8 * 10 / 3600)
+    assert phone.swarm_wh == pytest.approx(phone.radio_wh)
+    home = DeviceModel(models.devices["phone"], models, start_hour=20.0)  # wifi: no radio cost
+    home.traffic(10.0, "probes")
+    home.advance(100.0)
+    assert home.swarm_wh == 0.0
 
 
 def test_the_shipped_models_load_and_a_phone_drains_on_battery_and_charges_plugged():
@@ -257,6 +295,31 @@ def test_cli_summary_and_plots(tmp_path, capsys):
     png = (tmp_path / "membership_view.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert len(png) > 10_000
+
+
+def test_day_plots_show_the_no_swarm_baseline_and_the_energy_by_cause(tmp_path):
+    hours = [h / 4 for h in range(97)]
+    battery = {"phone": [(h, 90 - 3 * h) for h in hours], "server": [(h, None) for h in hours]}
+    baseline = {"phone": [(h, 90 - 2.9 * h) for h in hours]}
+    by_cause = {"phone": {"heartbeats": 0.17, "gossip": 0.002, "probes": 0.0}, "server": {}}
+    result = Result(
+        "day",
+        2,
+        0,
+        86400.0,
+        1.0,
+        {"swarm_wh_by_cause": by_cause},
+        {},
+        "",
+        {"battery": battery, "battery_no_swarm": baseline},
+        [(8.5 * 3600, "moves", "phone away"), (18 * 3600, "moves", "phone home")],
+    )
+    written = {p.name for p in write_outputs(result, tmp_path)}
+    assert {"battery.png", "energy_by_cause.png"} <= written
+    for name in ("battery.png", "energy_by_cause.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    series = json.loads((tmp_path / "series.json").read_text())
+    assert series["battery_no_swarm"]["phone"][0] == [0.0, 90.0]
 
 
 def test_every_scenario_is_listed_in_the_help(capsys):

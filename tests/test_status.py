@@ -132,7 +132,7 @@ DELETE = object()
         ("peers.0.nick", "s", "unexpected key"),
         ("peers.0.role", "tablet", "expected one of phone, laptop, server, got 'tablet'"),
         ("peers.0.role", None, "expected one of phone, laptop, server, got null"),
-        ("peers.0.state", "Alive", "expected one of alive, suspect, dead, left, got 'Alive'"),
+        ("peers.0.state", "Alive", "expected one of alive, suspect, away, dead, left, got 'Alive'"),
         ("peers.0.self", 0, "expected true or false, got an integer"),
         ("peers.0.incarnation", 1.0, "expected an integer, got a number"),
         ("peers.0.incarnation", True, "expected an integer, got a bool"),
