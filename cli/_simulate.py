@@ -84,7 +84,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             bar.done()
     written = []
     if args.out is not None:
-        from homeswarm.simulations._plots import write_outputs
+        from homeswarm.simulations import write_outputs
 
         written = write_outputs(result, args.out)
     if args.json:
@@ -105,7 +105,7 @@ def render_summary(result: Any) -> str:
     ]
     for key, value in result.metrics.items():
         if key == "policies" and isinstance(value, dict):
-            from homeswarm.simulations._placement import policy_table
+            from homeswarm.simulations import policy_table
 
             lines.append("  policies")
             lines.extend(f"    {row}" for row in policy_table(value))

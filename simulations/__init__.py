@@ -4,6 +4,8 @@ network models and faults, deterministic from one seed. ``swarm simulate`` is th
 from ._faults import KINDS, Fault, play, random_schedule
 from ._invariants import Invariants, Violation
 from ._models import DeviceModel, DeviceProfile, LinkModel, Models, load_models, parse_models
+from ._placement import policy_table
+from ._plots import write_outputs
 from ._scenarios import DEFAULT_HOURS, DEFAULT_PEERS, SCENARIOS, Result, simulate
 from ._world import EPOCH, Device, DeviceSpec, World, deterministic_trio
 
@@ -28,6 +30,8 @@ __all__ = [
     "load_models",
     "parse_models",
     "play",
+    "policy_table",
     "random_schedule",
     "simulate",
+    "write_outputs",
 ]

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from homeswarm.swarm._membership import Change
+from homeswarm.swarm import Change
 
 if TYPE_CHECKING:
     from ._world import Device, World

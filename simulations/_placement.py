@@ -84,7 +84,7 @@ from homeswarm.placement import (
     baselines,
     violations,
 )
-from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.swarm import PlacementService
 from homeswarm.transports import Link
 
 from ._invariants import Invariants

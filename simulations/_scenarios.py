@@ -35,8 +35,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from homeswarm.swarm._membership import Change
-from homeswarm.swarm._service import Service
+from homeswarm.swarm import Change, Service
 from homeswarm.transports import InvalidArgument, Link
 
 from ._faults import play, random_schedule

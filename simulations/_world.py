@@ -29,13 +29,21 @@ import pyrage
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from homeswarm.swarm._certs import Roster, issue_certificate
-from homeswarm.swarm._config import settings_from_mapping
-from homeswarm.swarm._device import FixedLoad, PowerReading
-from homeswarm.swarm._home import Identity, public_bytes, swarm_id_of
-from homeswarm.swarm._membership import Change
-from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
-from homeswarm.swarm._service import Service
+from homeswarm.swarm import (
+    Change,
+    FixedLoad,
+    Identity,
+    Peer,
+    PeerOptions,
+    PowerReading,
+    Roster,
+    Service,
+    decode_state,
+    issue_certificate,
+    public_bytes,
+    settings_from_mapping,
+    swarm_id_of,
+)
 from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
@@ -496,7 +504,7 @@ class World:
         member = peer.core.members.get(subject.id)
         if member is None:
             return None, None
-        state = _decode_state(member.state) if member.state else None
+        state = decode_state(member.state) if member.state else None
         return member.status, state
 
     def running(self) -> list[Device]:

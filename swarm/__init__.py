@@ -35,6 +35,7 @@ _FACE = {
     "join_swarm": "_join",
     "Peer": "_peer",
     "PeerOptions": "_peer",
+    "decode_state": "_peer",
     "Daemon": "_daemon",
     "advertised": "_daemon",
     "run_up": "_daemon",
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     )
     from ._join import join_swarm
     from ._membership import Change
-    from ._peer import Peer, PeerOptions
+    from ._peer import Peer, PeerOptions, decode_state
     from ._placement_service import PlacementService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
@@ -110,6 +111,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "ask",
     "audit_entries",
     "control_path",
+    "decode_state",
     "init_home",
     "issue_certificate",
     "join_swarm",

@@ -24,7 +24,7 @@ import psutil
 import trio
 
 from homeswarm.errors import InvalidArgument
-from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, parse_bootstrap
+from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster

@@ -202,7 +202,7 @@ class Peer:
             incarnation=int(self.options.wall_clock()),
             profile=self._profile(self.state),
             tombstone=ident.settings.membership.tombstone_s,
-            valid_state=lambda blob: _decode_state(blob) is not None,
+            valid_state=lambda blob: decode_state(blob) is not None,
             lease_of=_lease_of,
         )
         self.driver = MembershipDriver(
@@ -252,7 +252,7 @@ class Peer:
         found: list[str] = []
         member = self.core.members.get(node)
         if member is not None and member.state:
-            state = _decode_state(member.state)
+            state = decode_state(member.state)
             if state is not None:
                 found.extend(state.addrs)
         found.extend(a for a in self.addresses.get(node, ()) if a not in found)
@@ -470,7 +470,7 @@ class Peer:
                 continue
             member = self.core.members.get(change.node)
             if change.status == "alive" and member is not None and member.state:
-                state = _decode_state(member.state)
+                state = decode_state(member.state)
                 if state is not None:  # remembered: we may have to find it again (reconnect)
                     self._learn_addrs(change.node, state.addrs)
             if change.status in ("dead", "left", "suspect"):
@@ -492,7 +492,7 @@ class Peer:
         now = trio.current_time()
         rows = []
         for node, member in self.core.members.items():
-            state = _decode_state(member.state) if member.state else None
+            state = decode_state(member.state) if member.state else None
             cert = self.roster.certificate(node)
             if state is None and cert is None:
                 continue
@@ -551,12 +551,12 @@ def _pack(value: Any) -> bytes:
 
 def _lease_of(blob: bytes) -> float:
     """A member's lease, from its state: > 0 for a light member."""
-    state = _decode_state(blob)
+    state = decode_state(blob)
     return float(state.lease_s) if state is not None else 0.0
 
 
 @functools.lru_cache(maxsize=4096)
-def _decode_state(blob: bytes) -> DeviceState | None:
+def decode_state(blob: bytes) -> DeviceState | None:
     """A member's state from its alive record (memoised: status asks for every member)."""
     try:
         return DeviceState.from_wire(msgpack.unpackb(blob, raw=False))

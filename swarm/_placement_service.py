@@ -51,7 +51,7 @@ from homeswarm.placement import (
 
 from ._config import PlacementSettings, Settings
 from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
-from ._peer import _decode_state
+from ._peer import decode_state
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ class PlacementService(Service):
             elif not peer.roster.admits(node) or not member.state:
                 continue
             else:
-                state = _decode_state(member.state)
+                state = decode_state(member.state)
             if state is None:
                 continue
             cert = peer.roster.certificate(node)

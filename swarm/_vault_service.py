@@ -212,7 +212,7 @@ class VaultService(Service):
     def _directory(self) -> Directory:
         peer = self._peer
         assert peer is not None
-        from ._peer import _decode_state
+        from ._peer import decode_state
 
         me = self.identity.device_id
         own = frozenset(readable_scopes(self.identity, peer.roster))
@@ -221,7 +221,7 @@ class VaultService(Service):
             if device == me:
                 return own
             member = peer.core.members.get(device) if peer.core is not None else None
-            state = _decode_state(member.state) if member is not None and member.state else None
+            state = decode_state(member.state) if member is not None and member.state else None
             if state is None:
                 return None
             return frozenset() if state.relay_only else frozenset(state.scopes)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homeswarm.errors import InvalidArgument
-from homeswarm.transports._discovery import Advertisement, MdnsDiscovery, Sighting, parse_bootstrap
+from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, Sighting, parse_bootstrap
 
 SWARM, OTHER = "swabc", "swxyz"
 DEV = "12D3KooWDevice"

@@ -29,7 +29,7 @@ from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor
 from homeswarm.swarm._control import control_path, serve_control
 from homeswarm.swarm._device import FixedLoad
-from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
+from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 
@@ -87,7 +87,7 @@ async def running(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[s
                     member = a.core.members.get(b.identity.device_id)  # type: ignore[union-attr]
                     if member is None or member.status != "alive" or not member.state:
                         return False
-                    state = _decode_state(member.state)
+                    state = decode_state(member.state)
                     if state is None or not state.kernels:
                         return False
             return True

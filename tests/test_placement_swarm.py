@@ -45,7 +45,7 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import Peer, PeerOptions, _decode_state
+from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.swarm._service import device_services
 from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
@@ -224,7 +224,7 @@ async def swarm(
                     member = a.peer.core.members.get(b.id)  # type: ignore[union-attr]
                     if member is None or member.status != "alive" or not member.state:
                         return False
-                    state = _decode_state(member.state)
+                    state = decode_state(member.state)
                     if state is None or (state.executor != "none" and not state.kernels):
                         return False
                     if a is not b and member.rtt is None:
