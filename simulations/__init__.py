@@ -2,16 +2,15 @@
 network models and faults, deterministic from one seed. ``swarm simulate`` is the front end."""
 
 from ._faults import KINDS, Fault, play, random_schedule
+from ._harness import Result, Run, Scenario
 from ._invariants import Invariants, Violation
 from ._models import DeviceModel, DeviceProfile, LinkModel, Models, load_models, parse_models
 from ._placement import policy_table
 from ._plots import write_outputs
-from ._scenarios import DEFAULT_HOURS, DEFAULT_PEERS, SCENARIOS, Result, simulate
+from ._scenarios import SCENARIOS, simulate
 from ._world import EPOCH, Device, DeviceSpec, World, deterministic_trio
 
 __all__ = [
-    "DEFAULT_HOURS",
-    "DEFAULT_PEERS",
     "EPOCH",
     "KINDS",
     "SCENARIOS",
@@ -24,6 +23,8 @@ __all__ = [
     "LinkModel",
     "Models",
     "Result",
+    "Run",
+    "Scenario",
     "Violation",
     "World",
     "deterministic_trio",

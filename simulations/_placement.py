@@ -69,7 +69,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -87,14 +87,12 @@ from homeswarm.placement import (
 from homeswarm.swarm import PlacementService
 from homeswarm.transports import Link
 
+from ._harness import LAN, Result, Run, day_specs
 from ._invariants import Invariants
 from ._models import DeviceModel, DeviceProfile, load_models
 from ._stats import pct as _pct
-from ._stats import rounded as _r
+from ._stats import rounded
 from ._world import Device, World
-
-if TYPE_CHECKING:
-    from ._scenarios import Result, _Sim
 
 POLICIES = ("swarm", "always-local", "always-server", "random", "latency-greedy")
 SPEED = {"phone": 0.4, "laptop": 1.0, "server": 1.5}  # reference: a laptop core
@@ -133,7 +131,7 @@ class Workload:
         return self.kernel.needs
 
 
-def _same(value: Any) -> Any:
+def _identity(value: Any) -> Any:
     return value
 
 
@@ -145,7 +143,7 @@ def _workload(
     out_bytes: int,
     weights: tuple[float, float, float],
 ) -> Workload:
-    return Workload(Kernel(name, _same, needs, doc=doc), in_bytes, out_bytes, weights)
+    return Workload(Kernel(name, _identity, needs, doc=doc), in_bytes, out_bytes, weights)
 
 
 KB = 1024
@@ -633,16 +631,17 @@ class PolicyDay:
         if pct is not None:
             self.phone_min = pct if self.phone_min is None else min(self.phone_min, pct)
         if series:
-            self.phone_series.append((round(now / 3600.0, 3), _r(pct, 2)))
+            self.phone_series.append((round(now / 3600.0, 3), rounded(pct, 2)))
 
     # ---- results -----------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
         c = self.counts
         models = [(d, d.model) for d in self.world.devices if d.model is not None]
-        by_device = {d.name: _r(m.used_wh, 3) for d, m in models}
+        by_device = {d.name: rounded(m.used_wh, 3) for d, m in models}
         kernel = {
-            d.name: _r(self.kernel_wh[d.name] + self._cpu[d.id].wh, 4) for d in self.world.devices
+            d.name: rounded(self.kernel_wh[d.name] + self._cpu[d.id].wh, 4)
+            for d in self.world.devices
         }
         phone = self.phone.model if self.phone is not None else None
         return {
@@ -652,17 +651,17 @@ class PolicyDay:
             "lost": c["lost"],
             "failed": c["failed"],
             "budget_misses": c["misses"],
-            "latency_p50_s": _r(_pct(self.latencies, 0.5), 4),
-            "latency_p95_s": _r(_pct(self.latencies, 0.95), 4),
+            "latency_p50_s": rounded(_pct(self.latencies, 0.5), 4),
+            "latency_p95_s": rounded(_pct(self.latencies, 0.95), 4),
             "privacy_violations": c["privacy"],
             "rules_broken": dict(sorted(self.broken.items())),
             "placed_on": dict(self.placed_on),
-            "energy_wh": _r(sum(m.used_wh for _, m in models), 3),
+            "energy_wh": rounded(sum(m.used_wh for _, m in models), 3),
             "energy_wh_by_device": by_device,
             "kernel_wh": kernel,
-            "phone_battery_end_percent": _r(phone.percent, 2) if phone is not None else None,
-            "phone_battery_min_percent": _r(self.phone_min, 2),
-            "phone_empty_h": _r(self.phone_empty_s / 3600.0, 3) if phone is not None else None,
+            "phone_battery_end_percent": rounded(phone.percent, 2) if phone is not None else None,
+            "phone_battery_min_percent": rounded(self.phone_min, 2),
+            "phone_empty_h": rounded(self.phone_empty_s / 3600.0, 3) if phone is not None else None,
         }
 
 
@@ -691,13 +690,12 @@ class Plan:
     rate: float = 1.0
 
 
-async def run_placement(sim: _Sim) -> None:
+async def run_placement(sim: Run) -> None:
     """The ``placement`` scenario (``swarm simulate placement``)."""
     await run_plan(sim, Plan())
 
 
-async def run_plan(sim: _Sim, plan: Plan) -> None:
-    from ._scenarios import LAN, day_specs
+async def run_plan(sim: Run, plan: Plan) -> None:
 
     models = load_models(sim.models_path)
     specs = day_specs(models, sim.n)
@@ -770,15 +768,13 @@ def simulate_placement(
 ) -> Result:
     """The scenario with its knobs (tests and benchmarks): a window of the day from
     ``start_hour``, a given trace or a denser one (``rate``), some policies only."""
-    from ._scenarios import _Sim
-
     plan = Plan(start_hour=start_hour, trace=trace, policies=policies, rate=rate)
-    sim = _Sim("placement", peers, seed, hours * 3600.0, 0.0, models, None)
+    sim = Run("placement", peers, seed, hours * 3600.0, 0.0, models, None)
 
-    async def body(sim: _Sim) -> None:
+    async def body(sim: Run) -> None:
         await run_plan(sim, plan)
 
-    return sim.go(body)
+    return sim.execute(body)
 
 
 # ---- the table -------------------------------------------------------------------------------

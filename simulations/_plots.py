@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._scenarios import Result
+from ._harness import Result
 
 FAULTS = {"crash", "partition", "isolate", "pause", "loss", "leave", "battery empty", "sleeps"}
 HEALS = {"heal", "restart", "powered on", "wakes", "join"}

@@ -26,85 +26,23 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import trio
 import trio.testing
 
-from homeswarm.swarm import Change, Service
-from homeswarm.transports import InvalidArgument, Link
+from homeswarm.swarm import Change
+from homeswarm.transports import InvalidArgument
 
 from ._faults import play, random_schedule
-from ._invariants import Invariants
-from ._models import CAUSES, DeviceModel, Models, load_models
+from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
+from ._models import CAUSES, DeviceModel, load_models
 from ._placement import run_placement
 from ._stats import pct as _pct
-from ._stats import rounded as _r
+from ._stats import rounded
 from ._vault import run_vault
-from ._world import Device, DeviceSpec, World, deterministic_trio
-
-Progress = Callable[[float, float], None]  # (simulated seconds done, of total)
-
-DEFAULT_PEERS = {
-    "gossip": 50,
-    "failure": 10,
-    "partition": 10,
-    "day": 3,
-    "churn": 10,
-    "faults": 5,
-    "vault": 5,
-    "placement": 3,
-}
-DEFAULT_HOURS = {
-    "gossip": 0.05,
-    "failure": 0.1,
-    "partition": 0.05,
-    "day": 24.0,
-    "churn": 0.25,
-    "faults": 0.04,
-    "vault": 0.05,
-    "placement": 24.0,
-}
-SCENARIOS = tuple(DEFAULT_PEERS)
-LAN = Link(latency=0.002, jitter=0.001)  # the default link where no device model says otherwise
-QUIET = 90.0  # after the faults end: time the swarm gets to agree again
-SAMPLE = 1.0  # how often the view series are sampled, in simulated seconds (day: 300)
-
-
-@dataclass
-class Result:
-    scenario: str
-    peers: int
-    seed: int
-    sim_seconds: float
-    wall_seconds: float
-    metrics: dict[str, Any]
-    invariants: dict[str, Any]
-    trace_digest: str
-    series: dict[str, Any] = field(default_factory=dict)
-    log: list[tuple[float, str, str]] = field(default_factory=list)
-    args: str = ""  # the options beyond peers and seed that shaped the run (--hours, --loss)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "peers": self.peers,
-            "seed": self.seed,
-            "sim_seconds": round(self.sim_seconds, 3),
-            "wall_seconds": round(self.wall_seconds, 3),
-            "metrics": self.metrics,
-            "invariants": self.invariants,
-            "trace_digest": self.trace_digest,
-        }
-
-    @property
-    def replay(self) -> str:
-        line = f"swarm simulate {self.scenario} --peers {self.peers} --seed {self.seed}"
-        return f"{line} {self.args}" if self.args else line
+from ._world import Device, World
 
 
 def simulate(
@@ -120,150 +58,29 @@ def simulate(
     """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message."""
     if scenario not in SCENARIOS:
         raise InvalidArgument(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
-    n = DEFAULT_PEERS[scenario] if peers is None else peers
+    entry = SCENARIOS[scenario]
+    n = entry.peers if peers is None else peers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgument(f"--peers must be a whole number >= 1, got {n}")
     if n > 5000:
         raise InvalidArgument(f"--peers must be at most 5000, got {n}")
-    if scenario in ("partition", "failure") and n < 2:
-        raise InvalidArgument(f"{scenario} needs at least 2 peers")
-    h = DEFAULT_HOURS[scenario] if hours is None else hours
+    if n < entry.min_peers:
+        raise InvalidArgument(f"{scenario} needs at least {entry.min_peers} peers")
+    h = entry.hours if hours is None else hours
     if not (isinstance(h, int | float) and math.isfinite(h) and 0 < h <= 24 * 30):
         raise InvalidArgument(f"--hours must be > 0 and at most 720, got {h}")
     if not (isinstance(loss, int | float) and 0.0 <= loss < 1.0):
         raise InvalidArgument(f"--loss must be within [0, 1), got {loss}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InvalidArgument(f"--seed must be a whole number >= 0, got {seed}")
-    run = _RUNS[scenario]
-    sim = _Sim(scenario, n, seed, h * 3600.0, loss, models, progress)
-    return sim.go(run)
-
-
-class _Sim:
-    def __init__(
-        self,
-        scenario: str,
-        n: int,
-        seed: int,
-        seconds: float,
-        loss: float,
-        models: Path | None,
-        progress: Progress | None,
-    ) -> None:
-        self.scenario, self.n, self.seed, self.seconds = scenario, n, seed, seconds
-        self.loss = loss
-        self.models_path = models
-        self.progress = progress
-        self.metrics: dict[str, Any] = {}
-        self.series: dict[str, Any] = {}
-        self.rng = random.Random(f"{scenario}/{seed}")
-        self.world: World | None = None
-        self.invariants: Invariants | None = None
-
-    def go(self, body: Callable[[_Sim], Awaitable[None]]) -> Result:
-        deterministic_trio(self.seed)
-        start = time.perf_counter()
-        trio.run(self._main, body, clock=trio.testing.MockClock(autojump_threshold=0))
-        wall = time.perf_counter() - start
-        world, inv = self.world, self.invariants
-        assert world is not None
-        assert inv is not None
-        return Result(
-            self.scenario,
-            self.n,
-            self.seed,
-            self.sim_seconds,
-            wall,
-            self.metrics,
-            inv.as_json(),
-            world.trace_digest,
-            self.series,
-            world.log,
-            self.args(),
-        )
-
-    def args(self) -> str:
-        hours = f"--hours {self.seconds / 3600:g}"
-        return f"{hours} --loss {self.loss:g}" if self.loss else hours
-
-    async def _main(self, body: Callable[[_Sim], Awaitable[None]]) -> None:
-        async with trio.open_nursery() as nursery:
-            if self.progress is not None:
-                nursery.start_soon(self._report_progress)
-            await body(self)
-            self.sim_seconds = trio.current_time()
-            nursery.cancel_scope.cancel()
-
-    async def _report_progress(self) -> None:
-        assert self.progress is not None
-        step = max(self.seconds / 200, 1.0)
-        while True:
-            self.progress(trio.current_time(), self.seconds)
-            await trio.sleep(step)
-
-    # ---- building blocks ----------------------------------------------------------------------
-
-    def make_world(
-        self,
-        specs: list[DeviceSpec],
-        *,
-        models: Models | None = None,
-        start_hour: float = 0.0,
-        services: Callable[[Device], Sequence[Service]] | None = None,
-        hash_payloads: bool = True,
-    ) -> World:
-        link = Link(LAN.latency, LAN.jitter, self.loss)
-        world = World(
-            specs,
-            seed=self.seed,
-            models=models,
-            link=link,
-            start_hour=start_hour,
-            services=services,
-            hash_payloads=hash_payloads,
-        )
-        self.world = world
-        self.invariants = Invariants(world)
-        return world
-
-    def servers(self, n: int, prefix: str = "d") -> list[DeviceSpec]:
-        width = len(str(n - 1))
-        return [DeviceSpec(f"{prefix}{i:0{width}d}", "server") for i in range(n)]
-
-    async def sample_views(self, world: World, until: float, every: float = SAMPLE) -> None:
-        """Each ``every`` seconds: how many devices each running peer sees alive."""
-        rows = self.series.setdefault("views", [])
-        while trio.current_time() < until:
-            running = [d for d in world.running() if not d.asleep]
-            seen = [_alive_seen(d) for d in running]
-            truly = len(running)
-            if seen:
-                rows.append(
-                    (trio.current_time(), truly, min(seen), sum(seen) / len(seen), max(seen))
-                )
-            await trio.sleep(every)
-
-    async def until(self, check: Callable[[], bool], limit: float, step: float = 0.1) -> float:
-        """Simulated seconds until ``check()`` holds (polled every ``step``), or ``inf``."""
-        start = trio.current_time()
-        while trio.current_time() - start <= limit:
-            if check():
-                return trio.current_time() - start
-            await trio.sleep(step)
-        return math.inf
-
-
-def _alive_seen(device: Device) -> int:
-    peer = device.peer
-    if peer is None or peer.core is None:
-        return 0
-    return sum(1 for m in peer.core.members.values() if m.status == "alive")
+    run = Run(scenario, n, seed, h * 3600.0, loss, models, progress)
+    return run.execute(entry.body)
 
 
 # ---- gossip ----------------------------------------------------------------------------------
 
 
-async def _gossip(sim: _Sim) -> None:
+async def _gossip(sim: Run) -> None:
     world = sim.make_world(sim.servers(sim.n))
     events = 5 if sim.n <= 200 else 3
     latencies: list[float] = []
@@ -296,10 +113,10 @@ async def _gossip(sim: _Sim) -> None:
         sim.metrics.update(
             {
                 "events": events,
-                "dissemination_p50_s": _r(_pct(latencies, 0.5)),
-                "dissemination_p99_s": _r(_pct(latencies, 0.99)),
-                "dissemination_max_s": _r(max(latencies) if latencies else None),
-                "bytes_per_peer_per_s": _r(sent / len(world.devices) / spent, 1),
+                "dissemination_p50_s": rounded(_pct(latencies, 0.5)),
+                "dissemination_p99_s": rounded(_pct(latencies, 0.99)),
+                "dissemination_max_s": rounded(max(latencies) if latencies else None),
+                "bytes_per_peer_per_s": rounded(sent / len(world.devices) / spent, 1),
                 "missed": missed,  # peers that had not heard an event after 60 s
             }
         )
@@ -327,7 +144,7 @@ def _first_to_know(
 # ---- failure ---------------------------------------------------------------------------------
 
 
-async def _failure(sim: _Sim) -> None:
+async def _failure(sim: Run) -> None:
     world = sim.make_world(sim.servers(sim.n))
     pairs: list[float] = []
     everyone: list[float] = []
@@ -372,9 +189,9 @@ async def _failure(sim: _Sim) -> None:
         sim.metrics.update(
             {
                 "crashes": len(detected),
-                "detection_p50_s": _r(_pct(pairs, 0.5)),
-                "detection_p99_s": _r(_pct(pairs, 0.99)),
-                "detection_all_p50_s": _r(_pct(everyone, 0.5)),
+                "detection_p50_s": rounded(_pct(pairs, 0.5)),
+                "detection_p99_s": rounded(_pct(pairs, 0.99)),
+                "detection_all_p50_s": rounded(_pct(everyone, 0.5)),
                 "false_deaths": false_deaths,
             }
         )
@@ -392,7 +209,7 @@ async def _back_later(world: World, device: Device, crashed_at: dict[str, float]
 # ---- partition -------------------------------------------------------------------------------
 
 
-async def _partition(sim: _Sim) -> None:
+async def _partition(sim: Run) -> None:
     world = sim.make_world(sim.servers(sim.n))
     split = min(sim.seconds, 3600.0) / 2
 
@@ -414,7 +231,7 @@ async def _partition(sim: _Sim) -> None:
                 inv.check_agreement(trio.current_time())
             await trio.sleep(5.0)
             nursery.cancel_scope.cancel()
-        sim.metrics.update({"split_s": _r(split, 1), "reconverge_s": _r(took)})
+        sim.metrics.update({"split_s": rounded(split, 1), "reconverge_s": rounded(took)})
 
     await world.run(body)
 
@@ -422,19 +239,7 @@ async def _partition(sim: _Sim) -> None:
 # ---- day -------------------------------------------------------------------------------------
 
 
-def day_specs(models: Models, n: int) -> list[DeviceSpec]:
-    """``n`` devices from the profiles: phone, laptop, server first, then the rest, in turn."""
-    names = [name for name in ("phone", "laptop", "server") if name in models.devices]
-    names += [n for n in models.devices if n not in names]
-    specs = []
-    for i in range(n):
-        profile = models.devices[names[i % len(names)]]
-        name = profile.name if i < len(names) else f"{profile.name}-{i // len(names) + 1}"
-        specs.append(DeviceSpec(name, profile.role, profile))
-    return specs
-
-
-async def _day(sim: _Sim) -> None:
+async def _day(sim: Run) -> None:
     models = load_models(sim.models_path)
     world = sim.make_world(day_specs(models, sim.n), models=models)
     every = 300.0
@@ -502,22 +307,28 @@ async def _day(sim: _Sim) -> None:
         sim.metrics.update(
             {
                 "battery_end_percent": {
-                    d.name: _r(d.model.percent, 1) if d.model is not None else None
+                    d.name: rounded(d.model.percent, 1) if d.model is not None else None
                     for d in world.devices
                 },
-                "battery_min_percent": {d.name: _r(v, 1) for d, v in _by(world, mins)},
+                "battery_min_percent": {d.name: rounded(v, 1) for d, v in by_device(world, mins)},
                 "energy_wh": {
-                    d.name: _r(d.model.used_wh, 2) for d in world.devices if d.model is not None
+                    d.name: rounded(d.model.used_wh, 2)
+                    for d in world.devices
+                    if d.model is not None
                 },
                 "radio_wh": {
-                    d.name: _r(d.model.radio_wh, 2) for d in world.devices if d.model is not None
+                    d.name: rounded(d.model.radio_wh, 2)
+                    for d in world.devices
+                    if d.model is not None
                 },
                 "swarm_wh": {
-                    d.name: _r(d.model.swarm_wh, 3) for d in world.devices if d.model is not None
+                    d.name: rounded(d.model.swarm_wh, 3)
+                    for d in world.devices
+                    if d.model is not None
                 },
                 "swarm_wh_by_cause": {
                     d.name: {
-                        cause: _r(wh, 4)
+                        cause: rounded(wh, 4)
                         for cause, wh in d.model.wh_by_cause.items()
                         if cause in CAUSES[:-1] or wh
                     }
@@ -525,11 +336,15 @@ async def _day(sim: _Sim) -> None:
                     if d.model is not None
                 },
                 "no_swarm_battery_min_percent": {
-                    d.name: _r(base_mins[d.name], 1) for d in world.devices if d.name in base_mins
+                    d.name: rounded(base_mins[d.name], 1)
+                    for d in world.devices
+                    if d.name in base_mins
                 },
-                "view_accuracy": _r(right / total if total else None, 4),
-                "view_status_accuracy": _r(status_right / total if total else None, 4),
-                "battery_view_error_mean": _r(sum(errors) / len(errors) if errors else None, 2),
+                "view_accuracy": rounded(right / total if total else None, 4),
+                "view_status_accuracy": rounded(status_right / total if total else None, 4),
+                "battery_view_error_mean": rounded(
+                    sum(errors) / len(errors) if errors else None, 2
+                ),
             }
         )
         sim.series["battery"] = battery
@@ -539,14 +354,14 @@ async def _day(sim: _Sim) -> None:
     await world.run(body)
 
 
-def _by(world: World, values: dict[str, float]) -> list[tuple[Device, float]]:
+def by_device(world: World, values: dict[str, float]) -> list[tuple[Device, float]]:
     return [(d, values[d.name]) for d in world.devices if d.name in values]
 
 
 # ---- churn -----------------------------------------------------------------------------------
 
 
-async def _churn(sim: _Sim) -> None:
+async def _churn(sim: Run) -> None:
     pool = sim.n + max(1, sim.n // 2)
     world = sim.make_world(sim.servers(pool))
     counts = {"joins": 0, "leaves": 0, "crashes": 0}
@@ -570,12 +385,14 @@ async def _churn(sim: _Sim) -> None:
                         total += 1
                         right += (status == "alive") == subject.up
             nursery.cancel_scope.cancel()
-        sim.metrics.update({**counts, "view_accuracy": _r(right / total if total else None, 4)})
+        sim.metrics.update(
+            {**counts, "view_accuracy": rounded(right / total if total else None, 4)}
+        )
 
     await world.run(body)
 
 
-async def _churn_events(sim: _Sim, world: World, end: float, counts: dict[str, int]) -> None:
+async def _churn_events(sim: Run, world: World, end: float, counts: dict[str, int]) -> None:
     rng = sim.rng
     low, high = max(1, sim.n // 2), len(world.devices)
     while trio.current_time() < end:
@@ -598,7 +415,7 @@ async def _churn_events(sim: _Sim, world: World, end: float, counts: dict[str, i
 # ---- faults ----------------------------------------------------------------------------------
 
 
-async def _faults(sim: _Sim) -> None:
+async def _faults(sim: Run) -> None:
     world = sim.make_world(sim.servers(sim.n))
     schedule = random_schedule(random.Random(sim.rng.random()), sim.n, sim.seconds)
 
@@ -620,7 +437,7 @@ async def _faults(sim: _Sim) -> None:
             {
                 "faults": len(schedule),
                 "kinds": sorted({f.kind for f in schedule}),
-                "reconverge_s": _r(took),
+                "reconverge_s": rounded(took),
             }
         )
         sim.series["schedule"] = [f.describe() for f in schedule]
@@ -628,13 +445,13 @@ async def _faults(sim: _Sim) -> None:
     await world.run(body)
 
 
-_RUNS: dict[str, Callable[[_Sim], Awaitable[None]]] = {
-    "gossip": _gossip,
-    "failure": _failure,
-    "partition": _partition,
-    "day": _day,
-    "churn": _churn,
-    "faults": _faults,
-    "vault": run_vault,
-    "placement": run_placement,
+SCENARIOS: dict[str, Scenario] = {
+    "gossip": Scenario("gossip", _gossip, peers=50, hours=0.05),
+    "failure": Scenario("failure", _failure, peers=10, hours=0.1, min_peers=2),
+    "partition": Scenario("partition", _partition, peers=10, hours=0.05, min_peers=2),
+    "day": Scenario("day", _day, peers=3, hours=24.0),
+    "churn": Scenario("churn", _churn, peers=10, hours=0.25),
+    "faults": Scenario("faults", _faults, peers=5, hours=0.04),
+    "vault": Scenario("vault", run_vault, peers=5, hours=0.05),
+    "placement": Scenario("placement", run_placement, peers=3, hours=24.0),
 }

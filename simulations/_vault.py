@@ -54,7 +54,6 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -74,11 +73,9 @@ from homeswarm.vault._replica import Vectors
 from homeswarm.vault._sync import lacking
 
 from ._faults import play, random_schedule
+from ._harness import Run
 from ._invariants import Invariants
 from ._world import Device, DeviceSpec, World
-
-if TYPE_CHECKING:
-    from ._scenarios import _Sim
 
 ROLES = ("server", "laptop", "phone")
 WRITE_GAP = 3.0  # mean seconds between two writes of one device
@@ -343,7 +340,7 @@ class VaultRun:
         return lost
 
 
-async def run_vault(sim: _Sim) -> None:
+async def run_vault(sim: Run) -> None:
     n = sim.n
     width = len(str(n - 1))
     specs = [DeviceSpec(f"d{i:0{width}d}", ROLES[i % len(ROLES)]) for i in range(n)]

@@ -228,7 +228,7 @@ class World:
                 device=device.id,
                 name=spec.name,
                 role=spec.role,
-                age=str(age.to_public()),
+                age_recipient=str(age.to_public()),
                 now=EPOCH,
             )
             self.roster.add_chain((cert,))

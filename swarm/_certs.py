@@ -175,7 +175,7 @@ class Certificate:
     device: str
     name: str
     role: str
-    age: str
+    age_recipient: str  # the age public key its vault keys are sealed to
     scopes: tuple[str, ...]
     relay_only: bool
     admin: bool
@@ -197,7 +197,7 @@ class Certificate:
             return "name must be 1-64 letters, digits, '.', '_' or '-'"
         if self.role not in ROLES:
             return f"role must be one of {', '.join(ROLES)}"
-        if not isinstance(self.age, str) or not _AGE.match(self.age):
+        if not isinstance(self.age_recipient, str) or not _AGE.match(self.age_recipient):
             return "age must be an age X25519 recipient (age1...)"
         if not isinstance(self.scopes, tuple) or self.scopes != _canonical_scopes(self.scopes):
             return f"scopes must be a sorted tuple of distinct scopes from {', '.join(SCOPES)}"
@@ -221,7 +221,7 @@ class Certificate:
                 self.device,
                 self.name,
                 self.role,
-                self.age,
+                self.age_recipient,
                 list(self.scopes),
                 self.relay_only,
                 self.admin,
@@ -237,7 +237,7 @@ class Certificate:
             self.device,
             self.name,
             self.role,
-            self.age,
+            self.age_recipient,
             list(self.scopes),
             self.relay_only,
             self.admin,
@@ -288,7 +288,7 @@ def issue_certificate(
     device: str,
     name: str,
     role: str,
-    age: str,
+    age_recipient: str,
     now: float,
     scopes: tuple[str, ...] | None = None,
     relay_only: bool = False,
@@ -300,7 +300,17 @@ def issue_certificate(
         raise InvalidArgument(f"certificate: {problem}")
     chosen = _canonical_scopes(ROLE_SCOPES.get(role, ()) if scopes is None else scopes)
     unsigned = Certificate(
-        swarm, device, name, role, age, chosen, relay_only, admin, issuer, float(now), bytes(64)
+        swarm,
+        device,
+        name,
+        role,
+        age_recipient,
+        chosen,
+        relay_only,
+        admin,
+        issuer,
+        float(now),
+        bytes(64),
     )
     return dataclasses.replace(unsigned, signature=signing_key.sign(unsigned.payload()))
 
@@ -578,12 +588,12 @@ def resolve(
             continue
         good = [c for c in found if not _issuer_gone(c, out, revocations, revoked)]
         first = min(good, key=_chain_order)
-        if len({c[0].age for c in good}) > 1:
+        if len({c[0].age_recipient for c in good}) > 1:
             # someone certified these keys with another age key: sealing to either could hand
             # the device's data to a thief, so nothing is sealed to it until the root's
             # certificate decides (or the certifier is revoked)
             rooted = [c for c in good if c[0].issuer == ROOT]
-            if rooted and len({c[0].age for c in rooted}) == 1:
+            if rooted and len({c[0].age_recipient for c in rooted}) == 1:
                 first = min(rooted, key=_chain_order)
             else:
                 conflicted.add(device)
@@ -592,7 +602,8 @@ def resolve(
         grants = [
             c
             for c in good
-            if c[0].age == first[0].age and (c[0].issuer == ROOT or c[0].issuer in admins)
+            if c[0].age_recipient == first[0].age_recipient
+            and (c[0].issuer == ROOT or c[0].issuer in admins)
         ]
         admitted[device] = max(grants, key=_chain_order) if grants else first
     ignored = {

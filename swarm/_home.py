@@ -205,7 +205,7 @@ def init_home(
         device=device_id,
         name=name,
         role=role,
-        age=str(age.to_public()),
+        age_recipient=str(age.to_public()),
         now=time.time(),
         scopes=scopes,
         relay_only=relay_only,

@@ -173,7 +173,7 @@ def _check_reply(
         chain = chain_from_wire(reply.get("chain"))
         roster.add_chain(chain)
         leaf = chain[0]
-        if (leaf.device, leaf.name, leaf.role, leaf.age) != (device_id, name, role, age):
+        if (leaf.device, leaf.name, leaf.role, leaf.age_recipient) != (device_id, name, role, age):
             raise InvalidCertificate("the certificate does not describe this device")
         if leaf.issuer != code.inviter:
             raise InvalidCertificate("the certificate was not issued by the inviter")

@@ -426,7 +426,7 @@ class Peer:
             device=joiner,
             name=name,
             role=role,
-            age=age,
+            age_recipient=age,
             now=now,
             scopes=scopes,
             relay_only=relay_only,

@@ -94,7 +94,8 @@ def directory_from(
         doubtful = cert.device in conflicted  # not its claim's fault: nothing is sealed to it
         if claimed is not None and not claimed <= allowed and on_excess and not doubtful:
             on_excess(cert.device, claimed, allowed)
-        devices[cert.device] = Access(cert.age, None if claimed is None else claimed & allowed)
+        readable = None if claimed is None else claimed & allowed
+        devices[cert.device] = Access(cert.age_recipient, readable)
     known = {chain[0][2] for chain in roster.to_wire()["chains"]}
     cut_off = {device for device in known if not roster.admits(device)}
     return Directory(devices, roster.revoked() | cut_off)

@@ -48,7 +48,7 @@ def cert(device: str, by: str | None, *, admin: bool, at: float = 1000.0):
         device=ID[device],
         name=device,
         role="laptop",
-        age=AGE,
+        age_recipient=AGE,
         now=at,
         admin=admin,
     )

@@ -52,7 +52,7 @@ def cert(device, by=None, *, name=None, role="laptop", at=1000.0, swarm=SWARM, a
         device=pid(device),
         name=name or NAMES.get(pid(device), "x"),
         role=role,
-        age=AGE,
+        age_recipient=AGE,
         now=at,
         admin=admin,
     )
@@ -85,7 +85,7 @@ def test_certificate_signs_and_round_trips():
         ("device", pid(C)),
         ("name", "renamed"),
         ("role", "server"),
-        ("age", str(pyrage.x25519.Identity.generate().to_public())),
+        ("age_recipient", str(pyrage.x25519.Identity.generate().to_public())),
         ("issuer", pid(C)),
         ("issued_at", 1000.5),
     ],
@@ -105,7 +105,14 @@ def test_signature_is_domain_separated():
 def test_issuing_with_the_wrong_key_is_refused():
     with pytest.raises(InvalidArgument, match="not the key of"):
         issue_certificate(
-            B, issuer=pid(A), swarm=SWARM, device=pid(C), name="c", role="phone", age=AGE, now=1.0
+            B,
+            issuer=pid(A),
+            swarm=SWARM,
+            device=pid(C),
+            name="c",
+            role="phone",
+            age_recipient=AGE,
+            now=1.0,
         )
 
 
@@ -760,7 +767,7 @@ def test_a_thief_cannot_swap_a_devices_age_key():
         device=pid(P),
         name="p",
         role="laptop",
-        age=other_age,
+        age_recipient=other_age,
         now=1.0,
     )
     r.add_chain((forged, cert(B, A), cert(A)))
@@ -776,4 +783,4 @@ def test_a_thief_cannot_swap_a_devices_age_key():
         )
     assert r.revoked() == {pid(B)}
     assert r.conflicted() == frozenset()
-    assert r.certificate(pid(P)).age == AGE
+    assert r.certificate(pid(P)).age_recipient == AGE

@@ -189,7 +189,7 @@ async def test_join_writes_a_complete_home_that_both_sides_admit(tmp_path):
     cert = roster.certificate(phone.device_id)
     assert cert is not None
     assert cert.issuer == inviter.device_id
-    assert (cert.name, cert.role, cert.age) == ("phone", "phone", phone.age_recipient)
+    assert (cert.name, cert.role, cert.age_recipient) == ("phone", "phone", phone.age_recipient)
     chain = roster.chain(phone.device_id)
     assert chain is not None
     assert [c.issuer for c in chain] == [inviter.device_id, ROOT]

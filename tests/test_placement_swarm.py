@@ -107,7 +107,7 @@ def make_homes(root: Path, specs: Sequence[Spec]) -> list[Identity]:
             device=device,
             name=spec.name,
             role=spec.role,
-            age=str(age.to_public()),
+            age_recipient=str(age.to_public()),
             now=time.time(),
         )
         roster.add_chain((cert, *own))

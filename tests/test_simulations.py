@@ -15,13 +15,13 @@ from homeswarm.errors import InvalidArgument, InvalidConfig
 from homeswarm.simulations import (
     SCENARIOS,
     DeviceModel,
+    Result,
     load_models,
     parse_models,
     random_schedule,
     simulate,
 )
 from homeswarm.simulations._plots import write_outputs
-from homeswarm.simulations._scenarios import Result
 from homeswarm.simulations._world import age_identity, bech32
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -70,7 +70,7 @@ def _phone_of(laptop_home, tmp_path):
         device=device_id,
         name="phone",
         role="phone",
-        age=str(age.to_public()),
+        age_recipient=str(age.to_public()),
         now=time.time(),
     )
     roster.add_chain((cert, *roster.chain(laptop.device_id)))
@@ -192,7 +192,7 @@ def test_a_gossiped_revocation_or_certificate_from_a_non_admin_is_audited_by_tho
             device=ids[i],
             name=f"d{i}",
             role="phone",
-            age=str(pyrage.x25519.Identity.generate().to_public()),
+            age_recipient=str(pyrage.x25519.Identity.generate().to_public()),
             now=1.0,
             admin=admin,
         )
@@ -229,7 +229,7 @@ def test_nothing_is_sealed_to_a_device_whose_age_key_is_in_doubt():
             device=ids[i],
             name=f"d{i}",
             role="laptop",
-            age=age,
+            age_recipient=age,
             now=1.0,
             admin=by is None,
         )

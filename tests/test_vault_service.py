@@ -79,7 +79,7 @@ def make_homes(root: Path, specs: list[dict[str, object]]) -> list[Identity]:
             device=device_id,
             name=str(spec["name"]),
             role=str(spec["role"]),
-            age=str(age.to_public()),
+            age_recipient=str(age.to_public()),
             now=WALL - 1000.0,  # before the peers' clocks start (a grant is later)
             scopes=spec.get("scopes"),  # type: ignore[arg-type]
             relay_only=bool(spec.get("relay_only", False)),
