@@ -24,7 +24,7 @@ from typing import Self
 
 import trio
 
-from ._connection import Connection, Handler, no_handler, short
+from ._connection import MAX_REQUESTS, Connection, Handler, no_handler, short
 from ._errors import AdmissionRefused, LocalError, PeerUnreachable
 from ._frames import DEFAULT_MAX_FRAME
 
@@ -58,6 +58,7 @@ class Transport(abc.ABC):
         self.max_frame = max_frame
         self.request_timeout = request_timeout
         self.dial_timeout = dial_timeout
+        self.max_requests = MAX_REQUESTS  # served at once per connection (the excess: ``busy``)
         self._handler: Handler = no_handler
         self._admit: Admission = _admit_all
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
@@ -155,6 +156,7 @@ class Transport(abc.ABC):
             outbound=outbound,
             max_frame=self.max_frame,
             request_timeout=self.request_timeout,
+            max_requests=self.max_requests,
         )
 
     async def _dispatch(self, conn: Connection, body: object) -> object:
