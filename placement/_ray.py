@@ -4,8 +4,17 @@ Rules:
 
 - ``RayRuntime`` is this process's link to Ray, started once and lazily (the first run waits for
   it): with no address, a new local Ray runtime with this device's cores (``address="local"``,
-  so two peers on one machine never share one by accident); with an address, that Ray cluster
-  (a home lab's). It is shut down only if this process started it.
+  so two peers on one machine never share one by accident), bound to loopback with no dashboard:
+  Ray binds its GCS, raylet, workers and agents to every interface otherwise (measured with Ray
+  2.60), and turns ``_node_ip_address="127.0.0.1"`` back into the machine's reachable address
+  unless it runs in its single-machine mode (the one it uses on macOS and Windows,
+  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), which this sets; with an address, that Ray
+  cluster (a home lab's). It is shut down only if this process started it. Ray from 2.59 on
+  turns its token authentication on for local runtimes (``pyproject.toml``'s floor).
+- A Ray cluster on another machine sees every input and output of what it runs: a ``private``
+  kernel is refused there (``ExecutorUnavailable``, so the policy re-places it) unless the
+  executor is told the cluster is trusted (``trusted=True``). A cluster on loopback is this
+  machine: trusted.
 - Each kernel type gets one actor, created at its first run and kept: it loads what the kernel
   keeps (``Kernel.prepare``: the embedding model) once, and serves every later run of that kernel,
   so many micro-kernels never mean many processes. The actor reserves no CPU (an idle host must
@@ -22,10 +31,12 @@ Rules:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -46,6 +57,33 @@ log = logging.getLogger("placement.ray")
 
 NAMESPACE = "swarm"
 THREADED_CONCURRENCY = 4  # runs at once in one actor of a tiny or small kernel
+LOOPBACK = "127.0.0.1"
+_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _single_machine() -> None:
+    """Ray's single-machine mode, where its node address is loopback (see the module doc)."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # (another Ray layout: the environment variable is all there is)
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address (``HOST:PORT``, ``ray://HOST:PORT``) names this machine."""
+    try:
+        host = urlsplit(address if "://" in address else f"ray://{address}").hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def _one_line(exc: BaseException) -> str:
@@ -62,6 +100,11 @@ class RayRuntime:
         self.started_here = False
         self._lock = threading.Lock()
 
+    @property
+    def remote(self) -> bool:
+        """Whether kernels run on a Ray cluster that may be on another machine."""
+        return bool(self.address) and not is_loopback(self.address)
+
     def start(self) -> None:
         """Start or join Ray (blocking, idempotent); ``ExecutorUnavailable`` if it cannot."""
         with self._lock:
@@ -69,12 +112,16 @@ class RayRuntime:
             os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
             # kernels run at the peer's own priority, as inline ones do (Ray's default: nice 15)
             os.environ.setdefault("RAY_worker_niceness", "0")
+            if not self.address:
+                os.environ[_SINGLE_MACHINE] = "0"  # read when Ray is imported ...
             try:
                 import ray
             except ImportError:
                 raise ExecutorUnavailable("Ray is not installed: pip install swarm[ray]") from None
             if ray.is_initialized():
                 return
+            if not self.address:
+                _single_machine()  # ... or, if it was imported already, here
             options: dict[str, Any] = {
                 "namespace": NAMESPACE,
                 "log_to_driver": False,
@@ -84,7 +131,7 @@ class RayRuntime:
             if self.address:
                 options["address"] = self.address
             else:
-                options.update(address="local", num_cpus=self.num_cpus)
+                options.update(address="local", num_cpus=self.num_cpus, _node_ip_address=LOOPBACK)
             try:
                 ray.init(**options)
             except Exception as exc:
@@ -140,8 +187,10 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, runtime: RayRuntime) -> None:
+    def __init__(self, runtime: RayRuntime, *, trusted: bool = False) -> None:
+        """``trusted``: a remote cluster (``runtime.remote``) may run ``private`` kernels."""
         self.runtime = runtime
+        self.trusted = trusted
         self._hosts: dict[str, _Handle] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._start_lock = trio.Lock()
@@ -156,6 +205,11 @@ class RayExecutor:
                 self._started = True
 
     async def run(self, kernel: Kernel, value: Any, *, timeout: float) -> RunResult:
+        if kernel.needs.scope == "private" and self.runtime.remote and not self.trusted:
+            raise ExecutorUnavailable(
+                f"{kernel.name} touches private data: the Ray cluster at "
+                f"{self.runtime.address} is not trusted with it"
+            )
         begin = trio.current_time()
         with trio.move_on_after(timeout) as waited:
             await self.start()

@@ -41,6 +41,14 @@ Checks, through the scenario's ``Invariants``:
   never acknowledged (its device crashed under it) may have happened or not: it may win, it is
   never required.
 
+A compromised device (with three devices or more), when the fault schedule ends: the last
+device, stolen, pushes to every other running device that holds some of ``personal`` a forged,
+empty ``personal`` snapshot claiming every stream the thief knows up to 10^6 more than it holds
+(a device that holds nothing of the scope cannot disprove it and is not sent it: see
+``vault._replica``). Every
+device reads ``personal``, so each must refuse it (``vault-forged``); the usual checks then show
+it erased nothing.
+
 Metrics: ``writes_acknowledged``, ``writes_lost`` (must be 0), ``converge_s`` (from the heal
 until every replica agrees), ``replicas_agree``; ``views_converge_s``, from the heal until the
 membership views agreed (the vault syncs with members seen alive; null if the replicas agreed
@@ -50,11 +58,13 @@ it unread (see above; allowed, counted).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 from dataclasses import dataclass
 
+import pyrage
 import trio
 
 from homeswarm.swarm._service import Service
@@ -68,7 +78,7 @@ from homeswarm.vault import (
     Replica,
     VaultError,
 )
-from homeswarm.vault._records import Snapshot, Update, decode_record
+from homeswarm.vault._records import Snapshot, Update, decode_record, sign, stream_device
 from homeswarm.vault._replica import Vectors
 from homeswarm.vault._sync import lacking
 
@@ -102,13 +112,14 @@ class Write:
     held: Vectors  # what it held then: its version vectors
     at: float
     seq: int | None = None  # the sequence number of its update (or more), once acknowledged
+    origin: str = ""  # the stream its update went to (the writer's store), once acknowledged
     acked: bool = False
 
     def follows(self, other: Write, *, held: bool = False) -> bool:
         """Whether this write had seen ``other`` (with ``held``: held it, maybe unable to read
         it); never, if ``other`` was not acknowledged."""
         context = self.held if held else self.context
-        had = context.get(other.scope, {}).get(other.device.id, 0)
+        had = context.get(other.scope, {}).get(other.origin, 0)
         return other.seq is not None and had >= other.seq
 
     def describe(self) -> str:
@@ -224,24 +235,59 @@ class VaultRun:
         used = [reply["scope"]] if op == "put" else reply["scopes"]
         if used != [scope]:
             self.inv.violate(now, "vault-scope", f"{w.describe()}: went to {used}")
-        w.seq = node.replica.vectors().get(scope, {}).get(device.id, 0)
+        w.origin = node.replica.stream
+        w.seq = node.replica.vectors().get(scope, {}).get(w.origin, 0)
         self.check_durable(w)
 
     def check_durable(self, w: Write) -> None:
         """The writer's store holds the acknowledged write's update, or a snapshot over it."""
         self.inv.checked += 1
-        store, origin, seq = self.stores[w.device.index], w.device.id, w.seq
-        assert seq is not None
-        if seq and (w.scope, origin, seq) in store.updates:
+        if holds(self.stores[w.device.index], w):
             return
-        for scope, data in store.snapshots.values():
-            if scope != w.scope:
-                continue
-            record = decode_record(data)
-            if isinstance(record, Snapshot) and dict(record.covers).get(origin, 0) >= seq > 0:
-                return
         at = trio.current_time()
         self.inv.violate(at, "vault-durable", f"{w.describe()}: acknowledged, not in its store")
+
+    # ---- the compromised device ---------------------------------------------------------------
+
+    def forge(self, thief: Device, victim: Device) -> int:
+        """``thief`` pushes a forged empty snapshot over ``victim``'s stream to every other
+        running device; how many refused it (each must: they all read its scope)."""
+        src = self.replica(thief)
+        if src is None:
+            return 0
+        scope = "personal"
+        receivers = [
+            (d, r)
+            for d in self.world.running()
+            if d is not thief and (r := self.replica(d)) and r.vectors().get(scope)
+        ]
+        known = src.vectors().get(scope, {})
+        if not receivers or not any(stream_device(o) == victim.id for o in known):
+            return 0
+        epoch = src.keyring.current(scope, src.directory.revoked)
+        recipient = None if epoch is None else src.keyring.recipient(epoch.key)
+        if epoch is None or recipient is None:
+            return 0
+        empty = pyrage.encrypt(b"\x00\x00", [recipient])
+        covers = tuple((o, n + 10**6) for o, n in sorted(known.items()))
+        unsigned = Snapshot(
+            src.swarm, scope, src.device, epoch.number, epoch.creator, covers, empty, bytes(64)
+        )
+        forged = dataclasses.replace(unsigned, signature=sign(src._signing_key, unsigned.payload()))
+        self.world.note("forged snapshot", f"{thief.name} over {victim.name}")
+        refused = 0
+        for d, _ in receivers:
+            service = self.hosted[d.index]
+            node = service.node
+            assert node is not None
+            changes, rejections = node.replica.receive([forged])
+            node._persist(changes)
+            if rejections:
+                refused += 1
+            else:
+                at = trio.current_time()
+                self.inv.violate(at, "vault-forged", f"{d.name} took the forged snapshot")
+        return refused
 
     # ---- checks --------------------------------------------------------------------------------
 
@@ -340,6 +386,20 @@ class VaultRun:
         return lost
 
 
+def holds(store: MemoryStore, w: Write) -> bool:
+    """Whether ``store`` holds ``w``'s update, or a snapshot over it."""
+    seq = w.seq or 0
+    if seq and (w.scope, w.origin, seq) in store.updates:
+        return True
+    for scope, data in store.snapshots.values():
+        if scope != w.scope:
+            continue
+        record = decode_record(data)
+        if isinstance(record, Snapshot) and dict(record.covers).get(w.origin, 0) >= seq > 0:
+            return True
+    return False
+
+
 async def run_vault(sim: Run) -> None:
     n = sim.n
     width = len(str(n - 1))
@@ -353,9 +413,10 @@ async def run_vault(sim: Run) -> None:
     run.world, run.inv = world, inv
     took = math.inf
     healed = 0.0
+    refused = 0
 
     async def body(world: World) -> None:
-        nonlocal took, healed
+        nonlocal took, healed, refused
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             horizon = start + sim.seconds + SPLIT + AGREE_WITHIN
@@ -363,6 +424,8 @@ async def run_vault(sim: Run) -> None:
             async with trio.open_nursery() as writes:
                 writes.start_soon(run.writers, start + sim.seconds + SPLIT)
                 await play(world, schedule, sim.seconds)
+                if n >= 3:  # the compromised device (module doc)
+                    refused = run.forge(world.devices[-1], world.devices[0])
                 if n > 1:
                     order = list(world.devices)
                     rng.shuffle(order)
@@ -397,6 +460,7 @@ async def run_vault(sim: Run) -> None:
                 "deletes_acknowledged": sum(1 for w in acked if w.op == "rm"),
                 "writes_unacknowledged": len(run.writes) - len(acked),
                 "writes_lost": lost,
+                "forged_refused": refused,
                 "stale_values": run.stale_values(),
                 "converge_s": round(took, 3) if agreed else None,
                 "views_converge_s": None if views is None else round(views - healed, 3),

@@ -7,6 +7,9 @@ actor is replaced at the next run, never retried by Ray behind the policy's back
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import ipaddress
 import os
 from collections.abc import Iterator
 from functools import partial
@@ -147,3 +150,61 @@ async def test_a_peer_places_embed_on_the_servers_ray_workers(runtime, tmp_path)
         assert (reply["device"], reply["executor"]) == ("server", "ray")
         assert reply["pid"] != os.getpid()
         assert is_ray_worker(reply["pid"])
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
+def ray_listeners() -> list[tuple[str, str, int]]:
+    """Listening TCP sockets of this process and its descendants (Ray's GCS, raylet, workers)."""
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            with contextlib.suppress(psutil.Error):
+                out.append((psutil.Process(conn.pid).name(), conn.laddr.ip, conn.laddr.port))
+    return out
+
+
+async def test_the_local_runtime_listens_on_loopback_only(runtime):
+    """Issue 12, attack 6: Ray used to bind its GCS and raylet to every interface."""
+    ex = executor()
+    await ex.run(echo, 1, timeout=60)  # a worker is up too
+    listeners = ray_listeners()
+    assert any(name in ("gcs_server", "raylet") for name, _, _ in listeners), listeners
+    exposed = [x for x in listeners if not loopback(x[1])]
+    assert exposed == []
+    assert not any(port == 8265 for _, _, port in listeners)  # no dashboard
+    await ex.aclose()
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:6379", True),
+        ("localhost:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("[::1]:6379", True),
+        ("[::ffff:127.0.0.1]:1", True),
+        ("192.168.1.20:6379", False),
+        ("ray://homelab.local:10001", False),
+        ("[::]:6379", False),
+    ],
+)
+def test_which_addresses_are_this_machine(address, loopback):
+    assert RayRuntime(address).remote is not loopback
+
+
+async def test_a_remote_cluster_is_refused_private_kernels_unless_trusted():
+    private = dataclasses.replace(echo, needs=dataclasses.replace(echo.needs, scope="private"))
+    ex = RayExecutor(RayRuntime("192.0.2.1:6379"))
+    with pytest.raises(ExecutorUnavailable, match="not trusted"):
+        await ex.run(private, 1, timeout=5)
+    # trusted, it would try (and here fail to reach the cluster: nothing listens there)
+    assert RayExecutor(RayRuntime("192.0.2.1:6379"), trusted=True).trusted
+    # a cluster on this machine is this machine
+    assert not RayRuntime("127.0.0.1:6379").remote

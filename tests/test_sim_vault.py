@@ -138,6 +138,22 @@ def test_the_sweep_catches_acknowledging_before_storing(monkeypatch):
     assert all("vault-durable" in "\n".join(p) for p in caught.values())
 
 
+def test_the_sweep_catches_a_replica_that_believes_any_snapshot(monkeypatch):
+    """The compromised device's forged snapshot (issue 12): with the check that a snapshot holds
+    what it covers removed, the readers take it and drop the victim's log."""
+    monkeypatch.setattr(Replica, "_contains", lambda self, s, sn, updates, whole=False: True)
+    caught = {seed: "\n".join(p) for seed in (1, 3) if (p := run(seed, peers=3)[1])}
+    assert len(caught) == 2, caught
+    assert all("vault-forged" in text for text in caught.values())
+
+
+def test_the_compromised_device_costs_nothing():
+    m, problems = run(2, peers=3)
+    assert problems == []
+    assert m["forged_refused"] >= 1
+    assert m["writes_lost"] == 0
+
+
 # ---- determinism -------------------------------------------------------------------------------
 
 

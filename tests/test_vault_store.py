@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,14 @@ import pytest
 import trio
 
 from homeswarm.transports import Link, MemoryNetwork
-from homeswarm.vault import SCOPES, LocalVault, SqliteStore, StorageFailure, VaultLocked
+from homeswarm.vault import (
+    SCOPES,
+    LocalVault,
+    SqliteStore,
+    StorageFailure,
+    VaultLocked,
+    VaultNode,
+)
 from homeswarm.vault.testing import SWARM, NetPeer, directory_of, make_device, make_replica
 
 ALL = frozenset(SCOPES)
@@ -225,3 +233,32 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
             assert json.loads(entry.text) == [run, int(w), int(i)]
     finally:
         local.close()
+
+
+# --- the fsync off the trio thread ---------------------------------------------------------------
+
+
+async def test_a_write_is_acknowledged_after_an_fsync_made_in_a_worker_thread(tmp_path):
+    """The fsync used to run on the trio thread, so membership probes waited behind the disk."""
+    rng = random.Random(9)
+    device = make_device(rng, ALL)
+    store = open_store(tmp_path / "v", device.id)
+    flushed: list[tuple[bool, int]] = []
+    real_flush = store.flush
+
+    def flush() -> None:
+        on_trio = threading.current_thread() is threading.main_thread()
+        real_flush()
+        flushed.append((on_trio, store.size()))
+
+    store.flush = flush  # type: ignore[method-assign]
+    node = VaultNode(
+        lambda: make_replica(device, directory_of([device])), store, rng=random.Random(1)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await node.put("facts/x", '"x"')
+        assert flushed, "acknowledged before any flush"
+        assert not any(on_trio for on_trio, _ in flushed)
+        nursery.cancel_scope.cancel()
+    store.close()

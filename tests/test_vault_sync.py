@@ -172,7 +172,7 @@ async def test_garbage_from_a_member_is_refused_and_sync_goes_on(autojump_clock,
         a, b, c = peers
         await a.node.put("facts/ok", text(1))
         await until(lambda: value_at(c, "facts/ok") == 1, within=1.0, what="first fact")
-        update = a.node.replica.log("personal", a.id)[0]
+        update = a.node.replica.log("personal", a.node.replica.stream)[0]
         forged = [
             ["u", [1, "other-swarm", *record_to_wire(update)[1][2:]]],
             ["u", "not a record"],
@@ -292,7 +292,7 @@ async def test_a_late_device_catches_up_from_a_snapshot_the_node_made(autojump_c
         await until(lambda: value_at(b, "facts/f59") is not None, within=2.0, what="b")
         snapshots = a.node.replica.snapshots("personal")
         assert snapshots  # compacted on its own: the log outweighed the snapshot
-        assert len(a.node.replica.log("personal", a.id)) < 60
+        assert len(a.node.replica.log("personal", a.node.replica.stream)) < 60
         late.alive = {a.id}
         late.node.sync_soon(a.id)
         await until(

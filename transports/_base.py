@@ -26,7 +26,7 @@ import trio
 
 from homeswarm.errors import AdmissionRefused, LocalError, PeerUnreachable
 
-from ._connection import Connection, Handler, no_handler, short
+from ._connection import MAX_REQUESTS, Connection, Handler, no_handler, short
 from ._frames import DEFAULT_MAX_FRAME
 
 log = logging.getLogger("transports")
@@ -59,6 +59,7 @@ class Transport(abc.ABC):
         self.max_frame = max_frame
         self.request_timeout = request_timeout
         self.dial_timeout = dial_timeout
+        self.max_requests = MAX_REQUESTS  # served at once per connection (the excess: ``busy``)
         self._handler: Handler = no_handler
         self._admit: Admission = _admit_all
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
@@ -156,6 +157,7 @@ class Transport(abc.ABC):
             outbound=outbound,
             max_frame=self.max_frame,
             request_timeout=self.request_timeout,
+            max_requests=self.max_requests,
         )
 
     async def _dispatch(self, conn: Connection, body: object) -> object:

@@ -7,9 +7,11 @@ Rules:
 - Any malformed input from the peer (a truncated or oversized frame, undecodable bytes, an envelope
   of the wrong shape, a response to a request never made, or a handler raising
   ``ProtocolViolation``) closes the connection with a logged reason. Nothing escapes ``run``.
-- Requests are served concurrently, each in its own task; one-way messages are handled one at a
-  time, in the order they arrived, by a single worker (so order holds and the reader never blocks on
-  a slow handler beyond a bounded queue, which is the back-pressure).
+- Requests are served concurrently, each in its own task, at most ``max_requests`` at once per
+  connection: a request beyond that is answered at once with an error (``busy``), never queued,
+  so a peer cannot pile up tasks on this one. One-way messages are handled one at a time, in
+  the order they arrived, by a single worker (so order holds and the reader never blocks on a
+  slow handler beyond a bounded queue, which is the back-pressure).
 - When the connection ends, every request still waiting fails at once with ``ConnectionClosed``.
 """
 
@@ -40,6 +42,8 @@ Handler = Callable[["Connection", Any], Awaitable[Any]]
 """Called with the connection and a message body; a request's reply is what it returns."""
 
 ONEWAY_QUEUE = 64
+MAX_REQUESTS = 256  # requests served at once on one connection
+BUSY = "busy"  # the start of the error a request beyond the limit gets
 READ_CHUNK = 65536
 CLOSE_TIMEOUT = 1.0
 
@@ -88,8 +92,10 @@ class Connection:
         outbound: bool,
         max_frame: int = DEFAULT_MAX_FRAME,
         request_timeout: float = 10.0,
+        max_requests: int = MAX_REQUESTS,
     ) -> None:
         self.local_id = local_id
+        self.max_requests = max_requests
         self.peer_id = peer_id
         self.remote_addr = remote_addr
         self.outbound = outbound
@@ -106,6 +112,7 @@ class Connection:
         self._scope: trio.CancelScope | None = None
         self._oneway_send, self._oneway_recv = trio.open_memory_channel[Any](ONEWAY_QUEUE)
         self._serving = 0
+        self.busy = 0  # requests refused for being over max_requests
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
 
@@ -207,6 +214,19 @@ class Connection:
 
     async def _dispatch(self, env: Envelope, nursery: trio.Nursery) -> None:
         if env.kind is Kind.REQUEST:
+            if self._serving >= self.max_requests:
+                self.busy += 1
+                if self.busy == 1 or self.busy % 1000 == 0:
+                    log.warning(
+                        "%s: %s sends more than %d requests at once: refusing the excess (%d)",
+                        short(self.local_id),
+                        short(self.peer_id),
+                        self.max_requests,
+                        self.busy,
+                    )
+                text = f"{BUSY}: {self.max_requests} requests already being served"
+                await self._write_quietly(Envelope(Kind.ERROR, env.id, text))
+                return
             self._serving += 1
             nursery.start_soon(self._serve, env)
         elif env.kind is Kind.ONEWAY:

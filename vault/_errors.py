@@ -1,4 +1,4 @@
-"""The vault's errors: branches of the one ``SwarmError`` tree (see ``transports/_errors.py``).
+"""The vault's errors: branches of the one ``SwarmError`` tree (see ``homeswarm/errors.py``).
 
 Whose fault each one is: ``InvalidEntry`` and ``ScopeNotAllowed`` are the caller's (bad input, a
 ``LocalError``); ``RejectedRecord`` is a peer's (a record that does not verify, a ``RemoteError``,

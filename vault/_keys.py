@@ -17,8 +17,9 @@ Rules (the replica enforces the ones that need the roster):
   what is written afterwards is unreadable to the revoked device. What it already had stays
   with it: keys cannot be taken back from a device that copied them.
 - A seal is never made for a device the epoch excludes or that is revoked; a seal for an
-  excluded device is refused. Any holder of a secret may seal it to a device that becomes
-  eligible later (``reseal``), so a device that joins or widens its scopes can read history.
+  excluded device is refused, and the replica refuses a seal not made by the epoch's creator or
+  not for a member. The creator seals its epochs to devices that become eligible later
+  (``reseal``), so a device that joins or widens its scopes can read history.
 
 Secrets stay in memory: on disk and on the wire there are only seals. Nothing here logs.
 
@@ -39,7 +40,7 @@ import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ._errors import RejectedRecord
-from ._records import Epoch, EpochKey, KeyRecord, Seal, sign
+from ._records import Epoch, EpochKey, KeyRecord, Seal, sign, stream_device
 
 
 class Keyring:
@@ -74,7 +75,7 @@ class Keyring:
         """The devices an epoch was sealed to, as far as this device has heard, and its creator."""
         found = set(self._holders.get(key, ()))
         if key in self.epochs:
-            found.add(key[2])
+            found.add(stream_device(key[2]))
         return found
 
     def ids(self) -> set[bytes]:
@@ -104,7 +105,7 @@ class Keyring:
             for key, e in self.epochs.items()
             if key[0] == scope
             and key in self._secrets
-            and e.creator not in revoked
+            and stream_device(e.creator) not in revoked
             and revoked <= set(e.excluded)
         ]
         return max(usable, key=lambda e: (e.number, e.creator), default=None)
@@ -159,17 +160,18 @@ class Keyring:
     # ---- making records ----------------------------------------------------------------------
 
     def create(
-        self, scope: str, recipients: Mapping[str, str], revoked: frozenset[str]
+        self, scope: str, recipients: Mapping[str, str], revoked: frozenset[str], *, creator: str
     ) -> list[KeyRecord]:
-        """A new epoch for ``scope`` sealed to ``recipients`` (device -> age recipient) and to
-        this device; the records made (already taken)."""
+        """A new epoch for ``scope`` by ``creator`` (this device's stream) sealed to
+        ``recipients`` (device -> age recipient) and to this device; the records made (already
+        taken)."""
         number = max((e.number for e in self.epochs_of(scope)), default=0) + 1
         secret = pyrage.x25519.Identity.generate()
         unsigned = Epoch(
             self.swarm,
             scope,
             number,
-            self.device,
+            creator,
             str(secret.to_public()),
             tuple(sorted(revoked)),
             bytes(64),

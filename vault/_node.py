@@ -136,7 +136,9 @@ def restore(replica: Replica, store: Store) -> Replica:
     stored = store.load()
     if stored.directory is not None:
         replica.set_directory(replica.directory.with_cache(stored.directory))
-    for problem in replica.restore(stored.keys, stored.snapshots, stored.updates):
+    problems = replica.restore(stored.keys, stored.snapshots, stored.updates, stored.evidence)
+    replica.take_forks()  # (already reported when they arrived)
+    for problem in problems:
         log.warning("%s: a stored record is unusable: %s", problem.record, problem.reason)
     if stored.damaged:
         log.warning("%d stored records did not decode and were skipped", stored.damaged)
@@ -228,6 +230,7 @@ class VaultNode:
             try:
                 changes = self.replica.commit_local()
                 self._persist(changes)
+                await self._flush()
                 self.commits += 1
             except StorageFailure as exc:
                 error = exc
@@ -237,6 +240,13 @@ class VaultNode:
             if error is None and changes.added:
                 self._push_all()
                 self._upkeep()
+
+    async def _flush(self) -> None:
+        """Make what is stored survive a power cut; the disk's wait in a worker thread."""
+        if self.store.flush_blocks:
+            await trio.to_thread.run_sync(self.store.flush)
+        else:
+            self.store.flush()
 
     def _persist(self, changes: Changes) -> None:
         """Store ``changes``; if that fails, go back to what the store holds, and raise."""
@@ -274,7 +284,7 @@ class VaultNode:
             self._push_all()
 
     def _upkeep(self) -> None:
-        changes = self.replica.reseal(trio.current_time())
+        changes = self.replica.reseal()
         for scope in SCOPES:
             if self._compaction_due(scope):
                 changes.extend(self.replica.compact(scope))
@@ -373,6 +383,8 @@ class VaultNode:
                 if session.replica is not self.replica:
                     raise StorageFailure("the replica was reloaded from storage")
                 changes, rejections = session.take(message[0], reply)
+                if session.their_vectors is not None:
+                    changes.extend(self.replica.observe(session.their_vectors))
                 self._persist(changes)
                 took = took or bool(changes.added)
                 self._report(peer, rejections)
@@ -392,6 +404,7 @@ class VaultNode:
         """A request from a peer (``op`` without the ``vault.`` prefix)."""
         if op == SYNC:
             request = SyncRequest.from_wire(body)
+            self._persist(self.replica.observe(request.vectors))
             reply = answer_sync(self.replica, request, budget=self.settings.budget)
             self.peers.setdefault(conn.peer_id, PeerSync()).vectors = request.vectors
             return reply.to_wire()
@@ -399,6 +412,8 @@ class VaultNode:
             push = Push.from_wire(body)
             answer, changes, rejections = answer_push(self.replica, push)
             self._persist(changes)
+            if changes:
+                await self._flush()  # the answer tells the peer we hold them
             self._report(conn.peer_id, rejections)
             if changes.added:
                 self._forward(conn.peer_id)
@@ -406,6 +421,16 @@ class VaultNode:
         raise ProtocolViolation(f"unknown vault operation {op[:20]!r}")
 
     def _report(self, peer: str, rejections: list[Rejection]) -> None:
+        """Log what was refused, each refusal once (a peer sends a refused record again at
+        every sync), and each fork found."""
+        rejections = [r for r in rejections if not r.again]
+        for fork in self.replica.take_forks():
+            log.warning(
+                "%s: two different updates %s (the second from %s): both kept as evidence",
+                self.me,
+                fork.describe(),
+                short(peer),
+            )
         if not rejections:
             return
         shown = "; ".join(f"{r.record}: {r.reason}" for r in rejections[:3])
@@ -471,12 +496,14 @@ class LocalVault:
     def put(self, key: str, text: str, scope: str | None = None) -> str:
         used = self.replica.put(key, text, scope)
         self.store.apply(self.replica.commit_local())
+        self.store.flush()
         return used
 
     def delete(self, key: str) -> list[str]:
         scopes = self.replica.delete(key)
         if scopes:
             self.store.apply(self.replica.commit_local())
+            self.store.flush()
         return scopes
 
     def status(self) -> dict[str, Any]:

@@ -5,12 +5,18 @@ domain-separated canonical encoding (``payload``: a tag, the version, the swarm 
 field but the signature, packed with msgpack), so anyone can check them, also a device that may
 not read them:
 
-- ``Update``: one change (or one group commit's changes) to one scope's document by ``origin``,
-  its ``seq``-th, age-encrypted to the scope's epoch ``(number, creator)``.
+- ``Update``: one change (or one group commit's changes) to one scope's document, the ``seq``-th
+  of its ``origin`` log, age-encrypted to the scope's epoch ``(number, creator)``. An origin is a
+  *stream*: ``DEVICE/INCARNATION``, one vault store of the device (``INCARNATION``: 16 hex digits
+  drawn when the store was created, or when it found it had lost continuity), so that a wiped or
+  restored store never writes under sequence numbers it used before. A bare ``DEVICE`` is the
+  stream of a store made before incarnations existed. The device signs.
 - ``Snapshot``: a scope's whole document as ``author`` had it, age-encrypted to an epoch, and the
   version vector it covers (origin -> highest sequence folded in). It replaces those updates.
 - ``Epoch``: a scope's key epoch ``(number, creator)``: the age recipient to encrypt to, and the
-  devices known revoked when it was made (``excluded``: it is never sealed to them).
+  devices known revoked when it was made (``excluded``: it is never sealed to them). Its creator
+  is a stream too (the device signs), so that a wiped store never makes an epoch under the key of
+  one it made before.
 - ``Seal``: an epoch's secret, age-encrypted to one ``device``'s own age identity by ``sealer``.
 
 ``from_wire`` checks shape, types and sizes and raises ``RejectedRecord``; it checks no signature
@@ -45,6 +51,8 @@ MAX_EXCLUDED = 4096
 MAX_SEQ = 2**53
 MAX_EPOCH = 2**31
 _MAX_SWARM = 64
+_INCARNATION = re.compile(r"^[0-9a-f]{16}$")
+MAX_STREAM = 64 + 1 + 16
 _AGE = re.compile(r"^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$")
 
 UPDATE_TAG = b"swarm-vault-update"
@@ -66,7 +74,30 @@ def _device_ok(device: object) -> bool:
 
 
 def short(device: str) -> str:
-    return device[-8:]
+    return stream_device(device)[-8:]
+
+
+def stream_device(stream: str) -> str:
+    """The device that writes a stream (``DEVICE/INCARNATION``, or a bare ``DEVICE``)."""
+    return stream.split("/", 1)[0]
+
+
+def make_stream(device: str, incarnation: str) -> str:
+    return f"{device}/{incarnation}"
+
+
+@functools.lru_cache(maxsize=8192)
+def stream_ok(stream: object) -> bool:
+    if not isinstance(stream, str) or len(stream) > MAX_STREAM:
+        return False
+    device, slash, incarnation = stream.partition("/")
+    if not slash:
+        return _device_ok(device)
+    return _device_ok(device) and bool(_INCARNATION.match(incarnation))
+
+
+def incarnation_ok(value: object) -> bool:
+    return isinstance(value, str) and bool(_INCARNATION.match(value))
 
 
 class _Check:
@@ -102,6 +133,12 @@ class _Check:
         assert isinstance(value, str)
         return value
 
+    def stream(self, value: object, what: str) -> str:
+        if not (isinstance(value, str) and stream_ok(value)):  # (a list would not hash)
+            raise self.fail(f"{what} is not a device's stream")
+        assert isinstance(value, str)
+        return value
+
     def number(self, value: object, what: str, most: int) -> int:
         if type(value) is not int or not 1 <= value <= most:
             raise self.fail(f"{what} must be an integer from 1 to {most}")
@@ -126,7 +163,7 @@ class _Check:
         for item in value:
             if not isinstance(item, list) or len(item) != 2:
                 raise self.fail("covers is a list of [origin, seq]")
-            pairs.append((self.device(item[0], "an origin"), self.number(item[1], "seq", MAX_SEQ)))
+            pairs.append((self.stream(item[0], "an origin"), self.number(item[1], "seq", MAX_SEQ)))
         if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
             raise self.fail("covers must be sorted by origin, each once")
         return tuple(pairs)
@@ -209,13 +246,17 @@ class Update(_Signed):
     _CHECKS: ClassVar[_Checks] = {
         "swarm": _Check.swarm,
         "scope": _Check.scope,
-        "origin": lambda c, v: c.device(v, "origin"),
+        "origin": lambda c, v: c.stream(v, "origin"),
         "seq": lambda c, v: c.number(v, "seq", MAX_SEQ),
         "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
-        "creator": lambda c, v: c.device(v, "epoch creator"),
+        "creator": lambda c, v: c.stream(v, "epoch creator"),
         "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_UPDATE_BYTES),
         "signature": _Check.signature,
     }
+
+    @property
+    def signer(self) -> str:
+        return stream_device(self.origin)
 
     @property
     def epoch_key(self) -> EpochKey:
@@ -247,7 +288,7 @@ class Snapshot(_Kept):
         "scope": _Check.scope,
         "author": lambda c, v: c.device(v, "author"),
         "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
-        "creator": lambda c, v: c.device(v, "epoch creator"),
+        "creator": lambda c, v: c.stream(v, "epoch creator"),
         "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_SNAPSHOT_BYTES),
         "signature": _Check.signature,
     }
@@ -285,9 +326,13 @@ class Epoch(_Kept):
         "swarm": _Check.swarm,
         "scope": _Check.scope,
         "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
-        "creator": lambda c, v: c.device(v, "creator"),
+        "creator": lambda c, v: c.stream(v, "creator"),
         "signature": _Check.signature,
     }
+
+    @property
+    def signer(self) -> str:
+        return stream_device(self.creator)
 
     @property
     def key(self) -> EpochKey:
@@ -314,7 +359,7 @@ class Seal(_Kept):
         "swarm": _Check.swarm,
         "scope": _Check.scope,
         "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
-        "creator": lambda c, v: c.device(v, "creator"),
+        "creator": lambda c, v: c.stream(v, "creator"),
         "device": lambda c, v: c.device(v, "device"),
         "sealed": lambda c, v: c.blob(v, "sealed secret", MAX_SEALED_BYTES),
         "sealer": lambda c, v: c.device(v, "sealer"),

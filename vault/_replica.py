@@ -14,8 +14,9 @@ What changes the state, and what the caller must do with the result:
   next sequence number of its origin, known epoch held by the signer, signature; and where this
   device holds the key, that it decrypts to an update of the vault's own shape) and taken, or
   refused with a reason. Refusing one record never stops the others. Duplicates are ignored.
-- ``compact`` folds a scope's log into one snapshot; ``reseal`` seals held epochs to devices that
-  became eligible; ``set_directory`` follows the roster and the device states.
+- ``compact`` folds a scope's log into one snapshot; ``reseal`` seals the epochs this device made
+  to devices that became eligible (a seal is taken only from the epoch's creator, for a
+  member); ``set_directory`` follows the roster and the device states.
 
 Each of these returns ``Changes``: the records to add to storage and those to drop. The caller
 stores them durably before acknowledging a write, answering a peer, or anything else: this
@@ -28,11 +29,33 @@ Sequence gaps are refused, so the version vector (origin -> highest sequence, pe
 describes a contiguous prefix of every origin's log, and anti-entropy (``missing``) can work on
 ciphertext alone.
 
-A snapshot covers a version vector; the updates it covers are dropped. It is made only from a
-document that holds everything the log says (nothing staged, unapplied, or pending on an item
-not yet received), so it says exactly what the vector says. A peer behind a snapshot gets the
-snapshot, then the updates after it. Updates and snapshots of a device are refused once it is
-revoked; what it wrote before and others already hold stays.
+A snapshot covers a version vector. It is made only from a document that holds everything the
+log says (nothing staged, unapplied, or pending on an item not yet received), so it says exactly
+what the vector says. A peer behind a snapshot gets the snapshot, then the updates after it.
+Updates and snapshots of a device are refused once it is revoked; what it wrote before and others
+already hold stays.
+
+Origins are *streams* (``_records``): ``DEVICE/INCARNATION``. A replica draws its incarnation
+(64 bits, from its ``rng``) when it is made, that is each time its store is opened, and writes
+under that ``stream``: a store can never prove that it is the whole of its earlier self (a wiped
+directory, a backup restored, a damaged row), so it never writes again under sequence numbers an
+earlier opening used. The earlier streams are ordinary logs: peers fill in whatever of them this
+store lost. The cost: one vector entry per opening that wrote (snapshots fold logs, not
+entries). Rules that keep this true, and keep a stolen device from erasing what others wrote:
+
+- Continuity. When a peer shows it holds more of this replica's stream than the replica (an update
+  of it arrives from a peer, a peer's vector or a snapshot claims more of it: a copy of this
+  process ran, or a forgery), the replica draws a new incarnation and writes under it from then.
+- Forks are evidence. Two different updates with one origin and sequence are never deduplicated:
+  the second is checked like any update, kept (``Changes.evidence``), its content applied where
+  this device reads, and reported (``take_forks``). When the fork is in this replica's own stream
+  (a restored backup wrote again), it also writes its side of the fork again under a new stream,
+  so that every peer gets it through ordinary anti-entropy.
+- Snapshots cannot erase. A snapshot makes a device drop a covered update only when the device
+  proves the snapshot contains it: it reads both, and applying the update to the snapshot's
+  document changes nothing. A reader refuses a snapshot that provably lacks an update it covers
+  (a forged one). A device that cannot prove it (a blind relay, a key not yet held) keeps the
+  covered updates it holds (``kept``: stored, applied when readable, never dropped).
 """
 
 from __future__ import annotations
@@ -71,13 +94,14 @@ from ._records import (
     Snapshot,
     Update,
     Verifier,
+    make_stream,
     short,
     sign,
+    stream_device,
 )
 from ._ydoc import BadUpdate, check_update, decode_state_vector
 
 MAX_GROUP_PLAIN = 900 * 1024  # plaintext of one update made by a group commit
-RESEAL_DELAY = 60.0  # seconds a non-creator waits before sealing an epoch to a new device
 
 Vectors = dict[str, dict[str, int]]  # scope -> origin -> highest sequence
 
@@ -147,22 +171,38 @@ class Changes:
     """What storage must do so that it holds what the replica holds."""
 
     added: list[Record] = field(default_factory=list)
-    dropped_updates: list[tuple[str, str, int]] = field(default_factory=list)  # up to seq
+    # (scope, origin, first seq, last seq): the updates to drop, both ends included
+    dropped_updates: list[tuple[str, str, int, int]] = field(default_factory=list)
     dropped_snapshots: list[bytes] = field(default_factory=list)
+    evidence: list[Update] = field(default_factory=list)  # the other side of a fork
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.dropped_updates or self.dropped_snapshots)
+        return bool(self.added or self.dropped_updates or self.dropped_snapshots or self.evidence)
 
     def extend(self, other: Changes) -> None:
         self.added.extend(other.added)
         self.dropped_updates.extend(other.dropped_updates)
         self.dropped_snapshots.extend(other.dropped_snapshots)
+        self.evidence.extend(other.evidence)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     record: str
     reason: str
+    again: bool = False  # refused before, for the same reason (reported once)
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Two different updates signed for one origin and sequence."""
+
+    scope: str
+    origin: str
+    seq: int
+
+    def describe(self) -> str:
+        return f"{self.scope}/{short(self.origin)}#{self.seq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +217,7 @@ class _Scope:
         self.name = name
         self.floor: dict[str, int] = {}
         self.logs: dict[str, list[Update]] = {}
+        self.kept: dict[tuple[str, int, bytes], Update] = {}  # outside the log (module doc)
         self.snapshots: dict[bytes, Snapshot] = {}
         self.doc: pycrdt.Doc[Any] | None = None
         self.maps: dict[str, pycrdt.Map[Any]] = {}
@@ -190,6 +231,12 @@ class _Scope:
 
     def have(self, origin: str) -> int:
         return self.floor.get(origin, 0) + len(self.logs.get(origin, ()))
+
+    def held(self, origin: str, seq: int) -> Update | None:
+        """The update at ``seq`` of ``origin``'s log, if it is still in the log."""
+        index = seq - self.floor.get(origin, 0) - 1
+        log = self.logs.get(origin, ())
+        return log[index] if 0 <= index < len(log) else None
 
     def vector(self) -> dict[str, int]:
         out = {o: self.have(o) for o in set(self.floor) | set(self.logs)}
@@ -228,8 +275,53 @@ class Replica:
         )
         self._verifier = Verifier()
         self._scopes = {s: _Scope(s, s in self.readable, rng.randrange(1, 2**52)) for s in SCOPES}
-        self._noticed: dict[tuple[EpochKey, str], float] = {}
+        self._refused: set[tuple[str, str]] = set()  # refusals reported already
+        self._rng = rng
+        self.incarnation = f"{rng.getrandbits(64):016x}"  # (module doc)
+        self.evidence: dict[bytes, Update] = {}  # the other sides of forks, by signature
+        self._forks: list[Fork] = []  # found since the last take_forks()
+        self._rewritten: set[bytes] = set()  # own updates written again after a fork
         self.rejected = 0  # records refused since start
+
+    @property
+    def stream(self) -> str:
+        """The origin this replica writes under."""
+        return make_stream(self.device, self.incarnation)
+
+    def take_forks(self) -> list[Fork]:
+        """Forks found since the last call (for the driver to log once each)."""
+        forks, self._forks = self._forks, []
+        return forks
+
+    def _new_incarnation(self) -> None:
+        """Someone holds more of this stream than this replica wrote: write under a new one,
+        and write again there what this replica wrote under the old one (a false claim on the
+        old stream hides it from the peers that believed the claim)."""
+        old_stream = self.stream
+        old = self.incarnation
+        while self.incarnation == old:
+            self.incarnation = f"{self._rng.getrandbits(64):016x}"
+        for s in self._scopes.values():
+            for own in s.logs.get(old_stream, []):
+                self._write_again(s, own)
+
+    def _write_again(self, s: _Scope, update: Update) -> None:
+        """Stage ``update``'s content again (under the current stream), once."""
+        secret = self.keyring.secret(update.epoch_key)
+        if update.signature in self._rewritten or secret is None or s.doc is None:
+            return
+        self._rewritten.add(update.signature)
+        s.staged.append(self._open(update, secret))
+
+    def observe(self, their: Mapping[str, Mapping[str, int]]) -> Changes:
+        """A peer's vectors: if they hold more of this replica's stream than it does (a copy of
+        this process wrote, or the peer took a false claim), a new incarnation, and what it
+        wrote under the old one written again (the changes to store)."""
+        mine = self.stream
+        if any(v.get(mine, 0) > self._scopes[sc].have(mine) for sc, v in their.items()):
+            self._new_incarnation()
+            return self.commit_local()
+        return Changes()
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -341,8 +433,8 @@ class Replica:
                 unsigned = Update(
                     self.swarm,
                     s.name,
-                    self.device,
-                    s.have(self.device) + 1,
+                    self.stream,
+                    s.have(self.stream) + 1,
                     epoch.number,
                     epoch.creator,
                     pyrage.encrypt(plain, [recipient]),
@@ -351,7 +443,7 @@ class Replica:
                 update = dataclasses.replace(
                     unsigned, signature=sign(self._signing_key, unsigned.payload())
                 )
-                s.logs.setdefault(self.device, []).append(update)
+                s.logs.setdefault(self.stream, []).append(update)
                 changes.added.append(update)
             s.staged.clear()
         return changes
@@ -360,7 +452,9 @@ class Replica:
         revoked = self.directory.revoked
         epoch = self.keyring.current(scope, revoked)
         if epoch is None:
-            made = self.keyring.create(scope, self.directory.readers(scope), revoked)
+            made = self.keyring.create(
+                scope, self.directory.readers(scope), revoked, creator=self.stream
+            )
             changes.added.extend(made)
             epoch = self.keyring.current(scope, revoked)
             assert epoch is not None
@@ -374,7 +468,9 @@ class Replica:
             if self.keyring.current(scope, self.directory.revoked) is None:
                 revoked = self.directory.revoked
                 changes.added.extend(
-                    self.keyring.create(scope, self.directory.readers(scope), revoked)
+                    self.keyring.create(
+                        scope, self.directory.readers(scope), revoked, creator=self.stream
+                    )
                 )
         return changes
 
@@ -388,7 +484,13 @@ class Replica:
                 self._take(record, changes, trusted=False)
             except RejectedRecord as exc:
                 self.rejected += 1
-                rejections.append(Rejection(_describe(record), str(exc)))
+                what = (_describe(record), str(exc))
+                rejections.append(Rejection(*what, again=what in self._refused))
+                if len(self._refused) >= 65536:
+                    self._refused.clear()
+                self._refused.add(what)
+        if any(s.staged for s in self._scopes.values()):
+            changes.extend(self.commit_local())  # (own updates written again after a fork)
         return changes, rejections
 
     def _take(self, record: Record, changes: Changes, *, trusted: bool) -> None:
@@ -424,19 +526,35 @@ class Replica:
         elif record.id in self.keyring.seals:
             return
         self._check_signer(record, trusted)
-        if isinstance(record, Seal) and record.device in self.directory.revoked:
-            raise RejectedRecord(f"sealed to a revoked device {short(record.device)}")
+        if isinstance(record, Seal) and not trusted:
+            self._check_seal(record)
         self._check_signature(record, trusted)
         unlocked = self.keyring.add(record)
         changes.added.append(record)
         if unlocked is not None:
             self._unlocked(unlocked)
 
+    def _check_seal(self, seal: Seal) -> None:
+        """A seal counts only if the epoch's creator made it, for a member."""
+        if seal.device in self.directory.revoked:
+            raise RejectedRecord(f"sealed to a revoked device {short(seal.device)}")
+        if not self.directory.admits(seal.device):
+            raise RejectedRecord(f"sealed to {short(seal.device)}, not a member")
+        creator = stream_device(seal.creator)
+        if seal.sealer != creator:
+            raise RejectedRecord(
+                f"sealed by {short(seal.sealer)}, not by the epoch's creator {short(creator)}"
+            )
+
     def _take_update(self, u: Update, changes: Changes, trusted: bool) -> None:
         s = self._scopes[u.scope]
         have = s.have(u.origin)
         if u.seq <= have:
-            return  # a duplicate
+            held = s.held(u.origin, u.seq)
+            if held is None or held == u or u.signature in self.evidence:
+                return  # a duplicate (or folded into a snapshot: nothing to compare with)
+            self._take_fork(s, held, u, changes, trusted)
+            return
         self._check_signer(u, trusted)
         if u.seq != have + 1:
             raise RejectedRecord(f"sequence gap: have {have}, got {u.seq}")
@@ -446,6 +564,28 @@ class Replica:
         s.logs.setdefault(u.origin, []).append(u)
         if not trusted:
             changes.added.append(u)
+            if u.origin == self.stream:
+                self._new_incarnation()  # a peer holds more of our stream than we did
+
+    def _take_fork(
+        self, s: _Scope, held: Update, u: Update, changes: Changes, trusted: bool
+    ) -> None:
+        """``u`` claims the place of ``held``: keep it as evidence, and lose neither."""
+        self._check_signer(u, trusted)
+        self._check_epoch(u, trusted)
+        self._check_signature(u, trusted)
+        self._apply_or_hold(s, u)
+        self.evidence[u.signature] = u
+        self._forks.append(Fork(s.name, u.origin, u.seq))
+        if trusted:
+            return
+        changes.evidence.append(u)
+        if u.origin != self.stream:
+            return
+        # our own stream forked (a copy of this process wrote too): write both sides again, under
+        # a new stream, so that peers that hold either side get the other too
+        self._write_again(s, u)
+        self._new_incarnation()
 
     def _take_snapshot(self, sn: Snapshot, changes: Changes, trusted: bool) -> None:
         s = self._scopes[sn.scope]
@@ -456,6 +596,28 @@ class Replica:
         self._check_signer(sn, trusted)
         self._check_epoch(sn, trusted)
         self._check_signature(sn, trusted)
+        claimed, wrote = sn.vector.get(self.stream, 0), s.have(self.stream)
+        if not trusted and claimed > wrote:
+            self._new_incarnation()  # peers that believe it would hide what we write next
+            raise RejectedRecord(
+                f"it claims {claimed} updates of this device's own log, which holds {wrote}"
+            )
+        covered = {
+            origin: log[: min(seq - s.floor.get(origin, 0), len(log))]
+            for origin, seq in sn.covers
+            if (log := s.logs.get(origin)) and seq > s.floor.get(origin, 0)
+        }
+        # a snapshot that claims all this device holds of the scope must hold all its document
+        # (when that document is exactly what the vector says: nothing staged, kept or forked)
+        whole = (
+            not trusted
+            and s.doc is not None
+            and bool(s.vector())
+            and _dominates(sn.vector, s.vector())
+            and not (s.staged or s.kept or any(e.scope == s.name for e in self.evidence.values()))
+        )
+        held = [u for us in covered.values() for u in us]
+        proven = trusted or self._contains(s, sn, held, whole=whole)
         self._apply_or_hold(s, sn)
         s.snapshots[sn.id] = sn
         if not trusted:
@@ -464,19 +626,57 @@ class Replica:
             floor = s.floor.get(origin, 0)
             if seq <= floor:
                 continue
-            log = s.logs.get(origin, [])
-            gone = min(seq - floor, len(log))
+            gone = covered.get(origin, [])
             if gone:
-                for old in log[:gone]:
-                    self._forget_unapplied(s, old)
-                del log[:gone]
-                changes.dropped_updates.append((s.name, origin, seq))
+                log = s.logs[origin]
+                del log[: len(gone)]
+                if proven:
+                    for old in gone:
+                        self._forget_unapplied(s, old)
+                    changes.dropped_updates.append((s.name, origin, floor + 1, floor + len(gone)))
+                else:
+                    for old in gone:  # it may not hold them: keep them (stored, still applied)
+                        s.kept[old.origin, old.seq, old.signature] = old
             s.floor[origin] = seq
         for other in list(s.snapshots.values()):
             if other.id != sn.id and _dominates(sn.vector, other.vector):
                 del s.snapshots[other.id]
                 self._forget_unapplied(s, other)
                 changes.dropped_snapshots.append(other.id)
+
+    def _contains(
+        self, s: _Scope, sn: Snapshot, updates: list[Update], *, whole: bool = False
+    ) -> bool:
+        """Whether this device can prove ``sn`` holds every one of ``updates`` (it reads them
+        all, and applying them to the snapshot's document changes nothing), and with ``whole``
+        its whole document too. ``RejectedRecord`` when it proves the snapshot lacks one: a
+        snapshot that would erase them."""
+        if not updates and not whole:
+            return True
+        if s.doc is None:
+            return False
+        records: list[Update | Snapshot] = [sn, *updates]
+        plain = []
+        for record in records:
+            secret = self.keyring.secret(record.epoch_key)
+            if secret is None:
+                return False
+            plain.append(self._open(record, secret))
+        if whole:
+            plain.append(s.doc.get_update())
+        scratch: pycrdt.Doc[Any] = pycrdt.Doc()
+        try:
+            scratch.apply_update(plain[0])
+            before = scratch.get_update()
+            for data in plain[1:]:
+                scratch.apply_update(data)
+        except ValueError:
+            return False
+        if scratch.get_update() != before:
+            raise RejectedRecord(
+                "it lacks updates it claims to cover (it would erase them): refused"
+            )
+        return True
 
     def _apply_or_hold(self, s: _Scope, record: Update | Snapshot) -> None:
         """Decrypt, check and apply ``record`` if this device can; else keep it for later."""
@@ -533,23 +733,23 @@ class Replica:
     def set_directory(self, directory: Directory) -> None:
         self.directory = directory
 
-    def reseal(self, now: float) -> Changes:
-        """Seal held epochs to devices that may read their scope and lack a seal. The epoch's
-        creator does it at once; another holder after ``RESEAL_DELAY`` (so that usually one
-        seal is made, by the creator, and still one if the creator is away)."""
+    def reseal(self) -> Changes:
+        """Seal the epochs this device created (in any of its streams) to devices that may read
+        their scope and lack a seal. Only an epoch's creator seals it: a seal from anyone else
+        is refused (a holder could otherwise "seal" garbage to a device, and every peer would
+        count that device as holding a key it never got). History under an epoch whose creator
+        is gone reaches newcomers through snapshots, made under a current epoch."""
         changes = Changes()
         revoked = self.directory.revoked
         for key, epoch in sorted(self.keyring.epochs.items()):
-            if not self.keyring.holds(key):
+            if stream_device(epoch.creator) != self.device or not self.keyring.holds(key):
                 continue
             holders = self.keyring.holders(key)
-            due = {}
-            for device, age in self.directory.readers(key[0]).items():
-                if device in holders or device in epoch.excluded:
-                    continue
-                first = self._noticed.setdefault((key, device), now)
-                if epoch.creator == self.device or now - first >= RESEAL_DELAY:
-                    due[device] = age
+            due = {
+                device: age
+                for device, age in self.directory.readers(key[0]).items()
+                if device not in holders and device not in epoch.excluded
+            }
             changes.added.extend(self.keyring.reseal(key, due, revoked))
         return changes
 
@@ -597,7 +797,9 @@ class Replica:
         )
         sn = dataclasses.replace(unsigned, signature=sign(self._signing_key, unsigned.payload()))
         changes.dropped_snapshots.extend(s.snapshots)
-        changes.dropped_updates.extend((scope, o, n) for o, n in covers if s.logs.get(o))
+        changes.dropped_updates.extend(
+            (scope, o, s.floor.get(o, 0) + 1, n) for o, n in covers if s.logs.get(o)
+        )
         s.snapshots = {sn.id: sn}
         s.logs = {}
         s.floor = dict(covers)
@@ -639,7 +841,11 @@ class Replica:
     # ---- restoring ---------------------------------------------------------------------------
 
     def restore(
-        self, keys: Iterable[KeyRecord], snapshots: Iterable[Snapshot], updates: Iterable[Update]
+        self,
+        keys: Iterable[KeyRecord],
+        snapshots: Iterable[Snapshot],
+        updates: Iterable[Update],
+        evidence: Iterable[Update] = (),
     ) -> list[Rejection]:
         """Load what storage holds (trusted: no signature or roster checks, but decrypted and
         checked as ever). Call once, on a new replica."""
@@ -649,6 +855,8 @@ class Replica:
         ordered.sort(key=_arrival_order)
         in_order: list[Update] = sorted(updates, key=lambda u: (u.scope, u.origin, u.seq))
         ordered.extend(in_order)
+        others: list[Update] = sorted(evidence, key=lambda u: (u.scope, u.origin, u.seq))
+        ordered.extend(others)  # after the logs: a log keeps the update it held first
         for record in ordered:
             try:
                 if isinstance(record, Update):
@@ -663,6 +871,16 @@ class Replica:
         s = self._scopes[u.scope]
         have = s.have(u.origin)
         if u.seq <= have:
+            # kept beside a snapshot that could not be proved to hold it, or the other side of
+            # a fork: applied, never dropped
+            if s.held(u.origin, u.seq) is None:
+                s.kept[u.origin, u.seq, u.signature] = u
+            else:
+                self.evidence[u.signature] = u
+            try:
+                self._apply_or_hold(s, u)
+            except RejectedRecord:
+                self.rejected += 1
             return
         if u.seq != have + 1:
             raise RejectedRecord(f"stored with a sequence gap: have {have}, got {u.seq}")
@@ -690,11 +908,12 @@ class Replica:
                 "updates": s.count(),
                 "snapshots": len(s.snapshots),
                 "unapplied": sum(len(v) for v in s.unapplied.values()),
+                "kept": len(s.kept),
                 "epoch": None if current is None else [current.number, current.creator],
                 "epochs": len(self.keyring.epochs_of(name)),
             }
             scopes[name] = entry
-        return {"scopes": scopes, "rejected": self.rejected}
+        return {"scopes": scopes, "rejected": self.rejected, "forks": len(self.evidence)}
 
 
 def _groups(updates: list[bytes], limit: int) -> list[list[bytes]]:
@@ -733,6 +952,7 @@ __all__ = [
     "Changes",
     "Directory",
     "Entry",
+    "Fork",
     "InvalidEntry",
     "Rejection",
     "Replica",

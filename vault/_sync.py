@@ -32,7 +32,15 @@ from homeswarm.errors import ProtocolViolation
 
 from ._errors import RejectedRecord
 from ._model import SCOPES
-from ._records import MAX_ORIGINS, MAX_SEQ, KeyRecord, Record, record_from_wire, record_to_wire
+from ._records import (
+    MAX_ORIGINS,
+    MAX_SEQ,
+    MAX_STREAM,
+    KeyRecord,
+    Record,
+    record_from_wire,
+    record_to_wire,
+)
 from ._replica import Changes, Rejection, Replica, Vectors
 
 VERSION = 1
@@ -53,7 +61,7 @@ def _vectors(obj: object) -> Vectors:
             raise ProtocolViolation("vault: vectors are a map of scope -> origin -> sequence")
         clean = {}
         for origin, seq in vec.items():
-            if not isinstance(origin, str) or len(origin) > 64:
+            if not isinstance(origin, str) or len(origin) > MAX_STREAM:
                 raise ProtocolViolation("vault: a vector's origin is a device id")
             if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
                 raise ProtocolViolation("vault: a vector's sequence is a natural number")

@@ -98,7 +98,9 @@ def exchange(client: Replica, server: Replica, *, budget: int = 512 * 1024) -> O
         size += len(raw)
         request = _wire(body)
         if op == SYNC:
-            wire = answer_sync(server, SyncRequest.from_wire(request), budget=budget).to_wire()
+            asked = SyncRequest.from_wire(request)
+            theirs.extend(server.observe(asked.vectors))
+            wire = answer_sync(server, asked, budget=budget).to_wire()
         else:
             answer, changes, refused = answer_push(server, Push.from_wire(request))
             theirs.extend(changes)
@@ -106,6 +108,8 @@ def exchange(client: Replica, server: Replica, *, budget: int = 512 * 1024) -> O
             wire = answer.to_wire()
         size += len(msgpack.packb(wire, use_bin_type=True))
         changes, refused = session.take(op, _wire(wire))
+        if session.their_vectors is not None:
+            changes.extend(client.observe(session.their_vectors))
         mine.extend(changes)
         rejections.extend(refused)
         rounds += 1
