@@ -102,8 +102,7 @@ def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
 
 
 def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
-    from homeswarm.swarm import load_identity, load_roster
-    from homeswarm.swarm._vault_service import _entry, not_found, open_local
+    from homeswarm.swarm import entry_json, load_identity, load_roster, not_found, open_local
     from homeswarm.vault import EntryNotFound
 
     identity = load_identity(home)
@@ -116,9 +115,9 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
             entry = local.get(request["key"])
             if entry is None:
                 raise EntryNotFound(not_found(request["key"]))
-            return _entry(entry)
+            return entry_json(entry)
         if op == "ls":
-            return {"entries": [_entry(e) for e in local.items(request.get("prefix") or "")]}
+            return {"entries": [entry_json(e) for e in local.items(request.get("prefix") or "")]}
         if op == "rm":
             scopes = local.delete(request["key"])
             if not scopes:
@@ -156,7 +155,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from homeswarm.vault._model import check_prefix
+    from homeswarm.vault import check_prefix
 
 
     check_prefix(args.prefix)

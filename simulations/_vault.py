@@ -67,8 +67,7 @@ from dataclasses import dataclass
 import pyrage
 import trio
 
-from homeswarm.swarm._service import Service
-from homeswarm.swarm._vault_service import VaultService, readable_scopes
+from homeswarm.swarm import Service, VaultService, readable_scopes
 from homeswarm.vault import (
     COLLECTIONS,
     SCOPES,
@@ -76,11 +75,15 @@ from homeswarm.vault import (
     MemoryStore,
     NodeSettings,
     Replica,
+    Snapshot,
+    Update,
     VaultError,
+    Vectors,
+    decode_record,
+    lacking,
+    sign,
+    stream_device,
 )
-from homeswarm.vault._records import Snapshot, Update, decode_record, sign, stream_device
-from homeswarm.vault._replica import Vectors
-from homeswarm.vault._sync import lacking
 
 from ._faults import play, random_schedule
 from ._harness import Run

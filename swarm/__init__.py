@@ -47,6 +47,8 @@ _FACE = {
     "VaultService": "_vault_service",
     "readable_scopes": "_vault_service",
     "open_local": "_vault_service",
+    "entry_json": "_vault_service",
+    "not_found": "_vault_service",
     "control_path": "_control",
     "serve_control": "_control",
     "ask": "_control_client",
@@ -76,7 +78,7 @@ if TYPE_CHECKING:
     from ._placement_service import PlacementService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
-    from ._vault_service import VaultService, open_local, readable_scopes
+    from ._vault_service import VaultService, entry_json, not_found, open_local, readable_scopes
 
 
 def __getattr__(name: str) -> Any:
@@ -112,6 +114,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "audit_entries",
     "control_path",
     "decode_state",
+    "entry_json",
     "init_home",
     "issue_certificate",
     "join_swarm",
@@ -120,6 +123,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "load_roster",
     "load_settings",
     "new_root",
+    "not_found",
     "open_local",
     "public_bytes",
     "readable_scopes",

@@ -280,7 +280,7 @@ class VaultService(Service):
             prefix = args.get("prefix") or ""
             if not isinstance(prefix, str):
                 raise InvalidArgument("vault.ls: prefix is a string")
-            return {"entries": [_entry(e) for e in node.items(prefix)]}
+            return {"entries": [entry_json(e) for e in node.items(prefix)]}
         if op == "rm":
             key = _text_arg(args, "key")
             scopes = await node.delete(key)
@@ -310,7 +310,7 @@ def _text_arg(args: dict[str, Any], name: str) -> str:
     return value
 
 
-def _entry(entry: Any) -> dict[str, str]:
+def entry_json(entry: Any) -> dict[str, str]:
     return {"key": entry.key, "scope": entry.scope, "value": entry.text}
 
 

@@ -189,3 +189,44 @@ def test_swarm_errors_is_the_whole_tree():
             }
     missing = sorted(c.__qualname__ for c in defined - gathered)
     assert not missing, f"add to homeswarm.swarm.errors: {missing}"
+
+
+def private_imports(path: Path, layer: str) -> list[str]:
+    """Another layer's private modules (``homeswarm.X._y``) that a module imports."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module.count(".") == 1:  # from homeswarm.vault import _replica
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            ours = len(parts) > 2 and parts[0] == ROOT_PACKAGE and parts[1] != layer
+            if ours and parts[2].startswith("_") and not parts[2].startswith("__"):
+                found.append(".".join(parts[:3]))
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_no_layer_reaches_into_another_layers_private_modules(layer):
+    for path in sorted((ROOT / layer).rglob("*.py")):
+        bad = private_imports(path, layer)
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: export them on that layer's face"
+
+
+def test_the_private_import_check_can_fail(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from homeswarm.vault._replica import Vectors\n"
+        "from homeswarm.vault import X\n"
+        "from homeswarm.swarm import _peer\n"
+    )
+    assert private_imports(module, "simulations") == [
+        "homeswarm.vault._replica",
+        "homeswarm.swarm._peer",
+    ]
+    assert private_imports(module, "vault") == ["homeswarm.swarm._peer"]

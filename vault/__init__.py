@@ -29,16 +29,17 @@ from ._model import (
     DEFAULT_SCOPE,
     MAX_VALUE_BYTES,
     SCOPES,
+    check_prefix,
     decode_value,
     encode_value,
     parse_json,
     split_key,
 )
 from ._node import Links, LocalVault, NodeSettings, TransportLinks, VaultNode
-from ._records import Epoch, Seal, Snapshot, Update
-from ._replica import Access, Changes, Directory, Entry, Rejection, Replica
+from ._records import Epoch, Seal, Snapshot, Update, decode_record, sign, stream_device
+from ._replica import Access, Changes, Directory, Entry, Rejection, Replica, Vectors
 from ._store import MemoryStore, SqliteStore, Store
-from ._sync import Session, answer_push, answer_sync
+from ._sync import Session, answer_push, answer_sync, lacking
 
 __all__ = [
     "COLLECTIONS",
@@ -71,10 +72,16 @@ __all__ = [
     "VaultError",
     "VaultLocked",
     "VaultNode",
+    "Vectors",
     "answer_push",
     "answer_sync",
+    "check_prefix",
+    "decode_record",
     "decode_value",
     "encode_value",
+    "lacking",
     "parse_json",
+    "sign",
     "split_key",
+    "stream_device",
 ]
