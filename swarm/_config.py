@@ -162,6 +162,9 @@ class PlacementSettings:
         "auto (ray on a laptop or server with Ray installed, else inline), inline, ray, none",
     )
     ray_address: str = setting("", "empty: start a local Ray runtime; else the Ray cluster to join")
+    ray_trusted: bool = setting(
+        False, "the Ray cluster of ray_address may run private kernels (it sees their data)"
+    )
     ray_num_cpus: int = setting(0, "cores the local Ray runtime may use (0: all)", _non_negative)
     kernels: tuple[str, ...] = setting(
         (), "kernels this device offers (empty: every installed one)", _kernel_names
