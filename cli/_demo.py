@@ -34,6 +34,7 @@ STOP_TIMEOUT = 5.0
 class DeviceProfile:
     role: str
     power: dict[str, object]
+    membership: dict[str, object] | None = None
 
 
 PROFILES = (
@@ -51,6 +52,9 @@ PROFILES = (
             "capacity_wh": 15.0,
             "draw_w": 1.5,
         },
+        # a light member on battery below 30 %: a one-minute lease (not 15) so that `away` shows
+        # within the demo when the phone stops (kill -STOP its `swarm up`; -CONT brings it back)
+        {"lease_s": 60.0},
     ),
 )
 LOOPBACK = {"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": False}
@@ -76,6 +80,8 @@ class Swarm:
             profile = PROFILES[i % len(PROFILES)]
             home = self.root / self.name(i)
             extra = {"power": profile.power}
+            if profile.membership is not None:
+                extra["membership"] = profile.membership
             if i == 0:
                 init_home(home, name=self.name(i), role=profile.role, network=LOOPBACK, extra=extra)
                 self.start(home)
