@@ -273,11 +273,6 @@ async def test_a_grant_is_a_new_certificate_from_an_admin(tmp_path, autojump_clo
         assert access.scopes == frozenset({"public"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vault: Replica.rotate starts a new epoch only when the current one does not exclude"
-    " a revoked device; a scope taken away by a grant needs a forced rotation (vault/_replica.py)",
-)
 async def test_a_grant_that_takes_a_scope_away_starts_a_new_epoch(tmp_path, autojump_clock):
     idents = make_homes(tmp_path, SPECS[:3])
     async with memory_swarm(idents) as (_network, devices):

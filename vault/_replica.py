@@ -462,10 +462,13 @@ class Replica:
 
     def rotate(self, scopes: Iterable[str]) -> Changes:
         """Start a new epoch now for each of ``scopes`` this device may read, unless its current
-        one already excludes every revoked device (so a revocation starts exactly one here)."""
+        one is held only by devices that may still read the scope: a revocation, or a grant that
+        takes the scope away, starts exactly one here."""
         changes = Changes()
         for scope in sorted(set(scopes) & self.readable, key=rank):
-            if self.keyring.current(scope, self.directory.revoked) is None:
+            current = self.keyring.current(scope, self.directory.revoked)
+            readers = set(self.directory.readers(scope)) | {self.device}
+            if current is None or self.keyring.holders(current.key) - readers:
                 revoked = self.directory.revoked
                 changes.added.extend(
                     self.keyring.create(
