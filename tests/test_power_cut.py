@@ -90,3 +90,22 @@ def test_the_power_fault_plays_from_a_schedule():
         await _until(lambda: _agree(world), 60.0)
 
     _run(body, n=3)
+
+
+def test_a_device_seen_at_a_new_address_is_dialed_there_first():
+    # one device comes back on a new address; the others still hold its old record, whose
+    # address leads nowhere: the LAN sighting's address must come first
+    async def body(world: World) -> None:
+        await _until(lambda: _agree(world), 30.0)
+        moved, others = world.devices[0], world.devices[1:]
+        world.crash(moved)
+        moved.moves += 1
+        moved.remembered = {}  # it knows nobody: the others must find it
+        await world.start(moved)
+        for device in others:
+            world.sight(device)
+            assert device.peer is not None
+            assert device.peer.addrs_of(moved.id)[0] == _addr(moved)
+        await _until(lambda: _agree(world), 60.0)
+
+    _run(body, n=4)
