@@ -4,7 +4,8 @@ Kinds: ``partition`` (two random halves), ``isolate`` (one device), ``crash`` (o
 after the fault's duration), ``pause`` (one device stops answering), ``loss`` (a burst of extra loss
 on every link) and ``skew`` (one device's wall clock moves; it matters when that device restarts:
 its incarnation comes from its clock). Faults may overlap; at most half the devices are down at
-once, so the swarm is never wiped out.
+once, so the swarm is never wiped out. Not drawn at random, played when scheduled: ``power``
+(every device restarts at once on a new address; see ``World.power_cut``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ async def play(world: World, faults: list[Fault], seconds: float) -> None:
             elif fault.kind == "loss":
                 world.burst(fault.value)
                 nursery.start_soon(_later, fault.duration, lambda: world.burst(0.0))
+            elif fault.kind == "power":
+                nursery.start_soon(world.power_cut)
             else:
                 world.skew(targets[0], fault.value)
         await trio.sleep_until(start + seconds)

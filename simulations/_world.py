@@ -160,6 +160,8 @@ class Device:
     place: str = "home"
     leaving: bool = False
     flat: bool = False  # off because its battery ran out
+    moves: int = 0  # how many times it came back on a new address
+    remembered: dict[str, list[str]] | None = None  # addresses it knows at its next start
 
     @property
     def id(self) -> str:
@@ -348,6 +350,8 @@ class World:
     ) -> None:
         addr = _addr(device)
         known = {d.id: [_addr(d)] for d in self.devices if d is not device}
+        if device.remembered is not None:
+            known, device.remembered = device.remembered, None
         peer = Peer(
             device.identity,
             self.roster.copy(),
@@ -365,7 +369,7 @@ class World:
                 metered=lambda: device.model is not None and device.model.link.radio_w > 0,
             ),
         )
-        transport = self.net.transport(device.id)
+        transport = self.net.transport(device.id, address=addr)
         device.peer, device.up, device.leaving = peer, True, False
         device.lives += 1
         with trio.CancelScope() as scope:
@@ -403,6 +407,30 @@ class World:
         self.note(why, device.name)
         others = [d for d in self.devices if d.up and d is not device]
         await self.start(device, seeds=others[:3])
+
+    async def power_cut(self) -> None:
+        """Every device goes off at once and comes back on a new address (a new DHCP lease),
+        remembering only the others' old ones; each then sees the others on the LAN, as mDNS
+        would show them."""
+        self.note("power cut")
+        old = {d.id: [_addr(d)] for d in self.devices}
+        for device in self.devices:
+            self.crash(device, why="power off")
+        for device in self.devices:
+            device.moves += 1
+            device.remembered = {k: v for k, v in old.items() if k != device.id}
+        for device in self.devices:
+            await self.start(device)
+        for device in self.devices:
+            self.sight(device)
+
+    def sight(self, device: Device) -> None:
+        """``device`` sees every other running device on the LAN (an mDNS sighting each)."""
+        if device.peer is None or not device.up:
+            return
+        for other in self.devices:
+            if other is not device and other.up:
+                device.peer.join([(other.id, [_addr(other)])])
 
     async def leave(self, device: Device) -> None:
         """Leave gracefully (``swarm up`` stopped with Ctrl-C), then stop."""
@@ -525,7 +553,8 @@ _MEMBERSHIP_CAUSES = {
 
 
 def _addr(device: Device) -> str:
-    return "/memory/" + device.id
+    base = "/memory/" + device.id
+    return f"{base}/{device.moves}" if device.moves else base
 
 
 def _booted(device: Device) -> bool:

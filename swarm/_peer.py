@@ -241,21 +241,21 @@ class Peer:
         self.driver.poke()
 
     def _learn_addrs(self, peer: str, addrs: Sequence[str]) -> None:
+        """The addresses we last saw or heard ``peer`` at go first (newest first, 8 kept)."""
         known = self.addresses.setdefault(peer, [])
-        for addr in addrs:
-            if addr not in known:
-                known.insert(0, addr)
-        del known[8:]
+        known[:] = list(dict.fromkeys([*addrs, *known]))[:8]
 
     def addrs_of(self, node: str) -> list[str]:
+        """Where to dial ``node``, newest first: where we last saw it or heard of it (a device
+        back from a power cut on a new address, seen on the LAN before its new record reached
+        us), then what its membership record says."""
         assert self.core is not None
-        found: list[str] = []
+        found = list(self.addresses.get(node, ()))
         member = self.core.members.get(node)
         if member is not None and member.state:
             state = decode_state(member.state)
             if state is not None:
-                found.extend(state.addrs)
-        found.extend(a for a in self.addresses.get(node, ()) if a not in found)
+                found.extend(a for a in state.addrs if a not in found)
         return found
 
     async def _reconnect_loop(self) -> None:

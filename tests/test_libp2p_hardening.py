@@ -126,3 +126,30 @@ async def test_closing_releases_the_port():
         port = _port(transport)
     with pytest.raises(OSError, match="connect"):
         await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_peer_restarted_on_a_new_port_is_dialed_there():
+    # py-libp2p dials only the first TCP address it remembers for a peer: after a power cut a
+    # device that comes back on a new port must still be found at the new one
+    rng = random.Random(7)
+    seed = rng.randbytes(32)
+    client = Libp2pTransport(rng.randbytes(32), dial_timeout=3.0)
+    async with client:
+        first = Libp2pTransport(seed)
+        async with first:
+            first.set_handler(echo)
+            old = first.addrs
+            conn = await client.dial(first.peer_id, old)
+            assert await conn.request(1)
+        again = Libp2pTransport(seed)
+        async with again:
+            again.set_handler(echo)
+            new = again.addrs
+            assert _port(again) != int(old[0].split("/tcp/")[1].split("/")[0])
+            conn = await client.dial(again.peer_id, old + new)
+            assert await conn.request(2) == {"echo": 2, "peer": client.peer_id}
+            # and with the new address first, the old one is never needed
+            await conn.aclose()
+            await client.crash()
+            conn = await client.dial(again.peer_id, new + old)
+            assert await conn.request(3) == {"echo": 3, "peer": client.peer_id}

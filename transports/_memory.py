@@ -312,7 +312,8 @@ class MemoryNetwork:
         self, src: str, peer_id: str, addrs: Sequence[str]
     ) -> tuple[MemoryStream, MemoryTransport]:
         self.stats.dials += 1
-        wanted = ADDR_PREFIX + peer_id
+        listening = self._listeners.get(peer_id)
+        wanted = listening.address if listening is not None else ADDR_PREFIX + peer_id
         if wanted not in addrs:
             raise PeerUnreachable(f"no memory address for {peer_id[-8:]} among {list(addrs)}")
         rtt = self.link(src, peer_id).latency + self.link(peer_id, src).latency
@@ -320,7 +321,7 @@ class MemoryNetwork:
             await trio.sleep_forever()  # the dial's deadline ends it
         await trio.sleep(rtt)
         target = self._listeners.get(peer_id)
-        if target is None or self.blocked(src, peer_id):
+        if target is None or self.blocked(src, peer_id) or target.address not in addrs:
             raise PeerUnreachable(f"{peer_id[-8:]}: connection refused")
         there, back = _Pipe(src, peer_id), _Pipe(peer_id, src)
         near, far = MemoryStream(self, there, back), MemoryStream(self, back, there)
@@ -330,16 +331,20 @@ class MemoryNetwork:
 
 
 class MemoryTransport(Transport):
-    """A peer's transport on a ``MemoryNetwork``; its address is ``/memory/<peer id>``."""
+    """A peer's transport on a ``MemoryNetwork``; its address is ``/memory/<peer id>`` unless
+    ``address`` names another (a device restarted on a new address: dials to the old one fail)."""
 
-    def __init__(self, network: MemoryNetwork, peer_id: str, **options: Any) -> None:
+    def __init__(
+        self, network: MemoryNetwork, peer_id: str, *, address: str | None = None, **options: Any
+    ) -> None:
         super().__init__(peer_id, **options)
         self.network = network
+        self.address = address or ADDR_PREFIX + peer_id
         self._listening = False
 
     @property
     def addrs(self) -> list[str]:
-        return [ADDR_PREFIX + self.peer_id] if self._listening else []
+        return [self.address] if self._listening else []
 
     async def _start(self, nursery: trio.Nursery) -> None:
         self.network._listen(self)
@@ -352,12 +357,14 @@ class MemoryTransport(Transport):
     async def _open_stream(
         self, peer_id: str, addrs: Sequence[str]
     ) -> tuple[trio.abc.Stream, str | None]:
-        stream, _ = await self.network._connect(self.peer_id, peer_id, addrs)
-        return stream, ADDR_PREFIX + peer_id
+        stream, target = await self.network._connect(self.peer_id, peer_id, addrs)
+        return stream, target.address
 
     async def open_raw(self, peer_id: str) -> MemoryStream:
         """A raw stream to a peer, bypassing framing: for tests that send garbage."""
-        stream, _ = await self.network._connect(self.peer_id, peer_id, [ADDR_PREFIX + peer_id])
+        listening = self.network._listeners.get(peer_id)
+        addr = listening.address if listening is not None else ADDR_PREFIX + peer_id
+        stream, _ = await self.network._connect(self.peer_id, peer_id, [addr])
         return stream
 
     def _accept(self, stream: MemoryStream, from_id: str) -> None:
@@ -365,4 +372,6 @@ class MemoryTransport(Transport):
         if nursery is None or not self._listening:
             stream._reset()
             return
-        nursery.start_soon(self._serve_inbound, stream, from_id, ADDR_PREFIX + from_id)
+        dialer = self.network._listeners.get(from_id)
+        addr = dialer.address if dialer is not None else ADDR_PREFIX + from_id
+        nursery.start_soon(self._serve_inbound, stream, from_id, addr)

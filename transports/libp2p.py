@@ -256,11 +256,31 @@ class Libp2pTransport(Transport):
 
     async def _connect_and_open(self, network: Any, info: Any) -> Any:
         from libp2p.custom_types import TProtocol
+        from libp2p.exceptions import BaseLibp2pError
+        from libp2p.peer.peerinfo import PeerInfo
 
+        # libp2p dials only the first TCP address its peerstore holds for a peer, and addresses
+        # it remembers come before new ones: a device restarted on a new port or address would
+        # never be dialed there. So the peerstore holds one address at a time, ours, tried in
+        # the order given (the caller's newest first), until one connects.
         cache = getattr(network, "_negative_peer_cache", None)
-        if cache is not None:
-            cache.evict(str(info.peer_id))  # we decide when to retry, not a 60 s block
-        await self._host.connect(info)
+        peerstore = self._host.get_peerstore()
+        if not info.addrs:  # only what the peerstore remembers
+            if cache is not None:
+                cache.evict(str(info.peer_id))
+            await self._host.connect(info)
+        for i, addr in enumerate(info.addrs):
+            if cache is not None:
+                cache.evict(str(info.peer_id))  # we decide when to retry, not a 60 s block
+            if not network.get_connections(info.peer_id):
+                peerstore.clear_addrs(info.peer_id)
+            try:
+                await self._host.connect(PeerInfo(info.peer_id, [addr]))
+                break
+            except (BaseLibp2pError, OSError):
+                if i == len(info.addrs) - 1:
+                    raise
+                log.debug("%s: %s not at %s", short(self.peer_id), short(str(info.peer_id)), addr)
         return await self._host.new_stream(info.peer_id, [TProtocol(PROTOCOL)])
 
     async def open_raw(self, peer_id: str, addrs: Sequence[str]) -> trio.abc.Stream:
