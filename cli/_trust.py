@@ -32,10 +32,20 @@ def grant_args(args: argparse.Namespace) -> dict[str, Any]:
 def revoke_lines(reply: dict[str, Any]) -> list[str]:
     name, device = reply["name"], reply["device"]
     if not reply["counts"]:
-        return [
+        lines = [
             f"signed the revocation of {name} ({device}); it counts once a majority of the"
             f" {reply['admins']} admins sign it (so far: {', '.join(reply['signed_by'])})"
         ]
+        may_sign = reply.get("may_sign") or []
+        if may_sign:
+            lines.append(
+                f"next: {reply.get('needed', 1)} more of {', '.join(may_sign)} must also run"
+                f" `swarm revoke {name}`"
+            )
+        lines.append(
+            f"or, with the recovery code, on any device: `swarm recover CODE --revoke {name}`"
+        )
+        return lines
     lines = [f"revoked {name} ({device}): the others drop it as they hear"]
     if reply["kept"]:
         lines.append(f"devices it paired stay: {', '.join(reply['kept'])} (revoke any you doubt)")

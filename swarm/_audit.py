@@ -81,6 +81,12 @@ def audit_entries(home: Path) -> list[AuditEntry]:
     try:
         lines = (home / AUDIT_NAME).read_text(errors="replace").splitlines()
     except FileNotFoundError:
+        from ._home import DEVICE_KEY, NotInitialised
+
+        if not (home / DEVICE_KEY).exists():
+            raise NotInitialised(
+                f"{home} holds no swarm identity: run `swarm init` first"
+            ) from None
         return []
     except OSError as exc:
         raise LocalError(

@@ -16,20 +16,26 @@ Admission, in six rules (after Matrix cross-signing, where only a master key vou
 device cannot undo another, and Keybase sigchains, where a revocation is signed against what the
 signer saw and a paper key recovers):
 
-1. **Certificates count when their issuer is the root or an admin** (rule 2). A certificate
-   signed by a non-admin admits nobody.
-2. **Admins, in rounds from the root.** A device whose admin certificate the root signed is an
-   admin (the device that ran ``swarm init``, and any device re-established with the recovery
-   code). After that, a device becomes an admin when admins that are already admins, a strict
-   majority of them, signed admin certificates for it. With one admin that admin alone decides;
-   with more, one admin cannot mint a majority of puppets: its puppets' certificates are signed
-   by one admin out of several.
+1. **Certificates count when their issuer is the root or an admin** (rule 2), dated no earlier
+   than the issuer became one. A certificate signed by a non-admin admits nobody.
+2. **Admins, in time order from the root.** A device whose admin certificate the root signed is
+   an admin from that certificate's date (the device that ran ``swarm init``, and any device
+   re-established with the recovery code). After that, a device becomes an admin at the first
+   date ``t`` at which a strict majority of the admins of time ``t`` (the root's by then, and
+   those made admins before ``t``) had signed admin certificates for it, each dated no earlier
+   than its signer became an admin. With one admin that admin alone decides; with more, one
+   admin cannot mint a majority of puppets: its puppets' certificates are signed by one admin
+   out of several. Certificate dates are signed, so this is a function of the facts, and an
+   admin added later (by grant or by recovery) never demotes one made before it.
 3. **A revocation counts** when signed by the root, by the device itself (a device may always
-   leave), or by a strict majority of the admins in good standing, the target counted among them
-   if it is an admin. One admin alone revokes in a one-admin swarm; with two admins, revoking
-   anything takes both (or the root); with three, two. A revocation signed by a non-admin, or by
-   too few admins, is stored (it may count later, when more admins sign) but does not count: the
-   peer audits it.
+   leave), or by a strict majority of the admins in good standing that were admins at the
+   date of the latest of those signatures, the target counted among them if it is an admin.
+   One admin alone revokes in a one-admin swarm; with two admins, revoking anything takes both
+   (or the root); with three, two. Admins added after those signatures do not raise the bar, so
+   recovering or granting an admin never un-revokes a device. A revocation dated before its
+   signer became an admin, or before the target's first certificate that counts, is backdated
+   and never counts. A revocation signed by a non-admin, or by too few admins, is stored (it
+   may count later, when more admins sign) but does not count: the peer audits it.
 4. **Good standing is a fixpoint.** Start with the root's and self revocations; repeatedly take
    the admins not revoked or cut off, count each stored revocation's signers among them, and
    revoke the devices that now have a majority, except where a signer is itself being revoked in
@@ -48,6 +54,11 @@ signer saw and a paper key recovers):
    every device the target certified that it knows of, so puppets made after the revocation
    are out). A device that revoked itself keeps the devices it certified. Cut-off devices are
    re-admitted by a new certificate from an admin in good standing (``swarm grant``).
+
+Dates are what the signers say, so a stolen admin can still date what it signs back to when it
+had more weight (never before it was an admin, nor a revocation before its target existed):
+that is undone like the rest of what it did, once the others revoke it (rule 4), since its
+certificates and revocations then count for nothing.
 
 What a single stolen device can do, then: a non-admin, nothing to others (its revocations and
 certificates do not count); an admin in a swarm of at least three admins, nothing to other admins
@@ -528,30 +539,24 @@ def resolve(
     chains: dict[str, set[Chain]], revocations: dict[str, dict[str, Revocation]]
 ) -> Standing:
     """The standing of every device, by the module rules: a deterministic fixpoint."""
-    admin_issuers: dict[str, set[str]] = {}  # from every certificate of every stored chain
-    for stored in chains.values():
-        for chain in stored:
-            for cert in chain:
-                if cert.admin:
-                    admin_issuers.setdefault(cert.device, set()).add(cert.issuer)
-    # rule 2: who was ever made an admin (revocations aside), in rounds from the root
-    ever = {d for d, issuers in admin_issuers.items() if ROOT in issuers}
-    while True:
-        more = {
-            d
-            for d, issuers in admin_issuers.items()
-            if d not in ever and 2 * len(issuers & ever) > len(ever)
-        }
-        if not more:
-            break
-        ever |= more
+    since = _admin_since(chains)
+    ever = set(since)
     # rule 1: a certificate counts when its issuer is the root or such an admin
     usable = {
-        device: [c for c in stored if c[0].issuer == ROOT or c[0].issuer in ever]
+        device: [
+            c
+            for c in stored
+            if c[0].issuer == ROOT or (c[0].issuer in ever and c[0].issued_at >= since[c[0].issuer])
+        ]
         for device, stored in chains.items()
     }
     usable = {device: found for device, found in usable.items() if found}
     known = {cert.device for stored in chains.values() for chain in stored for cert in chain}
+    # a revocation dated before every usable certificate of its target is backdated: it is
+    # not counted (the device did not exist for the swarm then)
+    certified_at = {
+        device: min(chain[0].issued_at for chain in found) for device, found in usable.items()
+    }
     # rule 3: revocations by the root and by the device itself always count
     revoked: dict[str, frozenset[str]] = {}
     for device, by in revocations.items():
@@ -565,8 +570,8 @@ def resolve(
         for device, by in revocations.items():
             if device in revoked or device not in known:
                 continue
-            voters = frozenset(b for b in by if b in admins and b != device)
-            if voters and 2 * len(voters) > len(admins):
+            voters = _voters(device, by, admins, since, certified_at.get(device))
+            if voters:
                 candidates[device] = voters
         # a revocation whose signers are being revoked in the same step waits (cycles stay put)
         settled = {d: v for d, v in candidates.items() if not v & candidates.keys()}
@@ -576,8 +581,9 @@ def resolve(
     # a device that revoked itself keeps what it certified, unless admins revoke it too: then
     # their keep lists decide (one final pass, so a departing stolen device keeps no puppets)
     for device in list(revoked):
-        extra = frozenset(b for b in revocations.get(device, {}) if b in admins and b != device)
-        if extra and 2 * len(extra) > len(admins):
+        by = revocations.get(device, {})
+        extra = _voters(device, by, admins, since, certified_at.get(device))
+        if extra:
             revoked[device] = revoked[device] | extra
     out = _cut_off(usable, revocations, revoked)
     admins = {d for d in ever if d in usable and d not in out}
@@ -618,6 +624,72 @@ def resolve(
         {d: s for d, s in ignored.items() if s},
         frozenset(conflicted),
     )
+
+
+def _admin_since(chains: dict[str, set[Chain]]) -> dict[str, float]:
+    """Rule 2: every device that was ever made an admin (revocations aside) -> since when.
+
+    Judged in time order: an admin certificate dated ``t`` counts with the admins of time
+    ``t`` (root-certified by then, or made admins strictly before ``t``), and only when
+    dated at or after its signer became one; a device becomes an admin at the first
+    certificate time at which a strict majority of those admins had signed one for it.
+    Later admins never change an earlier outcome."""
+    signed: dict[str, list[tuple[float, str]]] = {}  # device -> (issued_at, issuer) of admin certs
+    for stored in chains.values():
+        for chain in stored:
+            for cert in chain:
+                if cert.admin:
+                    signed.setdefault(cert.device, []).append((cert.issued_at, cert.issuer))
+    rooted: dict[str, float] = {}
+    for device, certs in signed.items():
+        times = [at for at, issuer in certs if issuer == ROOT]
+        if times:
+            rooted[device] = min(times)
+    since: dict[str, float] = {}
+    for t in sorted({at for certs in signed.values() for at, _ in certs}):
+        then = {d: s for d, s in since.items() if s < t}
+        then.update({d: s for d, s in rooted.items() if s <= t})
+        made = {}
+        for device, certs in signed.items():
+            if device in since or device in rooted:
+                continue
+            signers = {
+                issuer for at, issuer in certs if at <= t and issuer in then and at >= then[issuer]
+            }
+            if signers and 2 * len(signers) > len(then):
+                made[device] = t
+        since.update({d: s for d, s in rooted.items() if s <= t})
+        since.update(made)
+    return since
+
+
+def _voters(
+    device: str,
+    by: dict[str, Revocation],
+    admins: Collection[str],
+    since: dict[str, float],
+    certified_at: float | None,
+) -> frozenset[str]:
+    """Rule 3: the admins whose revocations of ``device`` count (empty: they do not count).
+
+    Each revocation is judged against the admins in good standing that were admins when it
+    was signed (its ``at``), so admins added later (by grant or by recovery) never un-revoke
+    a device. A revocation dated before its signer became an admin, or before the target's
+    first certificate, is backdated and not counted."""
+    valid = sorted(
+        (rev.at, b)
+        for b, rev in by.items()
+        if b in admins
+        and b != device
+        and rev.at >= since[b]
+        and (certified_at is None or rev.at >= certified_at)
+    )
+    for i, (t, _) in enumerate(valid):
+        voters = frozenset(b for at, b in valid[: i + 1] if at <= t)
+        then = [a for a in admins if since[a] <= t]
+        if 2 * len(voters) > len(then):
+            return voters
+    return frozenset()
 
 
 def _kept(

@@ -4,7 +4,10 @@ It is the I/O shell around ``placement.Runner``:
 
 - the view: every member this peer knows, as ``DeviceView``s built from membership (status,
   measured RTT), the roster (name, role) and each device's gossiped state (power, load, scopes,
-  relay_only, executor, kernels), plus the runs in flight from here (queue);
+  relay_only, executor, kernels), plus the runs in flight from here (queue); what a device may
+  hold is its CERTIFICATE's (``entitled_scopes``: the scopes it claims that its certificate
+  allows; a relay by either its certificate or its claim), as the vault seals, so a device
+  whose edited swarm.toml claims more is never a candidate for data it may not hold;
 - the local executor: ``[placement] executor`` (auto: Ray on a laptop or server where Ray is
   installed, inline on a phone), whose name and kernels this device gossips as its capabilities;
 - the remote executor: a ``kernels.run`` request over the peer's transport (an open connection
@@ -28,7 +31,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +52,7 @@ from homeswarm.placement import (
     RunRequest,
 )
 
+from ._certs import Certificate
 from ._config import PlacementSettings, Settings
 from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
 from ._peer import decode_state
@@ -79,6 +83,18 @@ def policy_config(settings: PlacementSettings) -> PolicyConfig:
         floor_medium=settings.floor_medium,
         floor_large=settings.floor_large,
     )
+
+
+def entitled_scopes(
+    claimed: Sequence[str], cert: Certificate | None, conflicted: bool
+) -> tuple[str, ...]:
+    """The scopes placement may count on a device for: what it gossips it holds, narrowed by
+    what its certificate allows (as the vault seals: nothing for a relay, for a device without
+    a certificate, or for one whose age key is in doubt). A claim is never permission."""
+    if cert is None or conflicted:
+        return ()
+    allowed = cert.readable()
+    return tuple(s for s in claimed if s in allowed)
 
 
 def executor_kind(settings: Settings) -> str:
@@ -209,6 +225,7 @@ class PlacementService(Service):
             return []
         me = peer.identity.device_id
         out: list[DeviceView] = []
+        conflicted = peer.roster.conflicted()
         for node, member in peer.core.members.items():
             local = node == me
             if local:
@@ -236,8 +253,8 @@ class PlacementService(Service):
                     plugged=state.plugged,
                     cpu_percent=state.cpu_percent,
                     memory_free_mb=state.memory_free_mb,
-                    scopes=state.scopes,
-                    relay_only=state.relay_only,
+                    scopes=entitled_scopes(state.scopes, cert, node in conflicted),
+                    relay_only=state.relay_only or cert is None or cert.relay_only,
                     executor=state.executor,
                     kernels=state.kernels,
                     rtt_s=0.0 if local else member.rtt,

@@ -165,12 +165,17 @@ def revocation_status(peer: Peer, device: str, name: str) -> dict[str, Any]:
     roster = peer.roster
     signers = sorted(roster.revocations_of(device))
     admins = roster.admins()
+    # who else may sign now: each new signature is dated now, judged with today's admins
+    others = sorted(_name(peer, a) for a in admins - set(signers) if a != device)
+    needed = max(1, len(admins) // 2 + 1 - len(admins & set(signers)))
     return {
         "device": device,
         "name": name,
         "counts": device in roster.revoked(),
         "signed_by": [_name(peer, s) for s in signers],
         "admins": len(admins),
+        "needed": needed,
+        "may_sign": others,
         "kept": [short(d) for d in roster.certified_by(device)],
     }
 

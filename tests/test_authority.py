@@ -1,7 +1,8 @@
 """The revocation rule against a stolen device (``swarm/_certs.py``, rules 1-6), as a hypothesis
 state machine over random mint/revoke/partition sequences.
 
-A swarm of four admins (``a0``, the root's, certified ``a1``-``a3`` as admins) and two phones.
+A swarm of four admins (``a0``, the root's, certified ``a1``-``a3`` as admins) and two phones;
+later the owner may re-establish a phone as an admin with the recovery code (the root).
 One device is stolen: an admin other than ``a0`` (which holds ``root.key`` and is the root if
 stolen) or a phone. The thief signs whatever it likes (revocations of anyone, with any keep
 list and any time; certificates for puppets, admin or not, chained through puppets), and each
@@ -9,7 +10,9 @@ fact reaches a random subset of three replicas (a partition); replicas gossip pa
 honest admins revoke the stolen device one by one, each from its own replica's view.
 
 Invariants, on every replica whatever it has heard: no honest device is revoked or cut off,
-every honest admin stays an admin, no puppet is ever an admin. Once every honest admin signed
+every honest admin stays an admin, no puppet is ever an admin, a recovered phone is an
+admin, and once a replica holds the stolen device out it stays out (admins added later never
+un-revoke it). Once every honest admin signed
 the stolen device's revocation and everything is exchanged, every replica agrees on the same
 roster and the stolen device is out.
 """
@@ -86,6 +89,8 @@ class StolenDevice(RuleBasedStateMachine):
         self.stolen = ""
         self.signed: set[str] = set()  # honest admins that revoked the stolen device
         self.kept: set[str] = set()  # what their revocations keep
+        self.recovered: set[str] = set()  # phones the root made admins (``swarm recover``)
+        self.out: list[bool] = [False] * 3  # whether a replica ever saw the stolen device out
 
     @initialize(stolen=st.sampled_from(["a1", "a2", "a3", "p0"]))
     def found(self, stolen: str) -> None:
@@ -163,12 +168,22 @@ class StolenDevice(RuleBasedStateMachine):
             by=ID[signer],
             swarm=SWARM,
             device=ID[self.stolen],
-            now=2.0,
+            now=5000.0,  # after the founding (1000): a revocation is judged at its time
             keep=roster.certified_by(ID[self.stolen]),
         )
         self.signed.add(signer)
         self.kept.update(rev.keep)
         self.publish(rev, where | {view})
+
+    @rule(phone=st.sampled_from(PHONES), at=st.floats(5000.0, 1e4), where=masks)
+    def owner_recovers_a_phone(self, phone: str, at: float, where: set[int]) -> None:
+        """``swarm recover CODE`` on a phone, after the revocations: the root certifies it an
+        admin. More admins later never demote an admin nor un-revoke the stolen device."""
+        if phone == self.stolen:
+            return
+        chain = (cert(phone, None, admin=True, at=at),)
+        self.recovered.add(phone)
+        self.publish(chain, where)
 
     @rule(src=st.integers(0, 2), dst=st.integers(0, 2))
     def gossip(self, src: int, dst: int) -> None:
@@ -206,6 +221,18 @@ class StolenDevice(RuleBasedStateMachine):
                 assert r.is_admin(ID[n]), f"{n} lost its admin rights"
             for n in PUPPETS:
                 assert not r.is_admin(ID[n]), f"puppet {n} became an admin"
+            for n in self.recovered:
+                if r.chain(ID[n]) is not None and r.chain(ID[n])[0].issuer == "root":
+                    assert r.is_admin(ID[n]), f"recovered {n} is not an admin"
+
+    @invariant()
+    def out_stays_out(self) -> None:
+        if not self.stolen:
+            return
+        for i, r in enumerate(self.replicas):
+            gone = not r.admits(ID[self.stolen])
+            assert gone or not self.out[i], "the stolen device came back"
+            self.out[i] = gone
 
 
 TestStolenDevice = StolenDevice.TestCase

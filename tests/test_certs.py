@@ -293,7 +293,7 @@ def test_members_are_sorted_by_name_then_id():
     assert [c.name for c in r.members()] == ["a", "a", "b", "d"]
 
 
-def rev(by, device, *, at=1.0, keep=()):
+def rev(by, device, *, at=2000.0, keep=()):
     signer = ROOT_KEY if by == "root" else by
     return revoke(
         signer,
@@ -445,13 +445,13 @@ def test_a_stolen_admin_is_outvoted_and_what_it_did_is_undone():
 def test_a_revoked_device_no_longer_revokes():
     r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
     r.add_chain((cert(C, B), cert(B, A), cert(A)))
-    r.add_revocation(rev(C, P, at=1.0))
-    r.add_revocation(rev(B, P, at=1.0))
+    r.add_revocation(rev(C, P, at=2000.0))
+    r.add_revocation(rev(B, P, at=2000.0))
     assert r.revoked() == {pid(P)}, "B and C: two of three"
-    r.add_revocation(rev(A, C, at=9.0))
-    r.add_revocation(rev(B, C, at=9.0))
+    r.add_revocation(rev(A, C, at=2009.0))
+    r.add_revocation(rev(B, C, at=2009.0))
     assert r.revoked() == {pid(C)}, "C is out, and its half of P's revocation with it"
-    r.add_revocation(rev(A, P, at=10.0))
+    r.add_revocation(rev(A, P, at=2010.0))
     assert r.revoked() == {pid(C), pid(P)}, "A and B now: two of two"
 
 
@@ -759,7 +759,7 @@ TestGossip.settings = settings(
 def test_a_thief_cannot_swap_a_devices_age_key():
     other_age = str(pyrage.x25519.Identity.generate().to_public())
     r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
-    # a stolen admin B certifies P again, earlier, with its own age key
+    # a stolen admin B certifies P again, as early as it can, with its own age key
     forged = issue_certificate(
         B,
         issuer=pid(B),
@@ -768,7 +768,7 @@ def test_a_thief_cannot_swap_a_devices_age_key():
         name="p",
         role="laptop",
         age_recipient=other_age,
-        now=1.0,
+        now=1000.0,
     )
     r.add_chain((forged, cert(B, A), cert(A)))
     assert r.admits(pid(P))
@@ -779,8 +779,77 @@ def test_a_thief_cannot_swap_a_devices_age_key():
     for signer in (A, C):
         keep = r.certified_by(pid(B))
         r.add_revocation(
-            revoke(signer, by=pid(signer), swarm=SWARM, device=pid(B), now=2.0, keep=keep)
+            revoke(signer, by=pid(signer), swarm=SWARM, device=pid(B), now=2000.0, keep=keep)
         )
     assert r.revoked() == {pid(B)}
     assert r.conflicted() == frozenset()
     assert r.certificate(pid(P)).age_recipient == AGE
+
+
+# -- time: later admins never change an earlier outcome -------------------------------------------
+
+
+def verifiers_scenario():
+    """Server S=A (the root's admin) invites laptop L=B as an admin while alone, then phone P
+    and tablet T=C; both admins revoke P."""
+    r = roster(
+        (cert(A, at=100.0),),
+        (cert(B, A, at=200.0), cert(A, at=100.0)),
+        (cert(P, A, admin=False, at=300.0), cert(A, at=100.0)),
+        (cert(C, A, admin=False, at=400.0), cert(A, at=100.0)),
+    )
+    r.add_revocation(rev(B, P, at=500.0))
+    assert r.revoked() == frozenset(), "one of two admins"
+    r.add_revocation(rev(A, P, at=600.0))
+    return r
+
+
+def test_recovering_a_device_later_neither_demotes_an_admin_nor_unrevokes_a_device():
+    r = verifiers_scenario()
+    assert r.admins() == {pid(A), pid(B)}
+    assert r.revoked() == {pid(P)}
+    # ``swarm recover CODE --home T``: the root certifies the tablet an admin, later
+    r.add_chain((cert(C, at=700.0),))
+    assert r.admins() == {pid(A), pid(B), pid(C)}, "L stays an admin: S alone made it, alone"
+    assert r.revoked() == {pid(P)}, "P's revocation counted when S and L were the admins"
+    assert not r.admits(pid(P))
+
+
+def test_granting_an_admin_later_neither_demotes_an_admin_nor_unrevokes_a_device():
+    r = verifiers_scenario()
+    r.add_chain((cert(C, A, at=700.0), cert(A, at=100.0)))
+    r.add_chain((cert(C, B, at=710.0), cert(B, A, at=200.0), cert(A, at=100.0)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    assert r.revoked() == {pid(P)}
+
+
+def test_a_backdated_revocation_does_not_count():
+    # A was alone until 200; B and C are admins since; A, stolen, dates a revocation of C
+    # (certified at 400) back to 150, when it was the only admin
+    r = roster(
+        (cert(A, at=100.0),),
+        (cert(B, A, at=200.0), cert(A, at=100.0)),
+        (cert(C, A, at=400.0), cert(A, at=100.0)),
+        (cert(C, B, at=410.0), cert(B, A, at=200.0), cert(A, at=100.0)),
+    )
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    r.add_revocation(rev(A, C, at=150.0))
+    assert r.revoked() == frozenset(), "dated before C's certificate"
+    r.add_revocation(rev(A, B, at=150.0))
+    assert r.revoked() == frozenset(), "dated before B's certificate"
+    r.add_revocation(rev(C, B, at=50.0))
+    assert r.revoked() == frozenset(), "dated before its signer (and its target) existed"
+
+
+def test_a_backdated_admin_certificate_does_not_count():
+    # B became an admin at 200; an admin certificate it dates 150 (before that) makes nobody
+    # an admin, and a certificate it dates before it was an admin admits nobody
+    r = roster((cert(A, at=100.0),), (cert(B, A, at=200.0), cert(A, at=100.0)))
+    r.add_chain((cert(D, A, at=300.0), cert(A, at=100.0)))  # A, B, D: D alone by A (1 of 2)
+    assert r.admins() == {pid(A), pid(B)}
+    r.add_chain((cert(D, B, at=150.0), cert(B, A, at=200.0), cert(A, at=100.0)))
+    assert r.admins() == {pid(A), pid(B)}, "B's signature is dated before B was an admin"
+    r.add_chain((cert(E, B, admin=False, at=150.0), cert(B, A, at=200.0), cert(A, at=100.0)))
+    assert not r.admits(pid(E))
+    r.add_chain((cert(D, B, at=310.0), cert(B, A, at=200.0), cert(A, at=100.0)))
+    assert r.admins() == {pid(A), pid(B), pid(D)}, "dated after: two of two"

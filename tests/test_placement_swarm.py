@@ -62,6 +62,9 @@ class Spec:
     plugged: bool = True
     scopes: tuple[str, ...] | None = None
     relay_only: bool = False
+    # what its swarm.toml claims instead of what its certificate says (an edited config)
+    claims: tuple[str, ...] | None = None
+    claims_relay_only: bool | None = None
 
 
 PHONE = Spec("phone", "phone", battery=82.0, plugged=False)
@@ -109,13 +112,16 @@ def make_homes(root: Path, specs: Sequence[Spec]) -> list[Identity]:
             role=spec.role,
             age_recipient=str(age.to_public()),
             now=time.time(),
+            scopes=spec.scopes,
+            relay_only=spec.relay_only,
         )
         roster.add_chain((cert, *own))
+        claims_relay = spec.claims_relay_only
         config = device_config(
             name=spec.name,
             role=spec.role,
-            scopes=spec.scopes,
-            relay_only=spec.relay_only,
+            scopes=spec.claims or spec.scopes,
+            relay_only=spec.relay_only if claims_relay is None else claims_relay,
             swarm=first.swarm_id,
             root_public=roster.root_public,
             extra=_extra(spec),
@@ -282,6 +288,47 @@ async def test_a_private_kernel_never_lands_on_a_device_without_that_scope(
         reply = await s["phone"].run("medium", "x", scope="private")
         assert reply["device"] in ("laptop", "server")
         assert reply["scope"] == "private"
+
+
+async def test_placement_goes_by_the_certificate_not_by_an_edited_config(tmp_path, autojump_clock):
+    # the attack: a phone admitted for public data whose owner (or thief) edited swarm.toml to
+    # claim every scope, and a relay that edited relay_only = false; both restart and gossip it
+    specs = (
+        LAPTOP,  # the first device: it admits the rest
+        Spec("phone", "phone", scopes=("public",), claims=("public", "personal", "private")),
+        SERVER,
+        Spec("relay", "server", relay_only=True, claims_relay_only=False),
+    )
+    async with swarm(tmp_path, specs) as s:
+        gossiped = decode_state(s["laptop"].peer.core.members[s["phone"].id].state)
+        assert gossiped is not None
+        assert "private" in gossiped.scopes, "the claim is gossiped"
+        assert not decode_state(s["laptop"].peer.core.members[s["relay"].id].state).relay_only
+        for name in ("laptop", "phone", "relay"):
+            view = {d.name: d for d in s[name].service.view()}
+            assert view["phone"].scopes == ("public",), f"{name}: the phone's certificate"
+            assert view["relay"].relay_only, f"{name}: the relay's certificate"
+            assert view["relay"].scopes == ()
+        for asker in ("laptop", "phone", "relay"):
+            reply = await s[asker].run("medium", "x", scope="private")
+            assert reply["device"] in ("laptop", "server")
+            verdicts = {e["name"]: e for e in reply["explain"]}
+            assert verdicts["phone"]["verdict"] == "excluded"
+            assert verdicts["phone"]["constraint"] == "scope"
+            assert verdicts["relay"]["verdict"] == "excluded"
+            assert verdicts["relay"]["constraint"] == "relay_only"
+        # with the honest devices gone, a private run is refused rather than landing on them
+        s.crash("laptop")
+        s.crash("server")
+        await until(
+            lambda: s.sees("phone", "server") != "alive" and s.sees("phone", "laptop") != "alive",
+            within=20,
+            what="laptop and server down",
+        )
+        with pytest.raises(Refused) as info:
+            await s["phone"].run("medium", "x", scope="private")
+        assert "phone: scope: may not hold private data (scopes: public)" in str(info.value)
+        assert "relay: relay_only" in str(info.value)
 
 
 async def test_no_device_allowed_is_a_refusal_naming_each_constraint(tmp_path, autojump_clock):

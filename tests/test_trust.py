@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+from types import SimpleNamespace
 
 import pyrage
 import pytest
@@ -23,7 +24,12 @@ from homeswarm.swarm._home import (
     write_home,
 )
 from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
-from homeswarm.swarm._trust import InvalidRecoveryCode, recovery_code, root_from_code
+from homeswarm.swarm._trust import (
+    InvalidRecoveryCode,
+    recovery_code,
+    revocation_status,
+    root_from_code,
+)
 from homeswarm.swarm._vault_service import directory_from
 from homeswarm.transports import peer_id_from_public_key
 
@@ -92,7 +98,7 @@ def test_init_prints_the_code_of_its_root_key_once(tmp_path, capsys):
     home, code = _init(tmp_path, capsys)
     ident = load_identity(home)
     assert public_bytes(root_from_code(code)).hex() == ident.settings.swarm.root
-    assert not (home / "root.key").exists(), 'a stolen first device is not the root'
+    assert not (home / "root.key").exists(), "a stolen first device is not the root"
     assert load_roster(ident).is_admin(ident.device_id), "the first device is an admin"
     assert code not in "".join(p.read_text(errors="replace") for p in home.iterdir()), (
         "the code itself is written nowhere"
@@ -159,6 +165,47 @@ def test_the_audit_log_lists_refusals_without_secrets(tmp_path, capsys):
     assert len(audit_entries(home)) == 2, "a damaged line is skipped"
 
 
+def test_audit_without_an_identity_is_one_line(tmp_path, capsys):
+    assert main(["audit", "--home", str(tmp_path / "nowhere")]) != 0
+    captured = capsys.readouterr()
+    assert "nothing refused" not in captured.out
+    assert "holds no swarm identity" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_a_pending_revocation_names_the_admins_that_may_still_sign_it():
+    root = Ed25519PrivateKey.generate()
+    keys = [Ed25519PrivateKey.generate() for _ in range(4)]
+    ids = [peer_id_from_public_key(public_bytes(k)) for k in keys]
+    names = ["server", "laptop", "tablet", "phone"]
+    roster = Roster("sw-test", public_bytes(root))
+    for i, name in enumerate(names):
+        roster.add_chain(
+            (
+                issue_certificate(
+                    root,
+                    issuer="root",
+                    swarm="sw-test",
+                    device=ids[i],
+                    name=name,
+                    role="laptop",
+                    age_recipient=str(pyrage.x25519.Identity.generate().to_public()),
+                    now=10.0,
+                    admin=name != "phone",
+                ),
+            )
+        )
+    roster.add_revocation(revoke(keys[1], by=ids[1], swarm="sw-test", device=ids[3], now=20.0))
+    status = revocation_status(SimpleNamespace(roster=roster), ids[3], "phone")  # type: ignore[arg-type]
+    assert not status["counts"]
+    assert status["signed_by"] == ["laptop"]
+    assert status["needed"] == 1
+    assert status["may_sign"] == ["server", "tablet"]
+    assert revoke_lines(status)[1] == (
+        "next: 1 more of server, tablet must also run `swarm revoke phone`"
+    )
+
+
 def test_revoke_says_whether_the_revocation_counts_yet():
     pending = {
         "device": "12D3KooWphone",
@@ -168,8 +215,14 @@ def test_revoke_says_whether_the_revocation_counts_yet():
         "admins": 2,
         "kept": [],
     }
-    (line,) = revoke_lines(pending)
-    assert "counts once a majority of the 2 admins sign it (so far: laptop)" in line
+    first, recover = revoke_lines(pending)
+    assert "counts once a majority of the 2 admins sign it (so far: laptop)" in first
+    assert (
+        recover == "or, with the recovery code, on any device: `swarm recover CODE --revoke phone`"
+    )
+    # what to do next: who else must sign
+    lines = revoke_lines({**pending, "admins": 3, "needed": 1, "may_sign": ["server", "tablet"]})
+    assert lines[1] == "next: 1 more of server, tablet must also run `swarm revoke phone`"
     done = {**pending, "counts": True, "kept": ["tablet"]}
     assert revoke_lines(done) == [
         "revoked phone (12D3KooWphone): the others drop it as they hear",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -46,7 +47,7 @@ from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
 from homeswarm.vault import ScopeNotAllowed
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-WALL = 1_000_000.0
+WALL = float(int(time.time()) + 100_000)  # after init_home (real clock): dates order authority
 
 
 # --- homes of one swarm, without the network ------------------------------------------------------
