@@ -146,7 +146,8 @@ def _make_executor(
     if kind == "none":
         return None
     if kind == "ray":
-        ray = RayExecutor(RayRuntime(settings.ray_address, settings.ray_num_cpus))
+        runtime = RayRuntime(settings.ray_address, settings.ray_num_cpus)
+        ray = RayExecutor(runtime, trusted=settings.ray_trusted)
         if settings.executor == "auto":  # Ray was our guess: if it will not start, run inline
             return FallbackExecutor(ray, InlineExecutor(), on_switch)
         return ray

@@ -646,3 +646,19 @@ def test_bad_placement_settings_are_one_line(text, needle):
         parse_settings(text)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_ray_trusted_reaches_the_ray_executor(trusted):
+    from homeswarm.placement import RayExecutor
+    from homeswarm.swarm._config import parse_settings
+    from homeswarm.swarm._placement_service import _make_executor
+
+    # (nothing is dialed: the runtime starts at the first run)
+    settings = parse_settings(
+        f'[placement]\nexecutor = "ray"\nray_address = "ray://127.0.0.2:10001"\n'
+        f"ray_trusted = {str(trusted).lower()}\n"
+    ).placement
+    executor = _make_executor("ray", settings, lambda _: None)
+    assert isinstance(executor, RayExecutor)
+    assert executor.trusted is trusted
