@@ -26,23 +26,24 @@ FORBIDDEN = {
 }
 
 
-def imported_layers(path: Path) -> set[str]:
-    """The layers (``homeswarm.X``) a module imports, absolute or relative."""
-    tree = ast.parse(path.read_text())
-    layers = set()
-    for node in ast.walk(tree):
-        names: list[str] = []
+def imported_names(path: Path) -> list[str]:
+    """Every dotted name a module imports absolutely; ``from a.b import c`` gives a.b and a.b.c."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-            if node.module == ROOT_PACKAGE:
-                names += [f"{ROOT_PACKAGE}.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == ROOT_PACKAGE and len(parts) > 1:
-                layers.add(parts[1])
-    return layers
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return names
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The layers (``homeswarm.X``) a module imports."""
+    return {
+        parts[1]
+        for parts in (name.split(".") for name in imported_names(path))
+        if parts[0] == ROOT_PACKAGE and len(parts) > 1
+    }
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -193,21 +194,13 @@ def test_swarm_errors_is_the_whole_tree():
 
 def private_imports(path: Path, layer: str) -> list[str]:
     """Another layer's private modules (``homeswarm.X._y``) that a module imports."""
-    tree = ast.parse(path.read_text())
     found = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-            if node.module.count(".") == 1:  # from homeswarm.vault import _replica
-                names += [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            ours = len(parts) > 2 and parts[0] == ROOT_PACKAGE and parts[1] != layer
-            if ours and parts[2].startswith("_") and not parts[2].startswith("__"):
-                found.append(".".join(parts[:3]))
+    for name in imported_names(path):
+        parts = name.split(".")
+        ours = len(parts) > 2 and parts[0] == ROOT_PACKAGE and parts[1] != layer
+        private = ours and parts[2].startswith("_") and not parts[2].startswith("__")
+        if private and ".".join(parts[:3]) not in found:
+            found.append(".".join(parts[:3]))
     return found
 
 
