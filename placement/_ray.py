@@ -34,6 +34,7 @@ import functools
 import ipaddress
 import logging
 import os
+import sys
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,7 +174,23 @@ class KernelHost:
 def _actor_class() -> Any:
     import ray
 
-    return ray.remote(KernelHost)
+    return ray.remote(_WorkerHost)
+
+
+class _WorkerHost(KernelHost):
+    """A ``KernelHost`` in a Ray worker. Ray puts the driver's working directory on the worker's
+    ``sys.path``; where that is a checkout of this project, its ``kernels/`` folder would shadow
+    Hugging Face's ``kernels`` package, which transformers imports, and ``embed`` would fail to
+    load. The worker drops such entries before it hosts anything (our code loads through the
+    installed ``homeswarm`` package either way)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        sys.path[:] = [p for p in sys.path if not _is_checkout(p)]
+        super().__init__(kernel)
+
+
+def _is_checkout(entry: str) -> bool:
+    return os.path.isfile(os.path.join(entry or os.curdir, "homeswarm", "__init__.py"))
 
 
 class _Handle:
