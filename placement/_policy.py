@@ -7,7 +7,7 @@ arguments give the same decision.
 
 Filter (the first rule a device breaks is the one reported, in this order):
 
-  ``status``      not alive (suspect, dead or left)
+  ``status``      not alive (suspect, away, dead or left)
   ``relay_only``  a blind relay runs nothing
   ``scope``       the device may not hold data of the kernel's scope
   ``executor``    the device runs no kernels

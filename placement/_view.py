@@ -15,7 +15,7 @@ from homeswarm.kernels import ACCELERATORS
 from homeswarm.vocabulary import ROLES as ROLES  # re-exported
 from homeswarm.vocabulary import SCOPES
 
-STATUSES = ("alive", "suspect", "dead", "left")
+STATUSES = ("alive", "suspect", "away", "dead", "left")
 NO_EXECUTOR = ("none", "unknown", "")
 
 

@@ -48,9 +48,6 @@ def _device_name(value: str) -> str | None:
     return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-_scopes = scopes_problem
-
-
 def _percent(value: float) -> str | None:
     return None if 0 <= value <= 100 else "must be between 0 and 100"
 
@@ -71,7 +68,9 @@ class DeviceSettings:
     name: str = setting("", "this device's name, shown in `swarm status`", _device_name)
     role: Role = setting("laptop", "phone, laptop or server: sets defaults for scopes and power")
     scopes: tuple[str, ...] = setting(
-        (), "data scopes this device may hold: public, personal, private (empty: role's)", _scopes
+        (),
+        "data scopes this device may hold: public, personal, private (empty: role's)",
+        scopes_problem,
     )
     relay_only: bool = setting(False, "a blind relay: stores and forwards data it may not read")
 

@@ -247,9 +247,7 @@ class PlacementService(Service):
                     id=node,
                     name=cert.name if cert else state.name,
                     role=cert.role if cert else state.role,
-                    # (placement's statuses have no "away" yet: a lapsed light member is skipped
-                    # as a suspect is)
-                    status="suspect" if member.status == "away" else member.status,
+                    status=member.status,
                     battery_percent=state.battery_percent,
                     plugged=state.plugged,
                     cpu_percent=state.cpu_percent,

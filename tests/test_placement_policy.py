@@ -103,6 +103,7 @@ def test_floors_are_configurable_and_apply_to_phones_only():
     [
         (server(status="dead"), "status", "is dead"),
         (server(status="suspect"), "status", "is suspect"),
+        (server(status="away"), "status", "is away"),  # a light member whose lease lapsed
         (server(status="left"), "status", "is left"),
         (server(relay_only=True), "relay_only", "a blind relay runs no kernels"),
         (server(executor="none"), "executor", "runs no kernels (executor 'none')"),
