@@ -180,6 +180,27 @@ class PlacementSettings:
     run_timeout_s: float = setting(120.0, "give up on one kernel run after this long", _positive)
 
 
+def _loopback_listen(value: str) -> str | None:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        return f"{value!r} is not HOST:PORT (port 0: any free port)"
+    if host not in ("127.0.0.1", "localhost") and not host.startswith("127."):
+        return f"{value!r}: only a loopback address (127.0.0.0/8) is allowed"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    listen: str = setting(
+        "127.0.0.1:0",
+        "serve Prometheus metrics at http://HOST:PORT/metrics (loopback only; port 0: any free"
+        " port, shown by `swarm status --json` under endpoints; empty: off)",
+        _loopback_listen,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
@@ -188,6 +209,7 @@ class Settings:
     power: PowerSettings = field(default_factory=PowerSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -92,6 +92,7 @@ class Daemon:
         self.listen = list(listen)
         self.mdns = mdns
         self.peer: Peer | None = None
+        self.endpoints: dict[str, str | None] = {"metrics": None, "ui": None}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         from homeswarm.transports.libp2p import Libp2pTransport
@@ -130,15 +131,40 @@ class Daemon:
                     if self.mdns:
                         await inner.start(self._discover, transport.addrs)
                     inner.start_soon(self._remember_addresses)
+                    if ident.settings.metrics.listen:
+                        await inner.start(self._serve_http, ident.settings.metrics.listen)
                     task_status.started(transport.addrs)
                     await trio.sleep_forever()
+
+    async def _serve_http(
+        self, listen: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """``/metrics`` on loopback; a port in use costs the metrics, never the peer."""
+        from ._http import HttpServer, Response
+        from ._metrics import exposition
+
+        def metrics() -> Response:
+            assert self.peer is not None
+            body, kind = exposition(self.peer)
+            return Response(200, body, kind)
+
+        server = HttpServer({"/metrics": metrics})
+        try:
+            listeners = await server.bind(listen)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s (%s); serving none", listen, exc.strerror)
+            task_status.started()
+            return
+        self.endpoints["metrics"] = f"{server.url}/metrics"
+        task_status.started()
+        await server.serve(listeners)
 
     async def _control(self, op: str, args: dict[str, Any]) -> Any:
         peer = self.peer
         if peer is None:
             raise InvalidArgument("the peer is still starting; try again in a moment")
         if op == "status":
-            return peer.status()
+            return {**peer.status(), "endpoints": self.endpoints}
         if op == "invite":
             ttl = args.get("ttl", 600.0)
             return {"code": peer.invite(ttl), "ttl": ttl}

@@ -31,12 +31,12 @@ from __future__ import annotations
 import base64
 import importlib.util
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
 from homeswarm.kernels import Registry, default_registry
 from homeswarm.placement import (
     DeviceView,
@@ -59,6 +59,9 @@ from ._peer import decode_state
 from ._service import Service
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+    from homeswarm.placement import Outcome
     from homeswarm.transports import Connection
 
     from ._peer import Peer
@@ -188,6 +191,7 @@ class PlacementService(Service):
             timeout_s=self.settings.run_timeout_s,
         )
         self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
+        self.ledger = RunLedger()
 
     @property
     def executor_name(self) -> str:
@@ -320,15 +324,23 @@ class PlacementService(Service):
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
         ):
             raise InvalidArgument("run: the timeout must be a positive number of seconds")
-        outcome = await self.runner.run(
-            kernel,
-            args.get("input"),
-            scope=scope,
-            timeout_s=None if timeout is None else float(timeout),
-        )
+        try:
+            outcome = await self.runner.run(
+                kernel,
+                args.get("input"),
+                scope=scope,
+                timeout_s=None if timeout is None else float(timeout),
+            )
+        except SwarmError as exc:
+            self.ledger.refused(kernel, type(exc).__name__)
+            raise
+        self.ledger.record(outcome)
         report = outcome.report()
         report["result"] = _jsonable(report["result"])
         return report
+
+    def metrics(self) -> Iterator[Metric]:
+        return self.ledger.metrics()
 
     def _list(self) -> dict[str, Any]:
         view = self.view()
@@ -364,6 +376,66 @@ class PlacementService(Service):
             "unavailable": self.registry.problems(),
             "held": held,
         }
+
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RunLedger:
+    """What the runs placed from this device did: for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str, str], int] = {}
+        self.refusals: dict[tuple[str, str], int] = {}
+        self.replacements = 0
+        self.buckets = [0] * len(LATENCY_BUCKETS_S)
+        self.count = 0
+        self.total_s = 0.0
+
+    def record(self, outcome: Outcome) -> None:
+        key = (outcome.kernel, outcome.device.label, outcome.result.executor)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        self.replacements += len(outcome.attempts)
+        self.count += 1
+        self.total_s += outcome.elapsed_s
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if outcome.elapsed_s <= bound:
+                self.buckets[i] += 1
+
+    def refused(self, kernel: str, reason: str) -> None:
+        self.refusals[(kernel, reason)] = self.refusals.get((kernel, reason), 0) + 1
+
+    def metrics(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        runs = CounterMetricFamily(
+            "swarm_placement_runs",
+            "kernel runs placed from this device, by kernel, device and executor",
+            labels=["kernel", "device", "executor"],
+        )
+        for (kernel, device, executor), n in sorted(self.runs.items()):
+            runs.add_metric([kernel, device, executor], n)
+        yield runs
+        refusals = CounterMetricFamily(
+            "swarm_placement_refusals",
+            "runs that could not be placed or failed everywhere, by kernel and reason",
+            labels=["kernel", "reason"],
+        )
+        for (kernel, reason), n in sorted(self.refusals.items()):
+            refusals.add_metric([kernel, reason], n)
+        yield refusals
+        yield CounterMetricFamily(
+            "swarm_placement_replacements",
+            "runs placed again on another device after the first one failed",
+            value=self.replacements,
+        )
+        yield HistogramMetricFamily(
+            "swarm_placement_run_seconds",
+            "a run's time from placing to its result, as the placing device saw it",
+            buckets=[(str(b), n) for b, n in zip(LATENCY_BUCKETS_S, self.buckets, strict=True)]
+            + [("+Inf", self.count)],
+            sum_value=self.total_s,
+        )
 
 
 def _jsonable(value: Any) -> Any:

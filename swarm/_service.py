@@ -9,6 +9,7 @@ name. Override what you need; the defaults refuse or do nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -16,6 +17,8 @@ import trio
 from homeswarm.transports import Connection, InvalidArgument, ProtocolViolation
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from ._home import Identity
     from ._peer import Peer
 
@@ -37,6 +40,10 @@ class Service:
 
     def roster_changed(self, devices: list[str]) -> None:
         """These devices were added to or revoked from the roster."""
+
+    def metrics(self) -> Iterable[Metric]:
+        """Prometheus metric families for ``/metrics`` (names ``swarm_<service>_...``)."""
+        return ()
 
     def status(self) -> dict[str, Any] | None:
         """This service's part of ``swarm status --json`` (None: nothing to show)."""

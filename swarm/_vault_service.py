@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +49,8 @@ from homeswarm.vault import (
 from ._service import Service
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from ._certs import Roster
     from ._home import Identity
     from ._peer import Peer
@@ -293,6 +295,48 @@ class VaultService(Service):
 
     def status(self) -> dict[str, Any] | None:
         return self.section() if SHOW_IN_STATUS else None
+
+    def metrics(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        section = self.section()
+        if section is None:
+            return
+        entries = GaugeMetricFamily(
+            "swarm_vault_entries", "entries this device can read", labels=["scope", "collection"]
+        )
+        for scope, part in section["scopes"].items():
+            for collection, n in (part["entries"] or {}).items():
+                entries.add_metric([scope, collection], n)
+        yield entries
+        yield GaugeMetricFamily(
+            "swarm_vault_bytes", "the vault's database on disk", value=section["bytes_on_disk"]
+        )
+        yield CounterMetricFamily(
+            "swarm_vault_rejected",
+            "updates refused (bad signature, scope)",
+            value=section["rejected"],
+        )
+        yield CounterMetricFamily("swarm_vault_commits", "local writes", value=section["commits"])
+        labels = ["peer"]
+        behind = GaugeMetricFamily(
+            "swarm_vault_sync_behind_updates",
+            "updates that peer has and this one lacks",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            "swarm_vault_sync_age_seconds",
+            "seconds since the last sync with that peer",
+            labels=labels,
+        )
+        failures = CounterMetricFamily("swarm_vault_sync_failures", "failed syncs", labels=labels)
+        for peer, state in section["peers"].items():
+            if state["ahead"] is not None:
+                behind.add_metric([peer], state["ahead"])
+            if state["last_sync_s"] is not None:
+                age.add_metric([peer], state["last_sync_s"])
+            failures.add_metric([peer], state["failures"])
+        yield from (behind, age, failures)
 
     def section(self) -> dict[str, Any] | None:
         """The vault's part of the status (``swarm vault status`` shows it in any case)."""
