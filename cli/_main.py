@@ -29,6 +29,7 @@ from ._args import (
     seconds,
 )
 from ._placement import add_placement_commands
+from ._service import add_service_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
 from ._vault import add_vault_commands
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_demo)
     add_placement_commands(sub)
+    add_service_commands(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
     add_trust_commands(sub)

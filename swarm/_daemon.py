@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import signal
+import socket
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -237,12 +238,46 @@ async def _until_signal(daemon: Daemon, *, banner: bool) -> None:
                 for addr in addrs:
                     print(f"  listening on {addr}")
                 print("  Ctrl-C to stop", flush=True)
+            nursery.start_soon(_tell_systemd)
             async for _ in signals:
                 break
+            sd_notify("STOPPING=1")
             if daemon.peer is not None:
                 with trio.move_on_after(1.0):
                     await daemon.peer.leave(LEAVE_GRACE)
             nursery.cancel_scope.cancel()
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (``Type=notify``) how we are, when it started us; else do nothing."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return False
+    target = "\0" + address[1:] if address.startswith("@") else address
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(target)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
+        return False
+    return True
+
+
+async def _tell_systemd() -> None:
+    """READY once the peer listens; then, if systemd keeps a watchdog, ping it from the event
+    loop at half its period: a peer whose loop is stuck stops pinging and is restarted."""
+    sd_notify("READY=1")
+    try:
+        period = int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6
+    except ValueError:
+        period = 0.0
+    if period <= 0 or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+        return
+    while True:
+        if not sd_notify("WATCHDOG=1"):
+            return
+        await trio.sleep(period / 2)
 
 
 def run_up(home: Path, *, listen: list[str] | None = None, mdns: bool = True) -> int:
