@@ -87,5 +87,3 @@ def report(args: argparse.Namespace, value: Any, *lines: str) -> int:
     else:
         print("\n".join(lines))
     return EXIT_OK
-
-

@@ -28,6 +28,7 @@ from ._args import (
     scopes_arg,
     seconds,
 )
+from ._logs import add_logs_command
 from ._placement import add_placement_commands
 from ._service import add_service_commands
 from ._simulate import add_simulate_commands
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_demo)
     add_placement_commands(sub)
+    add_logs_command(sub)
     add_service_commands(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)

@@ -134,7 +134,6 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
 def _cmd_put(args: argparse.Namespace) -> int:
     from homeswarm.vault import encode_value, parse_json, split_key
 
-
     split_key(args.key)
     value = parse_json(args.value) if args.json else args.value
     reply = _call(args, "put", key=args.key, value=encode_value(value), scope=args.scope)
@@ -157,7 +156,6 @@ def _cmd_get(args: argparse.Namespace) -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     from homeswarm.vault import check_prefix
 
-
     check_prefix(args.prefix)
     reply = _call(args, "ls", prefix=args.prefix)
     entries = [
@@ -175,7 +173,6 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_rm(args: argparse.Namespace) -> int:
     from homeswarm.vault import split_key
-
 
     split_key(args.key)
     reply = _call(args, "rm", key=args.key)

@@ -53,6 +53,9 @@ _FACE = {
     "serve_control": "_control",
     "ask": "_control_client",
     "NoPeerRunning": "_control_client",
+    "follow_log": "_logs",
+    "log_path": "_logs",
+    "read_log": "_logs",
 }
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ if TYPE_CHECKING:
         swarm_id_of,
     )
     from ._join import join_swarm
+    from ._logs import follow_log, log_path, read_log
     from ._membership import Change
     from ._peer import Peer, PeerOptions, decode_state
     from ._placement_service import PlacementService
@@ -115,6 +119,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "control_path",
     "decode_state",
     "entry_json",
+    "follow_log",
     "init_home",
     "issue_certificate",
     "join_swarm",
@@ -122,10 +127,12 @@ __all__ = [  # the same names as _FACE (a test checks)
     "load_root",
     "load_roster",
     "load_settings",
+    "log_path",
     "new_root",
     "not_found",
     "open_local",
     "public_bytes",
+    "read_log",
     "readable_scopes",
     "recover_admin",
     "recovery_code",

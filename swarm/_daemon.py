@@ -29,6 +29,7 @@ from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, parse_b
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster
+from ._logs import open_log
 from ._peer import Peer, PeerOptions
 from ._placement_service import device_capabilities
 from ._service import device_services
@@ -285,6 +286,15 @@ def run_up(home: Path, *, listen: list[str] | None = None, mdns: bool = True) ->
     identity = load_identity(home)
     listen = listen or list(identity.settings.network.listen)
     mdns = identity.settings.network.mdns and mdns
-    trio.run(partial(_until_signal, Daemon(identity, listen=listen, mdns=mdns), banner=True))
+    handler = open_log(identity.home)
+    log.info(
+        "starting %s (%s) %s", identity.name, identity.settings.device.role, identity.device_id
+    )
+    try:
+        trio.run(partial(_until_signal, Daemon(identity, listen=listen, mdns=mdns), banner=True))
+    finally:
+        log.info("stopped")
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     print("swarm up: left the swarm and stopped", flush=True)
     return 0
