@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,15 +189,19 @@ def run_demo(
         swarm.create(peers, progress, relay=relay)
         first = swarm.homes[0]
         laptop = swarm.homes[min(1, len(swarm.homes) - 1)]
-        print(
-            "  try, in another terminal:\n"
-            f"    swarm vault put facts/home Lisbon --home {laptop}\n"
-            f"    swarm vault get facts/home --home {first}\n"
-            f'    swarm run embed "hello world" --explain --home {laptop}\n'
-            f"    swarm power --unplugged --battery 30 --home {laptop}",
-            file=talk,
-            flush=True,
+        endpoints = ask(first, "status").get("endpoints") or {}
+        hints = (
+            "try, in another terminal:\n"
+            f"  swarm vault put facts/home Lisbon --home {laptop}\n"
+            f"  swarm vault get facts/home --home {first}\n"
+            f'  swarm run embed "hello world" --explain --home {laptop}\n'
+            f"  swarm power --unplugged --battery 30 --home {laptop}\n"
+            f"  swarm ui --home {first}"
+            + (f"\n  curl {endpoints['metrics']}" if endpoints.get("metrics") else "")
+            + (f"\npage: {endpoints['ui']}" if endpoints.get("ui") else "")
         )
+        if not (tty and not json_out):  # on a terminal they stay under the live table instead
+            print(textwrap.indent(hints, "  "), file=talk, flush=True)
         interval = 1.0
         iterations = None if seconds is None else max(int(seconds / interval), 1)
         with contextlib.suppress(KeyboardInterrupt):
@@ -212,6 +217,7 @@ def run_demo(
                     out=sys.stdout,
                     iterations=iterations,
                     color=tty,
+                    footer=hints,
                 )
     finally:
         with contextlib.suppress(KeyboardInterrupt):

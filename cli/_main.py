@@ -33,6 +33,7 @@ from ._placement import add_placement_commands
 from ._service import add_service_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
+from ._ui import add_ui_command
 from ._vault import add_vault_commands
 
 Command = Callable[[argparse.Namespace], int]
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_placement_commands(sub)
     add_logs_command(sub)
     add_service_commands(sub)
+    add_ui_command(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
     add_trust_commands(sub)

@@ -395,10 +395,12 @@ def watch(
     iterations: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
     color: bool,
+    footer: str = "",
 ) -> None:
     """Show ``fetch()`` every ``interval`` seconds until Ctrl-C (or ``iterations`` frames).
 
-    On a terminal each frame replaces the last; otherwise frames are separated by a blank line.
+    On a terminal each frame replaces the last, with ``footer`` kept under it; otherwise frames
+    are separated by a blank line (and the footer is the caller's to print once).
     A ``SwarmError`` from ``fetch`` (say, the peer went away) is shown as its one line in place of
     the table, and watching goes on. Ctrl-C ends it quietly.
     """
@@ -414,7 +416,8 @@ def watch(
             except SwarmError as exc:
                 frame = " ".join(str(exc).split()) or type(exc).__name__
             if tty:
-                out.write(f"{CLEAR}{frame}\n\nevery {interval:g} s, Ctrl-C to stop\n")
+                below = f"{footer}\n\n" if footer else ""
+                out.write(f"{CLEAR}{frame}\n\n{below}every {interval:g} s, Ctrl-C to stop\n")
             else:
                 out.write(("\n" if shown else "") + frame + "\n")
             out.flush()

@@ -192,11 +192,12 @@ def _loopback_listen(value: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsSettings:
+class HttpSettings:
     listen: str = setting(
         "127.0.0.1:0",
-        "serve Prometheus metrics at http://HOST:PORT/metrics (loopback only; port 0: any free"
-        " port, shown by `swarm status --json` under endpoints; empty: off)",
+        "this device's web endpoints, loopback only: Prometheus metrics at /metrics and the page"
+        " `swarm ui` opens (port 0: any free port, shown by `swarm status --json` under"
+        " endpoints; empty: off)",
         _loopback_listen,
     )
 
@@ -209,7 +210,7 @@ class Settings:
     power: PowerSettings = field(default_factory=PowerSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 from collections.abc import Sequence
@@ -133,31 +134,35 @@ class Daemon:
                     if self.mdns:
                         await inner.start(self._discover, transport.addrs)
                     inner.start_soon(self._remember_addresses)
-                    if ident.settings.metrics.listen:
-                        await inner.start(self._serve_http, ident.settings.metrics.listen)
+                    if ident.settings.http.listen:
+                        await inner.start(self._serve_http, ident.settings.http.listen)
                     task_status.started(transport.addrs)
                     await trio.sleep_forever()
 
     async def _serve_http(
         self, listen: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """``/metrics`` on loopback; a port in use costs the metrics, never the peer."""
-        from ._http import HttpServer, Response
+        """``/metrics`` and the page on loopback; a port in use costs those, never the peer."""
+        from ._http import HttpServer, Request, Response
         from ._metrics import exposition
+        from ._ui import ui_routes
 
-        def metrics() -> Response:
+        def metrics(request: Request) -> Response:
             assert self.peer is not None
             body, kind = exposition(self.peer)
             return Response(200, body, kind)
 
-        server = HttpServer({"/metrics": metrics})
+        token = secrets.token_urlsafe(18)
+        server = HttpServer({"/metrics": metrics, **ui_routes(lambda: self.peer, token)})
         try:
             listeners = await server.bind(listen)
         except OSError as exc:
-            log.error("metrics: cannot listen on %s (%s); serving none", listen, exc.strerror)
+            log.error("http: cannot listen on %s (%s); no metrics, no page", listen, exc.strerror)
             task_status.started()
             return
         self.endpoints["metrics"] = f"{server.url}/metrics"
+        self.endpoints["ui"] = f"{server.url}/?token={token}"
+        log.info("metrics at %s/metrics", server.url)
         task_status.started()
         await server.serve(listeners)
 

@@ -1,23 +1,37 @@
-"""A small HTTP/1.1 server on trio for this device's own loopback endpoints (``/metrics``).
+"""A small HTTP/1.1 server on trio for this device's own loopback endpoints (``/metrics``, the
+page ``swarm ui`` opens and its event stream).
 
 It runs in the peer's event loop, so a handler reads live state without locks or threads. It
 reads one request per connection (the head only, at most ``MAX_HEAD`` bytes, within
 ``READ_TIMEOUT_S``), answers ``GET`` and ``HEAD`` and closes; anything else gets a status line,
-never a traceback. It only ever listens on loopback (``[metrics] listen`` is checked).
+never a traceback. A handler answers with a ``Response`` or, for server-sent events, a ``Stream``
+of chunks that ends when the client leaves. It only ever listens on loopback (``[http] listen`` is
+checked).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 import trio
 
 log = logging.getLogger("swarm.http")
 
 MAX_HEAD = 8192
+# the page loads nothing from anywhere: its own inline script and style, and its event stream
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+)
 READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,19 +41,28 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
 
 
-Handler = Callable[[], Awaitable[Response] | Response]
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A response sent as it comes (no length): the chunks until they end or the client leaves."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str = "text/event-stream"
+
+
+Handler = Callable[[Request], Response | Stream]
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     500: "Internal Server Error",
 }
 
 
-def parse_request_line(head: bytes) -> tuple[str, str] | None:
-    """``(method, path)`` of a request head, or None when it is not HTTP/1.x."""
+def parse_request_line(head: bytes) -> tuple[str, Request] | None:
+    """``(method, request)`` of a request head, or None when it is not HTTP/1.x."""
     line = head.split(b"\r\n", 1)[0]
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -48,20 +71,27 @@ def parse_request_line(head: bytes) -> tuple[str, str] | None:
         method, target = parts[0].decode("ascii"), parts[1].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return method, target.split("?", 1)[0]
+    path, _, query = target.partition("?")
+    return method, Request(path, {k: v[-1] for k, v in parse_qs(query).items()})
 
 
 def render(response: Response, *, head_only: bool = False) -> bytes:
-    reason = _REASONS.get(response.status, "")
+    head = _head(response.status, response.content_type, len(response.body))
+    return head if head_only else head + response.body
+
+
+def _head(status: int, content_type: str, length: int | None) -> bytes:
     lines = [
-        f"HTTP/1.1 {response.status} {reason}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
+        f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
+        f"Content-Type: {content_type}",
+        *([] if length is None else [f"Content-Length: {length}"]),
         "Connection: close",
         "Cache-Control: no-store",
+        "X-Content-Type-Options: nosniff",
+        "Referrer-Policy: no-referrer",
+        f"Content-Security-Policy: {CSP}",
     ]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    return head if head_only else head + response.body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 class HttpServer:
@@ -86,7 +116,15 @@ class HttpServer:
         try:
             async with stream:
                 head = await self._read_head(stream)
-                await stream.send_all(await self._answer(head))
+                method, answer = self._answer(head)
+                if isinstance(answer, Response):
+                    await stream.send_all(render(answer, head_only=method == "HEAD"))
+                    return
+                await stream.send_all(_head(200, answer.content_type, None))
+                if method == "HEAD":
+                    return
+                async for chunk in answer.chunks:
+                    await stream.send_all(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client left; nothing to tell it
 
@@ -100,23 +138,21 @@ class HttpServer:
                 data += chunk
         return data
 
-    async def _answer(self, head: bytes) -> bytes:
+    def _answer(self, head: bytes) -> tuple[str, Response | Stream]:
         parsed = parse_request_line(head)
         if parsed is None:
-            return render(Response(400, b"bad request\n"))
-        method, path = parsed
+            return "GET", Response(400, b"bad request\n")
+        method, request = parsed
         if method not in ("GET", "HEAD"):
-            return render(Response(405, b"only GET\n"))
-        handler = self.routes.get(path)
+            return method, Response(405, b"only GET\n")
+        handler = self.routes.get(request.path)
         if handler is None:
-            return render(Response(404, b"not found\n"))
+            return method, Response(404, b"not found\n")
         try:
-            result = handler()
-            response = await result if not isinstance(result, Response) else result
+            return method, handler(request)
         except Exception:
-            log.exception("http: %s failed", path)
-            response = Response(500, b"internal error (see the peer's log)\n")
-        return render(response, head_only=method == "HEAD")
+            log.exception("http: %s failed", request.path)
+            return method, Response(500, b"internal error (see the peer's log)\n")
 
 
-__all__ = ["HttpServer", "Response", "parse_request_line", "render"]
+__all__ = ["HttpServer", "Request", "Response", "Stream", "parse_request_line", "render"]

@@ -29,6 +29,7 @@ their last reply said, ``heard_s`` ago)::
 from __future__ import annotations
 
 import base64
+import collections
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -378,6 +379,7 @@ class PlacementService(Service):
         }
 
 
+RECENT_RUNS = 20  # kept for the page `swarm ui` opens
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -391,6 +393,7 @@ class RunLedger:
         self.buckets = [0] * len(LATENCY_BUCKETS_S)
         self.count = 0
         self.total_s = 0.0
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_RUNS)
 
     def record(self, outcome: Outcome) -> None:
         key = (outcome.kernel, outcome.device.label, outcome.result.executor)
@@ -401,6 +404,19 @@ class RunLedger:
         for i, bound in enumerate(LATENCY_BUCKETS_S):
             if outcome.elapsed_s <= bound:
                 self.buckets[i] += 1
+        why = [
+            f"{e['name']}: {e['verdict']}" + (f" ({e['constraint']})" if e["constraint"] else "")
+            for e in outcome.decision.explain()
+        ]
+        self.recent.append(
+            {
+                "kernel": outcome.kernel,
+                "device": outcome.device.label,
+                "executor": outcome.result.executor,
+                "elapsed_ms": round(outcome.elapsed_s * 1000, 3),
+                "explain": "; ".join(why),
+            }
+        )
 
     def refused(self, kernel: str, reason: str) -> None:
         self.refusals[(kernel, reason)] = self.refusals.get((kernel, reason), 0) + 1

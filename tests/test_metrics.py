@@ -17,7 +17,7 @@ from homeswarm.errors import InvalidConfig
 from homeswarm.kernels import UnknownKernel
 from homeswarm.swarm._config import parse_settings
 from homeswarm.swarm._control import ask_async
-from homeswarm.swarm._http import parse_request_line
+from homeswarm.swarm._http import Request, parse_request_line
 from homeswarm.swarm._metrics import exposition
 
 
@@ -52,9 +52,7 @@ async def test_placement_and_membership_figures_move_with_what_the_peers_do(
         after_crash = await _until_dead(laptop.peer, s["server"].id)
         found = samples(after_crash)
         runs = {
-            k: v
-            for (name, k), v in found.items()
-            if name == "swarm_placement_runs_total" and v > 0
+            k: v for (name, k), v in found.items() if name == "swarm_placement_runs_total" and v > 0
         }
         assert sum(runs.values()) == 3
         assert value(found, "swarm_placement_run_seconds_count") == 3
@@ -78,7 +76,7 @@ async def test_the_daemon_serves_metrics_on_loopback_and_says_where(tmp_path):
         url = status["endpoints"]["metrics"]
         assert url.startswith("http://127.0.0.1:")
         assert url.endswith("/metrics")
-        assert status["endpoints"]["ui"] is None
+        assert status["endpoints"]["ui"].startswith(url.removesuffix("metrics") + "?token=")
         host, port = url.removeprefix("http://").split("/")[0].split(":")
         secret = '"a secret value"'
         await ask_async(ident.home, "vault.put", key="facts/k1", value=secret, scope="personal")
@@ -101,7 +99,7 @@ async def test_the_daemon_serves_metrics_on_loopback_and_says_where(tmp_path):
 async def test_metrics_can_be_turned_off(tmp_path):
     ident = new_home(tmp_path / "laptop")
     (ident.home / "swarm.toml").write_text(
-        (ident.home / "swarm.toml").read_text() + '\n[metrics]\nlisten = ""\n'
+        (ident.home / "swarm.toml").read_text() + '\n[http]\nlisten = ""\n'
     )
     from homeswarm.swarm._home import load_identity
 
@@ -121,13 +119,13 @@ async def test_metrics_can_be_turned_off(tmp_path):
 )
 def test_metrics_listen_only_on_loopback(listen, problem):
     with pytest.raises(InvalidConfig, match=problem):
-        parse_settings(f'[metrics]\nlisten = "{listen}"\n')
+        parse_settings(f'[http]\nlisten = "{listen}"\n')
 
 
 def test_request_lines():
-    assert parse_request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n") == (
+    assert parse_request_line(b"GET /metrics?x=1&t=a%20b HTTP/1.1\r\nHost: a\r\n\r\n") == (
         "GET",
-        "/metrics",
+        Request("/metrics", {"x": "1", "t": "a b"}),
     )
     assert parse_request_line(b"GET /metrics\r\n\r\n") is None
     assert parse_request_line(b"") is None

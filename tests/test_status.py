@@ -356,6 +356,18 @@ def test_watch_redraws_in_place_on_a_terminal():
     assert frames[1].endswith("\n\nevery 0.5 s, Ctrl-C to stop\n")
 
 
+def test_the_footer_stays_under_every_frame_on_a_terminal():
+    out = Terminal()
+    watch(Fetcher(three_devices(), three_devices()), interval=1, out=out, iterations=2,
+          sleep=lambda s: None, color=False, footer="try:\n  swarm ui")  # fmt: skip
+    frames = out.getvalue().split(CLEAR)[1:]
+    assert all(f.endswith("\n\ntry:\n  swarm ui\n\nevery 1 s, Ctrl-C to stop\n") for f in frames)
+    plain = io.StringIO()
+    watch(Fetcher(three_devices()), interval=1, out=plain, iterations=1, sleep=lambda s: None,
+          color=False, footer="try:")  # fmt: skip
+    assert "try:" not in plain.getvalue()  # off a terminal the caller prints it once
+
+
 def test_watch_shows_a_malformed_status_and_goes_on():
     bad = three_devices()
     bad["peers"][0]["state"] = "zombie"
