@@ -12,7 +12,11 @@ lists every way a value departs from it)::
                 "load": {"cpu_percent": FLOAT, "memory_free_mb": FLOAT},
                 "latency_ms": FLOAT|null,
                 "privacy": {"scopes": [STR], "relay_only": BOOL},
-                "capabilities": {"executor": STR, "kernels": [STR]}}]}
+                "capabilities": {"executor": STR, "kernels": [STR]}}],
+     "endpoints": {"metrics": URL|null, "ui": URL|null}}
+
+``endpoints`` (from ``swarm up``; a peer in a test harness may leave it out) says where this
+device's ``/metrics`` and live page are served, null when ``[http] listen`` is empty.
 
 Rules of the shape: no key missing, none extra; a bool is never a number; an int is a fine FLOAT;
 numbers are finite and not negative, ``battery_percent`` at most 100; peer ids are unique; exactly
@@ -188,9 +192,10 @@ class _AnyObj(_Spec):
 
 # what the services a peer hosts add, each under its name (their own shapes are theirs)
 SERVICE_SECTIONS = ("vault", "kernels")
+_ENDPOINTS = _Obj({"metrics": _Nullable(_Str()), "ui": _Nullable(_Str())})
 _STATUS = _Obj(
     {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},
-    optional=dict.fromkeys(SERVICE_SECTIONS, _AnyObj()),
+    optional={**dict.fromkeys(SERVICE_SECTIONS, _AnyObj()), "endpoints": _ENDPOINTS},
 )
 
 

@@ -53,6 +53,9 @@ _FACE = {
     "serve_control": "_control",
     "ask": "_control_client",
     "NoPeerRunning": "_control_client",
+    "HttpServer": "_http",
+    "Request": "_http",
+    "Response": "_http",
     "follow_log": "_logs",
     "log_path": "_logs",
     "read_log": "_logs",
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
         public_bytes,
         swarm_id_of,
     )
+    from ._http import HttpServer, Request, Response
     from ._join import join_swarm
     from ._logs import follow_log, log_path, read_log
     from ._membership import Change
@@ -103,12 +107,15 @@ __all__ = [  # the same names as _FACE (a test checks)
     "Change",
     "Daemon",
     "FixedLoad",
+    "HttpServer",
     "Identity",
     "NoPeerRunning",
     "Peer",
     "PeerOptions",
     "PlacementService",
     "PowerReading",
+    "Request",
+    "Response",
     "Roster",
     "Service",
     "Settings",

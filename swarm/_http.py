@@ -21,9 +21,10 @@ import trio
 log = logging.getLogger("swarm.http")
 
 MAX_HEAD = 8192
-# the page loads nothing from anywhere: its own inline script and style, and its event stream
+# a page loads nothing from elsewhere: its own inline script and style, its events and images
 CSP = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline';"
+    " connect-src 'self'; img-src 'self'"
 )
 READ_TIMEOUT_S = 5.0
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+
 import pytest
 
 from homeswarm.transports.testing import MemoryFixture
@@ -8,3 +12,56 @@ from homeswarm.transports.testing import MemoryFixture
 @pytest.fixture
 def memory_fixture(autojump_clock) -> MemoryFixture:
     return MemoryFixture()
+
+
+# ---- no vault value in any log of the whole suite ------------------------------------------------
+# Every value any test writes into a vault replica in this process is noted, every log record the
+# suite makes (INFO and up, what `swarm up` writes, with exception texts) is kept, and the session
+# fails if one of the values shows up in the log. Values shorter than 8 characters ("from 2") occur
+# in log lines by chance.
+
+
+class _SuiteLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.parts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a record that cannot be formatted says nothing
+            self.parts.append(self.format(record))
+
+
+SUITE_LOG = _SuiteLog()
+WRITTEN: set[str] = set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from homeswarm.vault import Replica
+
+    root = logging.getLogger()
+    root.addHandler(SUITE_LOG)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))  # what `swarm up` writes
+    put = Replica.put
+
+    def noting_put(self, key, text, scope=None):  # type: ignore[no-untyped-def]
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = text
+        for candidate in (value, text):
+            if isinstance(candidate, str) and len(candidate) >= 8:
+                WRITTEN.add(candidate)
+        return put(self, key, text, scope)
+
+    Replica.put = noting_put  # type: ignore[method-assign]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logged = "\n".join(SUITE_LOG.parts)
+    leaked = sorted(v for v in WRITTEN if v in logged)
+    if leaked:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        line = f"vault values found in the suite's logs: {[v[:40] for v in leaked[:5]]}"
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

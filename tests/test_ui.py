@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import trio
 from test_metrics import _get, _raw
 from test_pairing import new_home, running
 
 from homeswarm.cli import main
+from homeswarm.errors import InvalidArgument
 from homeswarm.swarm._control import ask_async
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -65,3 +67,85 @@ def test_swarm_ui_prints_the_address_or_says_no_peer(tmp_path, capsys):
     ident = new_home(tmp_path / "laptop")
     assert main(["ui", "--home", str(ident.home), "--no-browser"]) == 1
     assert "no peer" in capsys.readouterr().err.lower()
+
+
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by Selenium with Debian's chromedriver (nothing downloaded)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shown_devices(driver) -> dict[str, str]:
+    text = driver.execute_script("return document.body.dataset.devices || ''")
+    return dict(item.split(":", 1) for item in text.split(",") if ":" in item)
+
+
+def wait_for_page(driver, check, what: str, timeout: float) -> None:
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+        lambda d: check(shown_devices(d)), message=what
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="no chromium/chromedriver here (apt-get install chromium chromium-driver)",
+)
+def test_a_real_browser_shows_the_demo_and_follows_a_death(tmp_path, browser):
+    from homeswarm.cli._demo import Swarm
+    from homeswarm.swarm._control_client import ask
+
+    swarm = Swarm(tmp_path / "demo")
+    swarm.root.mkdir()
+    try:
+        swarm.create(3)
+        server, _, phone = swarm.homes
+        swarm.wait_alive(3, timeout=30)
+        browser.get(ask(server, "status")["endpoints"]["ui"])
+        everyone = {"server": "alive", "laptop": "alive", "phone": "alive"}
+        wait_for_page(browser, lambda d: d == everyone, "three devices alive on the page", 20)
+        rows = browser.execute_script(
+            "return document.querySelectorAll('#devices tbody tr').length"
+        )
+        assert rows == 3
+        swarm.procs[phone].kill()  # the page must follow, by itself
+        wait_for_page(browser, lambda d: d.get("phone") == "dead", "the phone dead on the page", 40)
+        assert shown_devices(browser)["server"] == "alive"
+        banner = browser.execute_script("return document.getElementById('banner').className")
+        assert banner == ""
+    finally:
+        swarm.stop()
+
+
+def test_swarm_ui_results_serves_a_simulation_run(tmp_path):
+    from homeswarm.cli._ui import results_page
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "result.json").write_text('{"scenario": "day", "metrics": {"x<y": 1}}')
+    (out / "battery plot.png").write_bytes(b"\x89PNG fake")
+    page = results_page(out).decode()
+    assert "src='plot/battery%20plot.png'" in page
+    assert "x&lt;y" in page  # figures escaped
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidArgument, match=r"no result\.json"):
+        results_page(empty)
