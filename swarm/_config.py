@@ -202,6 +202,23 @@ class HttpSettings:
     )
 
 
+def _url(value: str) -> str | None:
+    if value and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        return f"{value!r} is not an http:// or https:// URL"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpSettings:
+    endpoint: str = setting(
+        "",
+        "also push the metrics to this OpenTelemetry collector over OTLP/HTTP, e.g."
+        " http://127.0.0.1:4318/v1/metrics (needs homeswarm[otlp]; empty: off)",
+        _url,
+    )
+    interval_s: float = setting(15.0, "push every this many seconds", _positive)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
@@ -211,6 +228,7 @@ class Settings:
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -136,6 +136,8 @@ class Daemon:
                     inner.start_soon(self._remember_addresses)
                     if ident.settings.http.listen:
                         await inner.start(self._serve_http, ident.settings.http.listen)
+                    if ident.settings.otlp.endpoint:
+                        inner.start_soon(self._push_otlp)
                     task_status.started(transport.addrs)
                     await trio.sleep_forever()
 
@@ -165,6 +167,18 @@ class Daemon:
         log.info("metrics at %s/metrics", server.url)
         task_status.started()
         await server.serve(listeners)
+
+    async def _push_otlp(self) -> None:
+        settings = self.identity.settings.otlp
+        from ._otlp import push_metrics
+
+        try:
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        except ImportError:
+            log.error("otlp: [otlp] endpoint is set but homeswarm[otlp] is not installed")
+            return
+        assert self.peer is not None
+        await push_metrics(self.peer, settings.endpoint, settings.interval_s)
 
     async def _control(self, op: str, args: dict[str, Any]) -> Any:
         peer = self.peer
