@@ -28,6 +28,7 @@ from ._args import (
     scopes_arg,
     seconds,
 )
+from ._anomaly import add_anomaly_commands
 from ._placement import add_placement_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_commands(sub)
     add_vault_commands(sub)
     add_trust_commands(sub)
+    add_anomaly_commands(sub)
     return parser
 
 

