@@ -64,7 +64,7 @@ def run_htm(nab: Path, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
 def run_hst(nab: Path, name: str) -> dict[str, Any]:
     from river import anomaly, preprocessing
 
-    stamps, values, windows = load_data(nab, name)
+    _, values, windows = load_data(nab, name)
     model = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)
     scores = np.empty(len(values))
     cpu = time.process_time()
@@ -78,10 +78,7 @@ def run_hst(nab: Path, name: str) -> dict[str, Any]:
 
 def _job(job: tuple[str, str, str, dict[str, Any]]) -> dict[str, Any]:
     kind, nab, name, overrides = job
-    if kind == "htm":
-        out = run_htm(Path(nab), name, overrides)
-    else:
-        out = run_hst(Path(nab), name)
+    out = run_htm(Path(nab), name, overrides) if kind == "htm" else run_hst(Path(nab), name)
     out["kind"] = kind
     return out
 

@@ -90,18 +90,16 @@ def _save(path: Path, data: bytes) -> None:
 
 
 def _cmd_feed(args: argparse.Namespace) -> int:
-    from homeswarm.kernels._anomaly import parse_time, parse_value
-    from homeswarm.kernels._api import InvalidInput
-    from homeswarm.kernels._htm import HTM, Params
+    from homeswarm.kernels import InvalidInput, anomaly_model, parse_time, parse_value
 
     path = model_path(home_of(args), args.name)
     if path.exists() and not args.fresh:
         if args.range:
             raise InvalidArgument(f"{args.name} has a model already: --range needs --fresh")
-        model = HTM.from_bytes(path.read_bytes())
+        model = anomaly_model(path.read_bytes())
     else:
         low, high = _range(args.range) if args.range else (None, None)
-        model = HTM(Params(value_min=low, value_max=high))
+        model = anomaly_model(params={"value_min": low, "value_max": high})
     out: TextIO = sys.stdout
     if sys.stdin.isatty():
         print("reading timestamp,value lines (Ctrl-D to end)", file=sys.stderr)

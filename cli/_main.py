@@ -15,6 +15,7 @@ from homeswarm.errors import InvalidArgument, LocalError, SwarmError, swarm_erro
 from homeswarm.swarm import __version__
 from homeswarm.vocabulary import ROLES
 
+from ._anomaly import add_anomaly_commands
 from ._args import (
     EXIT_FAIL,
     EXIT_OK,
@@ -28,7 +29,6 @@ from ._args import (
     scopes_arg,
     seconds,
 )
-from ._anomaly import add_anomaly_commands
 from ._placement import add_placement_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines

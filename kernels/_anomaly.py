@@ -29,6 +29,21 @@ PER_ROW_S = 0.0015  # a laptop core (see bench/bench_nab.py)
 BASE_S = 0.05  # restoring and saving a model
 
 
+def anomaly_model(state: bytes | None = None, params: dict[str, Any] | None = None) -> Any:
+    """An HTM model (``kernels._htm.HTM``): restored from ``state``, else new from ``params``.
+
+    numpy is imported here, not when the package is: ``swarm --help`` stays light.
+    """
+    from ._htm import HTM, Params
+
+    if state is not None:
+        return HTM.from_bytes(state)
+    try:
+        return HTM(Params(**(params or {})))
+    except TypeError:
+        raise InvalidArgument(f"htm: unknown parameter among {sorted(params or {})}") from None
+
+
 def parse_time(value: object) -> datetime | None:
     """A row's timestamp: ISO 8601 text, seconds since the epoch (UTC), or None."""
     if value is None:
@@ -122,14 +137,8 @@ def _available() -> bool:
     doc="HTM anomaly scores: {rows: [[time, value]], state} -> {scores, state}",
 )
 def anomaly(value: Any) -> Any:
-    from ._htm import HTM, Params
-
     try:
-        model = (
-            HTM.from_bytes(value["state"])
-            if value["state"] is not None
-            else HTM(Params(**value["params"]))
-        )
+        model = anomaly_model(value["state"], value["params"])
     except InvalidArgument as exc:
         raise InvalidInput(str(exc)) from None
     scores = []

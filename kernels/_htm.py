@@ -137,7 +137,7 @@ ONE = 10_000  # permanences are fixed-point, in units of 1/ONE: exact sums, half
 
 
 def _unit(x: float) -> int:
-    return int(round(x * ONE))
+    return round(x * ONE)
 
 
 def _fixed(x: NDArray[np.float64]) -> NDArray[np.int16]:
@@ -157,7 +157,7 @@ class HTM:
     def __init__(self, params: Params | None = None) -> None:
         p = self.params = params or Params()
         self.rng = np.random.Generator(np.random.PCG64(p.seed))
-        self.time_size = int(math.ceil(p.time_bits * 24.0 / p.time_radius_h)) if p.time_bits else 0
+        self.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
         self.input_size = p.value_size + self.time_size
         n_in = self.input_size
         # spatial pooler: permanences over each column's potential pool (0 outside it)
@@ -208,14 +208,14 @@ class HTM:
     def encode(self, value: float, when: datetime | None) -> NDArray[np.int64]:
         """The active input bits of one row."""
         p = self.params
-        bucket = int(math.floor((value - self.offset) / self.resolution))
+        bucket = math.floor((value - self.offset) / self.resolution)
         keys = np.arange(bucket, bucket + p.value_bits, dtype=np.int64).astype(_U64)
         keys = keys ^ _U64(p.seed * 0x2545F4914F6CDD1D % 2**64)
         value_bits = (_splitmix(keys) % _U64(p.value_size)).astype(np.int64)
         if not self.time_size or when is None:
             return np.unique(value_bits)
         hours = when.hour + when.minute / 60 + when.second / 3600
-        centre = int(round(hours / 24.0 * self.time_size))
+        centre = round(hours / 24.0 * self.time_size)
         time_bits = (centre - p.time_bits // 2 + np.arange(p.time_bits)) % self.time_size
         return np.unique(np.concatenate([value_bits, p.value_size + time_bits]))
 
@@ -338,7 +338,7 @@ class HTM:
         return raw
 
     def _new_segments(self, owners: NDArray[np.int32]) -> NDArray[np.int64]:
-        """Segments for ``owners`` (empty), reusing the least recently used when the pool is full."""
+        """New empty segments for ``owners``; when the pool is full, the least recently used."""
         p = self.params
         n = len(owners)
         free = p.max_segments - len(self.seg_cell)
@@ -508,9 +508,7 @@ class HTM:
             for name in cls._NUMBERS:
                 setattr(model, name, blob["numbers"][name])
             p = model.params
-            model.time_size = (
-                int(math.ceil(p.time_bits * 24.0 / p.time_radius_h)) if p.time_bits else 0
-            )
+            model.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
             model.input_size = p.value_size + model.time_size
             model.raw_history = deque(blob["raw_history"], maxlen=p.history)
             model.recent = deque(blob["recent"], maxlen=p.average_window)

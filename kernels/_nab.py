@@ -15,9 +15,10 @@ The method, as published:
   of the previous window it is (in units of that window's width), so a detection just after a
   window costs little and one far away (or before any window) costs the full weight.
 - The threshold is chosen per profile to maximise the sum over the whole corpus (NAB's published
-  figures come from a local search from 0.5, ``climb``; the exact optimum is available); the reported
-  score is normalised: ``100 * (raw - null) / (perfect - null)`` where the null detector detects
-  nothing (every window missed) and the perfect one detects every window at its first row.
+  figures come from a local search from 0.5, ``climb``; the exact optimum is available); the
+  reported score is normalised: ``100 * (raw - null) / (perfect - null)`` where the null
+  detector detects nothing (every window missed) and the perfect one detects every window at its
+  first row.
 """
 
 from __future__ import annotations

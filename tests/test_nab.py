@@ -1,4 +1,4 @@
-"""The NAB scorer: its rules on hand-made series, and Numenta's published scores from their raw results."""
+"""The NAB scorer: its rules on hand-made series, and Numenta's published scores from its own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels._nab import (
     PROFILES,
-    Profile,
     Series,
     climb,
     probation_rows,
@@ -128,7 +127,7 @@ def test_window_rows_from_timestamps():
 
 
 def test_a_missing_corpus_is_one_clear_line(tmp_path):
-    with pytest.raises(InvalidArgument, match="no NAB corpus at .*pass --nab DIR") as info:
+    with pytest.raises(InvalidArgument, match=r"no NAB corpus at .*pass --nab DIR") as info:
         corpus_dir(tmp_path)
     assert "\n" not in str(info.value)
 
