@@ -15,6 +15,7 @@ from homeswarm.errors import InvalidArgument, LocalError, SwarmError, swarm_erro
 from homeswarm.swarm import __version__
 from homeswarm.vocabulary import ROLES
 
+from ._anomaly import add_anomaly_commands
 from ._args import (
     EXIT_FAIL,
     EXIT_OK,
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_commands(sub)
     add_vault_commands(sub)
     add_trust_commands(sub)
+    add_anomaly_commands(sub)
     return parser
 
 

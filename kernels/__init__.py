@@ -1,4 +1,5 @@
-"""kernels: the micro-kernel API, the registry and the built-in kernels (``embed``, ``classify``).
+"""kernels: the micro-kernel API, the registry and the built-in kernels (``embed``, ``classify``,
+``anomaly``).
 
 A kernel is a Python callable declared with what it needs::
 
@@ -12,6 +13,7 @@ Third-party kernels plug in through the ``homeswarm.kernels`` entry-point group 
 ``kernels._registry``); ``kernels.testing`` holds trivial kernels for tests.
 """
 
+from ._anomaly import anomaly, anomaly_model, parse_time, parse_value
 from ._api import (
     ACCELERATORS,
     DEFAULT_COMPUTE_S,
@@ -48,6 +50,8 @@ __all__ = [
     "Needs",
     "Registry",
     "UnknownKernel",
+    "anomaly",
+    "anomaly_model",
     "builtin_registry",
     "check_name",
     "check_value",
@@ -57,5 +61,7 @@ __all__ = [
     "energy_rank",
     "kernel",
     "load_model",
+    "parse_time",
+    "parse_value",
     "scope_rank",
 ]

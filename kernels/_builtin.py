@@ -1,4 +1,5 @@
-"""The built-in kernels: ``embed`` and ``classify``, on all-MiniLM-L6-v2.
+"""The built-in kernels: ``embed`` and ``classify``, on all-MiniLM-L6-v2 (and ``anomaly``, HTM:
+see ``kernels._anomaly``).
 
 - ``embed``: a string gives one 384-number vector; a list of 1-1024 strings gives a list of them
   (unit length, so a dot product is the cosine similarity; the model's float32 values, to 8
@@ -24,6 +25,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from ._anomaly import anomaly
 from ._api import InvalidInput, Kernel, Needs, describe_value, kernel
 
 DIMENSIONS = 384
@@ -242,4 +244,4 @@ def classify(value: Any) -> Any:
     return answers[0] if isinstance(query, str) else answers
 
 
-BUILTINS: tuple[Kernel, ...] = (embed, classify)
+BUILTINS: tuple[Kernel, ...] = (embed, classify, anomaly)

@@ -1,0 +1,535 @@
+"""Hierarchical Temporal Memory for one stream, in numpy: encoders, spatial pooler, temporal memory,
+anomaly score and anomaly likelihood.
+
+Written from Numenta's published algorithms (BAMI, "Biological and Machine Intelligence"; Cui,
+Ahmad and Hawkins 2017 on the spatial pooler; Hawkins and Ahmad 2016 on the temporal memory; Ahmad,
+Lavin, Purdy and Agha 2017 on the anomaly likelihood), with the parameters Numenta used on NAB.
+
+One ``HTM`` follows one stream: ``step(value, when)`` learns the row and returns its ``Scores``.
+Its whole state is plain numpy arrays and numbers (``to_bytes`` / ``from_bytes``): a model saved
+and restored scores what follows exactly as one that never stopped. Randomness comes from a seed
+(a PCG64 generator whose state is part of the model), so the same seed and rows give the same
+scores.
+
+- **Encoders.** The value: a random distributed scalar encoder (each bucket of width
+  ``resolution`` lights ``value_bits`` of ``value_size`` bits, chosen by a seeded hash; neighbouring
+  buckets share all but one bit, distant ones almost none). The time of day: a periodic scalar
+  encoder (``time_bits`` contiguous bits wrapping around a ring of ``time_size``).
+- **Spatial pooler.** ``columns`` columns, each with a potential pool of ``potential_pct`` of the
+  input; a column's overlap is its connected synapses onto active input bits; the
+  ``active_columns`` with the highest overlap win (global inhibition; a fixed per-column tie
+  break); winners learn (Hebbian: active inputs up, inactive down).
+- **Temporal memory.** ``cells`` cells per column; distal segments hold synapses to cells that
+  were active one step before. A column with a segment that was active (``activation_threshold``
+  connected synapses onto the previous active cells) is predicted: its predicted cells fire and
+  their active segments learn. Any other active column bursts (all its cells fire) and learns on its
+  best matching segment (``min_threshold`` potential synapses), or grows a new segment on its
+  least-used cell. Learning grows synapses to previous winner cells up to ``new_synapses``. The
+  segment store is bounded (``max_segments``): when full, the least recently active segment is
+  reused, so an instance's memory has a ceiling.
+- **Anomaly score**: the fraction of active columns that were not predicted.
+- **Likelihood**: the anomaly score's short moving average (``average_window``) against a normal
+  distribution of its recent history (re-estimated every ``reestimate_every`` rows over at most
+  ``history`` rows, after a ``learning_rows`` warm-up): ``1 - tail``, where tail is the
+  two-sided Gaussian tail. A second consecutive very unlikely row (tail <= 1e-5) is damped to tail
+  1e-3 so a single event raises one alarm. ``log_likelihood`` maps it to [0, 1] (1: tail 1e-10).
+- **Spatial anomaly**: a value beyond the range seen so far by more than ``spatial_tolerance`` of
+  that range scores 1.0 in ``detection`` (as Numenta's NAB detector does).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import numpy as np
+from numpy.typing import NDArray
+
+from homeswarm.errors import InvalidArgument
+
+FORMAT = 1
+MAX_STATE_BYTES = 512 * 1024 * 1024
+_U64 = np.uint64
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """One parameter set (Numenta's NAB settings where they are published)."""
+
+    # encoders
+    resolution: float = 0.0  # 0: chosen from value_min/value_max, else from the first rows
+    value_min: float | None = None
+    value_max: float | None = None
+    value_buckets: int = 130
+    calibration_rows: int = 100  # when no range or resolution is given
+    value_size: int = 400
+    value_bits: int = 21
+    time_bits: int = 21  # 0: no time-of-day encoding
+    time_radius_h: float = 9.49
+    # spatial pooler
+    columns: int = 2048
+    active_columns: int = 40
+    potential_pct: float = 0.8
+    sp_connected: float = 0.2
+    sp_increment: float = 0.003
+    sp_decrement: float = 0.0005
+    # temporal memory
+    cells: int = 32
+    activation_threshold: int = 13
+    min_threshold: int = 10
+    new_synapses: int = 20
+    max_synapses: int = 32
+    max_segments: int = 32768
+    initial_permanence: float = 0.21
+    connected: float = 0.5
+    increment: float = 0.1
+    decrement: float = 0.1
+    # likelihood
+    learning_rows: int = 300
+    estimation_rows: int = 300
+    average_window: int = 10
+    history: int = 8640
+    reestimate_every: int = 100
+    spatial_tolerance: float = 0.05  # 0: off
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgument(f"htm: {f.name} must be a number, got {value!r:.40}")
+            if not math.isfinite(value) or (value < 0 and f.name not in ("value_min", "value_max")):
+                raise InvalidArgument(f"htm: {f.name} must be finite and not negative")
+        if self.value_bits > self.value_size or self.active_columns > self.columns:
+            raise InvalidArgument("htm: more active bits than bits")
+        if self.cells < 1 or self.columns < 1 or self.max_synapses < self.new_synapses:
+            raise InvalidArgument("htm: cells, columns >= 1 and max_synapses >= new_synapses")
+        if (self.value_min is None) != (self.value_max is None):
+            raise InvalidArgument("htm: give both value_min and value_max, or neither")
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """What one row scored."""
+
+    raw: float  # the fraction of active columns not predicted, 0..1
+    likelihood: float  # 1 - tail probability of the recent raw scores; 0.5 while warming up
+    log_likelihood: float  # likelihood on a log scale, 0..1
+    detection: float  # log_likelihood, or 1.0 for a value far outside the range seen
+
+
+def _splitmix(keys: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """A 64-bit mixing hash (splitmix64's finaliser), over an array."""
+    z = keys + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+ONE = 10_000  # permanences are fixed-point, in units of 1/ONE: exact sums, half the bytes
+
+
+def _unit(x: float) -> int:
+    return round(x * ONE)
+
+
+def _fixed(x: NDArray[np.float64]) -> NDArray[np.int16]:
+    return np.round(x * ONE).astype(np.int16)
+
+
+def _tail(x: float, mean: float, std: float) -> float:
+    """The Gaussian tail beyond ``x``, mirrored below the mean."""
+    if x < mean:
+        x = 2 * mean - x
+    return 0.5 * math.erfc((x - mean) / std / math.sqrt(2))
+
+
+class HTM:
+    """An HTM model of one stream (see the module doc)."""
+
+    def __init__(self, params: Params | None = None) -> None:
+        p = self.params = params or Params()
+        self.rng = np.random.Generator(np.random.PCG64(p.seed))
+        self.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
+        self.input_size = p.value_size + self.time_size
+        n_in = self.input_size
+        # spatial pooler: permanences over each column's potential pool (0 outside it)
+        potential = self.rng.random((p.columns, n_in)) < p.potential_pct
+        connected = self.rng.random((p.columns, n_in)) < 0.5
+        perm = np.where(
+            connected,
+            p.sp_connected + self.rng.random((p.columns, n_in)) * 0.1,
+            self.rng.random((p.columns, n_in)) * p.sp_connected,
+        )
+        self.sp_perm = _fixed(np.where(potential, perm, 0.0))
+        self.sp_potential = potential
+        self._derive()
+        self.tie_break = (self.rng.random(p.columns) * 1e-3).astype(np.float32)
+        # temporal memory: a bounded pool of segments of up to max_synapses synapses each
+        self.seg_cell = np.zeros(0, dtype=np.int32)
+        self.seg_used = np.zeros(0, dtype=np.int64)  # the row it was last active or learned
+        self.syn_cell = np.zeros((0, p.max_synapses), dtype=np.int32)  # -1: empty slot
+        self.syn_perm = np.zeros((0, p.max_synapses), dtype=np.int16)
+        self.cell_segments = np.zeros(p.columns * p.cells, dtype=np.int32)
+        self.active_cells = np.zeros(0, dtype=np.int32)
+        self.winner_cells = np.zeros(0, dtype=np.int32)
+        # encoder range and likelihood
+        self.resolution = p.resolution
+        self.offset = p.value_min if p.value_min is not None else 0.0
+        if not self.resolution and p.value_min is not None and p.value_max is not None:
+            pad = abs(p.value_max - p.value_min) * 0.2
+            self.offset = p.value_min - pad
+            span = p.value_max - p.value_min + 2 * pad
+            self.resolution = max(0.001, span / p.value_buckets)
+        self.seen_min = math.inf
+        self.seen_max = -math.inf
+        self.rows = 0
+        self.raw_history: deque[float] = deque(maxlen=p.history)
+        self.recent: deque[float] = deque(maxlen=p.average_window)
+        self.mean = 0.0
+        self.std = 0.0
+        self.previous_tail = 1.0
+        self.calibration: list[float] = []
+
+    def _derive(self) -> None:
+        """What follows from the state: the connected synapses, input-major (one row per bit)."""
+        wired = self.sp_perm >= _unit(self.params.sp_connected)
+        self.sp_wired = np.ascontiguousarray(wired.T).view(np.uint8)
+
+    # -- encoders --------------------------------------------------------------------------------
+
+    def encode(self, value: float, when: datetime | None) -> NDArray[np.int64]:
+        """The active input bits of one row."""
+        p = self.params
+        bucket = math.floor((value - self.offset) / self.resolution)
+        keys = np.arange(bucket, bucket + p.value_bits, dtype=np.int64).astype(_U64)
+        keys = keys ^ _U64(p.seed * 0x2545F4914F6CDD1D % 2**64)
+        value_bits = (_splitmix(keys) % _U64(p.value_size)).astype(np.int64)
+        if not self.time_size or when is None:
+            return np.unique(value_bits)
+        hours = when.hour + when.minute / 60 + when.second / 3600
+        centre = round(hours / 24.0 * self.time_size)
+        time_bits = (centre - p.time_bits // 2 + np.arange(p.time_bits)) % self.time_size
+        return np.unique(np.concatenate([value_bits, p.value_size + time_bits]))
+
+    # -- one row ---------------------------------------------------------------------------------
+
+    def step(self, value: float, when: datetime | None = None, *, learn: bool = True) -> Scores:
+        """Learn one row and score it."""
+        if not math.isfinite(value):
+            raise InvalidArgument(f"htm: values must be finite, got {value!r}")
+        p = self.params
+        spatial = self._spatial(value)
+        if not self.resolution:  # still learning the range: the first rows only calibrate
+            self.calibration.append(value)
+            if len(self.calibration) < max(p.calibration_rows, 2):
+                self.rows += 1
+                return Scores(0.0, 0.5, 0.0, 0.0)
+            low, high = min(self.calibration), max(self.calibration)
+            pad = (high - low) * 0.2
+            self.offset = low - pad
+            self.resolution = max((high - low + 2 * pad) / p.value_buckets, 1e-9, abs(high) * 1e-9)
+            self.calibration = []
+        columns = self._pool(self.encode(value, when), learn)
+        raw = self._remember(columns, learn)
+        likelihood = self._likelihood(raw)
+        log_l = min(1.0, math.log(1.0000000001 - likelihood) / math.log(1.0 - 0.9999999999))
+        self.rows += 1
+        return Scores(raw, likelihood, log_l, 1.0 if spatial else log_l)
+
+    def _spatial(self, value: float) -> bool:
+        tolerance = self.params.spatial_tolerance
+        far = False
+        if tolerance and self.seen_max > self.seen_min:
+            margin = (self.seen_max - self.seen_min) * tolerance
+            far = value > self.seen_max + margin or value < self.seen_min - margin
+        self.seen_min = min(self.seen_min, value)
+        self.seen_max = max(self.seen_max, value)
+        return far
+
+    def _pool(self, bits: NDArray[np.int64], learn: bool) -> NDArray[np.int64]:
+        """The spatial pooler: the winning columns for these input bits (sorted)."""
+        p = self.params
+        overlap = self.sp_wired[bits].sum(axis=0, dtype=np.int32)
+        ranked = overlap.astype(np.float32) + self.tie_break
+        winners = np.argpartition(-ranked, p.active_columns)[: p.active_columns]
+        winners = np.sort(winners[overlap[winners] > 0])
+        if learn and len(winners):
+            active = np.zeros(self.input_size, dtype=bool)
+            active[bits] = True
+            step = np.where(active, _unit(p.sp_increment), -_unit(p.sp_decrement))
+            block = np.clip(self.sp_perm[winners] + step, 0, ONE)
+            block *= self.sp_potential[winners]
+            self.sp_perm[winners] = block
+            self.sp_wired[:, winners] = (block >= _unit(p.sp_connected)).T
+        return winners.astype(np.int64)
+
+    def _remember(self, columns: NDArray[np.int64], learn: bool) -> float:
+        """The temporal memory: activate cells, learn, and return the anomaly score."""
+        p = self.params
+        if len(columns) == 0:
+            self.active_cells = self.winner_cells = np.zeros(0, dtype=np.int32)
+            return 0.0
+        cells = p.columns * p.cells
+        previous = np.zeros(cells + 1, dtype=bool)  # index -1 (an empty slot) reads False
+        previous[self.active_cells] = True
+        live = self.syn_cell >= 0
+        hit = previous[self.syn_cell] & live
+        potential_count = hit.sum(axis=1)
+        active_count = (hit & (self.syn_perm >= _unit(p.connected))).sum(axis=1)
+        seg_column = self.seg_cell // p.cells
+        is_active_column = np.zeros(p.columns, dtype=bool)
+        is_active_column[columns] = True
+        active_seg = np.flatnonzero(
+            (active_count >= p.activation_threshold) & is_active_column[seg_column]
+        )
+        predicted_columns = np.unique(seg_column[active_seg])
+        bursting = np.setdiff1d(columns, predicted_columns, assume_unique=True)
+        raw = len(bursting) / len(columns)
+
+        predicted_cells = np.unique(self.seg_cell[active_seg])
+        burst_cells = (bursting[:, None] * p.cells + np.arange(p.cells)).ravel()
+        new_active = np.concatenate([predicted_cells, burst_cells]).astype(np.int32)
+        winners = [predicted_cells.astype(np.int32)]
+        learning = [active_seg]
+        grown = [potential_count[active_seg]]
+        self.seg_used[active_seg] = self.rows
+        if len(bursting):
+            is_bursting = np.zeros(p.columns, dtype=bool)
+            is_bursting[bursting] = True
+            matching = np.flatnonzero(
+                (potential_count >= p.min_threshold) & is_bursting[seg_column]
+            )
+            covered = np.zeros(0, dtype=np.int64)
+            if len(matching):
+                # per bursting column, its matching segment with the most potential synapses
+                order = np.lexsort((-potential_count[matching], seg_column[matching]))
+                ranked = matching[order]
+                _, first = np.unique(seg_column[ranked], return_index=True)
+                best = ranked[first]
+                self.seg_used[best] = self.rows
+                learning.append(best)
+                grown.append(potential_count[best])
+                winners.append(self.seg_cell[best].astype(np.int32))
+                covered = seg_column[best].astype(np.int64)
+            lonely = np.setdiff1d(bursting, covered, assume_unique=True)
+            if len(lonely):
+                # the least-used cell of each column, ties broken at random
+                grid = lonely[:, None] * p.cells + np.arange(p.cells)
+                load = self.cell_segments[grid] + self.rng.random(grid.shape) * 0.5
+                chosen = grid[np.arange(len(lonely)), np.argmin(load, axis=1)].astype(np.int32)
+                winners.append(chosen)
+                if learn and len(self.winner_cells):
+                    learning.append(self._new_segments(chosen))
+                    grown.append(np.zeros(len(chosen), dtype=potential_count.dtype))
+        if learn:
+            segs = np.concatenate(learning).astype(np.int64)
+            if len(segs):
+                self._learn(segs, np.concatenate(grown), previous)
+        self.active_cells = new_active
+        self.winner_cells = np.unique(np.concatenate(winners)).astype(np.int32)
+        return raw
+
+    def _new_segments(self, owners: NDArray[np.int32]) -> NDArray[np.int64]:
+        """New empty segments for ``owners``; when the pool is full, the least recently used."""
+        p = self.params
+        n = len(owners)
+        free = p.max_segments - len(self.seg_cell)
+        fresh = min(n, max(free, 0))
+        ids: list[NDArray[np.int64]] = []
+        if fresh:
+            start = len(self.seg_cell)
+            self.seg_cell = np.concatenate([self.seg_cell, owners[:fresh]])
+            self.seg_used = np.concatenate([self.seg_used, np.full(fresh, self.rows)])
+            self.syn_cell = np.concatenate(
+                [self.syn_cell, np.full((fresh, p.max_synapses), -1, dtype=np.int32)]
+            )
+            self.syn_perm = np.concatenate(
+                [self.syn_perm, np.zeros((fresh, p.max_synapses), dtype=np.int16)]
+            )
+            ids.append(np.arange(start, start + fresh))
+        if n > fresh:
+            old = np.argpartition(self.seg_used, n - fresh)[: n - fresh]
+            np.subtract.at(self.cell_segments, self.seg_cell[old], 1)
+            self.seg_cell[old] = owners[fresh:]
+            self.syn_cell[old] = -1
+            self.syn_perm[old] = 0
+            ids.append(old.astype(np.int64))
+        np.add.at(self.cell_segments, owners, 1)
+        out = np.concatenate(ids)
+        self.seg_used[out] = self.rows
+        return out
+
+    def _learn(
+        self, segs: NDArray[np.int64], potential: NDArray[Any], previous: NDArray[np.bool_]
+    ) -> None:
+        """Reinforce the learning segments and grow synapses to the previous winner cells.
+
+        ``potential`` holds each segment's potential synapses onto the previous active cells.
+        """
+        p = self.params
+        syn = self.syn_cell[segs]
+        live = syn >= 0
+        step = np.where(previous[syn], _unit(p.increment), -_unit(p.decrement)) * live
+        perm = np.clip(self.syn_perm[segs] + step, 0, ONE).astype(np.int16)
+        dead = live & (perm <= 0)
+        syn[dead] = -1
+        perm[dead] = 0
+        grow = p.new_synapses - potential
+        candidates = self.winner_cells
+        needy = np.flatnonzero(grow > 0)
+        if len(candidates) and len(needy):
+            # each needy segment takes up to `grow` previous winners it lacks, in a random order,
+            # into its empty slots
+            sub = syn[needy]
+            present = (sub[:, :, None] == candidates[None, None, :]).any(axis=1)
+            order = np.argsort(self.rng.random(present.shape) + present * 2.0, axis=1)
+            empty_first = np.argsort(sub >= 0, axis=1, kind="stable")
+            k = np.minimum(np.minimum(grow[needy], (~present).sum(axis=1)), (sub < 0).sum(axis=1))
+            width = min(p.max_synapses, len(candidates))
+            take = np.arange(width)[None, :] < k[:, None]
+            rows, cols = np.nonzero(take)
+            slots = empty_first[rows, cols]
+            sub[rows, slots] = candidates[order[rows, cols]]
+            syn[needy] = sub
+            grown_perm = perm[needy]
+            grown_perm[rows, slots] = _unit(p.initial_permanence)
+            perm[needy] = grown_perm
+        self.syn_cell[segs] = syn
+        self.syn_perm[segs] = perm
+
+    def _likelihood(self, raw: float) -> float:
+        p = self.params
+        self.raw_history.append(raw)
+        self.recent.append(raw)
+        average = sum(self.recent) / len(self.recent)
+        n = len(self.raw_history)
+        if n <= p.learning_rows + p.estimation_rows:
+            return 0.5
+        if self.std == 0.0 or self.rows % p.reestimate_every == 0:
+            self._estimate()
+        tail = _tail(average, self.mean, self.std)
+        previous, self.previous_tail = self.previous_tail, tail
+        if tail <= 1e-5 and previous <= 1e-5:
+            tail = 1e-3  # a second very unlikely row in a row raises no second alarm
+        return 1.0 - tail
+
+    def _estimate(self) -> None:
+        """The normal distribution of the moving average of the raw scores seen after warm-up."""
+        p = self.params
+        raw = np.fromiter(self.raw_history, dtype=np.float64)
+        skip = (
+            max(0, min(p.learning_rows, len(raw) - p.estimation_rows))
+            if self.rows < p.history
+            else 0
+        )
+        raw = raw[skip:]
+        window = p.average_window
+        sums = np.convolve(raw, np.ones(window), mode="full")[: len(raw)]
+        counts = np.minimum(np.arange(1, len(raw) + 1), window)
+        averages = sums / counts
+        self.mean = max(float(averages.mean()), 0.03)
+        self.std = math.sqrt(max(float(averages.var()), 0.0003))
+
+    # -- state -----------------------------------------------------------------------------------
+
+    _ARRAYS = (
+        "sp_perm",
+        "sp_potential",
+        "tie_break",
+        "seg_cell",
+        "seg_used",
+        "syn_cell",
+        "syn_perm",
+        "cell_segments",
+        "active_cells",
+        "winner_cells",
+    )
+    _NUMBERS = (
+        "resolution",
+        "offset",
+        "seen_min",
+        "seen_max",
+        "rows",
+        "mean",
+        "std",
+        "previous_tail",
+    )
+
+    def to_bytes(self) -> bytes:
+        """The whole model, deterministic bytes (msgpack of arrays and numbers, deflated)."""
+        state = self.rng.bit_generator.state
+        blob: dict[str, Any] = {
+            "format": FORMAT,
+            "params": asdict(self.params),
+            "arrays": {
+                name: [str(a.dtype), list(a.shape), a.tobytes()]
+                for name in self._ARRAYS
+                for a in (getattr(self, name),)
+            },
+            "numbers": {name: getattr(self, name) for name in self._NUMBERS},
+            "raw_history": list(self.raw_history),
+            "recent": list(self.recent),
+            "calibration": self.calibration,
+            "rng": [
+                str(state["state"]["state"]),
+                str(state["state"]["inc"]),
+                state["has_uint32"],
+                state["uinteger"],
+            ],
+        }
+        return zlib.compress(msgpack.packb(blob, use_bin_type=True), 6)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HTM:
+        """A model from ``to_bytes``; ``InvalidArgument`` (one line) for anything else."""
+        try:
+            inflate = zlib.decompressobj()
+            packed = inflate.decompress(data, MAX_STATE_BYTES)
+            if inflate.unconsumed_tail:
+                raise ValueError("too large")
+            blob = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+            if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+                raise ValueError("not an HTM state of this format")
+            model = cls.__new__(cls)
+            model.params = Params(**blob["params"])
+            for name in cls._ARRAYS:
+                dtype, shape, raw = blob["arrays"][name]
+                setattr(
+                    model, name, np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+                )
+            for name in cls._NUMBERS:
+                setattr(model, name, blob["numbers"][name])
+            p = model.params
+            model.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
+            model.input_size = p.value_size + model.time_size
+            model.raw_history = deque(blob["raw_history"], maxlen=p.history)
+            model.recent = deque(blob["recent"], maxlen=p.average_window)
+            model.calibration = list(blob["calibration"])
+            model._derive()
+            state, inc, has32, uinteger = blob["rng"]
+            model.rng = np.random.Generator(np.random.PCG64())
+            model.rng.bit_generator.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": int(state), "inc": int(inc)},
+                "has_uint32": has32,
+                "uinteger": uinteger,
+            }
+            if model.sp_perm.shape != (p.columns, model.input_size):
+                raise ValueError("its arrays do not fit its parameters")
+        except InvalidArgument:
+            raise
+        except Exception as exc:
+            raise InvalidArgument(f"htm: not a saved model ({type(exc).__name__})") from None
+        return model
+
+    def memory_bytes(self) -> int:
+        """The bytes its arrays hold."""
+        return sum(getattr(self, name).nbytes for name in self._ARRAYS)
