@@ -40,16 +40,18 @@ ignore scopes and battery floors, which is what a simulation compares against.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from homeswarm.errors import InvalidArgument, LocalError
 from homeswarm.kernels import Needs
 
-from ._view import DeviceView
+from ._view import NO_EXECUTOR, DeviceView
 
 CONSTRAINTS = (
     "status",
@@ -123,9 +125,15 @@ class PolicyConfig:
 DEFAULT_CONFIG = PolicyConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class Exclusion:
-    """A device ruled out, by which constraint, and why in words."""
+_ID = attrgetter("id")
+_NO_EXECUTOR = frozenset(NO_EXECUTOR)
+_new = tuple.__new__  # builds a named tuple without its Python-level __new__, at a third the cost
+
+
+class Exclusion(NamedTuple):
+    """A device ruled out, by which constraint, and why in words. (A named tuple, not a frozen
+    dataclass: a decision builds one per device ruled out, and a tuple is built four times as
+    fast.)"""
 
     device: DeviceView
     constraint: str
@@ -135,9 +143,9 @@ class Exclusion:
         return f"{self.device.label}: {self.constraint}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A device that may run the kernel, with the parts of its score (seconds, joules)."""
+class Candidate(NamedTuple):
+    """A device that may run the kernel, with the parts of its score (seconds, joules). (A named
+    tuple, for the speed of building one per device, as ``Exclusion``.)"""
 
     device: DeviceView
     cost_s: float
@@ -166,27 +174,101 @@ class Candidate:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """Where a kernel should run: candidates best first, and the devices ruled out."""
+    """Where a kernel should run: candidates best first, and the devices ruled out.
 
-    kernel: str
-    needs: Needs
-    candidates: tuple[Candidate, ...]
-    excluded: tuple[Exclusion, ...]
-    policy: str = "swarm"
+    Immutable once built. ``place`` builds it deferred: its loop keeps each device's score as a
+    plain tuple and each exclusion as (id, device, constraint); the chosen candidate is the least
+    of those tuples, and the ranked ``candidates`` and the worded ``excluded`` are built the
+    first time they are read (an explanation costs more than the decision, and most decisions
+    are never explained). Either way a decision reads, compares and hashes the same.
+    """
+
+    __slots__ = ("_candidates", "_excluded", "_ranked", "_ruled_out", "_why", "kernel", "needs")
+    __slots__ += ("policy",)
+
+    def __init__(
+        self,
+        kernel: str,
+        needs: Needs,
+        candidates: tuple[Candidate, ...],
+        excluded: tuple[Exclusion, ...],
+        policy: str = "swarm",
+    ) -> None:
+        self.kernel = kernel
+        self.needs = needs
+        self.policy = policy
+        self._candidates: tuple[Candidate, ...] | None = tuple(candidates)
+        self._excluded: tuple[Exclusion, ...] | None = tuple(excluded)
+        self._ranked: list[_Scored] = []
+        self._ruled_out: list[tuple[str, DeviceView, str]] = []
+        self._why: _Why | None = None
+
+    @classmethod
+    def _deferred(
+        cls,
+        kernel: str,
+        needs: Needs,
+        ranked: list[_Scored],
+        ruled_out: list[tuple[str, DeviceView, str]],
+        why: _Why,
+    ) -> Decision:
+        self = cls.__new__(cls)
+        self.kernel, self.needs, self.policy = kernel, needs, "swarm"
+        self._candidates = self._excluded = None
+        self._ranked, self._ruled_out, self._why = ranked, ruled_out, why
+        return self
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        if self._candidates is None:
+            self._ranked.sort()
+            self._candidates = tuple([_candidate(s) for s in self._ranked])
+        return self._candidates
+
+    @property
+    def excluded(self) -> tuple[Exclusion, ...]:
+        if self._excluded is None:
+            why = self._why
+            assert why is not None
+            self._ruled_out.sort()
+            self._excluded = tuple(
+                [_new(Exclusion, (d, rule, why.detail(rule, d))) for _, d, rule in self._ruled_out]
+            )
+        return self._excluded
 
     @property
     def ok(self) -> bool:
-        return bool(self.candidates)
+        return bool(self._ranked if self._candidates is None else self._candidates)
 
     @property
     def chosen(self) -> Candidate | None:
-        return self.candidates[0] if self.candidates else None
+        if self._candidates is None:
+            return _candidate(min(self._ranked)) if self._ranked else None
+        return self._candidates[0] if self._candidates else None
 
     @property
     def device(self) -> DeviceView | None:
-        return self.candidates[0].device if self.candidates else None
+        if self._candidates is None:
+            return min(self._ranked)[3] if self._ranked else None
+        return self._candidates[0].device if self._candidates else None
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.kernel, self.needs, self.candidates, self.excluded, self.policy)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(kernel={self.kernel!r}, needs={self.needs!r}, "
+            f"candidates={self.candidates!r}, excluded={self.excluded!r}, policy={self.policy!r})"
+        )
 
     def refusal(self) -> str:
         """One line: why no device may run the kernel (empty if one may)."""
@@ -200,9 +282,10 @@ class Decision:
 
     def check(self) -> Candidate:
         """The chosen candidate, or ``Refused`` naming each device's constraint."""
-        if not self.candidates:
+        chosen = self.chosen
+        if chosen is None:
             raise Refused(self.refusal(), self)
-        return self.candidates[0]
+        return chosen
 
     def explain(self) -> list[dict[str, Any]]:
         """One entry per device: the chosen one first, then candidates, then those ruled out."""
@@ -249,7 +332,7 @@ def _round_ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-# -- the filter --------------------------------------------------------------------------------
+# -- the filter and the score ------------------------------------------------------------------
 
 
 def admit(
@@ -261,100 +344,8 @@ def admit(
     failed: Mapping[str, str] | None = None,
 ) -> Exclusion | None:
     """The first constraint that rules ``device`` out of running ``kernel``, or None."""
-    return _rule_out(kernel, needs, device, config, failed, every_rule=True)
-
-
-def _rule_out(
-    kernel: str,
-    needs: Needs,
-    device: DeviceView,
-    config: PolicyConfig,
-    failed: Mapping[str, str] | None,
-    *,
-    every_rule: bool,
-) -> Exclusion | None:
-    """``admit``; without ``every_rule``, only what no device could do anyway (the baselines:
-    they ignore the kernel's scope, accelerator, memory and battery floor)."""
-    if device.status != "alive":
-        return Exclusion(device, "status", f"is {device.status}")
-    if device.relay_only:
-        return Exclusion(device, "relay_only", "a blind relay runs no kernels")
-    if every_rule and needs.scope not in device.scopes:
-        held = ",".join(device.scopes) or "none"
-        return Exclusion(device, "scope", f"may not hold {needs.scope} data (scopes: {held})")
-    if not device.runs_kernels:
-        return Exclusion(device, "executor", f"runs no kernels (executor {device.executor!r})")
-    if kernel not in device.kernels:
-        return Exclusion(device, "kernel", f"does not have the kernel {kernel}")
-    wanted = needs.accelerator
-    if every_rule and wanted is not None and wanted not in device.accelerators:
-        return Exclusion(device, "accelerator", f"has no {wanted}")
-    if every_rule and device.memory_free_mb < needs.memory_mb:
-        return Exclusion(
-            device,
-            "memory",
-            f"{device.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB",
-        )
-    floored = device.role in config.floor_roles and device.on_battery
-    if every_rule and floored and needs.energy != "tiny":
-        floor = config.floor(needs.energy)
-        battery = device.battery_percent
-        assert battery is not None
-        if battery < floor:
-            return Exclusion(
-                device,
-                "battery",
-                f"on battery at {battery:.0f}%, below the {floor:.0f}% floor "
-                f"for {needs.energy} work",
-            )
-    if failed and device.id in failed:
-        return Exclusion(device, "failed", f"failed this run: {failed[device.id]}")
-    return None
-
-
-# -- the score ---------------------------------------------------------------------------------
-
-
-def _score(needs: Needs, d: DeviceView, work_s: float, config: PolicyConfig) -> Candidate:
-    speed = config.speed[d.role] * (1.0 - config.load_slowdown * d.cpu_percent / 100.0)
-    compute = work_s / speed
-    if d.local:
-        network = 0.0
-    else:
-        rtt = config.unknown_rtt_s if d.rtt_s is None else d.rtt_s
-        network = rtt + config.remote_overhead_s
-    queue = d.queue * compute
-    latency = network + queue + compute
-    energy = compute * config.watts[d.role]
-    if d.on_battery:
-        battery = d.battery_percent if d.battery_percent is not None else 0.0
-        price = config.battery_price + config.battery_drain_price * (100.0 - battery)
-    else:
-        price = 1.0
-    cost = latency + config.joule_s * energy * price
-    if needs.stateful and d.on_battery:
-        cost += config.stateful_battery_s
-    return Candidate(
-        device=d,
-        cost_s=cost,
-        latency_s=latency,
-        network_s=network,
-        queue_s=queue,
-        compute_s=compute,
-        energy_j=energy,
-        price=price,
-        over_budget=latency > needs.latency_budget_s,
-    )
-
-
-def _rank(c: Candidate) -> tuple[bool, float, str]:
-    return (c.over_budget, c.cost_s, c.device.id)
-
-
-def _check_view(view: Sequence[DeviceView]) -> None:
-    ids = {d.id for d in view}
-    if len(ids) != len(view):
-        raise InvalidArgument("a view lists each device once")
+    decision = _place(kernel, needs, (device,), config, None, failed, every_rule=True)
+    return decision.excluded[0] if decision.excluded else None
 
 
 def place(
@@ -384,20 +375,125 @@ def _place(
     *,
     every_rule: bool,
 ) -> Decision:
-    """``place``; without ``every_rule``, with the baselines' rules (see ``_rule_out``)."""
-    _check_view(view)
+    """``place``; without ``every_rule``, only what no device could do anyway (the baselines:
+    they ignore the kernel's scope, accelerator, memory and battery floor).
+
+    One pass over the view, the filter's rules in the module's order, then the score of each
+    device that passes; written as one flat loop with everything that depends only on the
+    kernel, its needs and the config hoisted out of it (a decision at 100 devices is a hundred
+    trips through this loop: a function call or a property per device would double it).
+    """
+    if len(set(map(_ID, view))) != len(view):
+        raise InvalidArgument("a view lists each device once")
     work = needs.compute_s if compute_s is None else compute_s
-    candidates: list[Candidate] = []
-    excluded: list[Exclusion] = []
+    scope = needs.scope
+    wanted = needs.accelerator if every_rule else None
+    memory = needs.memory_mb if every_rule else -math.inf
+    floor = config.floor(needs.energy) if every_rule else 0.0
+    floor_roles = config.floor_roles if floor > 0 else ()
+    budget = needs.latency_budget_s
+    stateful_s = config.stateful_battery_s if needs.stateful else 0.0
+    speed, watts = config.speed, config.watts
+    slowdown = config.load_slowdown
+    unknown_rtt = config.unknown_rtt_s
+    overhead = config.remote_overhead_s
+    joule_s = config.joule_s
+    price0, drain = config.battery_price, config.battery_drain_price
+    failed = failed or {}
+    ranked: list[_Scored] = []
+    out: list[tuple[str, DeviceView, str]] = []  # (id, device, constraint): worded when read
     for d in view:
-        out = _rule_out(kernel, needs, d, config, failed, every_rule=every_rule)
-        if out is None:
-            candidates.append(_score(needs, d, work, config))
-        else:
-            excluded.append(out)
-    candidates.sort(key=_rank)
-    excluded.sort(key=lambda e: e.device.id)
-    return Decision(kernel, needs, tuple(candidates), tuple(excluded))
+        if d.status != "alive":
+            out.append((d.id, d, "status"))
+        elif d.relay_only:
+            out.append((d.id, d, "relay_only"))
+        elif every_rule and scope not in d.scopes:
+            out.append((d.id, d, "scope"))
+        elif d.executor in _NO_EXECUTOR:
+            out.append((d.id, d, "executor"))
+        elif kernel not in d.kernels:
+            out.append((d.id, d, "kernel"))
+        elif wanted is not None and wanted not in d.accelerators:
+            out.append((d.id, d, "accelerator"))
+        elif d.memory_free_mb < memory:
+            out.append((d.id, d, "memory"))
+        elif (
+            (battery := d.battery_percent) is not None
+            and d.plugged is not True
+            and battery < floor
+            and d.role in floor_roles
+        ):
+            out.append((d.id, d, "battery"))
+        elif d.id in failed:
+            out.append((d.id, d, "failed"))
+        else:  # the score
+            role = d.role
+            compute = work / (speed[role] * (1.0 - slowdown * d.cpu_percent / 100.0))
+            if d.local:
+                network = 0.0
+            else:
+                rtt = d.rtt_s
+                network = (unknown_rtt if rtt is None else rtt) + overhead
+            queue = d.queue * compute
+            latency = network + queue + compute
+            energy = compute * watts[role]
+            if battery is not None and d.plugged is not True:
+                price = price0 + drain * (100.0 - battery)
+                cost = latency + joule_s * energy * price + stateful_s
+            else:
+                price = 1.0
+                cost = latency + joule_s * energy * price
+            # ranked by (over the budget, cost, id): plain tuples, compared in C (ids are
+            # unique, so a comparison never reaches the device)
+            over = latency > budget
+            ranked.append((over, cost, d.id, d, latency, network, queue, compute, energy, price))
+    return Decision._deferred(
+        kernel, needs, ranked, out, _new(_Why, (kernel, needs, floor, failed or None))
+    )
+
+
+# a candidate as ``_place`` keeps it: (over budget, cost, id, device, latency, network, queue,
+# compute, energy, price)
+_Scored = tuple[bool, float, str, DeviceView, float, float, float, float, float, float]
+
+
+def _candidate(s: _Scored) -> Candidate:
+    over, cost, _, d, latency, network, queue, compute, energy, price = s
+    return _new(Candidate, (d, cost, latency, network, queue, compute, energy, price, over))
+
+
+class _Why(NamedTuple):
+    """What the words of an exclusion need besides the device."""
+
+    kernel: str
+    needs: Needs
+    floor: float
+    failed: Mapping[str, str] | None
+
+    def detail(self, constraint: str, d: DeviceView) -> str:
+        needs = self.needs
+        if constraint == "status":
+            return f"is {d.status}"
+        if constraint == "relay_only":
+            return "a blind relay runs no kernels"
+        if constraint == "scope":
+            held = ",".join(d.scopes) or "none"
+            return f"may not hold {needs.scope} data (scopes: {held})"
+        if constraint == "executor":
+            return f"runs no kernels (executor {d.executor!r})"
+        if constraint == "kernel":
+            return f"does not have the kernel {self.kernel}"
+        if constraint == "accelerator":
+            return f"has no {needs.accelerator}"
+        if constraint == "memory":
+            return f"{d.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB"
+        if constraint == "battery":
+            return (
+                f"on battery at {d.battery_percent:.0f}%, below the {self.floor:.0f}% floor "
+                f"for {needs.energy} work"
+            )
+        assert self.failed is not None
+        return f"failed this run: {self.failed[d.id]}"
 
 
 # -- baselines ---------------------------------------------------------------------------------
