@@ -4,6 +4,8 @@
   ``DeviceView``s, plus baselines of the same shape for simulations;
 - executors: ``InlineExecutor`` (this process), ``RayExecutor`` (a Ray actor per kernel type),
   and the remote executor's messages (``RunRequest``, ``RunReply``);
+- ``Mesh``: the registry of long-lived kernel instances, in columns, placed, re-placed after a
+  death and rebalanced after a power change in batches, as the policy would one by one;
 - ``Runner``: place, run, re-place once on failure; and serve other devices' runs under this
   device's own policy.
 
@@ -20,6 +22,8 @@ from ._executors import (
     InlineExecutor,
     RunResult,
 )
+from ._mesh import STATES as MESH_STATES
+from ._mesh import Mesh, MeshChange
 from ._policy import (
     CONSTRAINTS,
     DEFAULT_CONFIG,
@@ -46,6 +50,7 @@ from ._view import NO_EXECUTOR, ROLES, STATUSES, DeviceView
 __all__ = [
     "CONSTRAINTS",
     "DEFAULT_CONFIG",
+    "MESH_STATES",
     "NO_EXECUTOR",
     "ROLES",
     "STATUSES",
@@ -61,6 +66,8 @@ __all__ = [
     "FallbackExecutor",
     "Host",
     "InlineExecutor",
+    "Mesh",
+    "MeshChange",
     "Outcome",
     "Policy",
     "PolicyConfig",
