@@ -35,7 +35,9 @@ device on battery pays for the charge it would spend, more the emptier it is.
 
 The baselines (``always_local``, ``always_server``, ``random_policy``, ``latency_greedy``) have the
 same shape and filter only what no device could do anyway (not alive, a relay, no executor): they
-ignore scopes and battery floors, which is what a simulation compares against.
+ignore scopes and battery floors, which is what a simulation compares against. A stronger one,
+``energy_greedy``, keeps every rule of the filter and takes the device whose run costs the least
+energy (at the battery's price), whatever the latency.
 """
 
 from __future__ import annotations
@@ -356,13 +358,17 @@ def place(
     config: PolicyConfig = DEFAULT_CONFIG,
     compute_s: float | None = None,
     failed: Mapping[str, str] | None = None,
+    calibration: Calibration | None = None,
 ) -> Decision:
     """Where ``kernel`` with ``needs`` should run in ``view``.
 
     ``compute_s`` is this input's compute on the reference device (default ``needs.compute_s``);
-    ``failed`` maps devices that already failed this run to what went wrong (re-placement).
+    ``failed`` maps devices that already failed this run to what went wrong (re-placement);
+    ``calibration`` scales each device's compute (and so its latency and energy) by what runs
+    of this kernel there have shown (none yet: the declaration, unscaled).
     """
-    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True)
+    ratios = calibration.ratios if calibration is not None else None
+    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True, ratios=ratios)
 
 
 def _place(
@@ -374,6 +380,7 @@ def _place(
     failed: Mapping[str, str] | None,
     *,
     every_rule: bool,
+    ratios: Mapping[tuple[str, str], float] | None = None,
 ) -> Decision:
     """``place``; without ``every_rule``, only what no device could do anyway (the baselines:
     they ignore the kernel's scope, accelerator, memory and battery floor).
@@ -429,6 +436,8 @@ def _place(
         else:  # the score
             role = d.role
             compute = work / (speed[role] * (1.0 - slowdown * d.cpu_percent / 100.0))
+            if ratios:
+                compute *= ratios.get((kernel, d.id), 1.0)
             if d.local:
                 network = 0.0
             else:
@@ -496,6 +505,70 @@ class _Why(NamedTuple):
         return f"failed this run: {self.failed[d.id]}"
 
 
+# -- calibration -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Estimate:
+    """Observed over predicted compute of one kernel on one device: an exponentially weighted
+    mean and variance (West, 1979) over ``runs`` runs; 1.0 before any run (the declaration)."""
+
+    ratio: float = 1.0
+    var: float = 0.0
+    runs: int = 0
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.var)
+
+
+class Calibration:
+    """Performance counters that teach the policy: per (kernel, device id), how much longer (or
+    shorter) runs took than the policy predicted, from the declaration on.
+
+    ``observe(kernel, device, predicted_s, observed_s)`` takes a run's compute as the decision
+    predicted it (with this calibration) and as it was measured; the weight of a new run is
+    ``1 / runs`` for the first ``1 / alpha`` runs (a plain mean: no cold-start bias) and
+    ``alpha`` after (it follows a device that changes). Pure: no clock, no I/O.
+    """
+
+    def __init__(self, *, alpha: float = 0.2) -> None:
+        if not 0 < alpha <= 1:
+            raise InvalidArgument(f"alpha must be in (0, 1], got {alpha!r}")
+        self.alpha = alpha
+        self.estimates: dict[tuple[str, str], Estimate] = {}
+        self.ratios: dict[tuple[str, str], float] = {}  # what ``place`` reads
+
+    def observe(self, kernel: str, device: str, predicted_s: float, observed_s: float) -> Estimate:
+        key = (kernel, device)
+        e = self.estimates.get(key)
+        if e is None:
+            e = self.estimates[key] = Estimate()
+        if not (predicted_s > 0 and observed_s >= 0 and math.isfinite(observed_s)):
+            return e
+        x = observed_s / predicted_s * e.ratio  # the uncalibrated prediction's ratio
+        e.runs += 1
+        w = max(self.alpha, 1.0 / e.runs)
+        delta = x - e.ratio
+        e.ratio += w * delta
+        e.var = (1.0 - w) * (e.var + w * delta * delta)
+        self.ratios[key] = e.ratio
+        return e
+
+    def stats(self) -> list[dict[str, Any]]:
+        """One row per (kernel, device): runs, observed/declared ratio and its spread."""
+        return [
+            {
+                "kernel": k,
+                "device": d,
+                "runs": e.runs,
+                "ratio": round(e.ratio, 4),
+                "sd": round(e.sd, 4),
+            }
+            for (k, d), e in sorted(self.estimates.items())
+        ]
+
+
 # -- baselines ---------------------------------------------------------------------------------
 
 
@@ -517,8 +590,9 @@ class Policy(Protocol):
 _Pick = Callable[[list[Candidate]], Candidate | None]
 
 
-def _baseline(name: str) -> Callable[[_Pick], Policy]:
-    """Turns how a baseline picks among the devices it may use (by id) into a ``Policy``."""
+def _baseline(name: str, *, every_rule: bool = False) -> Callable[[_Pick], Policy]:
+    """Turns how a baseline picks among the devices it may use (by id) into a ``Policy``;
+    with ``every_rule``, the devices it may use are those ``place`` allows."""
 
     def make(pick: _Pick) -> Policy:
         def decide(
@@ -530,7 +604,7 @@ def _baseline(name: str) -> Callable[[_Pick], Policy]:
             compute_s: float | None = None,
             failed: Mapping[str, str] | None = None,
         ) -> Decision:
-            able = _place(kernel, needs, view, config, compute_s, failed, every_rule=False)
+            able = _place(kernel, needs, view, config, compute_s, failed, every_rule=every_rule)
             candidates = sorted(able.candidates, key=lambda c: c.device.id)
             chosen = pick(candidates)
             passed = [
@@ -571,6 +645,13 @@ def latency_greedy(able: list[Candidate]) -> Candidate | None:
     return min(able, key=lambda c: (c.latency_s, c.device.id), default=None)
 
 
+@_baseline("energy-greedy", every_rule=True)
+def energy_greedy(able: list[Candidate]) -> Candidate | None:
+    """Baseline: among the devices our policy allows (scopes, floors, memory...), the one whose
+    run takes the least energy, weighed by the price of a battery's charge; latency ignored."""
+    return min(able, key=lambda c: (c.energy_j * c.price, c.device.id), default=None)
+
+
 def random_policy(rng: random.Random) -> Policy:
     """Baseline: any device able to run kernels, uniformly, drawn from ``rng``."""
 
@@ -589,6 +670,7 @@ def baselines(rng: random.Random) -> dict[str, Policy]:
         "always-server": always_server,
         "random": random_policy(rng),
         "latency-greedy": latency_greedy,
+        "energy-greedy": energy_greedy,
     }
 
 

@@ -17,6 +17,7 @@ from homeswarm.kernels import ENERGY_CLASSES, SCOPES, Needs, builtin_registry
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import (
     DEFAULT_CONFIG,
+    Calibration,
     DeviceView,
     PolicyConfig,
     Refused,
@@ -614,3 +615,51 @@ def test_the_fast_policy_on_views_of_a_hundred_devices():
             expected, ruled_out = _reference_place(kernel, needs, view, config, 0.3, {})
             assert [tuple(c) for c in decision.candidates] == expected
             assert [tuple(e) for e in decision.excluded] == ruled_out
+
+
+# ---- calibration from performance counters -------------------------------------------------------
+
+
+def test_calibration_learns_a_device_s_true_speed_and_the_policy_uses_it():
+    view = [laptop(local=True, rtt_s=0.0), server(rtt_s=0.003)]
+    needs = Needs(energy="large", compute_s=2.0)
+    assert names(place("heavy", needs, view)) == ["server", "laptop"]
+    calibration = Calibration()
+    # cold start: the declaration, unscaled (the same decision as without one)
+    assert place("heavy", needs, view, calibration=calibration) == place("heavy", needs, view)
+    rng = random.Random(1)
+    for run in range(1, 41):
+        decision = place("heavy", needs, view, calibration=calibration)
+        # the server is secretly three times slower than its role says; runs vary by 10%
+        chosen = decision.check()
+        truth = 3.0 if chosen.device.name == "server" else 1.0
+        observed = chosen.compute_s / calibration.ratios.get(("heavy", chosen.device.id), 1.0)
+        calibration.observe(
+            "heavy", chosen.device.id, chosen.compute_s, observed * truth * rng.uniform(0.9, 1.1)
+        )
+    learnt = calibration.estimates[("heavy", "server-id")]
+    assert learnt.ratio == pytest.approx(3.0, rel=0.1)
+    assert learnt.runs == 1  # one run taught it: the server was never chosen again
+    assert calibration.estimates[("heavy", "laptop-id")].runs == 39
+    # it now knows the laptop is faster for this kernel, and says so in the figures
+    decision = place("heavy", needs, view, calibration=calibration)
+    assert names(decision) == ["laptop", "server"]
+    server_now = next(c for c in decision.candidates if c.device.name == "server")
+    plain = next(c for c in place("heavy", needs, view).candidates if c.device.name == "server")
+    assert server_now.compute_s == pytest.approx(plain.compute_s * learnt.ratio)
+    rows = {(r["kernel"], r["device"]): r for r in calibration.stats()}
+    assert rows[("heavy", "server-id")]["runs"] == learnt.runs
+
+
+def test_calibration_weighs_runs_as_a_mean_then_exponentially():
+    c = Calibration(alpha=0.25)
+    for x in (2.0, 4.0, 6.0, 8.0):  # the first 1/alpha runs: a plain mean
+        c.observe("k", "d", 1.0 * c.ratios.get(("k", "d"), 1.0), x)
+    assert c.ratios[("k", "d")] == pytest.approx(5.0)
+    assert c.estimates[("k", "d")].sd > 1.0
+    c.observe("k", "d", 5.0, 10.0)  # then alpha: 5 + 0.25 * (10 - 5)
+    assert c.ratios[("k", "d")] == pytest.approx(6.25)
+    c.observe("k", "d", 0.0, 1.0)  # a run without a prediction teaches nothing
+    assert c.estimates[("k", "d")].runs == 5
+    with pytest.raises(InvalidArgument, match="alpha"):
+        Calibration(alpha=0.0)
