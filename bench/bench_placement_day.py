@@ -2,7 +2,7 @@
 and the offline optimum.
 
     python bench/bench_placement_day.py [--seed S] [--hours H] [--out DIR] [--json]
-    python bench/bench_placement_day.py --sweep N [--hours H] [--all]
+    python bench/bench_placement_day.py --sweep N [--hours H] [--start-hour H0] [--all]
 
 Runs the ``placement`` scenario (``swarm simulate placement``: the same figures, the same trace
 digest) over 24 simulated hours by default, every policy on the same trace drawn from the seed,
@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sweep(seeds: int, hours: float, every: bool) -> list[dict[str, Any]]:
+def sweep(seeds: int, hours: float, every: bool, start_hour: float) -> list[dict[str, Any]]:
     from homeswarm.placement import energy_greedy, place
     from homeswarm.simulations._placement import simulate_placement
 
@@ -38,7 +38,9 @@ def sweep(seeds: int, hours: float, every: bool) -> list[dict[str, Any]]:
     for seed in range(seeds):
         t0 = time.perf_counter()
         policies = None if every else {"swarm": place, "energy-greedy": energy_greedy}
-        r = simulate_placement(seed=seed, hours=hours, policies=policies, optimal=True)
+        r = simulate_placement(
+            seed=seed, hours=hours, start_hour=start_hour, policies=policies, optimal=True
+        )
         m = r.metrics
         row = {
             "seed": seed,
@@ -81,10 +83,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sweep", type=int, metavar="N", help="seeds 0..N-1")
     parser.add_argument("--all", action="store_true", help="with --sweep: every policy")
+    parser.add_argument(
+        "--start-hour", type=float, default=0.0, help="with --sweep: the window's start"
+    )
     args = parser.parse_args()
 
     if args.sweep:
-        rows = sweep(args.sweep, args.hours, args.all)
+        rows = sweep(args.sweep, args.hours, args.all, args.start_hour)
         if args.json:
             print(json.dumps(rows, indent=1))
             return

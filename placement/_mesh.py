@@ -79,8 +79,13 @@ def _table(event: str) -> npt.NDArray[np.uint8]:
 
 
 _EVENTS = {e: _table(e) for e in ("placed", "moved", "settled", "parked")}
-_COLUMNS = (("kernel", np.uint16), ("spec", np.uint32), ("scope", np.uint8))
-_COLUMNS += (("home", np.int32), ("state", np.uint8))
+_COLUMNS: tuple[tuple[str, type[np.generic]], ...] = (
+    ("kernel", np.uint16),
+    ("spec", np.uint32),
+    ("scope", np.uint8),
+    ("home", np.int32),
+    ("state", np.uint8),
+)
 
 
 @dataclass(frozen=True, slots=True)

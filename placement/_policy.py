@@ -186,8 +186,16 @@ class Decision:
     are never explained). Either way a decision reads, compares and hashes the same.
     """
 
-    __slots__ = ("_candidates", "_excluded", "_ranked", "_ruled_out", "_why", "kernel", "needs")
-    __slots__ += ("policy",)
+    __slots__ = (
+        "_candidates",
+        "_excluded",
+        "_ranked",
+        "_ruled_out",
+        "_why",
+        "kernel",
+        "needs",
+        "policy",
+    )
 
     def __init__(
         self,

@@ -18,7 +18,8 @@ nominal figure times a log-normal factor (sigma 0.4), as inputs vary. The policy
 figure (``compute_s``), as a kernel estimates it from its input.
 
 Then the same day runs once per policy (``swarm``, ``always-local``, ``always-server``,
-``random``, ``latency-greedy``), each in its own ``World`` from the same seed, side by side in
+``random``, ``latency-greedy``, ``energy-greedy``: the one baseline that keeps every rule of our
+filter, and ``optimal``), each in its own ``World`` from the same seed, side by side in
 virtual time. At each request, if the asking device is up, the policy gets the view that device's
 own peer has at that moment (its ``PlacementService.view()``: membership status, measured RTT,
 the gossiped state), with ``queue`` set as a real peer would know it (here: the runs waiting or
@@ -57,6 +58,22 @@ top level repeats our policy's headline figures. A privacy violation by our poli
 invariant violation (``privacy``). The phone's battery at the end is at the end of the run: over
 a whole day, after an hour on its charger (from 23:00); its lowest point and ``phone_empty_h``
 say more about the day.
+
+The offline optimum (``solve_optimum``): before any world runs, the device models alone are
+played through the trace (``offline_options``: for each request, every device up, awake,
+reachable and allowed by every rule of our filter, with the energy and latency of running it
+there), and a mixed-integer program (scipy's ``milp``, HiGHS) picks one device per request,
+knowing the whole future: least energy, a latency miss priced above any energy, no device given
+more compute per minute than its cores. Its plan runs as the ``optimal`` policy in a world of
+its own, measured like the others; ``metrics["energy_vs_optimal"]`` is our energy over its
+(every device's draw, idle included) and ``kernel_energy_vs_optimal`` the same for the energy
+the runs added; ``metrics["optimum"]`` says what the program found. The optimum is optimal for
+its model of the truth: it counts a cellular radio's tail whole (its models see no gossip that
+keeps the radio up anyway) and queueing only as capacity, so a policy can measure below it.
+
+With ``hidden_speed`` a device is truly slower (or faster) than its role says, in every world;
+with ``calibrate`` our policy learns from its runs' performance counters (``Calibration``) and
+``metrics["calibration"]`` lists what it learnt per (kernel, device).
 
 The trace digest covers every world's frames and membership changes and every decision.
 """
@@ -416,8 +433,8 @@ def offline_options(
         if asker is None or asker.id not in fresh:
             continue
         now = arrival.at
-        for model in fresh.values():
-            model.advance(now)
+        for each in fresh.values():
+            each.advance(now)
         if fresh[asker.id].period.asleep or fresh[asker.id].empty:
             continue  # lost, as by every policy
         workload = BY_NAME[arrival.kernel]
@@ -873,8 +890,12 @@ def solve_optimum(
     filter, on the device's state at the request) and the truth's (up, awake, reachable).
     """
     import numpy as np
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_array
+    from scipy.optimize import (  # type: ignore[import-untyped]
+        Bounds,
+        LinearConstraint,
+        milp,
+    )
+    from scipy.sparse import coo_array  # type: ignore[import-untyped]
 
     cost: list[float] = []
     rows: list[int] = []

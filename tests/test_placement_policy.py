@@ -628,7 +628,7 @@ def test_calibration_learns_a_device_s_true_speed_and_the_policy_uses_it():
     # cold start: the declaration, unscaled (the same decision as without one)
     assert place("heavy", needs, view, calibration=calibration) == place("heavy", needs, view)
     rng = random.Random(1)
-    for run in range(1, 41):
+    for _ in range(40):
         decision = place("heavy", needs, view, calibration=calibration)
         # the server is secretly three times slower than its role says; runs vary by 10%
         chosen = decision.check()
