@@ -45,7 +45,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from homeswarm.kernels import builtin_registry  # noqa: E402
 from homeswarm.kernels.testing import make_registry  # noqa: E402
-from homeswarm.placement import InlineExecutor, RayExecutor, RayRuntime, place  # noqa: E402
+from homeswarm.placement import (  # noqa: E402
+    DEFAULT_CONFIG,
+    InlineExecutor,
+    RayExecutor,
+    RayRuntime,
+    place,
+)
 from homeswarm.placement.testing import random_view  # noqa: E402
 
 TOPICS = ["the weather", "a song", "dinner", "the train", "a meeting", "my sister", "the garden"]
@@ -93,9 +99,20 @@ def bench_policy(quick: bool) -> dict[str, Any]:
             explained.append(t2 - t1)
             assert read[0][0].device is chosen
         decision = place("embed", embed.needs, view, compute_s=work)
+        # the plain policy (one function call per rule and per score, a candidate object per
+        # device: the reference the tests hold the fast one to), in the same run
+        from test_placement_policy import _reference_place
+
+        plain = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            _reference_place("embed", embed.needs, view, DEFAULT_CONFIG, work, {})
+            plain.append(time.perf_counter() - t0)
         out[str(n)] = {
             "p50_us": round(1e6 * pct(times, 0.5), 1),
             "p99_us": round(1e6 * pct(times, 0.99), 1),
+            "plain_p50_us": round(1e6 * pct(plain, 0.5), 1),
+            "ratio_vs_plain": round(pct(times, 0.5) / pct(plain, 0.5), 3),
             "explained_p50_us": round(1e6 * pct(explained, 0.5), 1),
             "candidates": len(decision.candidates),
             "samples": reps,
@@ -405,7 +422,8 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"  {n:>5} devices: p50 {r['p50_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
             f"(p50 {r['p50_us'] / loop:6.1f} us scaled to a 1.0 s loop; with the explanation read "
-            f"{r['explained_p50_us']:8.1f} us; {r['candidates']} candidates, "
+            f"{r['explained_p50_us']:8.1f} us; the plain reference {r['plain_p50_us']:8.1f} us,"
+            f" ratio {r['ratio_vs_plain']:.2f}x; {r['candidates']} candidates, "
             f"{r['samples']} samples)"
         )
     m = results.get("mesh")
