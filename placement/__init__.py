@@ -4,6 +4,8 @@
   ``DeviceView``s, plus baselines of the same shape for simulations;
 - executors: ``InlineExecutor`` (this process), ``RayExecutor`` (a Ray actor per kernel type),
   and the remote executor's messages (``RunRequest``, ``RunReply``);
+- ``Mesh``: the registry of long-lived kernel instances, in columns, placed, re-placed after a
+  death and rebalanced after a power change in batches, as the policy would one by one;
 - ``Runner``: place, run, re-place once on failure; and serve other devices' runs under this
   device's own policy.
 
@@ -20,11 +22,15 @@ from ._executors import (
     InlineExecutor,
     RunResult,
 )
+from ._mesh import STATES as MESH_STATES
+from ._mesh import Mesh, MeshChange
 from ._policy import (
     CONSTRAINTS,
     DEFAULT_CONFIG,
+    Calibration,
     Candidate,
     Decision,
+    Estimate,
     Exclusion,
     Policy,
     PolicyConfig,
@@ -33,6 +39,7 @@ from ._policy import (
     always_local,
     always_server,
     baselines,
+    energy_greedy,
     latency_greedy,
     place,
     random_policy,
@@ -46,13 +53,16 @@ from ._view import NO_EXECUTOR, ROLES, STATUSES, DeviceView
 __all__ = [
     "CONSTRAINTS",
     "DEFAULT_CONFIG",
+    "MESH_STATES",
     "NO_EXECUTOR",
     "ROLES",
     "STATUSES",
     "Attempt",
+    "Calibration",
     "Candidate",
     "Decision",
     "DeviceView",
+    "Estimate",
     "Exclusion",
     "Executor",
     "ExecutorFailed",
@@ -61,6 +71,8 @@ __all__ = [
     "FallbackExecutor",
     "Host",
     "InlineExecutor",
+    "Mesh",
+    "MeshChange",
     "Outcome",
     "Policy",
     "PolicyConfig",
@@ -77,6 +89,7 @@ __all__ = [
     "always_local",
     "always_server",
     "baselines",
+    "energy_greedy",
     "latency_greedy",
     "place",
     "random_policy",

@@ -35,21 +35,25 @@ device on battery pays for the charge it would spend, more the emptier it is.
 
 The baselines (``always_local``, ``always_server``, ``random_policy``, ``latency_greedy``) have the
 same shape and filter only what no device could do anyway (not alive, a relay, no executor): they
-ignore scopes and battery floors, which is what a simulation compares against.
+ignore scopes and battery floors, which is what a simulation compares against. A stronger one,
+``energy_greedy``, keeps every rule of the filter and takes the device whose run costs the least
+energy (at the battery's price), whatever the latency.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from homeswarm.errors import InvalidArgument, LocalError
 from homeswarm.kernels import Needs
 
-from ._view import DeviceView
+from ._view import NO_EXECUTOR, DeviceView
 
 CONSTRAINTS = (
     "status",
@@ -123,9 +127,15 @@ class PolicyConfig:
 DEFAULT_CONFIG = PolicyConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class Exclusion:
-    """A device ruled out, by which constraint, and why in words."""
+_ID = attrgetter("id")
+_NO_EXECUTOR = frozenset(NO_EXECUTOR)
+_new = tuple.__new__  # builds a named tuple without its Python-level __new__, at a third the cost
+
+
+class Exclusion(NamedTuple):
+    """A device ruled out, by which constraint, and why in words. (A named tuple, not a frozen
+    dataclass: a decision builds one per device ruled out, and a tuple is built four times as
+    fast.)"""
 
     device: DeviceView
     constraint: str
@@ -135,9 +145,9 @@ class Exclusion:
         return f"{self.device.label}: {self.constraint}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A device that may run the kernel, with the parts of its score (seconds, joules)."""
+class Candidate(NamedTuple):
+    """A device that may run the kernel, with the parts of its score (seconds, joules). (A named
+    tuple, for the speed of building one per device, as ``Exclusion``.)"""
 
     device: DeviceView
     cost_s: float
@@ -166,27 +176,109 @@ class Candidate:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """Where a kernel should run: candidates best first, and the devices ruled out."""
+    """Where a kernel should run: candidates best first, and the devices ruled out.
 
-    kernel: str
-    needs: Needs
-    candidates: tuple[Candidate, ...]
-    excluded: tuple[Exclusion, ...]
-    policy: str = "swarm"
+    Immutable once built. ``place`` builds it deferred: its loop keeps each device's score as a
+    plain tuple and each exclusion as (id, device, constraint); the chosen candidate is the least
+    of those tuples, and the ranked ``candidates`` and the worded ``excluded`` are built the
+    first time they are read (an explanation costs more than the decision, and most decisions
+    are never explained). Either way a decision reads, compares and hashes the same.
+    """
+
+    __slots__ = (
+        "_candidates",
+        "_excluded",
+        "_ranked",
+        "_ruled_out",
+        "_why",
+        "kernel",
+        "needs",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        kernel: str,
+        needs: Needs,
+        candidates: tuple[Candidate, ...],
+        excluded: tuple[Exclusion, ...],
+        policy: str = "swarm",
+    ) -> None:
+        self.kernel = kernel
+        self.needs = needs
+        self.policy = policy
+        self._candidates: tuple[Candidate, ...] | None = tuple(candidates)
+        self._excluded: tuple[Exclusion, ...] | None = tuple(excluded)
+        self._ranked: list[_Scored] = []
+        self._ruled_out: list[tuple[str, DeviceView, str]] = []
+        self._why: _Why | None = None
+
+    @classmethod
+    def _deferred(
+        cls,
+        kernel: str,
+        needs: Needs,
+        ranked: list[_Scored],
+        ruled_out: list[tuple[str, DeviceView, str]],
+        why: _Why,
+    ) -> Decision:
+        self = cls.__new__(cls)
+        self.kernel, self.needs, self.policy = kernel, needs, "swarm"
+        self._candidates = self._excluded = None
+        self._ranked, self._ruled_out, self._why = ranked, ruled_out, why
+        return self
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        if self._candidates is None:
+            self._ranked.sort()
+            self._candidates = tuple([_candidate(s) for s in self._ranked])
+        return self._candidates
+
+    @property
+    def excluded(self) -> tuple[Exclusion, ...]:
+        if self._excluded is None:
+            why = self._why
+            assert why is not None
+            self._ruled_out.sort()
+            self._excluded = tuple(
+                [_new(Exclusion, (d, rule, why.detail(rule, d))) for _, d, rule in self._ruled_out]
+            )
+        return self._excluded
 
     @property
     def ok(self) -> bool:
-        return bool(self.candidates)
+        return bool(self._ranked if self._candidates is None else self._candidates)
 
     @property
     def chosen(self) -> Candidate | None:
-        return self.candidates[0] if self.candidates else None
+        if self._candidates is None:
+            return _candidate(min(self._ranked)) if self._ranked else None
+        return self._candidates[0] if self._candidates else None
 
     @property
     def device(self) -> DeviceView | None:
-        return self.candidates[0].device if self.candidates else None
+        if self._candidates is None:
+            return min(self._ranked)[3] if self._ranked else None
+        return self._candidates[0].device if self._candidates else None
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.kernel, self.needs, self.candidates, self.excluded, self.policy)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(kernel={self.kernel!r}, needs={self.needs!r}, "
+            f"candidates={self.candidates!r}, excluded={self.excluded!r}, policy={self.policy!r})"
+        )
 
     def refusal(self) -> str:
         """One line: why no device may run the kernel (empty if one may)."""
@@ -200,9 +292,10 @@ class Decision:
 
     def check(self) -> Candidate:
         """The chosen candidate, or ``Refused`` naming each device's constraint."""
-        if not self.candidates:
+        chosen = self.chosen
+        if chosen is None:
             raise Refused(self.refusal(), self)
-        return self.candidates[0]
+        return chosen
 
     def explain(self) -> list[dict[str, Any]]:
         """One entry per device: the chosen one first, then candidates, then those ruled out."""
@@ -249,7 +342,7 @@ def _round_ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-# -- the filter --------------------------------------------------------------------------------
+# -- the filter and the score ------------------------------------------------------------------
 
 
 def admit(
@@ -261,100 +354,8 @@ def admit(
     failed: Mapping[str, str] | None = None,
 ) -> Exclusion | None:
     """The first constraint that rules ``device`` out of running ``kernel``, or None."""
-    return _rule_out(kernel, needs, device, config, failed, every_rule=True)
-
-
-def _rule_out(
-    kernel: str,
-    needs: Needs,
-    device: DeviceView,
-    config: PolicyConfig,
-    failed: Mapping[str, str] | None,
-    *,
-    every_rule: bool,
-) -> Exclusion | None:
-    """``admit``; without ``every_rule``, only what no device could do anyway (the baselines:
-    they ignore the kernel's scope, accelerator, memory and battery floor)."""
-    if device.status != "alive":
-        return Exclusion(device, "status", f"is {device.status}")
-    if device.relay_only:
-        return Exclusion(device, "relay_only", "a blind relay runs no kernels")
-    if every_rule and needs.scope not in device.scopes:
-        held = ",".join(device.scopes) or "none"
-        return Exclusion(device, "scope", f"may not hold {needs.scope} data (scopes: {held})")
-    if not device.runs_kernels:
-        return Exclusion(device, "executor", f"runs no kernels (executor {device.executor!r})")
-    if kernel not in device.kernels:
-        return Exclusion(device, "kernel", f"does not have the kernel {kernel}")
-    wanted = needs.accelerator
-    if every_rule and wanted is not None and wanted not in device.accelerators:
-        return Exclusion(device, "accelerator", f"has no {wanted}")
-    if every_rule and device.memory_free_mb < needs.memory_mb:
-        return Exclusion(
-            device,
-            "memory",
-            f"{device.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB",
-        )
-    floored = device.role in config.floor_roles and device.on_battery
-    if every_rule and floored and needs.energy != "tiny":
-        floor = config.floor(needs.energy)
-        battery = device.battery_percent
-        assert battery is not None
-        if battery < floor:
-            return Exclusion(
-                device,
-                "battery",
-                f"on battery at {battery:.0f}%, below the {floor:.0f}% floor "
-                f"for {needs.energy} work",
-            )
-    if failed and device.id in failed:
-        return Exclusion(device, "failed", f"failed this run: {failed[device.id]}")
-    return None
-
-
-# -- the score ---------------------------------------------------------------------------------
-
-
-def _score(needs: Needs, d: DeviceView, work_s: float, config: PolicyConfig) -> Candidate:
-    speed = config.speed[d.role] * (1.0 - config.load_slowdown * d.cpu_percent / 100.0)
-    compute = work_s / speed
-    if d.local:
-        network = 0.0
-    else:
-        rtt = config.unknown_rtt_s if d.rtt_s is None else d.rtt_s
-        network = rtt + config.remote_overhead_s
-    queue = d.queue * compute
-    latency = network + queue + compute
-    energy = compute * config.watts[d.role]
-    if d.on_battery:
-        battery = d.battery_percent if d.battery_percent is not None else 0.0
-        price = config.battery_price + config.battery_drain_price * (100.0 - battery)
-    else:
-        price = 1.0
-    cost = latency + config.joule_s * energy * price
-    if needs.stateful and d.on_battery:
-        cost += config.stateful_battery_s
-    return Candidate(
-        device=d,
-        cost_s=cost,
-        latency_s=latency,
-        network_s=network,
-        queue_s=queue,
-        compute_s=compute,
-        energy_j=energy,
-        price=price,
-        over_budget=latency > needs.latency_budget_s,
-    )
-
-
-def _rank(c: Candidate) -> tuple[bool, float, str]:
-    return (c.over_budget, c.cost_s, c.device.id)
-
-
-def _check_view(view: Sequence[DeviceView]) -> None:
-    ids = {d.id for d in view}
-    if len(ids) != len(view):
-        raise InvalidArgument("a view lists each device once")
+    decision = _place(kernel, needs, (device,), config, None, failed, every_rule=True)
+    return decision.excluded[0] if decision.excluded else None
 
 
 def place(
@@ -365,13 +366,17 @@ def place(
     config: PolicyConfig = DEFAULT_CONFIG,
     compute_s: float | None = None,
     failed: Mapping[str, str] | None = None,
+    calibration: Calibration | None = None,
 ) -> Decision:
     """Where ``kernel`` with ``needs`` should run in ``view``.
 
     ``compute_s`` is this input's compute on the reference device (default ``needs.compute_s``);
-    ``failed`` maps devices that already failed this run to what went wrong (re-placement).
+    ``failed`` maps devices that already failed this run to what went wrong (re-placement);
+    ``calibration`` scales each device's compute (and so its latency and energy) by what runs
+    of this kernel there have shown (none yet: the declaration, unscaled).
     """
-    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True)
+    ratios = calibration.ratios if calibration is not None else None
+    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True, ratios=ratios)
 
 
 def _place(
@@ -383,21 +388,193 @@ def _place(
     failed: Mapping[str, str] | None,
     *,
     every_rule: bool,
+    ratios: Mapping[tuple[str, str], float] | None = None,
 ) -> Decision:
-    """``place``; without ``every_rule``, with the baselines' rules (see ``_rule_out``)."""
-    _check_view(view)
+    """``place``; without ``every_rule``, only what no device could do anyway (the baselines:
+    they ignore the kernel's scope, accelerator, memory and battery floor).
+
+    One pass over the view, the filter's rules in the module's order, then the score of each
+    device that passes; written as one flat loop with everything that depends only on the
+    kernel, its needs and the config hoisted out of it (a decision at 100 devices is a hundred
+    trips through this loop: a function call or a property per device would double it).
+    """
+    if len(set(map(_ID, view))) != len(view):
+        raise InvalidArgument("a view lists each device once")
     work = needs.compute_s if compute_s is None else compute_s
-    candidates: list[Candidate] = []
-    excluded: list[Exclusion] = []
+    scope = needs.scope
+    wanted = needs.accelerator if every_rule else None
+    memory = needs.memory_mb if every_rule else -math.inf
+    floor = config.floor(needs.energy) if every_rule else 0.0
+    floor_roles = config.floor_roles if floor > 0 else ()
+    budget = needs.latency_budget_s
+    stateful_s = config.stateful_battery_s if needs.stateful else 0.0
+    speed, watts = config.speed, config.watts
+    slowdown = config.load_slowdown
+    unknown_rtt = config.unknown_rtt_s
+    overhead = config.remote_overhead_s
+    joule_s = config.joule_s
+    price0, drain = config.battery_price, config.battery_drain_price
+    failed = failed or {}
+    ranked: list[_Scored] = []
+    out: list[tuple[str, DeviceView, str]] = []  # (id, device, constraint): worded when read
     for d in view:
-        out = _rule_out(kernel, needs, d, config, failed, every_rule=every_rule)
-        if out is None:
-            candidates.append(_score(needs, d, work, config))
-        else:
-            excluded.append(out)
-    candidates.sort(key=_rank)
-    excluded.sort(key=lambda e: e.device.id)
-    return Decision(kernel, needs, tuple(candidates), tuple(excluded))
+        if d.status != "alive":
+            out.append((d.id, d, "status"))
+        elif d.relay_only:
+            out.append((d.id, d, "relay_only"))
+        elif every_rule and scope not in d.scopes:
+            out.append((d.id, d, "scope"))
+        elif d.executor in _NO_EXECUTOR:
+            out.append((d.id, d, "executor"))
+        elif kernel not in d.kernels:
+            out.append((d.id, d, "kernel"))
+        elif wanted is not None and wanted not in d.accelerators:
+            out.append((d.id, d, "accelerator"))
+        elif d.memory_free_mb < memory:
+            out.append((d.id, d, "memory"))
+        elif (
+            (battery := d.battery_percent) is not None
+            and d.plugged is not True
+            and battery < floor
+            and d.role in floor_roles
+        ):
+            out.append((d.id, d, "battery"))
+        elif d.id in failed:
+            out.append((d.id, d, "failed"))
+        else:  # the score
+            role = d.role
+            compute = work / (speed[role] * (1.0 - slowdown * d.cpu_percent / 100.0))
+            if ratios:
+                compute *= ratios.get((kernel, d.id), 1.0)
+            if d.local:
+                network = 0.0
+            else:
+                rtt = d.rtt_s
+                network = (unknown_rtt if rtt is None else rtt) + overhead
+            queue = d.queue * compute
+            latency = network + queue + compute
+            energy = compute * watts[role]
+            if battery is not None and d.plugged is not True:
+                price = price0 + drain * (100.0 - battery)
+                cost = latency + joule_s * energy * price + stateful_s
+            else:
+                price = 1.0
+                cost = latency + joule_s * energy * price
+            # ranked by (over the budget, cost, id): plain tuples, compared in C (ids are
+            # unique, so a comparison never reaches the device)
+            over = latency > budget
+            ranked.append((over, cost, d.id, d, latency, network, queue, compute, energy, price))
+    return Decision._deferred(
+        kernel, needs, ranked, out, _new(_Why, (kernel, needs, floor, failed or None))
+    )
+
+
+# a candidate as ``_place`` keeps it: (over budget, cost, id, device, latency, network, queue,
+# compute, energy, price)
+_Scored = tuple[bool, float, str, DeviceView, float, float, float, float, float, float]
+
+
+def _candidate(s: _Scored) -> Candidate:
+    over, cost, _, d, latency, network, queue, compute, energy, price = s
+    return _new(Candidate, (d, cost, latency, network, queue, compute, energy, price, over))
+
+
+class _Why(NamedTuple):
+    """What the words of an exclusion need besides the device."""
+
+    kernel: str
+    needs: Needs
+    floor: float
+    failed: Mapping[str, str] | None
+
+    def detail(self, constraint: str, d: DeviceView) -> str:
+        needs = self.needs
+        if constraint == "status":
+            return f"is {d.status}"
+        if constraint == "relay_only":
+            return "a blind relay runs no kernels"
+        if constraint == "scope":
+            held = ",".join(d.scopes) or "none"
+            return f"may not hold {needs.scope} data (scopes: {held})"
+        if constraint == "executor":
+            return f"runs no kernels (executor {d.executor!r})"
+        if constraint == "kernel":
+            return f"does not have the kernel {self.kernel}"
+        if constraint == "accelerator":
+            return f"has no {needs.accelerator}"
+        if constraint == "memory":
+            return f"{d.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB"
+        if constraint == "battery":
+            return (
+                f"on battery at {d.battery_percent:.0f}%, below the {self.floor:.0f}% floor "
+                f"for {needs.energy} work"
+            )
+        assert self.failed is not None
+        return f"failed this run: {self.failed[d.id]}"
+
+
+# -- calibration -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Estimate:
+    """Observed over predicted compute of one kernel on one device: an exponentially weighted
+    mean and variance (West, 1979) over ``runs`` runs; 1.0 before any run (the declaration)."""
+
+    ratio: float = 1.0
+    var: float = 0.0
+    runs: int = 0
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.var)
+
+
+class Calibration:
+    """Performance counters that teach the policy: per (kernel, device id), how much longer (or
+    shorter) runs took than the policy predicted, from the declaration on.
+
+    ``observe(kernel, device, predicted_s, observed_s)`` takes a run's compute as the decision
+    predicted it (with this calibration) and as it was measured; the weight of a new run is
+    ``1 / runs`` for the first ``1 / alpha`` runs (a plain mean: no cold-start bias) and
+    ``alpha`` after (it follows a device that changes). Pure: no clock, no I/O.
+    """
+
+    def __init__(self, *, alpha: float = 0.2) -> None:
+        if not 0 < alpha <= 1:
+            raise InvalidArgument(f"alpha must be in (0, 1], got {alpha!r}")
+        self.alpha = alpha
+        self.estimates: dict[tuple[str, str], Estimate] = {}
+        self.ratios: dict[tuple[str, str], float] = {}  # what ``place`` reads
+
+    def observe(self, kernel: str, device: str, predicted_s: float, observed_s: float) -> Estimate:
+        key = (kernel, device)
+        e = self.estimates.get(key)
+        if e is None:
+            e = self.estimates[key] = Estimate()
+        if not (predicted_s > 0 and observed_s >= 0 and math.isfinite(observed_s)):
+            return e
+        x = observed_s / predicted_s * e.ratio  # the uncalibrated prediction's ratio
+        e.runs += 1
+        w = max(self.alpha, 1.0 / e.runs)
+        delta = x - e.ratio
+        e.ratio += w * delta
+        e.var = (1.0 - w) * (e.var + w * delta * delta)
+        self.ratios[key] = e.ratio
+        return e
+
+    def stats(self) -> list[dict[str, Any]]:
+        """One row per (kernel, device): runs, observed/declared ratio and its spread."""
+        return [
+            {
+                "kernel": k,
+                "device": d,
+                "runs": e.runs,
+                "ratio": round(e.ratio, 4),
+                "sd": round(e.sd, 4),
+            }
+            for (k, d), e in sorted(self.estimates.items())
+        ]
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -421,8 +598,9 @@ class Policy(Protocol):
 _Pick = Callable[[list[Candidate]], Candidate | None]
 
 
-def _baseline(name: str) -> Callable[[_Pick], Policy]:
-    """Turns how a baseline picks among the devices it may use (by id) into a ``Policy``."""
+def _baseline(name: str, *, every_rule: bool = False) -> Callable[[_Pick], Policy]:
+    """Turns how a baseline picks among the devices it may use (by id) into a ``Policy``;
+    with ``every_rule``, the devices it may use are those ``place`` allows."""
 
     def make(pick: _Pick) -> Policy:
         def decide(
@@ -434,7 +612,7 @@ def _baseline(name: str) -> Callable[[_Pick], Policy]:
             compute_s: float | None = None,
             failed: Mapping[str, str] | None = None,
         ) -> Decision:
-            able = _place(kernel, needs, view, config, compute_s, failed, every_rule=False)
+            able = _place(kernel, needs, view, config, compute_s, failed, every_rule=every_rule)
             candidates = sorted(able.candidates, key=lambda c: c.device.id)
             chosen = pick(candidates)
             passed = [
@@ -475,6 +653,13 @@ def latency_greedy(able: list[Candidate]) -> Candidate | None:
     return min(able, key=lambda c: (c.latency_s, c.device.id), default=None)
 
 
+@_baseline("energy-greedy", every_rule=True)
+def energy_greedy(able: list[Candidate]) -> Candidate | None:
+    """Baseline: among the devices our policy allows (scopes, floors, memory...), the one whose
+    run takes the least energy, weighed by the price of a battery's charge; latency ignored."""
+    return min(able, key=lambda c: (c.energy_j * c.price, c.device.id), default=None)
+
+
 def random_policy(rng: random.Random) -> Policy:
     """Baseline: any device able to run kernels, uniformly, drawn from ``rng``."""
 
@@ -493,6 +678,7 @@ def baselines(rng: random.Random) -> dict[str, Policy]:
         "always-server": always_server,
         "random": random_policy(rng),
         "latency-greedy": latency_greedy,
+        "energy-greedy": energy_greedy,
     }
 
 

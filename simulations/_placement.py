@@ -18,7 +18,8 @@ nominal figure times a log-normal factor (sigma 0.4), as inputs vary. The policy
 figure (``compute_s``), as a kernel estimates it from its input.
 
 Then the same day runs once per policy (``swarm``, ``always-local``, ``always-server``,
-``random``, ``latency-greedy``), each in its own ``World`` from the same seed, side by side in
+``random``, ``latency-greedy``, ``energy-greedy``: the one baseline that keeps every rule of our
+filter, and ``optimal``), each in its own ``World`` from the same seed, side by side in
 virtual time. At each request, if the asking device is up, the policy gets the view that device's
 own peer has at that moment (its ``PlacementService.view()``: membership status, measured RTT,
 the gossiped state), with ``queue`` set as a real peer would know it (here: the runs waiting or
@@ -58,6 +59,22 @@ invariant violation (``privacy``). The phone's battery at the end is at the end 
 a whole day, after an hour on its charger (from 23:00); its lowest point and ``phone_empty_h``
 say more about the day.
 
+The offline optimum (``solve_optimum``): before any world runs, the device models alone are
+played through the trace (``offline_options``: for each request, every device up, awake,
+reachable and allowed by every rule of our filter, with the energy and latency of running it
+there), and a mixed-integer program (scipy's ``milp``, HiGHS) picks one device per request,
+knowing the whole future: least energy, a latency miss priced above any energy, no device given
+more compute per minute than its cores. Its plan runs as the ``optimal`` policy in a world of
+its own, measured like the others; ``metrics["energy_vs_optimal"]`` is our energy over its
+(every device's draw, idle included) and ``kernel_energy_vs_optimal`` the same for the energy
+the runs added; ``metrics["optimum"]`` says what the program found. The optimum is optimal for
+its model of the truth: it counts a cellular radio's tail whole (its models see no gossip that
+keeps the radio up anyway) and queueing only as capacity, so a policy can measure below it.
+
+With ``hidden_speed`` a device is truly slower (or faster) than its role says, in every world;
+with ``calibrate`` our policy learns from its runs' performance counters (``Calibration``) and
+``metrics["calibration"]`` lists what it learnt per (kernel, device).
+
 The trace digest covers every world's frames and membership changes and every decision.
 """
 
@@ -76,12 +93,15 @@ import trio
 from homeswarm.kernels import Kernel, Needs, Registry
 from homeswarm.placement import (
     DEFAULT_CONFIG,
+    Calibration,
     Decision,
     DeviceView,
     InlineExecutor,
     Policy,
     PolicyConfig,
+    admit,
     baselines,
+    place,
     violations,
 )
 from homeswarm.swarm import PlacementService
@@ -89,12 +109,20 @@ from homeswarm.transports import Link
 
 from ._harness import LAN, Result, Run, day_specs
 from ._invariants import Invariants
-from ._models import DeviceModel, DeviceProfile, load_models
+from ._models import DeviceModel, DeviceProfile, Models, load_models, path_between
 from ._stats import pct as _pct
 from ._stats import rounded
 from ._world import Device, World
 
-POLICIES = ("swarm", "always-local", "always-server", "random", "latency-greedy")
+POLICIES = (
+    "swarm",
+    "always-local",
+    "always-server",
+    "random",
+    "latency-greedy",
+    "energy-greedy",
+    "optimal",
+)
 SPEED = {"phone": 0.4, "laptop": 1.0, "server": 1.5}  # reference: a laptop core
 CORES = {"phone": 2, "laptop": 4, "server": 8}  # kernels at once; a kernel's share of the cpu
 LOAD_SLOWDOWN = 0.75  # compute slows by this times the device's background cpu share
@@ -335,6 +363,131 @@ def draw_trace(
 # ---- one policy's day ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One device that could run one request, and what that would cost in truth."""
+
+    device: str
+    wh: float  # compute and transfers, both ends, the radio's tail estimated
+    latency_s: float  # without queueing
+    compute_s: float
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Request ``index`` (at ``at``, with its latency budget) and the devices that could run it."""
+
+    index: int
+    at: float
+    budget_s: float
+    options: tuple[Option, ...]
+
+
+def _transfer_wh(
+    model: DeviceModel, now: float, sent: int, received: int, airtime: float, latency: float
+) -> float:
+    """What a remote run's transfers would cost a device (the request now, the reply after
+    ``latency``), as ``PolicyDay._transfer`` charges them: bytes on its access link, and on a
+    radio with a tail, the time the radio stays up beyond where it would be anyway."""
+    link = model.link
+    default = (3.5, 0.42) if link.radio_w else (2.26, 1.1)
+    per_sent, per_received = TRANSFER_UJ_PER_BYTE.get(link.name, default)
+    wh = (sent * per_sent + received * per_received) / 1e6 / 3600.0
+    tail = model.profile.radio_tail_s
+    if link.radio_w and tail:
+        first = max(0.0, now + airtime + tail - max(now, model.radio_on_until))
+        wh += link.radio_w * (first + min(latency, tail)) / 3600.0
+    return wh
+
+
+def offline_options(
+    world: World,
+    trace: Sequence[Arrival],
+    seconds: float,
+    *,
+    models: Models,
+    start_hour: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+) -> list[Options]:
+    """Every device that could run each request of the trace, with the truth of what it would
+    cost there, from the device models alone (what the optimum knows of the future): a device
+    could when it is up (not flat), awake and, for another device's request, reachable, and
+    every rule of the policy's filter holds on its state then (its real scopes and relay flag,
+    executor, memory, the battery floor on its modelled battery). Its cost: the energy of the
+    compute and of the transfers at both ends (the radio's tail counted whole: these models
+    see no gossip keeping it up) and the latency without queueing. ``world`` is not run: it
+    only names the devices and their settings."""
+    devices = world.devices
+    fresh = {
+        d.id: DeviceModel(d.spec.profile, models, start_hour=start_hour)
+        for d in devices
+        if d.spec.profile is not None
+    }
+    by_name = {d.name: d for d in devices}
+    out: list[Options] = []
+    for index, arrival in enumerate(trace):
+        if arrival.at >= seconds:
+            break
+        asker = by_name.get(arrival.device)
+        if asker is None or asker.id not in fresh:
+            continue
+        now = arrival.at
+        for each in fresh.values():
+            each.advance(now)
+        if fresh[asker.id].period.asleep or fresh[asker.id].empty:
+            continue  # lost, as by every policy
+        workload = BY_NAME[arrival.kernel]
+        needs = workload.needs
+        options: list[Option] = []
+        for device in devices:
+            model = fresh.get(device.id)
+            if model is None or model.period.asleep or model.empty:
+                continue
+            settings = device.identity.settings.device
+            entry = DeviceView(
+                id=device.id,
+                name=device.name,
+                role=device.spec.role,
+                battery_percent=model.percent,
+                plugged=model.plugged if model.percent is not None else None,
+                cpu_percent=min(100.0, model.cpu),
+                memory_free_mb=device.load.memory_free_mb,
+                scopes=settings.effective_scopes(),
+                relay_only=settings.relay_only,
+                executor="inline",
+                kernels=(arrival.kernel,),
+            )
+            if admit(arrival.kernel, needs, entry, config=config) is not None:
+                continue
+            role = device.spec.role
+            background = model.period.cpu
+            compute = arrival.work_s / (SPEED[role] * (1.0 - LOAD_SLOWDOWN * background / 100.0))
+            share = 100.0 * min(needs.cpu, CORES[role]) / CORES[role]
+            more = min(100.0, background + share) - min(100.0, background)
+            wh = more / 100.0 * model.profile.cpu_w * compute / 3600.0
+            latency = compute
+            if device is not asker:
+                mine = fresh[asker.id]
+                same = mine.period.place == model.period.place == "home"
+                link = path_between(mine.link, model.link, same)
+                one_way = link.latency + link.jitter / 2
+                bandwidth = link.bandwidth or math.inf
+                up = one_way + workload.in_bytes / bandwidth + REMOTE_OVERHEAD_S
+                down = one_way + workload.out_bytes / bandwidth
+                latency = up + compute + down
+                airtime = workload.in_bytes / bandwidth
+                wh += _transfer_wh(
+                    mine, now, workload.in_bytes, workload.out_bytes, airtime, latency
+                )
+                wh += _transfer_wh(
+                    model, now, workload.out_bytes, workload.in_bytes, airtime, latency
+                )
+            options.append(Option(device.name, wh, latency, compute, role))
+        out.append(Options(index, arrival.at, needs.latency_budget_s, tuple(options)))
+    return out
+
+
 @dataclass(slots=True)
 class _Job:
     origin: str
@@ -386,6 +539,9 @@ class PolicyDay:
     phone_empty_s: float = 0.0
     phone_series: list[tuple[float, float | None]] = field(default_factory=list)
     decisions: Any = field(default_factory=hashlib.sha256)
+    plan: Mapping[int, str] | None = None  # the optimum's choice, by request index
+    calibration: Calibration | None = None  # our policy learns compute from its runs
+    hidden: Mapping[str, float] = field(default_factory=dict)  # a device's true speed factor
     _slots: dict[str, list[float]] = field(default_factory=dict)
     _jobs: list[_Job] = field(default_factory=list)
     _cpu: dict[str, _Cpu] = field(default_factory=dict)
@@ -464,14 +620,37 @@ class PolicyDay:
         needs = workload.needs
         service = self.services.get(asker.id)
         config = service.config if service is not None else DEFAULT_CONFIG
-        decision = self.policy(
-            arrival.kernel,
-            needs,
-            self.view(asker, now),
-            config=config,
-            compute_s=arrival.work_s,
-            failed=failed or None,
-        )
+        view = self.view(asker, now)
+        target = self.plan.get(index) if self.plan is not None and not failed else None
+        if target is not None:
+            # the optimum knows the device is up (its view may not yet): the rest of the filter
+            # still applies; should it refuse (the battery differs a little in this world),
+            # the whole view is the fallback
+            planned = [replace(d, status="alive") for d in view if d.name == target]
+            decision = self.policy(
+                arrival.kernel, needs, planned, config=config, compute_s=arrival.work_s
+            )
+            if not decision.ok:
+                target = None
+        if target is None and self.calibration is not None:
+            decision = place(
+                arrival.kernel,
+                needs,
+                view,
+                config=config,
+                compute_s=arrival.work_s,
+                failed=failed or None,
+                calibration=self.calibration,
+            )
+        elif target is None:
+            decision = self.policy(
+                arrival.kernel,
+                needs,
+                view,
+                config=config,
+                compute_s=arrival.work_s,
+                failed=failed or None,
+            )
         chosen = decision.device
         if chosen is None:
             self.counts["refused"] += 1
@@ -488,7 +667,8 @@ class PolicyDay:
             nursery.start_soon(self._again, nursery, index, arrival, asker, chosen.id)
             return
         self._check(now, decision, device, config)
-        self._run(nursery, index, arrival, asker, device, waited)
+        predicted = decision.check().compute_s
+        self._run(nursery, index, arrival, asker, device, waited, predicted)
 
     async def _again(
         self, nursery: trio.Nursery, index: int, arrival: Arrival, asker: Device, bad: str
@@ -528,6 +708,7 @@ class PolicyDay:
         asker: Device,
         device: Device,
         waited: float,
+        predicted: float,
     ) -> None:
         now = trio.current_time()
         workload = BY_NAME[arrival.kernel]
@@ -547,7 +728,10 @@ class PolicyDay:
         if device.model is not None:
             device.model.advance(now)
             background = 0.0 if device.model.period.asleep else device.model.period.cpu
-        compute = arrival.work_s / (SPEED[role] * (1.0 - LOAD_SLOWDOWN * background / 100.0))
+        speed = SPEED[role] * self.hidden.get(device.name, 1.0)
+        compute = arrival.work_s / (speed * (1.0 - LOAD_SLOWDOWN * background / 100.0))
+        if self.calibration is not None:  # the run's performance counter
+            self.calibration.observe(arrival.kernel, device.id, predicted, compute)
         slots = self._slots[device.id]
         slot = min(range(len(slots)), key=lambda i: (slots[i], i))
         start = max(now + up, slots[slot])
@@ -665,6 +849,117 @@ class PolicyDay:
         }
 
 
+# ---- the offline optimum ---------------------------------------------------------------------
+
+MISS_WH = 1.0  # the optimum's price of a latency budget missed: more than any run's energy
+BUCKET_S = 60.0  # capacity: a device's cores times this, per window of this, of compute
+
+
+@dataclass(frozen=True, slots=True)
+class Optimum:
+    """The offline optimum's plan (request index -> device name) and what the program said."""
+
+    plan: dict[int, str]
+    status: str
+    estimated_kernel_wh: float
+    estimated_misses: int
+    requests: int
+    variables: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "estimated_kernel_wh": rounded(self.estimated_kernel_wh, 5),
+            "estimated_misses": self.estimated_misses,
+            "requests": self.requests,
+            "variables": self.variables,
+        }
+
+
+def solve_optimum(
+    requests: Sequence[Options], *, bucket_s: float = BUCKET_S, time_limit_s: float = 120.0
+) -> Optimum:
+    """The offline optimum over a whole trace, knowing its future: a mixed-integer program
+    (scipy's ``milp``, HiGHS).
+
+    One binary per (request, device that could run it): each request runs on exactly one of its
+    devices (a request with none is refused, as by any policy); minimise the energy of the runs
+    plus ``MISS_WH`` per run whose latency (without queueing) is over its budget; no device does
+    more compute in a window of ``bucket_s`` than its cores times the window (a penalised slack,
+    so the program is always feasible). The constraints are the policy's (every rule of its
+    filter, on the device's state at the request) and the truth's (up, awake, reachable).
+    """
+    import numpy as np
+    from scipy.optimize import (  # type: ignore[import-untyped]
+        Bounds,
+        LinearConstraint,
+        milp,
+    )
+    from scipy.sparse import coo_array  # type: ignore[import-untyped]
+
+    cost: list[float] = []
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    owner: list[tuple[Options, Option]] = []
+    capacity: dict[tuple[str, int], int] = {}
+    cap_rows: list[int] = []
+    cap_cols: list[int] = []
+    cap_vals: list[float] = []
+    cap_limit: list[float] = []
+    placed = [r for r in requests if r.options]
+    for row, request in enumerate(placed):
+        for option in request.options:
+            k = len(cost)
+            miss = option.latency_s > request.budget_s
+            cost.append(option.wh + (MISS_WH if miss else 0.0))
+            rows.append(row)
+            cols.append(k)
+            vals.append(1.0)
+            owner.append((request, option))
+            key = (option.device, int(request.at // bucket_s))
+            if key not in capacity:
+                capacity[key] = len(capacity)
+                cap_limit.append(CORES[option.role] * bucket_s)
+            cap_rows.append(capacity[key])
+            cap_cols.append(k)
+            cap_vals.append(min(option.compute_s, bucket_s * CORES[option.role]))
+    n, m = len(cost), len(capacity)
+    if n == 0:
+        return Optimum({}, "empty", 0.0, 0, 0, 0)
+    # slack per capacity row: seconds over, at a miss's price each
+    c = np.array(cost + [MISS_WH] * m)
+    assign = coo_array((vals, (rows, cols)), shape=(len(placed), n + m))
+    cap = coo_array(
+        (cap_vals + [-1.0] * m, (cap_rows + list(range(m)), cap_cols + list(range(n, n + m)))),
+        shape=(m, n + m),
+    )
+    upper = np.concatenate([np.ones(n), np.full(m, np.inf)])
+    result = milp(
+        c,
+        constraints=[
+            LinearConstraint(assign.tocsr(), 1.0, 1.0),
+            LinearConstraint(cap.tocsr(), -np.inf, np.array(cap_limit)),
+        ],
+        integrality=np.concatenate([np.ones(n), np.zeros(m)]),
+        bounds=Bounds(np.zeros(n + m), upper),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6},
+    )
+    if result.x is None:
+        return Optimum({}, f"failed: {result.message}", 0.0, 0, len(placed), n)
+    x = result.x[:n] > 0.5
+    plan: dict[int, str] = {}
+    wh = 0.0
+    misses = 0
+    for k in np.flatnonzero(x).tolist():
+        request, option = owner[k]
+        plan[request.index] = option.device
+        wh += option.wh
+        misses += option.latency_s > request.budget_s
+    status = "optimal" if result.status == 0 else f"stopped: {result.message}"
+    return Optimum(plan, status, wh, misses, len(placed), n)
+
+
 HEADLINE = (
     "kernels",
     "energy_wh",
@@ -682,12 +977,20 @@ HEADLINE = (
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to run: the day's start, the trace (None: drawn from the seed), the policies (None:
-    ours and every baseline) and a multiplier on the request rates."""
+    ours and every baseline), a multiplier on the request rates, and whether to add the
+    offline optimum (a program over the device models and the trace; its plan then runs in a
+    world of its own as the ``optimal`` policy); devices whose true speed is not what the policy
+    assumes (``hidden_speed``: a factor on ``SPEED``, every world), and whether our policy
+    calibrates its compute estimates from its runs (``calibrate``; then ``metrics["calibration"]``
+    says what it learnt)."""
 
     start_hour: float = 0.0
     trace: Sequence[Arrival] | None = None
     policies: Mapping[str, Policy] | None = None
     rate: float = 1.0
+    optimal: bool | None = None  # None: with every policy, not with some
+    hidden_speed: Mapping[str, float] = field(default_factory=dict)  # by device name
+    calibrate: bool = False  # our policy ("swarm") learns from its runs' counters
 
 
 async def run_placement(sim: Run) -> None:
@@ -705,10 +1008,11 @@ async def run_plan(sim: Run, plan: Plan) -> None:
         devices = [(s.name, s.profile) for s in specs]
         trace = draw_trace(rng, devices, sim.seconds, start_hour=plan.start_hour, rate=plan.rate)
     policies = plan.policies
+    optimal = plan.optimal if plan.optimal is not None else policies is None
     if policies is None:
         policies = baselines(random.Random(f"placement/{sim.seed}/random"))
-    days: list[PolicyDay] = []
-    for name, policy in policies.items():
+
+    def day_of(name: str, policy: Policy) -> PolicyDay:
         world = World(
             specs,
             seed=sim.seed,
@@ -716,9 +1020,22 @@ async def run_plan(sim: Run, plan: Plan) -> None:
             link=Link(LAN.latency, LAN.jitter, sim.loss),
             start_hour=plan.start_hour,
         )
-        day = PolicyDay(name, policy, world, Invariants(world))
+        day = PolicyDay(name, policy, world, Invariants(world), hidden=plan.hidden_speed)
+        if plan.calibrate and name == "swarm":
+            day.calibration = Calibration()
         world.services = day.host
-        days.append(day)
+        return day
+
+    days = [day_of(name, policy) for name, policy in policies.items()]
+    optimum = None
+    if optimal:
+        best = day_of("optimal", place)
+        requests = offline_options(
+            best.world, trace, sim.seconds, models=models, start_hour=plan.start_hour
+        )
+        optimum = solve_optimum(requests)
+        best.plan = optimum.plan
+        days.append(best)
     main = days[0]
     sim.world, sim.invariants = main.world, main.invariants
 
@@ -742,6 +1059,20 @@ async def run_plan(sim: Run, plan: Plan) -> None:
     per_policy = {day.name: day.metrics() for day in days}
     ours = per_policy.get("swarm", per_policy[main.name])
     sim.metrics.update({key: ours[key] for key in HEADLINE})
+    if optimum is not None:
+        best_m = per_policy["optimal"]
+        sim.metrics["energy_vs_optimal"] = _ratio(ours["energy_wh"], best_m["energy_wh"])
+        sim.metrics["kernel_energy_vs_optimal"] = _ratio(
+            sum(ours["kernel_wh"].values()), sum(best_m["kernel_wh"].values())
+        )
+        sim.metrics["optimum"] = optimum.to_json()
+    for day in days:
+        if day.calibration is not None:
+            names = {d.id: d.name for d in day.world.devices}
+            sim.metrics["calibration"] = [
+                {**row, "device": names.get(row["device"], row["device"])}
+                for row in day.calibration.stats()
+            ]
     sim.metrics["policies"] = per_policy
     sim.series["policies"] = per_policy
     sim.series["phone_battery"] = {day.name: day.phone_series for day in days}
@@ -755,6 +1086,10 @@ async def run_plan(sim: Run, plan: Plan) -> None:
     }
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 4)
+
+
 def simulate_placement(
     *,
     seed: int = 0,
@@ -765,10 +1100,21 @@ def simulate_placement(
     policies: Mapping[str, Policy] | None = None,
     rate: float = 1.0,
     models: Path | None = None,
+    optimal: bool | None = None,
+    hidden_speed: Mapping[str, float] | None = None,
+    calibrate: bool = False,
 ) -> Result:
     """The scenario with its knobs (tests and benchmarks): a window of the day from
     ``start_hour``, a given trace or a denser one (``rate``), some policies only."""
-    plan = Plan(start_hour=start_hour, trace=trace, policies=policies, rate=rate)
+    plan = Plan(
+        start_hour=start_hour,
+        trace=trace,
+        policies=policies,
+        rate=rate,
+        optimal=optimal,
+        hidden_speed=dict(hidden_speed or {}),
+        calibrate=calibrate,
+    )
     sim = Run("placement", peers, seed, hours * 3600.0, 0.0, models, None)
 
     async def body(sim: Run) -> None:

@@ -17,6 +17,7 @@ from homeswarm.kernels import ENERGY_CLASSES, SCOPES, Needs, builtin_registry
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import (
     DEFAULT_CONFIG,
+    Calibration,
     DeviceView,
     PolicyConfig,
     Refused,
@@ -466,3 +467,199 @@ TestChangingSwarm.settings = settings(max_examples=50, stateful_step_count=20, d
 def test_exports():
     for name in placement.__all__:
         assert getattr(placement, name) is not None
+
+
+# ---- the fast policy decides as the plain one did ------------------------------------------------
+# The policy's loop was flattened for speed (one pass, rules inlined, candidates kept as tuples
+# and explained when read). What follows is the policy as it was written before (rule by rule,
+# a scored candidate per device), kept here as the reference the fast one must equal exactly:
+# the same candidates in the same order with the same figures, the same exclusions in the same
+# words.
+
+
+def _reference_rule(
+    kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig, failed: dict[str, str]
+) -> tuple[str, str] | None:
+    if d.status != "alive":
+        return "status", f"is {d.status}"
+    if d.relay_only:
+        return "relay_only", "a blind relay runs no kernels"
+    if needs.scope not in d.scopes:
+        held = ",".join(d.scopes) or "none"
+        return "scope", f"may not hold {needs.scope} data (scopes: {held})"
+    if not d.runs_kernels:
+        return "executor", f"runs no kernels (executor {d.executor!r})"
+    if kernel not in d.kernels:
+        return "kernel", f"does not have the kernel {kernel}"
+    if needs.accelerator is not None and needs.accelerator not in d.accelerators:
+        return "accelerator", f"has no {needs.accelerator}"
+    if d.memory_free_mb < needs.memory_mb:
+        return "memory", f"{d.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB"
+    if d.role in config.floor_roles and d.on_battery and needs.energy != "tiny":
+        floor = config.floor(needs.energy)
+        assert d.battery_percent is not None
+        if d.battery_percent < floor:
+            return "battery", (
+                f"on battery at {d.battery_percent:.0f}%, below the {floor:.0f}% floor "
+                f"for {needs.energy} work"
+            )
+    if d.id in failed:
+        return "failed", f"failed this run: {failed[d.id]}"
+    return None
+
+
+def _reference_score(
+    needs: Needs, d: DeviceView, work: float, config: PolicyConfig
+) -> tuple[object, ...]:
+    speed = config.speed[d.role] * (1.0 - config.load_slowdown * d.cpu_percent / 100.0)
+    compute = work / speed
+    if d.local:
+        network = 0.0
+    else:
+        rtt = config.unknown_rtt_s if d.rtt_s is None else d.rtt_s
+        network = rtt + config.remote_overhead_s
+    queue = d.queue * compute
+    latency = network + queue + compute
+    energy = compute * config.watts[d.role]
+    if d.on_battery:
+        battery = d.battery_percent if d.battery_percent is not None else 0.0
+        price = config.battery_price + config.battery_drain_price * (100.0 - battery)
+    else:
+        price = 1.0
+    cost = latency + config.joule_s * energy * price
+    if needs.stateful and d.on_battery:
+        cost += config.stateful_battery_s
+    over = latency > needs.latency_budget_s
+    return (d, cost, latency, network, queue, compute, energy, price, over)
+
+
+def _reference_place(
+    kernel: str,
+    needs: Needs,
+    view: list[DeviceView],
+    config: PolicyConfig,
+    work: float,
+    failed: dict[str, str],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    candidates, excluded = [], []
+    for d in view:
+        out = _reference_rule(kernel, needs, d, config, failed)
+        if out is None:
+            candidates.append(_reference_score(needs, d, work, config))
+        else:
+            excluded.append((d, *out))
+    candidates.sort(key=lambda c: (c[8], c[1], c[0].id))  # type: ignore[attr-defined]
+    excluded.sort(key=lambda e: e[0].id)  # type: ignore[attr-defined]
+    return candidates, excluded
+
+
+def _on_the_edges(view: list[DeviceView], rng: random.Random) -> list[DeviceView]:
+    """``view`` with batteries on round figures (some exactly on a floor)."""
+    out = []
+    for d in view:
+        if d.battery_percent is not None and rng.random() < 0.5:
+            d = replace(d, battery_percent=float(rng.choice(range(0, 101, 10))))
+        out.append(d)
+    return out
+
+
+fast_needs = st.builds(
+    Needs,
+    scope=st.sampled_from(SCOPES),
+    energy=st.sampled_from(ENERGY_CLASSES),
+    memory_mb=st.floats(0, 4000) | st.sampled_from([100.0, 32000.0]),
+    accelerator=st.none() | st.none() | st.sampled_from(["gpu", "npu"]),
+    latency_budget_s=st.floats(0.01, 2),
+    stateful=st.booleans(),
+    compute_s=st.floats(0, 5),
+)
+round_floors = st.sampled_from([float(f) for f in range(0, 101, 10)])
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(("embed", "classify", "echo", "heavy")),
+    fast_needs,
+    st.integers(1, 60),
+    st.builds(PolicyConfig, floor_small=round_floors, floor_medium=round_floors),
+    st.none() | st.floats(0, 10),
+    st.integers(0, 2**32),
+)
+def test_the_fast_policy_decides_exactly_as_the_plain_one(kernel, needs, n, config, work, seed):
+    rng = random.Random(seed)
+    view = _on_the_edges(random_view(rng, max(n, rng.randrange(1, 60))), rng)
+    failed = {d.id: f"reason {i}" for i, d in enumerate(view) if rng.random() < 0.1}
+    decision = place(kernel, needs, view, config=config, compute_s=work, failed=failed)
+    chosen = decision.device  # read before the explanation: the deferred path
+    ok = decision.ok
+    expected, ruled_out = _reference_place(
+        kernel, needs, view, config, needs.compute_s if work is None else work, failed
+    )
+    assert [tuple(c) for c in decision.candidates] == expected
+    assert [tuple(e) for e in decision.excluded] == ruled_out
+    assert chosen is (expected[0][0] if expected else None)
+    assert ok == bool(expected)
+    for d in view:  # admit is the same filter, one device at a time
+        one = admit(kernel, needs, d, config=config, failed=failed)
+        assert (None if one is None else tuple(one)) == next(
+            (e for e in ruled_out if e[0] is d), None
+        )
+
+
+def test_the_fast_policy_on_views_of_a_hundred_devices():
+    for seed in range(30):
+        view = random_view(random.Random(seed), 100)
+        for kernel, needs in (("embed", EMBED.needs), ("heavy", Needs(energy="large"))):
+            config = DEFAULT_CONFIG
+            decision = place(kernel, needs, view, config=config, compute_s=0.3)
+            expected, ruled_out = _reference_place(kernel, needs, view, config, 0.3, {})
+            assert [tuple(c) for c in decision.candidates] == expected
+            assert [tuple(e) for e in decision.excluded] == ruled_out
+
+
+# ---- calibration from performance counters -------------------------------------------------------
+
+
+def test_calibration_learns_a_device_s_true_speed_and_the_policy_uses_it():
+    view = [laptop(local=True, rtt_s=0.0), server(rtt_s=0.003)]
+    needs = Needs(energy="large", compute_s=2.0)
+    assert names(place("heavy", needs, view)) == ["server", "laptop"]
+    calibration = Calibration()
+    # cold start: the declaration, unscaled (the same decision as without one)
+    assert place("heavy", needs, view, calibration=calibration) == place("heavy", needs, view)
+    rng = random.Random(1)
+    for _ in range(40):
+        decision = place("heavy", needs, view, calibration=calibration)
+        # the server is secretly three times slower than its role says; runs vary by 10%
+        chosen = decision.check()
+        truth = 3.0 if chosen.device.name == "server" else 1.0
+        observed = chosen.compute_s / calibration.ratios.get(("heavy", chosen.device.id), 1.0)
+        calibration.observe(
+            "heavy", chosen.device.id, chosen.compute_s, observed * truth * rng.uniform(0.9, 1.1)
+        )
+    learnt = calibration.estimates[("heavy", "server-id")]
+    assert learnt.ratio == pytest.approx(3.0, rel=0.1)
+    assert learnt.runs == 1  # one run taught it: the server was never chosen again
+    assert calibration.estimates[("heavy", "laptop-id")].runs == 39
+    # it now knows the laptop is faster for this kernel, and says so in the figures
+    decision = place("heavy", needs, view, calibration=calibration)
+    assert names(decision) == ["laptop", "server"]
+    server_now = next(c for c in decision.candidates if c.device.name == "server")
+    plain = next(c for c in place("heavy", needs, view).candidates if c.device.name == "server")
+    assert server_now.compute_s == pytest.approx(plain.compute_s * learnt.ratio)
+    rows = {(r["kernel"], r["device"]): r for r in calibration.stats()}
+    assert rows[("heavy", "server-id")]["runs"] == learnt.runs
+
+
+def test_calibration_weighs_runs_as_a_mean_then_exponentially():
+    c = Calibration(alpha=0.25)
+    for x in (2.0, 4.0, 6.0, 8.0):  # the first 1/alpha runs: a plain mean
+        c.observe("k", "d", 1.0 * c.ratios.get(("k", "d"), 1.0), x)
+    assert c.ratios[("k", "d")] == pytest.approx(5.0)
+    assert c.estimates[("k", "d")].sd > 1.0
+    c.observe("k", "d", 5.0, 10.0)  # then alpha: 5 + 0.25 * (10 - 5)
+    assert c.ratios[("k", "d")] == pytest.approx(6.25)
+    c.observe("k", "d", 0.0, 1.0)  # a run without a prediction teaches nothing
+    assert c.estimates[("k", "d")].runs == 5
+    with pytest.raises(InvalidArgument, match="alpha"):
+        Calibration(alpha=0.0)

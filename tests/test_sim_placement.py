@@ -28,11 +28,15 @@ from homeswarm.placement import (
 from homeswarm.simulations import load_models
 from homeswarm.simulations._placement import (
     FAIL_S,
+    MISS_WH,
     POLICIES,
     WORKLOADS,
     Arrival,
+    Option,
+    Options,
     draw_trace,
     simulate_placement,
+    solve_optimum,
 )
 from homeswarm.simulations._plots import write_outputs
 
@@ -120,6 +124,77 @@ def test_the_same_seed_gives_the_same_metrics_and_digest(morning):
     assert again.trace_digest == morning.trace_digest
 
 
+# ---- the offline optimum and the stronger baseline -----------------------------------------------
+
+
+def test_the_optimum_is_the_program_s_exact_answer():
+    def opt(device: str, wh: float, latency: float = 0.1, compute: float = 1.0) -> Option:
+        return Option(device, wh, latency, compute, "phone" if device == "a" else "server")
+
+    requests = [
+        # three heavy runs in one minute: the phone (2 cores: 120 s a minute) is cheapest for
+        # each, but takes only two; the one that costs least more elsewhere goes elsewhere
+        Options(0, 1.0, 100.0, (opt("a", 1e-3, compute=50.0), opt("b", 5e-3, compute=30.0))),
+        Options(1, 2.0, 100.0, (opt("a", 2e-3, compute=50.0), opt("b", 3e-3, compute=30.0))),
+        Options(2, 3.0, 100.0, (opt("a", 1e-3, compute=50.0), opt("b", 3e-3, compute=30.0))),
+        # the cheapest device would miss the budget: a miss costs more than any energy
+        Options(3, 4.0, 1.0, (opt("a", 1e-4, latency=2.0), opt("b", 1e-2, latency=0.5))),
+        # nowhere to run: not in the plan (refused, as by any policy)
+        Options(4, 5.0, 1.0, ()),
+    ]
+    best = solve_optimum(requests)
+    assert best.status == "optimal"
+    assert best.plan == {0: "a", 1: "b", 2: "a", 3: "b"}
+    assert best.estimated_misses == 0
+    assert best.estimated_kernel_wh == pytest.approx(1e-3 + 3e-3 + 1e-3 + 1e-2)
+    assert (best.requests, best.variables) == (4, 8)
+    # with room for all three, each goes to its cheapest; a miss when nothing else can run
+    roomy = [replace(r, at=60.0 * i) for i, r in enumerate(requests[:3])]
+    only = [Options(9, 0.0, 1.0, (opt("a", 1e-4, latency=2.0),))]
+    relaxed = solve_optimum(roomy + only)
+    assert relaxed.plan == {0: "a", 1: "a", 2: "a", 9: "a"}
+    assert relaxed.estimated_misses == 1
+    assert MISS_WH > 1e-2
+
+
+def test_the_optimum_and_the_energy_greedy_baseline_keep_every_rule(morning):
+    m = morning.metrics
+    policies = m["policies"]
+    best = policies["optimal"]
+    assert m["optimum"]["status"] == "optimal"
+    assert m["optimum"]["requests"] == best["kernels"] - best["lost"] > 20
+    for name in ("optimal", "energy-greedy"):
+        assert policies[name]["privacy_violations"] == 0
+        assert policies[name]["rules_broken"] == {}
+        assert policies[name]["refused"] == 0
+    assert best["budget_misses"] == 0
+    ours = policies["swarm"]
+    assert m["energy_vs_optimal"] == round(ours["energy_wh"] / best["energy_wh"], 4)
+    kernels = sum(ours["kernel_wh"].values()) / sum(best["kernel_wh"].values())
+    assert m["kernel_energy_vs_optimal"] == round(kernels, 4)
+    # the energy-greedy baseline sends everything it may to the server, budgets or not
+    assert policies["energy-greedy"]["budget_misses"] > ours["budget_misses"]
+
+
+def test_our_policy_learns_a_server_secretly_four_times_slower():
+    window = {**MORNING, "policies": {"swarm": place}, "hidden_speed": {"server": 0.25}}
+    blind = simulate_placement(**window)
+    taught = simulate_placement(**window, calibrate=True)
+    assert "calibration" not in blind.metrics
+    learnt = {(r["kernel"], r["device"]): r for r in taught.metrics["calibration"]}
+    on_server = [r for (_, device), r in learnt.items() if device == "server"]
+    assert on_server
+    for row in on_server:  # the truth, from its first run on
+        assert row["ratio"] == pytest.approx(4.0, rel=0.01)
+    assert all(
+        r["ratio"] == pytest.approx(1.0, rel=0.01) for r in learnt.values() if r not in on_server
+    )
+    b, t = blind.metrics["policies"]["swarm"], taught.metrics["policies"]["swarm"]
+    assert t["placed_on"]["server"] < b["placed_on"]["server"] / 2
+    assert t["latency_p95_s"] < b["latency_p95_s"]
+    assert t["privacy_violations"] == 0
+
+
 # ---- the invariant and the re-placement ----------------------------------------------------------
 
 
@@ -192,6 +267,7 @@ def test_cli_json_has_the_standard_shape_and_the_policies(capsys):
     assert (out["scenario"], out["peers"], out["seed"]) == ("placement", 3, 2)
     m = out["metrics"]
     assert set(POLICIES) == set(m["policies"])
+    assert m["energy_vs_optimal"] > 0
     headline = {
         "kernels",
         "energy_wh",
