@@ -30,7 +30,7 @@ from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, parse_b
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster
-from ._logs import open_log
+from ._logs import close_log, open_log
 from ._peer import Peer, PeerOptions
 from ._placement_service import device_capabilities
 from ._service import device_services
@@ -313,7 +313,6 @@ def run_up(home: Path, *, listen: list[str] | None = None, mdns: bool = True) ->
         trio.run(partial(_until_signal, Daemon(identity, listen=listen, mdns=mdns), banner=True))
     finally:
         log.info("stopped")
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        close_log(handler)
     print("swarm up: left the swarm and stopped", flush=True)
     return 0

@@ -46,6 +46,8 @@ class JsonLines(logging.Formatter):
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
     """RotatingFileHandler whose files are created 0600, whatever the umask."""
 
+    previous_root_level: int = logging.NOTSET
+
     def _open(self) -> IO[str]:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8")
@@ -61,10 +63,25 @@ def open_log(home: Path, level: int = logging.INFO) -> logging.Handler:
     handler.setFormatter(JsonLines())
     handler.setLevel(level)
     root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > level or root.level == logging.NOTSET:
+    handler.previous_root_level = root.level
+    if root.level > level:
+        # the terminal's handler keeps showing what it showed (`-v`), the file gets ``level``
+        for other in root.handlers:
+            if other.level == logging.NOTSET:
+                other.setLevel(root.level)
         root.setLevel(level)
+    root.addHandler(handler)
     return handler
+
+
+def close_log(handler: logging.Handler) -> None:
+    """Detach what ``open_log`` attached, and put the root logger's level back."""
+    root = logging.getLogger()
+    root.removeHandler(handler)
+    handler.close()
+    previous = getattr(handler, "previous_root_level", None)
+    if previous is not None:
+        root.setLevel(previous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,4 +183,13 @@ def _at_least(level: str, floor: int) -> bool:
     return level in LEVELS and LEVELS.index(level) >= floor
 
 
-__all__ = ["LEVELS", "Entry", "follow_log", "log_path", "open_log", "parse_line", "read_log"]
+__all__ = [
+    "LEVELS",
+    "Entry",
+    "close_log",
+    "follow_log",
+    "log_path",
+    "open_log",
+    "parse_line",
+    "read_log",
+]

@@ -18,6 +18,7 @@ from homeswarm.swarm._control import ask_async
 from homeswarm.swarm._control_client import ControlFailure
 from homeswarm.swarm._logs import (
     BACKUPS,
+    close_log,
     follow_log,
     log_path,
     open_log,
@@ -34,8 +35,7 @@ def logged(tmp_path):
     home.mkdir()
     handler = open_log(home, logging.DEBUG)
     yield home, handler
-    logging.getLogger().removeHandler(handler)
-    handler.close()
+    close_log(handler)
 
 
 def test_entries_are_json_lines_in_private_files(logged):
@@ -155,8 +155,7 @@ async def test_a_working_peer_logs_none_of_its_secrets(tmp_path):
             with pytest.raises(ControlFailure):
                 await ask_async(ident.home, "vault.get", key="facts/missing-7f3a")
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        close_log(handler)
     text = log_path(ident.home).read_text()
     assert got
     assert text  # the peer did log
