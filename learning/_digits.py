@@ -35,7 +35,7 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
             data, target = table[:, :-1], table[:, -1]
             break
     else:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 
         bunch = load_digits()
         data, target = bunch.data, bunch.target

@@ -36,15 +36,18 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _opacus() -> tuple[Any, Any, Any]:
+    """Opacus's accountants, its RDP analysis and its utilities (imported on first use)."""
+    from opacus import accountants  # type: ignore[import-untyped]
+    from opacus.accountants import utils  # type: ignore[import-untyped]
+    from opacus.accountants.analysis import rdp  # type: ignore[import-untyped]
+
+    return accountants, rdp, utils
+
+
 def _accountant(kind: str, history: list[tuple[float, float, int]]) -> Any:
-    if kind == "rdp":
-        from opacus.accountants import RDPAccountant
-
-        accountant: Any = RDPAccountant()
-    else:
-        from opacus.accountants import PRVAccountant
-
-        accountant = PRVAccountant()
+    accountants, _, _ = _opacus()
+    accountant = accountants.RDPAccountant() if kind == "rdp" else accountants.PRVAccountant()
     accountant.history = [tuple(run) for run in history]
     return accountant
 
@@ -73,13 +76,10 @@ def spent_epsilon(kind: str, history: list[tuple[float, float, int]], delta: flo
         return 0.0
     with _quiet():
         if kind == "rdp":
-            from opacus.accountants import RDPAccountant
-            from opacus.accountants.analysis import rdp
-
+            accountants, rdp, _ = _opacus()
             total = sum([_rdp_per_step(s, q) * n for s, q, n in history])
-            eps, _ = rdp.get_privacy_spent(
-                orders=RDPAccountant.DEFAULT_ALPHAS, rdp=total, delta=delta
-            )
+            orders = accountants.RDPAccountant.DEFAULT_ALPHAS
+            eps, _ = rdp.get_privacy_spent(orders=orders, rdp=total, delta=delta)
             return float(eps)
         return float(_accountant(kind, history).get_epsilon(delta))
 
@@ -88,11 +88,10 @@ def noise_for(
     *, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
     """The noise multiplier that spends exactly ``epsilon`` over ``steps`` (Opacus's search)."""
-    from opacus.accountants.utils import get_noise_multiplier
-
+    _, _, utils = _opacus()
     with _quiet():
         return float(
-            get_noise_multiplier(
+            utils.get_noise_multiplier(
                 target_epsilon=epsilon,
                 target_delta=delta,
                 sample_rate=sample_rate,

@@ -25,7 +25,7 @@ from homeswarm.errors import ProtocolViolation
 
 VERSION = 1
 TRUSTS = ("swarm", "none")
-ENCODINGS = {"f4": np.dtype("<f4"), "u8": np.dtype("<u8")}
+ENCODINGS: dict[str, np.dtype[Any]] = {"f4": np.dtype("<f4"), "u8": np.dtype("<u8")}
 MAX_NAME = 128
 MAX_DEVICES = 1024
 MAX_VALUES_BYTES = 64 * 1024 * 1024

@@ -286,6 +286,7 @@ class Participant:
         self.rng = rng
         self.key = key
         self.public_keys = dict(public_keys or {})
+        self.secrets: dict[str, bytes] = {}  # X25519 secret per peer, computed once
         self.state = "waiting"  # waiting, training, out of budget, sitting out
         self.params: np.ndarray | None = None
         self.round = -1  # the last round whose result this device holds
@@ -309,17 +310,16 @@ class Participant:
     def _seeds(self, start: RoundStart, others: tuple[str, ...]) -> dict[str, bytes]:
         if self.key is None:
             raise ProtocolViolation("trust none needs this device's X25519 key")
-        return {
-            other: secagg.pair_seed(
-                self.key,
-                self.public_keys[other],
-                job=start.job,
-                round=start.round,
-                pair=(self.device, other),
+        seeds = {}
+        for other in others:
+            if other == self.device:
+                continue
+            if other not in self.secrets:
+                self.secrets[other] = secagg.shared_secret(self.key, self.public_keys[other])
+            seeds[other] = secagg.pair_seed(
+                self.secrets[other], job=start.job, round=start.round, pair=(self.device, other)
             )
-            for other in others
-            if other != self.device
-        }
+        return seeds
 
     def _answer(self, start: RoundStart) -> Message:
         key = (start.job, start.round)

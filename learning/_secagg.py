@@ -28,15 +28,16 @@ SCALE = 24  # fractional bits of the fixed-point encoding
 LIMIT = 2.0 ** (62 - SCALE)  # |value| bound per coordinate, so sums of many devices cannot wrap
 
 
-def pair_seed(
-    own: X25519PrivateKey, other: X25519PublicKey, *, job: str, round: int, pair: tuple[str, str]
-) -> bytes:
-    """The 32-byte seed of ``pair`` (sorted device ids) for one round of one job."""
+def shared_secret(own: X25519PrivateKey, other: X25519PublicKey) -> bytes:
+    """The pair's X25519 secret (the same from either end); a device computes it once per pair."""
+    return own.exchange(other)
+
+
+def pair_seed(secret: bytes, *, job: str, round: int, pair: tuple[str, str]) -> bytes:
+    """The 32-byte seed of ``pair`` for one round of one job, from the pair's shared secret."""
     low, high = sorted(pair)
     info = f"homeswarm-learn-mask\x00{job}\x00{round}\x00{low}\x00{high}".encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
-        own.exchange(other)
-    )
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 def mask(seed: bytes, length: int) -> np.ndarray:

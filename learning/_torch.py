@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import GradSampleModule
+from opacus import GradSampleModule  # type: ignore[import-untyped]
 from torch import nn
 
 from ._records import Records
@@ -67,20 +67,20 @@ class TorchTrainer:
             return np.zeros(self.size)
         load(self.model, params)
         for p in self.model.parameters():
-            p.grad_sample = None
+            p.grad_sample = None  # type: ignore[attr-defined]
             p.grad = None
         index = torch.as_tensor(chosen)
         loss = nn.functional.cross_entropy(
             self.sampled(self.x[index]), self.y[index], reduction="sum"
         )
         with _quiet():
-            loss.backward()
-        per_sample = torch.cat(
-            [p.grad_sample.reshape(len(chosen), -1) for p in self.model.parameters()], dim=1
-        )
+            loss.backward()  # type: ignore[no-untyped-call]
+        grads = [p.grad_sample for p in self.model.parameters()]  # type: ignore[attr-defined]
+        per_sample = torch.cat([g.reshape(len(chosen), -1) for g in grads], dim=1)
         norms = per_sample.norm(dim=1, keepdim=True)
         factors = (clip / (norms + 1e-6)).clamp(max=1.0)
-        return (per_sample * factors).sum(dim=0).double().numpy()
+        out: np.ndarray = (per_sample * factors).sum(dim=0).double().numpy()
+        return out
 
     def dp_step(
         self,
@@ -110,10 +110,10 @@ class TorchTrainer:
                 optimizer.zero_grad()
                 loss = nn.functional.cross_entropy(self.model(self.x[index]), self.y[index])
                 with _quiet():
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
         for p in self.model.parameters():
-            p.grad_sample = None
+            p.grad_sample = None  # type: ignore[attr-defined]
         return flat(self.model)
 
 

@@ -182,7 +182,10 @@ def _keys(devices):
 def _seeds(keys, device, others, round=0):
     return {
         o: secagg.pair_seed(
-            keys[device], keys[o].public_key(), job="j", round=round, pair=(device, o)
+            secagg.shared_secret(keys[device], keys[o].public_key()),
+            job="j",
+            round=round,
+            pair=(device, o),
         )
         for o in others
         if o != device
