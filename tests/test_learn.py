@@ -273,11 +273,11 @@ def test_a_record_counts_once_per_round_even_if_its_update_comes_twice(caplog):
     assert np.allclose(core.outcome.params, -2 * np.ones(3) / 2.0)  # (1 + 1) / (0.5 * 4)
 
 
-def _tamper(victim, values):
+def _tamper(victim, values, encoding="f4"):
     def change(source, data):
         message = from_wire(data)
         if source == victim and isinstance(message, Update):
-            return Update(message.job, message.round, victim, "f4", values).to_wire()
+            return Update(message.job, message.round, victim, encoding, values).to_wire()
         return data
 
     return change
@@ -297,6 +297,21 @@ def test_a_bad_update_is_refused_and_the_round_goes_on(small, values, caplog):
     assert np.all(np.isfinite(fed.params))
     assert not np.array_equal(fed.params, job.initial)
     assert fed.run_round().outcome.contributors == tuple(DEVICES)  # the next round as usual
+
+
+def test_a_bad_masked_update_is_refused_and_its_masks_removed(small, caplog):
+    # trust none: a masked update of the wrong length; the others' masks with dev-b are revealed
+    bad = _tamper("dev-b", np.zeros(649, "<u8").tobytes(), "u8")
+    _, fed = make(small, "none", epsilon=math.inf, sigma=0.0, faults=Faults(tamper={0: bad}))
+    with caplog.at_level(logging.WARNING):
+        report = fed.run_round()
+    assert "refused dev-b's update: wrong shape" in caplog.text
+    assert report.outcome.contributors == ("dev-a", "dev-c", "dev-d")
+    _, plain = make(
+        small, "swarm", epsilon=math.inf, sigma=0.0, faults=Faults(silent={0: {"dev-b"}})
+    )
+    plain.run_round()
+    assert np.allclose(fed.params, plain.params, atol=1e-5)  # exactly the three others' sum
 
 
 def test_trust_none_releases_the_same_sum_as_trust_swarm(small):
