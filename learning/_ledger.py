@@ -84,10 +84,12 @@ def spent_epsilon(kind: str, history: list[tuple[float, float, int]], delta: flo
         return float(_accountant(kind, history).get_epsilon(delta))
 
 
+@functools.lru_cache(maxsize=64)
 def noise_for(
     *, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
-    """The noise multiplier that spends exactly ``epsilon`` over ``steps`` (Opacus's search)."""
+    """The noise multiplier that spends exactly ``epsilon`` over ``steps`` (Opacus's search, which
+    takes seconds for small sample rates and few steps; remembered per process)."""
     _, _, utils = _opacus()
     with _quiet():
         return float(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -420,3 +421,45 @@ def test_layer_arrows_of_learning():
     for lower in ("transports", "vault", "kernels", "placement"):
         for path in (root / lower).rglob("*.py"):
             assert "learning" not in layers(path), path
+
+
+# the runner
+
+
+def test_the_runner_reports_the_job_and_a_second_run_stops_at_the_budget(tmp_path, capsys):
+    from homeswarm.learning.__main__ import main
+
+    # the mechanism of the budget test above (Opacus's noise search is slow, and remembered)
+    argv = ["--devices", "3", "--rounds", "8", "--sample-rate", "0.2", "--epsilon", "1"]
+    argv += ["--json", "--home", str(tmp_path)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    status = json.loads(out)
+    assert {
+        "job",
+        "task",
+        "state",
+        "round",
+        "accuracy",
+        "epsilon_target",
+        "delta",
+        "devices",
+    } <= set(status)
+    assert [d["name"] for d in status["devices"]] == ["device-000", "device-001", "device-002"]
+    assert all(0 < d["epsilon_spent"] <= 1 for d in status["devices"])
+    assert "round 8/8" in err
+    # the same devices again: their ledgers remember, nobody trains past the budget
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    for before, after in zip(status["devices"], again["devices"], strict=True):
+        assert before["epsilon_spent"] <= after["epsilon_spent"] <= 1
+        assert after["state"] == "out of budget"
+
+
+def test_the_runner_refuses_bad_input_in_one_line(capsys):
+    from homeswarm.learning.__main__ import main
+
+    assert main(["--devices", "0"]) == 2
+    assert capsys.readouterr().err == "error: --devices must be between 1 and 1000\n"
+    assert main(["--task", "nope"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
