@@ -128,8 +128,8 @@ class Federation:
             data = message.to_wire()
             if tamper is not None:
                 data = tamper(source, data)
-            sent[source] += len(data)
-            if source != dest:
+            if source != dest:  # a device's messages to itself never touch the network
+                sent[source] += len(data)
                 sent[dest] += len(data)
             try:
                 message = from_wire(data)

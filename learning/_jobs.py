@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ._federation import Faults, Federation, Mechanism
 from ._gossip import Gossip
 from ._ledger import Ledger
-from ._records import Records
+from ._records import Records, assign_owners
 from ._round import Participant
 from ._task import Split, Task
 
@@ -53,7 +53,8 @@ def prepare(
     job: str = "job",
     accountant: str = "rdp",
 ) -> Job:
-    """Trainers, ledgers (under ``home/<device>/`` if given) and generators for every device."""
+    """Trainers, ledgers (under ``home/<device>/`` if given) and generators for every device;
+    each device trains on the records it owns (``assign_owners``) among those it holds."""
     import torch
 
     from ._torch import TorchTrainer, flat
@@ -64,7 +65,10 @@ def prepare(
     trainers: dict[str, Any] = {}
     ledgers: dict[str, Ledger] = {}
     rngs: dict[str, np.random.Generator] = {}
-    for index, (device, records) in enumerate(sorted(split.devices.items())):
+    # a record held by several devices (the vault replicates) trains on exactly one of them
+    owners = assign_owners({device: records.ids for device, records in split.devices.items()})
+    for index, (device, held) in enumerate(sorted(split.devices.items())):
+        records = held.only(owners[device])
         copy = task.model()
         copy.load_state_dict(model.state_dict())
         trainers[device] = TorchTrainer(copy, records)

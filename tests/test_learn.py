@@ -103,6 +103,20 @@ def test_a_replicated_record_trains_on_exactly_one_device():
         Records(("a", "a"), np.zeros((2, 1)), np.zeros(2))
 
 
+def test_a_job_trains_each_replicated_record_once(small):
+    task, split = small
+    devices = dict(split.devices)
+    a, b = devices["dev-a"], devices["dev-b"]
+    # dev-b also holds dev-a's first ten records (replicated), with the same ids
+    devices["dev-b"] = Records(
+        a.ids[:10] + b.ids, np.concatenate([a.x[:10], b.x]), np.concatenate([a.y[:10], b.y])
+    )
+    job = prepare(task, type(split)(devices, split.test), epsilon=1.0, delta=1e-5, seed=0)
+    counts = {d: t.records for d, t in job.trainers.items()}
+    assert sum(counts.values()) == sum(len(r) for r in split.devices.values())
+    assert counts["dev-a"] + counts["dev-b"] == 60
+
+
 # the ledger
 
 
