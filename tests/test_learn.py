@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -477,3 +478,41 @@ def test_the_runner_refuses_bad_input_in_one_line(capsys):
     assert capsys.readouterr().err == "error: --devices must be between 1 and 1000\n"
     assert main(["--task", "nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_trust_swarm_takes_the_step_opacus_takes_on_the_pooled_records(small):
+    # everyone sampled (q = 1) and no noise: the federated step must be Opacus's DP-SGD step
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from homeswarm.learning._jobs import pooled
+    from homeswarm.learning._torch import flat
+
+    task, split = small
+    job = prepare(task, split, epsilon=math.inf, delta=1e-5, seed=4)
+    fed = federation(job, Mechanism("swarm", 1.0, 0.5, 0.0, 0.5), seed=4)
+    for _ in range(3):
+        fed.run_round()
+    torch.manual_seed(4)
+    model = task.model()
+    assert np.array_equal(flat(model), job.initial)
+    data = pooled(split)
+    loader = DataLoader(TensorDataset(torch.as_tensor(data.x), torch.as_tensor(data.y)), len(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Secure RNG turned off"
+        engine = PrivacyEngine()
+        private, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+            data_loader=loader,
+            noise_multiplier=0.0,
+            max_grad_norm=0.5,
+            poisson_sampling=True,
+        )
+        for _ in range(3):
+            for x, y in loader:
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(private(x), y).backward()
+                optimizer.step()
+    assert np.allclose(fed.params, flat(model), atol=1e-5)
+    assert not np.allclose(fed.params, job.initial, atol=1e-3)
