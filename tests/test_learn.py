@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homeswarm.errors import InvalidArgument, InvalidConfig, ProtocolViolation
 from homeswarm.learning import (
@@ -516,3 +518,25 @@ def test_trust_swarm_takes_the_step_opacus_takes_on_the_pooled_records(small):
                 optimizer.step()
     assert np.allclose(fed.params, flat(model), atol=1e-5)
     assert not np.allclose(fed.params, job.initial, atol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.integers(1, 40),
+    devices=st.integers(2, 6),
+    dropped=st.sets(st.integers(0, 5)),
+    seed=st.integers(0, 2**16),
+)
+def test_any_survivors_sum_is_recovered_exactly(size, devices, dropped, seed):
+    names = [f"n{i}" for i in range(devices)]
+    gone = {names[i] for i in dropped if i < devices}
+    survivors = [n for n in names if n not in gone]
+    keys = _keys(names)
+    values = {n: np.random.default_rng([seed, i]).normal(0, 5, size) for i, n in enumerate(names)}
+    total = sum(
+        (secagg.masked(values[n], n, _seeds(keys, n, names)) for n in survivors),
+        np.zeros(size, dtype=np.uint64),
+    )
+    revealed = {(s, d): _seeds(keys, s, [d])[d] for s in survivors for d in gone}
+    exact = sum((secagg.encode(values[n]) for n in survivors), np.zeros(size, dtype=np.uint64))
+    assert np.array_equal(secagg.unmask_dropped(total, revealed), exact)
