@@ -332,6 +332,7 @@ class Participant:
             return Decline(start.job, start.round, self.device, "conflict")
         self.last_start = start
         answer = self._compute(start)
+        self.kept = {k: v for k, v in self.kept.items() if k[1] >= start.round - 1}
         self.kept[key] = (fingerprint, answer)
         return answer
 
