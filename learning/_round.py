@@ -330,6 +330,12 @@ class Participant:
                 self.last_start = start  # a take-over: the same answer, no new spending
                 return answer
             return Decline(start.job, start.round, self.device, "conflict")
+        if (
+            self.last_start is not None
+            and start.job == self.last_start.job
+            and (start.round < self.last_start.round)
+        ):
+            return Decline(start.job, start.round, self.device, "conflict")  # a stale round
         self.last_start = start
         answer = self._compute(start)
         self.kept = {k: v for k, v in self.kept.items() if k[1] >= start.round - 1}

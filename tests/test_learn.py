@@ -385,6 +385,20 @@ def test_a_coordinator_killed_mid_round_is_replaced_and_the_round_completes(smal
     assert fed.run_round().outcome.contributors == tuple(sorted(set(DEVICES) - {first}))
 
 
+def test_a_finished_round_started_again_is_declined_and_costs_nothing(small):
+    job, fed = make(small)
+    fed.run_round()
+    fed.run_round()
+    device = fed.participants["dev-a"]
+    stale = device.last_start
+    again = RoundStart(stale.job, 0, 0, "dev-b", "swarm", stale.participants, stale.params,
+                       stale.sample_rate, stale.clip, stale.noise_multiplier, 1)  # fmt: skip
+    [(_, answer)] = device.receive("dev-b", again)
+    assert answer.kind == "decline"
+    assert answer.reason == "conflict"
+    assert job.ledgers["dev-a"].steps == 2
+
+
 def test_a_device_sitting_out_declines_and_spends_nothing(small):
     job, fed = make(small)
     fed.participants["dev-d"].sit_out = True
