@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_PACKAGE = "homeswarm"
-LAYERS = ["transports", "vault", "kernels", "placement", "swarm", "simulations", "cli"]
+LAYERS = ["transports", "vault", "kernels", "placement", "learning", "swarm", "simulations", "cli"]
 # what each layer may not import (DESIGN.md: arrows point down only)
 FORBIDDEN = {
     "transports": {"swarm", "placement", "vault", "kernels", "simulations", "cli"},
