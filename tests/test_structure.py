@@ -17,10 +17,11 @@ ROOT_PACKAGE = "homeswarm"
 LAYERS = ["transports", "vault", "kernels", "placement", "learning", "swarm", "simulations", "cli"]
 # what each layer may not import (DESIGN.md: arrows point down only)
 FORBIDDEN = {
-    "transports": {"swarm", "placement", "vault", "kernels", "simulations", "cli"},
-    "placement": {"swarm", "simulations", "cli"},
-    "vault": {"swarm", "simulations", "placement", "cli"},
-    "kernels": {"swarm", "simulations", "placement", "vault", "cli"},
+    "transports": {"swarm", "placement", "vault", "kernels", "learning", "simulations", "cli"},
+    "placement": {"swarm", "learning", "simulations", "cli"},
+    "vault": {"swarm", "simulations", "placement", "learning", "cli"},
+    "kernels": {"swarm", "simulations", "placement", "vault", "learning", "cli"},
+    "learning": {"swarm", "simulations", "cli"},
     "swarm": {"simulations", "cli"},
     "simulations": {"cli"},
 }
