@@ -31,10 +31,16 @@ def grant_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def revoke_lines(reply: dict[str, Any]) -> list[str]:
     name, device = reply["name"], reply["device"]
+    undone = reply.get("undone") or []
     if not reply["counts"]:
+        bar = (
+            f"a majority of the {reply['admins']} admins sign it"
+            if reply.get("majority", True)
+            else "an admin in good standing signs it"
+        )
         lines = [
-            f"signed the revocation of {name} ({device}); it counts once a majority of the"
-            f" {reply['admins']} admins sign it (so far: {', '.join(reply['signed_by'])})"
+            f"signed the revocation of {name} ({device}); it counts once {bar}"
+            f" (so far: {', '.join(reply['signed_by'])})"
         ]
         may_sign = reply.get("may_sign") or []
         if may_sign:
@@ -45,10 +51,16 @@ def revoke_lines(reply: dict[str, Any]) -> list[str]:
         lines.append(
             f"or, with the recovery code, on any device: `swarm recover CODE --revoke {name}`"
         )
+        if undone:
+            lines.append(f"once it counts, {name}'s revocations of {', '.join(undone)} stop counting")
         return lines
     lines = [f"revoked {name} ({device}): the others drop it as they hear"]
     if reply["kept"]:
         lines.append(f"devices it paired stay: {', '.join(reply['kept'])} (revoke any you doubt)")
+    if undone:
+        lines.append(
+            f"its revocations of {', '.join(undone)} no longer count: revoke again any you doubt"
+        )
     return lines
 
 

@@ -195,14 +195,33 @@ def test_a_pending_revocation_names_the_admins_that_may_still_sign_it():
                 ),
             )
         )
-    roster.add_revocation(revoke(keys[1], by=ids[1], swarm="sw-test", device=ids[3], now=20.0))
-    status = revocation_status(SimpleNamespace(roster=roster), ids[3], "phone")  # type: ignore[arg-type]
+    peer = SimpleNamespace(roster=roster)
+    # the tablet (an admin, stolen) revokes the phone: one admin suffices for a non-admin
+    roster.add_revocation(revoke(keys[2], by=ids[2], swarm="sw-test", device=ids[3], now=15.0))
+    status = revocation_status(peer, ids[3], "phone")  # type: ignore[arg-type]
+    assert status["counts"]
+    assert not status["majority"]
+    # the laptop revokes the tablet: one of three admins
+    roster.add_revocation(revoke(keys[1], by=ids[1], swarm="sw-test", device=ids[2], now=20.0))
+    status = revocation_status(peer, ids[2], "tablet")  # type: ignore[arg-type]
     assert not status["counts"]
     assert status["signed_by"] == ["laptop"]
     assert status["needed"] == 1
-    assert status["may_sign"] == ["server", "tablet"]
-    assert revoke_lines(status)[1] == (
-        "next: 1 more of server, tablet must also run `swarm revoke phone`"
+    assert status["may_sign"] == ["server"]
+    assert status["undone"] == ["phone"]
+    lines = revoke_lines(status)
+    assert lines[0].endswith("counts once a majority of the 3 admins sign it (so far: laptop)")
+    assert lines[1] == "next: 1 more of server must also run `swarm revoke tablet`"
+    assert lines[3] == "once it counts, tablet's revocations of phone stop counting"
+    # the server signs too: the tablet is out and its revocation of the phone with it
+    roster.add_revocation(revoke(keys[0], by=ids[0], swarm="sw-test", device=ids[2], now=21.0))
+    status = revocation_status(peer, ids[2], "tablet")  # type: ignore[arg-type]
+    assert status["counts"]
+    assert status["signed_by"] == ["laptop", "server"]
+    assert roster.admits(ids[3])
+    assert status["undone"] == ["phone"]
+    assert revoke_lines(status)[-1] == (
+        "its revocations of phone no longer count: revoke again any you doubt"
     )
 
 
