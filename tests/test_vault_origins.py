@@ -32,7 +32,7 @@ from homeswarm.vault import (
     Update,
 )
 from homeswarm.vault._node import restore
-from homeswarm.vault._records import MAX_SEQ, record_to_wire, short, sign
+from homeswarm.vault._records import MAX_SEQ, Epoch, record_to_wire, short, sign
 from homeswarm.vault._sync import Push
 from homeswarm.vault.testing import (
     SWARM,
@@ -367,3 +367,46 @@ def test_status_counts_forks_and_kept_updates(scope):
     assert isinstance(update, Update)
     b.receive([fork_of(a, devices[0], update, "2")])
     assert b.status()["forks"] == 1
+
+
+# ---- an update applied after the updates that build on it ---------------------------------------
+
+
+def test_an_update_held_for_its_key_and_applied_after_its_successors_is_not_lost():
+    """The wiped-store sweep failure (``swarm simulate vault --peers 4 --seed 115`` with d1's
+    store wiped at the end of the schedule): a fresh store writes under an epoch of its own, then
+    learns the swarm's and writes on under it. A reader that holds only the swarm's key applies
+    the later update first and the first one when its key comes; Yrs then left the document
+    short of both for good, and the replicas never agreed."""
+    rng = random.Random(8)
+    devices = [make_device(rng, ALL) for _ in range(3)]
+    directory = directory_of(devices)
+    a, x, r = (make_replica(d, directory, seed=20 + i) for i, d in enumerate(devices))
+    if x.stream > a.stream:  # the fresh store's own epoch must rank below the swarm's
+        a, x = x, a
+    a.put("facts/old", '"a"')
+    a.commit_local()
+    exchange(a, r)
+    x.put("facts/k", '"first"')
+    first = x.commit_local()
+    own_keys = [k for k in first.added if not isinstance(k, Update)]
+    (one,) = [u for u in first.added if isinstance(u, Update)]
+    exchange(a, x)  # x learns the swarm's epoch, which ranks above its own
+    exchange(x, a)
+    a.put("facts/k", '"by a"')  # on top of x's first write
+    (by_a,) = [u for u in a.commit_local().added if isinstance(u, Update)]
+    x.put("facts/k0", '"second"')
+    (two,) = [u for u in x.commit_local().added if isinstance(u, Update)]
+    assert two.epoch_key != one.epoch_key == (one.scope, one.epoch, x.stream)
+    epochs = [k for k in own_keys if isinstance(k, Epoch)]
+    seals = [k for k in own_keys if not isinstance(k, Epoch)]
+    # x's first waits for its key; what builds on it applies (Yrs keeps it aside)
+    changes, refused = r.receive([*epochs, by_a, one, two])
+    assert refused == []
+    assert r.status()["scopes"]["personal"]["unapplied"] == 1
+    r.receive(seals)  # the key comes: the first is applied after its successor
+    assert r.status()["scopes"]["personal"]["unapplied"] == 0
+    exchange(x, a)
+    assert a.content("personal") == x.content("personal")
+    assert r.content("personal") == a.content("personal")
+    assert set(r.content("personal")) == {"facts/old", "facts/k", "facts/k0"}

@@ -227,6 +227,9 @@ class _Scope:
         self.unapplied: dict[EpochKey, list[Update | Snapshot]] = {}
         self.staged: list[bytes] = []
         self.required: dict[int, int] = {}  # Yjs client -> clock the document must reach
+        # content applied but not integrated yet (it needs items not here yet), with its extent:
+        # applied again whenever the document grows (``Replica._apply``); in memory only
+        self.waiting: list[tuple[bytes, dict[int, int]]] = []
         self.retry_at = 0  # after a snapshot too big to send: the log size to try again at
 
     def have(self, origin: str) -> int:
@@ -708,12 +711,17 @@ class Replica:
             )
         except BadUpdate as exc:
             raise RejectedRecord(f"its content is not a vault update: {exc}") from None
+        before = s.doc.get_state()
         try:
             s.doc.apply_update(plain)
         except ValueError as exc:
             raise RejectedRecord(f"not a document update ({exc})") from None
         for client, clock in extent.items():
             s.required[client] = max(s.required.get(client, 0), clock)
+        if not _reached(s.doc, extent):
+            s.waiting.append((plain, extent))
+        if s.waiting and s.doc.get_state() != before:
+            _integrate(s)
 
     def _forget_unapplied(self, s: _Scope, record: Update | Snapshot) -> None:
         held = s.unapplied.get(record.epoch_key)
@@ -917,6 +925,29 @@ class Replica:
             }
             scopes[name] = entry
         return {"scopes": scopes, "rejected": self.rejected, "forks": len(self.evidence)}
+
+
+def _reached(doc: pycrdt.Doc[Any], extent: Mapping[int, int]) -> bool:
+    state = decode_state_vector(doc.get_state())
+    return all(state.get(client, 0) >= clock for client, clock in extent.items())
+
+
+def _integrate(s: _Scope) -> None:
+    """Apply the waiting content again until the document stops growing.
+
+    Yrs (pycrdt 0.14) keeps content whose items are missing aside, but does not always take it
+    back when they arrive: after some arrival orders the document stays short of what it was
+    given, for good (an update held for a key that came late, then applied after the updates
+    that build on it: a wiped store's first write under its new epoch did it). Applying the
+    same content again is a no-op for what is in and integrates what now can be."""
+    assert s.doc is not None
+    while s.waiting:
+        before = s.doc.get_state()
+        for plain, _ in s.waiting:
+            s.doc.apply_update(plain)
+        s.waiting = [(p, e) for p, e in s.waiting if not _reached(s.doc, e)]
+        if s.doc.get_state() == before:
+            return
 
 
 def _groups(updates: list[bytes], limit: int) -> list[list[bytes]]:
