@@ -119,14 +119,30 @@ def _cmd_grant(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from homeswarm.swarm import audit_entries, short
+    from homeswarm.swarm import audit_entries
 
-    found = audit_entries(home_of(args))
-    rows = [e.to_json() for e in found]
-    lines = [f"{_when(e.at)}  {short(e.device):8}  {e.action:8}  {e.reason}" for e in found] or [
-        "nothing refused"
-    ]
+    home = home_of(args)
+    found = audit_entries(home)
+    name = _namer(home)
+    rows = [{**e.to_json(), "name": name(e.device)} for e in found]
+    width = max((len(r["name"]) for r in rows), default=8)
+    lines = [
+        f"{_when(e.at)}  {r['name']:{width}}  {e.action:8}  {e.reason}"
+        for e, r in zip(found, rows, strict=True)
+    ] or ["nothing refused"]
     return report(args, {"entries": rows}, *lines)
+
+
+def _namer(home: Any) -> Any:
+    """Device id -> its name in this home's roster (revoked devices too), else its id's end."""
+    from homeswarm.errors import SwarmError
+    from homeswarm.swarm import load_identity, load_roster, short
+
+    try:
+        roster = load_roster(load_identity(home))
+    except SwarmError:
+        return short
+    return roster.name_of
 
 
 def _when(at: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
 from types import SimpleNamespace
@@ -154,15 +155,20 @@ def test_the_audit_log_lists_refusals_without_secrets(tmp_path, capsys):
     assert rows[0] == {
         "at": 100.0,
         "device": "12D3KooWphone",
+        "name": "KooWphone"[-8:],  # not in this home's roster: the end of its id
         "action": "revoke",
         "reason": "revoke server: this device is not an admin",
     }
+    me = load_identity(home)
+    assert log.refuse(me.device_id, "grant", "grant phone: this device is not an admin")
     assert main(["audit", "--home", str(home)]) == 0
     text = capsys.readouterr().out
     assert "1970-01-01 00:01:40" in text
     assert "claim" in text
+    assert re.search(rf"  {me.name} +grant ", text), "a member is shown by its name"
+    assert me.device_id[-8:] not in text
     (home / AUDIT_NAME).write_text("garbage\n" + (home / AUDIT_NAME).read_text())
-    assert len(audit_entries(home)) == 2, "a damaged line is skipped"
+    assert len(audit_entries(home)) == 3, "a damaged line is skipped"
 
 
 def test_audit_without_an_identity_is_one_line(tmp_path, capsys):
