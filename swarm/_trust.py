@@ -176,7 +176,7 @@ def revocation_status(peer: Peer, device: str, name: str) -> dict[str, Any]:
         "device": device,
         "name": name,
         "counts": device in roster.revoked(),
-        "signed_by": [_name(peer, s) for s in signers],
+        "signed_by": sorted(_name(peer, s) for s in signers),
         "admins": len(admins),
         "majority": roster.made_admin(device),
         "needed": needed,
