@@ -209,6 +209,35 @@ def test_two_updates_for_one_sequence_are_both_kept_as_evidence_and_logged(caplo
     assert restored.vectors() == b.vectors()
 
 
+def test_fork_evidence_reaches_the_peers_that_hold_either_side():
+    """A stolen key signs a twin of a's update. b took a's side, c the twin's; d took both and
+    found the fork. Syncing with d, b and c each get the side they lack and see the fork too,
+    both sides readable; vectors alone (equal everywhere) would never show it."""
+    rng = random.Random(9)
+    devices = [make_device(rng, ALL) for _ in range(4)]
+    directory = directory_of(devices)
+    a, b, c, d = (make_replica(dev, directory, seed=30 + i) for i, dev in enumerate(devices))
+    a.put("facts/real", '"real"')
+    first = a.commit_local().added
+    update = next(u for u in first if isinstance(u, Update))
+    twin = fork_of(a, devices[0], update, '"twin"')
+    keys = [k for k in first if not isinstance(k, Update)]
+    b.receive(first)
+    c.receive([*keys, twin])
+    d.receive(first)
+    d.receive([twin])
+    assert d.take_forks() and b.vectors() == c.vectors() == d.vectors()
+    exchange(b, d)  # b asks, d answers
+    exchange(d, c)  # d asks, and pushes what c lacks
+    for r in (b, c):
+        assert [f.describe() for f in r.take_forks()] == [f"personal/{short(update.origin)}#1"]
+        assert r.get("facts/real") is not None and r.get("facts/forked") is not None
+        assert r.status()["forks"] == 1
+    # once known everywhere, nothing more is sent
+    assert d.evidence_for(b.vectors(), set(b.evidence_ids())) == []
+    assert b.evidence_ids() == c.evidence_ids() == d.evidence_ids()
+
+
 def test_a_fork_of_its_own_log_makes_a_device_write_its_side_again():
     """A copy of the laptop's process (a cloned VM) wrote under the same stream: when the laptop
     sees the other side it keeps it and writes its own side again under a new stream, so a

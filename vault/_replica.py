@@ -61,6 +61,7 @@ entries). Rules that keep this true, and keep a stolen device from erasing what 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -849,6 +850,34 @@ class Replica:
                     used += u.size()
         return out, False
 
+    def _fork_sides(self) -> list[Update]:
+        """Both sides of every fork held: the evidence, and the update its log holds there."""
+        sides = {}
+        for e in self.evidence.values():
+            sides[e.signature] = e
+            held = self._scopes[e.scope].held(e.origin, e.seq)
+            if held is not None:
+                sides[held.signature] = held
+        return list(sides.values())
+
+    def evidence_ids(self) -> list[bytes]:
+        """The ids (``evidence_id``) of both sides of the forks held, sorted: sync sends them so
+        that a peer can send the sides this device lacks (vectors cannot show them)."""
+        return sorted(evidence_id(u) for u in self._fork_sides())
+
+    def evidence_for(self, their: Mapping[str, Mapping[str, int]], ids: set[bytes]) -> list[Update]:
+        """The sides of forks a peer with vectors ``their`` and evidence ``ids`` may lack and can
+        take (it holds the log up to the forked sequence: it sees the fork when it gets the side
+        its log does not hold, and ignores the other)."""
+        return sorted(
+            (
+                u
+                for u in self._fork_sides()
+                if evidence_id(u) not in ids and their.get(u.scope, {}).get(u.origin, 0) >= u.seq
+            ),
+            key=lambda u: (u.scope, u.origin, u.seq, u.signature),
+        )
+
     # ---- restoring ---------------------------------------------------------------------------
 
     def restore(
@@ -925,6 +954,11 @@ class Replica:
             }
             scopes[name] = entry
         return {"scopes": scopes, "rejected": self.rejected, "forks": len(self.evidence)}
+
+
+def evidence_id(update: Update) -> bytes:
+    """16 bytes that name one side of a fork (its signature covers all it says)."""
+    return hashlib.sha256(b"swarm-evidence\0" + update.signature).digest()[:16]
 
 
 def _reached(doc: pycrdt.Doc[Any], extent: Mapping[int, int]) -> bool:
