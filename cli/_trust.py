@@ -52,7 +52,9 @@ def revoke_lines(reply: dict[str, Any]) -> list[str]:
             f"or, with the recovery code, on any device: `swarm recover CODE --revoke {name}`"
         )
         if undone:
-            lines.append(f"once it counts, {name}'s revocations of {', '.join(undone)} stop counting")
+            lines.append(
+                f"once it counts, {name}'s revocations of {', '.join(undone)} stop counting"
+            )
         return lines
     lines = [f"revoked {name} ({device}): the others drop it as they hear"]
     if reply["kept"]:

@@ -288,7 +288,9 @@ def test_asking_more_than_the_grant_is_refused_without_using_the_code():
         inv.redeem(c.invite_id, proof(c, request=greedy), joiner=JOINER, request=greedy, now=NOW)
     assert inv.outstanding(NOW) == 1
     modest = request(["public"])
-    grant = inv.redeem(c.invite_id, proof(c, request=modest), joiner=JOINER, request=modest, now=NOW)
+    grant = inv.redeem(
+        c.invite_id, proof(c, request=modest), joiner=JOINER, request=modest, now=NOW
+    )
     assert grant.scopes == ("public",)
     with pytest.raises(InvalidCode, match="already used"):
         inv.redeem(c.invite_id, proof(c, request=modest), joiner=JOINER, request=modest, now=NOW)

@@ -49,9 +49,11 @@ async def running(home: Path) -> AsyncIterator[Daemon]:
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait for a condition on the daemons' state, with a deadline (polled: nothing signals
+    a roster change from outside the peer)."""
     with trio.move_on_after(timeout):
         while not check():
-            await trio.sleep(0.05)
+            await trio.sleep(0.05)  # noqa: ASYNC110 - no event to wait on
         return
     pytest.fail(f"not within {timeout:g} s: {what}")
 
@@ -87,7 +89,9 @@ async def test_the_phone_cannot_revoke_the_server_and_the_laptop_revokes_the_pho
             assert all(p is not None for p in peers.values())
             await until(
                 lambda: all(
-                    p.roster.admits(ids[n]) for p in peers.values() for n in ids  # type: ignore[union-attr]
+                    p.roster.admits(ids[n])
+                    for p in peers.values()
+                    for n in ids  # type: ignore[union-attr]
                 ),
                 "every device knows every other",
             )

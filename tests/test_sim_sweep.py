@@ -60,7 +60,9 @@ def test_a_store_wiped_after_the_schedule_keeps_the_vault_invariants(seed, monke
 
     monkeypatch.setattr(_vault, "with_wipe", at_the_end)
     r = simulate("vault", peers=PEERS, seed=seed, hours=0.01)
-    problems = [f"at {v['at_s']}s {v['invariant']}: {v['detail']}" for v in r.invariants["violations"]]
+    problems = [
+        f"at {v['at_s']}s {v['invariant']}: {v['detail']}" for v in r.invariants["violations"]
+    ]
     assert r.metrics["wipes"] == 1, "the wipe was played"
     assert not problems, "\n".join(problems)
     assert r.metrics["replicas_agree"]

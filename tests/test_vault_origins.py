@@ -226,12 +226,14 @@ def test_fork_evidence_reaches_the_peers_that_hold_either_side():
     c.receive([*keys, twin])
     d.receive(first)
     d.receive([twin])
-    assert d.take_forks() and b.vectors() == c.vectors() == d.vectors()
+    assert d.take_forks()
+    assert b.vectors() == c.vectors() == d.vectors()
     exchange(b, d)  # b asks, d answers
     exchange(d, c)  # d asks, and pushes what c lacks
     for r in (b, c):
         assert [f.describe() for f in r.take_forks()] == [f"personal/{short(update.origin)}#1"]
-        assert r.get("facts/real") is not None and r.get("facts/forked") is not None
+        assert r.get("facts/real") is not None
+        assert r.get("facts/forked") is not None
         assert r.status()["forks"] == 1
     # once known everywhere, nothing more is sent
     assert d.evidence_for(b.vectors(), set(b.evidence_ids())) == []
@@ -430,7 +432,7 @@ def test_an_update_held_for_its_key_and_applied_after_its_successors_is_not_lost
     epochs = [k for k in own_keys if isinstance(k, Epoch)]
     seals = [k for k in own_keys if not isinstance(k, Epoch)]
     # x's first waits for its key; what builds on it applies (Yrs keeps it aside)
-    changes, refused = r.receive([*epochs, by_a, one, two])
+    _changes, refused = r.receive([*epochs, by_a, one, two])
     assert refused == []
     assert r.status()["scopes"]["personal"]["unapplied"] == 1
     r.receive(seals)  # the key comes: the first is applied after its successor
