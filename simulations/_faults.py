@@ -6,8 +6,8 @@ on every link) and ``skew`` (one device's wall clock moves; it matters when that
 its incarnation comes from its clock). Faults may overlap; at most half the devices are down at
 once, so the swarm is never wiped out. Added by a scenario that stores something
 (``with_wipe``): ``wipe`` (one device crashes and loses its disk: ``play``'s ``wipe`` hook
-empties what the scenario stores for it; it restarts after the fault's duration). Not drawn at random, played
-when scheduled: ``power`` (every device restarts at once on a new address; see
+empties what the scenario stores for it; it restarts after the fault's duration). Not drawn at
+random, played when scheduled: ``power`` (every device restarts at once on a new address; see
 ``World.power_cut``).
 """
 

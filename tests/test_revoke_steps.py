@@ -52,8 +52,8 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> 
     """Wait for a condition on the daemons' state, with a deadline (polled: nothing signals
     a roster change from outside the peer)."""
     with trio.move_on_after(timeout):
-        while not check():
-            await trio.sleep(0.05)  # noqa: ASYNC110 - no event to wait on
+        while not check():  # noqa: ASYNC110 - no event to wait on
+            await trio.sleep(0.05)
         return
     pytest.fail(f"not within {timeout:g} s: {what}")
 
