@@ -11,6 +11,11 @@ A session is started by one side (the *client*) and is a few request/reply round
 2. Push. ``Push``: what the server lacks according to the vectors (and ids) it sent, in batches
    of at most ``budget`` bytes, each answered with the server's new vectors.
 
+Fork evidence (two different updates for one origin and sequence, ``_replica``) does not show in
+vectors: both sides also list the ids of the evidence they hold (``ev``, absent when none), and
+each sends the other the evidence it lacks, where the other holds the log up to the fork, so
+every peer gets to see the fork, not only the one that found it.
+
 Each request waits for its reply before the next is sent, and a side stores what it takes
 before it answers: that is the back-pressure, and the reason an answer's vectors can be trusted.
 A session ends when neither side lacks anything, when a round makes no progress (a peer that
@@ -41,7 +46,7 @@ from ._records import (
     record_from_wire,
     record_to_wire,
 )
-from ._replica import Changes, Rejection, Replica, Vectors
+from ._replica import Changes, Rejection, Replica, Vectors, evidence_id
 
 VERSION = 1
 SYNC = "sync"  # the operations, as the vault service sees them
@@ -118,9 +123,10 @@ class SyncRequest:
     vectors: Vectors
     digest: bytes
     want: list[bytes] | None = None
+    evidence: list[bytes] | None = None  # ids of the fork evidence held (None: none)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "op": PREFIX + SYNC,
             "v": VERSION,
             "swarm": self.swarm,
@@ -128,11 +134,20 @@ class SyncRequest:
             "kd": self.digest,
             "want": self.want,
         }
+        if self.evidence:
+            out["ev"] = self.evidence
+        return out
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncRequest:
         m = _map(obj, {"v", "swarm", "vec", "kd"})
-        return cls(str(m["swarm"]), _vectors(m["vec"]), _digest(m["kd"]), _ids(m.get("want")))
+        return cls(
+            str(m["swarm"]),
+            _vectors(m["vec"]),
+            _digest(m["kd"]),
+            _ids(m.get("want")),
+            _ids(m.get("ev")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +157,10 @@ class SyncReply:
     ids: list[bytes] | None
     records: list[Any]  # wire forms
     more: bool
+    evidence: list[bytes] | None = None  # ids of the fork evidence held (None: none)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": VERSION,
             "vec": self.vectors,
             "kd": self.digest,
@@ -152,6 +168,9 @@ class SyncReply:
             "recs": self.records,
             "more": self.more,
         }
+        if self.evidence:
+            out["ev"] = self.evidence
+        return out
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncReply:
@@ -159,7 +178,12 @@ class SyncReply:
         if not isinstance(m["more"], bool):
             raise ProtocolViolation("vault: more is a boolean")
         return cls(
-            _vectors(m["vec"]), _digest(m["kd"]), _ids(m.get("ids")), _records(m["recs"]), m["more"]
+            _vectors(m["vec"]),
+            _digest(m["kd"]),
+            _ids(m.get("ids")),
+            _records(m["recs"]),
+            m["more"],
+            _ids(m.get("ev")),
         )
 
 
@@ -214,8 +238,12 @@ def answer_sync(replica: Replica, req: SyncRequest, *, budget: int = BUDGET) -> 
         ids = sorted(replica.keyring.ids())
         return SyncReply(replica.vectors(), digest, ids, [], True)
     keys: list[KeyRecord] = replica.keyring.records(req.want) if req.want else []
+    data: list[Record]
     data, more = replica.missing(req.vectors, budget)
-    return SyncReply(replica.vectors(), digest, None, _wire([*keys, *data]), more)
+    if not more:  # the last page: what the client lacks of the forks too
+        data += replica.evidence_for(req.vectors, set(req.evidence or ()))
+    evidence = replica.evidence_ids() or None
+    return SyncReply(replica.vectors(), digest, None, _wire([*keys, *data]), more, evidence)
 
 
 def answer_push(replica: Replica, push: Push) -> tuple[PushReply, Changes, list[Rejection]]:
@@ -248,6 +276,7 @@ class Session:
         self._listed: bytes | None = None  # their keyring's digest when they listed its ids
         self._pull_again = True
         self._pushed_ids: set[bytes] = set()
+        self._their_evidence: set[bytes] = set()  # theirs, and what we pushed them
         self.sent = 0  # records sent
         self.received = 0  # records taken
         self.refused = 0  # records the other side refused, or we refused
@@ -264,7 +293,8 @@ class Session:
                 self.rounds_left -= 1
                 r = self.replica
                 self._asked = (r.keyring.digest(), r.keyring.ids())
-                req = SyncRequest(r.swarm, r.vectors(), self._asked[0], self._want)
+                evidence = r.evidence_ids() or None
+                req = SyncRequest(r.swarm, r.vectors(), self._asked[0], self._want, evidence)
                 return SYNC, req.to_wire()
             self.phase = "push"
         if self.phase == "push":
@@ -288,6 +318,7 @@ class Session:
         self.received += len(records) - len(rejections)
         self.refused += len(rejections)
         self.their_vectors, self.their_digest = reply.vectors, reply.digest
+        self._their_evidence |= set(reply.evidence or ())
         want: list[bytes] = []
         again = False
         if reply.ids is not None:
@@ -328,7 +359,12 @@ class Session:
             lacking = mine.ids() - self._their_ids - self._pushed_ids
             keys = mine.records(lacking)
             self._pushed_ids |= lacking
-        data, _ = self.replica.missing(self.their_vectors, self.budget)
+        data: list[Record]
+        data, more = self.replica.missing(self.their_vectors, self.budget)
+        if not more:
+            forks = self.replica.evidence_for(self.their_vectors, self._their_evidence)
+            self._their_evidence |= {evidence_id(u) for u in forks}
+            data += forks
         return [*keys, *data]
 
 
