@@ -1,4 +1,4 @@
-"""A device's own state: what it gossips about itself, and where its power and load come from.
+"""A device's own state: what it gossips about itself, its wire form, and how it is sampled.
 
 Rules:
 
@@ -16,11 +16,12 @@ Rules:
   addresses that do not fit rather than fail.
 - A new sample is worth gossiping when ``meaningfully_different`` says so (or, the caller's rule,
   when 60 s have passed since the last one).
-- Power comes from a ``Power``: ``DevicePower`` reads the battery through psutil (a device without
-  one reads all ``None``); ``SimulatedPower`` is a linear battery model that only moves when asked
-  with a later ``now``. Only the simulated one may be changed at run time.
-- Time is an argument: nothing here reads a clock. Load (``LoadSampler``) is the one other
-  reading of the machine, behind the ``LoadSource`` protocol so simulations can use ``FixedLoad``.
+- Power comes from a ``Power``: ``SimulatedPower`` here is a linear battery model that only moves
+  when asked with a later ``now``; the machine's own battery (``DevicePower``) and load
+  (``LoadSampler``) are read in ``_sensors``, the one module that imports psutil. This module does
+  no I/O and reads no clock (time is an argument), so the simulator and the codec never load it.
+  Only the simulated power source may be changed at run time; ``FixedLoad`` stands in for a
+  machine's load in tests and simulations.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
-
-import psutil
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation
 from homeswarm.vocabulary import ROLES, SCOPES
@@ -56,7 +55,6 @@ SAVER_BELOW_PERCENT = 30.0
 MAX_LEASE_S = 86_400
 
 _FIELDS = 15  # the wire list's length, version included
-_NO_POWER_TIME = {psutil.POWER_TIME_UNLIMITED, psutil.POWER_TIME_UNKNOWN}
 
 
 # -- the state ---------------------------------------------------------------------------------
@@ -336,36 +334,6 @@ class Power(Protocol):
     ) -> PowerReading: ...
 
 
-class DevicePower:
-    """The machine's own battery, through ``psutil.sensors_battery()``; never raises on read."""
-
-    simulated = False
-
-    def read(self, now: float) -> PowerReading:
-        try:
-            battery = psutil.sensors_battery()
-            if battery is None:
-                return NO_BATTERY
-            percent = float(battery.percent)
-            plugged = None if battery.power_plugged is None else bool(battery.power_plugged)
-            secs = battery.secsleft
-        except Exception as exc:
-            log.debug("reading the battery failed: %s: %s", type(exc).__name__, exc)
-            return NO_BATTERY
-        if not math.isfinite(percent):
-            log.debug("the battery reports %r percent", percent)
-            return NO_BATTERY
-        minutes = None
-        if plugged is not True and _is_number(secs) and secs not in _NO_POWER_TIME:
-            minutes = _clamp(secs / 60, MAX_MINUTES) if secs >= 0 else None
-        return PowerReading(_clamp(percent, 100.0), plugged, minutes)
-
-    def set(
-        self, *, battery_percent: float | None = None, plugged: bool | None = None, now: float
-    ) -> PowerReading:
-        raise InvalidArgument(REAL_POWER)
-
-
 class SimulatedPower:
     """A battery model that moves linearly between the ``now`` values it is given.
 
@@ -437,15 +405,6 @@ def _plugged_arg(value: object) -> bool:
     return value
 
 
-def make_power(settings: PowerSettings, now: float) -> Power:
-    """The power source ``[power] source`` names: "device" or "simulated"."""
-    if settings.source == "device":
-        return DevicePower()
-    if settings.source == "simulated":
-        return SimulatedPower(settings, now)
-    raise InvalidArgument(f"[power] source must be device or simulated, got {settings.source!r}")
-
-
 # -- load --------------------------------------------------------------------------------------
 
 
@@ -455,22 +414,6 @@ class LoadSource(Protocol):
     def read(self) -> tuple[float, float]:
         """``(cpu_percent, memory_free_mb)``."""
         ...
-
-
-class LoadSampler:
-    """This machine's load through psutil; cpu is the average since the previous read."""
-
-    def __init__(self) -> None:
-        self.read()  # psutil's first cpu_percent(interval=None) only primes it and says 0.0
-
-    def read(self) -> tuple[float, float]:
-        try:
-            cpu = float(psutil.cpu_percent(interval=None))
-            memory = psutil.virtual_memory().available / 2**20
-        except Exception as exc:
-            log.debug("reading the load failed: %s: %s", type(exc).__name__, exc)
-            return 0.0, 0.0
-        return cpu, float(memory)
 
 
 @dataclass(slots=True)

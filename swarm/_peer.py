@@ -43,19 +43,12 @@ from ._certs import (
     revoke,
     short,
 )
-from ._device import (
-    DeviceState,
-    LoadSampler,
-    LoadSource,
-    Power,
-    battery_saver,
-    make_power,
-    sample_state,
-)
+from ._device import DeviceState, LoadSource, Power, battery_saver, sample_state
 from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import Identity, save_roster
 from ._invite import Invites
 from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
+from ._sensors import LoadSampler, make_power
 from ._service import Service, split_op
 from ._trust import trust_control
 
