@@ -35,7 +35,7 @@ _FACE = {
     "join_swarm": "_join",
     "Peer": "_peer",
     "PeerOptions": "_peer",
-    "decode_state": "_peer",
+    "decode_state": "_device",
     "Daemon": "_daemon",
     "advertised": "_daemon",
     "run_up": "_daemon",
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ._control import control_path, serve_control
     from ._control_client import NoPeerRunning, ask
     from ._daemon import Daemon, advertised, run_up
-    from ._device import FixedLoad, PowerReading
+    from ._device import FixedLoad, PowerReading, decode_state
     from ._home import (
         Identity,
         init_home,
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     )
     from ._join import join_swarm
     from ._membership import Change
-    from ._peer import Peer, PeerOptions, decode_state
+    from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code

@@ -46,6 +46,7 @@ from homeswarm.vault import (
     VaultNode,
 )
 
+from ._device import decode_state
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -213,8 +214,6 @@ class VaultService(Service):
     def _directory(self) -> Directory:
         peer = self._peer
         assert peer is not None
-        from ._peer import decode_state
-
         me = self.identity.device_id
         own = frozenset(readable_scopes(self.identity, peer.roster))
 

@@ -23,7 +23,7 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
+from homeswarm.swarm._roster_facts import RosterFacts, chain_fact, revocation_fact
 from homeswarm.swarm._trust import (
     InvalidRecoveryCode,
     recovery_code,
