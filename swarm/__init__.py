@@ -45,10 +45,10 @@ _FACE = {
     "Service": "_service",
     "PlacementService": "_placement_service",
     "VaultService": "_vault_service",
-    "readable_scopes": "_vault_service",
-    "open_local": "_vault_service",
-    "entry_json": "_vault_service",
-    "not_found": "_vault_service",
+    "readable_scopes": "_local_vault",
+    "open_local": "_local_vault",
+    "entry_json": "_local_vault",
+    "not_found": "_local_vault",
     "control_path": "_control",
     "serve_control": "_control",
     "ask": "_control_client",
@@ -73,12 +73,13 @@ if TYPE_CHECKING:
         swarm_id_of,
     )
     from ._join import join_swarm
+    from ._local_vault import entry_json, not_found, open_local, readable_scopes
     from ._membership import Change
     from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
-    from ._vault_service import VaultService, entry_json, not_found, open_local, readable_scopes
+    from ._vault_service import VaultService
 
 
 def __getattr__(name: str) -> Any:
