@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from homeswarm.errors import MalformedMessage, ProtocolViolation
 from homeswarm.swarm._device import STATE_WIRE, DeviceState
+from homeswarm.swarm._join import JOIN_REPLY
 from homeswarm.swarm._pairing import PAIR_REQUEST
 from homeswarm.swarm._roster_facts import FACT
 from homeswarm.vault import _sync
@@ -37,6 +38,7 @@ GOOD = [
     (STATE_WIRE, STATE.to_wire()),
     (PAIR_REQUEST, {"op": "pair", "invite": b"i" * 8, "proof": b"p", "request": b"r"}),
     (FACT, ["revoke", [1, "swarm"]]),
+    (JOIN_REPLY, {"chain": [[1]], "roster": {"v": 1}}),
     (
         _sync.SYNC_REQUEST,
         {"v": 1, "swarm": "s", "vec": {"public": {ORIGIN: 3}}, "kd": DIGEST, "want": [DIGEST]},
