@@ -3,8 +3,8 @@
 A ``Schema`` names a message and lists its ``Field``s. ``schema.check(obj)`` takes what msgpack
 decoded from a peer and gives back its fields, a dict by name, or raises ``MalformedMessage`` (a
 ``ProtocolViolation``: the connection that sent it is closed) with ``"WHAT: PROBLEM"``; for any
-input at all it raises nothing else. The first problem found, in the order the fields are listed,
-is the one reported.
+input at all it raises nothing else (or the schema's own ``error``, see below). The first problem
+found, in the order the fields are listed, is the one reported.
 
 Rules:
 
@@ -19,7 +19,9 @@ Rules:
 - ``least``/``most`` bound a number's value, or the length of a string, bytes, list or map;
 - ``items`` checks each item of a list; ``keys`` and ``values`` each key and value of a map;
 - ``valid`` is a last predicate on a value that passed everything else; ``says`` is the problem
-  it reports.
+  it reports;
+- ``error`` is what a schema raises, ``MalformedMessage`` unless told otherwise: a part of a message
+  that is refused on its own, without closing the connection (a vault record), names its own.
 
 Only the floor is imported: every layer can declare its messages here.
 """
@@ -49,6 +51,9 @@ class Field:
     """One field of a message; see the module's rules."""
 
     __slots__ = (
+        "_bounded",
+        "_exact",
+        "_nested",
         "equals",
         "items",
         "keys",
@@ -87,27 +92,34 @@ class Field:
         self.values = values
         self.valid = valid
         self.says = says or f"{name} is not valid"
+        # what msgpack gives is exactly one of the types: a set lookup, before isinstance
+        self._exact = frozenset(types)
+        self._bounded = least is not None or most is not None
+        self._nested = items is not None or keys is not None or values is not None
 
     def problem(self, value: object) -> str | None:
         """What is wrong with ``value`` as this field, or ``None``."""
         if value is None:
             return None if self.optional else f"{self.name} is missing"
-        if self.types and not _is(value, self.types):
-            kinds = " or ".join(dict.fromkeys(_NAMES.get(t, t.__name__) for t in self.types))
+        types = self.types
+        if types and type(value) not in self._exact and not _is(value, types):
+            kinds = " or ".join(dict.fromkeys(_NAMES.get(t, t.__name__) for t in types))
             return f"{self.name} is not {kinds}"
         if self.equals is not _ANY and (
             type(value) is not type(self.equals) or value != self.equals
         ):
             return f"unsupported {self.name} {str(value)[:10]!r}"
-        size = len(value) if isinstance(value, _SIZED) else value
-        if isinstance(size, int | float) and not isinstance(size, bool):
-            if self.least is not None and not size >= self.least:
-                return f"{self.name} is under {self.least:g}"
-            if self.most is not None and not size <= self.most:
-                return f"{self.name} is over {self.most:g}"
-        found = self._inner(value)
-        if found is not None:
-            return found
+        if self._bounded:
+            size = len(value) if isinstance(value, _SIZED) else value
+            if type(size) is int or type(size) is float:
+                if self.least is not None and not size >= self.least:
+                    return f"{self.name} is under {self.least:g}"
+                if self.most is not None and not size <= self.most:
+                    return f"{self.name} is over {self.most:g}"
+        if self._nested:
+            found = self._inner(value)
+            if found is not None:
+                return found
         if self.valid is not None and not _holds(self.valid, value):
             return self.says
         return None
@@ -131,12 +143,19 @@ class Field:
 class Schema:
     """A message: what it is called (for the error) and its fields, by key or by position."""
 
-    __slots__ = ("fields", "positional", "what")
+    __slots__ = ("error", "fields", "positional", "what")
 
-    def __init__(self, what: str, *fields: Field, positional: bool = False) -> None:
+    def __init__(
+        self,
+        what: str,
+        *fields: Field,
+        positional: bool = False,
+        error: Callable[[str], Exception] = MalformedMessage,
+    ) -> None:
         self.what = what
         self.fields = fields
         self.positional = positional
+        self.error = error
 
     def check(self, obj: object) -> dict[str, Any]:
         """The message's fields by name; ``MalformedMessage`` if ``obj`` is not this message."""
@@ -146,13 +165,15 @@ class Schema:
             values = [obj.get(f.name) for f in self.fields]
         else:
             raise self.fail("not a map")
+        out = {}
         for field, value in zip(self.fields, values, strict=True):
             found = field.problem(value)
             if found is not None:
                 raise self.fail(found)
-        return {f.name: v for f, v in zip(self.fields, values, strict=True)}
+            out[field.name] = value
+        return out
 
-    def _positions(self, obj: object) -> list[Any]:
+    def _positions(self, obj: object) -> list[Any] | tuple[Any, ...]:
         if not isinstance(obj, list | tuple):
             raise self.fail("not a list")
         first = self.fields[0] if self.fields else None
@@ -162,11 +183,11 @@ class Schema:
                 raise self.fail(found)
         if len(obj) != len(self.fields):
             raise self.fail(f"{len(obj)} fields, expected {len(self.fields)}")
-        return list(obj)
+        return obj
 
-    def fail(self, problem: str) -> MalformedMessage:
+    def fail(self, problem: str) -> Exception:
         """The error for ``problem`` with this message (also for a caller's own later checks)."""
-        return MalformedMessage(f"{self.what}: {problem}")
+        return self.error(f"{self.what}: {problem}")
 
 
 def _is(value: object, types: tuple[type, ...]) -> bool:

@@ -13,7 +13,15 @@ from homeswarm.swarm._device import STATE_WIRE, DeviceState
 from homeswarm.swarm._join import JOIN_REPLY
 from homeswarm.swarm._pairing import PAIR_REQUEST
 from homeswarm.swarm._roster_facts import FACT
-from homeswarm.vault import _sync
+from homeswarm.vault import RejectedRecord, _sync
+from homeswarm.vault._records import (
+    Epoch,
+    Seal,
+    Snapshot,
+    Update,
+    record_from_wire,
+    record_to_wire,
+)
 from homeswarm.wire import Field, Schema
 
 junk = st.recursive(
@@ -51,6 +59,14 @@ GOOD = [
     (_sync.PUSH_REPLY, {"v": 1, "vec": {"private": {}}, "kd": DIGEST, "refused": 0}),
 ]
 IDS = [schema.what for schema, _ in GOOD]
+SIG = b"s" * 64
+AGE = "age1" + "q" * 58
+RECORDS = [  # one well-formed record of each kind, [kind, body]
+    ("u", [1, "sw", "public", ORIGIN, 1, 1, ORIGIN, b"c", SIG]),
+    ("s", [1, "sw", "public", ORIGIN, 1, ORIGIN, [[ORIGIN, 2]], b"c", SIG]),
+    ("e", [1, "sw", "public", 1, ORIGIN, AGE, [ORIGIN], SIG]),
+    ("k", [1, "sw", "public", 1, ORIGIN, ORIGIN, b"k", ORIGIN, SIG]),
+]
 
 
 @pytest.mark.parametrize(("schema", "good"), GOOD, ids=IDS)
@@ -76,6 +92,11 @@ def test_junk_and_damaged_messages_are_only_ever_malformed(case, value, data):
         damaged[data.draw(st.sampled_from(sorted(damaged)))] = value
     with contextlib.suppress(MalformedMessage):
         schema.check(damaged)
+
+
+def test_well_formed_records_pass():
+    for kind, body in RECORDS:
+        assert record_to_wire(record_from_wire([kind, body])) == [kind, body]
 
 
 def test_the_error_is_a_protocol_violation_that_names_the_message_and_the_field():
@@ -140,3 +161,22 @@ def test_a_versioned_list_says_version_before_length():
 def test_a_map_ignores_keys_it_does_not_name():
     schema = Schema("m", Field("a", int))
     assert schema.check({"a": 1, "newer": "field"}) == {"a": 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk, st.data())
+def test_a_damaged_vault_record_is_only_ever_rejected(value, data):
+    # a record's schema names its own error: a bad record is refused, its connection stays open
+    with contextlib.suppress(RejectedRecord):
+        record_from_wire(value)
+    kind, body = data.draw(st.sampled_from(RECORDS))
+    body = list(body)
+    body[data.draw(st.integers(0, len(body) - 1))] = value
+    with contextlib.suppress(RejectedRecord):
+        record_from_wire([kind, body])
+
+
+def test_each_record_schema_lists_the_records_fields_in_order():
+    for cls in (Update, Snapshot, Epoch, Seal):
+        names = [f.name for f in cls._WIRE.fields]
+        assert names == ["version", *cls.__match_args__], cls

@@ -93,7 +93,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_FACE])
+    """The face (``__all__``) and the module's own dunders: not the helpers it imports."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
 
 
 __all__ = [
