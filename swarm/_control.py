@@ -76,7 +76,6 @@ log = logging.getLogger("swarm.control")
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
-
 # --- server --------------------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request (and to take t
 MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107  # bytes, sun_path less its NUL
 
 
-
 class PeerAlreadyRunning(LocalError):
     """A peer already serves this home's control socket."""
 
