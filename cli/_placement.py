@@ -21,7 +21,7 @@ from typing import Any
 from homeswarm.errors import InvalidArgument
 from homeswarm.vocabulary import SCOPES
 
-from ._args import add_home, add_json, home_of, report, seconds
+from ._args import command, home_of, report, seconds
 from ._status import _clean
 
 __all__ = ["add_placement_commands", "kernels_line"]
@@ -32,7 +32,7 @@ RUN_MARGIN_S = 10.0  # the CLI waits this much longer than two runs (a failure a
 def add_placement_commands(sub: Any) -> None:
     """Add ``run`` and ``kernels`` to the ``swarm`` subcommands."""
 
-    p = sub.add_parser("run", help="place a kernel on the best device and run it")
+    p = command(sub, "run", _cmd_run, "place a kernel on the best device and run it")
     p.add_argument("kernel", metavar="KERNEL", help="the kernel's name (see `swarm kernels`)")
     p.add_argument(
         "input",
@@ -58,14 +58,8 @@ def add_placement_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="give up on a run after this long (default: [placement] run_timeout_s)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_run)
 
-    p = sub.add_parser("kernels", help="list the kernels this device has, with their needs")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_kernels)
+    command(sub, "kernels", _cmd_kernels, "list the kernels this device has, with their needs")
 
 
 def parse_input(text: str | None, stdin: Any = None) -> Any:

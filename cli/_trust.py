@@ -6,7 +6,7 @@ import argparse
 import datetime
 from typing import Any
 
-from ._args import add_home, add_json, home_of, report, scopes_arg
+from ._args import command, home_of, report, scopes_arg
 
 
 def add_grant_options(p: argparse.ArgumentParser) -> None:
@@ -67,12 +67,11 @@ def revoke_lines(reply: dict[str, Any]) -> list[str]:
 
 
 def add_trust_commands(sub: Any) -> None:
-    p = sub.add_parser("audit", help="list refused actions: what a device tried beyond its rights")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_audit)
+    about = "list refused actions: what a device tried beyond its rights"
+    command(sub, "audit", _cmd_audit, about)
 
-    p = sub.add_parser("grant", help="give a member new scopes or rights (a new certificate)")
+    about = "give a member new scopes or rights (a new certificate)"
+    p = command(sub, "grant", _cmd_grant, about)
     p.add_argument("device", metavar="DEVICE", help="the device's name or id")
     p.add_argument(
         "--scopes",
@@ -85,13 +84,9 @@ def add_trust_commands(sub: Any) -> None:
     p.add_argument(
         "--admin", action="store_true", help="make it an admin (counts once a majority grant it)"
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_grant)
 
-    p = sub.add_parser(
-        "recover", help="make this device an admin again with the recovery code from `swarm init`"
-    )
+    about = "make this device an admin again with the recovery code from `swarm init`"
+    p = command(sub, "recover", _cmd_recover, about)
     p.add_argument("code", metavar="CODE", help="the recovery code `swarm init` printed")
     p.add_argument(
         "--revoke",
@@ -100,9 +95,6 @@ def add_trust_commands(sub: Any) -> None:
         metavar="DEVICE",
         help="also revoke this lost device, with the root's authority (repeatable)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_recover)
 
 
 def _cmd_grant(args: argparse.Namespace) -> int:

@@ -24,14 +24,14 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
+from homeswarm.swarm._local_vault import directory_from
+from homeswarm.swarm._roster_facts import RosterFacts, chain_fact, revocation_fact
 from homeswarm.swarm._trust import (
     InvalidRecoveryCode,
     recovery_code,
     revocation_status,
     root_from_code,
 )
-from homeswarm.swarm._vault_service import directory_from
 from homeswarm.transports import peer_id_from_public_key
 
 

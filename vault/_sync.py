@@ -23,7 +23,8 @@ keeps refusing a record), or after ``max_rounds``. It runs on ciphertext: a rela
 same way, and every record can be checked by anyone.
 
 Messages are maps (``"op"`` routes a request to the vault service; ``"v"`` is the version).
-``from_wire`` raises ``ProtocolViolation`` for a message of the wrong shape (that closes the
+``from_wire`` checks a message against its ``Schema`` (``homeswarm.wire``) and raises
+``MalformedMessage``, a ``ProtocolViolation``, for one of the wrong shape (that closes the
 connection); a malformed *record* inside a good message is only refused, like any bad record.
 """
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeswarm.errors import ProtocolViolation
+from homeswarm.wire import Field, Schema
 
 from ._errors import RejectedRecord
 from ._model import SCOPES
@@ -57,52 +59,44 @@ MAX_RECORDS = 100_000  # per message (a relay of a big vault: many small updates
 MAX_IDS = 1_000_000
 
 
-def _vectors(obj: object) -> Vectors:
-    if not isinstance(obj, dict) or len(obj) > len(SCOPES):
-        raise ProtocolViolation("vault: vectors are a map of scope -> origin -> sequence")
-    out: Vectors = {}
-    for scope, vec in obj.items():
-        if scope not in SCOPES or not isinstance(vec, dict) or len(vec) > MAX_ORIGINS:
-            raise ProtocolViolation("vault: vectors are a map of scope -> origin -> sequence")
-        clean = {}
-        for origin, seq in vec.items():
-            if not isinstance(origin, str) or len(origin) > MAX_STREAM:
-                raise ProtocolViolation("vault: a vector's origin is a device id")
-            if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-                raise ProtocolViolation("vault: a vector's sequence is a natural number")
-            clean[origin] = seq
-        out[scope] = clean
-    return out
+_SCOPE = Field("scope", str, valid=SCOPES.__contains__, says="a vector's scope is not a scope")
+_SEQ = Field("sequence", int, least=0, most=MAX_SEQ)
+_ORIGIN = Field("origin", str, most=MAX_STREAM)
+_VECTOR = Field("vector", dict, most=MAX_ORIGINS, keys=_ORIGIN, values=_SEQ)
+_VERSION = Field("v", int, equals=VERSION)
+_SWARM = Field("swarm", str)
+_VECTORS = Field("vec", dict, most=len(SCOPES), keys=_SCOPE, values=_VECTOR)
+_DIGEST = Field("kd", bytes, least=16, most=16)
+_RECORDS = Field("recs", list, most=MAX_RECORDS)
 
 
-def _digest(obj: object) -> bytes:
-    if not isinstance(obj, bytes) or len(obj) != 16:
-        raise ProtocolViolation("vault: a keyring digest is 16 bytes")
-    return obj
+def _ids(name: str) -> Field:
+    return Field(
+        name, list, optional=True, most=MAX_IDS, items=Field("id", bytes, least=16, most=16)
+    )
 
 
-def _ids(obj: object) -> list[bytes] | None:
-    if obj is None:
-        return None
-    if not isinstance(obj, list) or len(obj) > MAX_IDS:
-        raise ProtocolViolation("vault: ids are a list")
-    if not all(isinstance(i, bytes) and len(i) == 16 for i in obj):
-        raise ProtocolViolation("vault: a record id is 16 bytes")
-    return obj
-
-
-def _records(obj: object) -> list[Any]:
-    if not isinstance(obj, list) or len(obj) > MAX_RECORDS:
-        raise ProtocolViolation(f"vault: records are a list of at most {MAX_RECORDS}")
-    return obj
-
-
-def _map(obj: object, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not keys <= set(obj):
-        raise ProtocolViolation(f"vault: expected a map with {', '.join(sorted(keys))}")
-    if obj.get("v") != VERSION:
-        raise ProtocolViolation(f"vault: unsupported message version {str(obj.get('v'))[:10]!r}")
-    return obj
+SYNC_REQUEST = Schema(
+    "vault sync",
+    _VERSION,
+    _SWARM,
+    _VECTORS,
+    _DIGEST,
+    _ids("want"),
+    _ids("ev"),  # ev: fork evidence
+)
+SYNC_REPLY = Schema(
+    "vault sync reply",
+    _VERSION,
+    _VECTORS,
+    _DIGEST,
+    _ids("ids"),
+    _RECORDS,
+    Field("more", bool),
+    _ids("ev"),
+)
+PUSH_MESSAGE = Schema("vault push", _VERSION, _SWARM, _RECORDS)
+PUSH_REPLY = Schema("vault push reply", _VERSION, _VECTORS, _DIGEST, Field("refused", int, least=0))
 
 
 def parse_records(items: list[Any]) -> tuple[list[Record], list[Rejection]]:
@@ -140,14 +134,8 @@ class SyncRequest:
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncRequest:
-        m = _map(obj, {"v", "swarm", "vec", "kd"})
-        return cls(
-            str(m["swarm"]),
-            _vectors(m["vec"]),
-            _digest(m["kd"]),
-            _ids(m.get("want")),
-            _ids(m.get("ev")),
-        )
+        m = SYNC_REQUEST.check(obj)
+        return cls(m["swarm"], m["vec"], m["kd"], m["want"], m["ev"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +162,8 @@ class SyncReply:
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncReply:
-        m = _map(obj, {"v", "vec", "kd", "recs", "more"})
-        if not isinstance(m["more"], bool):
-            raise ProtocolViolation("vault: more is a boolean")
-        return cls(
-            _vectors(m["vec"]),
-            _digest(m["kd"]),
-            _ids(m.get("ids")),
-            _records(m["recs"]),
-            m["more"],
-            _ids(m.get("ev")),
-        )
+        m = SYNC_REPLY.check(obj)
+        return cls(m["vec"], m["kd"], m["ids"], m["recs"], m["more"], m["ev"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +176,8 @@ class Push:
 
     @classmethod
     def from_wire(cls, obj: object) -> Push:
-        m = _map(obj, {"v", "swarm", "recs"})
-        return cls(str(m["swarm"]), _records(m["recs"]))
+        m = PUSH_MESSAGE.check(obj)
+        return cls(m["swarm"], m["recs"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +191,8 @@ class PushReply:
 
     @classmethod
     def from_wire(cls, obj: object) -> PushReply:
-        m = _map(obj, {"v", "vec", "kd", "refused"})
-        if type(m["refused"]) is not int or m["refused"] < 0:
-            raise ProtocolViolation("vault: refused is a count")
-        return cls(_vectors(m["vec"]), _digest(m["kd"]), m["refused"])
+        m = PUSH_REPLY.check(obj)
+        return cls(m["vec"], m["kd"], m["refused"])
 
 
 def _wire(records: list[Record]) -> list[Any]:
