@@ -10,15 +10,11 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   ``alive(node, incarnation, version, state)`` signed by the node itself, ``suspect(node, inc, by)``
   and ``dead(node, inc, by)`` signed by the accuser; ``dead`` signed by the node itself is a
   graceful leave (status ``left``). A record that does not verify is dropped and counted.
-- Precedence, for a known member currently at incarnation ``i``:
-      alive  (j, v)  wins over alive (i, w)        if (j, v) > (i, w)
-      alive  (j)     wins over suspect/dead/left   if j > i
-      suspect(j)     wins over alive               if j >= i; confirms a suspect if j == i
-      dead   (j)     wins over alive/suspect       if j >= i
-      any accusation wins over dead/left           if j > i (news of a later life)
-      left   (j)     wins over dead                if j >= i (its own word over our guess)
-  so that every view ends at the same record: the one with the highest (incarnation, alive <
-  suspect < dead < left), versions ordering alive records.
+- Precedence: which record about a member wins over what we hold is the table ``PRECEDENCE``
+  below, and nothing else: a record from an earlier life (a lower incarnation) never wins, one
+  from a later life always does (except that accusations about a light member are no evidence),
+  and at the same incarnation alive < suspect < dead < left, versions ordering alive records and
+  a second suspicion confirming the first; so every view ends at the same record.
   About ourselves: a suspect or dead record at ``j >= ours`` (not our own leave) is refuted by
   taking incarnation ``j + 1`` and gossiping a new alive record.
 - Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
@@ -111,6 +107,61 @@ class Profile:
 NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
 BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
 PROFILES = {p.name: p for p in (NORMAL, BATTERY_SAVER)}
+
+
+# ---- precedence: which record about a member wins ---------------------------------------------
+#
+# Everything that decides whether a record about another member replaces what we hold lives here.
+# A row is where the member stands in our view, a column the kind of record that arrives; a cell
+# says what happens at the same incarnation and at a later one (a record from an earlier life is
+# always stale):
+#   take     the record wins: it becomes the member's status (and incarnation)
+#   stale    dropped, counted in ``stats.stale``
+#   version  alive over alive: it wins if its version is higher
+#   confirm  a suspicion we already hold: one more independent accuser shortens it (Lifeguard)
+# Rows: ``unknown`` (not in our table: only an alive record from an admitted node enters, see
+# ``facts.admits``), ``light`` (a light member that is alive) and ``away`` (a light member whose
+# lease lapsed): nobody probes a light member, so nobody holds evidence against it; only its own
+# alive records and its leave count, and its lease decides ``away``.
+# "left" is a dead record signed by the member itself. Records about ourselves are not looked up
+# here: we refute them (see ``_apply_alive`` and ``_apply_accusation``).
+
+Kind = Literal["alive", "suspect", "dead", "left"]
+Outcome = Literal["take", "stale", "version", "confirm"]
+Standing = Literal["unknown", "alive", "light", "away", "suspect", "dead", "left"]
+
+_TAKE: tuple[Outcome, Outcome] = ("take", "take")
+_NEVER: tuple[Outcome, Outcome] = ("stale", "stale")
+_LATER: tuple[Outcome, Outcome] = ("stale", "take")
+_NEWER: tuple[Outcome, Outcome] = ("version", "take")
+
+# fmt: off
+PRECEDENCE: dict[Standing, dict[Kind, tuple[Outcome, Outcome]]] = {
+    # standing   record: alive           suspect                        dead             left
+    "unknown": {"alive": _TAKE,  "suspect": _NEVER,                "dead": _NEVER, "left": _NEVER},
+    "alive":   {"alive": _NEWER, "suspect": _TAKE,                 "dead": _TAKE,  "left": _TAKE},
+    "light":   {"alive": _NEWER, "suspect": _NEVER,                "dead": _NEVER, "left": _TAKE},
+    "away":    {"alive": _NEWER, "suspect": _NEVER,                "dead": _NEVER, "left": _TAKE},
+    "suspect": {"alive": _LATER, "suspect": ("confirm", "take"),   "dead": _TAKE,  "left": _TAKE},
+    "dead":    {"alive": _LATER, "suspect": _LATER,                "dead": _LATER, "left": _TAKE},
+    "left":    {"alive": _LATER, "suspect": _LATER,                "dead": _LATER, "left": _LATER},
+}
+# fmt: on
+
+
+def precedence(member: Member | None, kind: Kind, incarnation: int, version: int = 0) -> Outcome:
+    """What a record of ``kind`` at ``incarnation`` (an alive record's ``version``) does to what we
+    hold about ``member``: ``take``, ``stale`` or ``confirm`` (see ``PRECEDENCE``)."""
+    if member is None:
+        return PRECEDENCE["unknown"][kind][1]
+    if incarnation < member.incarnation:
+        return "stale"
+    status = member.status
+    standing: Standing = "light" if status == "alive" and member.light else status
+    outcome = PRECEDENCE[standing][kind][incarnation > member.incarnation]
+    if outcome == "version":
+        return "take" if version > member.version else "stale"
+    return outcome
 
 
 # ---- records: signed facts about members --------------------------------------------------------
@@ -965,15 +1016,8 @@ class Membership:
                 self._refute(record.incarnation, now)
             return
         member = self.members.get(node)
-        if member is None:
-            if not self.facts.admits(node):
-                self.stats.stale += 1
-                return
-        elif member.status in ("alive", "away"):
-            if (record.incarnation, record.version) <= (member.incarnation, member.version):
-                self.stats.stale += 1
-                return
-        elif record.incarnation <= member.incarnation:
+        outcome = precedence(member, "alive", record.incarnation, record.version)
+        if outcome != "take" or (member is None and not self.facts.admits(node)):
             self.stats.stale += 1
             return
         if not verified and not self._verify(node, record):
@@ -1025,46 +1069,31 @@ class Membership:
                 )
             return
         member = self.members.get(node)
-        if member is None or record.incarnation < member.incarnation:
+        kind: Kind = "left" if record.leave else "suspect" if record.kind == "s" else "dead"
+        outcome = precedence(member, kind, record.incarnation)
+        if outcome == "stale" or member is None:
             self.stats.stale += 1
             return
-        if member.light and member.status in ("alive", "away") and not record.leave:
-            # nobody probes a light member, so nobody holds evidence against it: its lease
-            # says whether it is here (a stale view that still probed it is no evidence)
-            self.stats.stale += 1
-            return
-        if member.status in ("dead", "left"):
-            later = record.incarnation > member.incarnation
-            if not (later or (record.leave and member.status == "dead")):
+        if outcome == "confirm":
+            susp = self._suspicions.get(node)
+            if susp is None or record.by in susp.accusers or len(susp.accusers) > susp.k:
                 self.stats.stale += 1
-                return
-        if record.kind == "s":
-            if member.status == "suspect" and record.incarnation == member.incarnation:
-                susp = self._suspicions.get(node)
-                if susp is None or record.by in susp.accusers or len(susp.accusers) > susp.k:
-                    self.stats.stale += 1
-                    return
-                if not verified and not self._verify(record.by, record):
-                    return
-                susp.confirm(record.by)
-                self._enqueue(record)
                 return
             if not verified and not self._verify(record.by, record):
                 return
-            member.status = "suspect"
-            member.incarnation = record.incarnation
-            member.accusation = record
-            if not self.light:  # a light member takes the others' verdict by push-pull
-                self._suspicions[node] = self._suspicion(record, now)
-            self._changed(member, now)
+            susp.confirm(record.by)
             self._enqueue(record)
             return
         if not verified and not self._verify(record.by, record):
             return
-        member.status = "left" if record.leave else "dead"
+        member.status = kind
         member.incarnation = record.incarnation
         member.accusation = record
-        self._suspicions.pop(node, None)
+        if kind == "suspect" and not self.light:
+            # (a light member takes the others' verdict by push-pull)
+            self._suspicions[node] = self._suspicion(record, now)
+        else:
+            self._suspicions.pop(node, None)
         self._changed(member, now)
         self._enqueue(record)
 

@@ -8,6 +8,7 @@ n <= 10.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -25,11 +26,13 @@ from homeswarm.swarm._membership import (
     BATTERY_SAVER,
     NORMAL,
     PIGGYBACK_BYTES,
+    PRECEDENCE,
     Accusation,
     Ack,
     Alive,
     Fact,
     Gossip,
+    Member,
     Membership,
     Message,
     Nack,
@@ -39,6 +42,7 @@ from homeswarm.swarm._membership import (
     _pack,
     decode_message,
     encode_message,
+    precedence,
 )
 from homeswarm.swarm.testing import CoreNet, OpenFacts, device_keys
 
@@ -399,6 +403,56 @@ def test_precedence_alive_suspect_dead_left():
     assert feed(devices.accuse("d", x, 1, y)) == ("left", 1)
     assert feed(devices.accuse("d", x, 2, y)) == ("dead", 2)  # news of a later life
     assert feed(devices.alive(x, 3)) == ("alive", 3)
+
+
+KINDS = ("alive", "suspect", "dead", "left")
+RECORDS = [
+    (k, inc, ver) for k in KINDS for inc in (0, 1, 2) for ver in ((0, 1) if k == "alive" else (0,))
+]
+
+
+def _merge(member, record):
+    """Apply one record to a copy of ``member`` by the table alone."""
+    kind, inc, ver = record
+    member = copy.copy(member)
+    if precedence(member, kind, inc, ver) == "take":
+        member.status, member.incarnation = kind, inc
+        member.alive = Alive(member.node, inc, ver, b"", b"") if kind == "alive" else member.alive
+    return member
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_the_precedence_table_merges_in_any_order_to_the_same_record(light):
+    # every pair of records, from every starting standing: both orders end at the same status and
+    # incarnation (and version, while alive), and a record taken twice changes nothing: gossip
+    # may deliver in any order, any number of times
+    starts = [
+        Member("x", status, 1, Alive("x", 1, 0, b"", b""), lease=60.0 if light else 0.0)
+        for status in ("alive", "suspect", "dead", "left")
+    ] + ([Member("x", "away", 1, Alive("x", 1, 0, b"", b""), lease=60.0)] if light else [])
+
+    # (not for a light member: an accusation from a later life of it than we know is dropped
+    # while it is alive in our view, but taken once its leave made it ``left``, so that pair
+    # depends on the order; the lease, not the table, settles a light member's standing)
+    records = [r for r in RECORDS if not (light and r[0] in ("suspect", "dead") and r[1] > 1)]
+
+    def view(m):
+        return m.status, m.incarnation, m.version if m.status in ("alive", "away") else None
+
+    for start in starts:
+        for a, b in itertools.product(records, repeat=2):
+            ab, ba = _merge(_merge(start, a), b), _merge(_merge(start, b), a)
+            assert view(ab) == view(ba), (view(start), a, b)
+            assert view(_merge(ab, a)) == view(ab)
+
+
+def test_the_precedence_table_has_a_cell_for_every_standing_and_record():
+    assert all(set(row) == set(KINDS) for row in PRECEDENCE.values())
+    assert precedence(None, "alive", 0) == "take"
+    assert all(precedence(None, k, 5) == "stale" for k in KINDS[1:])
+    light = Member("x", "alive", 1, Alive("x", 1, 0, b"", b""), lease=60.0)
+    assert precedence(light, "dead", 9) == "stale"  # no evidence against a light member
+    assert precedence(light, "left", 1) == "take"  # but its own leave counts
 
 
 # ---- signatures ---------------------------------------------------------------------------------
