@@ -245,6 +245,13 @@ def _record_from_wire(obj: Any) -> Record:
     raise ProtocolViolation(f"record: unknown kind {_brief(tag)} or wrong length")
 
 
+def _queue_key(record: Record) -> Any:
+    """Records about one member replace each other in the gossip queue (the latest wins)."""
+    if isinstance(record, Fact):
+        return ("f", hashlib.blake2b(record.blob, digest_size=8).digest())
+    return record.node
+
+
 def _brief(value: Any) -> str:
     # never str() a peer's value: a deeply nested list overflows the stack on the way
     return repr(value[:16]) if isinstance(value, str) else type(value).__name__
@@ -431,6 +438,7 @@ class _Suspicion:
     accusers: set[str]
     deadline: float = 0.0
     asked: bool = False  # hearsay only: the suspect was asked once, at the end (see _expire)
+    probed: bool = False  # hearsay only: our next probe went to the suspect (see _next_target)
 
     def confirm(self, by: str) -> bool:
         if by in self.accusers or len(self.accusers) > self.k:
@@ -495,6 +503,9 @@ class _Queued:
     size: int
     sent: int = 0
     order: int = 0
+    # peers known to hold the record (they sent it to us, or signed it): it is never piggybacked
+    # to them, so the retransmit budget goes to peers that may still miss it
+    holders: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -829,7 +840,7 @@ class Membership:
         buddy: tuple[Record, ...] = ()
         if member.status == "suspect" and member.accusation is not None:
             buddy = (member.accusation,)  # Lifeguard: let the suspect refute at once
-        self._send(target, Ping(seq, target, buddy + self._piggyback(exclude=buddy)))
+        self._send(target, Ping(seq, target, buddy + self._piggyback(target, exclude=buddy)))
 
     def _indirect(self, probe: _Probe) -> None:
         relays = self._pick(
@@ -838,7 +849,7 @@ class Membership:
         )
         probe.indirect = len(relays) or -1  # -1: nobody to ask
         for relay in relays:
-            self._send(relay, PingReq(probe.seq, probe.target, self._piggyback()))
+            self._send(relay, PingReq(probe.seq, probe.target, self._piggyback(relay)))
 
     def _finish_probe(self, probe: _Probe, now: float) -> None:
         self._probe = None
@@ -856,11 +867,22 @@ class Membership:
         self._apply(record, now, verified=True)
 
     def _next_target(self) -> str | None:
+        # A suspicion we only heard of: probe the suspect next, out of turn. If it is gone, our
+        # failed probe is one more independent confirmation and shortens everyone's suspicion
+        # (Lifeguard); waiting for its turn in our round left suspicions at their longest; if
+        # it is up, the ping carries the accusation and it refutes at once.
+        for node, susp in self._suspicions.items():
+            if not susp.probed and self.node not in susp.accusers:
+                susp.probed = True
+                member = self.members.get(node)
+                if member is not None and member.status == "suspect" and not member.light:
+                    return node
         return self._probe_turns.next(
             self, lambda m: m.status in ("alive", "suspect") and not m.light
         )
 
     def _gossip(self, now: float) -> None:
+        self._drop_known()
         if not self._queue:
             return
         horizon = now - self.profile.gossip_to_dead
@@ -874,10 +896,21 @@ class Membership:
             self._queue.clear()
             return
         for node in targets:
-            records = self._piggyback()
-            if not records:
-                break
-            self._send(node, Gossip(records))
+            records = self._piggyback(node)
+            if records:
+                self._send(node, Gossip(records))
+
+    def _drop_known(self) -> None:
+        """Forget queued records that every member we gossip with already holds."""
+        queue = self._queue
+        others = len(self._live) - 1
+        if not any(len(q.holders) >= others for q in queue.values()):
+            return
+        light = self._light
+        peers = {n for n in self._live if n != self.node and n not in light}
+        for key, item in list(queue.items()):
+            if peers <= item.holders:
+                del queue[key]
 
     def _push_pull(self) -> None:
         # one live member, and (after Serf's reconnect) one member we think dead: if it is back
@@ -919,27 +952,27 @@ class Membership:
         self._outdated = self._refuted = False
         match msg:
             case Ping(seq, target, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 if target == self.node:
                     first = self._buddies(src)
-                    self._send(src, Ack(seq, first + self._piggyback(exclude=first)))
+                    self._send(src, Ack(seq, first + self._piggyback(src, exclude=first)))
                     return
             case Ack(seq, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 self._on_ack(src, seq, now)
             case PingReq(seq, target, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 if target in self.members and target != self.node and not self.light:
                     mine = self._next_seq()
                     self._relays[mine] = _Relay(src, seq, target, now + self._nack_timeout())
-                    self._send(target, Ping(mine, target, self._piggyback()))
+                    self._send(target, Ping(mine, target, self._piggyback(target)))
             case Nack(seq):
                 if self._probe is not None and self._probe.seq == seq:
                     self._probe.nacks += 1
             case Gossip(records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
             case Sync(reply, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 sent = self._beats.pop(src, None) if reply else None
                 if sent is not None and member is not None:
                     member.rtt = now - sent  # (nobody probes a light member: its heartbeats time)
@@ -979,10 +1012,14 @@ class Membership:
         if relay is not None and src == relay.target:
             self._send(relay.origin, Ack(relay.origin_seq))
 
-    def _apply_all(self, records: Iterable[Record], now: float) -> None:
+    def _apply_all(self, records: Iterable[Record], now: float, src: str) -> None:
         # facts (certificates) first: an alive record is only taken from an admitted member
+        queue = self._queue
         for record in sorted(records, key=lambda r: not isinstance(r, Fact)):
             self._apply(record, now)
+            queued = queue.get(_queue_key(record))
+            if queued is not None and queued.record == record:
+                queued.holders.add(src)  # src holds it: the budget goes to the others
 
     def _apply(self, record: Record, now: float, *, verified: bool = False) -> None:
         if isinstance(record, Fact):
@@ -1187,22 +1224,22 @@ class Membership:
         return tuple(out)
 
     def _enqueue(self, record: Record) -> None:
-        if isinstance(record, Fact):
-            key: Any = ("f", hashlib.blake2b(record.blob, digest_size=8).digest())
-        else:
-            key = record.node
         self._queue_order += 1
         size = len(_pack(record.to_wire()))
-        self._queue[key] = _Queued(record, size, 0, self._queue_order)
+        holders = {record.by} if isinstance(record, Accusation) else set()
+        if isinstance(record, Alive):
+            holders.add(record.node)
+        queued = _Queued(record, size, 0, self._queue_order, holders)
+        self._queue[_queue_key(record)] = queued
 
-    def _piggyback(self, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
+    def _piggyback(self, dst: str, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
         if not self._queue:
             return ()
         limit = self.profile.retransmit_mult * math.ceil(math.log10(self.alive_count() + 1))
         budget = PIGGYBACK_BYTES
         out: list[Record] = []
         for key, item in sorted(self._queue.items(), key=lambda kv: (kv[1].sent, -kv[1].order)):
-            if item.record in exclude:
+            if item.record in exclude or dst in item.holders:
                 continue
             if item.size > budget and out:
                 continue

@@ -165,6 +165,13 @@ def test_a_ping_is_acked_and_measures_the_round_trip():
 def test_a_silent_member_gets_ping_reqs_nacks_suspicion_then_death():
     net = settled(3)
     b_id = net.ids[1]
+
+    def quiet() -> bool:  # no probe of b under way: the first to probe b after the crash is "a"
+        probes = [c._probe for c in net.cores.values()]
+        return all(p is None or p.target != b_id or p.acked for p in probes)
+
+    net.run_until(net.now + 5.0, stop=quiet)
+    net.trace = []
     net.crash(b_id)
     net.run_until(net.now + 5.0, stop=lambda: bool(sent(net, Ping, dst=b_id)))
     [(t, a_id, _, ping)] = sent(net, Ping, dst=b_id)  # whoever probes b first is "a" now
@@ -262,7 +269,8 @@ def test_a_suspicion_known_only_by_hearsay_asks_the_suspect_before_convicting(an
     core.pop_outbox()
     core.tick(14.0)  # 4 s: the suspicion's end
     assert core.members[suspect_id].status == "suspect"
-    [ping] = [m for dst, m in core.pop_outbox() if dst == suspect_id and isinstance(m, Ping)]
+    # (its probe, due since 0, then goes to the suspect out of turn: the first ping asks)
+    ping, *_ = [m for dst, m in core.pop_outbox() if dst == suspect_id and isinstance(m, Ping)]
     assert ping.target == suspect_id
     assert ping.records == (accusation,)
     if answers:
@@ -742,8 +750,17 @@ def test_a_lone_device_wakes_once_a_second_not_five_times():
 
 def test_facts_spread_to_everyone():
     net = settled(3)
-    net.cores[net.ids[0]].spread(b"certificate")
+    origin = net.cores[net.ids[0]]
+    assert origin.facts.learn(b"certificate")  # as the peer does: take it, then spread it
+    origin.spread(b"certificate")
+    net.trace = []
     net.run_until(net.now + 1.0)
+    # nobody sends it back to the one it came from
+    assert not [
+        m
+        for _, _, d, m in net.trace
+        if d == origin.node and Fact(b"certificate") in getattr(m, "records", ())
+    ]
     for node in net.ids:
         facts = net.cores[node].facts
         assert isinstance(facts, OpenFacts)
