@@ -84,6 +84,8 @@ JOIN_FANOUT = 3  # seeds asked at once when joining
 NACK_FRACTION = 0.8
 HEARTBEATS_PER_LEASE = 2  # a light member renews its lease this many times per lease
 HEARTBEAT_FANOUT = 2  # full members a heartbeat goes to, in one radio burst
+RECONNECT_EVERY = 5  # every this many probes, also ping one member we hold dead (in turn)
+PULL_FANOUT = 3  # members expected to pull at once from one that comes back (see _heard_again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,6 +577,8 @@ class Membership:
         self._next_sync = now + self._sync_interval()
         self._next_reap = now + 60.0
         self._seeds: list[str] = []
+        self._probes = 0  # probes started (every RECONNECT_EVERY-th also pings one of the dead)
+        self._pulled: dict[str, float] = {}  # when we last pulled at once from a member back
         self._join_turn = 0
         self._next_join = math.inf
 
@@ -830,6 +834,13 @@ class Membership:
     def _start_probe(self, now: float) -> None:
         interval = self._scaled(self.profile.probe_interval)
         self._next_probe = now + interval
+        self._probes += 1
+        if self._probes % RECONNECT_EVERY == 0:
+            # one member we think dead, in turn, gets a bare ping: if a partition healed, its
+            # ack (or our ping, on its side) is the first word across, and both pull at once
+            dead = self._dead_turns.next(self, lambda m: m.status == "dead" and not m.light)
+            if dead is not None:
+                self._send(dead, Ping(self._next_seq(), dead))
         target = self._next_target()
         if target is None:
             return
@@ -949,6 +960,8 @@ class Membership:
         member = self.members.get(src)
         if member is not None:
             member.last_heard = now
+            if member.status in ("dead", "left") and not isinstance(msg, Sync):
+                self._heard_again(src, now, direct=True)  # (a push-pull is answered anyway)
         self._outdated = self._refuted = False
         match msg:
             case Ping(seq, target, records):
@@ -1053,6 +1066,7 @@ class Membership:
                 self._refute(record.incarnation, now)
             return
         member = self.members.get(node)
+        back = member is not None and member.status in ("dead", "left")
         outcome = precedence(member, "alive", record.incarnation, record.version)
         if outcome != "take" or (member is None and not self.facts.admits(node)):
             self.stats.stale += 1
@@ -1078,6 +1092,27 @@ class Membership:
             self._light.discard(node)
         self._changed(member, now)
         self._enqueue(record)
+        if back:
+            self._heard_again(node, now, direct=False)
+
+    def _heard_again(self, node: str, now: float, *, direct: bool) -> None:
+        """A member we held dead or departed is back: it sent us something (``direct``), or its
+        alive record jumped over our tombstone. A partition may just have healed, and the two
+        sides hold each other's news: pull it at once (a push-pull), instead of at the next
+        periodic one. Each side that hears directly pulls; of those that only read the jump in
+        gossip, about PULL_FANOUT across the swarm do (so a restart in a big swarm does not
+        bring a full state from everyone at once); once per member per reconnect period."""
+        if self.light or node == self.node:
+            return
+        if not direct and self.rng.random() * self.alive_count() >= PULL_FANOUT:
+            return
+        last = self._pulled.get(node)
+        if last is not None and now - last < RECONNECT_EVERY * self.profile.probe_interval:
+            return
+        if len(self._pulled) >= 1024:
+            self._pulled.clear()
+        self._pulled[node] = now
+        self._send(node, Sync(False, self._full_state()))
 
     def _apply_accusation(self, record: Accusation, now: float, verified: bool) -> None:
         node = record.node

@@ -748,6 +748,56 @@ def test_a_lone_device_wakes_once_a_second_not_five_times():
     assert wakeups == 104
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_after_a_partition_heals_the_views_agree_within_five_seconds(seed):
+    # Each half holds the other dead after 90 s apart. The first word across (a ping to a member
+    # held dead, every fifth probe) makes both ends pull at once, and the refutations spread by
+    # gossip: not a wait for the next periodic push-pull (10 s here, 21 s in the simulator).
+    net = CoreNet(10, seed=seed, latency=LATENCY, jitter=0.0005, loss=0.05)
+    net.join_all()
+    net.run_until(20.0)
+    halves = net.ids[::2], net.ids[1::2]
+    net.partition(*halves)
+    net.run_until(net.now + 90.0)
+    assert all(net.status(a, b) == "dead" for a in halves[0] for b in halves[1])
+    net.heal()
+    healed = net.now
+
+    def agree() -> bool:
+        return all(net.status(a, b) == "alive" for a in net.ids for b in net.ids)
+
+    net.run_until(healed + 5.0, stop=agree)
+    assert agree(), f"views still split {net.now - healed:.1f} s after the heal"
+
+
+def test_a_member_heard_from_again_is_pulled_from_at_once_and_once():
+    net = settled(3)
+    a, b, c = net.ids
+    net.partition([a], [b, c])
+    net.run_until(net.now + 60.0)
+    assert net.status(a, b) == net.status(b, a) == "dead"
+    net.heal()
+    net.trace = []
+    assert net.trace is not None
+
+    def across() -> list:
+        return [x for x in net.trace or () if (x[1] == a) != (x[2] == a)]
+
+    # the first word across is a bare ping to a member held dead (every fifth probe: within 5 s)
+    net.run_until(net.now + 5.5, stop=lambda: bool(across()))
+    [(t, src, dst, ping)] = across()
+    assert isinstance(ping, Ping)
+    assert ping.records == ()
+    net.run_until(t + 3 * LATENCY)
+    # the pinged one holds the pinger dead too: it pulls at once, and the two have exchanged
+    # everything they know (a push-pull and its answer) within the round trip
+    assert [x[1:3] for x in sent(net, Sync) if not x[3].reply][:1] == [(dst, src)]
+    assert [x[1:3] for x in sent(net, Sync) if x[3].reply][:1] == [(src, dst)]
+    # and only once per reconnect period, whatever else it hears meanwhile
+    net.run_until(t + 4.0)
+    assert len([x for x in sent(net, Sync, src=dst, dst=src) if not x[3].reply]) == 1
+
+
 def test_facts_spread_to_everyone():
     net = settled(3)
     origin = net.cores[net.ids[0]]
