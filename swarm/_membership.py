@@ -79,7 +79,7 @@ Status = Literal["alive", "suspect", "dead", "left", "away"]
 WIRE_VERSION = 1
 MAX_RECORDS = 4096
 PIGGYBACK_BYTES = 1024
-JOIN_RETRY = 2.0
+JOIN_RETRY = 2.0  # first retry of a join while alone (then doubling, up to push-pull's)
 JOIN_FANOUT = 3  # seeds asked at once when joining
 NACK_FRACTION = 0.8
 HEARTBEATS_PER_LEASE = 2  # a light member renews its lease this many times per lease
@@ -581,6 +581,7 @@ class Membership:
         self._pulled: dict[str, float] = {}  # when we last pulled at once from a member back
         self._join_turn = 0
         self._next_join = math.inf
+        self._join_wait = JOIN_RETRY  # the next retry while alone (doubles each time)
 
     # ---- the public face ---------------------------------------------------------------------
 
@@ -632,13 +633,16 @@ class Membership:
 
     def join(self, seeds: Iterable[str], now: float) -> None:
         """Ask these peers for everything they know (a push-pull with a few at a time, in turn)
-        until one of them answers: every few seconds while we know nobody else alive, every
-        push-pull interval after that. (Stopping at the first live member we hear of instead
-        left a split for good: two devices restarted in a partition found each other, while
-        the rest still held them as left, which nobody probes.)"""
+        until one of them answers: while we know nobody else alive, after 2 s, then twice as
+        long each time up to the push-pull interval (a device cut off, a laptop asleep, does
+        not call out every 2 s for hours; a new sighting calls ``join`` and starts over), and
+        every push-pull interval once we know someone. (Stopping at the first live member we
+        hear of instead left a split for good: two devices restarted in a partition found each
+        other, while the rest still held them as left, which nobody probes.)"""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
         self._join_turn = 0  # the first seeds named (a device just seen on the LAN) go first
+        self._join_wait = JOIN_RETRY
         self._rejoin(now)
 
     def _rejoin(self, now: float) -> None:
@@ -647,8 +651,9 @@ class Membership:
         if not self._seeds:
             self._next_join = math.inf
             return
-        alone = self.alive_count() <= 1
-        wait = JOIN_RETRY * (self.awareness + 1) if alone else self.profile.push_pull_interval
+        wait = interval = self.profile.push_pull_interval
+        if self.alive_count() <= 1:  # alone: back off, from JOIN_RETRY to the interval
+            wait, self._join_wait = self._join_wait, min(2 * self._join_wait, interval)
         self._next_join = now + wait
         # a few at a time, in turn: a device that remembers a hundred peers does not send a
         # hundred full states at every start

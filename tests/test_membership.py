@@ -730,10 +730,27 @@ def test_a_lost_join_is_retried_until_the_node_knows_someone():
     net.cores[joiner].join([seed], 0.0)
     net.run_until(15.0)
     attempts = [at for at, _, _, msg in sent(net, Sync, src=joiner) if not msg.reply]
-    assert attempts == [0.0, 2.0, 4.0]  # every 2 s until it knows someone, then no more
+    assert attempts == [0.0, 2.0, 6.0]  # after 2 s, then 4 s, until it knows someone
     assert net.status(joiner, seed) == "alive"
     assert net.status(seed, joiner) == "alive"
-    assert changes(net, seed, joiner) == [(pytest.approx(4.0 + 2 * LATENCY), "alive")]
+    assert changes(net, seed, joiner) == [(pytest.approx(6.0 + 2 * LATENCY), "alive")]
+
+
+def test_a_device_cut_off_backs_off_to_one_call_per_push_pull_interval():
+    net = CoreNet(2, latency=LATENCY, jitter=0.0)
+    seed, joiner = net.ids
+    net.trace = []
+    net.drop = lambda src, dst, msg: True  # nobody hears it: asleep, offline
+    net.cores[joiner].join([seed], 0.0)
+    net.run_until(300.0)
+    attempts = [at for at, _, _, msg in sent(net, Sync, src=joiner) if not msg.reply]
+    assert attempts[:6] == [0.0, 2.0, 6.0, 14.0, 30.0, 60.0]
+    assert all(b - a == pytest.approx(30.0) for a, b in itertools.pairwise(attempts[5:]))
+    # and a new sighting (join again) starts over at once
+    net.cores[joiner].join([seed], 300.0)
+    net.run_until(303.0)
+    attempts = [at for at, _, _, msg in sent(net, Sync, src=joiner) if not msg.reply]
+    assert attempts[-2:] == [300.0, 302.0]
 
 
 def test_a_lone_device_wakes_once_a_second_not_five_times():
