@@ -30,18 +30,24 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   refute a suspicion about ourselves.
 - Suspicion lasts between ``min`` = mult * max(1, log10 n) * interval and ``max`` = max_mult * min,
   shrinking as independent confirmations arrive (k expected), after which the suspect is dead.
-  A node that only heard of the suspicion (no probe of its own failed) first asks: it pings the
-  suspect once with the accusation and waits a probe timeout, so a refutation it missed cannot
-  make it declare a live member dead.
+  A node that only heard of the suspicion probes the suspect next, out of turn (its failure is
+  one more independent confirmation, and a live suspect refutes at once); and before declaring
+  it dead it asks: it pings the suspect once with the accusation and waits a probe timeout, so a
+  refutation it missed cannot make it declare a live member dead.
 - Records are piggybacked on every ping, ack and ping-req, and gossiped to a few random members
-  every gossip interval while there is something to send (no timer runs otherwise, so a new
-  record after a quiet spell goes out at once; with nobody to send to, the queue is dropped and
-  push-pull carries it later); each is retransmitted at most
-  ``retransmit_mult * ceil(log10(n + 1))`` times, the least-sent first, within a byte budget.
+  every gossip interval while there is something to send (no timer runs otherwise; a new record
+  goes out at once; with nobody to send to, the queue is dropped and push-pull carries it
+  later); each is retransmitted at most ``retransmit_mult * ceil(log10(n + 1))`` times, the
+  least-sent first, within a byte budget, and never to a peer known to hold it (it sent it to
+  us, or signed it): the budget goes to the peers that may still miss it, and a record that
+  every member we gossip with holds leaves the queue.
 - Push-pull anti-entropy with one random member every push-pull interval (longer in big swarms)
   exchanges every record we hold plus the opaque ``facts`` (the roster's certificates and
   revocations); so does, at the same time, one member we think dead, each in turn (Serf's
-  reconnect): a healed partition merges within (members dead) intervals.
+  reconnect). A healed partition merges at once instead: every fifth probe also pings one
+  member we hold dead, in turn, and whoever hears from a member it holds dead or departed pulls
+  from it at once (a push-pull), as do about PULL_FANOUT members across the swarm that read its
+  alive record jump over their tombstone.
 - Light members (a phone on cellular: its signed state names a lease, ``lease_of(state) > 0``)
   are not probed, not asked to relay, and not gossiped to; they probe nobody, run no gossip,
   push-pull or suspicion timers, and relay nothing. Twice per lease a light member sends a
