@@ -3,7 +3,8 @@
 The peer embeds the query and searches its index of the long-term collections (``facts``,
 ``memories``) of every scope this device may read; the first query builds the index, later ones
 find it current. Prints a header saying where the query was embedded and searched, then
-``KEY<TAB>SCOPE<TAB>SCORE<TAB>VALUE-AS-JSON`` per entry, best first. ``--json``: ``{"results":
+``KEY<TAB>SCOPE<TAB>SCORE<TAB>VALUE-AS-JSON`` per entry, best first. ``--on DEVICE`` asks that
+member instead, which answers only from the scopes this device may read. ``--json``: ``{"results":
 [{"key", "scope", "score", "value"}], "device", "executor", ...}``. Bad input is one line and
 exit 2; no running peer, or a scope this device may not read, one line and exit 1.
 """
@@ -34,6 +35,12 @@ def add_recall_command(sub: Any) -> None:
     p.add_argument(
         "--collection", choices=("facts", "memories"), help="only entries of this collection"
     )
+    p.add_argument(
+        "--on",
+        metavar="DEVICE",
+        help="ask that device (name or id) instead: it answers only from the scopes this "
+        "device may read (a phone asking the server)",
+    )
     add_home(p)
     add_json(p)
     p.set_defaults(run=_cmd_recall)
@@ -63,6 +70,7 @@ def _cmd_recall(args: argparse.Namespace) -> int:
         k=args.k,
         scope=args.scope,
         collection=args.collection,
+        on=args.on,
     )
     results = [
         {"key": r["key"], "scope": r["scope"], "score": r["score"], "value": json.loads(r["value"])}

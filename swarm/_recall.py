@@ -113,7 +113,8 @@ def default_embedder() -> Embedder:
 def normalise(vectors: NDArray[np.float32]) -> Vectors:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (vectors / norms).astype(np.float32)
+    out: Vectors = (vectors / norms).astype(np.float32)
+    return out
 
 
 def document_text(key: str, text: str) -> str:

@@ -18,7 +18,10 @@ moved or overwritten since it was indexed is never answered.
 
 Control requests (this device's CLI): ``recall.query`` ``{"query", "k", "scope", "collection"}``
 -> ``{"results": [{"key", "scope", "score", "value"}], "device", "executor", "embedder",
-"indexed", "pending"}`` (``value`` is the entry's JSON text), and ``recall.status``.
+"indexed", "pending"}`` (``value`` is the entry's JSON text), and ``recall.status``. With
+``"on": DEVICE`` (a name or id) the query goes to that member (``recall.query`` over the
+transport), which answers only from the scopes both it and the ASKER's certificate may read:
+a phone may ask the server, and never learns a private entry that way.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from homeswarm.transports import InvalidArgument
+from homeswarm.transports import (
+    Connection,
+    InvalidArgument,
+    ProtocolViolation,
+    RemoteError,
+    TransportError,
+)
 from homeswarm.vault import SCOPES, VaultError, VaultNode
 
 from ._recall import (
@@ -53,6 +62,7 @@ log = logging.getLogger("swarm.recall")
 
 POLL = 1.0  # seconds between checks of the vault's version
 BATCH = 256  # entries embedded at once
+ASK_TIMEOUT = 30.0  # seconds to wait for another device's answer
 QUERY_WAIT = 20.0  # seconds a query waits for the index to catch up (then: what it holds)
 
 
@@ -70,6 +80,7 @@ class RecallService(Service):
         self.pending = 0  # entries waiting to be embedded
         self.rebuild_s: float | None = None  # the first full build after start-up
         self.device = vault.identity.device_id
+        self._peer: Peer | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -85,6 +96,7 @@ class RecallService(Service):
     # ---- running -----------------------------------------------------------------------------
 
     async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._peer = peer
         task_status.started()
         while True:
             if self.active:
@@ -142,10 +154,57 @@ class RecallService(Service):
 
     async def control(self, op: str, args: dict[str, Any]) -> Any:
         if op == "query":
-            return await self.query(**_query_args(args))
+            on = args.get("on")
+            if on is not None and not isinstance(on, str):
+                raise InvalidArgument("recall: on is a device name or id")
+            query = _query_args(args)
+            device = None if on is None else self._device_named(on)
+            if device is None:
+                return await self.query(**query)
+            return await self._ask(device, query)
         if op == "status":
             return self.section()
         raise InvalidArgument(f"unknown request recall.{op}")
+
+    async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
+        """A member asks this device (a phone asking the server): answered only from the scopes
+        its certificate allows it to read."""
+        if op != "query":
+            raise ProtocolViolation(f"unknown operation recall.{op[:20]!r}")
+        try:
+            query = _query_args(body)
+        except InvalidArgument as exc:
+            raise ProtocolViolation(str(exc)) from None
+        peer = self._peer
+        cert = None if peer is None else peer.roster.certificate(conn.peer_id)
+        conflicted = peer is not None and conn.peer_id in peer.roster.conflicted()
+        allowed = frozenset() if cert is None or conflicted else cert.readable()
+        return await self.query(**query, allowed=allowed, asker="the asking device")
+
+    def _device_named(self, on: str) -> str | None:
+        """The device ``--on`` names (None: this one); ``InvalidArgument`` if none is."""
+        peer = self._peer
+        if peer is None:
+            raise VaultError("the peer is still starting; try again in a moment")
+        cert = peer.roster.find(on)
+        if cert is None or not peer.roster.admits(cert.device):
+            raise InvalidArgument(f"recall: no device {on!r} in this swarm")
+        return None if cert.device == self.device else cert.device
+
+    async def _ask(self, device: str, query: dict[str, Any]) -> dict[str, Any]:
+        peer = self._peer
+        assert peer is not None
+        transport = peer.transport
+        assert transport is not None
+        try:
+            open_ = transport.connections(device)
+            conn = open_[0] if open_ else await transport.dial(device, peer.addrs_of(device))
+            reply = await conn.request({"op": "recall.query", **query}, timeout=ASK_TIMEOUT)
+        except RemoteError as exc:
+            raise VaultError(f"{device[-8:]} answered: {exc}") from None
+        except TransportError as exc:
+            raise VaultError(f"cannot reach {device[-8:]}: {exc}") from None
+        return _checked_reply(reply, device)
 
     async def query(
         self,
@@ -153,17 +212,22 @@ class RecallService(Service):
         k: int = 10,
         scope: str | None = None,
         collection: str | None = None,
+        *,
+        allowed: frozenset[str] | None = None,
+        asker: str = "this device",
     ) -> dict[str, Any]:
+        """Search for ``query``; only scopes both this device and ``allowed`` (None: any) read."""
         node = self.vault.node
         if node is None:
             raise VaultError("the vault is still opening; try again in a moment")
-        readable = node.replica.readable
+        readable = [s for s in SCOPES if s in node.replica.readable]
+        if allowed is not None:
+            readable = [s for s in readable if s in allowed]
         if not readable:
-            raise VaultError("this device is a blind relay: it reads no vault entries to recall")
+            raise VaultError(f"{asker} may read no vault entries here to recall")
         if scope is not None and scope not in readable:
             raise VaultError(
-                f"this device may not read {scope} entries (its scopes: "
-                f"{', '.join(s for s in SCOPES if s in readable)})"
+                f"{asker} may not read {scope} entries here (only: {', '.join(readable)})"
             )
         self.active = True
         with trio.move_on_after(QUERY_WAIT):
@@ -176,7 +240,7 @@ class RecallService(Service):
             else index.search(
                 vector,
                 k,
-                scopes=None if scope is None else [scope],
+                scopes=[scope] if scope is not None else readable,
                 collections=None if collection is None else [collection],
             )
         )
@@ -205,6 +269,25 @@ class RecallService(Service):
             "pending": self.pending,
             "rebuild_s": None if self.rebuild_s is None else round(self.rebuild_s, 3),
         }
+
+
+def _checked_reply(reply: Any, device: str) -> dict[str, Any]:
+    """Another device's answer, as far as this one relies on it."""
+    try:
+        results = reply["results"]
+        ok = reply["device"] == device and isinstance(results, list)
+        ok = ok and all(
+            isinstance(r["key"], str)
+            and r["scope"] in SCOPES
+            and isinstance(r["score"], float | int)
+            and isinstance(r["value"], str)
+            for r in results
+        )
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise VaultError(f"{device[-8:]} sent a malformed recall answer")
+    return dict(reply)
 
 
 def _query_args(args: dict[str, Any]) -> dict[str, Any]:
