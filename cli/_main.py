@@ -30,6 +30,7 @@ from ._args import (
 )
 from ._logs import add_logs_command
 from ._placement import add_placement_commands
+from ._recall import add_recall_command
 from ._service import add_service_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_command(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
+    add_recall_command(sub)
     add_trust_commands(sub)
     add_anomaly_commands(sub)
     return parser

@@ -45,6 +45,10 @@ _FACE = {
     "Service": "_service",
     "PlacementService": "_placement_service",
     "VaultService": "_vault_service",
+    "RecallService": "_recall_service",
+    "RecallIndex": "_recall",
+    "HashEmbedder": "_recall",
+    "ModelEmbedder": "_recall",
     "readable_scopes": "_local_vault",
     "open_local": "_local_vault",
     "entry_json": "_local_vault",
@@ -85,6 +89,8 @@ if TYPE_CHECKING:
     from ._membership import Change
     from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
+    from ._recall import HashEmbedder, ModelEmbedder, RecallIndex
+    from ._recall_service import RecallService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
     from ._vault_service import VaultService
@@ -108,13 +114,17 @@ __all__ = [  # the same names as _FACE (a test checks)
     "Change",
     "Daemon",
     "FixedLoad",
+    "HashEmbedder",
     "HttpServer",
     "Identity",
+    "ModelEmbedder",
     "NoPeerRunning",
     "Peer",
     "PeerOptions",
     "PlacementService",
     "PowerReading",
+    "RecallIndex",
+    "RecallService",
     "Request",
     "Response",
     "Roster",

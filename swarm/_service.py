@@ -61,9 +61,12 @@ def split_op(op: object) -> tuple[str, str] | None:
 def device_services(identity: Identity) -> list[Service]:
     """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
+    from ._recall_service import RecallService
     from ._vault_service import VaultService
 
     services: list[Service] = []
     services.append(PlacementService(identity.settings))
-    services.append(VaultService(identity))
+    vault = VaultService(identity)
+    services.append(vault)
+    services.append(RecallService(vault))
     return services

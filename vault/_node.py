@@ -155,6 +155,9 @@ class VaultNode:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self.commits = 0  # transactions that carried local writes
+        # grows whenever what the replica holds may have changed (a local write committed,
+        # records from a peer, a reload from the store): a cheap check for derived state
+        self.version = 0
 
     @property
     def me(self) -> str:
@@ -239,11 +242,13 @@ class VaultNode:
         """Store ``changes``; if that fails, go back to what the store holds, and raise."""
         if not changes:
             return
+        self.version += 1
         try:
             self.store.apply(changes)
         except StorageFailure as exc:
             log.error("%s: the vault store failed; reloading what it holds", self.me)
             self.replica = restore(self._new_replica(), self.store)
+            self.version += 1
             # writes staged in the replica just dropped were never stored: say so
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
