@@ -62,8 +62,11 @@ def device_services(identity: Identity) -> list[Service]:
     """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
     from ._vault_service import VaultService
+    from ._watch_service import WatchService
 
     services: list[Service] = []
     services.append(PlacementService(identity.settings))
     services.append(VaultService(identity))
+    if identity.settings.anomaly.watch:
+        services.append(WatchService(identity.settings.anomaly))
     return services
