@@ -1,7 +1,8 @@
 """The watch service: the swarm watches itself with one HTM anomaly model per telemetry series.
 
 Every ``[anomaly] interval_s`` the service samples this device's own figures and feeds each to
-its own model (``kernels.anomaly_model``, created at the series' first sample):
+its own model (``kernels.anomaly_model``, created at the series' first sample, one new model per
+round at most, so the event loop is never held for long):
 
 - ``cpu`` (percent) and ``memory_free_mb``: the peer's load source (``LoadSource.read``);
 - ``battery_drain`` (percent per hour, negative while charging): the change of the peer's power
@@ -82,6 +83,7 @@ KIND_PARAMS: dict[str, dict[str, Any]] = {
 HOLD_S = 300.0  # an episode closes after this long without an anomalous row
 STALE_S = 600.0  # a series not sampled for this long (a member gone) is forgotten
 MAX_SERIES = 64  # at most this many models (a huge swarm's RTTs do not eat the memory)
+NEW_PER_ROUND = 1  # models created per round, at most (one takes ~30 ms of CPU: the loop's)
 DRAIN_WINDOW_S = 300.0
 
 
@@ -110,14 +112,16 @@ class Watch:
         from homeswarm.kernels import anomaly_model
 
         opened = []
+        created = 0
         for series, value in samples.items():
             model = self.models.get(series)
             if model is None:
-                if len(self.models) >= MAX_SERIES:
-                    continue
+                if len(self.models) >= MAX_SERIES or created >= NEW_PER_ROUND:
+                    continue  # a new series starts a round or more later
                 kind = series.partition(":")[0]
                 model = anomaly_model(params={**self.params, **KIND_PARAMS.get(kind, {})})
                 self.models[series] = model
+                created += 1
             scores = model.step(value)
             self.seen[series] = now
             self.likelihood[series] = scores.likelihood
