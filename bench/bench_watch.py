@@ -9,6 +9,17 @@ kernel's default (Numenta's NAB) parameters, and prints side by side: the time o
 series; p50, p99, max; CPU time of this process, so a busy shared machine does not inflate it),
 the CPU time to create a model, each model's memory, the share of one core
 the service takes at the default 5 s interval, and the round at which the jump was flagged.
+
+Measured (``--seeds 5``, defaults; a shared 2-core machine under a load average of 9-10; CPU time):
+
+                                 telemetry set    NAB default   NAB / ours
+    one round of 8 series, ms    5.4 (p99 8.7)    7.9 (p99 11.9)    1.47
+    one row, ms                  0.67             0.99              1.47
+    creating a model, ms         5.2              39.7              7.6
+    memory per model, KiB        326              3,036             9.3
+    share of a core at 5 s       0.11 %           0.16 %
+    false episodes per series-h  0.0225           0.0225  (800 steady rounds; NAB scores 200)
+    jump flagged after rows      1.4              1.4
 """
 
 from __future__ import annotations
