@@ -63,10 +63,13 @@ def device_services(identity: Identity) -> list[Service]:
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
     from ._recall_service import RecallService
     from ._vault_service import VaultService
+    from ._watch_service import WatchService
 
     services: list[Service] = []
     services.append(PlacementService(identity.settings))
     vault = VaultService(identity)
     services.append(vault)
     services.append(RecallService(vault))
+    if identity.settings.anomaly.watch:
+        services.append(WatchService(identity.settings.anomaly))
     return services
