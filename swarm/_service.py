@@ -60,6 +60,7 @@ def split_op(op: object) -> tuple[str, str] | None:
 
 def device_services(identity: Identity) -> list[Service]:
     """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
+    from ._learn_service import LearnService
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
     from ._recall_service import RecallService
     from ._vault_service import VaultService
@@ -72,4 +73,5 @@ def device_services(identity: Identity) -> list[Service]:
     services.append(RecallService(vault))
     if identity.settings.anomaly.watch:
         services.append(WatchService(identity.settings.anomaly))
+    services.append(LearnService(identity))
     return services

@@ -1,0 +1,593 @@
+"""Federated learning as a service of the peer: jobs across the live members, with privacy.
+
+The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant``):
+
+- ``learn.start`` from this device's CLI makes this device the job's coordinator (take-over by
+  another device is not built here yet). The job's devices are the members alive now that may
+  hold the task's scope (as placement counts them: the certificate's scopes, no relays); the
+  task's records are split across them by their sorted ids (``Task.split`` with the job's seed),
+  and each device trains on its own share only;
+- every round the coordinator sends a ``RoundStart`` to the job's devices alive now, as a
+  member request ``{"op": "learn.msg", "job": META, "msg": BYTES}``; the reply carries the
+  participant's answers (an ``Update``, a ``Decline``, a ``Reveal``) and its state, records and
+  spent epsilon. The coordinator's own participant is called directly. ``META`` says everything
+  a device needs to set up its side of the job (task, budget, split, keys), so a device that
+  restarts picks the job up again at the next round;
+- each device's privacy ledger is ``HOME/learning/<task>.privacy.json`` (per device and task,
+  written before an update leaves): a restart neither forgets nor spends twice, and a device
+  never trains past its budget, whatever job asks;
+- a device that is a phone on battery below its floor for ``medium`` work (``[placement]
+  floor_medium``), checked when each round starts, declines ("power") and shows as "waiting for
+  power"; a member not alive (away, suspect, dead) is left out of the round and shows as "away";
+- with ``--trust none`` each device makes an X25519 key for the job and sends its public half in
+  its first reply; the coordinator passes every device's key on in META. (The coordinator relays
+  the keys: like the basic masking protocol itself, this trusts it not to lie.)
+
+``learn.status [job]``, ``learn.stop job`` and ``learn.export job file`` answer the CLI. Status::
+
+    {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta",
+     "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
+
+Training runs on the peer's event loop (a logistic regression on a device's digits takes a few
+milliseconds a round); placing the local step as a kernel (Ray on laptop and server) is not built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import trio
+
+from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
+from homeswarm.learning import (
+    Coordinator,
+    Ledger,
+    Message,
+    Participant,
+    RoundStart,
+    Task,
+    from_wire,
+    get_task,
+    noise_for,
+    params_bytes,
+)
+
+from ._service import Service
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from homeswarm.transports import Connection
+
+    from ._home import Identity
+    from ._peer import Peer
+
+log = logging.getLogger("swarm.learn")
+
+LEARN_DIR = "learning"
+ENERGY = "medium"  # the energy class of a local step, for the battery floor
+SCOPE = "public"  # a task's scope unless it names one (``Task.scope``)
+SAMPLE_RATE = 0.1
+CLIP = 1.0
+LR = 2.0
+ALPHA = 0.5
+ROUND_TIMEOUT = 10.0  # seconds a round waits for the devices' answers
+ROUND_GAP = 0.5  # seconds between rounds
+MAX_JOBS = 16
+STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
+
+
+@dataclass
+class _DeviceRow:
+    name: str
+    state: str = "waiting"
+    records: int = 0
+    epsilon_spent: float = 0.0
+    key: str | None = None  # X25519 public key, hex (trust none)
+
+
+@dataclass
+class _Job:
+    meta: dict[str, Any]
+    task: Task
+    test: Any
+    params: np.ndarray
+    sigma: float
+    rounds: int
+    rows: dict[str, _DeviceRow]
+    state: str = "starting"
+    round: int = 0
+    accuracy: float | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    @property
+    def id(self) -> str:
+        return str(self.meta["id"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.id,
+            "task": self.task.name,
+            "state": self.state,
+            "round": self.round,
+            "rounds": self.rounds,
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
+            "epsilon_target": self.meta["epsilon"],
+            "delta": self.meta["delta"],
+            "trust": self.meta["trust"],
+            "devices": [
+                {
+                    "name": row.name,
+                    "id": device,
+                    "state": row.state,
+                    "records": row.records,
+                    "epsilon_spent": round(row.epsilon_spent, 4),
+                }
+                for device, row in sorted(self.rows.items(), key=lambda kv: kv[1].name)
+            ],
+        }
+
+
+@dataclass
+class _Side:
+    """This device's side of a job: its participant core, ledger and records."""
+
+    meta: dict[str, Any]
+    participant: Participant
+    key: X25519PrivateKey | None
+
+
+def _meta_check(meta: Any) -> dict[str, Any]:
+    """A job's META from a member: the types checked, or ``ProtocolViolation``."""
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("id"), str)
+        and 0 < len(meta["id"]) <= 64
+        and isinstance(meta.get("task"), str)
+        and meta.get("trust") in ("swarm", "none")
+        and all(
+            isinstance(meta.get(k), int | float) and not isinstance(meta.get(k), bool)
+            for k in ("epsilon", "delta", "alpha", "seed", "sigma")
+        )
+        and isinstance(meta.get("devices"), list)
+        and 0 < len(meta["devices"]) <= 1000
+        and all(isinstance(d, str) for d in meta["devices"])
+        and isinstance(meta.get("keys"), dict)
+    )
+    if not ok:
+        raise ProtocolViolation("learn: a malformed job description")
+    return dict(meta)
+
+
+class LearnService(Service):
+    name = "learn"
+
+    def __init__(self, identity: Identity, *, task_factory: Any = None) -> None:
+        self.identity = identity
+        self.get_task = task_factory or get_task
+        self.peer: Peer | None = None
+        self.jobs: dict[str, _Job] = {}
+        self.sides: dict[str, _Side] = {}
+        self._nursery: trio.Nursery | None = None
+        self._rng = np.random.default_rng(secrets.randbits(64))
+
+    @property
+    def me(self) -> str:
+        return self.identity.device_id
+
+    async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.peer = peer
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # ---- this device's side ------------------------------------------------------------------
+
+    def _below_floor(self) -> bool:
+        from ._placement_service import policy_config
+
+        peer = self.peer
+        state = peer.state if peer is not None else None
+        if state is None:
+            return False
+        config = policy_config(self.identity.settings.placement)
+        battery = state.battery_percent
+        return (
+            self.identity.settings.device.role in config.floor_roles
+            and battery is not None
+            and state.plugged is not True
+            and battery < config.floor(ENERGY)
+        )
+
+    def _side(self, meta: dict[str, Any]) -> _Side:
+        job = meta["id"]
+        side = self.sides.get(job)
+        if side is not None and side.meta["devices"] == meta["devices"]:
+            side.meta = meta
+            return side
+        from homeswarm.learning import TorchTrainer, assign_owners
+
+        task = self.get_task(meta["task"])
+        if self.me not in meta["devices"]:
+            raise ProtocolViolation("learn: this device is not one of the job's")
+        split = task.split(sorted(meta["devices"]), alpha=meta["alpha"], seed=meta["seed"])
+        held = split.devices[self.me]
+        records = held.only(assign_owners({self.me: held.ids})[self.me])
+        path = self.identity.home / LEARN_DIR / f"{task.name}.privacy.json"
+        ledger = Ledger.open(
+            path,
+            task=task.name,
+            device=self.me,
+            epsilon_budget=float(meta["epsilon"]),
+            delta=float(meta["delta"]),
+        )
+        key = None
+        if meta["trust"] == "none":
+            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+            key = X25519PrivateKey.generate()
+        participant = Participant(
+            self.me,
+            trainer=TorchTrainer(task.model(), records),
+            ledger=ledger,
+            rng=np.random.default_rng(secrets.randbits(64)),
+            key=key,
+        )
+        while len(self.sides) >= MAX_JOBS:
+            del self.sides[next(iter(self.sides))]
+        side = _Side(meta, participant, key)
+        self.sides[job] = side
+        return side
+
+    def _answer(self, source: str, meta: dict[str, Any], data: bytes | None) -> dict[str, Any]:
+        """This device's answers to a coordinator's message, with its state."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        side = self._side(meta)
+        p = side.participant
+        for device, hexkey in meta["keys"].items():
+            if device != self.me and device not in p.public_keys and isinstance(hexkey, str):
+                try:
+                    p.public_keys[device] = X25519PublicKey.from_public_bytes(bytes.fromhex(hexkey))
+                except ValueError:
+                    raise ProtocolViolation("learn: a malformed public key") from None
+        out: list[bytes] = []
+        if data is not None:
+            message = from_wire(data)
+            if isinstance(message, RoundStart):
+                p.sit_out = self._below_floor()
+                if p.sit_out:
+                    log.info("round %d of %s: below the battery floor, sitting out",
+                             message.round, message.job)  # fmt: skip
+            out = [m.to_wire() for _, m in p.receive(source, message)]
+        state = STATES.get(p.state, p.state)
+        if p.state in ("training", "waiting") and not p.ledger.affordable(
+            float(meta["sigma"]), SAMPLE_RATE
+        ):
+            state = "out of budget"
+        reply: dict[str, Any] = {
+            "msgs": out,
+            "state": state,
+            "records": p.trainer.records,
+            "epsilon": p.ledger.epsilon,
+        }
+        if side.key is not None:
+            raw = side.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            reply["key"] = raw.hex()
+        return reply
+
+    async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
+        if op != "msg":
+            raise ProtocolViolation(f"unknown operation learn.{op}")
+        meta = _meta_check(body.get("job"))
+        data = body.get("msg")
+        if data is not None and not isinstance(data, bytes):
+            raise ProtocolViolation("learn: msg is bytes")
+        try:
+            return self._answer(conn.peer_id, meta, data)
+        except ProtocolViolation:
+            raise
+        except SwarmError as exc:  # an unknown task, a ledger of another swarm...
+            log.warning("learn job %s from %s refused: %s", meta["id"], conn.peer_id[-8:], exc)
+            return {"msgs": [], "state": "refused", "records": 0, "epsilon": 0.0,
+                    "error": str(exc)}  # fmt: skip
+
+    # ---- coordinating ------------------------------------------------------------------------
+
+    def _members(self, scope: str) -> tuple[dict[str, str], set[str]]:
+        """Names of the members that may hold ``scope`` (placement's view), and the alive ones."""
+        peer = self.peer
+        kernels = peer.services.get("kernels") if peer is not None else None
+        view = kernels.view() if kernels is not None and hasattr(kernels, "view") else []
+        names = {d.id: d.name for d in view if not d.relay_only and scope in d.scopes}
+        alive = {d.id for d in view if d.status == "alive"}
+        return names, alive
+
+    async def _start(self, args: dict[str, Any]) -> dict[str, Any]:
+        task_name = args.get("task")
+        if not isinstance(task_name, str) or not task_name:
+            raise InvalidArgument("learn start: name a task (e.g. digits)")
+        epsilon = _number(args, "epsilon", 4.0)
+        delta = _number(args, "delta", 1e-5)
+        rounds = args.get("rounds", 50)
+        trust = args.get("trust", "swarm")
+        if not epsilon > 0 or not 0 < delta < 1:
+            raise InvalidArgument("learn start: --epsilon must be positive and --delta in (0, 1)")
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= 100_000:
+            raise InvalidArgument("learn start: --rounds must be a whole number from 1")
+        if trust not in ("swarm", "none"):
+            raise InvalidArgument("learn start: --trust must be swarm or none")
+        if self._nursery is None:
+            raise InvalidArgument("learn: the service is still starting; try again in a moment")
+        task = self.get_task(task_name)
+        names, alive = self._members(getattr(task, "scope", SCOPE))
+        devices = sorted(d for d in names if d in alive)
+        if not devices:
+            raise InvalidArgument(f"learn start: no live device may hold {task_name}'s records")
+        seed = int(self._rng.integers(2**31))
+        job_id = f"{task.name}-{secrets.token_hex(3)}"
+        meta = {
+            "id": job_id, "task": task.name, "trust": trust, "epsilon": epsilon, "delta": delta,
+            "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
+        }  # fmt: skip
+        rows = {d: _DeviceRow(names[d]) for d in devices}
+        job = _Job(meta, task, None, np.zeros(0), 0.0, rounds, rows)
+        while len(self.jobs) >= MAX_JOBS:
+            oldest = next((j for j in self.jobs if self.jobs[j].state not in ("running",)), None)
+            if oldest is None:
+                raise InvalidArgument(f"learn: {MAX_JOBS} jobs are running; stop one first")
+            del self.jobs[oldest]
+        self.jobs[job_id] = job
+        self._nursery.start_soon(self._drive, job)
+        log.warning("learning job %s: %s across %d devices, epsilon %g, trust %s",
+                    job_id, task.name, len(devices), epsilon, trust)  # fmt: skip
+        return job.to_json()
+
+    @staticmethod
+    def _prepare(job: _Job) -> None:
+        """The held-out set, the noise for the budget and the first model (seconds: a thread)."""
+        import torch
+
+        from homeswarm.learning import TorchTrainer
+
+        m = job.meta
+        split = job.task.split(m["devices"], alpha=m["alpha"], seed=m["seed"])
+        job.test = split.test
+        job.sigma = noise_for(
+            epsilon=m["epsilon"], delta=m["delta"], sample_rate=SAMPLE_RATE, steps=job.rounds
+        )
+        job.meta = {**m, "sigma": job.sigma}
+        torch.manual_seed(m["seed"])
+        job.params = TorchTrainer(job.task.model(), split.test).initial()
+        job.accuracy = LearnService._accuracy(job)
+
+    @staticmethod
+    def _accuracy(job: _Job) -> float:
+        from homeswarm.learning import predictor
+
+        return job.task.evaluate(predictor(job.task.model(), job.params), job.test)
+
+    async def _ask(self, job: _Job, device: str, data: bytes | None) -> dict[str, Any] | None:
+        """One message to a job's device (this one directly), its reply; None if it failed."""
+        peer = self.peer
+        assert peer is not None
+        try:
+            if device == self.me:
+                return self._answer(self.me, job.meta, data)
+            assert peer.transport is not None
+            transport = peer.transport
+            open_ = transport.connections(device)
+            conn = open_[0] if open_ else await transport.dial(device, peer.addrs_of(device))
+            reply = await conn.request(
+                {"op": "learn.msg", "job": job.meta, "msg": data}, timeout=ROUND_TIMEOUT
+            )
+        except SwarmError as exc:
+            log.info("learn %s: no answer from %s: %s", job.id, device[-8:], exc)
+            return None
+        if not isinstance(reply, dict) or not isinstance(reply.get("msgs"), list):
+            log.warning("learn %s: a malformed reply from %s", job.id, device[-8:])
+            return None
+        return reply
+
+    def _note(self, job: _Job, device: str, reply: dict[str, Any]) -> list[Message]:
+        """A device's reply: its row updated; its messages, the malformed ones dropped."""
+        row = job.rows[device]
+        state, records, epsilon = reply.get("state"), reply.get("records"), reply.get("epsilon")
+        if isinstance(state, str) and len(state) <= 40:
+            row.state = state
+        if isinstance(records, int) and not isinstance(records, bool) and records >= 0:
+            row.records = records
+        if isinstance(epsilon, float | int) and math.isfinite(epsilon):
+            row.epsilon_spent = float(epsilon)
+        key = reply.get("key")
+        if isinstance(key, str) and len(key) == 64 and row.key is None:
+            row.key = key
+            job.meta = {**job.meta, "keys": {**job.meta["keys"], device: key}}
+        out = []
+        for data in reply["msgs"]:
+            try:
+                if not isinstance(data, bytes):
+                    raise ProtocolViolation("not bytes")
+                out.append(from_wire(data))
+            except ProtocolViolation as exc:
+                log.warning("learn %s: dropped a malformed message from %s: %s",
+                            job.id, device[-8:], exc)  # fmt: skip
+        return out
+
+    async def _exchange(
+        self, job: _Job, sends: list[tuple[str, bytes | None]]
+    ) -> list[tuple[str, Message]]:
+        """Send each (device, message) at once; every device's answers."""
+        got: list[tuple[str, Message]] = []
+
+        async def one(device: str, data: bytes | None) -> None:
+            reply = await self._ask(job, device, data)
+            if reply is None:
+                if device in job.rows and job.rows[device].state != "done":
+                    job.rows[device].state = "away"
+                return
+            got.extend((device, m) for m in self._note(job, device, reply))
+
+        async with trio.open_nursery() as nursery:
+            for device, data in sends:
+                nursery.start_soon(one, device, data)
+        return got
+
+    async def _drive(self, job: _Job) -> None:
+        with job.scope:
+            try:
+                await self._rounds(job)
+            except SwarmError as exc:
+                job.state = "failed"
+                log.warning("learning job %s failed: %s", job.id, exc)
+        if job.state == "running":
+            job.state = "stopped"
+
+    async def _rounds(self, job: _Job) -> None:
+        await trio.to_thread.run_sync(self._prepare, job)
+        job.state = "running"
+        devices = list(job.meta["devices"])
+        # first contact: every device sets up its side and says its records (and key)
+        await self._exchange(job, [(d, None) for d in devices])
+        if job.meta["trust"] == "none":  # the keys gathered go out with the first round
+            await self._exchange(job, [(d, None) for d in devices if job.rows[d].key])
+        min_survivors = max(1, (len(devices) * 2) // 3) if job.meta["trust"] == "none" else 1
+        while job.round < job.rounds:
+            _, alive = self._members(getattr(job.task, "scope", SCOPE))
+            live = [d for d in devices if d in alive or d == self.me]
+            for d in devices:
+                if d not in live:
+                    job.rows[d].state = "away"
+            start = RoundStart(
+                job.id, job.round, 0, self.me, job.meta["trust"], tuple(live),
+                params_bytes(job.params), SAMPLE_RATE, CLIP, job.sigma, min_survivors,
+            )  # fmt: skip
+            coordinator = Coordinator(
+                start,
+                records={d: job.rows[d].records for d in devices},
+                lr=LR,
+                size=len(job.params),
+                now=trio.current_time(),
+                timeout=ROUND_TIMEOUT,
+                rng=np.random.default_rng(secrets.randbits(64)),
+            )
+            sends = coordinator.start_messages()
+            while coordinator.outcome is None:
+                got: list[tuple[str, Message]] = []
+                with trio.move_on_at(coordinator.deadline_at):
+                    got = await self._exchange(job, [(d, m.to_wire()) for d, m in sends])
+                sends = []
+                for device, message in got:
+                    sends += coordinator.receive(device, message, trio.current_time())
+                if coordinator.outcome is None and not sends:
+                    sends = coordinator.tick(max(trio.current_time(), coordinator.deadline_at))
+            outcome = coordinator.outcome
+            declined = coordinator.declined
+            if outcome.params is not None and outcome.contributors:
+                job.params = outcome.params
+                job.accuracy = self._accuracy(job)
+                await self._exchange(job, [(d, m.to_wire()) for d, m in sends])  # the result
+            job.round += 1
+            if (
+                not outcome.contributors
+                and all(job.rows[d].state == "out of budget" for d in live)
+                and declined
+            ):
+                job.state = "done"
+                log.warning("learning job %s: every device is out of budget", job.id)
+                return
+            await trio.sleep(ROUND_GAP)
+        job.state = "done"
+        for row in job.rows.values():
+            if row.state in ("training", "waiting"):
+                row.state = "done"
+
+    # ---- the CLI -----------------------------------------------------------------------------
+
+    def _job(self, args: dict[str, Any]) -> _Job:
+        job_id = args.get("job")
+        if job_id is None and self.jobs:
+            return list(self.jobs.values())[-1]
+        if not isinstance(job_id, str) or job_id not in self.jobs:
+            known = ", ".join(self.jobs) or "none"
+            raise InvalidArgument(f"no learning job {job_id!r} on this device (jobs: {known})")
+        return self.jobs[job_id]
+
+    async def control(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "start":
+            return await self._start(args)
+        if op == "status":
+            if args.get("job") is None and not self.jobs:
+                return {"jobs": []}
+            return self._job(args).to_json()
+        if op == "stop":
+            job = self._job(args)
+            if job.state in ("running", "starting"):
+                job.state = "stopped"
+                job.scope.cancel()
+            return job.to_json()
+        if op == "export":
+            return self._export(self._job(args), args.get("file"))
+        raise InvalidArgument(f"unknown request learn.{op}")
+
+    def _export(self, job: _Job, file: Any) -> dict[str, Any]:
+        if not isinstance(file, str) or not file:
+            raise InvalidArgument("learn export: name a file")
+        import torch
+
+        from homeswarm.learning import predictor
+
+        path = Path(file)
+        model = job.task.model()
+        predictor(model, job.params)  # loads the parameters into the model
+        statement = {
+            "job": job.id,
+            "task": job.task.name,
+            "rounds": job.round,
+            "accuracy": job.accuracy,
+            "epsilon": max((r.epsilon_spent for r in job.rows.values()), default=0.0),
+            "epsilon_target": job.meta["epsilon"],
+            "delta": job.meta["delta"],
+            "accountant": "rdp",
+            "sample_rate": SAMPLE_RATE,
+            "clip": CLIP,
+            "noise_multiplier": job.sigma,
+            "trust": job.meta["trust"],
+            "record_level": True,
+        }
+        try:
+            torch.save(model.state_dict(), path)
+            privacy = path.with_name(path.name + ".privacy.json")
+            fd = os.open(privacy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "w") as out:
+                json.dump(statement, out, indent=1)
+        except OSError as exc:
+            raise InvalidArgument(f"learn export: cannot write {path}: {exc.strerror}") from None
+        return {"model": str(path), "privacy": str(privacy), **statement}
+
+    def status(self) -> dict[str, Any] | None:
+        if not self.jobs:
+            return None
+        return {"jobs": [job.to_json() for job in self.jobs.values()]}
+
+
+def _number(args: dict[str, Any], name: str, default: float) -> float:
+    value = args.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgument(f"learn start: --{name} must be a number")
+    return float(value)
+
+
+__all__ = ["LearnService"]

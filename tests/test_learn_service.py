@@ -1,0 +1,267 @@
+"""Federated learning through real peers: a phone, a laptop and a server on the memory network,
+each with its placement and learning services, in virtual time (MockClock, autojump).
+
+A job started on one device runs rounds across the three (the real round cores, every message
+through the transport), reports accuracy on the held-out set, spends each device's budget in its
+own ledger on disk and stops there; a phone on battery below its floor sits rounds out.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from homeswarm.errors import InvalidArgument, RemoteError, TransportError
+from homeswarm.learning import Digits
+from homeswarm.placement import InlineExecutor
+from homeswarm.swarm._certs import issue_certificate
+from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._home import (
+    device_config,
+    init_home,
+    load_identity,
+    load_roster,
+    public_bytes,
+    save_roster,
+    write_home,
+)
+from homeswarm.swarm._learn_service import LearnService
+from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
+from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
+
+LINK = Link(latency=0.001, jitter=0.0005)
+STATUS_KEYS = {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta", "devices"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    role: str
+    battery: float | None = None
+    plugged: bool = True
+
+
+def _extra(spec: Spec) -> dict[str, dict[str, object]]:
+    full = {"membership": {"light": "off"}}
+    if spec.battery is None:
+        return {"power": {"source": "device"}, **full}
+    power = {"source": "simulated", "battery_percent": spec.battery, "plugged": spec.plugged}
+    return {"power": power, **full}
+
+
+def make_homes(root: Path, specs: Sequence[Spec]) -> list[Path]:
+    first_spec, *rest = specs
+    first = init_home(
+        root / first_spec.name, name=first_spec.name, role=first_spec.role,
+        extra=_extra(first_spec),
+    )  # fmt: skip
+    roster = load_roster(first)
+    own = roster.chain(first.device_id)
+    assert own is not None
+    homes = [first.home]
+    for spec in rest:
+        key = Ed25519PrivateKey.generate()
+        age = pyrage.x25519.Identity.generate()
+        device = peer_id_from_public_key(public_bytes(key))
+        cert = issue_certificate(
+            first.signing_key, issuer=first.device_id, swarm=first.swarm_id, device=device,
+            name=spec.name, role=spec.role, age_recipient=str(age.to_public()), now=time.time(),
+        )  # fmt: skip
+        roster.add_chain((cert, *own))
+        config = device_config(
+            name=spec.name, role=spec.role, scopes=None, relay_only=False, swarm=first.swarm_id,
+            root_public=roster.root_public, extra=_extra(spec),
+        )  # fmt: skip
+        home = root / spec.name
+        write_home(home, device=key, age=age, root=None, config=config, roster=roster.encode())
+        homes.append(home)
+    for home in homes:
+        save_roster(home, roster)
+    return homes
+
+
+async def until(check: Callable[[], bool], *, within: float, what: str) -> None:
+    with trio.move_on_after(within):
+        while not check():  # noqa: ASYNC110 - polling peers' state, which has no event
+            await trio.sleep(0.05)
+    assert check(), f"not within {within} s: {what}"
+
+
+@asynccontextmanager
+async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[str, Peer]]:
+    network = MemoryNetwork(random.Random(1), default_link=LINK)
+    homes = make_homes(tmp_path, specs)
+    peers: dict[str, Peer] = {}
+    transports = {}
+    first = load_identity(homes[0]).device_id
+    for i, (spec, home) in enumerate(zip(specs, homes, strict=True)):
+        ident = load_identity(home)
+        transport = network.transport(ident.device_id)
+        services = [
+            PlacementService(ident.settings, executor=InlineExecutor(threaded=False)),
+            LearnService(ident),
+        ]
+        peers[spec.name] = Peer(
+            ident,
+            load_roster(ident),
+            PeerOptions(
+                listen_addrs=lambda t=transport: t.addrs,  # type: ignore[misc]
+                seeds=[(first, ["/memory/" + first])] if i else [],
+                rng=random.Random(i),
+                wall_clock=lambda: 1_000.0 + trio.current_time(),
+                load=FixedLoad(10.0, 8000.0),
+                persist=False,
+                services=services,
+            ),
+        )
+        transports[spec.name] = transport
+
+    async def serve(name: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with transports[name]:
+            await peers[name].run(transports[name], task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        for name in peers:
+            await nursery.start(serve, name)
+
+        def ready() -> bool:
+            for a in peers.values():
+                for b in peers.values():
+                    member = a.core.members.get(b.identity.device_id)  # type: ignore[union-attr]
+                    if member is None or member.status != "alive" or not member.state:
+                        return False
+                    if decode_state(member.state) is None:
+                        return False
+            return True
+
+        await until(ready, within=40.0, what="everyone alive with a state")
+        yield peers
+        nursery.cancel_scope.cancel()
+
+
+async def finished(peer: Peer, job: str, *, within: float = 600.0) -> dict[str, Any]:
+    async def state() -> dict[str, Any]:
+        status: dict[str, Any] = await peer.control("learn.status", {"job": job})
+        return status
+
+    with trio.move_on_after(within):
+        while (await state())["state"] in ("starting", "running"):  # noqa: ASYNC110
+            await trio.sleep(0.5)
+    status = await state()
+    assert status["state"] == "done", status
+    return status
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _warm() -> None:
+    """Load torch and Opacus and find the noise before the clock is virtual: the job does this
+    in a thread, and autojump would run the peers' clocks ahead while it waits for one."""
+    from homeswarm.learning import TorchTrainer, noise_for
+
+    assert TorchTrainer is not None
+    noise_for(epsilon=2.0, delta=1e-5, sample_rate=0.1, steps=8)
+
+
+PHONE = Spec("phone", "phone", battery=90.0, plugged=False)
+LAPTOP = Spec("laptop", "laptop", battery=70.0, plugged=True)
+SERVER = Spec("server", "server")
+
+
+async def test_a_job_trains_across_three_devices_and_stops_at_the_budget(tmp_path, autojump_clock):
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop = peers["laptop"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        assert started["state"] == "starting"
+        status = await finished(laptop, started["job"])
+        assert set(status) >= STATUS_KEYS
+        assert json.loads(json.dumps(status)) == status
+        assert status["round"] == 8
+        assert status["accuracy"] > 0.5  # a tenth at the start: ten classes
+        devices = {d["name"]: d for d in status["devices"]}
+        assert set(devices) == {"phone", "laptop", "server"}
+        held_out = len(Digits().split(["x"], alpha=0.5, seed=0).test)
+        assert sum(d["records"] for d in devices.values()) == 1797 - held_out  # each once
+        for d in devices.values():
+            assert set(d) >= {"name", "state", "records", "epsilon_spent"}
+            assert d["records"] > 0
+            assert 1.5 < d["epsilon_spent"] <= 2.0  # spent, and never past the budget
+            assert d["state"] == "out of budget"
+        # each ledger is on its device's disk, 0600, and a new job cannot spend it again
+        for name, peer in peers.items():
+            path = peer.identity.home / "learning" / "digits.privacy.json"
+            assert path.stat().st_mode & 0o777 == 0o600, name
+        again = await laptop.control("learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8})
+        second = await finished(laptop, again["job"])
+        assert second["round"] == 1  # one round, declined by everyone: the job ends
+        for d in second["devices"]:
+            assert d["epsilon_spent"] == devices[d["name"]]["epsilon_spent"]
+            assert d["state"] == "out of budget"
+        # the model, with its privacy statement
+        out = tmp_path / "digits.pt"
+        exported = await laptop.control("learn.export", {"job": started["job"], "file": str(out)})
+        statement = json.loads(await trio.Path(exported["privacy"]).read_text())
+        assert statement["epsilon"] <= statement["epsilon_target"] == 2.0
+        assert statement["accountant"] == "rdp"
+        assert statement["clip"] > 0
+        assert out.stat().st_size > 0
+
+
+async def test_a_phone_below_its_floor_sits_out_until_plugged_in(tmp_path, autojump_clock):
+    low = Spec("phone", "phone", battery=20.0, plugged=False)
+    async with swarm(tmp_path, (low, LAPTOP, SERVER)) as peers:
+        laptop, phone = peers["laptop"], peers["phone"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+
+        async def rows() -> dict[str, dict[str, Any]]:
+            status = await laptop.control("learn.status", {"job": started["job"]})
+            return {d["name"]: d for d in status["devices"]} | {"": status}
+
+        with trio.move_on_after(300):
+            while (await rows())[""]["round"] < 3:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        seen = await rows()
+        assert seen[""]["round"] >= 3
+        assert seen["phone"]["state"] == "waiting for power"
+        assert seen["phone"]["epsilon_spent"] == 0.0
+        assert seen["laptop"]["epsilon_spent"] > 0
+        phone.set_power(95.0, True)  # plugged in: it takes part from the next round
+        status = await finished(laptop, started["job"])
+        devices = {d["name"]: d for d in status["devices"]}
+        assert 0 < devices["phone"]["epsilon_spent"] < devices["laptop"]["epsilon_spent"]
+
+
+async def test_bad_requests_are_refused_in_one_line(tmp_path, autojump_clock):
+    async with swarm(tmp_path, (LAPTOP, SERVER)) as peers:
+        laptop = peers["laptop"]
+        with pytest.raises(InvalidArgument, match="unknown learning task"):
+            await laptop.control("learn.start", {"task": "nope"})
+        with pytest.raises(InvalidArgument, match="epsilon"):
+            await laptop.control("learn.start", {"task": "digits", "epsilon": -1})
+        with pytest.raises(InvalidArgument, match="no learning job"):
+            await laptop.control("learn.status", {"job": "digits-000000"})
+        # a member's malformed job description: refused, and the server keeps running
+        server = peers["server"]
+        transport = laptop.transport
+        assert transport is not None
+        conn = await transport.dial(
+            server.identity.device_id, laptop.addrs_of(server.identity.device_id)
+        )
+        with pytest.raises((RemoteError, TransportError)):
+            await conn.request({"op": "learn.msg", "job": {"id": 3}, "msg": None}, timeout=5)
+        assert server.services["learn"].sides == {}  # type: ignore[attr-defined]
