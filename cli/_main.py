@@ -28,6 +28,7 @@ from ._args import (
     scopes_arg,
     seconds,
 )
+from ._learn import add_learn_commands
 from ._logs import add_logs_command
 from ._placement import add_placement_commands
 from ._recall import add_recall_command
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recall_command(sub)
     add_trust_commands(sub)
     add_anomaly_commands(sub)
+    add_learn_commands(sub)
     return parser
 
 

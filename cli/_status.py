@@ -191,7 +191,7 @@ class _AnyObj(_Spec):
 
 
 # what the services a peer hosts add, each under its name (their own shapes are theirs)
-SERVICE_SECTIONS = ("vault", "kernels", "anomaly")
+SERVICE_SECTIONS = ("vault", "kernels", "anomaly", "learn")
 _ENDPOINTS = _Obj({"metrics": _Nullable(_Str()), "ui": _Nullable(_Str())})
 _STATUS = _Obj(
     {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},

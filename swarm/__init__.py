@@ -44,6 +44,7 @@ _FACE = {
     "PowerReading": "_device",
     "Service": "_service",
     "PlacementService": "_placement_service",
+    "LearnService": "_learn_service",
     "VaultService": "_vault_service",
     "RecallService": "_recall_service",
     "RecallIndex": "_recall",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
     )
     from ._http import HttpServer, Request, Response
     from ._join import join_swarm
+    from ._learn_service import LearnService
     from ._local_vault import entry_json, not_found, open_local, readable_scopes
     from ._logs import follow_log, log_path, read_log
     from ._membership import Change
@@ -117,6 +119,7 @@ __all__ = [  # the same names as _FACE (a test checks)
     "HashEmbedder",
     "HttpServer",
     "Identity",
+    "LearnService",
     "ModelEmbedder",
     "NoPeerRunning",
     "Peer",

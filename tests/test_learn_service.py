@@ -22,9 +22,12 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from homeswarm.cli._learn import render
+from homeswarm.cli._status import check_status_shape
 from homeswarm.errors import InvalidArgument, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
+from homeswarm.swarm import LearnService
 from homeswarm.swarm._certs import issue_certificate
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
@@ -36,7 +39,6 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._learn_service import LearnService
 from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
@@ -200,6 +202,11 @@ async def test_a_job_trains_across_three_devices_and_stops_at_the_budget(tmp_pat
             assert d["records"] > 0
             assert 1.5 < d["epsilon_spent"] <= 2.0  # spent, and never past the budget
             assert d["state"] == "out of budget"
+        lines = render(status)
+        assert lines[0].startswith(f"{started['job']}: digits done, round 8/8, accuracy 0.")
+        assert sum("out of budget" in line for line in lines) == 3
+        assert check_status_shape(laptop.status()) == []
+        assert laptop.status()["learn"]["jobs"][0]["job"] == started["job"]
         # each ledger is on its device's disk, 0600, and a new job cannot spend it again
         for name, peer in peers.items():
             path = peer.identity.home / "learning" / "digits.privacy.json"

@@ -1,0 +1,126 @@
+"""``swarm learn ...``: federated learning with differential privacy on the running swarm.
+
+Every command asks this home's running peer (``swarm up``) over the control socket; the device
+where ``learn start`` runs coordinates the job.
+
+- ``start TASK [--epsilon E] [--delta D] [--rounds R] [--trust swarm|none] [--json]``;
+- ``status [JOB] [--json]`` (default: the latest job): rounds, accuracy on the held-out set, and
+  per device its state (training, waiting for power, away, out of budget, done), records used and
+  epsilon spent; ``--json`` prints ``{"job", "task", "state", "round", "accuracy",
+  "epsilon_target", "delta", "devices": [{"name", "state", "records", "epsilon_spent"}], ...}``;
+- ``stop JOB``; ``export JOB FILE``: the model as a torch state dict, and ``FILE.privacy.json``
+  with its privacy statement (epsilon, delta, accountant, sampling rate, clipping).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._args import EXIT_USAGE, add_home, add_json, home_of, number, report
+
+TIMEOUT = 30.0  # seconds: starting a job loads the task (the model's library on first use)
+
+
+def add_learn_commands(sub: Any) -> None:
+    """The ``learn`` command group, added to the CLI's subcommands."""
+    group = sub.add_parser("learn", help="federated learning with differential privacy")
+    learn = group.add_subparsers(dest="learn_command", metavar="COMMAND", parser_class=type(group))
+    group.set_defaults(run=lambda args: _no_command(group))
+
+    p = learn.add_parser("start", help="start a job across the swarm, coordinated from here")
+    p.add_argument("task", metavar="TASK", help="a learning task (built in: digits)")
+    p.add_argument("--epsilon", type=number, default=4.0, help="privacy budget per device (4)")
+    p.add_argument("--delta", type=number, default=1e-5, help="delta (1e-5)")
+    p.add_argument("--rounds", type=int, default=50, help="rounds the budget is spread over (50)")
+    p.add_argument(
+        "--trust",
+        choices=("swarm", "none"),
+        default="swarm",
+        help="swarm: the coordinator adds the noise once; none: each device adds its share"
+        " and updates are masked (secure aggregation)",
+    )
+    add_home(p)
+    add_json(p)
+    p.set_defaults(run=_cmd_start)
+
+    p = learn.add_parser("status", help="rounds, accuracy, and each device's epsilon and state")
+    p.add_argument("job", metavar="JOB", nargs="?", help="a job id (default: the latest)")
+    add_home(p)
+    add_json(p)
+    p.set_defaults(run=_cmd_status)
+
+    p = learn.add_parser("stop", help="stop a job after its current round")
+    p.add_argument("job", metavar="JOB")
+    add_home(p)
+    add_json(p)
+    p.set_defaults(run=_cmd_stop)
+
+    p = learn.add_parser("export", help="write the model and its privacy statement")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("file", metavar="FILE", help="where the torch state dict goes")
+    add_home(p)
+    add_json(p)
+    p.set_defaults(run=_cmd_export)
+
+
+def _no_command(group: argparse.ArgumentParser) -> int:
+    group.print_usage()
+    return EXIT_USAGE
+
+
+def _ask(args: argparse.Namespace, op: str, **request: Any) -> Any:
+    from homeswarm.swarm import ask
+
+    return ask(home_of(args), f"learn.{op}", timeout=TIMEOUT, **request)
+
+
+def render(status: dict[str, Any]) -> list[str]:
+    """A job's status, for people."""
+    if "job" not in status:
+        return ["no learning jobs on this device (start one: swarm learn start digits)"]
+    accuracy = status["accuracy"]
+    shown = "-" if accuracy is None else f"{accuracy:.3f}"
+    lines = [
+        f"{status['job']}: {status['task']} {status['state']}, round {status['round']}"
+        f"/{status.get('rounds', '?')}, accuracy {shown}, epsilon {status['epsilon_target']:g}"
+        f" (delta {status['delta']:g}, trust {status.get('trust', 'swarm')})"
+    ]
+    for d in status["devices"]:
+        lines.append(
+            f"  {d['name']:<16} {d['records']:>5} records  epsilon {d['epsilon_spent']:.3f}"
+            f"  {d['state']}"
+        )
+    return lines
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    status = _ask(
+        args, "start", task=args.task, epsilon=args.epsilon, delta=args.delta,
+        rounds=args.rounds, trust=args.trust,
+    )  # fmt: skip
+    return report(args, status, *render(status), f"follow it: swarm learn status {status['job']}")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    status = _ask(args, "status", job=args.job)
+    return report(args, status, *render(status))
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    status = _ask(args, "stop", job=args.job)
+    return report(args, status, *render(status))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    path = Path(args.file).expanduser().resolve()
+    reply = _ask(args, "export", job=args.job, file=str(path))
+    return report(
+        args,
+        reply,
+        f"wrote {reply['model']} (round {reply['rounds']}, accuracy {reply['accuracy']:.3f})",
+        f"and {reply['privacy']}: epsilon {reply['epsilon']:.3f} <= {reply['epsilon_target']:g},"
+        f" delta {reply['delta']:g}, {reply['accountant']} accountant,"
+        f" sampling {reply['sample_rate']:g}, clip {reply['clip']:g}",
+    )
