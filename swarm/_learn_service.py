@@ -28,8 +28,9 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
     {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta",
      "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
 
-Training runs on the peer's event loop (a logistic regression on a device's digits takes a few
-milliseconds a round); placing the local step as a kernel (Ray on laptop and server) is not built.
+Loading a task and training run in a worker thread, one answer at a time, so the peer keeps
+answering its members meanwhile; placing the local step as a kernel (Ray on laptop and server)
+is not built.
 """
 
 from __future__ import annotations
@@ -170,8 +171,12 @@ def _meta_check(meta: Any) -> dict[str, Any]:
 class LearnService(Service):
     name = "learn"
 
-    def __init__(self, identity: Identity, *, task_factory: Any = None) -> None:
+    def __init__(
+        self, identity: Identity, *, task_factory: Any = None, threaded: bool = True
+    ) -> None:
         self.identity = identity
+        self.threaded = threaded  # False: compute on the event loop (tests in virtual time)
+        self._lock = trio.Lock()  # one answer at a time: the participants' state is shared
         self.get_task = task_factory or get_task
         self.peer: Peer | None = None
         self.jobs: dict[str, _Job] = {}
@@ -286,6 +291,19 @@ class LearnService(Service):
             reply["key"] = raw.hex()
         return reply
 
+    async def _off_loop(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread (training, loading the task), or inline."""
+        if not self.threaded:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _answer_async(
+        self, source: str, meta: dict[str, Any], data: bytes | None
+    ) -> dict[str, Any]:
+        async with self._lock:
+            reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data)
+            return reply
+
     async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
         if op != "msg":
             raise ProtocolViolation(f"unknown operation learn.{op}")
@@ -294,7 +312,7 @@ class LearnService(Service):
         if data is not None and not isinstance(data, bytes):
             raise ProtocolViolation("learn: msg is bytes")
         try:
-            return self._answer(conn.peer_id, meta, data)
+            return await self._answer_async(conn.peer_id, meta, data)
         except ProtocolViolation:
             raise
         except SwarmError as exc:  # an unknown task, a ledger of another swarm...
@@ -383,7 +401,7 @@ class LearnService(Service):
         assert peer is not None
         try:
             if device == self.me:
-                return self._answer(self.me, job.meta, data)
+                return await self._answer_async(self.me, job.meta, data)
             assert peer.transport is not None
             transport = peer.transport
             open_ = transport.connections(device)
@@ -450,11 +468,14 @@ class LearnService(Service):
             except SwarmError as exc:
                 job.state = "failed"
                 log.warning("learning job %s failed: %s", job.id, exc)
+            except Exception:  # a task's bug must not take the peer down
+                job.state = "failed"
+                log.exception("learning job %s failed", job.id)
         if job.state == "running":
             job.state = "stopped"
 
     async def _rounds(self, job: _Job) -> None:
-        await trio.to_thread.run_sync(self._prepare, job)
+        await self._off_loop(self._prepare, job)
         job.state = "running"
         devices = list(job.meta["devices"])
         # first contact: every device sets up its side and says its records (and key)
