@@ -93,6 +93,7 @@ class _DeviceRow:
     records: int = 0
     epsilon_spent: float = 0.0
     key: str | None = None  # X25519 public key, hex (trust none)
+    joined: bool = False  # it answered once: its records are known, it may take part
 
 
 @dataclass
@@ -425,6 +426,7 @@ class LearnService(Service):
             row.state = state
         if isinstance(records, int) and not isinstance(records, bool) and records >= 0:
             row.records = records
+            row.joined = True
         if isinstance(epsilon, float | int) and math.isfinite(epsilon):
             row.epsilon_spent = float(epsilon)
         key = reply.get("key")
@@ -451,8 +453,8 @@ class LearnService(Service):
         async def one(device: str, data: bytes | None) -> None:
             reply = await self._ask(job, device, data)
             if reply is None:
-                if device in job.rows and job.rows[device].state != "done":
-                    job.rows[device].state = "away"
+                row = job.rows[device]
+                row.state = "away" if row.joined else "joining"
                 return
             got.extend((device, m) for m in self._note(job, device, reply))
 
@@ -478,17 +480,24 @@ class LearnService(Service):
         await self._off_loop(self._prepare, job)
         job.state = "running"
         devices = list(job.meta["devices"])
-        # first contact: every device sets up its side and says its records (and key)
-        await self._exchange(job, [(d, None) for d in devices])
-        if job.meta["trust"] == "none":  # the keys gathered go out with the first round
-            await self._exchange(job, [(d, None) for d in devices if job.rows[d].key])
-        min_survivors = max(1, (len(devices) * 2) // 3) if job.meta["trust"] == "none" else 1
+        trust_none = job.meta["trust"] == "none"
+        min_survivors = max(1, (len(devices) * 2) // 3) if trust_none else 1
         while job.round < job.rounds:
             _, alive = self._members(getattr(job.task, "scope", SCOPE))
-            live = [d for d in devices if d in alive or d == self.me]
+            reachable = [d for d in devices if d in alive or d == self.me]
+            # first contact: a device sets up its side and says its records (and its key)
+            new = [d for d in reachable if not job.rows[d].joined]
+            if new:
+                await self._exchange(job, [(d, None) for d in new])
+                if trust_none:  # everyone learns the keys gathered before a masked round
+                    await self._exchange(job, [(d, None) for d in reachable])
+            live = [d for d in reachable if job.rows[d].joined]
             for d in devices:
-                if d not in live:
-                    job.rows[d].state = "away"
+                if d not in reachable:
+                    job.rows[d].state = "away" if job.rows[d].joined else "joining"
+            if not live:  # nobody has answered yet: try again, the round not counted
+                await trio.sleep(ROUND_GAP)
+                continue
             start = RoundStart(
                 job.id, job.round, 0, self.me, job.meta["trust"], tuple(live),
                 params_bytes(job.params), SAMPLE_RATE, CLIP, job.sigma, min_survivors,
