@@ -291,3 +291,30 @@ async def test_trust_none_masks_the_updates_and_still_learns(tmp_path, autojump_
             side = peer.services["learn"].sides[started["job"]]  # type: ignore[attr-defined]
             assert len(side.participant.public_keys) == 2
             assert side.participant.rounds_taken == 8
+
+
+async def test_a_device_that_restarts_mid_job_neither_forgets_nor_spends_twice(
+    tmp_path, autojump_clock
+):
+    async with swarm(tmp_path, (LAPTOP, SERVER)) as peers:
+        laptop, server = peers["laptop"], peers["server"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        learn: Any = server.services["learn"]
+
+        async def round_() -> int:
+            status = await laptop.control("learn.status", {"job": started["job"]})
+            return int(status["round"])
+
+        with trio.move_on_after(300):
+            while await round_() < 4:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        before = learn.sides[started["job"]].participant.ledger.steps
+        assert before >= 3
+        learn.sides.clear()  # what a restart loses: the job is picked up from its description
+        status = await finished(laptop, started["job"])
+        ledger = learn.sides[started["job"]].participant.ledger
+        assert ledger.steps == 8  # the steps on disk before, and the rest: none twice
+        spent = {d["name"]: d["epsilon_spent"] for d in status["devices"]}
+        assert spent["server"] == spent["laptop"] <= 2.0
