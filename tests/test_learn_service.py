@@ -27,7 +27,7 @@ from homeswarm.cli._status import check_status_shape
 from homeswarm.errors import InvalidArgument, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
-from homeswarm.swarm import LearnService
+from homeswarm.swarm import LearnService, Peer, PeerOptions, decode_state
 from homeswarm.swarm._certs import issue_certificate
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
@@ -39,7 +39,6 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
 
