@@ -317,3 +317,28 @@ async def test_a_device_that_restarts_mid_job_neither_forgets_nor_spends_twice(
         assert ledger.steps == 8  # the steps on disk before, and the rest: none twice
         spent = {d["name"]: d["epsilon_spent"] for d in status["devices"]}
         assert spent["server"] == spent["laptop"] <= 2.0
+
+
+async def test_stop_ends_a_job_and_nothing_more_is_spent(tmp_path, autojump_clock):
+    async with swarm(tmp_path, (LAPTOP, SERVER)) as peers:
+        laptop = peers["laptop"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+
+        async def status() -> dict[str, Any]:
+            reply: dict[str, Any] = await laptop.control("learn.status", {"job": started["job"]})
+            return reply
+
+        with trio.move_on_after(300):
+            while (await status())["round"] < 2:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        stopped = await laptop.control("learn.stop", {"job": started["job"]})
+        assert stopped["state"] == "stopped"
+        await trio.sleep(30)
+        after = await status()
+        assert after["state"] == "stopped"
+        assert after["round"] == stopped["round"] < 8
+        ledger = peers["server"].identity.home / "learning" / "digits.privacy.json"
+        steps = sum(n for _, _, n in json.loads(ledger.read_text())["history"])
+        assert steps <= after["round"]
