@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ from ._service import Service
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from prometheus_client.core import Metric
 
     from homeswarm.transports import Connection
 
@@ -609,6 +611,27 @@ class LearnService(Service):
         if not self.jobs:
             return None
         return {"jobs": [job.to_json() for job in self.jobs.values()]}
+
+    def metrics(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        rounds = GaugeMetricFamily("swarm_learn_round", "a job's round", labels=["job", "task"])
+        accuracy = GaugeMetricFamily(
+            "swarm_learn_accuracy", "a job's accuracy on its held-out set", labels=["job", "task"]
+        )
+        spent = GaugeMetricFamily(
+            "swarm_learn_epsilon_spent",
+            "privacy budget a device has spent on a job's task (its ledger)",
+            labels=["job", "task", "device"],
+        )
+        for job in self.jobs.values():
+            key = [job.id, job.task.name]
+            rounds.add_metric(key, job.round)
+            if job.accuracy is not None:
+                accuracy.add_metric(key, job.accuracy)
+            for row in job.rows.values():
+                spent.add_metric([*key, row.name], row.epsilon_spent)
+        yield from (rounds, accuracy, spent)
 
 
 def _number(args: dict[str, Any], name: str, default: float) -> float:

@@ -39,6 +39,7 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
+from homeswarm.swarm._metrics import exposition
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
 
@@ -206,6 +207,10 @@ async def test_a_job_trains_across_three_devices_and_stops_at_the_budget(tmp_pat
         assert sum("out of budget" in line for line in lines) == 3
         assert check_status_shape(laptop.status()) == []
         assert laptop.status()["learn"]["jobs"][0]["job"] == started["job"]
+        scraped = exposition(laptop)[0].decode()
+        assert f'swarm_learn_round{{job="{started["job"]}",task="digits"}} 8.0' in scraped
+        spent = [ln for ln in scraped.splitlines() if ln.startswith("swarm_learn_epsilon_spent{")]
+        assert len(spent) == 3
         # each ledger is on its device's disk, 0600, and a new job cannot spend it again
         for name, peer in peers.items():
             path = peer.identity.home / "learning" / "digits.privacy.json"
