@@ -1285,9 +1285,6 @@ class Membership:
             holders.add(record.node)
         queued = _Queued(record, size, 0, self._queue_order, holders)
         self._queue[_queue_key(record)] = queued
-        # news goes out at once, not at the next gossip round: a queue that still holds older
-        # records for the peers that may miss them must not hold up a new one
-        self._next_gossip = -math.inf
 
     def _piggyback(self, dst: str, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
         if not self._queue:
