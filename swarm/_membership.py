@@ -117,11 +117,14 @@ class Profile:
 
 NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
 # A full member on battery (above the saver's threshold): every 2 s one wake sends the probe and
-# the gossip together. The probe timeout stays (it is bound by round trips, not by the rate).
+# the gossip together, and a push-pull every 60 s instead of 30. The probe timeout stays (it is
+# bound by round trips, not by the rate).
 # What it costs: this member takes up to twice as long to suspect and to declare a failure
 # itself (its suspicion timeouts scale with its own interval); the others probe it at their own
 # rate and their suspicion timeouts do not change, and it acks at once and refutes at once, so
 # they detect its failure as fast as before and have no more reason to suspect it falsely.
+# It still wakes for every ping it must ack, so its wakes fall to about 0.75-0.8 of normal, not
+# 0.5 (``bench/bench_membership.py --battery``); to wake less, it must be light.
 ON_BATTERY = Profile("on-battery", 2.0, 0.5, 3, 4, 6, 2.0, 3, 4, 60.0, 30.0)
 BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
 PROFILES = {p.name: p for p in (NORMAL, ON_BATTERY, BATTERY_SAVER)}
