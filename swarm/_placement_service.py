@@ -30,28 +30,48 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextvars
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
-from homeswarm.kernels import Registry, default_registry
+from homeswarm.kernels import (
+    ExecutionError,
+    InvalidInput,
+    KernelFailed,
+    Registry,
+    default_registry,
+)
 from homeswarm.placement import (
+    MESH_STATES,
+    Attempt,
+    Calibration,
+    Candidate,
+    Decision,
     DeviceView,
     Executor,
     FallbackExecutor,
     Host,
     InlineExecutor,
+    Mesh,
+    MeshChange,
+    Outcome,
     PolicyConfig,
     RayExecutor,
     RayRuntime,
+    RunFailed,
     Runner,
     RunReply,
     RunRequest,
+    RunResult,
+    place,
 )
+from homeswarm.transports import RemoteError, TransportError
 
 from ._certs import Certificate
 from ._config import PlacementSettings, Settings
@@ -62,7 +82,6 @@ from ._service import Service
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from homeswarm.placement import Outcome
     from homeswarm.transports import Connection
 
     from ._peer import Peer
@@ -72,6 +91,14 @@ log = logging.getLogger("swarm.placement")
 REPLY_MARGIN_S = 5.0  # a remote run's reply may take this much longer than the run itself
 CLOSE_TIMEOUT_S = 1.5  # stopping the executor (Ray's shutdown) may take this long, at most
 HEARD_MAX = 512  # devices whose hosts we remember
+MESH_CHECK_S = 1.0  # how often the mesh looks for dead homes and power changes
+MAX_START = 1_000_000  # instances one `swarm kernels start` may add
+GONE = ("dead", "left")  # a home in one of these (or out of the view): its instances move
+
+# the compute a remote run's reply reported, for the run (task) that sent it
+_REPLY_ELAPSED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "reply_elapsed", default=None
+)
 
 __all__ = [
     "PlacementService",
@@ -158,6 +185,126 @@ def _make_executor(
     return InlineExecutor()
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A run's performance counters: where it ran, what the policy predicted for its compute
+    (calibrated, and as the kernel declared it), the compute measured (the executor's elapsed,
+    or the remote reply's), and the time it waited on that device besides (remote: the round
+    trip less the network and the compute; None when not known)."""
+
+    kernel: str
+    device: str
+    label: str
+    predicted_s: float
+    declared_s: float
+    compute_s: float
+    wait_s: float | None
+
+
+class CalibratedRunner(Runner):
+    """``Runner`` whose decisions use a ``Calibration`` and whose runs feed it.
+
+    ``Runner.run`` places with the declared costs only (``placement`` takes no calibration in
+    the runner yet): this is its loop with ``calibration=`` passed to ``place`` and each
+    successful run observed. Delete it when ``Runner`` takes a calibration itself.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        calibration: Calibration,
+        observe: Callable[[Observation], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(registry, **kwargs)
+        self.calibration = calibration
+        self.observe = observe
+
+    async def run(
+        self,
+        name: str,
+        value: Any,
+        *,
+        scope: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        start = trio.current_time()
+        k, value, scope_ = self.prepare(name, value, scope)
+        needs = k.needs.with_scope(scope_)
+        work = k.compute_s(value)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        failed: dict[str, str] = {}
+        attempts: list[Attempt] = []
+        first: Decision | None = None
+        for _ in range(2):  # placed, then re-placed once (as ``Runner.run``)
+            decision = place(
+                name,
+                needs,
+                self.view(),
+                config=self.config,
+                compute_s=work,
+                failed=failed,
+                calibration=self.calibration,
+            )
+            if first is None:
+                first = decision
+                decision.check()
+            elif not decision.ok:
+                raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
+            chosen = decision.check()
+            device = chosen.device
+            box: list[float] = []
+            token = _REPLY_ELAPSED.set(box)
+            try:
+                result = await self._run_on(device, k, value, scope_, timeout)
+            except (InvalidInput, KernelFailed):
+                raise
+            except (ExecutionError, TransportError, RemoteError) as exc:
+                error = " ".join(str(exc).split())[:300] or type(exc).__name__
+                log.info("%s failed on %s: %s", name, device.label, error)
+                failed[device.id] = error
+                attempts.append(Attempt(device, error))
+                continue
+            finally:
+                _REPLY_ELAPSED.reset(token)
+            self.observe(_observation(name, chosen, result, box, self.calibration))
+            return Outcome(
+                name,
+                scope_,
+                device,
+                result,
+                trio.current_time() - start,
+                first,
+                decision,
+                tuple(attempts),
+            )
+        raise RunFailed(_tried(name, attempts))
+
+
+def _tried(name: str, attempts: Sequence[Attempt]) -> str:
+    return f"{name} failed " + " and ".join(f"on {a.device.label} ({a.error})" for a in attempts)
+
+
+def _observation(
+    kernel: str,
+    chosen: Candidate,
+    result: RunResult,
+    reply_elapsed: list[float],
+    calibration: Calibration,
+) -> Observation:
+    d = chosen.device
+    ratio = calibration.ratios.get((kernel, d.id), 1.0)
+    if d.local or not reply_elapsed:
+        compute, wait = result.elapsed_s, None
+    else:
+        compute = reply_elapsed[-1]
+        wait = max(0.0, result.elapsed_s - chosen.network_s - compute)
+    return Observation(
+        kernel, d.id, d.label, chosen.compute_s, chosen.compute_s / ratio, compute, wait
+    )
+
+
 class PlacementService(Service):
     """Places and runs kernels for this device; runs what members place here, if allowed."""
 
@@ -182,8 +329,12 @@ class PlacementService(Service):
         )
         self.config = policy_config(self.settings)
         self.peer: Peer | None = None
-        self.runner = Runner(
+        self.calibration = Calibration()
+        self.ledger = RunLedger()
+        self.runner = CalibratedRunner(
             self.registry,
+            calibration=self.calibration,
+            observe=self._observed,
             view=self.view,
             local=self.executor,
             send=self._send,
@@ -192,7 +343,9 @@ class PlacementService(Service):
             timeout_s=self.settings.run_timeout_s,
         )
         self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
-        self.ledger = RunLedger()
+        self.mesh = Mesh(config=self.config)
+        self._homes: dict[str, tuple[Any, ...]] = {}  # what each home looked like last check
+        self._roster_moved = False
 
     @property
     def executor_name(self) -> str:
@@ -216,11 +369,82 @@ class PlacementService(Service):
             peer.refresh_state(force=True)
         task_status.started()
         try:
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(MESH_CHECK_S)
+                self.check_mesh()
         finally:
             if self.executor is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                     await self.executor.aclose()
+
+    def _observed(self, observation: Observation) -> None:
+        """A run placed from here finished: its counters teach the calibration."""
+        o = observation
+        self.calibration.observe(o.kernel, o.device, o.predicted_s, o.compute_s)
+        self.ledger.observe(o)
+
+    def roster_changed(self, devices: list[str]) -> None:
+        self._roster_moved = True
+
+    # ---- the mesh ----------------------------------------------------------------------------
+
+    def check_mesh(self) -> list[MeshChange]:
+        """Move the instances of homes that died (one ``replace_dead`` batch each), and
+        ``rebalance`` when a device's power, scopes or capabilities changed (or the roster),
+        which also places parked instances a new device may now take. Moved instances resume
+        at once: an instance is a registry entry, with no process to carry over."""
+        if not len(self.mesh):
+            return []
+        view = self.view()
+        by_id = {d.id: d for d in view}
+        changes: list[MeshChange] = []
+        for device in self.mesh.counts():
+            d = by_id.get(device)
+            if d is None or d.status in GONE:
+                change = self.mesh.replace_dead(view, device)
+                log.info("mesh: %s is %s: %s", device[-8:], d.status if d else "gone", change)
+                changes.append(change)
+        homes = {d.id: _power(d) for d in view}
+        if homes != self._homes or self._roster_moved:
+            change = self.mesh.rebalance(view)
+            if change.moved or change.placed:
+                log.info("mesh: rebalanced: %s", change)
+                changes.append(change)
+            self._homes, self._roster_moved = homes, False
+        if changes:
+            self._settle()
+        return changes
+
+    def _settle(self) -> None:
+        migrating = MESH_STATES.index("migrating")
+        self.mesh.settle((self.mesh.column("state") == migrating).nonzero()[0])
+
+    def _start(self, args: dict[str, Any]) -> dict[str, Any]:
+        kernel = args.get("kernel")
+        if not isinstance(kernel, str) or not kernel:
+            raise InvalidArgument("start: name a kernel (see `swarm kernels`)")
+        count = args.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_START:
+            raise InvalidArgument(f"start: the count must be a whole number from 1 to {MAX_START}")
+        scope = args.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidArgument("start: scope must be public, personal or private")
+        k = self.registry.get(kernel)
+        needs = k.needs if scope is None else k.needs.with_scope(scope)
+        ids = self.mesh.add(kernel, needs, count)
+        change = self.mesh.place(self.view(), ids)
+        return {
+            "kernel": kernel,
+            "scope": needs.scope,
+            "ids": [int(ids[0]), int(ids[-1])],
+            **change.to_json(),
+        }
+
+    def _ps(self) -> dict[str, Any]:
+        return {"instances": self.mesh.ps(), "total": len(self.mesh)}
+
+    def _stats(self) -> dict[str, Any]:
+        return {"stats": self.ledger.stats(self.calibration)}
 
     # ---- the view ----------------------------------------------------------------------------
 
@@ -283,6 +507,9 @@ class PlacementService(Service):
         body = await conn.request(request.to_wire(), timeout=timeout + REPLY_MARGIN_S)
         reply = RunReply.from_wire(body)
         self._remember(device.id, reply.hosts)
+        noted = _REPLY_ELAPSED.get()
+        if noted is not None and reply.ok:
+            noted.append(reply.elapsed_s)
         return reply
 
     def _remember(self, device: str, hosts: tuple[Host, ...]) -> None:
@@ -311,6 +538,12 @@ class PlacementService(Service):
             return self._list()
         if op == "status":
             return self._status()
+        if op == "start":
+            return self._start(args)
+        if op == "ps":
+            return self._ps()
+        if op == "stats":
+            return self._stats()
         raise InvalidArgument(f"unknown request kernels.{op}")
 
     async def _run(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +612,12 @@ class PlacementService(Service):
         }
 
 
+def _power(d: DeviceView) -> tuple[Any, ...]:
+    """What of a device decides whether it may keep its instances (not its load: it changes
+    every sample, and a home never sheds instances for room)."""
+    return (d.status, d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
+
+
 RECENT_RUNS = 20  # kept for the page `swarm ui` opens
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -394,6 +633,9 @@ class RunLedger:
         self.count = 0
         self.total_s = 0.0
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_RUNS)
+        # (kernel, device id) -> [runs, declared s, observed s, wait s, runs with a known wait]
+        self.counters: dict[tuple[str, str], list[Any]] = {}
+        self.labels: dict[str, str] = {}
 
     def record(self, outcome: Outcome) -> None:
         key = (outcome.kernel, outcome.device.label, outcome.result.executor)
@@ -417,6 +659,43 @@ class RunLedger:
                 "explain": "; ".join(why),
             }
         )
+
+    def observe(self, o: Observation) -> None:
+        """A run's counters: summed per (kernel, device) for ``swarm kernels --stats``."""
+        key = (o.kernel, o.device)
+        c = self.counters.get(key)
+        if c is None:
+            c = self.counters[key] = [0, 0.0, 0.0, 0.0, 0]
+        c[0] += 1
+        c[1] += o.declared_s
+        c[2] += o.compute_s
+        if o.wait_s is not None:
+            c[3] += o.wait_s
+            c[4] += 1
+        self.labels[o.device] = o.label
+
+    def stats(self, calibration: Calibration) -> list[dict[str, Any]]:
+        """Per (kernel, device): runs, mean declared and observed compute, mean wait (None:
+        not known), and the calibration's ratio (observed over declared) and its spread."""
+        rows = []
+        for (kernel, device), (runs, declared, observed, wait, waited) in sorted(
+            self.counters.items()
+        ):
+            e = calibration.estimates.get((kernel, device))
+            rows.append(
+                {
+                    "kernel": kernel,
+                    "device": self.labels.get(device, device[-8:]),
+                    "device_id": device,
+                    "runs": runs,
+                    "declared_ms": round(declared / runs * 1000, 3),
+                    "observed_ms": round(observed / runs * 1000, 3),
+                    "wait_ms": round(wait / waited * 1000, 3) if waited else None,
+                    "ratio": round(e.ratio, 4) if e else 1.0,
+                    "sd": round(e.sd, 4) if e else 0.0,
+                }
+            )
+        return rows
 
     def refused(self, kernel: str, reason: str) -> None:
         self.refusals[(kernel, reason)] = self.refusals.get((kernel, reason), 0) + 1
