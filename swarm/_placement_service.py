@@ -268,7 +268,8 @@ class CalibratedRunner(Runner):
                 continue
             finally:
                 _REPLY_ELAPSED.reset(token)
-            self.observe(_observation(name, chosen, result, box, self.calibration))
+            declared = place(name, needs, [device], config=self.config, compute_s=work)
+            self.observe(_observation(name, chosen, declared, result, box))
             return Outcome(
                 name,
                 scope_,
@@ -289,20 +290,19 @@ def _tried(name: str, attempts: Sequence[Attempt]) -> str:
 def _observation(
     kernel: str,
     chosen: Candidate,
+    declared: Decision,
     result: RunResult,
     reply_elapsed: list[float],
-    calibration: Calibration,
 ) -> Observation:
+    """``declared``: the chosen device alone, placed without the calibration."""
     d = chosen.device
-    ratio = calibration.ratios.get((kernel, d.id), 1.0)
+    uncalibrated = declared.chosen.compute_s if declared.chosen is not None else chosen.compute_s
     if d.local or not reply_elapsed:
         compute, wait = result.elapsed_s, None
     else:
         compute = reply_elapsed[-1]
         wait = max(0.0, result.elapsed_s - chosen.network_s - compute)
-    return Observation(
-        kernel, d.id, d.label, chosen.compute_s, chosen.compute_s / ratio, compute, wait
-    )
+    return Observation(kernel, d.id, d.label, chosen.compute_s, uncalibrated, compute, wait)
 
 
 class PlacementService(Service):
@@ -380,6 +380,8 @@ class PlacementService(Service):
     def _observed(self, observation: Observation) -> None:
         """A run placed from here finished: its counters teach the calibration."""
         o = observation
+        if o.compute_s <= 0:
+            return  # nothing measured (a clock too coarse for the run): no lesson in it
         self.calibration.observe(o.kernel, o.device, o.predicted_s, o.compute_s)
         self.ledger.observe(o)
 

@@ -102,7 +102,7 @@ async def test_runs_on_a_slow_device_teach_the_policy(tmp_path, autojump_clock):
 
 
 async def test_runs_from_another_device_teach_only_that_device(tmp_path, autojump_clock):
-    async with swarm(tmp_path, executors=_paced(phone=0.0, laptop=0.0, server=0.3)) as s:
+    async with swarm(tmp_path, executors=_paced(phone=0.01, laptop=0.01, server=0.3)) as s:
         await s["laptop"].run("medium", "x")
         assert (await s["phone"].peer.control("kernels.stats", {}))["stats"] == []
         assert len((await s["laptop"].peer.control("kernels.stats", {}))["stats"]) == 1
