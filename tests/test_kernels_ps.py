@@ -9,10 +9,12 @@ virtual time (the ``swarm`` fixture of test_placement_swarm).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import trio
+from test_placement_cli import cli, one_line, run, running
 from test_placement_swarm import LAPTOP, PHONE, SERVER, swarm, until
 
 from homeswarm.errors import InvalidArgument
@@ -194,3 +196,87 @@ async def test_a_power_change_rebalances(tmp_path, autojump_clock):
         after = _by_device((await laptop.peer.control("kernels.ps", {}))["instances"])
         assert "phone" not in after
         assert sum(after.values()) == 60
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+
+async def test_kernels_start_ps_and_stats_as_a_user_types_them(tmp_path, capsys):
+    async with running(tmp_path, (LAPTOP, SERVER)):
+        laptop = str(tmp_path / "laptop")
+        code, out, err = await cli(capsys, "kernels", "ps", "--home", laptop)
+        assert code == 0, err
+        assert out.startswith("no kernel instances")
+
+        code, out, err = await cli(
+            capsys, "kernels", "start", "echo", "--count", "50", "--home", laptop
+        )
+        assert code == 0, err
+        assert out.startswith("started 50 echo instances (public): ")
+        code, out, err = await cli(
+            capsys, "kernels", "--json", "start", "secret", "--scope", "private", "--home", laptop
+        )
+        assert code == 0, err
+        assert json.loads(out)["scope"] == "private"
+
+        code, out, err = await cli(capsys, "kernels", "ps", "--home", laptop)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].split() == ["DEVICE", "KERNEL", "SCOPE", "STATE", "INSTANCES"]
+        assert lines[-1] == "51 instances"
+        assert sum(int(line.split()[-1]) for line in lines[1:-1]) == 51
+        code, out, err = await cli(capsys, "kernels", "ps", "--json", "--home", laptop)
+        doc = json.loads(out)
+        assert doc["total"] == 51
+        assert {r["state"] for r in doc["instances"]} == {"running"}
+
+        code, out, err = await cli(capsys, "kernels", "--stats", "--home", laptop)
+        assert code == 0, err
+        assert out.startswith("no runs placed from this device yet")
+        for _ in range(3):
+            code, _, err = await cli(capsys, "run", "echo", "x", "--home", laptop)
+            assert code == 0, err
+        code, out, err = await cli(capsys, "kernels", "--stats", "--json", "--home", laptop)
+        (row,) = json.loads(out)["stats"]
+        assert (row["kernel"], row["device"], row["runs"]) == ("echo", "laptop", 3)
+        assert row["observed_ms"] > 0
+        code, out, err = await cli(capsys, "kernels", "--stats", "--home", laptop)
+        header, line = out.splitlines()
+        assert header.split() == [
+            "KERNEL",
+            "DEVICE",
+            "RUNS",
+            "DECLARED",
+            "OBSERVED",
+            "WAIT",
+            "RATIO",
+        ]
+        assert line.split()[:3] == ["echo", "laptop", "3"]
+        assert "±" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["kernels", "start"],
+        ["kernels", "start", "echo", "--count", "0"],
+        ["kernels", "start", "echo", "--count", "x"],
+        ["kernels", "start", "echo", "--scope", "secret"],
+        ["kernels", "nope"],
+    ],
+    ids=" ".join,
+)
+def test_malformed_kernels_arguments_exit_2(tmp_path, capsys, argv):
+    code, out, err = run(capsys, *argv, "--home", str(tmp_path))
+    assert code == 2
+    assert out == ""
+    one_line(err)
+
+
+@pytest.mark.parametrize("argv", [["kernels", "ps"], ["kernels", "--stats"]], ids=" ".join)
+def test_ps_and_stats_without_a_peer_are_one_line_exit_1(tmp_path, capsys, argv):
+    code, out, err = run(capsys, *argv, "--home", str(tmp_path))
+    assert code == 1
+    assert out == ""
+    one_line(err)
+    assert "no peer is running" in err
