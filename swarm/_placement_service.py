@@ -15,7 +15,15 @@ It is the I/O shell around ``placement.Runner``:
 - a member's ``kernels.run`` request: checked against this device's own policy and run here, or
   refused (``placement.Runner.serve``);
 - CLI requests over the control socket: ``kernels.run`` (``swarm run``), ``kernels.list`` and
-  ``kernels.status`` (``swarm kernels``).
+  ``kernels.status`` (``swarm kernels``), ``kernels.stats`` (``--stats``), ``kernels.start`` and
+  ``kernels.ps`` (the mesh);
+- the performance counters: each run placed from here (``CalibratedRunner``) is observed (where
+  it ran, the compute predicted, declared and measured, the wait on a remote device), feeding the
+  ``Calibration`` the policy places with and the ``RunLedger``'s per (kernel, device) stats;
+- the kernel mesh (``placement.Mesh``): this device's long-lived instances, placed in batches;
+  every ``MESH_CHECK_S`` the service re-places the instances of a home that died
+  (``replace_dead``) and rebalances when a device's power, scopes or capabilities (or the roster)
+  changed (``check_mesh``).
 
 ``status()`` (for ``swarm status --json``, under "kernels"): this device's executor and offered
 kernels, and the kernels each device holds as far as this peer knows (itself: now; others: as
@@ -34,7 +42,7 @@ import contextvars
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -408,7 +416,10 @@ class PlacementService(Service):
                 changes.append(change)
         homes = {d.id: _power(d) for d in view}
         if homes != self._homes or self._roster_moved:
-            change = self.mesh.rebalance(view)
+            # a suspect device keeps its instances until it is declared dead: no migration
+            # for a missed probe
+            hopeful = [replace(d, status="alive") if d.status == "suspect" else d for d in view]
+            change = self.mesh.rebalance(hopeful)
             if change.moved or change.placed:
                 log.info("mesh: rebalanced: %s", change)
                 changes.append(change)
@@ -617,7 +628,7 @@ class PlacementService(Service):
 def _power(d: DeviceView) -> tuple[Any, ...]:
     """What of a device decides whether it may keep its instances (not its load: it changes
     every sample, and a home never sheds instances for room)."""
-    return (d.status, d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
+    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
 
 
 RECENT_RUNS = 20  # kept for the page `swarm ui` opens
