@@ -587,7 +587,18 @@ class PlacementService(Service):
         return report
 
     def metrics(self) -> Iterator[Metric]:
-        return self.ledger.metrics()
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield from self.ledger.metrics()
+        instances = GaugeMetricFamily(
+            "swarm_placement_instances",
+            "the kernel instances this device placed, by device, kernel and state",
+            labels=["device", "kernel", "state"],
+        )
+        for row in self.mesh.ps():
+            device = row["device"] or "(parked)"
+            instances.add_metric([device, row["kernel"], row["state"]], row["instances"])
+        yield instances
 
     def _list(self) -> dict[str, Any]:
         view = self.view()

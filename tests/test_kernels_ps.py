@@ -128,6 +128,10 @@ async def test_started_instances_are_placed_in_one_batch_and_listed_by_device(
         assert ps["total"] == 300
         assert all(r["state"] == "running" for r in ps["instances"])
         assert _by_device(ps["instances"]) == started["placed"]
+        (gauge,) = [m for m in s["laptop"].service.metrics() if m.name.endswith("_instances")]
+        assert {sample.labels["device"]: sample.value for sample in gauge.samples} == {
+            k: float(v) for k, v in started["placed"].items()
+        }
         # private instances only where private data may be
         secret = await control("kernels.start", {"kernel": "secret", "count": 20})
         assert "phone" not in secret["placed"]
