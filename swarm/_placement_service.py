@@ -62,6 +62,7 @@ from homeswarm.placement import (
     Candidate,
     Decision,
     DeviceView,
+    Estimate,
     Executor,
     FallbackExecutor,
     Host,
@@ -100,6 +101,7 @@ REPLY_MARGIN_S = 5.0  # a remote run's reply may take this much longer than the 
 CLOSE_TIMEOUT_S = 1.5  # stopping the executor (Ray's shutdown) may take this long, at most
 HEARD_MAX = 512  # devices whose hosts we remember
 MESH_CHECK_S = 1.0  # how often the mesh looks for dead homes and power changes
+MIN_RUNS = 3  # runs of a kernel on a device before what they showed reaches the policy
 MAX_START = 1_000_000  # instances one `swarm kernels start` may add
 GONE = ("dead", "left")  # a home in one of these (or out of the view): its instances move
 
@@ -195,18 +197,33 @@ def _make_executor(
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """A run's performance counters: where it ran, what the policy predicted for its compute
-    (calibrated, and as the kernel declared it), the compute measured (the executor's elapsed,
-    or the remote reply's), and the time it waited on that device besides (remote: the round
-    trip less the network and the compute; None when not known)."""
+    """A run's performance counters: where it ran, its compute as the kernel's declaration
+    predicts it there, the compute measured (the executor's elapsed, or the remote reply's),
+    and the time it waited on that device besides (remote: the round trip less the network and
+    the compute; None when not known)."""
 
     kernel: str
     device: str
     label: str
-    predicted_s: float
     declared_s: float
     compute_s: float
     wait_s: float | None
+
+
+class ConfidentCalibration(Calibration):
+    """A ``Calibration`` whose ratio for a (kernel, device) reaches the policy (``ratios``) once
+    ``MIN_RUNS`` runs back it: one run is an anecdote (a cold start, a model loading, a page
+    fault), and a device's single lucky run would otherwise outweigh every declaration."""
+
+    def learn(self, kernel: str, device: str, declared_s: float, observed_s: float) -> Estimate:
+        """A run of ``kernel`` on ``device``: declared to take ``declared_s``, took
+        ``observed_s``."""
+        key = (kernel, device)
+        e = self.estimates.get(key)
+        e = self.observe(kernel, device, declared_s * (e.ratio if e else 1.0), observed_s)
+        if e.runs < MIN_RUNS:
+            self.ratios.pop(key, None)
+        return e
 
 
 class CalibratedRunner(Runner):
@@ -310,7 +327,7 @@ def _observation(
     else:
         compute = reply_elapsed[-1]
         wait = max(0.0, result.elapsed_s - chosen.network_s - compute)
-    return Observation(kernel, d.id, d.label, chosen.compute_s, uncalibrated, compute, wait)
+    return Observation(kernel, d.id, d.label, uncalibrated, compute, wait)
 
 
 class PlacementService(Service):
@@ -337,7 +354,7 @@ class PlacementService(Service):
         )
         self.config = policy_config(self.settings)
         self.peer: Peer | None = None
-        self.calibration = Calibration()
+        self.calibration = ConfidentCalibration()
         self.ledger = RunLedger()
         self.runner = CalibratedRunner(
             self.registry,
@@ -390,7 +407,7 @@ class PlacementService(Service):
         o = observation
         if o.compute_s <= 0:
             return  # nothing measured (a clock too coarse for the run): no lesson in it
-        self.calibration.observe(o.kernel, o.device, o.predicted_s, o.compute_s)
+        self.calibration.learn(o.kernel, o.device, o.declared_s, o.compute_s)
         self.ledger.observe(o)
 
     def roster_changed(self, devices: list[str]) -> None:
