@@ -9,9 +9,10 @@ one line and exit 1.
 
 ``swarm kernels`` lists the kernels this device has and what each needs; with a running peer,
 also the devices that offer each and the ones holding it now. ``--stats`` shows, per kernel and
-device, what the runs placed from this device measured: runs, the compute declared and observed,
-the wait besides (remote runs), and the calibration's ratio (observed over declared) with its
-spread, which the policy (and ``swarm run --explain``) now uses.
+device, what the runs placed from this device measured: runs, the first run's compute (a cold
+start: it does not teach), the compute declared and observed, the wait besides (remote runs),
+and the calibration's ratio (observed over declared) with its spread, which the policy (and
+``swarm run --explain``) uses once three warm runs back it.
 
 The kernel mesh: ``swarm kernels start KERNEL [--count N] [--scope S]`` registers N long-lived
 instances and places them in one batch; ``swarm kernels ps`` lists the instances by device,
@@ -233,17 +234,19 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 
 def stats_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Per kernel and device: runs, declared and observed compute, wait, ratio +- spread."""
+    """Per kernel and device: runs, the first (cold) run's compute, declared and observed
+    (warm) compute, wait, ratio +- spread."""
     if not rows:
         return ["no runs placed from this device yet (swarm run KERNEL ...)"]
-    header = ["KERNEL", "DEVICE", "RUNS", "DECLARED", "OBSERVED", "WAIT", "RATIO"]
+    header = ["KERNEL", "DEVICE", "RUNS", "FIRST", "DECLARED", "OBSERVED", "WAIT", "RATIO"]
     table = [
         [
             _clean(r["kernel"]),
             _clean(r["device"]),
             str(r["runs"]),
+            f"{r['first_ms']:g} ms",
             f"{r['declared_ms']:g} ms",
-            f"{r['observed_ms']:g} ms",
+            "-" if r["observed_ms"] is None else f"{r['observed_ms']:g} ms",
             "-" if r["wait_ms"] is None else f"{r['wait_ms']:g} ms",
             f"{r['ratio']:.3g} ± {r['sd']:.2g}",
         ]

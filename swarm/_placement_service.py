@@ -407,8 +407,10 @@ class PlacementService(Service):
         o = observation
         if o.compute_s <= 0:
             return  # nothing measured (a clock too coarse for the run): no lesson in it
-        self.calibration.learn(o.kernel, o.device, o.declared_s, o.compute_s)
-        self.ledger.observe(o)
+        # the first run of a kernel on a device is a cold start (Ray's actor, a model loading:
+        # seconds, once): counted, but it does not teach what the next runs will take
+        if self.ledger.observe(o):
+            self.calibration.learn(o.kernel, o.device, o.declared_s, o.compute_s)
 
     def roster_changed(self, devices: list[str]) -> None:
         self._roster_moved = True
@@ -663,6 +665,23 @@ RECENT_RUNS = 20  # kept for the page `swarm ui` opens
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+@dataclass(slots=True)
+class _Counters:
+    """One (kernel, device)'s runs: the first's compute, then sums over all (declared) and over
+    the warm ones (observed, and the wait where known)."""
+
+    first_s: float
+    declared_s: float
+    runs: int = 1
+    observed_s: float = 0.0
+    wait_s: float = 0.0
+    waited: int = 0
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
 class RunLedger:
     """What the runs placed from this device did: for ``/metrics``."""
 
@@ -674,8 +693,7 @@ class RunLedger:
         self.count = 0
         self.total_s = 0.0
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_RUNS)
-        # (kernel, device id) -> [runs, declared s, observed s, wait s, runs with a known wait]
-        self.counters: dict[tuple[str, str], list[Any]] = {}
+        self.counters: dict[tuple[str, str], _Counters] = {}  # by (kernel, device id)
         self.labels: dict[str, str] = {}
 
     def record(self, outcome: Outcome) -> None:
@@ -701,37 +719,41 @@ class RunLedger:
             }
         )
 
-    def observe(self, o: Observation) -> None:
-        """A run's counters: summed per (kernel, device) for ``swarm kernels --stats``."""
+    def observe(self, o: Observation) -> bool:
+        """A run's counters, per (kernel, device) for ``swarm kernels --stats``; False for the
+        first (the cold start: kept apart from the warm runs' means)."""
         key = (o.kernel, o.device)
+        self.labels[o.device] = o.label
         c = self.counters.get(key)
         if c is None:
-            c = self.counters[key] = [0, 0.0, 0.0, 0.0, 0]
-        c[0] += 1
-        c[1] += o.declared_s
-        c[2] += o.compute_s
+            self.counters[key] = _Counters(first_s=o.compute_s, declared_s=o.declared_s)
+            return False
+        c.runs += 1
+        c.declared_s += o.declared_s
+        c.observed_s += o.compute_s
         if o.wait_s is not None:
-            c[3] += o.wait_s
-            c[4] += 1
-        self.labels[o.device] = o.label
+            c.wait_s += o.wait_s
+            c.waited += 1
+        return True
 
     def stats(self, calibration: Calibration) -> list[dict[str, Any]]:
-        """Per (kernel, device): runs, mean declared and observed compute, mean wait (None:
-        not known), and the calibration's ratio (observed over declared) and its spread."""
+        """Per (kernel, device): runs, the first's compute (the cold start), the warm runs' mean
+        declared and observed compute (None: no warm run yet) and wait (None: not known), and
+        the calibration's ratio (observed over declared) and its spread."""
         rows = []
-        for (kernel, device), (runs, declared, observed, wait, waited) in sorted(
-            self.counters.items()
-        ):
+        for (kernel, device), c in sorted(self.counters.items()):
             e = calibration.estimates.get((kernel, device))
+            warm = c.runs - 1
             rows.append(
                 {
                     "kernel": kernel,
                     "device": self.labels.get(device, device[-8:]),
                     "device_id": device,
-                    "runs": runs,
-                    "declared_ms": round(declared / runs * 1000, 3),
-                    "observed_ms": round(observed / runs * 1000, 3),
-                    "wait_ms": round(wait / waited * 1000, 3) if waited else None,
+                    "runs": c.runs,
+                    "first_ms": _ms(c.first_s),
+                    "declared_ms": _ms(c.declared_s / c.runs),
+                    "observed_ms": _ms(c.observed_s / warm) if warm else None,
+                    "wait_ms": _ms(c.wait_s / c.waited) if c.waited else None,
                     "ratio": round(e.ratio, 4) if e else 1.0,
                     "sd": round(e.sd, 4) if e else 0.0,
                 }
