@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -16,6 +17,8 @@ from homeswarm.errors import InvalidArgument
 from homeswarm.vocabulary import parse_scopes
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+Command = Callable[[argparse.Namespace], int]
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +28,39 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def add_home(p: argparse.ArgumentParser) -> None:
+def command(
+    sub: Any, name: str, run: Command, about: str, *, home: bool = True, json: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand ``name`` that runs ``run(args)``, with ``--home`` and ``--json`` unless told
+    not to (listed apart in its help, after its own options); add its own arguments to the
+    parser it returns."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=about)
+    p.set_defaults(run=run)
+    common = p.add_argument_group("common options")
+    if home:
+        add_home(common)
+    if json:
+        add_json(common)
+    return p
+
+
+def command_group(sub: Any, name: str, about: str) -> Any:
+    """A command ``name`` whose subcommands are added to what it returns (``command(group,
+    ...)``); ``swarm NAME`` alone prints its usage and exits 2."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=about)
+    inner = parser.add_subparsers(
+        dest=f"{name}_command", metavar="COMMAND", parser_class=type(parser)
+    )
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_usage()
+        return EXIT_USAGE
+
+    parser.set_defaults(run=usage)
+    return inner
+
+
+def add_home(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--home",
         metavar="DIR",
@@ -45,7 +80,7 @@ def home_of(args: argparse.Namespace) -> Path:
     return Path(platformdirs.user_data_dir("swarm", appauthor=False))
 
 
-def add_json(p: argparse.ArgumentParser) -> None:
+def add_json(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
 

@@ -88,7 +88,10 @@ class Swarm:
                 self.start(home)
                 self.wait_ready(home)
             else:
-                code = ask(self.homes[0], "invite", ttl=120.0)["code"]
+                # the laptop is an admin too (`swarm invite --admin`), so that it alone can
+                # revoke a lost phone; the phone and the rest are not
+                admin = self.name(i) == "laptop"
+                code = ask(self.homes[0], "trust.invite", ttl=120.0, admin=admin)["code"]
                 join_swarm(
                     home, code, name=self.name(i), role=profile.role, network=LOOPBACK, extra=extra
                 )

@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from homeswarm.errors import InvalidArgument, LocalError, SwarmError, swarm_error_in
 from homeswarm.swarm import __version__
@@ -21,8 +21,7 @@ from ._args import (
     EXIT_OK,
     EXIT_USAGE,
     Parser,
-    add_home,
-    add_json,
+    command,
     home_of,
     percent,
     report,
@@ -31,13 +30,12 @@ from ._args import (
 )
 from ._logs import add_logs_command
 from ._placement import add_placement_commands
+from ._recall import add_recall_command
 from ._service import add_service_commands
 from ._simulate import add_simulate_commands
 from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
 from ._ui import add_ui_command
 from ._vault import add_vault_commands
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("init", help="create a new swarm with this device as its first member")
+    p = command(sub, "init", _cmd_init, "create a new swarm with this device as its first member")
     p.add_argument("--name", required=True, help="this device's name, e.g. laptop")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
     _add_device_options(p)
@@ -60,11 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep the swarm's root key in this home (root.key): whoever steals this device"
         " is then the swarm's root; by default only the recovery code printed once holds it",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_init)
 
-    p = sub.add_parser("invite", help="print a one-time code that lets a new device join")
+    p = command(sub, "invite", _cmd_invite, "print a one-time code that lets a new device join")
     p.add_argument(
         "--ttl",
         type=seconds,
@@ -73,27 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the code stays valid (default 600)",
     )
     add_grant_options(p)
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_invite)
 
-    p = sub.add_parser("join", help="join a swarm with a code from `swarm invite`")
+    p = command(sub, "join", _cmd_join, "join a swarm with a code from `swarm invite`")
     p.add_argument("code", metavar="CODE", help="the code `swarm invite` printed on a member")
     p.add_argument("--name", required=True, help="this device's name, e.g. phone")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
     _add_device_options(p)
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_join)
 
-    p = sub.add_parser("revoke", help="remove a device from the swarm for good")
+    p = command(sub, "revoke", _cmd_revoke, "remove a device from the swarm for good")
     p.add_argument("device", metavar="DEVICE", help="the device's name or id")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_revoke)
 
-    p = sub.add_parser("up", help="run this device's peer in the foreground")
-    add_home(p)
+    p = command(sub, "up", _cmd_up, "run this device's peer in the foreground", json=False)
     p.add_argument(
         "--listen",
         metavar="ADDR",
@@ -101,42 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiaddr to listen on (repeatable; default from swarm.toml)",
     )
     p.add_argument("--no-mdns", action="store_true", help="do not use mDNS on the LAN")
-    p.set_defaults(run=_cmd_up)
 
-    p = sub.add_parser("status", help="show the devices of the swarm, as the local peer sees them")
-    add_home(p)
-    add_json(p)
+    about = "show the devices of the swarm, as the local peer sees them"
+    p = command(sub, "status", _cmd_status, about)
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument(
         "--interval", type=seconds, default=1.0, metavar="SECONDS", help="--watch refresh period"
     )
-    p.set_defaults(run=_cmd_status)
 
-    p = sub.add_parser("power", help="change this device's simulated power source")
+    p = command(sub, "power", _cmd_power, "change this device's simulated power source")
     p.add_argument("--battery", type=percent, metavar="PCT", help="battery level, 0-100")
     plug = p.add_mutually_exclusive_group()
     plug.add_argument("--plugged", dest="plugged", action="store_true", default=None)
     plug.add_argument("--unplugged", dest="plugged", action="store_false")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_power)
 
-    p = sub.add_parser("demo", help="run a local swarm of several devices on loopback")
+    about = "run a local swarm of several devices on loopback"
+    p = command(sub, "demo", _cmd_demo, about, home=False)
     p.add_argument("--peers", type=int, default=3, metavar="N", help="how many devices (3)")
     p.add_argument(
         "--seconds", type=seconds, default=None, help="stop after this long (default: Ctrl-C)"
     )
-    add_json(p)
     p.add_argument(
         "--relay", action="store_true", help="add a blind relay (relay_only: reads no vault data)"
     )
-    p.set_defaults(run=_cmd_demo)
     add_placement_commands(sub)
     add_logs_command(sub)
     add_service_commands(sub)
     add_ui_command(sub)
     add_simulate_commands(sub)
     add_vault_commands(sub)
+    add_recall_command(sub)
     add_trust_commands(sub)
     add_anomaly_commands(sub)
     return parser

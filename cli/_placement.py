@@ -29,7 +29,7 @@ from typing import Any
 from homeswarm.errors import InvalidArgument
 from homeswarm.vocabulary import SCOPES
 
-from ._args import add_home, add_json, home_of, report, seconds
+from ._args import command, home_of, report, seconds
 from ._status import _clean
 
 __all__ = ["add_placement_commands", "kernels_line"]
@@ -40,7 +40,7 @@ RUN_MARGIN_S = 10.0  # the CLI waits this much longer than two runs (a failure a
 def add_placement_commands(sub: Any) -> None:
     """Add ``run`` and ``kernels`` to the ``swarm`` subcommands."""
 
-    p = sub.add_parser("run", help="place a kernel on the best device and run it")
+    p = command(sub, "run", _cmd_run, "place a kernel on the best device and run it")
     p.add_argument("kernel", metavar="KERNEL", help="the kernel's name (see `swarm kernels`)")
     p.add_argument(
         "input",
@@ -66,16 +66,17 @@ def add_placement_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="give up on a run after this long (default: [placement] run_timeout_s)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_run)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "kernels",
-        help="list the kernels this device has, with their needs; start and list instances",
-        description="List the kernels this device has, with their needs. `swarm kernels ps` "
-        "and `swarm kernels start` work on the kernel mesh: long-lived instances, placed in "
-        "batches, moved when their device dies or may no longer run them.",
+        _cmd_kernels,
+        "list the kernels this device has, with their needs; start and list instances",
+    )
+    p.description = (
+        "List the kernels this device has, with their needs. `swarm kernels ps` and `swarm "
+        "kernels start` work on the kernel mesh: long-lived instances, placed in batches, moved "
+        "when their device dies or may no longer run them."
     )
     p.add_argument(
         "--stats",
@@ -83,9 +84,6 @@ def add_placement_commands(sub: Any) -> None:
         help="per kernel and device: runs placed from here, declared vs observed compute, and "
         "the calibration the policy uses",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_kernels)
     actions = p.add_subparsers(dest="action", metavar="{ps,start}")
     q = actions.add_parser("ps", help="list the kernel instances by device, kernel and state")
     _sub_options(q)
@@ -106,8 +104,13 @@ def add_placement_commands(sub: Any) -> None:
 
 def _sub_options(p: argparse.ArgumentParser) -> None:
     """``--home`` and ``--json`` on a ``kernels`` action, without hiding them given before it."""
-    p.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS, help="this device's home")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object")
+    common = p.add_argument_group("common options")
+    common.add_argument(
+        "--home", metavar="DIR", default=argparse.SUPPRESS, help="this device's home"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object"
+    )
 
 
 def _count(text: str) -> int:

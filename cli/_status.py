@@ -191,7 +191,7 @@ class _AnyObj(_Spec):
 
 
 # what the services a peer hosts add, each under its name (their own shapes are theirs)
-SERVICE_SECTIONS = ("vault", "kernels")
+SERVICE_SECTIONS = ("vault", "kernels", "anomaly")
 _ENDPOINTS = _Obj({"metrics": _Nullable(_Str()), "ui": _Nullable(_Str())})
 _STATUS = _Obj(
     {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},
@@ -266,7 +266,29 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     held = kernels_line(status.get("kernels"), names)
     if held is not None:
         lines.append(held)
+    anomaly = status.get("anomaly")
+    if isinstance(anomaly, dict):
+        lines.append(_anomaly_line(anomaly))
     return "\n".join(lines)
+
+
+def _anomaly_line(anomaly: dict[str, Any]) -> str:
+    """``anomaly: cpu (likelihood 0.99999, 12s ago); watching 6 series`` (this device's own)."""
+    found = []
+    for episode in anomaly.get("anomalies") or []:
+        if isinstance(episode, dict):
+            since = episode.get("since_s")
+            ago = _ago(since) if isinstance(since, int | float) else "?"
+            likelihood = episode.get("likelihood")
+            shown = f"{likelihood:.5f}" if isinstance(likelihood, int | float) else "?"
+            found.append(f"{_clean(episode.get('series'))} (likelihood {shown}, {ago})")
+    series, warming = anomaly.get("series"), anomaly.get("warming")
+    watching = f"watching {series} series" if isinstance(series, int) else "watching"
+    if isinstance(warming, int) and warming:
+        watching += f" ({warming} warming up)"
+    if not found:
+        return f"anomaly: none; {watching}"
+    return "anomaly: " + ", ".join(found) + f"; {watching}"
 
 
 def _vault_line(vault: dict[str, Any], names: dict[str, str]) -> str:

@@ -6,7 +6,7 @@ import argparse
 import datetime
 from typing import Any
 
-from ._args import add_home, add_json, home_of, report, scopes_arg
+from ._args import command, home_of, report, scopes_arg
 
 
 def add_grant_options(p: argparse.ArgumentParser) -> None:
@@ -31,10 +31,16 @@ def grant_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def revoke_lines(reply: dict[str, Any]) -> list[str]:
     name, device = reply["name"], reply["device"]
+    undone = reply.get("undone") or []
     if not reply["counts"]:
+        bar = (
+            f"a majority of the {reply['admins']} admins sign it"
+            if reply.get("majority", True)
+            else "an admin in good standing signs it"
+        )
         lines = [
-            f"signed the revocation of {name} ({device}); it counts once a majority of the"
-            f" {reply['admins']} admins sign it (so far: {', '.join(reply['signed_by'])})"
+            f"signed the revocation of {name} ({device}); it counts once {bar}"
+            f" (so far: {', '.join(reply['signed_by'])})"
         ]
         may_sign = reply.get("may_sign") or []
         if may_sign:
@@ -45,20 +51,27 @@ def revoke_lines(reply: dict[str, Any]) -> list[str]:
         lines.append(
             f"or, with the recovery code, on any device: `swarm recover CODE --revoke {name}`"
         )
+        if undone:
+            lines.append(
+                f"once it counts, {name}'s revocations of {', '.join(undone)} stop counting"
+            )
         return lines
     lines = [f"revoked {name} ({device}): the others drop it as they hear"]
     if reply["kept"]:
         lines.append(f"devices it paired stay: {', '.join(reply['kept'])} (revoke any you doubt)")
+    if undone:
+        lines.append(
+            f"its revocations of {', '.join(undone)} no longer count: revoke again any you doubt"
+        )
     return lines
 
 
 def add_trust_commands(sub: Any) -> None:
-    p = sub.add_parser("audit", help="list refused actions: what a device tried beyond its rights")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_audit)
+    about = "list refused actions: what a device tried beyond its rights"
+    command(sub, "audit", _cmd_audit, about)
 
-    p = sub.add_parser("grant", help="give a member new scopes or rights (a new certificate)")
+    about = "give a member new scopes or rights (a new certificate)"
+    p = command(sub, "grant", _cmd_grant, about)
     p.add_argument("device", metavar="DEVICE", help="the device's name or id")
     p.add_argument(
         "--scopes",
@@ -71,13 +84,9 @@ def add_trust_commands(sub: Any) -> None:
     p.add_argument(
         "--admin", action="store_true", help="make it an admin (counts once a majority grant it)"
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_grant)
 
-    p = sub.add_parser(
-        "recover", help="make this device an admin again with the recovery code from `swarm init`"
-    )
+    about = "make this device an admin again with the recovery code from `swarm init`"
+    p = command(sub, "recover", _cmd_recover, about)
     p.add_argument("code", metavar="CODE", help="the recovery code `swarm init` printed")
     p.add_argument(
         "--revoke",
@@ -86,9 +95,6 @@ def add_trust_commands(sub: Any) -> None:
         metavar="DEVICE",
         help="also revoke this lost device, with the root's authority (repeatable)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_recover)
 
 
 def _cmd_grant(args: argparse.Namespace) -> int:
@@ -107,14 +113,30 @@ def _cmd_grant(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from homeswarm.swarm import audit_entries, short
+    from homeswarm.swarm import audit_entries
 
-    found = audit_entries(home_of(args))
-    rows = [e.to_json() for e in found]
-    lines = [f"{_when(e.at)}  {short(e.device):8}  {e.action:8}  {e.reason}" for e in found] or [
-        "nothing refused"
-    ]
+    home = home_of(args)
+    found = audit_entries(home)
+    name = _namer(home)
+    rows = [{**e.to_json(), "name": name(e.device)} for e in found]
+    width = max((len(r["name"]) for r in rows), default=8)
+    lines = [
+        f"{_when(e.at)}  {r['name']:{width}}  {e.action:8}  {e.reason}"
+        for e, r in zip(found, rows, strict=True)
+    ] or ["nothing refused"]
     return report(args, {"entries": rows}, *lines)
+
+
+def _namer(home: Any) -> Any:
+    """Device id -> its name in this home's roster (revoked devices too), else its id's end."""
+    from homeswarm.errors import SwarmError
+    from homeswarm.swarm import load_identity, load_roster, short
+
+    try:
+        roster = load_roster(load_identity(home))
+    except SwarmError:
+        return short
+    return roster.name_of
 
 
 def _when(at: float) -> str:

@@ -21,19 +21,16 @@ import json
 import time
 from typing import Any
 
-from ._args import EXIT_USAGE, add_home, add_json, home_of, report
+from ._args import command, command_group, home_of, report
 
 LOCKED_RETRY = 5.0  # seconds to keep trying when a peer is starting up
 
 
 def add_vault_commands(sub: Any) -> None:
     """The ``vault`` command group, added to the CLI's subcommands."""
+    vault = command_group(sub, "vault", "the encrypted vault: put, get, ls, rm, status")
 
-    group = sub.add_parser("vault", help="the encrypted vault: put, get, ls, rm, status")
-    vault = group.add_subparsers(dest="vault_command", metavar="COMMAND", parser_class=type(group))
-    group.set_defaults(run=lambda args: _no_command(group))
-
-    p = vault.add_parser("put", help="store a value (acknowledged once durable)")
+    p = command(vault, "put", _cmd_put, "store a value (acknowledged once durable)", json=False)
     p.add_argument(
         "key", metavar="KEY", help="COLLECTION/NAME: facts, memories, context, questions"
     )
@@ -43,39 +40,20 @@ def add_vault_commands(sub: Any) -> None:
         choices=("public", "personal", "private"),
         help="privacy scope (default: the entry's current one, else personal)",
     )
-    add_home(p)
     p.add_argument(
         "--json", action="store_true", help="VALUE is JSON text; print one JSON object for scripts"
     )
-    p.set_defaults(run=_cmd_put)
 
-    p = vault.add_parser("get", help="print one value")
+    p = command(vault, "get", _cmd_get, "print one value")
     p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_get)
 
-    p = vault.add_parser("ls", help="list entries, sorted by key")
+    p = command(vault, "ls", _cmd_ls, "list entries, sorted by key")
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys starting so")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_ls)
 
-    p = vault.add_parser("rm", help="remove an entry")
+    p = command(vault, "rm", _cmd_rm, "remove an entry")
     p.add_argument("key", metavar="KEY", help="COLLECTION/NAME")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_rm)
 
-    p = vault.add_parser("status", help="entries, sequences, epochs, size and sync with peers")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_status)
-
-
-def _no_command(group: argparse.ArgumentParser) -> int:
-    group.print_usage()
-    return EXIT_USAGE
+    command(vault, "status", _cmd_status, "entries, sequences, epochs, size and sync with peers")
 
 
 # ---- talking to the vault ------------------------------------------------------------------------

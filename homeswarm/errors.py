@@ -33,6 +33,10 @@ class ProtocolViolation(RemoteError):
     """A peer sent bytes or a message that break the protocol; the connection is closed."""
 
 
+class MalformedMessage(ProtocolViolation):
+    """A peer's message does not have the shape its schema declares (``homeswarm.wire``)."""
+
+
 class FrameTooLarge(ProtocolViolation):
     """A frame header announced more bytes than the limit allows."""
 

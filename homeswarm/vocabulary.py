@@ -17,7 +17,6 @@ ROLES: tuple[str, ...] = get_args(Role)
 SCOPES: tuple[str, ...] = get_args(Scope)  # least to most restrictive
 
 
-
 def scopes_problem(value: tuple[str, ...]) -> str | None:
     """What is wrong with a list of scopes, or None."""
     unknown = [v for v in value if v not in SCOPES]

@@ -4,8 +4,11 @@ Kinds: ``partition`` (two random halves), ``isolate`` (one device), ``crash`` (o
 after the fault's duration), ``pause`` (one device stops answering), ``loss`` (a burst of extra loss
 on every link) and ``skew`` (one device's wall clock moves; it matters when that device restarts:
 its incarnation comes from its clock). Faults may overlap; at most half the devices are down at
-once, so the swarm is never wiped out. Not drawn at random, played when scheduled: ``power``
-(every device restarts at once on a new address; see ``World.power_cut``).
+once, so the swarm is never wiped out. Added by a scenario that stores something
+(``with_wipe``): ``wipe`` (one device crashes and loses its disk: ``play``'s ``wipe`` hook
+empties what the scenario stores for it; it restarts after the fault's duration). Not drawn at
+random, played when scheduled: ``power`` (every device restarts at once on a new address; see
+``World.power_cut``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import trio
 from ._world import Device, World
 
 KINDS = ("partition", "isolate", "crash", "pause", "loss", "skew")
+WIPE = "wipe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +67,22 @@ def random_schedule(
     return faults
 
 
-async def play(world: World, faults: list[Fault], seconds: float) -> None:
-    """Apply the schedule for ``seconds``; faults still in force then are the caller's to end."""
+def with_wipe(rng: random.Random, n: int, seconds: float, faults: list[Fault]) -> list[Fault]:
+    """``faults`` and one ``wipe`` of a random device at a random time within ``seconds``,
+    in time order (``rng`` is the wipe's own, so the other faults stay as they were drawn)."""
+    wipe = Fault(rng.uniform(0, seconds), WIPE, (rng.randrange(n),), rng.uniform(0.5, 30))
+    return sorted([*faults, wipe], key=lambda f: f.at)
+
+
+async def play(
+    world: World,
+    faults: list[Fault],
+    seconds: float,
+    *,
+    wipe: Callable[[Device], None] | None = None,
+) -> None:
+    """Apply the schedule for ``seconds``; faults still in force then are the caller's to end.
+    ``wipe``: what a ``wipe`` does to a crashed device's disk (without it, a wipe is a crash)."""
     devices = world.devices
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -78,10 +96,12 @@ async def play(world: World, faults: list[Fault], seconds: float) -> None:
             elif fault.kind == "isolate":
                 world.isolate(targets[0])
                 nursery.start_soon(_later, fault.duration, world.heal)
-            elif fault.kind == "crash":
+            elif fault.kind in ("crash", WIPE):
                 down = sum(1 for d in devices if not d.up)
                 if targets[0].up and down + 1 <= len(devices) // 2:
-                    world.crash(targets[0])
+                    world.crash(targets[0], why=fault.kind)
+                    if fault.kind == WIPE and wipe is not None:
+                        wipe(targets[0])
                     nursery.start_soon(_restart_later, world, fault.duration, targets[0])
             elif fault.kind == "pause":
                 world.pause(targets[0], fault.duration)

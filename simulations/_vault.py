@@ -4,6 +4,10 @@ random halves (the faults still in force stay: a crashed device stays down); the
 and restarts, and the replicas must come to agree with no acknowledged write lost. So
 ``converge_s`` is always the time to agree after a partition heals (and the crashed restart).
 
+The schedule holds one ``wipe`` too (with two devices or more): a device crashes and its disk is
+emptied (a wiped vault directory); it restarts after the fault's duration with an empty store,
+under a new stream, and must get everything back from the others.
+
 Devices take the roles server, laptop and phone in turn (a phone may not read ``private``: it
 holds that scope's ciphertext and passes it on). Each keeps one ``MemoryStore`` across its lives:
 the simulated disk. ``apply`` keeps a copy of every record before the node acknowledges anything,
@@ -39,7 +43,7 @@ Checks, through the scenario's ``Invariants``:
   follows shows on every replica that may read its scope (its value; for a delete, no value),
   unless a concurrent write to that key won (the CRDT keeps one, the same everywhere). A write
   never acknowledged (its device crashed under it) may have happened or not: it may win, it is
-  never required.
+  never required; nor is one whose only copy was on a disk a wipe emptied (``writes_wiped``).
 
 A compromised device (with three devices or more), when the fault schedule ends: the last
 device, stolen, pushes to every other running device that holds some of ``personal`` a forged,
@@ -85,7 +89,7 @@ from homeswarm.vault import (
     stream_device,
 )
 
-from ._faults import play, random_schedule
+from ._faults import play, random_schedule, with_wipe
 from ._harness import Run
 from ._invariants import Invariants
 from ._world import Device, DeviceSpec, World
@@ -117,6 +121,7 @@ class Write:
     seq: int | None = None  # the sequence number of its update (or more), once acknowledged
     origin: str = ""  # the stream its update went to (the writer's store), once acknowledged
     acked: bool = False
+    wiped: bool = False  # its only copy was on a disk that a wipe emptied: no longer required
 
     def follows(self, other: Write, *, held: bool = False) -> bool:
         """Whether this write had seen ``other`` (with ``held``: held it, maybe unable to read
@@ -169,6 +174,7 @@ class VaultRun:
         self.writes: list[Write] = []
         self.attempts = 0
         self.views_at: float | None = None  # when the membership views agreed after healing
+        self.wipes = 0  # disks emptied
 
     def services(self, device: Device) -> list[Service]:
         """What the world starts with each life of ``device``."""
@@ -176,6 +182,16 @@ class VaultRun:
         service = VaultService(device.identity, store=store, settings=SETTINGS)
         self.hosted[device.index] = service
         return [service]
+
+    def wipe(self, device: Device) -> None:
+        """``device``'s disk is emptied while it is down (a ``wipe`` fault): its acknowledged
+        writes that no other store holds yet are gone with it, and no longer required."""
+        others = [s for i, s in enumerate(self.stores) if i != device.index]
+        for w in self.writes:
+            if w.device is device and w.acked and not any(holds(s, w) for s in others):
+                w.wiped = True
+        self.stores[device.index] = MemoryStore()
+        self.wipes += 1
 
     def replica(self, device: Device) -> Replica | None:
         service = self.hosted.get(device.index)
@@ -374,7 +390,7 @@ class VaultRun:
         lost = 0
         for key, writes in sorted(by_key.items()):
             for w in writes:
-                if not w.acked or any(x.follows(w) for x in writes if x is not w):
+                if not w.acked or w.wiped or any(x.follows(w) for x in writes if x is not w):
                     continue
                 allowed = {w.text} | {x.text for x in writes if x is not w and not w.follows(x)}
                 self.inv.checked += len(shown[w.scope])
@@ -408,7 +424,10 @@ async def run_vault(sim: Run) -> None:
     width = len(str(n - 1))
     specs = [DeviceSpec(f"d{i:0{width}d}", ROLES[i % len(ROLES)]) for i in range(n)]
     rng = sim.rng
-    schedule = random_schedule(random.Random(rng.random()), n, sim.seconds)
+    drawn = rng.random()
+    schedule = random_schedule(random.Random(drawn), n, sim.seconds)
+    if n > 1:  # one wiped disk, drawn apart so that the other faults stay those of the seed
+        schedule = with_wipe(random.Random(f"{drawn!r}/wipe"), n, sim.seconds, schedule)
     run = VaultRun(n, random.Random(rng.random()), vault_keys(rng, max(8, 3 * n)))
     world = sim.make_world(specs, services=run.services, hash_payloads=False)
     inv = sim.invariants
@@ -426,7 +445,7 @@ async def run_vault(sim: Run) -> None:
             nursery.start_soon(sim.sample_views, world, horizon)
             async with trio.open_nursery() as writes:
                 writes.start_soon(run.writers, start + sim.seconds + SPLIT)
-                await play(world, schedule, sim.seconds)
+                await play(world, schedule, sim.seconds, wipe=run.wipe)
                 if n >= 3:  # the compromised device (module doc)
                     refused = run.forge(world.devices[-1], world.devices[0])
                 if n > 1:
@@ -463,6 +482,8 @@ async def run_vault(sim: Run) -> None:
                 "deletes_acknowledged": sum(1 for w in acked if w.op == "rm"),
                 "writes_unacknowledged": len(run.writes) - len(acked),
                 "writes_lost": lost,
+                "writes_wiped": sum(1 for w in acked if w.wiped),
+                "wipes": run.wipes,
                 "forged_refused": refused,
                 "stale_values": run.stale_values(),
                 "converge_s": round(took, 3) if agreed else None,

@@ -35,7 +35,7 @@ _FACE = {
     "join_swarm": "_join",
     "Peer": "_peer",
     "PeerOptions": "_peer",
-    "decode_state": "_peer",
+    "decode_state": "_device",
     "Daemon": "_daemon",
     "advertised": "_daemon",
     "run_up": "_daemon",
@@ -45,10 +45,14 @@ _FACE = {
     "Service": "_service",
     "PlacementService": "_placement_service",
     "VaultService": "_vault_service",
-    "readable_scopes": "_vault_service",
-    "open_local": "_vault_service",
-    "entry_json": "_vault_service",
-    "not_found": "_vault_service",
+    "RecallService": "_recall_service",
+    "RecallIndex": "_recall",
+    "HashEmbedder": "_recall",
+    "ModelEmbedder": "_recall",
+    "readable_scopes": "_local_vault",
+    "open_local": "_local_vault",
+    "entry_json": "_local_vault",
+    "not_found": "_local_vault",
     "control_path": "_control",
     "serve_control": "_control",
     "ask": "_control_client",
@@ -68,7 +72,7 @@ if TYPE_CHECKING:
     from ._control import control_path, serve_control
     from ._control_client import NoPeerRunning, ask
     from ._daemon import Daemon, advertised, run_up
-    from ._device import FixedLoad, PowerReading
+    from ._device import FixedLoad, PowerReading, decode_state
     from ._home import (
         Identity,
         init_home,
@@ -80,13 +84,16 @@ if TYPE_CHECKING:
     )
     from ._http import HttpServer, Request, Response
     from ._join import join_swarm
+    from ._local_vault import entry_json, not_found, open_local, readable_scopes
     from ._logs import follow_log, log_path, read_log
     from ._membership import Change
-    from ._peer import Peer, PeerOptions, decode_state
+    from ._peer import Peer, PeerOptions
     from ._placement_service import PlacementService
+    from ._recall import HashEmbedder, ModelEmbedder, RecallIndex
+    from ._recall_service import RecallService
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
-    from ._vault_service import VaultService, entry_json, not_found, open_local, readable_scopes
+    from ._vault_service import VaultService
 
 
 def __getattr__(name: str) -> Any:
@@ -107,13 +114,17 @@ __all__ = [  # the same names as _FACE (a test checks)
     "Change",
     "Daemon",
     "FixedLoad",
+    "HashEmbedder",
     "HttpServer",
     "Identity",
+    "ModelEmbedder",
     "NoPeerRunning",
     "Peer",
     "PeerOptions",
     "PlacementService",
     "PowerReading",
+    "RecallIndex",
+    "RecallService",
     "Request",
     "Response",
     "Roster",

@@ -27,22 +27,36 @@ signer saw and a paper key recovers):
    admin cannot mint a majority of puppets: its puppets' certificates are signed by one admin
    out of several. Certificate dates are signed, so this is a function of the facts, and an
    admin added later (by grant or by recovery) never demotes one made before it.
-3. **A revocation counts** when signed by the root, by the device itself (a device may always
-   leave), or by a strict majority of the admins in good standing that were admins at the
-   date of the latest of those signatures, the target counted among them if it is an admin.
-   One admin alone revokes in a one-admin swarm; with two admins, revoking anything takes both
-   (or the root); with three, two. Admins added after those signatures do not raise the bar, so
-   recovering or granting an admin never un-revokes a device. A revocation dated before its
-   signer became an admin, or before the target's first certificate that counts, is backdated
-   and never counts. A revocation signed by a non-admin, or by too few admins, is stored (it
-   may count later, when more admins sign) but does not count: the peer audits it.
-4. **Good standing is a fixpoint.** Start with the root's and self revocations; repeatedly take
-   the admins not revoked or cut off, count each stored revocation's signers among them, and
-   revoke the devices that now have a majority, except where a signer is itself being revoked in
-   the same step (two sides revoking each other stay as they are until a majority or the root
-   decides). The set of revoked devices only grows, so this ends; it depends on nothing but the
-   facts. A revocation by a device that is itself revoked never counts (its signers must be in
-   good standing), so what a stolen admin did is undone once the others revoke it.
+3. **A revocation counts** when signed by the root or by the device itself (a device may
+   always leave), or else by admins in good standing, as many as its target's weight needs:
+   - **a non-admin** (a device never made an admin by rule 2: a phone, a relay) is revoked by
+     ONE admin in good standing: a lost phone is the common case, to be cut off at once from
+     whichever admin device is at hand;
+   - **an admin** (a device ever made one by rule 2) needs a strict majority of the admins in
+     good standing that were admins at the date of the latest of those signatures, the
+     target counted among them. With one admin that admin alone decides; with two, revoking
+     the other takes both (or the root); with three, two. Admins added after those
+     signatures do not raise the bar, so recovering or granting an admin never un-revokes
+     an admin. Whether a target is an admin does not depend on dates: a device once made an
+     admin always needs the majority, so a revocation dated back to before its promotion
+     does not slip under the one-admin bar.
+   A revocation dated before its signer became an admin, or before the target's first
+   certificate that counts, is backdated and never counts. A revocation signed by a non-admin
+   (of anyone but itself), or by too few admins, is stored (it may count later, when more
+   admins sign) but does not count: the peer audits it.
+4. **Good standing is a fixpoint, admins first.** Start with the root's and self revocations;
+   repeatedly take the admins not revoked or cut off, count each stored revocation of an admin
+   among them, and revoke the admins that now have a majority, except where a signer is itself
+   being revoked in the same step (two sides revoking each other stay as they are until a
+   majority or the root decides). The set of revoked devices only grows, so this ends; it
+   depends on nothing but the facts. Only then, with the admins in good standing final, are
+   the revocations of non-admins counted (a non-admin certifies nobody and signs for nobody,
+   so revoking one changes no one else's standing). A revocation by a device that is itself
+   revoked never counts (its signers must be in good standing), so what a stolen admin did,
+   its one-signature revocations of phones included, is undone once the others revoke it.
+   The flip side: when an honest admin is revoked later (lost in its turn), the phones it
+   alone revoked come back unless another admin revokes them again; ``swarm revoke`` names
+   them (``revocation_status``'s ``undone``).
 5. **Grants.** A device's certificate is its first one, or the latest that the root or an admin in
    good standing issued for the same keys since (``swarm grant``: new scopes, relay flag, admin).
    An admin flag in a grant still counts only by rule 2. Certificates of one device that name
@@ -60,13 +74,25 @@ had more weight (never before it was an admin, nor a revocation before its targe
 that is undone like the rest of what it did, once the others revoke it (rule 4), since its
 certificates and revocations then count for nothing.
 
-What a single stolen device can do, then: a non-admin, nothing to others (its revocations and
-certificates do not count); an admin in a swarm of at least three admins, nothing to other admins
-(it is one signature of several) and, once the others revoke it, nothing it did stays; an admin
-in a swarm of two cannot remove the other (nor be removed but by the root). The root is the
-recovery code's key: it always counts and cannot be revoked. ``swarm init`` keeps no copy of it on
-disk (the recovery code it prints once is the only one), so a stolen first device is one admin
-among the others, not the root; ``--keep-root-key`` keeps ``root.key`` for those who accept that.
+What a single stolen device can do, then:
+- **a non-admin** (a phone): nothing to others. Its revocations (but of itself) and its
+  certificates count for nothing; it can only leave.
+- **an admin in a swarm of at least three admins**: nothing to other admins (it is one
+  signature of several, and its puppets are not admins). It can revoke non-admins, and admit
+  non-admin puppets, until the others revoke it (a majority of them suffices); then its
+  revocations stop counting, the phones it revoked are back, and the puppets the revokers did
+  not already know of are cut off (their revocation keeps only those).
+  The surviving honest admins always keep a working swarm that excludes it.
+- **an admin in a swarm of two**: it cannot remove the other admin, but neither can the other
+  remove it alone: its revocations of phones stand until the root (``swarm recover CODE
+  --revoke``) revokes it. A swarm that wants a stolen admin undone without the recovery code
+  needs three admins.
+- **the only admin**: everything, until the root revokes it and recovers an admin.
+
+The root is the recovery code's key: it always counts and cannot be revoked. ``swarm init``
+keeps no copy of it on disk (the recovery code it prints once is the only one), so a stolen
+first device is one admin among the others, not the root; ``--keep-root-key`` keeps
+``root.key`` for those who accept that.
 
 A revocation whose signer's chain is not known yet is refused (``add_revocation`` raises,
 ``merge_wire`` skips it); merging a whole roster never hits this, since a roster holds the chain of
@@ -533,6 +559,7 @@ class Standing:
     cut_off: frozenset[str]  # not revoked, but certified only by revoked devices
     ignored: dict[str, frozenset[str]]  # device -> signers of revocations of it that do not count
     conflicted: frozenset[str]  # admitted, but its certificates name different age keys
+    made_admins: frozenset[str] = frozenset()  # ever made an admin (rule 2): need a majority
 
 
 def resolve(
@@ -563,12 +590,13 @@ def resolve(
         always = {b for b in by if b in (ROOT, device)}
         if always and device in known:
             revoked[device] = frozenset(always)
+    # rule 4: the admins first (only their standing moves anyone else's)
     while True:
         out = _cut_off(usable, revocations, revoked)
         admins = {d for d in ever if d in usable and d not in out}
         candidates: dict[str, frozenset[str]] = {}
         for device, by in revocations.items():
-            if device in revoked or device not in known:
+            if device in revoked or device not in ever or device not in known:
                 continue
             voters = _voters(device, by, admins, since, certified_at.get(device))
             if voters:
@@ -587,6 +615,13 @@ def resolve(
             revoked[device] = revoked[device] | extra
     out = _cut_off(usable, revocations, revoked)
     admins = {d for d in ever if d in usable and d not in out}
+    # then the non-admins, by the admins in good standing now final: one signature each
+    for device, by in revocations.items():
+        if device in revoked or device in ever or device not in known:
+            continue
+        if voters := _voters(device, by, admins, since, certified_at.get(device)):
+            revoked[device] = voters
+            out.add(device)  # a non-admin's certificates admit nobody: no one else moves
     admitted = {}
     conflicted = set()
     for device, found in usable.items():
@@ -623,6 +658,7 @@ def resolve(
         frozenset(out - revoked.keys()),
         {d: s for d, s in ignored.items() if s},
         frozenset(conflicted),
+        frozenset(ever),
     )
 
 
@@ -672,10 +708,11 @@ def _voters(
 ) -> frozenset[str]:
     """Rule 3: the admins whose revocations of ``device`` count (empty: they do not count).
 
-    Each revocation is judged against the admins in good standing that were admins when it
-    was signed (its ``at``), so admins added later (by grant or by recovery) never un-revoke
-    a device. A revocation dated before its signer became an admin, or before the target's
-    first certificate, is backdated and not counted."""
+    A non-admin (never in ``since``) falls to one admin in good standing. An admin's
+    revocation is judged against the admins in good standing that were admins when it was
+    signed (its ``at``), so admins added later (by grant or by recovery) never un-revoke it.
+    A revocation dated before its signer became an admin, or before the target's first
+    certificate, is backdated and not counted."""
     valid = sorted(
         (rev.at, b)
         for b, rev in by.items()
@@ -684,6 +721,8 @@ def _voters(
         and rev.at >= since[b]
         and (certified_at is None or rev.at >= certified_at)
     )
+    if device not in since:
+        return frozenset(b for _, b in valid)
     for i, (t, _) in enumerate(valid):
         voters = frozenset(b for at, b in valid[: i + 1] if at <= t)
         then = [a for a in admins if since[a] <= t]
@@ -777,6 +816,11 @@ class Roster:
     def admins(self) -> frozenset[str]:
         return self._standing.admins
 
+    def made_admin(self, device: str) -> bool:
+        """Whether ``device`` was ever made an admin (rule 2), revoked or not: revoking it takes
+        a majority of the admins; any other device falls to one admin (rule 3)."""
+        return device in self._standing.made_admins
+
     def chain(self, device: str) -> Chain | None:
         return self._standing.admitted.get(device)
 
@@ -817,6 +861,14 @@ class Roster:
     def known(self) -> frozenset[str]:
         """Every device with a stored chain, admitted or not."""
         return frozenset(self._chains)
+
+    def name_of(self, device: str) -> str:
+        """A device's name, revoked or not (its admitted or earliest certificate's), or the
+        short form of its id when no chain of it is known."""
+        if (cert := self.certificate(device)) is not None:
+            return cert.name
+        stored = self._chains.get(device)
+        return min(stored, key=_chain_order)[0].name if stored else short(device)
 
     def find(self, name_or_id: str) -> Certificate | None:
         """An admitted member by peer id or by name; InvalidArgument if the name is ambiguous."""

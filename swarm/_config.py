@@ -219,6 +219,25 @@ class OtlpSettings:
     interval_s: float = setting(15.0, "push every this many seconds", _positive)
 
 
+def _likelihood(value: float) -> str | None:
+    return None if 0.5 < value < 1 else "must be between 0.5 and 1 (exclusive)"
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalySettings:
+    watch: bool = setting(
+        True,
+        "watch this device's own telemetry (cpu, memory, battery drain, RTTs, vault sync lag)"
+        " with HTM and show anomalies in `swarm status`",
+    )
+    interval_s: float = setting(5.0, "sample the telemetry this often", _positive)
+    threshold: float = setting(
+        0.9999,
+        "a likelihood at least this high is an anomaly (NAB's detectors: 0.9999)",
+        _likelihood,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
@@ -229,6 +248,7 @@ class Settings:
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -1,4 +1,4 @@
-"""A device's own state: what it gossips about itself, and where its power and load come from.
+"""A device's own state: what it gossips about itself, its wire form, and how it is sampled.
 
 Rules:
 
@@ -7,8 +7,9 @@ Rules:
   so a state equals what comes back from the wire. The lead's membership code carries it inside
   a signed "alive" record; nothing here signs.
 - The wire form is a positional list led by ``WIRE_VERSION``; floats travel as integer tenths
-  (``87.3`` -> ``873``) to stay small. ``DeviceState.from_wire`` takes what a peer sent and raises
-  ``ProtocolViolation`` with a short reason for any bad shape, type or value, never anything else.
+  (``87.3`` -> ``873``) to stay small. ``DeviceState.from_wire`` takes what a peer sent, checks it
+  against ``STATE_WIRE`` (``homeswarm.wire``) and raises ``MalformedMessage`` (a
+  ``ProtocolViolation``) with a short reason for any bad shape, type or value, never anything else.
 - Sizes are bounded so that any valid state packs to well under 1 KB (room for the signature and
   the record around it in one gossip message): at most ``MAX_ADDRS`` addresses of at most
   ``MAX_ADDR_CHARS`` characters and ``MAX_ADDRS_TOTAL`` together; at most ``MAX_KERNELS`` kernel
@@ -16,25 +17,28 @@ Rules:
   addresses that do not fit rather than fail.
 - A new sample is worth gossiping when ``meaningfully_different`` says so (or, the caller's rule,
   when 60 s have passed since the last one).
-- Power comes from a ``Power``: ``DevicePower`` reads the battery through psutil (a device without
-  one reads all ``None``); ``SimulatedPower`` is a linear battery model that only moves when asked
-  with a later ``now``. Only the simulated one may be changed at run time.
-- Time is an argument: nothing here reads a clock. Load (``LoadSampler``) is the one other
-  reading of the machine, behind the ``LoadSource`` protocol so simulations can use ``FixedLoad``.
+- Power comes from a ``Power``: ``SimulatedPower`` here is a linear battery model that only moves
+  when asked with a later ``now``; the machine's own battery (``DevicePower``) and load
+  (``LoadSampler``) are read in ``_sensors``, the one module that imports psutil. This module does
+  no I/O and reads no clock (time is an argument), so the simulator and the codec never load it.
+  Only the simulated power source may be changed at run time; ``FixedLoad`` stands in for a
+  machine's load in tests and simulations.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
-import psutil
+import msgpack
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation
 from homeswarm.vocabulary import ROLES, SCOPES
+from homeswarm.wire import Field, Schema
 
 from ._config import PowerSettings, Settings, _device_name
 
@@ -55,8 +59,33 @@ MAX_VERSION = 2**63 - 1
 SAVER_BELOW_PERCENT = 30.0
 MAX_LEASE_S = 86_400
 
-_FIELDS = 15  # the wire list's length, version included
-_NO_POWER_TIME = {psutil.POWER_TIME_UNLIMITED, psutil.POWER_TIME_UNKNOWN}
+_TENTHS = MAX_MEMORY_MB * 10  # the largest figure a state carries, in tenths
+
+
+def _tenths_field(name: str, *, optional: bool = False) -> Field:
+    return Field(name, int, least=0, most=_TENTHS, optional=optional)
+
+
+# the wire form, in order (the value type checks the rest when built)
+STATE_WIRE = Schema(
+    "device state",
+    Field("wire_version", int, equals=WIRE_VERSION),
+    Field("name", str),
+    Field("role", str),
+    Field("addrs", list),
+    _tenths_field("battery", optional=True),
+    Field("plugged", bool, optional=True),
+    _tenths_field("minutes_left", optional=True),
+    _tenths_field("cpu"),
+    _tenths_field("memory_free_mb"),
+    Field("scopes", list),
+    Field("relay_only", bool),
+    Field("executor", str),
+    Field("kernels", list),
+    Field("version", int),
+    Field("lease_s", int),
+    positional=True,
+)
 
 
 # -- the state ---------------------------------------------------------------------------------
@@ -137,37 +166,27 @@ class DeviceState:
 
     @classmethod
     def from_wire(cls, obj: object) -> DeviceState:
-        """A state a peer sent; raises ``ProtocolViolation`` for anything that is not one."""
-        if not isinstance(obj, list | tuple) or len(obj) < 1:
-            raise ProtocolViolation("device state is not a list")
-        if not _is_int(obj[0]) or obj[0] != WIRE_VERSION:
-            raise ProtocolViolation("unsupported device state version")
-        if len(obj) != _FIELDS:
-            raise ProtocolViolation(f"device state has {len(obj)} fields, expected {_FIELDS}")
-        (_, name, role, addrs, battery, plugged, minutes, cpu, memory) = obj[:9]
-        (scopes, relay_only, executor, kernels, version, lease_s) = obj[9:]
-        for what, value in (("addrs", addrs), ("scopes", scopes), ("kernels", kernels)):
-            if not isinstance(value, list | tuple):
-                raise ProtocolViolation(f"device state {what} is not a list")
+        """A state a peer sent; raises ``MalformedMessage`` for anything that is not one."""
+        f = STATE_WIRE.check(obj)
         try:
             return cls(
-                name=name,
-                role=role,
-                addrs=tuple(addrs),
-                battery_percent=_optional_from_tenths("battery_percent", battery),
-                plugged=plugged,
-                minutes_left=_optional_from_tenths("minutes_left", minutes),
-                cpu_percent=_from_tenths("cpu_percent", cpu),
-                memory_free_mb=_from_tenths("memory_free_mb", memory),
-                scopes=tuple(scopes),
-                relay_only=relay_only,
-                executor=executor,
-                kernels=tuple(kernels),
-                version=version,
-                lease_s=lease_s,
+                name=f["name"],
+                role=f["role"],
+                addrs=tuple(f["addrs"]),
+                battery_percent=_from_tenths(f["battery"]),
+                plugged=f["plugged"],
+                minutes_left=_from_tenths(f["minutes_left"]),
+                cpu_percent=f["cpu"] / 10,
+                memory_free_mb=f["memory_free_mb"] / 10,
+                scopes=tuple(f["scopes"]),
+                relay_only=f["relay_only"],
+                executor=f["executor"],
+                kernels=tuple(f["kernels"]),
+                version=f["version"],
+                lease_s=f["lease_s"],
             )
         except InvalidArgument as exc:
-            raise ProtocolViolation(f"bad device state: {exc}") from None
+            raise STATE_WIRE.fail(str(exc)) from None
 
     def as_status(self) -> dict[str, Any]:
         """The parts of a ``swarm status --json`` row that come from this state."""
@@ -213,6 +232,27 @@ class DeviceState:
             return True
         m, n = self.minutes_left, other.minutes_left
         return (m is None) != (n is None) or (m is not None and n is not None and _moved(m, n, 0.1))
+
+
+def state_bytes(state: DeviceState) -> bytes:
+    """The state as a member's alive record carries it: its wire form, packed."""
+    return msgpack.packb(state.to_wire(), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_state(blob: bytes) -> DeviceState | None:
+    """A member's state from its alive record, ``None`` if it is not one (memoised: status and
+    the services ask for every member)."""
+    try:
+        return DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
+    except (ProtocolViolation, ValueError, TypeError, msgpack.UnpackException):
+        return None
+
+
+def lease_of(blob: bytes) -> float:
+    """A member's lease, from its state: > 0 for a light member."""
+    state = decode_state(blob)
+    return float(state.lease_s) if state is not None else 0.0
 
 
 def battery_saver(state: DeviceState) -> bool:
@@ -281,14 +321,8 @@ def _to_tenths(value: float | None) -> int | None:
     return None if value is None else round(value * 10)
 
 
-def _from_tenths(what: str, value: object) -> float:
-    if not _is_int(value) or not 0 <= value <= MAX_MEMORY_MB * 10:
-        raise InvalidArgument(f"{what} is not a whole number of tenths in range")
-    return value / 10
-
-
-def _optional_from_tenths(what: str, value: object) -> float | None:
-    return None if value is None else _from_tenths(what, value)
+def _from_tenths(value: int | None) -> float | None:
+    return None if value is None else value / 10
 
 
 def _moved(a: float, b: float, fraction: float) -> bool:
@@ -334,36 +368,6 @@ class Power(Protocol):
     def set(
         self, *, battery_percent: float | None = None, plugged: bool | None = None, now: float
     ) -> PowerReading: ...
-
-
-class DevicePower:
-    """The machine's own battery, through ``psutil.sensors_battery()``; never raises on read."""
-
-    simulated = False
-
-    def read(self, now: float) -> PowerReading:
-        try:
-            battery = psutil.sensors_battery()
-            if battery is None:
-                return NO_BATTERY
-            percent = float(battery.percent)
-            plugged = None if battery.power_plugged is None else bool(battery.power_plugged)
-            secs = battery.secsleft
-        except Exception as exc:
-            log.debug("reading the battery failed: %s: %s", type(exc).__name__, exc)
-            return NO_BATTERY
-        if not math.isfinite(percent):
-            log.debug("the battery reports %r percent", percent)
-            return NO_BATTERY
-        minutes = None
-        if plugged is not True and _is_number(secs) and secs not in _NO_POWER_TIME:
-            minutes = _clamp(secs / 60, MAX_MINUTES) if secs >= 0 else None
-        return PowerReading(_clamp(percent, 100.0), plugged, minutes)
-
-    def set(
-        self, *, battery_percent: float | None = None, plugged: bool | None = None, now: float
-    ) -> PowerReading:
-        raise InvalidArgument(REAL_POWER)
 
 
 class SimulatedPower:
@@ -437,15 +441,6 @@ def _plugged_arg(value: object) -> bool:
     return value
 
 
-def make_power(settings: PowerSettings, now: float) -> Power:
-    """The power source ``[power] source`` names: "device" or "simulated"."""
-    if settings.source == "device":
-        return DevicePower()
-    if settings.source == "simulated":
-        return SimulatedPower(settings, now)
-    raise InvalidArgument(f"[power] source must be device or simulated, got {settings.source!r}")
-
-
 # -- load --------------------------------------------------------------------------------------
 
 
@@ -455,22 +450,6 @@ class LoadSource(Protocol):
     def read(self) -> tuple[float, float]:
         """``(cpu_percent, memory_free_mb)``."""
         ...
-
-
-class LoadSampler:
-    """This machine's load through psutil; cpu is the average since the previous read."""
-
-    def __init__(self) -> None:
-        self.read()  # psutil's first cpu_percent(interval=None) only primes it and says 0.0
-
-    def read(self) -> tuple[float, float]:
-        try:
-            cpu = float(psutil.cpu_percent(interval=None))
-            memory = psutil.virtual_memory().available / 2**20
-        except Exception as exc:
-            log.debug("reading the load failed: %s: %s", type(exc).__name__, exc)
-            return 0.0, 0.0
-        return cpu, float(memory)
 
 
 @dataclass(slots=True)

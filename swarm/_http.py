@@ -12,7 +12,7 @@ checked).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -98,11 +98,11 @@ def _head(status: int, content_type: str, length: int | None) -> bytes:
 class HttpServer:
     """Routes: path -> handler. ``url`` is known once ``serve`` has started."""
 
-    def __init__(self, routes: dict[str, Handler]) -> None:
+    def __init__(self, routes: Mapping[str, Handler]) -> None:
         self.routes = routes
         self.url: str | None = None
 
-    async def bind(self, listen: str) -> list[trio.SocketListener]:
+    async def bind(self, listen: str) -> Sequence[trio.SocketListener]:
         """Listen on ``HOST:PORT`` (port 0: any free one); sets ``url``. Raises ``OSError``."""
         host, _, port = listen.rpartition(":")
         listeners = await trio.open_tcp_listeners(int(port), host=host)
@@ -110,7 +110,7 @@ class HttpServer:
         self.url = f"http://{bound[0]}:{bound[1]}"
         return listeners
 
-    async def serve(self, listeners: list[trio.SocketListener]) -> None:
+    async def serve(self, listeners: Sequence[trio.SocketListener]) -> None:
         await trio.serve_listeners(self._connection, listeners)
 
     async def _connection(self, stream: trio.SocketStream) -> None:

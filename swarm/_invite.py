@@ -12,7 +12,9 @@ Rules of redeeming (``Invites``, the inviter's bookkeeping):
   the swarm, the inviter's and its own peer id (both authenticated by the connection) and its
   request, so a proof is useless to anyone else and for any other request;
 - a code can be redeemed once, before ``expires_at``; a wrong proof also uses the code up, so a
-  guessed secret is never tried twice (the owner makes a new code instead);
+  guessed secret is never tried twice (the owner makes a new code instead); a right proof for a
+  request the code does not allow (more scopes than its grant) is refused and leaves the code
+  as it was, so the joiner can ask again for less;
 - used and expired codes are remembered until an hour after they expire, to say so to a late
   joiner; ``prune`` forgets them after that.
 
@@ -244,12 +246,18 @@ class Invites:
             raise InvalidCode("this code was already used")
         if now >= issued.expires_at:
             raise InvalidCode("this code expired")
-        issued.used = True  # right or wrong, a proof uses the code up
+        issued.used = True  # a wrong proof uses the code up
         expected = pairing_proof(
             issued.secret, swarm=self.swarm, inviter=self.inviter, joiner=joiner, request=request
         )
         if not (isinstance(proof, bytes) and hmac.compare_digest(proof, expected)):
             raise InvalidCode("the code's secret does not match")
+        if (asked := _asked(request)) is not None:
+            try:
+                issued.grant.narrowed(*asked)
+            except InvalidArgument:
+                issued.used = False  # the holder of the secret asked too much: it may ask again
+                raise
         return issued.grant
 
     def prune(self, now: float) -> None:
@@ -259,3 +267,20 @@ class Invites:
             for key, issued in self._issued.items()
             if now <= issued.expires_at + KEEP_AFTER_EXPIRY
         }
+
+
+def _asked(request: bytes) -> tuple[str, tuple[str, ...] | None, bool] | None:
+    """The role, scopes and relay flag a pairing request asks for (``join_swarm`` packs it);
+    None when it is not one (the pairing refuses it later, the code used up)."""
+    try:
+        _name, role, _age, *rest = msgpack.unpackb(request, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    scopes, relay = rest if len(rest) == 2 else (None, False)
+    if not isinstance(role, str) or not isinstance(relay, bool):
+        return None
+    if scopes is not None and not (
+        isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)
+    ):
+        return None
+    return role, None if scopes is None else tuple(scopes), relay

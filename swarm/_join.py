@@ -25,6 +25,7 @@ import pyrage
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from homeswarm.errors import MalformedMessage
 from homeswarm.transports import (
     PeerUnreachable,
     RemoteError,
@@ -33,6 +34,7 @@ from homeswarm.transports import (
     TransportError,
     peer_id_from_public_key,
 )
+from homeswarm.wire import Field, Schema
 
 from ._certs import InvalidCertificate, Roster, chain_from_wire
 from ._home import (
@@ -161,12 +163,15 @@ def _reason(exc: RemoteHandlerError) -> str:
     return text.split(": ", 1)[1] if ": " in text else text
 
 
+# what an inviter answers a pairing request (see ``Peer._pair``); ``peers`` is advice, filtered
+JOIN_REPLY = Schema("the inviter's answer", Field("chain", list), Field("roster", dict))
+
+
 def _check_reply(
     reply: Any, code: InviteCode, device_id: str, name: str, role: str, age: str
 ) -> tuple[Roster, dict[str, list[str]]]:
     try:
-        if not isinstance(reply, dict):
-            raise InvalidCertificate("the inviter's answer is not a table")
+        JOIN_REPLY.check(reply)
         roster = Roster.from_wire(reply.get("roster"))
         if swarm_id_of(roster.root_public) != code.swarm or roster.swarm != code.swarm:
             raise InvalidCertificate(f"the inviter answered for another swarm, not {code.swarm}")
@@ -177,7 +182,7 @@ def _check_reply(
             raise InvalidCertificate("the certificate does not describe this device")
         if leaf.issuer != code.inviter:
             raise InvalidCertificate("the certificate was not issued by the inviter")
-    except InvalidCertificate as exc:
+    except (InvalidCertificate, MalformedMessage) as exc:
         raise PairingFailed(f"the inviter's answer does not verify: {exc}") from None
     peers = reply.get("peers")
     found: dict[str, list[str]] = {}

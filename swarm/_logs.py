@@ -9,6 +9,7 @@ code or a vault value (a test greps the log of a working peer for the values it 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
@@ -48,9 +49,9 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
 
     previous_root_level: int = logging.NOTSET
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8")
+        return open(fd, "a", encoding="utf-8")
 
 
 def open_log(home: Path, level: int = logging.INFO) -> logging.Handler:

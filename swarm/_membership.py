@@ -10,15 +10,11 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   ``alive(node, incarnation, version, state)`` signed by the node itself, ``suspect(node, inc, by)``
   and ``dead(node, inc, by)`` signed by the accuser; ``dead`` signed by the node itself is a
   graceful leave (status ``left``). A record that does not verify is dropped and counted.
-- Precedence, for a known member currently at incarnation ``i``:
-      alive  (j, v)  wins over alive (i, w)        if (j, v) > (i, w)
-      alive  (j)     wins over suspect/dead/left   if j > i
-      suspect(j)     wins over alive               if j >= i; confirms a suspect if j == i
-      dead   (j)     wins over alive/suspect       if j >= i
-      any accusation wins over dead/left           if j > i (news of a later life)
-      left   (j)     wins over dead                if j >= i (its own word over our guess)
-  so that every view ends at the same record: the one with the highest (incarnation, alive <
-  suspect < dead < left), versions ordering alive records.
+- Precedence: which record about a member wins over what we hold is the table ``PRECEDENCE``
+  below, and nothing else: a record from an earlier life (a lower incarnation) never wins, one
+  from a later life always does (except that accusations about a light member are no evidence),
+  and at the same incarnation alive < suspect < dead < left, versions ordering alive records and
+  a second suspicion confirming the first; so every view ends at the same record.
   About ourselves: a suspect or dead record at ``j >= ours`` (not our own leave) is refuted by
   taking incarnation ``j + 1`` and gossiping a new alive record.
 - Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
@@ -34,18 +30,24 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   refute a suspicion about ourselves.
 - Suspicion lasts between ``min`` = mult * max(1, log10 n) * interval and ``max`` = max_mult * min,
   shrinking as independent confirmations arrive (k expected), after which the suspect is dead.
-  A node that only heard of the suspicion (no probe of its own failed) first asks: it pings the
-  suspect once with the accusation and waits a probe timeout, so a refutation it missed cannot
-  make it declare a live member dead.
+  A node that only heard of the suspicion probes the suspect next, out of turn (its failure is
+  one more independent confirmation, and a live suspect refutes at once); and before declaring
+  it dead it asks: it pings the suspect once with the accusation and waits a probe timeout, so a
+  refutation it missed cannot make it declare a live member dead.
 - Records are piggybacked on every ping, ack and ping-req, and gossiped to a few random members
-  every gossip interval while there is something to send (no timer runs otherwise, so a new
-  record after a quiet spell goes out at once; with nobody to send to, the queue is dropped and
-  push-pull carries it later); each is retransmitted at most
-  ``retransmit_mult * ceil(log10(n + 1))`` times, the least-sent first, within a byte budget.
+  every gossip interval while there is something to send (no timer runs otherwise; a new record
+  goes out at once; with nobody to send to, the queue is dropped and push-pull carries it
+  later); each is retransmitted at most ``retransmit_mult * ceil(log10(n + 1))`` times, the
+  least-sent first, within a byte budget, and never to a peer known to hold it (it sent it to
+  us, or signed it): the budget goes to the peers that may still miss it, and a record that
+  every member we gossip with holds leaves the queue.
 - Push-pull anti-entropy with one random member every push-pull interval (longer in big swarms)
   exchanges every record we hold plus the opaque ``facts`` (the roster's certificates and
   revocations); so does, at the same time, one member we think dead, each in turn (Serf's
-  reconnect): a healed partition merges within (members dead) intervals.
+  reconnect). A healed partition merges at once instead: every fifth probe also pings one
+  member we hold dead, in turn, and whoever hears from a member it holds dead or departed pulls
+  from it at once (a push-pull), as do about PULL_FANOUT members across the swarm that read its
+  alive record jump over their tombstone.
 - Light members (a phone on cellular: its signed state names a lease, ``lease_of(state) > 0``)
   are not probed, not asked to relay, and not gossiped to; they probe nobody, run no gossip,
   push-pull or suspicion timers, and relay nothing. Twice per lease a light member sends a
@@ -83,11 +85,13 @@ Status = Literal["alive", "suspect", "dead", "left", "away"]
 WIRE_VERSION = 1
 MAX_RECORDS = 4096
 PIGGYBACK_BYTES = 1024
-JOIN_RETRY = 2.0
+JOIN_RETRY = 2.0  # first retry of a join while alone (then doubling, up to push-pull's)
 JOIN_FANOUT = 3  # seeds asked at once when joining
 NACK_FRACTION = 0.8
 HEARTBEATS_PER_LEASE = 2  # a light member renews its lease this many times per lease
 HEARTBEAT_FANOUT = 2  # full members a heartbeat goes to, in one radio burst
+RECONNECT_EVERY = 5  # every this many probes, also ping one member we hold dead (in turn)
+PULL_FANOUT = 3  # members expected to pull at once from one that comes back (see _heard_again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,61 @@ class Profile:
 NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
 BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
 PROFILES = {p.name: p for p in (NORMAL, BATTERY_SAVER)}
+
+
+# ---- precedence: which record about a member wins ---------------------------------------------
+#
+# Everything that decides whether a record about another member replaces what we hold lives here.
+# A row is where the member stands in our view, a column the kind of record that arrives; a cell
+# says what happens at the same incarnation and at a later one (a record from an earlier life is
+# always stale):
+#   take     the record wins: it becomes the member's status (and incarnation)
+#   stale    dropped, counted in ``stats.stale``
+#   version  alive over alive: it wins if its version is higher
+#   confirm  a suspicion we already hold: one more independent accuser shortens it (Lifeguard)
+# Rows: ``unknown`` (not in our table: only an alive record from an admitted node enters, see
+# ``facts.admits``), ``light`` (a light member that is alive) and ``away`` (a light member whose
+# lease lapsed): nobody probes a light member, so nobody holds evidence against it; only its own
+# alive records and its leave count, and its lease decides ``away``.
+# "left" is a dead record signed by the member itself. Records about ourselves are not looked up
+# here: we refute them (see ``_apply_alive`` and ``_apply_accusation``).
+
+Kind = Literal["alive", "suspect", "dead", "left"]
+Outcome = Literal["take", "stale", "version", "confirm"]
+Standing = Literal["unknown", "alive", "light", "away", "suspect", "dead", "left"]
+
+_TAKE: tuple[Outcome, Outcome] = ("take", "take")
+_NEVER: tuple[Outcome, Outcome] = ("stale", "stale")
+_LATER: tuple[Outcome, Outcome] = ("stale", "take")
+_NEWER: tuple[Outcome, Outcome] = ("version", "take")
+
+# fmt: off
+PRECEDENCE: dict[Standing, dict[Kind, tuple[Outcome, Outcome]]] = {
+    # standing   record: alive           suspect                        dead             left
+    "unknown": {"alive": _TAKE,  "suspect": _NEVER,                "dead": _NEVER, "left": _NEVER},
+    "alive":   {"alive": _NEWER, "suspect": _TAKE,                 "dead": _TAKE,  "left": _TAKE},
+    "light":   {"alive": _NEWER, "suspect": _NEVER,                "dead": _NEVER, "left": _TAKE},
+    "away":    {"alive": _NEWER, "suspect": _NEVER,                "dead": _NEVER, "left": _TAKE},
+    "suspect": {"alive": _LATER, "suspect": ("confirm", "take"),   "dead": _TAKE,  "left": _TAKE},
+    "dead":    {"alive": _LATER, "suspect": _LATER,                "dead": _LATER, "left": _TAKE},
+    "left":    {"alive": _LATER, "suspect": _LATER,                "dead": _LATER, "left": _LATER},
+}
+# fmt: on
+
+
+def precedence(member: Member | None, kind: Kind, incarnation: int, version: int = 0) -> Outcome:
+    """What a record of ``kind`` at ``incarnation`` (an alive record's ``version``) does to what we
+    hold about ``member``: ``take``, ``stale`` or ``confirm`` (see ``PRECEDENCE``)."""
+    if member is None:
+        return PRECEDENCE["unknown"][kind][1]
+    if incarnation < member.incarnation:
+        return "stale"
+    status = member.status
+    standing: Standing = "light" if status == "alive" and member.light else status
+    outcome = PRECEDENCE[standing][kind][incarnation > member.incarnation]
+    if outcome == "version":
+        return "take" if version > member.version else "stale"
+    return outcome
 
 
 # ---- records: signed facts about members --------------------------------------------------------
@@ -192,6 +251,13 @@ def _record_from_wire(obj: Any) -> Record:
         _check(obj[1], bytes, "fact")
         return Fact(obj[1])
     raise ProtocolViolation(f"record: unknown kind {_brief(tag)} or wrong length")
+
+
+def _queue_key(record: Record) -> Any:
+    """Records about one member replace each other in the gossip queue (the latest wins)."""
+    if isinstance(record, Fact):
+        return ("f", hashlib.blake2b(record.blob, digest_size=8).digest())
+    return record.node
 
 
 def _brief(value: Any) -> str:
@@ -380,6 +446,7 @@ class _Suspicion:
     accusers: set[str]
     deadline: float = 0.0
     asked: bool = False  # hearsay only: the suspect was asked once, at the end (see _expire)
+    probed: bool = False  # hearsay only: our next probe went to the suspect (see _next_target)
 
     def confirm(self, by: str) -> bool:
         if by in self.accusers or len(self.accusers) > self.k:
@@ -417,7 +484,10 @@ class _Relay:
 
 @dataclass(slots=True)
 class _Turns:
-    """Members in turn, in an order shuffled afresh each round (SWIM's round-robin probing)."""
+    """Members in turn (SWIM's round-robin probing), in one order shuffled once: a member that
+    joins takes a random place in it. (Shuffling afresh every round, as SWIM does, let one
+    member go unprobed by a prober for up to 2n - 3 intervals, last in one round and first but
+    one in the next; in one order it is probed every n - 1 intervals, which bounds detection.)"""
 
     order: list[str] = field(default_factory=list)
     at: int = 0
@@ -426,10 +496,15 @@ class _Turns:
         members = core.members
         while True:
             if self.at >= len(self.order):
-                self.order = [n for n, m in members.items() if n != core.node and keep(m)]
-                core.rng.shuffle(self.order)
-                self.at = 0
-                if not self.order:
+                now = [n for n, m in members.items() if n != core.node and keep(m)]
+                wanted = set(now)
+                order = [n for n in self.order if n in wanted]
+                had = set(order)
+                for node in now:
+                    if node not in had:
+                        order.insert(core.rng.randrange(len(order) + 1), node)
+                self.order, self.at = order, 0
+                if not order:
                     return None
             node = self.order[self.at]
             self.at += 1
@@ -444,6 +519,9 @@ class _Queued:
     size: int
     sent: int = 0
     order: int = 0
+    # peers known to hold the record (they sent it to us, or signed it): it is never piggybacked
+    # to them, so the retransmit budget goes to peers that may still miss it
+    holders: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -513,8 +591,11 @@ class Membership:
         self._next_sync = now + self._sync_interval()
         self._next_reap = now + 60.0
         self._seeds: list[str] = []
+        self._probes = 0  # probes started (every RECONNECT_EVERY-th also pings one of the dead)
+        self._pulled: dict[str, float] = {}  # when we last pulled at once from a member back
         self._join_turn = 0
         self._next_join = math.inf
+        self._join_wait = JOIN_RETRY  # the next retry while alone (doubles each time)
 
     # ---- the public face ---------------------------------------------------------------------
 
@@ -566,13 +647,16 @@ class Membership:
 
     def join(self, seeds: Iterable[str], now: float) -> None:
         """Ask these peers for everything they know (a push-pull with a few at a time, in turn)
-        until one of them answers: every few seconds while we know nobody else alive, every
-        push-pull interval after that. (Stopping at the first live member we hear of instead
-        left a split for good: two devices restarted in a partition found each other, while
-        the rest still held them as left, which nobody probes.)"""
+        until one of them answers: while we know nobody else alive, after 2 s, then twice as
+        long each time up to the push-pull interval (a device cut off, a laptop asleep, does
+        not call out every 2 s for hours; a new sighting calls ``join`` and starts over), and
+        every push-pull interval once we know someone. (Stopping at the first live member we
+        hear of instead left a split for good: two devices restarted in a partition found each
+        other, while the rest still held them as left, which nobody probes.)"""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self.node]
         self._next_join = now
         self._join_turn = 0  # the first seeds named (a device just seen on the LAN) go first
+        self._join_wait = JOIN_RETRY
         self._rejoin(now)
 
     def _rejoin(self, now: float) -> None:
@@ -581,8 +665,9 @@ class Membership:
         if not self._seeds:
             self._next_join = math.inf
             return
-        alone = self.alive_count() <= 1
-        wait = JOIN_RETRY * (self.awareness + 1) if alone else self.profile.push_pull_interval
+        wait = interval = self.profile.push_pull_interval
+        if self.alive_count() <= 1:  # alone: back off, from JOIN_RETRY to the interval
+            wait, self._join_wait = self._join_wait, min(2 * self._join_wait, interval)
         self._next_join = now + wait
         # a few at a time, in turn: a device that remembers a hundred peers does not send a
         # hundred full states at every start
@@ -768,6 +853,13 @@ class Membership:
     def _start_probe(self, now: float) -> None:
         interval = self._scaled(self.profile.probe_interval)
         self._next_probe = now + interval
+        self._probes += 1
+        if self._probes % RECONNECT_EVERY == 0:
+            # one member we think dead, in turn, gets a bare ping: if a partition healed, its
+            # ack (or our ping, on its side) is the first word across, and both pull at once
+            dead = self._dead_turns.next(self, lambda m: m.status == "dead" and not m.light)
+            if dead is not None:
+                self._send(dead, Ping(self._next_seq(), dead))
         target = self._next_target()
         if target is None:
             return
@@ -778,7 +870,7 @@ class Membership:
         buddy: tuple[Record, ...] = ()
         if member.status == "suspect" and member.accusation is not None:
             buddy = (member.accusation,)  # Lifeguard: let the suspect refute at once
-        self._send(target, Ping(seq, target, buddy + self._piggyback(exclude=buddy)))
+        self._send(target, Ping(seq, target, buddy + self._piggyback(target, exclude=buddy)))
 
     def _indirect(self, probe: _Probe) -> None:
         relays = self._pick(
@@ -787,7 +879,7 @@ class Membership:
         )
         probe.indirect = len(relays) or -1  # -1: nobody to ask
         for relay in relays:
-            self._send(relay, PingReq(probe.seq, probe.target, self._piggyback()))
+            self._send(relay, PingReq(probe.seq, probe.target, self._piggyback(relay)))
 
     def _finish_probe(self, probe: _Probe, now: float) -> None:
         self._probe = None
@@ -805,11 +897,22 @@ class Membership:
         self._apply(record, now, verified=True)
 
     def _next_target(self) -> str | None:
+        # A suspicion we only heard of: probe the suspect next, out of turn. If it is gone, our
+        # failed probe is one more independent confirmation and shortens everyone's suspicion
+        # (Lifeguard); waiting for its turn in our round left suspicions at their longest; if
+        # it is up, the ping carries the accusation and it refutes at once.
+        for node, susp in self._suspicions.items():
+            if not susp.probed and self.node not in susp.accusers:
+                susp.probed = True
+                member = self.members.get(node)
+                if member is not None and member.status == "suspect" and not member.light:
+                    return node
         return self._probe_turns.next(
             self, lambda m: m.status in ("alive", "suspect") and not m.light
         )
 
     def _gossip(self, now: float) -> None:
+        self._drop_known()
         if not self._queue:
             return
         horizon = now - self.profile.gossip_to_dead
@@ -823,10 +926,21 @@ class Membership:
             self._queue.clear()
             return
         for node in targets:
-            records = self._piggyback()
-            if not records:
-                break
-            self._send(node, Gossip(records))
+            records = self._piggyback(node)
+            if records:
+                self._send(node, Gossip(records))
+
+    def _drop_known(self) -> None:
+        """Forget queued records that every member we gossip with already holds."""
+        queue = self._queue
+        others = len(self._live) - 1
+        if not any(len(q.holders) >= others for q in queue.values()):
+            return
+        light = self._light
+        peers = {n for n in self._live if n != self.node and n not in light}
+        for key, item in list(queue.items()):
+            if peers <= item.holders:
+                del queue[key]
 
     def _push_pull(self) -> None:
         # one live member, and (after Serf's reconnect) one member we think dead: if it is back
@@ -865,30 +979,32 @@ class Membership:
         member = self.members.get(src)
         if member is not None:
             member.last_heard = now
+            if member.status in ("dead", "left") and not isinstance(msg, Sync):
+                self._heard_again(src, now, direct=True)  # (a push-pull is answered anyway)
         self._outdated = self._refuted = False
         match msg:
             case Ping(seq, target, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 if target == self.node:
                     first = self._buddies(src)
-                    self._send(src, Ack(seq, first + self._piggyback(exclude=first)))
+                    self._send(src, Ack(seq, first + self._piggyback(src, exclude=first)))
                     return
             case Ack(seq, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 self._on_ack(src, seq, now)
             case PingReq(seq, target, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 if target in self.members and target != self.node and not self.light:
                     mine = self._next_seq()
                     self._relays[mine] = _Relay(src, seq, target, now + self._nack_timeout())
-                    self._send(target, Ping(mine, target, self._piggyback()))
+                    self._send(target, Ping(mine, target, self._piggyback(target)))
             case Nack(seq):
                 if self._probe is not None and self._probe.seq == seq:
                     self._probe.nacks += 1
             case Gossip(records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
             case Sync(reply, records):
-                self._apply_all(records, now)
+                self._apply_all(records, now, src)
                 sent = self._beats.pop(src, None) if reply else None
                 if sent is not None and member is not None:
                     member.rtt = now - sent  # (nobody probes a light member: its heartbeats time)
@@ -928,10 +1044,14 @@ class Membership:
         if relay is not None and src == relay.target:
             self._send(relay.origin, Ack(relay.origin_seq))
 
-    def _apply_all(self, records: Iterable[Record], now: float) -> None:
+    def _apply_all(self, records: Iterable[Record], now: float, src: str) -> None:
         # facts (certificates) first: an alive record is only taken from an admitted member
+        queue = self._queue
         for record in sorted(records, key=lambda r: not isinstance(r, Fact)):
             self._apply(record, now)
+            queued = queue.get(_queue_key(record))
+            if queued is not None and queued.record == record:
+                queued.holders.add(src)  # src holds it: the budget goes to the others
 
     def _apply(self, record: Record, now: float, *, verified: bool = False) -> None:
         if isinstance(record, Fact):
@@ -965,15 +1085,9 @@ class Membership:
                 self._refute(record.incarnation, now)
             return
         member = self.members.get(node)
-        if member is None:
-            if not self.facts.admits(node):
-                self.stats.stale += 1
-                return
-        elif member.status in ("alive", "away"):
-            if (record.incarnation, record.version) <= (member.incarnation, member.version):
-                self.stats.stale += 1
-                return
-        elif record.incarnation <= member.incarnation:
+        back = member is not None and member.status in ("dead", "left")
+        outcome = precedence(member, "alive", record.incarnation, record.version)
+        if outcome != "take" or (member is None and not self.facts.admits(node)):
             self.stats.stale += 1
             return
         if not verified and not self._verify(node, record):
@@ -997,6 +1111,27 @@ class Membership:
             self._light.discard(node)
         self._changed(member, now)
         self._enqueue(record)
+        if back:
+            self._heard_again(node, now, direct=False)
+
+    def _heard_again(self, node: str, now: float, *, direct: bool) -> None:
+        """A member we held dead or departed is back: it sent us something (``direct``), or its
+        alive record jumped over our tombstone. A partition may just have healed, and the two
+        sides hold each other's news: pull it at once (a push-pull), instead of at the next
+        periodic one. Each side that hears directly pulls; of those that only read the jump in
+        gossip, about PULL_FANOUT across the swarm do (so a restart in a big swarm does not
+        bring a full state from everyone at once); once per member per reconnect period."""
+        if self.light or node == self.node:
+            return
+        if not direct and self.rng.random() * self.alive_count() >= PULL_FANOUT:
+            return
+        last = self._pulled.get(node)
+        if last is not None and now - last < RECONNECT_EVERY * self.profile.probe_interval:
+            return
+        if len(self._pulled) >= 1024:
+            self._pulled.clear()
+        self._pulled[node] = now
+        self._send(node, Sync(False, self._full_state()))
 
     def _apply_accusation(self, record: Accusation, now: float, verified: bool) -> None:
         node = record.node
@@ -1025,46 +1160,31 @@ class Membership:
                 )
             return
         member = self.members.get(node)
-        if member is None or record.incarnation < member.incarnation:
+        kind: Kind = "left" if record.leave else "suspect" if record.kind == "s" else "dead"
+        outcome = precedence(member, kind, record.incarnation)
+        if outcome == "stale" or member is None:
             self.stats.stale += 1
             return
-        if member.light and member.status in ("alive", "away") and not record.leave:
-            # nobody probes a light member, so nobody holds evidence against it: its lease
-            # says whether it is here (a stale view that still probed it is no evidence)
-            self.stats.stale += 1
-            return
-        if member.status in ("dead", "left"):
-            later = record.incarnation > member.incarnation
-            if not (later or (record.leave and member.status == "dead")):
+        if outcome == "confirm":
+            susp = self._suspicions.get(node)
+            if susp is None or record.by in susp.accusers or len(susp.accusers) > susp.k:
                 self.stats.stale += 1
-                return
-        if record.kind == "s":
-            if member.status == "suspect" and record.incarnation == member.incarnation:
-                susp = self._suspicions.get(node)
-                if susp is None or record.by in susp.accusers or len(susp.accusers) > susp.k:
-                    self.stats.stale += 1
-                    return
-                if not verified and not self._verify(record.by, record):
-                    return
-                susp.confirm(record.by)
-                self._enqueue(record)
                 return
             if not verified and not self._verify(record.by, record):
                 return
-            member.status = "suspect"
-            member.incarnation = record.incarnation
-            member.accusation = record
-            if not self.light:  # a light member takes the others' verdict by push-pull
-                self._suspicions[node] = self._suspicion(record, now)
-            self._changed(member, now)
+            susp.confirm(record.by)
             self._enqueue(record)
             return
         if not verified and not self._verify(record.by, record):
             return
-        member.status = "left" if record.leave else "dead"
+        member.status = kind
         member.incarnation = record.incarnation
         member.accusation = record
-        self._suspicions.pop(node, None)
+        if kind == "suspect" and not self.light:
+            # (a light member takes the others' verdict by push-pull)
+            self._suspicions[node] = self._suspicion(record, now)
+        else:
+            self._suspicions.pop(node, None)
         self._changed(member, now)
         self._enqueue(record)
 
@@ -1158,22 +1278,25 @@ class Membership:
         return tuple(out)
 
     def _enqueue(self, record: Record) -> None:
-        if isinstance(record, Fact):
-            key: Any = ("f", hashlib.blake2b(record.blob, digest_size=8).digest())
-        else:
-            key = record.node
         self._queue_order += 1
         size = len(_pack(record.to_wire()))
-        self._queue[key] = _Queued(record, size, 0, self._queue_order)
+        holders = {record.by} if isinstance(record, Accusation) else set()
+        if isinstance(record, Alive):
+            holders.add(record.node)
+        queued = _Queued(record, size, 0, self._queue_order, holders)
+        self._queue[_queue_key(record)] = queued
+        # news goes out at once, not at the next gossip round: a queue that still holds older
+        # records for the peers that may miss them must not hold up a new one
+        self._next_gossip = -math.inf
 
-    def _piggyback(self, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
+    def _piggyback(self, dst: str, exclude: tuple[Record, ...] = ()) -> tuple[Record, ...]:
         if not self._queue:
             return ()
         limit = self.profile.retransmit_mult * math.ceil(math.log10(self.alive_count() + 1))
         budget = PIGGYBACK_BYTES
         out: list[Record] = []
         for key, item in sorted(self._queue.items(), key=lambda kv: (kv[1].sent, -kv[1].order)):
-            if item.record in exclude:
+            if item.record in exclude or dst in item.holders:
                 continue
             if item.size > budget and out:
                 continue

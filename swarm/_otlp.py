@@ -102,17 +102,18 @@ async def push_metrics(peer: Peer, endpoint: str, interval_s: float, exporter: A
     }
     bridge = OtlpBridge(endpoint, resource, exporter)
     collector = PeerCollector(peer)
+    in_thread: Any = trio.to_thread.run_sync  # (the installed trio-stubs predate abandon_on_cancel)
     failing = False
     try:
         while True:
             await trio.sleep(interval_s)
             bridge.update(snapshot(collector))
-            ok = await trio.to_thread.run_sync(bridge.export, abandon_on_cancel=True)
+            ok = await in_thread(bridge.export, abandon_on_cancel=True)
             if not ok and not failing:
                 log.warning("otlp: could not export to %s (will keep trying)", endpoint)
             failing = not ok
     finally:
-        await trio.to_thread.run_sync(bridge.close, abandon_on_cancel=True)
+        await in_thread(bridge.close, abandon_on_cancel=True)
 
 
 __all__ = ["OtlpBridge", "push_metrics", "snapshot"]

@@ -1,4 +1,9 @@
-"""The peer: one device's membership, roster, state sampling, pairing and control, on a Transport.
+"""The peer: the thin driver that runs one device's membership, state, roster and services.
+
+It holds the parts together and moves messages between them and a Transport; what each part
+means lives in its own room: the device state and its codec in ``_device`` (the sensors in
+``_sensors``), the roster as gossiped facts in ``_roster_facts``, invites, pairing and revoking in
+``_pairing``, the status document in ``_peer_status``.
 
 ``Peer`` is transport-agnostic: the daemon gives it a libp2p transport, the simulator a memory
 one. Everything it does on the network goes through that transport's single handler:
@@ -11,7 +16,6 @@ one. Everything it does on the network goes through that transport's single hand
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
@@ -19,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import trio
 
 from homeswarm.transports import (
@@ -29,33 +32,25 @@ from homeswarm.transports import (
     Transport,
 )
 
-from ._audit import AUDIT_NAME, AuditLog, NotPermitted
-from ._certs import (
-    ROOT,
-    Certificate,
-    Grant,
-    InvalidCertificate,
-    Revocation,
-    Roster,
-    chain_from_wire,
-    chain_to_wire,
-    issue_certificate,
-    revoke,
-    short,
-)
+from ._audit import AUDIT_NAME, AuditLog
+from ._certs import Certificate, Grant, Roster, chain_to_wire
 from ._device import (
     DeviceState,
-    LoadSampler,
     LoadSource,
     Power,
     battery_saver,
-    make_power,
+    decode_state,
+    lease_of,
     sample_state,
+    state_bytes,
 )
 from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import Identity, save_roster
-from ._invite import Invites
 from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
+from ._pairing import Pairing
+from ._peer_status import status_json
+from ._roster_facts import RosterFacts, chain_fact, revocation_fact
+from ._sensors import LoadSampler, make_power
 from ._service import Service, split_op
 from ._trust import trust_control
 
@@ -63,79 +58,6 @@ log = logging.getLogger("swarm.peer")
 
 STATE_REFRESH = 60.0
 RECONNECT = 60.0  # how often to reach out to one roster member that membership does not know
-
-
-class RosterFacts:
-    """The roster as the membership core sees it: admission, and certificates to spread."""
-
-    def __init__(
-        self,
-        roster: Roster,
-        on_change: Callable[[list[str]], None],
-        on_refused: Callable[[str, str, str], object] | None = None,
-    ) -> None:
-        self.roster = roster
-        self.on_change = on_change
-        self.on_refused = on_refused  # (device, action, reason): a fact beyond its signer's rights
-        self._snapshot: list[bytes] | None = None
-        # entries already in the roster, as their exact bytes: every push-pull carries the whole
-        # roster, and parsing and checking each certificate again would dominate in a big swarm
-        self._known: set[bytes] = set()
-
-    def admits(self, node: str) -> bool:
-        return self.roster.admits(node)
-
-    def learn(self, blob: bytes) -> bool:
-        self.snapshot()  # (cached) every entry held, as bytes, is in _known
-        if blob in self._known:
-            return False
-        before = {c.device for c in self.roster.members()} | self.roster.revoked()
-        try:
-            kind, body = msgpack.unpackb(blob, raw=False)
-            if kind == "chain":
-                chain = chain_from_wire(body)
-                changed = [chain[0].device] if self.roster.add_chain(chain) else []
-                self._check_authority(chain[0].issuer, "certify", chain[0].device, changed)
-            elif kind == "revoke":
-                rev = Revocation.from_wire(body)
-                changed = [rev.device] if self.roster.add_revocation(rev) else []
-                if rev.by != rev.device:
-                    self._check_authority(rev.by, "revoke", rev.device, changed)
-            else:
-                raise InvalidCertificate(f"unknown fact {str(kind)[:10]!r}")
-        except InvalidCertificate as exc:
-            log.info("dropped a roster entry from a peer: %s", exc)
-            return False
-        except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
-            log.warning("dropped an undecodable roster entry: %s", type(exc).__name__)
-            return False
-        if changed:
-            after = {c.device for c in self.roster.members()} | self.roster.revoked()
-            changed = sorted(set(changed) | (before ^ after))
-            self._snapshot = None
-            self.on_change(changed)
-        return bool(changed)
-
-    def _check_authority(self, signer: str, action: str, target: str, new: list[str]) -> None:
-        if new and signer != ROOT and not self.roster.is_admin(signer) and self.on_refused:
-            self.on_refused(signer, action, f"{action} {short(target)}: not an admin; ignored")
-
-    def snapshot(self) -> list[bytes]:
-        if self._snapshot is None:
-            wire = self.roster.to_wire()
-            self._snapshot = [chain_fact(c) for c in wire["chains"]] + [
-                revocation_fact(r) for r in wire["revocations"]
-            ]
-            self._known.update(self._snapshot)
-        return self._snapshot
-
-
-def chain_fact(chain_wire: Any) -> bytes:
-    return msgpack.packb(["chain", chain_wire], use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def revocation_fact(rev_wire: Any) -> bytes:
-    return msgpack.packb(["revoke", rev_wire], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -164,9 +86,10 @@ class Peer:
         self.options = options
         self.rng = options.rng or random.SystemRandom()
         self.addresses: dict[str, list[str]] = dict(options.known_addrs or {})
-        self.invites = Invites(identity.swarm_id, identity.device_id)
         audit_path = identity.home / AUDIT_NAME if options.persist else None
         self.audit = AuditLog(audit_path, options.wall_clock)
+        self.pairing = Pairing(identity, roster, self.audit)
+        self.invites = self.pairing.invites
         self.facts = RosterFacts(roster, self._roster_changed, self.audit.refuse)
         now = options.wall_clock()
         self.power: Power = options.power or make_power(identity.settings.power, now)
@@ -193,7 +116,7 @@ class Peer:
         ident = self.identity
         self.core = Membership(
             ident.device_id,
-            state=_pack(self.state.to_wire()),
+            state=state_bytes(self.state),
             crypto=Ed25519Crypto(ident.signing_key),
             facts=self.facts,
             rng=random.Random(self.rng.random()),
@@ -203,7 +126,7 @@ class Peer:
             profile=self._profile(self.state),
             tombstone=ident.settings.membership.tombstone_s,
             valid_state=lambda blob: decode_state(blob) is not None,
-            lease_of=_lease_of,
+            lease_of=lease_of,
         )
         self.driver = MembershipDriver(
             transport, self.core, addresses=self.addrs_of, on_changes=self._on_changes
@@ -283,7 +206,7 @@ class Peer:
             return True
         # while a code is out, a stranger may connect to present it: it may send nothing but the
         # pairing request
-        return self.invites.outstanding(self.options.wall_clock()) > 0
+        return self.pairing.strangers_welcome(self.options.wall_clock())
 
     # ---- device state ------------------------------------------------------------------------
 
@@ -323,7 +246,7 @@ class Peer:
         if force or fresh.meaningfully_different(self.state) or now - self._state_at >= 60:
             self.state = fresh
             self._state_at = now
-            self.core.update_state(_pack(fresh.to_wire()), now)
+            self.core.update_state(state_bytes(fresh), now)
             self.core.set_profile(self._profile(fresh))
             self.driver.poke()
 
@@ -359,21 +282,8 @@ class Peer:
                 self._nursery.start_soon(conn.aclose)
 
     def revoke(self, name_or_id: str) -> Certificate:
-        cert = self.roster.find(name_or_id)
-        if cert is None:
-            raise InvalidArgument(f"no device {name_or_id!r} in this swarm (see `swarm status`)")
-        if cert.device == self.identity.device_id:
-            raise InvalidArgument("a device cannot revoke itself; revoke it from another device")
-        self.require_admin("revoke", f"revoke {cert.name}")
-        ident = self.identity
-        rev = revoke(
-            ident.signing_key,
-            by=ident.device_id,
-            swarm=ident.swarm_id,
-            device=cert.device,
-            now=self.options.wall_clock(),
-            keep=self.roster.certified_by(cert.device),  # what it paired so far stays
-        )
+        """Revoke a device (admins only): the revocation is taken here and gossiped."""
+        cert, rev = self.pairing.revocation(name_or_id, self.options.wall_clock())
         self._spread(revocation_fact(rev.to_wire()))
         return cert
 
@@ -381,63 +291,23 @@ class Peer:
 
     def require_admin(self, action: str, what: str) -> None:
         """Refuse (and audit) an admin's action asked of a device that is not an admin."""
-        me = self.identity.device_id
-        if not self.roster.is_admin(me):
-            reason = f"{what}: this device is not an admin of the swarm"
-            self.audit.refuse(me, action, reason)
-            raise NotPermitted(f"{reason} (only admins invite, grant and revoke)")
+        self.pairing.require_admin(action, what)
 
     def invite(self, ttl: float, grant: Grant | None = None) -> str:
-        self.require_admin("invite", "invite a device")
-        addrs = [a.split("/p2p/")[0] for a in self.options.listen_addrs()]
-        code = self.invites.create(
-            addrs=addrs[:8], ttl=ttl, now=self.options.wall_clock(), rng=self.rng, grant=grant
-        )
-        return code.encode()
-
-    def _pair(self, conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
-        joiner = conn.peer_id
-        request = body.get("request")
-        invite_id, proof = body.get("invite"), body.get("proof")
-        if not isinstance(request, bytes) or not isinstance(invite_id, bytes):
-            raise ProtocolViolation("pair: malformed request")
-        if not isinstance(proof, bytes):
-            raise ProtocolViolation("pair: malformed proof")
+        """A one-time pairing code (admins only) that points at this device's addresses."""
         now = self.options.wall_clock()
-        grant = self.invites.redeem(invite_id, proof, joiner=joiner, request=request, now=now)
-        try:
-            name, role, age, *asked = msgpack.unpackb(request, raw=False)
-            asked_scopes, asked_relay = asked if asked else (None, False)
-            if asked_scopes is not None:
-                asked_scopes = tuple(asked_scopes)
-            if not isinstance(asked_relay, bool):
-                raise TypeError("relay_only")
-        except (ValueError, TypeError, msgpack.UnpackException):
-            raise InvalidArgument("pair: malformed device description") from None
-        scopes, relay_only = grant.narrowed(role, asked_scopes, asked_relay)
-        ident = self.identity
-        own = self.roster.chain(ident.device_id)
-        if own is None:
-            raise InvalidArgument("this device is not admitted to its own swarm")
-        cert = issue_certificate(
-            ident.signing_key,
-            issuer=ident.device_id,
-            swarm=ident.swarm_id,
-            device=joiner,
-            name=name,
-            role=role,
-            age_recipient=age,
-            now=now,
-            scopes=scopes,
-            relay_only=relay_only,
-            admin=grant.admin,
-        )
-        chain = (cert, *own)
+        addrs = list(self.options.listen_addrs())
+        return self.pairing.invite(ttl, grant, addrs=addrs, now=now, rng=self.rng)
+
+    def _pair(self, conn: Connection, body: object) -> dict[str, Any]:
+        joiner = conn.peer_id
+        chain = self.pairing.pair(joiner, body, self.options.wall_clock())
         self._spread(chain_fact(chain_to_wire(chain)))
         assert self.core is not None
         if conn.remote_addr:
             self._learn_addrs(joiner, [conn.remote_addr])
-        log.warning("paired a new device: %s (%s) %s", name, role, joiner[-8:])
+        cert = chain[0]
+        log.warning("paired a new device: %s (%s) %s", cert.name, cert.role, joiner[-8:])
         return {
             "chain": chain_to_wire(chain),
             "roster": self.roster.to_wire(),
@@ -488,42 +358,16 @@ class Peer:
     # ---- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """What ``swarm status --json`` shows (``_peer_status``)."""
         assert self.core is not None
-        now = trio.current_time()
-        rows = []
-        for node, member in self.core.members.items():
-            state = decode_state(member.state) if member.state else None
-            cert = self.roster.certificate(node)
-            if state is None and cert is None:
-                continue
-            me = node == self.identity.device_id
-            heard = member.last_heard if member.last_heard is not None else member.changed_at
-            row: dict[str, Any] = {
-                "id": node,
-                "name": cert.name if cert else (state.name if state else ""),
-                "role": cert.role if cert else (state.role if state else "laptop"),
-                "self": me,
-                "state": member.status,
-                "incarnation": member.incarnation,
-                "last_seen_s": 0.0 if me else round(max(now - heard, 0.0), 1),
-                "latency_ms": None if me or member.rtt is None else round(member.rtt * 1000, 2),
-            }
-            parts = state.as_status() if state else _no_state()
-            parts.pop("name", None)
-            parts.pop("role", None)
-            row.update(parts)
-            rows.append(row)
-        rows.sort(key=lambda r: (not r["self"], r["name"], r["id"]))
-        out: dict[str, Any] = {
-            "self": self.identity.device_id,
-            "swarm": self.identity.swarm_id,
-            "peers": rows,
-        }
-        for name, service in self.services.items():
-            part = service.status()
-            if part is not None:
-                out[name] = part
-        return out
+        return status_json(
+            me=self.identity.device_id,
+            swarm=self.identity.swarm_id,
+            members=self.core.members,
+            roster=self.roster,
+            services=self.services,
+            now=trio.current_time(),
+        )
 
     def set_power(self, battery: float | None, plugged: bool | None) -> dict[str, Any]:
         now = self.options.wall_clock()
@@ -534,31 +378,3 @@ class Peer:
             "plugged": reading.plugged,
             "minutes_left": reading.minutes_left,
         }
-
-
-def _no_state() -> dict[str, Any]:
-    return {
-        "power": {"battery_percent": None, "plugged": None, "minutes_left": None},
-        "load": {"cpu_percent": 0.0, "memory_free_mb": 0.0},
-        "privacy": {"scopes": [], "relay_only": False},
-        "capabilities": {"executor": "unknown", "kernels": []},
-    }
-
-
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def _lease_of(blob: bytes) -> float:
-    """A member's lease, from its state: > 0 for a light member."""
-    state = decode_state(blob)
-    return float(state.lease_s) if state is not None else 0.0
-
-
-@functools.lru_cache(maxsize=4096)
-def decode_state(blob: bytes) -> DeviceState | None:
-    """A member's state from its alive record (memoised: status asks for every member)."""
-    try:
-        return DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
-    except (ProtocolViolation, ValueError, TypeError, msgpack.UnpackException):
-        return None

@@ -84,8 +84,7 @@ from homeswarm.transports import RemoteError, TransportError
 
 from ._certs import Certificate
 from ._config import PlacementSettings, Settings
-from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL
-from ._peer import decode_state
+from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL, decode_state
 from ._service import Service
 
 if TYPE_CHECKING:

@@ -61,9 +61,15 @@ def split_op(op: object) -> tuple[str, str] | None:
 def device_services(identity: Identity) -> list[Service]:
     """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
+    from ._recall_service import RecallService
     from ._vault_service import VaultService
+    from ._watch_service import WatchService
 
     services: list[Service] = []
     services.append(PlacementService(identity.settings))
-    services.append(VaultService(identity))
+    vault = VaultService(identity)
+    services.append(vault)
+    services.append(RecallService(vault))
+    if identity.settings.anomaly.watch:
+        services.append(WatchService(identity.settings.anomaly))
     return services

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from homeswarm.errors import InvalidArgument
 from homeswarm.vocabulary import SCOPES
 
-from ._certs import ROOT, Grant, InvalidCertificate, issue_certificate, revoke, short
+from ._certs import ROOT, Grant, InvalidCertificate, Roster, issue_certificate, revoke, short
 from ._control_client import NoPeerRunning, ask
 from ._home import load_identity, load_roster, public_bytes, save_roster
 
@@ -161,30 +161,44 @@ def grant_device(peer: Peer, name_or_id: str, what: Grant) -> dict[str, Any]:
 
 
 def revocation_status(peer: Peer, device: str, name: str) -> dict[str, Any]:
-    """Whether the revocation of ``device`` counts yet, and who signed it."""
+    """Whether the revocation of ``device`` counts yet, who signed it, who else may, and (for
+    an admin) the devices only it revoked, which come back once it is out (``_certs`` rule 4)."""
     roster = peer.roster
     signers = sorted(roster.revocations_of(device))
     admins = roster.admins()
     # who else may sign now: each new signature is dated now, judged with today's admins
     others = sorted(_name(peer, a) for a in admins - set(signers) if a != device)
-    needed = max(1, len(admins) // 2 + 1 - len(admins & set(signers)))
+    if roster.made_admin(device):
+        needed = max(1, len(admins) // 2 + 1 - len(admins & set(signers)))
+    else:
+        needed = 1  # a non-admin falls to one admin
     return {
         "device": device,
         "name": name,
         "counts": device in roster.revoked(),
-        "signed_by": [_name(peer, s) for s in signers],
+        "signed_by": sorted(_name(peer, s) for s in signers),
         "admins": len(admins),
+        "majority": roster.made_admin(device),
         "needed": needed,
         "may_sign": others,
         "kept": [short(d) for d in roster.certified_by(device)],
+        "undone": [_name(peer, d) for d in _revoked_only_by(roster, device)],
     }
 
 
+def _revoked_only_by(roster: Roster, device: str) -> list[str]:
+    """The non-admins whose revocation rests on ``device``'s signature alone."""
+    vouchers = (roster.admins() - {device}) | {ROOT}
+    found = []
+    for d in sorted(roster.known() - {device}):
+        signers = set(roster.revocations_of(d))
+        if device in signers and not roster.made_admin(d) and not signers & (vouchers | {d}):
+            found.append(d)
+    return found
+
+
 def _name(peer: Peer, device: str) -> str:
-    if device == ROOT:
-        return ROOT
-    cert = peer.roster.certificate(device)
-    return cert.name if cert is not None else short(device)
+    return ROOT if device == ROOT else peer.roster.name_of(device)
 
 
 def _grant_json(grant: Grant) -> dict[str, Any]:

@@ -410,14 +410,14 @@ def test_a_non_admin_revokes_nobody():
     assert r.revoked() == {pid(P)}, "the only admin alone decides"
 
 
-def test_one_admin_of_two_cannot_revoke_the_other_nor_a_phone():
+def test_one_admin_of_two_revokes_a_phone_but_not_the_other_admin():
     r = roster(line(A), line(B, A), (cert(P, A, admin=False), cert(A)))
     assert r.admins() == {pid(A), pid(B)}
     r.add_revocation(rev(A, B))
-    r.add_revocation(rev(A, P))
-    assert r.revoked() == frozenset()
+    assert r.revoked() == frozenset(), "one of two admins"
     r.add_revocation(rev(B, P))
-    assert r.revoked() == {pid(P)}, "both admins signed"
+    assert r.revoked() == {pid(P)}, "a phone falls to one admin"
+    assert not r.admits(pid(P))
     r.add_revocation(rev(B, A))
     assert r.revoked() == {pid(P)}, "each revoked the other: neither counts"
     r.add_revocation(rev("root", A, keep=[B, P]))
@@ -425,34 +425,63 @@ def test_one_admin_of_two_cannot_revoke_the_other_nor_a_phone():
     assert r.admins() == {pid(B)}
 
 
+def test_a_device_once_made_an_admin_needs_the_majority_whatever_the_dates():
+    # B joined as a phone at 1000 and was made an admin at 3000 by A and C (two of two); a
+    # stolen A dates a revocation of B to 2000, when B was not an admin yet: still one of three
+    r = roster(line(A), line(C, A), (cert(B, A, admin=False), cert(A)))
+    r.add_chain((cert(B, A, at=3000.0), cert(A)))
+    r.add_chain((cert(B, C, at=3000.0), cert(C, A), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    r.add_revocation(rev(A, B, at=2000.0))
+    assert r.revoked() == frozenset()
+    assert r.admits(pid(B))
+
+
 def test_a_stolen_admin_is_outvoted_and_what_it_did_is_undone():
     r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
     r.add_chain((cert(C, B), cert(B, A), cert(A)))
     assert r.admins() == {pid(A), pid(B), pid(C)}
-    # a stolen C revokes everyone; alone, it counts for nothing
+    # a stolen C revokes everyone: the admins stay (one of three), the phone falls
     for target in (A, B, P):
         r.add_revocation(rev(C, target))
-    assert r.revoked() == frozenset()
-    # A and B revoke C: two of three
+    assert r.revoked() == {pid(P)}
+    assert r.admins() == {pid(A), pid(B), pid(C)}
+    # A and B revoke C: two of three; C's revocation of the phone stops counting
     r.add_revocation(rev(A, C, keep=[]))
-    assert r.revoked() == frozenset()
+    assert r.revoked() == {pid(P)}
     r.add_revocation(rev(B, C, keep=[]))
     assert r.revoked() == {pid(C)}
     assert admitted(r, A, B, C, P) == [True, True, False, True]
     assert r.admins() == {pid(A), pid(B)}
+    assert r.ignored() == {pid(A): {pid(C)}, pid(B): {pid(C)}, pid(P): {pid(C)}}
+
+
+def test_a_stolen_admin_revoked_only_after_another_admin_leaves_loses_its_revocations():
+    # four admins; C (still honest) helps A and B revoke D; then C is stolen and revokes the
+    # phone; A and B revoke C, a majority only once D is out. What C did to the phone is undone
+    # although D's revocation, which C signed, still counts
+    r = roster(line(A), line(B, A), line(C, A), line(D, A), (cert(P, A, admin=False), cert(A)))
+    assert r.admins() == {pid(A), pid(B), pid(C), pid(D)}
+    for signer in (A, B, C):
+        r.add_revocation(rev(signer, D, at=2000.0))
+    r.add_revocation(rev(C, P, at=3000.0))  # C is the stolen one
+    r.add_revocation(rev(A, C, at=4000.0))
+    assert r.revoked() == {pid(D), pid(P)}, "A alone is one of three admins"
+    r.add_revocation(rev(B, C, at=4000.0))
+    assert r.revoked() == {pid(D), pid(C)}
+    assert r.admits(pid(P))
 
 
 def test_a_revoked_device_no_longer_revokes():
     r = roster(line(A), line(B, A), line(C, A), (cert(P, A, admin=False), cert(A)))
     r.add_chain((cert(C, B), cert(B, A), cert(A)))
     r.add_revocation(rev(C, P, at=2000.0))
-    r.add_revocation(rev(B, P, at=2000.0))
-    assert r.revoked() == {pid(P)}, "B and C: two of three"
+    assert r.revoked() == {pid(P)}, "C alone: P is no admin"
     r.add_revocation(rev(A, C, at=2009.0))
     r.add_revocation(rev(B, C, at=2009.0))
-    assert r.revoked() == {pid(C)}, "C is out, and its half of P's revocation with it"
+    assert r.revoked() == {pid(C)}, "C is out, and its revocation of P with it"
     r.add_revocation(rev(A, P, at=2010.0))
-    assert r.revoked() == {pid(C), pid(P)}, "A and B now: two of two"
+    assert r.revoked() == {pid(C), pid(P)}, "A revokes P again"
 
 
 def test_fact_order_does_not_decide_which_revocations_count():
@@ -799,7 +828,7 @@ def verifiers_scenario():
         (cert(C, A, admin=False, at=400.0), cert(A, at=100.0)),
     )
     r.add_revocation(rev(B, P, at=500.0))
-    assert r.revoked() == frozenset(), "one of two admins"
+    assert r.revoked() == {pid(P)}, "one admin revokes a phone"
     r.add_revocation(rev(A, P, at=600.0))
     return r
 

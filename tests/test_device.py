@@ -7,6 +7,8 @@ import dataclasses
 import json
 import logging
 import math
+import subprocess
+import sys
 from collections import namedtuple
 
 import msgpack
@@ -16,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation
-from homeswarm.swarm import _device
+from homeswarm.swarm import _device, _sensors
 from homeswarm.swarm._config import SCOPES, DeviceSettings, PowerSettings, Settings
 from homeswarm.swarm._device import (
     MAX_ADDRS_TOTAL,
@@ -24,16 +26,14 @@ from homeswarm.swarm._device import (
     MAX_MEMORY_MB,
     MAX_MINUTES,
     NO_BATTERY,
-    DevicePower,
     DeviceState,
     FixedLoad,
-    LoadSampler,
     PowerReading,
     SimulatedPower,
     battery_saver,
-    make_power,
     sample_state,
 )
+from homeswarm.swarm._sensors import DevicePower, LoadSampler, make_power
 
 PEER = "12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE"
 H = 3600.0
@@ -238,7 +238,7 @@ def test_worst_case_is_well_under_a_kilobyte_and_typical_a_few_hundred_bytes():
     ("wire", "reason"),
     [
         ({"v": 1}, "not a list"),
-        ([], "not a list"),
+        ([], "0 fields"),
         ([2, *state().to_wire()[1:]], "version"),
         ([True, *state().to_wire()[1:]], "version"),
         (state().to_wire()[:-1], "14 fields"),
@@ -410,7 +410,7 @@ def test_device_power_failures_read_as_no_battery(monkeypatch, caplog):
         raise OSError("no /sys")
 
     monkeypatch.setattr(psutil, "sensors_battery", broken)
-    with caplog.at_level(logging.DEBUG, logger="swarm.device"):
+    with caplog.at_level(logging.DEBUG, logger="swarm.sensors"):
         assert DevicePower().read(now=0.0) == NO_BATTERY
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
 
@@ -617,3 +617,24 @@ def test_sample_state_refuses_the_callers_bad_values():
 
 def test_logger_is_named():
     assert _device.log.name == "swarm.device"
+    assert _sensors.log.name == "swarm.sensors"
+
+
+def test_the_pure_device_state_never_imports_psutil():
+    # the state, its codec, the simulated battery and sampling are pure: the simulator and the
+    # wire codec must not load the OS sensors (swarm/_sensors.py is the one module that does)
+    code = (
+        "import sys; import homeswarm.swarm._device as d;"
+        "d.DeviceState.from_wire(d.DeviceState('a', 'phone', (), None, None, None, 0, 0, (),"
+        " False, 'inline', (), 0).to_wire());"
+        "print('psutil' in sys.modules, 'homeswarm.swarm._sensors' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"]
+    code = "import sys; import homeswarm.swarm._sensors; print('psutil' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["True"]  # the check can fail: the sensors do load it

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homeswarm.swarm._certs import Grant
 from homeswarm.swarm._home import public_bytes, swarm_id_of
 from homeswarm.swarm._invite import InvalidCode, InviteCode, Invites, pairing_proof
 from homeswarm.transports import InvalidArgument, peer_id_from_public_key
@@ -273,6 +274,26 @@ def test_a_wrong_secret_burns_the_code():
         inv.redeem(c.invite_id, wrong, joiner=JOINER, request=REQUEST, now=NOW)
     with pytest.raises(InvalidCode, match="already used"):
         inv.redeem(c.invite_id, proof(c), joiner=JOINER, request=REQUEST, now=NOW)
+
+
+def test_asking_more_than_the_grant_is_refused_without_using_the_code():
+    inv = invites()
+    c = inv.create(addrs=ADDRS, ttl=600, now=NOW, rng=random.Random(5), grant=Grant(("public",)))
+
+    def request(scopes):
+        return msgpack.packb(["phone", "phone", "age1x", scopes, False], use_bin_type=True)
+
+    greedy = request(["public", "personal"])
+    with pytest.raises(InvalidArgument, match="allows scopes public, not personal"):
+        inv.redeem(c.invite_id, proof(c, request=greedy), joiner=JOINER, request=greedy, now=NOW)
+    assert inv.outstanding(NOW) == 1
+    modest = request(["public"])
+    grant = inv.redeem(
+        c.invite_id, proof(c, request=modest), joiner=JOINER, request=modest, now=NOW
+    )
+    assert grant.scopes == ("public",)
+    with pytest.raises(InvalidCode, match="already used"):
+        inv.redeem(c.invite_id, proof(c, request=modest), joiner=JOINER, request=modest, now=NOW)
 
 
 @pytest.mark.parametrize("bad", [b"", b"x" * 32, "text", None])

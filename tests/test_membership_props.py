@@ -8,9 +8,11 @@ every run): once the network is whole and loss-free for SETTLE seconds, every ru
 at the same incarnation and version in every running node's view, and every view agrees about the
 nodes that are gone.
 
-SETTLE is not a minute: two sides of a partition that declared each other dead meet again only
-through push-pull with a member thought dead, one every 30 s, taking turns among them; with up to
-four dead members in a five-node swarm that is 4 * 30 s after the next push-pull, at most 30 s on.
+SETTLE is not a minute: it is the bound from before a healed partition merged at once, when two
+sides that declared each other dead met again only through push-pull with a member thought dead,
+one every 30 s, taking turns among them (with up to four dead members in a five-node swarm, 4 * 30
+s after the next push-pull, at most 30 s on). Every fifth probe now pings one of the dead, and
+whoever hears from the dead pulls at once; the bound is kept, as the worst case still allowed.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from homeswarm.cli._placement import kernels_line, parse_input
 from homeswarm.kernels import embed
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor
+from homeswarm.swarm import Peer, PeerOptions, decode_state
 from homeswarm.swarm._control import control_path, serve_control
 from homeswarm.swarm._device import FixedLoad
-from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
 

@@ -33,6 +33,7 @@ from homeswarm.placement import (
     RunRequest,
 )
 from homeswarm.placement.testing import FailingExecutor, SlowExecutor
+from homeswarm.swarm import Peer, PeerOptions, decode_state
 from homeswarm.swarm._certs import issue_certificate
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
@@ -45,7 +46,6 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import Peer, PeerOptions, decode_state
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.swarm._service import device_services
 from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tomllib
@@ -14,13 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_PACKAGE = "homeswarm"
-LAYERS = ["transports", "vault", "kernels", "placement", "swarm", "simulations", "cli"]
+LAYERS = ["transports", "vault", "kernels", "placement", "learning", "swarm", "simulations", "cli"]
 # what each layer may not import (DESIGN.md: arrows point down only)
 FORBIDDEN = {
-    "transports": {"swarm", "placement", "vault", "kernels", "simulations", "cli"},
-    "placement": {"swarm", "simulations", "cli"},
-    "vault": {"swarm", "simulations", "placement", "cli"},
-    "kernels": {"swarm", "simulations", "placement", "vault", "cli"},
+    "transports": {"swarm", "placement", "vault", "kernels", "learning", "simulations", "cli"},
+    "placement": {"swarm", "learning", "simulations", "cli"},
+    "vault": {"swarm", "simulations", "placement", "learning", "cli"},
+    "kernels": {"swarm", "simulations", "placement", "vault", "learning", "cli"},
+    "learning": {"swarm", "simulations", "cli"},
     "swarm": {"simulations", "cli"},
     "simulations": {"cli"},
 }
@@ -223,3 +225,27 @@ def test_the_private_import_check_can_fail(tmp_path):
         "homeswarm.swarm._peer",
     ]
     assert private_imports(module, "vault") == ["homeswarm.swarm._peer"]
+
+
+def test_reading_the_vault_with_no_peer_loads_no_network_stack(tmp_path):
+    # `swarm vault get` without a running peer opens the store directly: it needs the replica
+    # (pycrdt, age) but never trio, libp2p or the transports (bench/bench_cli.py times it)
+    env = {**os.environ, "SWARM_HOME": str(tmp_path / "home"), "PYTHONSAFEPATH": "1"}
+    subprocess.run(
+        [sys.executable, "-P", "-m", "homeswarm.cli", "init", "--name", "a", "--role", "server"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    code = (
+        "import sys; from homeswarm.cli import main; rc = main(['vault', 'get', 'facts/x']);"
+        "heavy = ('trio', 'libp2p', 'homeswarm.transports', 'homeswarm.vault._node', 'psutil');"
+        "print(rc, 'pycrdt' in sys.modules, sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    rc, loaded_the_replica, heavy = out.strip().split(" ", 2)
+    assert rc != "0"  # no such entry: the store was opened and asked
+    assert loaded_the_replica == "True"
+    assert heavy == "[]"

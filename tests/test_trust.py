@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
 from types import SimpleNamespace
@@ -23,14 +24,14 @@ from homeswarm.swarm._home import (
     save_roster,
     write_home,
 )
-from homeswarm.swarm._peer import RosterFacts, chain_fact, revocation_fact
+from homeswarm.swarm._local_vault import directory_from
+from homeswarm.swarm._roster_facts import RosterFacts, chain_fact, revocation_fact
 from homeswarm.swarm._trust import (
     InvalidRecoveryCode,
     recovery_code,
     revocation_status,
     root_from_code,
 )
-from homeswarm.swarm._vault_service import directory_from
 from homeswarm.transports import peer_id_from_public_key
 
 
@@ -154,15 +155,20 @@ def test_the_audit_log_lists_refusals_without_secrets(tmp_path, capsys):
     assert rows[0] == {
         "at": 100.0,
         "device": "12D3KooWphone",
+        "name": "KooWphone"[-8:],  # not in this home's roster: the end of its id
         "action": "revoke",
         "reason": "revoke server: this device is not an admin",
     }
+    me = load_identity(home)
+    assert log.refuse(me.device_id, "grant", "grant phone: this device is not an admin")
     assert main(["audit", "--home", str(home)]) == 0
     text = capsys.readouterr().out
     assert "1970-01-01 00:01:40" in text
     assert "claim" in text
+    assert re.search(rf"  {me.name} +grant ", text), "a member is shown by its name"
+    assert me.device_id[-8:] not in text
     (home / AUDIT_NAME).write_text("garbage\n" + (home / AUDIT_NAME).read_text())
-    assert len(audit_entries(home)) == 2, "a damaged line is skipped"
+    assert len(audit_entries(home)) == 3, "a damaged line is skipped"
 
 
 def test_audit_without_an_identity_is_one_line(tmp_path, capsys):
@@ -195,14 +201,33 @@ def test_a_pending_revocation_names_the_admins_that_may_still_sign_it():
                 ),
             )
         )
-    roster.add_revocation(revoke(keys[1], by=ids[1], swarm="sw-test", device=ids[3], now=20.0))
-    status = revocation_status(SimpleNamespace(roster=roster), ids[3], "phone")  # type: ignore[arg-type]
+    peer = SimpleNamespace(roster=roster)
+    # the tablet (an admin, stolen) revokes the phone: one admin suffices for a non-admin
+    roster.add_revocation(revoke(keys[2], by=ids[2], swarm="sw-test", device=ids[3], now=15.0))
+    status = revocation_status(peer, ids[3], "phone")  # type: ignore[arg-type]
+    assert status["counts"]
+    assert not status["majority"]
+    # the laptop revokes the tablet: one of three admins
+    roster.add_revocation(revoke(keys[1], by=ids[1], swarm="sw-test", device=ids[2], now=20.0))
+    status = revocation_status(peer, ids[2], "tablet")  # type: ignore[arg-type]
     assert not status["counts"]
     assert status["signed_by"] == ["laptop"]
     assert status["needed"] == 1
-    assert status["may_sign"] == ["server", "tablet"]
-    assert revoke_lines(status)[1] == (
-        "next: 1 more of server, tablet must also run `swarm revoke phone`"
+    assert status["may_sign"] == ["server"]
+    assert status["undone"] == ["phone"]
+    lines = revoke_lines(status)
+    assert lines[0].endswith("counts once a majority of the 3 admins sign it (so far: laptop)")
+    assert lines[1] == "next: 1 more of server must also run `swarm revoke tablet`"
+    assert lines[3] == "once it counts, tablet's revocations of phone stop counting"
+    # the server signs too: the tablet is out and its revocation of the phone with it
+    roster.add_revocation(revoke(keys[0], by=ids[0], swarm="sw-test", device=ids[2], now=21.0))
+    status = revocation_status(peer, ids[2], "tablet")  # type: ignore[arg-type]
+    assert status["counts"]
+    assert status["signed_by"] == ["laptop", "server"]
+    assert roster.admits(ids[3])
+    assert status["undone"] == ["phone"]
+    assert revoke_lines(status)[-1] == (
+        "its revocations of phone no longer count: revoke again any you doubt"
     )
 
 

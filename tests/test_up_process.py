@@ -4,7 +4,8 @@ One swarm of three processes (server, laptop, phone) goes through what the issue
 asks: all alive within 10 s; `status --json` has the documented shape; a SIGKILLed peer is dead at
 the others within 20 s and alive again, at a higher incarnation, after a restart; a device of
 another swarm, a plaintext dial, random bytes and a revoked device are all refused while the peer
-keeps serving status; SIGTERM leaves gracefully and exits 0 within 2 s.
+keeps serving status; the phone may not revoke the server, the laptop (an admin) revokes the
+phone; SIGTERM leaves gracefully and exits 0 within 2 s.
 """
 
 from __future__ import annotations
@@ -148,9 +149,16 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
     trio.run(_plaintext_refused, me["id"], addrs[0])
     assert state_of(server, "phone") == "alive"
 
-    # revoke the phone: every peer drops it, and its dials are refused
-    assert main(["revoke", "phone", "--home", str(server)]) == 0
-    capsys.readouterr()
+    # the phone is no admin: `swarm revoke server` on it is refused in one line
+    assert main(["revoke", "server", "--home", str(phone)]) != 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "not an admin" in err
+    # the laptop (an admin, as the demo invites it) revokes the phone alone: every peer drops
+    # it, and its dials are refused
+    assert main(["revoke", "phone", "--home", str(laptop)]) == 0
+    assert "revoked phone" in capsys.readouterr().out
     wait_until(
         lambda: "phone" not in view(server) and "phone" not in view(laptop),
         "the revoked phone gone from the others' views",

@@ -32,7 +32,7 @@ from homeswarm.vault import (
     Update,
 )
 from homeswarm.vault._node import restore
-from homeswarm.vault._records import MAX_SEQ, record_to_wire, short, sign
+from homeswarm.vault._records import MAX_SEQ, Epoch, record_to_wire, short, sign
 from homeswarm.vault._sync import Push
 from homeswarm.vault.testing import (
     SWARM,
@@ -209,6 +209,37 @@ def test_two_updates_for_one_sequence_are_both_kept_as_evidence_and_logged(caplo
     assert restored.vectors() == b.vectors()
 
 
+def test_fork_evidence_reaches_the_peers_that_hold_either_side():
+    """A stolen key signs a twin of a's update. b took a's side, c the twin's; d took both and
+    found the fork. Syncing with d, b and c each get the side they lack and see the fork too,
+    both sides readable; vectors alone (equal everywhere) would never show it."""
+    rng = random.Random(9)
+    devices = [make_device(rng, ALL) for _ in range(4)]
+    directory = directory_of(devices)
+    a, b, c, d = (make_replica(dev, directory, seed=30 + i) for i, dev in enumerate(devices))
+    a.put("facts/real", '"real"')
+    first = a.commit_local().added
+    update = next(u for u in first if isinstance(u, Update))
+    twin = fork_of(a, devices[0], update, '"twin"')
+    keys = [k for k in first if not isinstance(k, Update)]
+    b.receive(first)
+    c.receive([*keys, twin])
+    d.receive(first)
+    d.receive([twin])
+    assert d.take_forks()
+    assert b.vectors() == c.vectors() == d.vectors()
+    exchange(b, d)  # b asks, d answers
+    exchange(d, c)  # d asks, and pushes what c lacks
+    for r in (b, c):
+        assert [f.describe() for f in r.take_forks()] == [f"personal/{short(update.origin)}#1"]
+        assert r.get("facts/real") is not None
+        assert r.get("facts/forked") is not None
+        assert r.status()["forks"] == 1
+    # once known everywhere, nothing more is sent
+    assert d.evidence_for(b.vectors(), set(b.evidence_ids())) == []
+    assert b.evidence_ids() == c.evidence_ids() == d.evidence_ids()
+
+
 def test_a_fork_of_its_own_log_makes_a_device_write_its_side_again():
     """A copy of the laptop's process (a cloned VM) wrote under the same stream: when the laptop
     sees the other side it keeps it and writes its own side again under a new stream, so a
@@ -367,3 +398,46 @@ def test_status_counts_forks_and_kept_updates(scope):
     assert isinstance(update, Update)
     b.receive([fork_of(a, devices[0], update, "2")])
     assert b.status()["forks"] == 1
+
+
+# ---- an update applied after the updates that build on it ---------------------------------------
+
+
+def test_an_update_held_for_its_key_and_applied_after_its_successors_is_not_lost():
+    """The wiped-store sweep failure (``swarm simulate vault --peers 4 --seed 115`` with d1's
+    store wiped at the end of the schedule): a fresh store writes under an epoch of its own, then
+    learns the swarm's and writes on under it. A reader that holds only the swarm's key applies
+    the later update first and the first one when its key comes; Yrs then left the document
+    short of both for good, and the replicas never agreed."""
+    rng = random.Random(8)
+    devices = [make_device(rng, ALL) for _ in range(3)]
+    directory = directory_of(devices)
+    a, x, r = (make_replica(d, directory, seed=20 + i) for i, d in enumerate(devices))
+    if x.stream > a.stream:  # the fresh store's own epoch must rank below the swarm's
+        a, x = x, a
+    a.put("facts/old", '"a"')
+    a.commit_local()
+    exchange(a, r)
+    x.put("facts/k", '"first"')
+    first = x.commit_local()
+    own_keys = [k for k in first.added if not isinstance(k, Update)]
+    (one,) = [u for u in first.added if isinstance(u, Update)]
+    exchange(a, x)  # x learns the swarm's epoch, which ranks above its own
+    exchange(x, a)
+    a.put("facts/k", '"by a"')  # on top of x's first write
+    (by_a,) = [u for u in a.commit_local().added if isinstance(u, Update)]
+    x.put("facts/k0", '"second"')
+    (two,) = [u for u in x.commit_local().added if isinstance(u, Update)]
+    assert two.epoch_key != one.epoch_key == (one.scope, one.epoch, x.stream)
+    epochs = [k for k in own_keys if isinstance(k, Epoch)]
+    seals = [k for k in own_keys if not isinstance(k, Epoch)]
+    # x's first waits for its key; what builds on it applies (Yrs keeps it aside)
+    _changes, refused = r.receive([*epochs, by_a, one, two])
+    assert refused == []
+    assert r.status()["scopes"]["personal"]["unapplied"] == 1
+    r.receive(seals)  # the key comes: the first is applied after its successor
+    assert r.status()["scopes"]["personal"]["unapplied"] == 0
+    exchange(x, a)
+    assert a.content("personal") == x.content("personal")
+    assert r.content("personal") == a.content("personal")
+    assert set(r.content("personal")) == {"facts/old", "facts/k", "facts/k0"}

@@ -9,11 +9,17 @@ Layers, each in its own module, lowest first:
 - ``_replica``: ``Replica``, the pure core (documents, logs, checks, compaction);
 - ``_sync``: anti-entropy messages and ``Session``, sans I/O;
 - ``_store``: ``SqliteStore`` (a device) and ``MemoryStore`` (the simulator);
-- ``_node``: ``VaultNode``, the thin trio driver (group commit, sync with peers), and
-  ``LocalVault`` (the store opened directly, without a running peer).
+- ``_local``: ``LocalVault``, the store opened directly, without a running peer (no trio);
+- ``_node``: ``VaultNode``, the thin trio driver (group commit, sync with peers).
 
-``vault.testing`` is the test kit. This package never imports ``swarm``.
+``vault.testing`` is the test kit. This package never imports ``swarm``. Its face loads lazily:
+the errors and the model at once, the rest on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     EntryNotFound,
@@ -35,11 +41,61 @@ from ._model import (
     parse_json,
     split_key,
 )
-from ._node import Links, LocalVault, NodeSettings, TransportLinks, VaultNode
-from ._records import Epoch, Seal, Snapshot, Update, decode_record, sign, stream_device
-from ._replica import Access, Changes, Directory, Entry, Rejection, Replica, Vectors
-from ._store import MemoryStore, SqliteStore, Store
-from ._sync import Session, answer_push, answer_sync, lacking
+
+# name -> the private module that defines it, loaded on first use (PEP 562): the errors and the
+# model above are light, the rest (pycrdt, age, trio) loads only for what a command touches, so
+# `swarm vault get` with no peer running never loads trio or the transports
+_FACE = {
+    "Links": "_node",
+    "NodeSettings": "_node",
+    "TransportLinks": "_node",
+    "VaultNode": "_node",
+    "LocalVault": "_local",
+    "Epoch": "_records",
+    "Seal": "_records",
+    "Snapshot": "_records",
+    "Update": "_records",
+    "decode_record": "_records",
+    "sign": "_records",
+    "stream_device": "_records",
+    "Access": "_replica",
+    "Changes": "_replica",
+    "Directory": "_replica",
+    "Entry": "_replica",
+    "Rejection": "_replica",
+    "Replica": "_replica",
+    "Vectors": "_replica",
+    "MemoryStore": "_store",
+    "SqliteStore": "_store",
+    "Store": "_store",
+    "Session": "_sync",
+    "answer_push": "_sync",
+    "answer_sync": "_sync",
+    "lacking": "_sync",
+}
+
+if TYPE_CHECKING:
+    from ._local import LocalVault
+    from ._node import Links, NodeSettings, TransportLinks, VaultNode
+    from ._records import Epoch, Seal, Snapshot, Update, decode_record, sign, stream_device
+    from ._replica import Access, Changes, Directory, Entry, Rejection, Replica, Vectors
+    from ._store import MemoryStore, SqliteStore, Store
+    from ._sync import Session, answer_push, answer_sync, lacking
+
+
+def __getattr__(name: str) -> Any:
+    module = _FACE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The face (``__all__``) and the module's own dunders: not the helpers it imports."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
+
 
 __all__ = [
     "COLLECTIONS",

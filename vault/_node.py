@@ -46,6 +46,7 @@ from homeswarm.transports import (
 )
 
 from ._errors import StorageFailure
+from ._local import restore, store_status
 from ._model import SCOPES
 from ._records import short
 from ._replica import Changes, Directory, Entry, Rejection, Replica, Vectors
@@ -131,20 +132,6 @@ class _Waiter:
         self.error: BaseException | None = None
 
 
-def restore(replica: Replica, store: Store) -> Replica:
-    """Load ``store`` into a new ``replica``; the replica."""
-    stored = store.load()
-    if stored.directory is not None:
-        replica.set_directory(replica.directory.with_cache(stored.directory))
-    problems = replica.restore(stored.keys, stored.snapshots, stored.updates, stored.evidence)
-    replica.take_forks()  # (already reported when they arrived)
-    for problem in problems:
-        log.warning("%s: a stored record is unusable: %s", problem.record, problem.reason)
-    if stored.damaged:
-        log.warning("%d stored records did not decode and were skipped", stored.damaged)
-    return replica
-
-
 class VaultNode:
     def __init__(
         self,
@@ -168,6 +155,9 @@ class VaultNode:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self.commits = 0  # transactions that carried local writes
+        # grows whenever what the replica holds may have changed (a local write committed,
+        # records from a peer, a reload from the store): a cheap check for derived state
+        self.version = 0
 
     @property
     def me(self) -> str:
@@ -252,11 +242,13 @@ class VaultNode:
         """Store ``changes``; if that fails, go back to what the store holds, and raise."""
         if not changes:
             return
+        self.version += 1
         try:
             self.store.apply(changes)
         except StorageFailure as exc:
             log.error("%s: the vault store failed; reloading what it holds", self.me)
             self.replica = restore(self._new_replica(), self.store)
+            self.version += 1
             # writes staged in the replica just dropped were never stored: say so
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -461,53 +453,3 @@ class VaultNode:
                 "error": state.error,
             }
         return store_status(self.replica, self.store, commits=self.commits, peers=peers)
-
-
-def store_status(
-    replica: Replica, store: Store, *, commits: int, peers: dict[str, Any]
-) -> dict[str, Any]:
-    """``swarm vault status``: the replica's content and the store's size, with sync state."""
-    inner = replica.status()
-    return {
-        "device": replica.device,
-        "readable": sorted(replica.readable, key=SCOPES.index),
-        "scopes": inner["scopes"],
-        "rejected": inner["rejected"],
-        "bytes_on_disk": store.size(),
-        "commits": commits,
-        "peers": peers,
-    }
-
-
-class LocalVault:
-    """A vault opened directly, without a running peer (the CLI when no peer runs): each write
-    is committed, durably, before the call returns. Close it to release the store's lock."""
-
-    def __init__(self, new_replica: Callable[[], Replica], store: Store) -> None:
-        self.store = store
-        self.replica = restore(new_replica(), store)
-
-    def get(self, key: str) -> Entry | None:
-        return self.replica.get(key)
-
-    def items(self, prefix: str = "") -> list[Entry]:
-        return self.replica.items(prefix)
-
-    def put(self, key: str, text: str, scope: str | None = None) -> str:
-        used = self.replica.put(key, text, scope)
-        self.store.apply(self.replica.commit_local())
-        self.store.flush()
-        return used
-
-    def delete(self, key: str) -> list[str]:
-        scopes = self.replica.delete(key)
-        if scopes:
-            self.store.apply(self.replica.commit_local())
-            self.store.flush()
-        return scopes
-
-    def status(self) -> dict[str, Any]:
-        return store_status(self.replica, self.store, commits=0, peers={})
-
-    def close(self) -> None:
-        self.store.close()

@@ -19,7 +19,8 @@ not read them:
   one it made before.
 - ``Seal``: an epoch's secret, age-encrypted to one ``device``'s own age identity by ``sealer``.
 
-``from_wire`` checks shape, types and sizes and raises ``RejectedRecord``; it checks no signature
+``from_wire`` checks shape, types and sizes (each record's ``_WIRE``, a ``homeswarm.wire`` schema)
+and raises ``RejectedRecord``; it checks no signature
 (``Verifier`` does) and nothing that needs other records (the replica does).
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from homeswarm.errors import InvalidArgument
 from homeswarm.ids import is_peer_id, public_key_from_peer_id
+from homeswarm.wire import Field, Schema
 
 from ._errors import RejectedRecord
 from ._model import SCOPES
@@ -100,89 +101,66 @@ def incarnation_ok(value: object) -> bool:
     return isinstance(value, str) and bool(_INCARNATION.match(value))
 
 
-class _Check:
-    """Collects the first problem of a record from the wire."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def fail(self, problem: str) -> RejectedRecord:
-        return RejectedRecord(f"{self.kind}: {problem}")
-
-    def shape(self, obj: object, size: int) -> list[Any]:
-        if not isinstance(obj, list) or len(obj) != size:
-            raise self.fail(f"expected a list of {size} items")
-        if type(obj[0]) is not int or obj[0] != VERSION:
-            raise self.fail(f"unsupported version {str(obj[0])[:10]!r}")
-        return obj
-
-    def swarm(self, value: object) -> str:
-        if not isinstance(value, str) or not 0 < len(value) <= _MAX_SWARM:
-            raise self.fail("bad swarm id")
-        return value
-
-    def scope(self, value: object) -> str:
-        if value not in SCOPES:
-            raise self.fail(f"unknown scope {str(value)[:20]!r}")
-        assert isinstance(value, str)
-        return value
-
-    def device(self, value: object, what: str) -> str:
-        if not (isinstance(value, str) and _device_ok(value)):  # (a list would not hash)
-            raise self.fail(f"{what} is not a device id")
-        assert isinstance(value, str)
-        return value
-
-    def stream(self, value: object, what: str) -> str:
-        if not (isinstance(value, str) and stream_ok(value)):  # (a list would not hash)
-            raise self.fail(f"{what} is not a device's stream")
-        assert isinstance(value, str)
-        return value
-
-    def number(self, value: object, what: str, most: int) -> int:
-        if type(value) is not int or not 1 <= value <= most:
-            raise self.fail(f"{what} must be an integer from 1 to {most}")
-        return value
-
-    def blob(self, value: object, what: str, most: int) -> bytes:
-        if not isinstance(value, bytes):
-            raise self.fail(f"{what} must be bytes")
-        if len(value) > most:
-            raise self.fail(f"{what} is {len(value)} bytes, over the limit of {most}")
-        return value
-
-    def signature(self, value: object) -> bytes:
-        if not isinstance(value, bytes) or len(value) != 64:
-            raise self.fail("a signature is 64 bytes")
-        return value
-
-    def covers(self, value: object) -> tuple[tuple[str, int], ...]:
-        if not isinstance(value, list) or not 0 < len(value) <= MAX_ORIGINS:
-            raise self.fail(f"covers is a list of 1 to {MAX_ORIGINS} [origin, seq]")
-        pairs = []
-        for item in value:
-            if not isinstance(item, list) or len(item) != 2:
-                raise self.fail("covers is a list of [origin, seq]")
-            pairs.append((self.stream(item[0], "an origin"), self.number(item[1], "seq", MAX_SEQ)))
-        if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
-            raise self.fail("covers must be sorted by origin, each once")
-        return tuple(pairs)
-
-    def recipient(self, value: object) -> str:
-        if not isinstance(value, str) or not _AGE.match(value):
-            raise self.fail("the recipient is not an age X25519 recipient")
-        return value
-
-    def excluded(self, value: object) -> tuple[str, ...]:
-        if not isinstance(value, list) or len(value) > MAX_EXCLUDED:
-            raise self.fail(f"excluded is a list of at most {MAX_EXCLUDED} devices")
-        devices = [self.device(d, "an excluded device") for d in value]
-        if devices != sorted(set(devices)):
-            raise self.fail("excluded must be sorted, each once")
-        return tuple(devices)
+# ---- the fields of records from the wire (one checker: ``homeswarm.wire``) --------------------
 
 
-_Checks = dict[str, Callable[[_Check, Any], object]]
+def _sorted_once(values: list[Any]) -> bool:
+    return values == sorted(set(values))
+
+
+def _covered(pair: list[Any]) -> bool:
+    return stream_ok(pair[0]) and type(pair[1]) is int and 1 <= pair[1] <= MAX_SEQ
+
+
+def _device(name: str) -> Field:
+    return Field(name, str, valid=_device_ok, says=f"{name} is not a device id")
+
+
+def _stream(name: str, what: str) -> Field:
+    return Field(name, str, valid=stream_ok, says=f"{what} is not a device's stream")
+
+
+def _number(name: str, most: int) -> Field:
+    return Field(name, int, least=1, most=most)
+
+
+_SWARM = Field("swarm", str, least=1, most=_MAX_SWARM)
+_SCOPE = Field("scope", str, valid=SCOPES.__contains__, says="unknown scope")
+_SIGNATURE = Field("signature", bytes, least=64, most=64)
+_COVERS = Field(
+    "covers",
+    list,
+    least=1,
+    most=MAX_ORIGINS,
+    items=Field("covers", list, least=2, most=2, valid=_covered, says="covers is [origin, seq]"),
+    valid=lambda pairs: _sorted_once([p[0] for p in pairs]),
+    says="covers must be sorted by origin, each once",
+)
+_RECIPIENT = Field(
+    "recipient",
+    str,
+    valid=lambda v: _AGE.match(v) is not None,
+    says="the recipient is not an age X25519 recipient",
+)
+_EXCLUDED = Field(
+    "excluded",
+    list,
+    most=MAX_EXCLUDED,
+    items=_device("an excluded device"),
+    valid=_sorted_once,
+    says="excluded must be sorted, each once",
+)
+
+
+def _record(kind: str, *fields: Field) -> Schema:
+    """A record's wire form: ``[VERSION, *fields]``; a bad one is refused, ``RejectedRecord``."""
+    version = Field("version", int, equals=VERSION)
+    return Schema(kind, version, *fields, positional=True, error=RejectedRecord)
+
+
+def _frozen(value: object) -> object:
+    """Lists as tuples: the inverse of ``_plain``."""
+    return tuple(map(_frozen, value)) if type(value) is list else value
 
 
 def _plain(value: object) -> object:
@@ -193,14 +171,14 @@ def _plain(value: object) -> object:
 class _Signed:
     """What the records share. A record is a frozen dataclass of what it carries, then its
     ``signature``. On the wire it is ``[VERSION, *fields]``; it signs ``payload``: ``[_TAG,
-    VERSION, *fields but the signature]``. ``_CHECKS`` checks each field from the wire, in the order
-    it lists them (so the first problem of a record with several is the one reported)."""
+    VERSION, *fields but the signature]``. ``_WIRE`` checks each field from the wire, in order
+    (so the first problem of a record with several is the one reported)."""
 
     __slots__ = ()
     __match_args__: ClassVar[tuple[str, ...]]  # set by @dataclass: the field names, in order
     _TAG: ClassVar[bytes]
     _SIGNER: ClassVar[str]  # the field naming the device that signs it
-    _CHECKS: ClassVar[_Checks]
+    _WIRE: ClassVar[Schema]
     signature: bytes
 
     @property
@@ -216,10 +194,8 @@ class _Signed:
 
     @classmethod
     def from_wire(cls, obj: object) -> Self:
-        c = _Check(cls.__name__.lower())
-        names = cls.__match_args__
-        wire = dict(zip(names, c.shape(obj, 1 + len(names))[1:], strict=True))
-        return cls(**{name: check(c, wire[name]) for name, check in cls._CHECKS.items()})
+        fields = cls._WIRE.check(obj)
+        return cls(**{n: _frozen(fields[n]) for n in cls.__match_args__})
 
 
 class _Kept(_Signed):
@@ -243,16 +219,17 @@ class Update(_Signed):
 
     _TAG = UPDATE_TAG
     _SIGNER = "origin"
-    _CHECKS: ClassVar[_Checks] = {
-        "swarm": _Check.swarm,
-        "scope": _Check.scope,
-        "origin": lambda c, v: c.stream(v, "origin"),
-        "seq": lambda c, v: c.number(v, "seq", MAX_SEQ),
-        "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
-        "creator": lambda c, v: c.stream(v, "epoch creator"),
-        "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_UPDATE_BYTES),
-        "signature": _Check.signature,
-    }
+    _WIRE = _record(
+        "update",
+        _SWARM,
+        _SCOPE,
+        _stream("origin", "origin"),
+        _number("seq", MAX_SEQ),
+        _number("epoch", MAX_EPOCH),
+        _stream("creator", "epoch creator"),
+        Field("ciphertext", bytes, most=MAX_UPDATE_BYTES),
+        _SIGNATURE,
+    )
 
     @property
     def signer(self) -> str:
@@ -282,16 +259,17 @@ class Snapshot(_Kept):
 
     _TAG = SNAPSHOT_TAG
     _SIGNER = "author"
-    _CHECKS: ClassVar[_Checks] = {
-        "covers": _Check.covers,
-        "swarm": _Check.swarm,
-        "scope": _Check.scope,
-        "author": lambda c, v: c.device(v, "author"),
-        "epoch": lambda c, v: c.number(v, "epoch", MAX_EPOCH),
-        "creator": lambda c, v: c.stream(v, "epoch creator"),
-        "ciphertext": lambda c, v: c.blob(v, "ciphertext", MAX_SNAPSHOT_BYTES),
-        "signature": _Check.signature,
-    }
+    _WIRE = _record(
+        "snapshot",
+        _SWARM,
+        _SCOPE,
+        _device("author"),
+        _number("epoch", MAX_EPOCH),
+        _stream("creator", "epoch creator"),
+        _COVERS,
+        Field("ciphertext", bytes, most=MAX_SNAPSHOT_BYTES),
+        _SIGNATURE,
+    )
 
     @property
     def epoch_key(self) -> EpochKey:
@@ -320,15 +298,16 @@ class Epoch(_Kept):
 
     _TAG = EPOCH_TAG
     _SIGNER = "creator"
-    _CHECKS: ClassVar[_Checks] = {
-        "recipient": _Check.recipient,
-        "excluded": _Check.excluded,
-        "swarm": _Check.swarm,
-        "scope": _Check.scope,
-        "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
-        "creator": lambda c, v: c.stream(v, "creator"),
-        "signature": _Check.signature,
-    }
+    _WIRE = _record(
+        "epoch",
+        _SWARM,
+        _SCOPE,
+        _number("number", MAX_EPOCH),
+        _stream("creator", "creator"),
+        _RECIPIENT,
+        _EXCLUDED,
+        _SIGNATURE,
+    )
 
     @property
     def signer(self) -> str:
@@ -355,16 +334,17 @@ class Seal(_Kept):
 
     _TAG = SEAL_TAG
     _SIGNER = "sealer"
-    _CHECKS: ClassVar[_Checks] = {
-        "swarm": _Check.swarm,
-        "scope": _Check.scope,
-        "number": lambda c, v: c.number(v, "number", MAX_EPOCH),
-        "creator": lambda c, v: c.stream(v, "creator"),
-        "device": lambda c, v: c.device(v, "device"),
-        "sealed": lambda c, v: c.blob(v, "sealed secret", MAX_SEALED_BYTES),
-        "sealer": lambda c, v: c.device(v, "sealer"),
-        "signature": _Check.signature,
-    }
+    _WIRE = _record(
+        "seal",
+        _SWARM,
+        _SCOPE,
+        _number("number", MAX_EPOCH),
+        _stream("creator", "creator"),
+        _device("device"),
+        Field("sealed", bytes, most=MAX_SEALED_BYTES),
+        _device("sealer"),
+        _SIGNATURE,
+    )
 
     @property
     def epoch_key(self) -> EpochKey:
@@ -390,11 +370,19 @@ def record_to_wire(record: Record) -> list[Any]:
     return [_TAGS[type(record)], record.to_wire()]
 
 
+_TAGGED = Schema(
+    "a record",
+    Field("kind", str, valid=_KINDS.__contains__, says="kind is not u, s, e or k"),
+    Field("body"),
+    positional=True,
+    error=RejectedRecord,
+)
+
+
 def record_from_wire(obj: object) -> Record:
-    """A tagged record from a peer; ``RejectedRecord`` if it is malformed."""
-    if not isinstance(obj, list) or len(obj) != 2 or obj[0] not in _KINDS:
-        raise RejectedRecord("a record is [kind, body] with kind u, s, e or k")
-    return _KINDS[obj[0]].from_wire(obj[1])
+    """A tagged record from a peer, ``[kind, body]``; ``RejectedRecord`` if it is malformed."""
+    fields = _TAGGED.check(obj)
+    return _KINDS[fields["kind"]].from_wire(fields["body"])
 
 
 def encode_record(record: Record) -> bytes:

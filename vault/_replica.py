@@ -61,6 +61,7 @@ entries). Rules that keep this true, and keep a stolen device from erasing what 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,6 +228,9 @@ class _Scope:
         self.unapplied: dict[EpochKey, list[Update | Snapshot]] = {}
         self.staged: list[bytes] = []
         self.required: dict[int, int] = {}  # Yjs client -> clock the document must reach
+        # content applied but not integrated yet (it needs items not here yet), with its extent:
+        # applied again whenever the document grows (``Replica._apply``); in memory only
+        self.waiting: list[tuple[bytes, dict[int, int]]] = []
         self.retry_at = 0  # after a snapshot too big to send: the log size to try again at
 
     def have(self, origin: str) -> int:
@@ -708,12 +712,17 @@ class Replica:
             )
         except BadUpdate as exc:
             raise RejectedRecord(f"its content is not a vault update: {exc}") from None
+        before = s.doc.get_state()
         try:
             s.doc.apply_update(plain)
         except ValueError as exc:
             raise RejectedRecord(f"not a document update ({exc})") from None
         for client, clock in extent.items():
             s.required[client] = max(s.required.get(client, 0), clock)
+        if not _reached(s.doc, extent):
+            s.waiting.append((plain, extent))
+        if s.waiting and s.doc.get_state() != before:
+            _integrate(s)
 
     def _forget_unapplied(self, s: _Scope, record: Update | Snapshot) -> None:
         held = s.unapplied.get(record.epoch_key)
@@ -841,6 +850,34 @@ class Replica:
                     used += u.size()
         return out, False
 
+    def _fork_sides(self) -> list[Update]:
+        """Both sides of every fork held: the evidence, and the update its log holds there."""
+        sides = {}
+        for e in self.evidence.values():
+            sides[e.signature] = e
+            held = self._scopes[e.scope].held(e.origin, e.seq)
+            if held is not None:
+                sides[held.signature] = held
+        return list(sides.values())
+
+    def evidence_ids(self) -> list[bytes]:
+        """The ids (``evidence_id``) of both sides of the forks held, sorted: sync sends them so
+        that a peer can send the sides this device lacks (vectors cannot show them)."""
+        return sorted(evidence_id(u) for u in self._fork_sides())
+
+    def evidence_for(self, their: Mapping[str, Mapping[str, int]], ids: set[bytes]) -> list[Update]:
+        """The sides of forks a peer with vectors ``their`` and evidence ``ids`` may lack and can
+        take (it holds the log up to the forked sequence: it sees the fork when it gets the side
+        its log does not hold, and ignores the other)."""
+        return sorted(
+            (
+                u
+                for u in self._fork_sides()
+                if evidence_id(u) not in ids and their.get(u.scope, {}).get(u.origin, 0) >= u.seq
+            ),
+            key=lambda u: (u.scope, u.origin, u.seq, u.signature),
+        )
+
     # ---- restoring ---------------------------------------------------------------------------
 
     def restore(
@@ -917,6 +954,34 @@ class Replica:
             }
             scopes[name] = entry
         return {"scopes": scopes, "rejected": self.rejected, "forks": len(self.evidence)}
+
+
+def evidence_id(update: Update) -> bytes:
+    """16 bytes that name one side of a fork (its signature covers all it says)."""
+    return hashlib.sha256(b"swarm-evidence\0" + update.signature).digest()[:16]
+
+
+def _reached(doc: pycrdt.Doc[Any], extent: Mapping[int, int]) -> bool:
+    state = decode_state_vector(doc.get_state())
+    return all(state.get(client, 0) >= clock for client, clock in extent.items())
+
+
+def _integrate(s: _Scope) -> None:
+    """Apply the waiting content again until the document stops growing.
+
+    Yrs (pycrdt 0.14) keeps content whose items are missing aside, but does not always take it
+    back when they arrive: after some arrival orders the document stays short of what it was
+    given, for good (an update held for a key that came late, then applied after the updates
+    that build on it: a wiped store's first write under its new epoch did it). Applying the
+    same content again is a no-op for what is in and integrates what now can be."""
+    assert s.doc is not None
+    while s.waiting:
+        before = s.doc.get_state()
+        for plain, _ in s.waiting:
+            s.doc.apply_update(plain)
+        s.waiting = [(p, e) for p, e in s.waiting if not _reached(s.doc, e)]
+        if s.doc.get_state() == before:
+            return
 
 
 def _groups(updates: list[bytes], limit: int) -> list[list[bytes]]:

@@ -11,6 +11,11 @@ A session is started by one side (the *client*) and is a few request/reply round
 2. Push. ``Push``: what the server lacks according to the vectors (and ids) it sent, in batches
    of at most ``budget`` bytes, each answered with the server's new vectors.
 
+Fork evidence (two different updates for one origin and sequence, ``_replica``) does not show in
+vectors: both sides also list the ids of the evidence they hold (``ev``, absent when none), and
+each sends the other the evidence it lacks, where the other holds the log up to the fork, so
+every peer gets to see the fork, not only the one that found it.
+
 Each request waits for its reply before the next is sent, and a side stores what it takes
 before it answers: that is the back-pressure, and the reason an answer's vectors can be trusted.
 A session ends when neither side lacks anything, when a round makes no progress (a peer that
@@ -18,7 +23,8 @@ keeps refusing a record), or after ``max_rounds``. It runs on ciphertext: a rela
 same way, and every record can be checked by anyone.
 
 Messages are maps (``"op"`` routes a request to the vault service; ``"v"`` is the version).
-``from_wire`` raises ``ProtocolViolation`` for a message of the wrong shape (that closes the
+``from_wire`` checks a message against its ``Schema`` (``homeswarm.wire``) and raises
+``MalformedMessage``, a ``ProtocolViolation``, for one of the wrong shape (that closes the
 connection); a malformed *record* inside a good message is only refused, like any bad record.
 """
 
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeswarm.errors import ProtocolViolation
+from homeswarm.wire import Field, Schema
 
 from ._errors import RejectedRecord
 from ._model import SCOPES
@@ -41,7 +48,7 @@ from ._records import (
     record_from_wire,
     record_to_wire,
 )
-from ._replica import Changes, Rejection, Replica, Vectors
+from ._replica import Changes, Rejection, Replica, Vectors, evidence_id
 
 VERSION = 1
 SYNC = "sync"  # the operations, as the vault service sees them
@@ -52,52 +59,44 @@ MAX_RECORDS = 100_000  # per message (a relay of a big vault: many small updates
 MAX_IDS = 1_000_000
 
 
-def _vectors(obj: object) -> Vectors:
-    if not isinstance(obj, dict) or len(obj) > len(SCOPES):
-        raise ProtocolViolation("vault: vectors are a map of scope -> origin -> sequence")
-    out: Vectors = {}
-    for scope, vec in obj.items():
-        if scope not in SCOPES or not isinstance(vec, dict) or len(vec) > MAX_ORIGINS:
-            raise ProtocolViolation("vault: vectors are a map of scope -> origin -> sequence")
-        clean = {}
-        for origin, seq in vec.items():
-            if not isinstance(origin, str) or len(origin) > MAX_STREAM:
-                raise ProtocolViolation("vault: a vector's origin is a device id")
-            if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-                raise ProtocolViolation("vault: a vector's sequence is a natural number")
-            clean[origin] = seq
-        out[scope] = clean
-    return out
+_SCOPE = Field("scope", str, valid=SCOPES.__contains__, says="a vector's scope is not a scope")
+_SEQ = Field("sequence", int, least=0, most=MAX_SEQ)
+_ORIGIN = Field("origin", str, most=MAX_STREAM)
+_VECTOR = Field("vector", dict, most=MAX_ORIGINS, keys=_ORIGIN, values=_SEQ)
+_VERSION = Field("v", int, equals=VERSION)
+_SWARM = Field("swarm", str)
+_VECTORS = Field("vec", dict, most=len(SCOPES), keys=_SCOPE, values=_VECTOR)
+_DIGEST = Field("kd", bytes, least=16, most=16)
+_RECORDS = Field("recs", list, most=MAX_RECORDS)
 
 
-def _digest(obj: object) -> bytes:
-    if not isinstance(obj, bytes) or len(obj) != 16:
-        raise ProtocolViolation("vault: a keyring digest is 16 bytes")
-    return obj
+def _ids(name: str) -> Field:
+    return Field(
+        name, list, optional=True, most=MAX_IDS, items=Field("id", bytes, least=16, most=16)
+    )
 
 
-def _ids(obj: object) -> list[bytes] | None:
-    if obj is None:
-        return None
-    if not isinstance(obj, list) or len(obj) > MAX_IDS:
-        raise ProtocolViolation("vault: ids are a list")
-    if not all(isinstance(i, bytes) and len(i) == 16 for i in obj):
-        raise ProtocolViolation("vault: a record id is 16 bytes")
-    return obj
-
-
-def _records(obj: object) -> list[Any]:
-    if not isinstance(obj, list) or len(obj) > MAX_RECORDS:
-        raise ProtocolViolation(f"vault: records are a list of at most {MAX_RECORDS}")
-    return obj
-
-
-def _map(obj: object, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not keys <= set(obj):
-        raise ProtocolViolation(f"vault: expected a map with {', '.join(sorted(keys))}")
-    if obj.get("v") != VERSION:
-        raise ProtocolViolation(f"vault: unsupported message version {str(obj.get('v'))[:10]!r}")
-    return obj
+SYNC_REQUEST = Schema(
+    "vault sync",
+    _VERSION,
+    _SWARM,
+    _VECTORS,
+    _DIGEST,
+    _ids("want"),
+    _ids("ev"),  # ev: fork evidence
+)
+SYNC_REPLY = Schema(
+    "vault sync reply",
+    _VERSION,
+    _VECTORS,
+    _DIGEST,
+    _ids("ids"),
+    _RECORDS,
+    Field("more", bool),
+    _ids("ev"),
+)
+PUSH_MESSAGE = Schema("vault push", _VERSION, _SWARM, _RECORDS)
+PUSH_REPLY = Schema("vault push reply", _VERSION, _VECTORS, _DIGEST, Field("refused", int, least=0))
 
 
 def parse_records(items: list[Any]) -> tuple[list[Record], list[Rejection]]:
@@ -118,9 +117,10 @@ class SyncRequest:
     vectors: Vectors
     digest: bytes
     want: list[bytes] | None = None
+    evidence: list[bytes] | None = None  # ids of the fork evidence held (None: none)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "op": PREFIX + SYNC,
             "v": VERSION,
             "swarm": self.swarm,
@@ -128,11 +128,14 @@ class SyncRequest:
             "kd": self.digest,
             "want": self.want,
         }
+        if self.evidence:
+            out["ev"] = self.evidence
+        return out
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncRequest:
-        m = _map(obj, {"v", "swarm", "vec", "kd"})
-        return cls(str(m["swarm"]), _vectors(m["vec"]), _digest(m["kd"]), _ids(m.get("want")))
+        m = SYNC_REQUEST.check(obj)
+        return cls(m["swarm"], m["vec"], m["kd"], m["want"], m["ev"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,10 @@ class SyncReply:
     ids: list[bytes] | None
     records: list[Any]  # wire forms
     more: bool
+    evidence: list[bytes] | None = None  # ids of the fork evidence held (None: none)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": VERSION,
             "vec": self.vectors,
             "kd": self.digest,
@@ -152,15 +156,14 @@ class SyncReply:
             "recs": self.records,
             "more": self.more,
         }
+        if self.evidence:
+            out["ev"] = self.evidence
+        return out
 
     @classmethod
     def from_wire(cls, obj: object) -> SyncReply:
-        m = _map(obj, {"v", "vec", "kd", "recs", "more"})
-        if not isinstance(m["more"], bool):
-            raise ProtocolViolation("vault: more is a boolean")
-        return cls(
-            _vectors(m["vec"]), _digest(m["kd"]), _ids(m.get("ids")), _records(m["recs"]), m["more"]
-        )
+        m = SYNC_REPLY.check(obj)
+        return cls(m["vec"], m["kd"], m["ids"], m["recs"], m["more"], m["ev"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +176,8 @@ class Push:
 
     @classmethod
     def from_wire(cls, obj: object) -> Push:
-        m = _map(obj, {"v", "swarm", "recs"})
-        return cls(str(m["swarm"]), _records(m["recs"]))
+        m = PUSH_MESSAGE.check(obj)
+        return cls(m["swarm"], m["recs"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +191,8 @@ class PushReply:
 
     @classmethod
     def from_wire(cls, obj: object) -> PushReply:
-        m = _map(obj, {"v", "vec", "kd", "refused"})
-        if type(m["refused"]) is not int or m["refused"] < 0:
-            raise ProtocolViolation("vault: refused is a count")
-        return cls(_vectors(m["vec"]), _digest(m["kd"]), m["refused"])
+        m = PUSH_REPLY.check(obj)
+        return cls(m["vec"], m["kd"], m["refused"])
 
 
 def _wire(records: list[Record]) -> list[Any]:
@@ -214,8 +215,12 @@ def answer_sync(replica: Replica, req: SyncRequest, *, budget: int = BUDGET) -> 
         ids = sorted(replica.keyring.ids())
         return SyncReply(replica.vectors(), digest, ids, [], True)
     keys: list[KeyRecord] = replica.keyring.records(req.want) if req.want else []
+    data: list[Record]
     data, more = replica.missing(req.vectors, budget)
-    return SyncReply(replica.vectors(), digest, None, _wire([*keys, *data]), more)
+    if not more:  # the last page: what the client lacks of the forks too
+        data += replica.evidence_for(req.vectors, set(req.evidence or ()))
+    evidence = replica.evidence_ids() or None
+    return SyncReply(replica.vectors(), digest, None, _wire([*keys, *data]), more, evidence)
 
 
 def answer_push(replica: Replica, push: Push) -> tuple[PushReply, Changes, list[Rejection]]:
@@ -248,6 +253,7 @@ class Session:
         self._listed: bytes | None = None  # their keyring's digest when they listed its ids
         self._pull_again = True
         self._pushed_ids: set[bytes] = set()
+        self._their_evidence: set[bytes] = set()  # theirs, and what we pushed them
         self.sent = 0  # records sent
         self.received = 0  # records taken
         self.refused = 0  # records the other side refused, or we refused
@@ -264,7 +270,8 @@ class Session:
                 self.rounds_left -= 1
                 r = self.replica
                 self._asked = (r.keyring.digest(), r.keyring.ids())
-                req = SyncRequest(r.swarm, r.vectors(), self._asked[0], self._want)
+                evidence = r.evidence_ids() or None
+                req = SyncRequest(r.swarm, r.vectors(), self._asked[0], self._want, evidence)
                 return SYNC, req.to_wire()
             self.phase = "push"
         if self.phase == "push":
@@ -288,6 +295,7 @@ class Session:
         self.received += len(records) - len(rejections)
         self.refused += len(rejections)
         self.their_vectors, self.their_digest = reply.vectors, reply.digest
+        self._their_evidence |= set(reply.evidence or ())
         want: list[bytes] = []
         again = False
         if reply.ids is not None:
@@ -328,7 +336,12 @@ class Session:
             lacking = mine.ids() - self._their_ids - self._pushed_ids
             keys = mine.records(lacking)
             self._pushed_ids |= lacking
-        data, _ = self.replica.missing(self.their_vectors, self.budget)
+        data: list[Record]
+        data, more = self.replica.missing(self.their_vectors, self.budget)
+        if not more:
+            forks = self.replica.evidence_for(self.their_vectors, self._their_evidence)
+            self._their_evidence |= {evidence_id(u) for u in forks}
+            data += forks
         return [*keys, *data]
 
 

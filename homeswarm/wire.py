@@ -1,0 +1,206 @@
+"""One checker for what comes off the wire: a message's fields declared once, checked in one place.
+
+A ``Schema`` names a message and lists its ``Field``s. ``schema.check(obj)`` takes what msgpack
+decoded from a peer and gives back its fields, a dict by name, or raises ``MalformedMessage`` (a
+``ProtocolViolation``: the connection that sent it is closed) with ``"WHAT: PROBLEM"``; for any
+input at all it raises nothing else (or the schema's own ``error``, see below). The first problem
+found, in the order the fields are listed, is the one reported.
+
+Rules:
+
+- a map schema (the default) reads fields by key: keys it does not name are ignored (a newer peer
+  may add some), and a key that is absent reads as ``None``;
+- a positional schema (``positional=True``) reads a list with exactly one item per field; when the
+  first field pins a version (``equals``), the version is checked before the length, so a newer
+  peer's message reads as an unsupported version, not as a wrong length;
+- ``None`` passes only an ``optional`` field;
+- ``types`` are the accepted Python types; ``bool`` is never taken for an ``int`` or ``float``
+  unless ``bool`` itself is listed;
+- ``least``/``most`` bound a number's value, or the length of a string, bytes, list or map;
+- ``items`` checks each item of a list; ``keys`` and ``values`` each key and value of a map;
+- ``valid`` is a last predicate on a value that passed everything else; ``says`` is the problem
+  it reports;
+- ``error`` is what a schema raises, ``MalformedMessage`` unless told otherwise: a part of a message
+  that is refused on its own, without closing the connection (a vault record), names its own.
+
+Only the floor is imported: every layer can declare its messages here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from homeswarm.errors import MalformedMessage
+
+_ANY = object()
+_SIZED = (str, bytes, list, tuple, dict)
+_NAMES = {
+    str: "a string",
+    bytes: "bytes",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    tuple: "a list",
+    dict: "a map",
+}
+
+
+class Field:
+    """One field of a message; see the module's rules."""
+
+    __slots__ = (
+        "_bounded",
+        "_exact",
+        "_nested",
+        "equals",
+        "items",
+        "keys",
+        "least",
+        "most",
+        "name",
+        "optional",
+        "says",
+        "types",
+        "valid",
+        "values",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *types: type,
+        optional: bool = False,
+        least: float | None = None,
+        most: float | None = None,
+        equals: object = _ANY,
+        items: Field | None = None,
+        keys: Field | None = None,
+        values: Field | None = None,
+        valid: Callable[[Any], bool] | None = None,
+        says: str = "",
+    ) -> None:
+        self.name = name
+        self.types = types
+        self.optional = optional
+        self.least = least
+        self.most = most
+        self.equals = equals
+        self.items = items
+        self.keys = keys
+        self.values = values
+        self.valid = valid
+        self.says = says or f"{name} is not valid"
+        # what msgpack gives is exactly one of the types: a set lookup, before isinstance
+        self._exact = frozenset(types)
+        self._bounded = least is not None or most is not None
+        self._nested = items is not None or keys is not None or values is not None
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with ``value`` as this field, or ``None``."""
+        if value is None:
+            return None if self.optional else f"{self.name} is missing"
+        types = self.types
+        if types and type(value) not in self._exact and not _is(value, types):
+            kinds = " or ".join(dict.fromkeys(_NAMES.get(t, t.__name__) for t in types))
+            return f"{self.name} is not {kinds}"
+        if self.equals is not _ANY and (
+            type(value) is not type(self.equals) or value != self.equals
+        ):
+            return f"unsupported {self.name} {str(value)[:10]!r}"
+        if self._bounded:
+            size = len(value) if isinstance(value, _SIZED) else value
+            if type(size) is int or type(size) is float:
+                if self.least is not None and not size >= self.least:
+                    return f"{self.name} is under {self.least:g}"
+                if self.most is not None and not size <= self.most:
+                    return f"{self.name} is over {self.most:g}"
+        if self._nested:
+            found = self._inner(value)
+            if found is not None:
+                return found
+        if self.valid is not None and not _holds(self.valid, value):
+            return self.says
+        return None
+
+    def _inner(self, value: object) -> str | None:
+        if self.items is not None and isinstance(value, list | tuple):
+            for item in value:
+                found = self.items.problem(item)
+                if found is not None:
+                    return found
+        if isinstance(value, dict) and (self.keys is not None or self.values is not None):
+            for key, item in value.items():
+                found = self.keys.problem(key) if self.keys is not None else None
+                if found is None and self.values is not None:
+                    found = self.values.problem(item)
+                if found is not None:
+                    return found
+        return None
+
+
+class Schema:
+    """A message: what it is called (for the error) and its fields, by key or by position."""
+
+    __slots__ = ("error", "fields", "positional", "what")
+
+    def __init__(
+        self,
+        what: str,
+        *fields: Field,
+        positional: bool = False,
+        error: Callable[[str], Exception] = MalformedMessage,
+    ) -> None:
+        self.what = what
+        self.fields = fields
+        self.positional = positional
+        self.error = error
+
+    def check(self, obj: object) -> dict[str, Any]:
+        """The message's fields by name; ``MalformedMessage`` if ``obj`` is not this message."""
+        if self.positional:
+            values = self._positions(obj)
+        elif isinstance(obj, dict):
+            values = [obj.get(f.name) for f in self.fields]
+        else:
+            raise self.fail("not a map")
+        out = {}
+        for field, value in zip(self.fields, values, strict=True):
+            found = field.problem(value)
+            if found is not None:
+                raise self.fail(found)
+            out[field.name] = value
+        return out
+
+    def _positions(self, obj: object) -> list[Any] | tuple[Any, ...]:
+        if not isinstance(obj, list | tuple):
+            raise self.fail("not a list")
+        first = self.fields[0] if self.fields else None
+        if obj and first is not None and first.equals is not _ANY:
+            found = first.problem(obj[0])
+            if found is not None:
+                raise self.fail(found)
+        if len(obj) != len(self.fields):
+            raise self.fail(f"{len(obj)} fields, expected {len(self.fields)}")
+        return obj
+
+    def fail(self, problem: str) -> Exception:
+        """The error for ``problem`` with this message (also for a caller's own later checks)."""
+        return self.error(f"{self.what}: {problem}")
+
+
+def _is(value: object, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _holds(predicate: Callable[[Any], bool], value: object) -> bool:
+    try:
+        return bool(predicate(value))
+    except (TypeError, ValueError):
+        return False
+
+
+__all__ = ["Field", "MalformedMessage", "Schema"]
