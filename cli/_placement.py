@@ -8,7 +8,15 @@ on stderr and exit 2; a run that failed where it was placed and again where it w
 one line and exit 1.
 
 ``swarm kernels`` lists the kernels this device has and what each needs; with a running peer,
-also the devices that offer each and the ones holding it now.
+also the devices that offer each and the ones holding it now. ``--stats`` shows, per kernel and
+device, what the runs placed from this device measured: runs, the first run's compute (a cold
+start: it does not teach), the compute declared and observed, the wait besides (remote runs),
+and the calibration's ratio (observed over declared) with its spread, which the policy (and
+``swarm run --explain``) uses once three warm runs back it.
+
+The kernel mesh: ``swarm kernels start KERNEL [--count N] [--scope S]`` registers N long-lived
+instances and places them in one batch; ``swarm kernels ps`` lists the instances by device,
+kernel and state. The peer moves a dead device's instances, and rebalances on a power change.
 """
 
 from __future__ import annotations
@@ -59,7 +67,60 @@ def add_placement_commands(sub: Any) -> None:
         help="give up on a run after this long (default: [placement] run_timeout_s)",
     )
 
-    command(sub, "kernels", _cmd_kernels, "list the kernels this device has, with their needs")
+    p = command(
+        sub,
+        "kernels",
+        _cmd_kernels,
+        "list the kernels this device has, with their needs; start and list instances",
+    )
+    p.description = (
+        "List the kernels this device has, with their needs. `swarm kernels ps` and `swarm "
+        "kernels start` work on the kernel mesh: long-lived instances, placed in batches, moved "
+        "when their device dies or may no longer run them."
+    )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="per kernel and device: runs placed from here, declared vs observed compute, and "
+        "the calibration the policy uses",
+    )
+    actions = p.add_subparsers(dest="action", metavar="{ps,start}")
+    q = actions.add_parser("ps", help="list the kernel instances by device, kernel and state")
+    _sub_options(q)
+    q.set_defaults(run=_cmd_ps)
+    q = actions.add_parser("start", help="start long-lived instances of a kernel, placed at once")
+    q.add_argument("kernel", metavar="KERNEL", help="the kernel's name (see `swarm kernels`)")
+    q.add_argument(
+        "--count", type=_count, default=1, metavar="N", help="how many instances (default 1)"
+    )
+    q.add_argument(
+        "--scope",
+        choices=SCOPES,
+        help="the scope of the data they hold, when above the kernel's own",
+    )
+    _sub_options(q)
+    q.set_defaults(run=_cmd_start)
+
+
+def _sub_options(p: argparse.ArgumentParser) -> None:
+    """``--home`` and ``--json`` on a ``kernels`` action, without hiding them given before it."""
+    common = p.add_argument_group("common options")
+    common.add_argument(
+        "--home", metavar="DIR", default=argparse.SUPPRESS, help="this device's home"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object"
+    )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def parse_input(text: str | None, stdin: Any = None) -> Any:
@@ -126,8 +187,91 @@ def explain_lines(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from homeswarm.swarm import ask
+
+    reply = ask(home_of(args), "kernels.ps", timeout=10.0)
+    return report(args, reply, *ps_lines(reply))
+
+
+def ps_lines(reply: dict[str, Any]) -> list[str]:
+    """The instances by device, kernel, scope and state, a row each with its count."""
+    rows = reply.get("instances") or []
+    if not rows:
+        return ["no kernel instances (start some: swarm kernels start KERNEL --count N)"]
+    header = ["DEVICE", "KERNEL", "SCOPE", "STATE", "INSTANCES"]
+    table = [
+        [
+            _clean(r["device"]) if r["device"] is not None else "(parked)",
+            _clean(r["kernel"]),
+            _clean(r["scope"]),
+            _clean(r["state"]),
+            str(int(r["instances"])),
+        ]
+        for r in sorted(rows, key=lambda r: (r["device"] is None, r["device"] or "", r["kernel"]))
+    ]
+    total = int(reply.get("total", 0))
+    return [*_columns(header, table), f"{total} instance{'' if total == 1 else 's'}"]
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    from homeswarm.swarm import ask
+
+    reply = ask(
+        home_of(args),
+        "kernels.start",
+        timeout=60.0,
+        kernel=args.kernel,
+        count=args.count,
+        scope=args.scope,
+    )
+    placed = ", ".join(f"{_clean(d)} {n}" for d, n in sorted(reply["placed"].items()))
+    n = reply["ids"][1] - reply["ids"][0] + 1
+    lines = [
+        f"started {n} {_clean(reply['kernel'])} instance{'' if n == 1 else 's'} "
+        f"({reply['scope']}): {placed or 'none placed'}"
+    ]
+    if reply["parked"]:
+        lines.append(f"parked {reply['parked']}: no device may run them now (they wait)")
+    return report(args, reply, *lines)
+
+
+def stats_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per kernel and device: runs, the first (cold) run's compute, declared and observed
+    (warm) compute, wait, ratio +- spread."""
+    if not rows:
+        return ["no runs placed from this device yet (swarm run KERNEL ...)"]
+    header = ["KERNEL", "DEVICE", "RUNS", "FIRST", "DECLARED", "OBSERVED", "WAIT", "RATIO"]
+    table = [
+        [
+            _clean(r["kernel"]),
+            _clean(r["device"]),
+            str(r["runs"]),
+            f"{r['first_ms']:g} ms",
+            f"{r['declared_ms']:g} ms",
+            "-" if r["observed_ms"] is None else f"{r['observed_ms']:g} ms",
+            "-" if r["wait_ms"] is None else f"{r['wait_ms']:g} ms",
+            f"{r['ratio']:.3g} ± {r['sd']:.2g}",
+        ]
+        for r in rows
+    ]
+    return _columns(header, table)
+
+
+def _columns(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
 def _cmd_kernels(args: argparse.Namespace) -> int:
     from homeswarm.swarm import NoPeerRunning, ask
+
+    if args.stats:
+        reply = ask(home_of(args), "kernels.stats", timeout=5.0)
+        return report(args, reply, *stats_lines(reply["stats"]))
 
     try:
         reply = ask(home_of(args), "kernels.list", timeout=5.0)

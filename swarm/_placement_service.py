@@ -15,7 +15,15 @@ It is the I/O shell around ``placement.Runner``:
 - a member's ``kernels.run`` request: checked against this device's own policy and run here, or
   refused (``placement.Runner.serve``);
 - CLI requests over the control socket: ``kernels.run`` (``swarm run``), ``kernels.list`` and
-  ``kernels.status`` (``swarm kernels``).
+  ``kernels.status`` (``swarm kernels``), ``kernels.stats`` (``--stats``), ``kernels.start`` and
+  ``kernels.ps`` (the mesh);
+- the performance counters: each run placed from here (``CalibratedRunner``) is observed (where
+  it ran, the compute predicted, declared and measured, the wait on a remote device), feeding the
+  ``Calibration`` the policy places with and the ``RunLedger``'s per (kernel, device) stats;
+- the kernel mesh (``placement.Mesh``): this device's long-lived instances, placed in batches;
+  every ``MESH_CHECK_S`` the service re-places the instances of a home that died
+  (``replace_dead``) and rebalances when a device's power, scopes or capabilities (or the roster)
+  changed (``check_mesh``).
 
 ``status()`` (for ``swarm status --json``, under "kernels"): this device's executor and offered
 kernels, and the kernels each device holds as far as this peer knows (itself: now; others: as
@@ -30,28 +38,49 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextvars
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
-from homeswarm.kernels import Registry, default_registry
+from homeswarm.kernels import (
+    ExecutionError,
+    InvalidInput,
+    KernelFailed,
+    Registry,
+    default_registry,
+)
 from homeswarm.placement import (
+    MESH_STATES,
+    Attempt,
+    Calibration,
+    Candidate,
+    Decision,
     DeviceView,
+    Estimate,
     Executor,
     FallbackExecutor,
     Host,
     InlineExecutor,
+    Mesh,
+    MeshChange,
+    Outcome,
     PolicyConfig,
     RayExecutor,
     RayRuntime,
+    RunFailed,
     Runner,
     RunReply,
     RunRequest,
+    RunResult,
+    place,
 )
+from homeswarm.transports import RemoteError, TransportError
 
 from ._certs import Certificate
 from ._config import PlacementSettings, Settings
@@ -61,7 +90,6 @@ from ._service import Service
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from homeswarm.placement import Outcome
     from homeswarm.transports import Connection
 
     from ._peer import Peer
@@ -71,6 +99,15 @@ log = logging.getLogger("swarm.placement")
 REPLY_MARGIN_S = 5.0  # a remote run's reply may take this much longer than the run itself
 CLOSE_TIMEOUT_S = 1.5  # stopping the executor (Ray's shutdown) may take this long, at most
 HEARD_MAX = 512  # devices whose hosts we remember
+MESH_CHECK_S = 1.0  # how often the mesh looks for dead homes and power changes
+MIN_RUNS = 3  # runs of a kernel on a device before what they showed reaches the policy
+MAX_START = 1_000_000  # instances one `swarm kernels start` may add
+GONE = ("dead", "left")  # a home in one of these (or out of the view): its instances move
+
+# the compute a remote run's reply reported, for the run (task) that sent it
+_REPLY_ELAPSED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "reply_elapsed", default=None
+)
 
 __all__ = [
     "PlacementService",
@@ -157,6 +194,141 @@ def _make_executor(
     return InlineExecutor()
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A run's performance counters: where it ran, its compute as the kernel's declaration
+    predicts it there, the compute measured (the executor's elapsed, or the remote reply's),
+    and the time it waited on that device besides (remote: the round trip less the network and
+    the compute; None when not known)."""
+
+    kernel: str
+    device: str
+    label: str
+    declared_s: float
+    compute_s: float
+    wait_s: float | None
+
+
+class ConfidentCalibration(Calibration):
+    """A ``Calibration`` whose ratio for a (kernel, device) reaches the policy (``ratios``) once
+    ``MIN_RUNS`` runs back it: one run is an anecdote (a cold start, a model loading, a page
+    fault), and a device's single lucky run would otherwise outweigh every declaration."""
+
+    def learn(self, kernel: str, device: str, declared_s: float, observed_s: float) -> Estimate:
+        """A run of ``kernel`` on ``device``: declared to take ``declared_s``, took
+        ``observed_s``."""
+        key = (kernel, device)
+        e = self.estimates.get(key)
+        e = self.observe(kernel, device, declared_s * (e.ratio if e else 1.0), observed_s)
+        if e.runs < MIN_RUNS:
+            self.ratios.pop(key, None)
+        return e
+
+
+class CalibratedRunner(Runner):
+    """``Runner`` whose decisions use a ``Calibration`` and whose runs feed it.
+
+    ``Runner.run`` places with the declared costs only (``placement`` takes no calibration in
+    the runner yet): this is its loop with ``calibration=`` passed to ``place`` and each
+    successful run observed. Delete it when ``Runner`` takes a calibration itself.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        calibration: Calibration,
+        observe: Callable[[Observation], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(registry, **kwargs)
+        self.calibration = calibration
+        self.observe = observe
+
+    async def run(
+        self,
+        name: str,
+        value: Any,
+        *,
+        scope: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        start = trio.current_time()
+        k, value, scope_ = self.prepare(name, value, scope)
+        needs = k.needs.with_scope(scope_)
+        work = k.compute_s(value)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        failed: dict[str, str] = {}
+        attempts: list[Attempt] = []
+        first: Decision | None = None
+        for _ in range(2):  # placed, then re-placed once (as ``Runner.run``)
+            decision = place(
+                name,
+                needs,
+                self.view(),
+                config=self.config,
+                compute_s=work,
+                failed=failed,
+                calibration=self.calibration,
+            )
+            if first is None:
+                first = decision
+                decision.check()
+            elif not decision.ok:
+                raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
+            chosen = decision.check()
+            device = chosen.device
+            box: list[float] = []
+            token = _REPLY_ELAPSED.set(box)
+            try:
+                result = await self._run_on(device, k, value, scope_, timeout)
+            except (InvalidInput, KernelFailed):
+                raise
+            except (ExecutionError, TransportError, RemoteError) as exc:
+                error = " ".join(str(exc).split())[:300] or type(exc).__name__
+                log.info("%s failed on %s: %s", name, device.label, error)
+                failed[device.id] = error
+                attempts.append(Attempt(device, error))
+                continue
+            finally:
+                _REPLY_ELAPSED.reset(token)
+            declared = place(name, needs, [device], config=self.config, compute_s=work)
+            self.observe(_observation(name, chosen, declared, result, box))
+            return Outcome(
+                name,
+                scope_,
+                device,
+                result,
+                trio.current_time() - start,
+                first,
+                decision,
+                tuple(attempts),
+            )
+        raise RunFailed(_tried(name, attempts))
+
+
+def _tried(name: str, attempts: Sequence[Attempt]) -> str:
+    return f"{name} failed " + " and ".join(f"on {a.device.label} ({a.error})" for a in attempts)
+
+
+def _observation(
+    kernel: str,
+    chosen: Candidate,
+    declared: Decision,
+    result: RunResult,
+    reply_elapsed: list[float],
+) -> Observation:
+    """``declared``: the chosen device alone, placed without the calibration."""
+    d = chosen.device
+    uncalibrated = declared.chosen.compute_s if declared.chosen is not None else chosen.compute_s
+    if d.local or not reply_elapsed:
+        compute, wait = result.elapsed_s, None
+    else:
+        compute = reply_elapsed[-1]
+        wait = max(0.0, result.elapsed_s - chosen.network_s - compute)
+    return Observation(kernel, d.id, d.label, uncalibrated, compute, wait)
+
+
 class PlacementService(Service):
     """Places and runs kernels for this device; runs what members place here, if allowed."""
 
@@ -181,8 +353,12 @@ class PlacementService(Service):
         )
         self.config = policy_config(self.settings)
         self.peer: Peer | None = None
-        self.runner = Runner(
+        self.calibration = ConfidentCalibration()
+        self.ledger = RunLedger()
+        self.runner = CalibratedRunner(
             self.registry,
+            calibration=self.calibration,
+            observe=self._observed,
             view=self.view,
             local=self.executor,
             send=self._send,
@@ -191,7 +367,9 @@ class PlacementService(Service):
             timeout_s=self.settings.run_timeout_s,
         )
         self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
-        self.ledger = RunLedger()
+        self.mesh = Mesh(config=self.config)
+        self._homes: dict[str, tuple[Any, ...]] = {}  # what each home looked like last check
+        self._roster_moved = False
 
     @property
     def executor_name(self) -> str:
@@ -215,11 +393,89 @@ class PlacementService(Service):
             peer.refresh_state(force=True)
         task_status.started()
         try:
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(MESH_CHECK_S)
+                self.check_mesh()
         finally:
             if self.executor is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                     await self.executor.aclose()
+
+    def _observed(self, observation: Observation) -> None:
+        """A run placed from here finished: its counters teach the calibration."""
+        o = observation
+        if o.compute_s <= 0:
+            return  # nothing measured (a clock too coarse for the run): no lesson in it
+        # the first run of a kernel on a device is a cold start (Ray's actor, a model loading:
+        # seconds, once): counted, but it does not teach what the next runs will take
+        if self.ledger.observe(o):
+            self.calibration.learn(o.kernel, o.device, o.declared_s, o.compute_s)
+
+    def roster_changed(self, devices: list[str]) -> None:
+        self._roster_moved = True
+
+    # ---- the mesh ----------------------------------------------------------------------------
+
+    def check_mesh(self) -> list[MeshChange]:
+        """Move the instances of homes that died (one ``replace_dead`` batch each), and
+        ``rebalance`` when a device's power, scopes or capabilities changed (or the roster),
+        which also places parked instances a new device may now take. Moved instances resume
+        at once: an instance is a registry entry, with no process to carry over."""
+        if not len(self.mesh):
+            return []
+        view = self.view()
+        by_id = {d.id: d for d in view}
+        changes: list[MeshChange] = []
+        for device in self.mesh.counts():
+            d = by_id.get(device)
+            if d is None or d.status in GONE:
+                change = self.mesh.replace_dead(view, device)
+                log.info("mesh: %s is %s: %s", device[-8:], d.status if d else "gone", change)
+                changes.append(change)
+        homes = {d.id: _power(d) for d in view}
+        if homes != self._homes or self._roster_moved:
+            # a suspect device keeps its instances until it is declared dead: no migration
+            # for a missed probe
+            hopeful = [replace(d, status="alive") if d.status == "suspect" else d for d in view]
+            change = self.mesh.rebalance(hopeful)
+            if change.moved or change.placed:
+                log.info("mesh: rebalanced: %s", change)
+                changes.append(change)
+            self._homes, self._roster_moved = homes, False
+        if changes:
+            self._settle()
+        return changes
+
+    def _settle(self) -> None:
+        migrating = MESH_STATES.index("migrating")
+        self.mesh.settle((self.mesh.column("state") == migrating).nonzero()[0])
+
+    def _start(self, args: dict[str, Any]) -> dict[str, Any]:
+        kernel = args.get("kernel")
+        if not isinstance(kernel, str) or not kernel:
+            raise InvalidArgument("start: name a kernel (see `swarm kernels`)")
+        count = args.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_START:
+            raise InvalidArgument(f"start: the count must be a whole number from 1 to {MAX_START}")
+        scope = args.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidArgument("start: scope must be public, personal or private")
+        k = self.registry.get(kernel)
+        needs = k.needs if scope is None else k.needs.with_scope(scope)
+        ids = self.mesh.add(kernel, needs, count)
+        change = self.mesh.place(self.view(), ids)
+        return {
+            "kernel": kernel,
+            "scope": needs.scope,
+            "ids": [int(ids[0]), int(ids[-1])],
+            **change.to_json(),
+        }
+
+    def _ps(self) -> dict[str, Any]:
+        return {"instances": self.mesh.ps(), "total": len(self.mesh)}
+
+    def _stats(self) -> dict[str, Any]:
+        return {"stats": self.ledger.stats(self.calibration)}
 
     # ---- the view ----------------------------------------------------------------------------
 
@@ -282,6 +538,9 @@ class PlacementService(Service):
         body = await conn.request(request.to_wire(), timeout=timeout + REPLY_MARGIN_S)
         reply = RunReply.from_wire(body)
         self._remember(device.id, reply.hosts)
+        noted = _REPLY_ELAPSED.get()
+        if noted is not None and reply.ok:
+            noted.append(reply.elapsed_s)
         return reply
 
     def _remember(self, device: str, hosts: tuple[Host, ...]) -> None:
@@ -310,6 +569,12 @@ class PlacementService(Service):
             return self._list()
         if op == "status":
             return self._status()
+        if op == "start":
+            return self._start(args)
+        if op == "ps":
+            return self._ps()
+        if op == "stats":
+            return self._stats()
         raise InvalidArgument(f"unknown request kernels.{op}")
 
     async def _run(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +605,18 @@ class PlacementService(Service):
         return report
 
     def metrics(self) -> Iterator[Metric]:
-        return self.ledger.metrics()
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield from self.ledger.metrics()
+        instances = GaugeMetricFamily(
+            "swarm_placement_instances",
+            "the kernel instances this device placed, by device, kernel and state",
+            labels=["device", "kernel", "state"],
+        )
+        for row in self.mesh.ps():
+            device = row["device"] or "(parked)"
+            instances.add_metric([device, row["kernel"], row["state"]], row["instances"])
+        yield instances
 
     def _list(self) -> dict[str, Any]:
         view = self.view()
@@ -378,8 +654,31 @@ class PlacementService(Service):
         }
 
 
+def _power(d: DeviceView) -> tuple[Any, ...]:
+    """What of a device decides whether it may keep its instances (not its load: it changes
+    every sample, and a home never sheds instances for room)."""
+    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
+
+
 RECENT_RUNS = 20  # kept for the page `swarm ui` opens
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class _Counters:
+    """One (kernel, device)'s runs: the first's compute, then sums over all (declared) and over
+    the warm ones (observed, and the wait where known)."""
+
+    first_s: float
+    declared_s: float
+    runs: int = 1
+    observed_s: float = 0.0
+    wait_s: float = 0.0
+    waited: int = 0
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 class RunLedger:
@@ -393,6 +692,8 @@ class RunLedger:
         self.count = 0
         self.total_s = 0.0
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_RUNS)
+        self.counters: dict[tuple[str, str], _Counters] = {}  # by (kernel, device id)
+        self.labels: dict[str, str] = {}
 
     def record(self, outcome: Outcome) -> None:
         key = (outcome.kernel, outcome.device.label, outcome.result.executor)
@@ -416,6 +717,47 @@ class RunLedger:
                 "explain": "; ".join(why),
             }
         )
+
+    def observe(self, o: Observation) -> bool:
+        """A run's counters, per (kernel, device) for ``swarm kernels --stats``; False for the
+        first (the cold start: kept apart from the warm runs' means)."""
+        key = (o.kernel, o.device)
+        self.labels[o.device] = o.label
+        c = self.counters.get(key)
+        if c is None:
+            self.counters[key] = _Counters(first_s=o.compute_s, declared_s=o.declared_s)
+            return False
+        c.runs += 1
+        c.declared_s += o.declared_s
+        c.observed_s += o.compute_s
+        if o.wait_s is not None:
+            c.wait_s += o.wait_s
+            c.waited += 1
+        return True
+
+    def stats(self, calibration: Calibration) -> list[dict[str, Any]]:
+        """Per (kernel, device): runs, the first's compute (the cold start), the warm runs' mean
+        declared and observed compute (None: no warm run yet) and wait (None: not known), and
+        the calibration's ratio (observed over declared) and its spread."""
+        rows = []
+        for (kernel, device), c in sorted(self.counters.items()):
+            e = calibration.estimates.get((kernel, device))
+            warm = c.runs - 1
+            rows.append(
+                {
+                    "kernel": kernel,
+                    "device": self.labels.get(device, device[-8:]),
+                    "device_id": device,
+                    "runs": c.runs,
+                    "first_ms": _ms(c.first_s),
+                    "declared_ms": _ms(c.declared_s / c.runs),
+                    "observed_ms": _ms(c.observed_s / warm) if warm else None,
+                    "wait_ms": _ms(c.wait_s / c.waited) if c.waited else None,
+                    "ratio": round(e.ratio, 4) if e else 1.0,
+                    "sd": round(e.sd, 4) if e else 0.0,
+                }
+            )
+        return rows
 
     def refused(self, kernel: str, reason: str) -> None:
         self.refusals[(kernel, reason)] = self.refusals.get((kernel, reason), 0) + 1
