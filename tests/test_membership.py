@@ -734,8 +734,8 @@ def test_nobody_declares_a_member_on_battery_dead_and_it_returns_to_normal_when_
     net.loss = 0.0
     net.trace = []
     t = net.now
-    net.run_until(t + 120.0)  # (the loss raised its Lifeguard multiplier: let it heal first)
-    pings = [at for at, *_ in sent(net, Ping, src=node) if at > t + 100.0]
+    net.run_until(t + 60.0)  # (the loss raised its Lifeguard multiplier: let it heal first)
+    pings = [at for at, *_ in sent(net, Ping, src=node) if at > t + 40.0]
     assert {round(b - a, 6) for a, b in itertools.pairwise(pings)} == {1.0}
 
 
