@@ -47,7 +47,7 @@ from ._policy import (
 )
 from ._ray import RayExecutor, RayRuntime
 from ._remote import RemoteRefused, RunReply, RunRequest
-from ._runner import Attempt, Outcome, RunFailed, Runner
+from ._runner import Attempt, Observation, Outcome, RunFailed, Runner
 from ._view import NO_EXECUTOR, ROLES, STATUSES, DeviceView
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "InlineExecutor",
     "Mesh",
     "MeshChange",
+    "Observation",
     "Outcome",
     "Policy",
     "PolicyConfig",

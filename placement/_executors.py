@@ -61,7 +61,8 @@ class RunResult:
     output: Any
     executor: str
     pid: int | None
-    elapsed_s: float
+    elapsed_s: float  # as the placing device saw it (a remote run: the round trip)
+    compute_s: float | None = None  # as the running device measured it (None: elapsed_s)
 
 
 @dataclass(frozen=True, slots=True)

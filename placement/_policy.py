@@ -537,13 +537,16 @@ class Calibration:
     ``observe(kernel, device, predicted_s, observed_s)`` takes a run's compute as the decision
     predicted it (with this calibration) and as it was measured; the weight of a new run is
     ``1 / runs`` for the first ``1 / alpha`` runs (a plain mean: no cold-start bias) and
-    ``alpha`` after (it follows a device that changes). Pure: no clock, no I/O.
+    ``alpha`` after (it follows a device that changes). A ratio reaches ``ratios`` (what
+    ``place`` reads) once ``min_runs`` runs back it: one run can be an anecdote (a model loading,
+    a page fault). Pure: no clock, no I/O.
     """
 
-    def __init__(self, *, alpha: float = 0.2) -> None:
+    def __init__(self, *, alpha: float = 0.2, min_runs: int = 1) -> None:
         if not 0 < alpha <= 1:
             raise InvalidArgument(f"alpha must be in (0, 1], got {alpha!r}")
         self.alpha = alpha
+        self.min_runs = min_runs  # runs that must back a ratio before ``place`` sees it
         self.estimates: dict[tuple[str, str], Estimate] = {}
         self.ratios: dict[tuple[str, str], float] = {}  # what ``place`` reads
 
@@ -560,8 +563,15 @@ class Calibration:
         delta = x - e.ratio
         e.ratio += w * delta
         e.var = (1.0 - w) * (e.var + w * delta * delta)
-        self.ratios[key] = e.ratio
+        if e.runs >= self.min_runs:
+            self.ratios[key] = e.ratio
         return e
+
+    def learn(self, kernel: str, device: str, declared_s: float, observed_s: float) -> Estimate:
+        """``observe`` from the declaration: a run of ``kernel`` on ``device`` declared to take
+        ``declared_s`` (no calibration applied) took ``observed_s``."""
+        e = self.estimates.get((kernel, device))
+        return self.observe(kernel, device, declared_s * (e.ratio if e else 1.0), observed_s)
 
     def stats(self) -> list[dict[str, Any]]:
         """One row per (kernel, device): runs, observed/declared ratio and its spread."""

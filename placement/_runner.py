@@ -42,7 +42,15 @@ from homeswarm.kernels import (
 )
 
 from ._executors import Executor, ExecutorUnavailable, Host, RunResult
-from ._policy import DEFAULT_CONFIG, Decision, PolicyConfig, admit, place
+from ._policy import (
+    DEFAULT_CONFIG,
+    Calibration,
+    Candidate,
+    Decision,
+    PolicyConfig,
+    admit,
+    place,
+)
 from ._remote import RunReply, RunRequest
 from ._view import DeviceView
 
@@ -101,8 +109,27 @@ class Outcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A run's performance counters: where it ran, its compute as the kernel's declaration
+    predicts it there, the compute measured (the executor's, or the remote reply's), and the time
+    it waited on that device besides (remote: the round trip less the network and the compute;
+    None when not known)."""
+
+    kernel: str
+    device: str
+    label: str
+    declared_s: float
+    compute_s: float
+    wait_s: float | None
+
+
 class Runner:
-    """Places and runs kernels for this device, and serves the runs others place here."""
+    """Places and runs kernels for this device, and serves the runs others place here.
+
+    With a ``calibration`` its decisions use the observed costs; ``observe`` is told each
+    successful run's counters (an ``Observation``), to feed that calibration or anything else.
+    """
 
     def __init__(
         self,
@@ -114,8 +141,12 @@ class Runner:
         offered: Collection[str] | None = None,
         config: PolicyConfig = DEFAULT_CONFIG,
         timeout_s: float = 120.0,
+        calibration: Calibration | None = None,
+        observe: Callable[[Observation], None] | None = None,
     ) -> None:
         self.registry = registry
+        self.calibration = calibration
+        self.observe = observe
         self.view = view
         self.local = local
         self.send = send
@@ -150,14 +181,21 @@ class Runner:
         first: Decision | None = None
         for _ in range(1 + REPLACEMENTS):
             decision = place(
-                name, needs, self.view(), config=self.config, compute_s=work, failed=failed
+                name,
+                needs,
+                self.view(),
+                config=self.config,
+                compute_s=work,
+                failed=failed,
+                calibration=self.calibration,
             )
             if first is None:
                 first = decision
                 decision.check()  # Refused: no device may run it at all
             elif not decision.ok:
                 raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
-            device = decision.check().device
+            chosen = decision.check()
+            device = chosen.device
             try:
                 result = await self._run_on(device, k, value, scope_, timeout)
             except (InvalidInput, KernelFailed):
@@ -168,6 +206,10 @@ class Runner:
                 failed[device.id] = error
                 attempts.append(Attempt(device, error))
                 continue
+            if self.observe is not None:
+                # the chosen device alone, placed without the calibration: its declared compute
+                declared = place(name, needs, [device], config=self.config, compute_s=work)
+                self.observe(_observation(name, chosen, declared, result))
             return Outcome(
                 name,
                 scope_,
@@ -197,7 +239,8 @@ class Runner:
                 check_value(output, f"{device.label}: output")
             except InvalidInput as exc:
                 raise ProtocolViolation(str(exc)) from None
-            return RunResult(output, reply.executor, reply.pid, trio.current_time() - start)
+            elapsed = trio.current_time() - start
+            return RunResult(output, reply.executor, reply.pid, elapsed, reply.elapsed_s)
         finally:
             self.inflight[device.id] -= 1
             if not self.inflight[device.id]:
@@ -254,3 +297,15 @@ class Runner:
 def _tried(name: str, attempts: Sequence[Attempt]) -> str:
     parts = [f"on {a.device.label} ({a.error})" for a in attempts]
     return f"{name} failed " + " and ".join(parts)
+
+
+def _observation(
+    kernel: str, chosen: Candidate, declared: Decision, result: RunResult
+) -> Observation:
+    """``declared``: the chosen device alone, placed without the calibration."""
+    d = chosen.device
+    uncalibrated = declared.chosen.compute_s if declared.chosen is not None else chosen.compute_s
+    if d.local or result.compute_s is None:
+        return Observation(kernel, d.id, d.label, uncalibrated, result.elapsed_s, None)
+    wait = max(0.0, result.elapsed_s - chosen.network_s - result.compute_s)
+    return Observation(kernel, d.id, d.label, uncalibrated, result.compute_s, wait)

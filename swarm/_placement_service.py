@@ -17,7 +17,7 @@ It is the I/O shell around ``placement.Runner``:
 - CLI requests over the control socket: ``kernels.run`` (``swarm run``), ``kernels.list`` and
   ``kernels.status`` (``swarm kernels``), ``kernels.stats`` (``--stats``), ``kernels.start`` and
   ``kernels.ps`` (the mesh);
-- the performance counters: each run placed from here (``CalibratedRunner``) is observed (where
+- the performance counters: each run placed from here (``Runner``'s ``observe``) is observed (where
   it ran, the compute predicted, declared and measured, the wait on a remote device), feeding the
   ``Calibration`` the policy places with and the ``RunLedger``'s per (kernel, device) stats;
 - the kernel mesh (``placement.Mesh``): this device's long-lived instances, placed in batches;
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextvars
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -49,38 +48,28 @@ import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
 from homeswarm.kernels import (
-    ExecutionError,
-    InvalidInput,
-    KernelFailed,
     Registry,
     default_registry,
 )
 from homeswarm.placement import (
     MESH_STATES,
-    Attempt,
     Calibration,
-    Candidate,
-    Decision,
     DeviceView,
-    Estimate,
     Executor,
     FallbackExecutor,
     Host,
     InlineExecutor,
     Mesh,
     MeshChange,
+    Observation,
     Outcome,
     PolicyConfig,
     RayExecutor,
     RayRuntime,
-    RunFailed,
     Runner,
     RunReply,
     RunRequest,
-    RunResult,
-    place,
 )
-from homeswarm.transports import RemoteError, TransportError
 
 from ._certs import Certificate
 from ._config import PlacementSettings, Settings
@@ -104,10 +93,6 @@ MIN_RUNS = 3  # runs of a kernel on a device before what they showed reaches the
 MAX_START = 1_000_000  # instances one `swarm kernels start` may add
 GONE = ("dead", "left")  # a home in one of these (or out of the view): its instances move
 
-# the compute a remote run's reply reported, for the run (task) that sent it
-_REPLY_ELAPSED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
-    "reply_elapsed", default=None
-)
 
 __all__ = [
     "PlacementService",
@@ -194,141 +179,6 @@ def _make_executor(
     return InlineExecutor()
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """A run's performance counters: where it ran, its compute as the kernel's declaration
-    predicts it there, the compute measured (the executor's elapsed, or the remote reply's),
-    and the time it waited on that device besides (remote: the round trip less the network and
-    the compute; None when not known)."""
-
-    kernel: str
-    device: str
-    label: str
-    declared_s: float
-    compute_s: float
-    wait_s: float | None
-
-
-class ConfidentCalibration(Calibration):
-    """A ``Calibration`` whose ratio for a (kernel, device) reaches the policy (``ratios``) once
-    ``MIN_RUNS`` runs back it: one run is an anecdote (a cold start, a model loading, a page
-    fault), and a device's single lucky run would otherwise outweigh every declaration."""
-
-    def learn(self, kernel: str, device: str, declared_s: float, observed_s: float) -> Estimate:
-        """A run of ``kernel`` on ``device``: declared to take ``declared_s``, took
-        ``observed_s``."""
-        key = (kernel, device)
-        e = self.estimates.get(key)
-        e = self.observe(kernel, device, declared_s * (e.ratio if e else 1.0), observed_s)
-        if e.runs < MIN_RUNS:
-            self.ratios.pop(key, None)
-        return e
-
-
-class CalibratedRunner(Runner):
-    """``Runner`` whose decisions use a ``Calibration`` and whose runs feed it.
-
-    ``Runner.run`` places with the declared costs only (``placement`` takes no calibration in
-    the runner yet): this is its loop with ``calibration=`` passed to ``place`` and each
-    successful run observed. Delete it when ``Runner`` takes a calibration itself.
-    """
-
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        calibration: Calibration,
-        observe: Callable[[Observation], None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(registry, **kwargs)
-        self.calibration = calibration
-        self.observe = observe
-
-    async def run(
-        self,
-        name: str,
-        value: Any,
-        *,
-        scope: str | None = None,
-        timeout_s: float | None = None,
-    ) -> Outcome:
-        start = trio.current_time()
-        k, value, scope_ = self.prepare(name, value, scope)
-        needs = k.needs.with_scope(scope_)
-        work = k.compute_s(value)
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        failed: dict[str, str] = {}
-        attempts: list[Attempt] = []
-        first: Decision | None = None
-        for _ in range(2):  # placed, then re-placed once (as ``Runner.run``)
-            decision = place(
-                name,
-                needs,
-                self.view(),
-                config=self.config,
-                compute_s=work,
-                failed=failed,
-                calibration=self.calibration,
-            )
-            if first is None:
-                first = decision
-                decision.check()
-            elif not decision.ok:
-                raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
-            chosen = decision.check()
-            device = chosen.device
-            box: list[float] = []
-            token = _REPLY_ELAPSED.set(box)
-            try:
-                result = await self._run_on(device, k, value, scope_, timeout)
-            except (InvalidInput, KernelFailed):
-                raise
-            except (ExecutionError, TransportError, RemoteError) as exc:
-                error = " ".join(str(exc).split())[:300] or type(exc).__name__
-                log.info("%s failed on %s: %s", name, device.label, error)
-                failed[device.id] = error
-                attempts.append(Attempt(device, error))
-                continue
-            finally:
-                _REPLY_ELAPSED.reset(token)
-            declared = place(name, needs, [device], config=self.config, compute_s=work)
-            self.observe(_observation(name, chosen, declared, result, box))
-            return Outcome(
-                name,
-                scope_,
-                device,
-                result,
-                trio.current_time() - start,
-                first,
-                decision,
-                tuple(attempts),
-            )
-        raise RunFailed(_tried(name, attempts))
-
-
-def _tried(name: str, attempts: Sequence[Attempt]) -> str:
-    return f"{name} failed " + " and ".join(f"on {a.device.label} ({a.error})" for a in attempts)
-
-
-def _observation(
-    kernel: str,
-    chosen: Candidate,
-    declared: Decision,
-    result: RunResult,
-    reply_elapsed: list[float],
-) -> Observation:
-    """``declared``: the chosen device alone, placed without the calibration."""
-    d = chosen.device
-    uncalibrated = declared.chosen.compute_s if declared.chosen is not None else chosen.compute_s
-    if d.local or not reply_elapsed:
-        compute, wait = result.elapsed_s, None
-    else:
-        compute = reply_elapsed[-1]
-        wait = max(0.0, result.elapsed_s - chosen.network_s - compute)
-    return Observation(kernel, d.id, d.label, uncalibrated, compute, wait)
-
-
 class PlacementService(Service):
     """Places and runs kernels for this device; runs what members place here, if allowed."""
 
@@ -353,18 +203,18 @@ class PlacementService(Service):
         )
         self.config = policy_config(self.settings)
         self.peer: Peer | None = None
-        self.calibration = ConfidentCalibration()
+        self.calibration = Calibration(min_runs=MIN_RUNS)
         self.ledger = RunLedger()
-        self.runner = CalibratedRunner(
+        self.runner = Runner(
             self.registry,
-            calibration=self.calibration,
-            observe=self._observed,
             view=self.view,
             local=self.executor,
             send=self._send,
             offered=self.offered,
             config=self.config,
             timeout_s=self.settings.run_timeout_s,
+            calibration=self.calibration,
+            observe=self._observed,
         )
         self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
         self.mesh = Mesh(config=self.config)
@@ -538,9 +388,6 @@ class PlacementService(Service):
         body = await conn.request(request.to_wire(), timeout=timeout + REPLY_MARGIN_S)
         reply = RunReply.from_wire(body)
         self._remember(device.id, reply.hosts)
-        noted = _REPLY_ELAPSED.get()
-        if noted is not None and reply.ok:
-            noted.append(reply.elapsed_s)
         return reply
 
     def _remember(self, device: str, hosts: tuple[Host, ...]) -> None:
