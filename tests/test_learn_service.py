@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyrage
 import pytest
 import trio
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_placement_swarm import Spec, make_homes, until
 
 from homeswarm.cli._learn import render
 from homeswarm.cli._status import check_status_shape
@@ -28,83 +25,23 @@ from homeswarm.errors import InvalidArgument, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
 from homeswarm.swarm import LearnService, Peer, PeerOptions, decode_state
-from homeswarm.swarm._certs import issue_certificate
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
-    device_config,
-    init_home,
     load_identity,
     load_roster,
-    public_bytes,
-    save_roster,
-    write_home,
 )
 from homeswarm.swarm._metrics import exposition
 from homeswarm.swarm._placement_service import PlacementService
-from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
+from homeswarm.transports import Link, MemoryNetwork
 
 LINK = Link(latency=0.001, jitter=0.0005)
 STATUS_KEYS = {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta", "devices"}
 
 
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    role: str
-    battery: float | None = None
-    plugged: bool = True
-
-
-def _extra(spec: Spec) -> dict[str, dict[str, object]]:
-    full = {"membership": {"light": "off"}}
-    if spec.battery is None:
-        return {"power": {"source": "device"}, **full}
-    power = {"source": "simulated", "battery_percent": spec.battery, "plugged": spec.plugged}
-    return {"power": power, **full}
-
-
-def make_homes(root: Path, specs: Sequence[Spec]) -> list[Path]:
-    first_spec, *rest = specs
-    first = init_home(
-        root / first_spec.name, name=first_spec.name, role=first_spec.role,
-        extra=_extra(first_spec),
-    )  # fmt: skip
-    roster = load_roster(first)
-    own = roster.chain(first.device_id)
-    assert own is not None
-    homes = [first.home]
-    for spec in rest:
-        key = Ed25519PrivateKey.generate()
-        age = pyrage.x25519.Identity.generate()
-        device = peer_id_from_public_key(public_bytes(key))
-        cert = issue_certificate(
-            first.signing_key, issuer=first.device_id, swarm=first.swarm_id, device=device,
-            name=spec.name, role=spec.role, age_recipient=str(age.to_public()), now=time.time(),
-        )  # fmt: skip
-        roster.add_chain((cert, *own))
-        config = device_config(
-            name=spec.name, role=spec.role, scopes=None, relay_only=False, swarm=first.swarm_id,
-            root_public=roster.root_public, extra=_extra(spec),
-        )  # fmt: skip
-        home = root / spec.name
-        write_home(home, device=key, age=age, root=None, config=config, roster=roster.encode())
-        homes.append(home)
-    for home in homes:
-        save_roster(home, roster)
-    return homes
-
-
-async def until(check: Callable[[], bool], *, within: float, what: str) -> None:
-    with trio.move_on_after(within):
-        while not check():  # noqa: ASYNC110 - polling peers' state, which has no event
-            await trio.sleep(0.05)
-    assert check(), f"not within {within} s: {what}"
-
-
 @asynccontextmanager
 async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[str, Peer]]:
     network = MemoryNetwork(random.Random(1), default_link=LINK)
-    homes = make_homes(tmp_path, specs)
+    homes = [ident.home for ident in make_homes(tmp_path, specs)]
     peers: dict[str, Peer] = {}
     transports = {}
     first = load_identity(homes[0]).device_id

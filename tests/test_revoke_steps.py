@@ -11,32 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+from test_placement_cli import cli
 
-from homeswarm.cli import main
 from homeswarm.swarm._audit import audit_entries
 from homeswarm.swarm._daemon import Daemon
 from homeswarm.swarm._home import init_home, load_identity, load_roster
 
 NETWORK: dict[str, object] = {"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": False}
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``swarm ARGV`` in a worker thread, so this trio run keeps serving the daemons."""
-    return await trio.to_thread.run_sync(partial(run, capsys, *argv))
 
 
 @asynccontextmanager
