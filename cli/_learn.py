@@ -18,18 +18,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._args import EXIT_USAGE, add_home, add_json, home_of, number, report
+from ._args import command, command_group, home_of, number, report
 
 TIMEOUT = 30.0  # seconds: starting a job loads the task (the model's library on first use)
 
 
 def add_learn_commands(sub: Any) -> None:
     """The ``learn`` command group, added to the CLI's subcommands."""
-    group = sub.add_parser("learn", help="federated learning with differential privacy")
-    learn = group.add_subparsers(dest="learn_command", metavar="COMMAND", parser_class=type(group))
-    group.set_defaults(run=lambda args: _no_command(group))
-
-    p = learn.add_parser("start", help="start a job across the swarm, coordinated from here")
+    learn = command_group(sub, "learn", "federated learning with differential privacy")
+    about = "start a job across the swarm, coordinated from here"
+    p = command(learn, "start", _cmd_start, about)
     p.add_argument("task", metavar="TASK", help="a learning task (built in: digits)")
     p.add_argument("--epsilon", type=number, default=4.0, help="privacy budget per device (4)")
     p.add_argument("--delta", type=number, default=1e-5, help="delta (1e-5)")
@@ -41,33 +39,14 @@ def add_learn_commands(sub: Any) -> None:
         help="swarm: the coordinator adds the noise once; none: each device adds its share"
         " and updates are masked (secure aggregation)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_start)
-
-    p = learn.add_parser("status", help="rounds, accuracy, and each device's epsilon and state")
+    about = "rounds, accuracy, and each device's epsilon and state"
+    p = command(learn, "status", _cmd_status, about)
     p.add_argument("job", metavar="JOB", nargs="?", help="a job id (default: the latest)")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_status)
-
-    p = learn.add_parser("stop", help="stop a job after its current round")
+    p = command(learn, "stop", _cmd_stop, "stop a job after its current round")
     p.add_argument("job", metavar="JOB")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_stop)
-
-    p = learn.add_parser("export", help="write the model and its privacy statement")
+    p = command(learn, "export", _cmd_export, "write the model and its privacy statement")
     p.add_argument("job", metavar="JOB")
     p.add_argument("file", metavar="FILE", help="where the torch state dict goes")
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_export)
-
-
-def _no_command(group: argparse.ArgumentParser) -> int:
-    group.print_usage()
-    return EXIT_USAGE
 
 
 def _ask(args: argparse.Namespace, op: str, **request: Any) -> Any:

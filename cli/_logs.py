@@ -7,13 +7,13 @@ import json
 import sys
 from typing import Any
 
-from ._args import EXIT_FAIL, EXIT_OK, add_home, home_of
+from ._args import EXIT_FAIL, EXIT_OK, command, home_of
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # logging's, as the log names them
 
 
 def add_logs_command(sub: Any) -> None:
-    p = sub.add_parser("logs", help="show this device's log (what `swarm up` wrote)")
+    p = command(sub, "logs", _cmd_logs, "show this device's log (what `swarm up` wrote)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     p.add_argument(
         "--level",
@@ -26,9 +26,6 @@ def add_logs_command(sub: Any) -> None:
     p.add_argument(
         "-n", "--lines", type=int, default=50, metavar="N", help="show the last N (default 50)"
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    add_home(p)
-    p.set_defaults(run=_cmd_logs)
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from homeswarm.errors import InvalidArgument
 
-from ._args import EXIT_FAIL, EXIT_OK, Parser, add_home, add_json, home_of, report
+from ._args import EXIT_FAIL, EXIT_OK, command, command_group, home_of, report
 
 MARK = "# Written by `swarm service install` (homeswarm); `swarm service uninstall` removes it."
 LABEL = "org.homeswarm."
@@ -44,12 +44,12 @@ class Plan:
     content: bytes
 
 
-def command(python: str, home: Path) -> list[str]:
+def up_command(python: str, home: Path) -> list[str]:
     return [python, "-P", "-m", "homeswarm.cli", "up", "--home", str(home)]
 
 
 def systemd_unit(python: str, home: Path, device: str) -> str:
-    argv = " ".join(_systemd_quote(a) for a in command(python, home))
+    argv = " ".join(_systemd_quote(a) for a in up_command(python, home))
     return f"""{MARK}
 [Unit]
 Description=swarm peer of {device} ({home})
@@ -85,7 +85,7 @@ def launchd_plist(python: str, home: Path, device: str) -> bytes:
     return plistlib.dumps(
         {
             "Label": LABEL + device,
-            "ProgramArguments": command(python, home),
+            "ProgramArguments": up_command(python, home),
             "EnvironmentVariables": {"PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"},
             "RunAtLoad": True,
             "KeepAlive": {"SuccessfulExit": False},
@@ -105,13 +105,8 @@ def plan(home: Path, device: str, *, platform: str | None = None, python: str = 
         return Plan(platform, LABEL + device, path, launchd_plist(python, home, device))
     config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     name = f"swarm-{device}.service"
-    return Plan(
-        platform, name, config / "systemd" / "user" / name, _unit_bytes(python, home, device)
-    )
-
-
-def _unit_bytes(python: str, home: Path, device: str) -> bytes:
-    return systemd_unit(python, home, device).encode()
+    unit = systemd_unit(python, home, device).encode()
+    return Plan(platform, name, config / "systemd" / "user" / name, unit)
 
 
 def ours(path: Path) -> bool:
@@ -138,31 +133,16 @@ def ours(path: Path) -> bool:
 
 
 def add_service_commands(sub: Any) -> None:
-    p = sub.add_parser(
-        "service",
-        help="run this device's peer by itself: at login, restarted if it dies",
-        description="Install this device's peer as a systemd user service (Linux) or a launchd"
-        " agent (macOS): it starts at login and comes back after a crash. Its log is the home's"
-        " (`swarm logs`).",
+    group = command_group(
+        sub, "service", "run this device's peer by itself: at login, restarted if it dies"
     )
-    commands = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    q = commands.add_parser("install", help="write the service file, enable and start it")
+    q = command(group, "install", _cmd_install, "write the service file, enable and start it")
     q.add_argument("--dry-run", action="store_true", help="print the file and where it would go")
     q.add_argument(
         "--no-start", action="store_true", help="write the file only; do not enable or start it"
     )
-    add_home(q)
-    add_json(q)
-    q.set_defaults(run=_cmd_install)
-    q = commands.add_parser("uninstall", help="stop the service and remove the file it wrote")
-    add_home(q)
-    add_json(q)
-    q.set_defaults(run=_cmd_uninstall)
-    q = commands.add_parser("status", help="whether the service is installed and running")
-    add_home(q)
-    add_json(q)
-    q.set_defaults(run=_cmd_status)
-    p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+    command(group, "uninstall", _cmd_uninstall, "stop the service and remove the file it wrote")
+    command(group, "status", _cmd_status, "whether the service is installed and running")
 
 
 def _device(args: argparse.Namespace) -> tuple[Path, str, str]:

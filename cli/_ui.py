@@ -13,16 +13,12 @@ from urllib.parse import quote
 
 from homeswarm.errors import InvalidArgument
 
-from ._args import EXIT_OK, add_home, add_json, home_of, report
+from ._args import EXIT_OK, command, home_of, report
 
 
 def add_ui_command(sub: Any) -> None:
-    p = sub.add_parser(
-        "ui",
-        help="open the live page of this device's peer (devices, vault, kernels)",
-        description="Print the address of the running peer's page (loopback only; the address"
-        " carries a token, so keep it to yourself) and open it in the browser.",
-    )
+    about = "open the live page of this device's peer (devices, vault, kernels)"
+    p = command(sub, "ui", _cmd_ui, about)
     p.add_argument("--no-browser", action="store_true", help="print the address only")
     p.add_argument(
         "--results",
@@ -30,9 +26,6 @@ def add_ui_command(sub: Any) -> None:
         help="instead, show the plots and figures of a `swarm simulate ... --out DIR` run"
         " (served from here, on loopback, until Ctrl-C)",
     )
-    add_home(p)
-    add_json(p)
-    p.set_defaults(run=_cmd_ui)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -61,7 +54,7 @@ def _open(url: str) -> bool:
         return False
 
 
-def results_page(directory: Path) -> bytes:
+def results_page(directory: Path, token: str = "") -> bytes:
     """One page with a run's figures (``result.json``) and every plot in it."""
     try:
         result = json.loads((directory / "result.json").read_text())
@@ -79,7 +72,7 @@ def results_page(directory: Path) -> bytes:
         f"<h1>{title}</h1>",
     ]
     for name in plots:
-        label, link = html.escape(name), html.escape(quote(name))
+        label, link = html.escape(name), html.escape(f"{quote(name)}?token={quote(token)}")
         parts.append(f"<h2>{label}</h2><img alt='{label}' src='plot/{link}'>")
     if result is not None:
         figures = html.escape(json.dumps(result, indent=2))
@@ -99,26 +92,18 @@ def _serve_results(args: argparse.Namespace) -> int:
     directory = Path(args.results).expanduser()
     if not directory.is_dir():
         raise InvalidArgument(f"--results: no directory {directory}")
-    page = results_page(directory)
-    plots = {quote(p.name): p for p in directory.glob("*.png")}
     token = secrets.token_urlsafe(18)
-
-    def allowed(request: Request) -> bool:
-        return secrets.compare_digest(request.query.get("token", ""), token)
+    page = results_page(directory, token)
+    plots = {quote(p.name): p for p in directory.glob("*.png")}
 
     def index(request: Request) -> Response:
-        if not allowed(request):
-            return Response(403, b"open the address `swarm ui --results` printed\n")
         return Response(200, page, "text/html; charset=utf-8")
 
     def plot(request: Request) -> Response:
-        path = plots.get(request.path.removeprefix("/plot/"))
-        if path is None:
-            return Response(404, b"no such plot\n")
-        return Response(200, path.read_bytes(), "image/png")
+        return Response(200, plots[request.path.removeprefix("/plot/")].read_bytes(), "image/png")
 
     routes = {"/": index, **{f"/plot/{link}": plot for link in plots}}
-    server = HttpServer(routes)
+    server = HttpServer(routes, token=token)
 
     async def serve() -> None:
         listeners = await server.bind("127.0.0.1:0")

@@ -155,7 +155,8 @@ class Daemon:
             return Response(200, body, kind)
 
         token = secrets.token_urlsafe(18)
-        server = HttpServer({"/metrics": metrics, **ui_routes(lambda: self.peer, token)})
+        routes = {"/metrics": metrics, **ui_routes(lambda: self.peer)}
+        server = HttpServer(routes, token=token, public={"/metrics"})
         try:
             listeners = await server.bind(listen)
         except OSError as exc:

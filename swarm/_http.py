@@ -11,8 +11,9 @@ checked).
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -96,10 +97,22 @@ def _head(status: int, content_type: str, length: int | None) -> bytes:
 
 
 class HttpServer:
-    """Routes: path -> handler. ``url`` is known once ``serve`` has started."""
+    """Routes: path -> handler. ``url`` is known once ``serve`` has started.
 
-    def __init__(self, routes: Mapping[str, Handler]) -> None:
+    With a ``token``, every path but the ``public`` ones answers only a request whose query
+    carries ``token=`` that token (compared in constant time); any other gets 403.
+    """
+
+    def __init__(
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        token: str | None = None,
+        public: Collection[str] = (),
+    ) -> None:
         self.routes = routes
+        self.token = token
+        self.public = frozenset(public)
         self.url: str | None = None
 
     async def bind(self, listen: str) -> Sequence[trio.SocketListener]:
@@ -149,6 +162,10 @@ class HttpServer:
         handler = self.routes.get(request.path)
         if handler is None:
             return method, Response(404, b"not found\n")
+        if self.token is not None and request.path not in self.public:
+            given = request.query.get("token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return method, Response(403, b"open the address `swarm ui` prints (its token)\n")
         try:
             return method, handler(request)
         except Exception:

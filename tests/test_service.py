@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from homeswarm.cli import main
-from homeswarm.cli._service import command, launchd_plist, ours, plan, systemd_unit
+from homeswarm.cli._service import launchd_plist, ours, plan, systemd_unit, up_command
 from homeswarm.swarm._daemon import _tell_systemd, sd_notify
 from homeswarm.swarm._home import init_home
 
@@ -72,7 +72,7 @@ def test_the_unit_runs_this_interpreter_on_this_home_and_restarts_on_failure(tmp
 def test_the_launchd_agent_round_trips(tmp_path):
     data = plistlib.loads(launchd_plist("/opt/venv/bin/python", tmp_path, "laptop"))
     assert data["Label"] == "org.homeswarm.laptop"
-    assert data["ProgramArguments"] == command("/opt/venv/bin/python", tmp_path)
+    assert data["ProgramArguments"] == up_command("/opt/venv/bin/python", tmp_path)
     assert data["KeepAlive"] == {"SuccessfulExit": False}
     assert data["RunAtLoad"] is True
     agent = tmp_path / "org.homeswarm.laptop.plist"
@@ -178,7 +178,7 @@ async def test_no_watchdog_when_systemd_watches_another_process(
 def test_swarm_up_tells_systemd_it_is_ready_and_stopping(home, notify_socket):
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket.getsockname(), "PYTHONSAFEPATH": "1"}
     proc = subprocess.Popen(
-        [*command(sys.executable, home)[:-2], "--home", str(home), "--no-mdns"],
+        [*up_command(sys.executable, home)[:-2], "--home", str(home), "--no-mdns"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

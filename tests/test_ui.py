@@ -142,8 +142,8 @@ def test_swarm_ui_results_serves_a_simulation_run(tmp_path):
     out.mkdir()
     (out / "result.json").write_text('{"scenario": "day", "metrics": {"x<y": 1}}')
     (out / "battery plot.png").write_bytes(b"\x89PNG fake")
-    page = results_page(out).decode()
-    assert "src='plot/battery%20plot.png'" in page
+    page = results_page(out, "t0k").decode()
+    assert "src='plot/battery%20plot.png?token=t0k'" in page
     assert "x&lt;y" in page  # figures escaped
     empty = tmp_path / "empty"
     empty.mkdir()
