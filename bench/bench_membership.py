@@ -1,6 +1,6 @@
 """Membership benchmarks: dissemination, failure detection, false deaths and idle bytes.
 
-    python bench/bench_membership.py [--quick] [--json]
+    python bench/bench_membership.py [--quick] [--json] [--battery]
 
 Everything runs at 5% message loss with ~300-byte device states, in virtual time. The heavy runs
 use ``CoreNet`` (the real pure cores over a simulated datagram network: 1 ms latency, 0.5 ms
@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 from homeswarm.swarm import Change
+from homeswarm.swarm._membership import NORMAL, ON_BATTERY, Profile
 from homeswarm.swarm.testing import CoreNet, DriverPeer, device_keys
 from homeswarm.transports import Envelope, Kind, Link, MemoryNetwork, encode_frame
 
@@ -110,8 +111,10 @@ def detect(net: CoreNet, victim: str, cap: float) -> float:
     return net.now - t0 if not waiting else math.inf
 
 
-def rejoin(net: CoreNet, victim: str, rng: random.Random) -> None:
+def rejoin(net: CoreNet, victim: str, rng: random.Random, profile: Profile | None = None) -> None:
     net.restart(victim, [rng.choice(live(net))])
+    if profile is not None:
+        net.cores[victim].set_profile(profile)
     incarnation = net.cores[victim].incarnation
     waiting = {o for o in live(net) if o != victim}
     done = watch(net, lambda o, c: c.node == victim and c.incarnation >= incarnation, waiting)
@@ -167,6 +170,76 @@ def false_deaths(n: int, hours: float, seed: int) -> dict[str, Any]:
         "refutations": sum(c.stats.refutations for c in net.cores.values()),
         "wall_seconds": time.perf_counter() - t_wall,
     }
+
+
+def battery_member(
+    n: int, profile: Profile, trials: int, hours: float, seed: int
+) -> dict[str, Any]:
+    """One member (the laptop) runs ``profile``, the others NORMAL: its wakes (distinct instants
+    it sends at) in 10 quiet minutes, how often the others suspect it, how long they take to
+    declare it dead when it crashes, and how long everyone (it too) takes for another's crash."""
+    t_wall = time.perf_counter()
+    rng = random.Random(seed)
+    net, _ = settled_net(n, seed)
+    laptop = net.ids[0]
+    net.cores[laptop].set_profile(profile)
+    net.run_until(net.now + 60.0)
+    net.trace = []
+    t0 = net.now
+    net.run_until(t0 + 600.0)
+    sends = [at for at, src, *_ in net.trace if src == laptop]
+    net.trace = None
+    net.changes.clear()
+    net.run_until(net.now + hours * 3600.0)
+    about = [c.status for o, c in net.changes if c.node == laptop and o != laptop]
+    of_laptop, of_other = [], []
+    for _ in range(trials):
+        of_laptop.append(detect(net, laptop, cap=180.0))
+        rejoin(net, laptop, rng, profile)
+        other = rng.choice(net.ids[1:])
+        of_other.append(detect(net, other, cap=180.0))
+        rejoin(net, other, rng)
+    return {
+        "n": n,
+        "profile": profile.name,
+        "wakes_per_min": len(set(sends)) / 10.0,
+        "messages_per_min": len(sends) / 10.0,
+        "hours": hours,
+        "suspicions": about.count("suspect"),
+        "deaths": about.count("dead"),
+        "detection_of_it_s": of_laptop,
+        "detection_of_another_s": of_other,
+        "wall_seconds": time.perf_counter() - t_wall,
+    }
+
+
+def battery_section(say: Callable[[str], None], quick: bool) -> list[dict[str, Any]]:
+    say("a laptop on battery (one member ON_BATTERY: probe and gossip together every 2 s) beside")
+    say("the same swarm all NORMAL, same seeds, 5% loss. Wakes: distinct instants it sends at in")
+    say("10 quiet minutes; detection: crash until every live peer declared it dead (virtual s):")
+    widths = [4, 11, 8, 8, 6, 6, 5, 9, 9, 9, 9, 6]
+    table(
+        say,
+        widths,
+        "N|profile|wakes/m|msgs/m|hours|susp|dead|it p50|it p99|other p50|other p99|wall s",
+    )
+    rows = []
+    for n in (3, 10):
+        pair = []
+        for profile in (NORMAL, ON_BATTERY):
+            r = battery_member(n, profile, 10 if quick else 40, 0.5 if quick else 2.0, 50 + n)
+            pair.append(r)
+            i50, i99 = summary(r["detection_of_it_s"])
+            o50, o99 = summary(r["detection_of_another_s"])
+            row = [n, profile.name, f"{r['wakes_per_min']:.1f}", f"{r['messages_per_min']:.1f}"]
+            row += [f"{r['hours']:.1f}", r["suspicions"], r["deaths"], fmt(i50), fmt(i99)]
+            table(say, widths, [*row, fmt(o50), fmt(o99), f"{r['wall_seconds']:.1f}"])
+        normal, battery = pair
+        wakes = battery["wakes_per_min"] / normal["wakes_per_min"]
+        p99 = summary(battery["detection_of_it_s"])[1] / summary(normal["detection_of_it_s"])[1]
+        say(f"  N={n}: on battery / normal: wakes {wakes:.2f}, detection of it p99 {p99:.2f}")
+        rows += pair
+    return rows
 
 
 def heal(n: int, seed: int, apart: float = 90.0) -> float:
@@ -332,8 +405,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N <= 100, fewer trials, shorter runs")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--battery", action="store_true", help="only the laptop-on-battery comparison"
+    )
     args = parser.parse_args()
     quick = args.quick
+    if args.battery:
+        say_b: Callable[[str], None] = (lambda line: None) if args.json else print
+        rows = battery_section(say_b, quick)
+        if args.json:
+            print(json.dumps(finite({"battery": rows})))
+        return
     sizes = [3, 10, 100] if quick else [3, 10, 100, 1000]
     trials = {3: (100, 100), 10: (100, 100), 100: (20, 20), 1000: (5, 3)}
     if quick:
@@ -515,6 +597,8 @@ def main() -> None:
             )
     say(f"  ({window:.0f} s windows: push-pull sends the whole state to one peer every 30 s, every")
     say("  90 s at N=100, so each mean spans several)")
+    say("")
+    report["battery"] = battery_section(say, quick)
     if args.json:
         print(json.dumps(finite(report)))
 

@@ -96,7 +96,10 @@ PULL_FANOUT = 3  # members expected to pull at once from one that comes back (se
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Timing of the protocol: memberlist's LAN values (normal) and WAN values (battery saver)."""
+    """Timing of the protocol: memberlist's LAN values (normal), the same at half the probe
+    rate (on battery) and WAN values (battery saver). A profile whose gossip interval is no
+    shorter than its probe interval is *batched*: gossip goes out only with a probe, so one wake
+    is one radio burst, and a refutation is answered at once (see ``receive``)."""
 
     name: str
     probe_interval: float
@@ -113,8 +116,18 @@ class Profile:
 
 
 NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
+# A full member on battery (above the saver's threshold): every 2 s one wake sends the probe and
+# the gossip together, and a push-pull every 60 s instead of 30. The probe timeout stays (it is
+# bound by round trips, not by the rate).
+# What it costs: this member takes up to twice as long to suspect and to declare a failure
+# itself (its suspicion timeouts scale with its own interval); the others probe it at their own
+# rate and their suspicion timeouts do not change, and it acks at once and refutes at once, so
+# they detect its failure as fast as before and have no more reason to suspect it falsely.
+# It still wakes for every ping it must ack, so its wakes fall to about 0.75-0.8 of normal, not
+# 0.5 (``bench/bench_membership.py --battery``); to wake less, it must be light.
+ON_BATTERY = Profile("on-battery", 2.0, 0.5, 3, 4, 6, 2.0, 3, 4, 60.0, 30.0)
 BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
-PROFILES = {p.name: p for p in (NORMAL, BATTERY_SAVER)}
+PROFILES = {p.name: p for p in (NORMAL, ON_BATTERY, BATTERY_SAVER)}
 
 
 # ---- precedence: which record about a member wins ---------------------------------------------
@@ -615,6 +628,11 @@ class Membership:
     def set_profile(self, profile: Profile) -> None:
         self.profile = profile
 
+    @property
+    def _batched(self) -> bool:
+        """Gossip only rides with a probe (see ``Profile``)."""
+        return self.profile.gossip_interval >= self.profile.probe_interval
+
     def update_state(self, state: bytes, now: float) -> None:
         """Our own state changed: gossip a new alive record with a higher version (a light
         member keeps it for its next heartbeat, unless it just became light or full: then it
@@ -744,7 +762,7 @@ class Membership:
                 at = min(at, self._probe.end_at)
             return min([at] + [m.renewed_at + m.lease for m in self._leased()])
         at = min(self._next_probe, self._next_sync, self._next_reap)
-        if self._queue:
+        if self._queue and not self._batched:
             at = min(at, self._next_gossip)  # no wake-ups while there is nothing to gossip
         for m in self._leased():
             at = min(at, m.renewed_at + m.lease)
@@ -790,9 +808,10 @@ class Membership:
         for node, susp in list(self._suspicions.items()):
             if now >= susp.deadline:
                 self._expire(node, susp, now)
-        if now >= self._next_probe and self._probe is None:
+        probed = now >= self._next_probe and self._probe is None
+        if probed:
             self._start_probe(now)
-        if now >= self._next_gossip and self._queue:
+        if (probed if self._batched else now >= self._next_gossip) and self._queue:
             self._gossip(now)
             self._next_gossip = now + self.profile.gossip_interval
         if now >= self._next_sync:
@@ -1013,9 +1032,10 @@ class Membership:
                 if not reply:
                     self._send(src, Sync(True, self._full_state()))
                     return
-        if (self._outdated or (self._refuted and self.light)) and self.me.alive is not None:
-            # (a light member answers an accusation at once, in the same radio burst, instead
-            # of at its next heartbeat)
+        answer = self._refuted and (self.light or self._batched)
+        if (self._outdated or answer) and self.me.alive is not None:
+            # (a light or batched member answers an accusation at once, in the same radio
+            # burst, instead of at its next heartbeat or probe)
             self._send(src, Gossip((self.me.alive,)))
 
     def _buddies(self, src: str) -> tuple[Record, ...]:

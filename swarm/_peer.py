@@ -46,7 +46,7 @@ from ._device import (
 )
 from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import Identity, save_roster
-from ._membership import BATTERY_SAVER, NORMAL, PROFILES, Change, Membership, Profile
+from ._membership import BATTERY_SAVER, NORMAL, ON_BATTERY, PROFILES, Change, Membership, Profile
 from ._pairing import Pairing
 from ._peer_status import status_json
 from ._roster_facts import RosterFacts, chain_fact, revocation_fact
@@ -228,7 +228,9 @@ class Peer:
         chosen = self.identity.settings.membership.profile
         if chosen != "auto":
             return PROFILES[chosen]
-        return BATTERY_SAVER if battery_saver(state) else NORMAL
+        if battery_saver(state):
+            return BATTERY_SAVER
+        return ON_BATTERY if state.plugged is False else NORMAL
 
     async def _sample_loop(self) -> None:
         period = self.identity.settings.membership.sample_period_s

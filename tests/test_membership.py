@@ -25,6 +25,7 @@ from homeswarm.swarm._driver import Ed25519Crypto
 from homeswarm.swarm._membership import (
     BATTERY_SAVER,
     NORMAL,
+    ON_BATTERY,
     PIGGYBACK_BYTES,
     PRECEDENCE,
     Accusation,
@@ -696,6 +697,46 @@ def test_switching_to_battery_saver_slows_probing_at_once():
     assert t < mine[0] <= t + 1.0  # the probe already scheduled, then every 5 s
     assert len(mine) == 12
     assert {round(b - a, 6) for a, b in itertools.pairwise(mine)} == {5.0}
+
+
+def test_a_full_member_on_battery_probes_half_as_often_and_gossips_only_with_its_probes():
+    net = settled(3)
+    node, *_ = net.ids
+    core = net.cores[node]
+    core.set_profile(ON_BATTERY)
+    t = net.now
+    for i in range(10):  # news to spread every 0.7 s, out of step with the probes
+        net.run_until(t + 0.7 * i)
+        core.update_state(b"v%d" % i, net.now)
+    net.run_until(t + 60.0)
+    pings = [at for at, *_ in sent(net, Ping, src=node)]
+    assert t < pings[0] <= t + 1.0  # the probe already scheduled, then every 2 s
+    assert {round(b - a, 6) for a, b in itertools.pairwise(pings)} == {2.0}
+    gossip = {at for at, *_ in sent(net, Gossip, src=node)}
+    assert gossip
+    assert gossip <= set(pings)  # one radio burst per wake
+    for other in net.ids[1:]:
+        assert net.cores[other].members[node].state == b"v9"
+
+
+def test_nobody_declares_a_member_on_battery_dead_and_it_returns_to_normal_when_plugged():
+    net = settled(5)
+    net.loss = 0.2  # lossy enough that the others suspect it now and then
+    node = net.ids[0]
+    net.cores[node].set_profile(ON_BATTERY)
+    t = net.now
+    net.run_until(t + 600.0)
+    about = [c.status for o, c in net.changes if c.node == node and o != node]
+    assert "suspect" in about
+    assert "dead" not in about  # it refutes, in the burst that heard it
+    assert net.everyone_sees(node, "alive")
+    net.cores[node].set_profile(NORMAL)  # plugged in (and the network calm: no relayed pings)
+    net.loss = 0.0
+    net.trace = []
+    t = net.now
+    net.run_until(t + 60.0)  # (the loss raised its Lifeguard multiplier: let it heal first)
+    pings = [at for at, *_ in sent(net, Ping, src=node) if at > t + 40.0]
+    assert {round(b - a, 6) for a, b in itertools.pairwise(pings)} == {1.0}
 
 
 def test_a_state_update_reaches_everyone_at_once():

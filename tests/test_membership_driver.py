@@ -14,6 +14,10 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._home import init_home, load_roster
+from homeswarm.swarm._membership import BATTERY_SAVER, NORMAL, ON_BATTERY
+from homeswarm.swarm._peer import Peer, PeerOptions
 from homeswarm.swarm.testing import DriverPeer, device_keys
 from homeswarm.transports import Link, MemoryNetwork
 
@@ -155,3 +159,35 @@ async def test_a_peer_that_leaves_is_left_everywhere(autojump_clock):
             assert p.status(leaver.id) == "left"
             assert [c.status for c in p.changes if c.node == leaver.id and c.at >= t] == ["left"]
         assert all_see(stay, "alive")
+
+
+async def test_a_full_peer_follows_its_power_into_and_out_of_the_battery_profiles(
+    tmp_path, autojump_clock
+):
+    # the peer's hook: plugged -> normal, on battery -> on-battery, below 30% -> battery-saver
+    power = {"source": "simulated", "battery_percent": 80.0, "plugged": True}
+    ident = init_home(tmp_path / "sim", name="sim", role="laptop", extra={"power": power})
+    transport = MemoryNetwork(random.Random(5)).transport(ident.device_id)
+    peer = Peer(
+        ident,
+        load_roster(ident),
+        PeerOptions(
+            listen_addrs=lambda: transport.addrs,
+            rng=random.Random(6),
+            wall_clock=lambda: 1_000.0 + trio.current_time(),
+            load=FixedLoad(10.0, 1000.0),
+            persist=False,
+        ),
+    )
+    async with transport, trio.open_nursery() as nursery:
+        await nursery.start(peer.run, transport)
+        assert peer.core is not None
+        assert not peer.core.light
+        assert peer.core.profile is NORMAL
+        peer.set_power(None, False)
+        assert peer.core.profile is ON_BATTERY
+        peer.set_power(20.0, None)
+        assert peer.core.profile is BATTERY_SAVER
+        peer.set_power(None, True)
+        assert peer.core.profile is NORMAL
+        nursery.cancel_scope.cancel()
