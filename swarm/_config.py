@@ -103,7 +103,7 @@ class NetworkSettings:
 
 
 PowerSource = Literal["device", "simulated"]
-Profile = Literal["auto", "normal", "battery-saver"]
+Profile = Literal["auto", "normal", "on-battery", "battery-saver"]
 Light = Literal["auto", "on", "off"]
 
 
@@ -122,7 +122,9 @@ class PowerSettings:
 @dataclass(frozen=True, slots=True)
 class MembershipSettings:
     profile: Profile = setting(
-        "auto", "auto (battery-saver when on battery below 30%), normal or battery-saver"
+        "auto",
+        "auto (on-battery when unplugged, battery-saver below 30%), normal, on-battery or"
+        " battery-saver",
     )
     sample_period_s: float = setting(5.0, "sample this device's state this often", _positive)
     tombstone_s: float = setting(3600.0, "forget dead and departed devices after", _positive)
