@@ -490,7 +490,7 @@ class World:
 
     def _apply_models(self) -> None:
         now = trio.current_time()
-        moved = False
+        moved: list[Device] = []
         for d in self.devices:
             model = d.model
             if model is None:
@@ -500,7 +500,8 @@ class World:
             place = model.period.place
             if place != d.place:
                 self.note("moves", f"{d.name} {place}")
-                d.place, moved = place, True
+                d.place = place
+                moved.append(d)
             asleep = model.period.asleep
             if asleep != d.asleep:
                 d.asleep = asleep
@@ -512,6 +513,11 @@ class World:
         if moved or not self._links_set:
             self._links_set = True
             self._set_links()
+        for d in moved:
+            # the OS tells an app of a new network at once (a phone's connectivity callback):
+            # a phone that leaves home is light before it sends anything on cellular
+            if d.up and d.peer is not None and d.peer.core is not None:
+                d.peer.refresh_state()
 
     def _set_links(self) -> None:
         modelled = [d for d in self.devices if d.model is not None]
