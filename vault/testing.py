@@ -1,7 +1,7 @@
 """The vault's test kit: devices with real keys, replicas in a directory, and sessions between
 pure replicas with messages going through msgpack exactly as on the wire (no transport, no trio).
 
-The simulator and the tests build on it; ``tests/test_vault_sync.py`` runs the same replicas
+The simulator and the tests build on it; ``tests/vault/test_vault_sync.py`` runs the same replicas
 through the trio driver on the memory network.
 """
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from homeswarm.errors import InvalidConfig
 from homeswarm.swarm._config import Settings, describe, load_settings, parse_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_root_swarm_toml_documents_every_setting_with_its_default():

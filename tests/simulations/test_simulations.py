@@ -24,7 +24,7 @@ from homeswarm.simulations import (
 from homeswarm.simulations._plots import write_outputs
 from homeswarm.simulations._world import age_identity, bech32
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- determinism ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from homeswarm.vault._records import Snapshot, Update
 from homeswarm.vault._sync import PUSH, SYNC, Push, Session, SyncRequest, answer_push, answer_sync
 from homeswarm.vault.testing import directory_of, make_device, make_replica
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = int(os.environ.get("SWARM_VAULT_SWEEP", "200"))
 HOURS = 0.01  # 36 s of faults, then 30 s of a final partition, every device writing
 CHUNKS = 10

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROOT_PACKAGE = "homeswarm"
 LAYERS = ["transports", "vault", "kernels", "placement", "learning", "swarm", "simulations", "cli"]
 # what each layer may not import (DESIGN.md: arrows point down only)

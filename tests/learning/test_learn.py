@@ -434,7 +434,7 @@ def test_learning_loads_no_torch_and_sits_between_placement_and_swarm():
 def test_layer_arrows_of_learning():
     import ast
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
 
     def layers(path):
         found = set()
