@@ -66,6 +66,8 @@ def render(status: dict[str, Any]) -> list[str]:
         f"/{status.get('rounds', '?')}, accuracy {shown}, epsilon {status['epsilon_target']:g}"
         f" (delta {status['delta']:g}, trust {status.get('trust', 'swarm')})"
     ]
+    if status.get("term"):  # another device started it; this one took it over
+        lines[0] += f", taken over (term {status['term']})"
     for d in status["devices"]:
         lines.append(
             f"  {d['name']:<16} {d['records']:>5} records  epsilon {d['epsilon_spent']:.3f}"

@@ -2,8 +2,8 @@
 
 The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant``):
 
-- ``learn.start`` from this device's CLI makes this device the job's coordinator (take-over by
-  another device is not built here yet). The job's devices are the members alive now that may
+- ``learn.start`` from this device's CLI makes this device the job's coordinator. The job's
+  devices are the members alive now that may
   hold the task's scope (as placement counts them: the certificate's scopes, no relays); the
   task's records are split across them by their sorted ids (``Task.split`` with the job's seed),
   and each device trains on its own share only;
@@ -19,6 +19,15 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
 - a device that is a phone on battery below its floor for ``medium`` work (``[placement]
   floor_medium``), checked when each round starts, declines ("power") and shows as "waiting for
   power"; a member not alive (away, suspect, dead) is left out of the round and shows as "away";
+- **take-over**: META names the coordinator and its ``term``. When the membership holds the
+  coordinator dead, left or away, the next live job device after it in id order (``successor``)
+  coordinates from then on, under ``term + 1``: it first asks the others which round's result
+  they hold (``sync``), and either goes on after the newest result any of them has, or runs the
+  round in progress again as ``Participant.take_over`` does (same model, same participants, so
+  each device resends the update it kept: no step spent twice, and no round's result released
+  twice with fresh noise). A device answers only the coordinator of the highest term it has
+  seen (the sender the transport authenticated must be META's coordinator); a coordinator of an
+  older term, back from a partition, is told ``moved`` and hands its job over;
 - with ``--trust none`` each device makes an X25519 key for the job and sends its public half in
   its first reply; the coordinator passes every device's key on in META. (The coordinator relays
   the keys: like the basic masking protocol itself, this trusts it not to lie.)
@@ -60,6 +69,7 @@ from homeswarm.learning import (
     get_task,
     noise_for,
     params_bytes,
+    successor,
 )
 
 from ._service import Service
@@ -86,6 +96,8 @@ ROUND_TIMEOUT = 10.0  # seconds a round waits for the devices' answers
 ROUND_GAP = 0.5  # seconds between rounds
 MAX_JOBS = 16
 STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
+WATCH_S = 2.0  # how often a device checks that the coordinators of its jobs are alive
+GONE = ("dead", "left", "away")  # a coordinator in one of these states is taken over
 
 
 @dataclass
@@ -111,6 +123,7 @@ class _Job:
     round: int = 0
     accuracy: float | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    resume: RoundStart | None = None  # a taken-over round to run again first
 
     @property
     def id(self) -> str:
@@ -127,6 +140,8 @@ class _Job:
             "epsilon_target": self.meta["epsilon"],
             "delta": self.meta["delta"],
             "trust": self.meta["trust"],
+            "coordinator": self.meta["coordinator"],
+            "term": self.meta["term"],
             "devices": [
                 {
                     "name": row.name,
@@ -165,6 +180,11 @@ def _meta_check(meta: Any) -> dict[str, Any]:
         and 0 < len(meta["devices"]) <= 1000
         and all(isinstance(d, str) for d in meta["devices"])
         and isinstance(meta.get("keys"), dict)
+        and meta.get("coordinator") in meta["devices"]
+        and all(
+            isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0
+            for k in ("term", "rounds")
+        )
     )
     if not ok:
         raise ProtocolViolation("learn: a malformed job description")
@@ -196,7 +216,9 @@ class LearnService(Service):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(WATCH_S)
+                self._watch()
 
     # ---- this device's side ------------------------------------------------------------------
 
@@ -220,7 +242,8 @@ class LearnService(Service):
         job = meta["id"]
         side = self.sides.get(job)
         if side is not None and side.meta["devices"] == meta["devices"]:
-            side.meta = meta
+            if meta["term"] >= side.meta["term"]:
+                side.meta = meta
             return side
         from homeswarm.learning import TorchTrainer, assign_owners
 
@@ -256,13 +279,24 @@ class LearnService(Service):
         self.sides[job] = side
         return side
 
-    def _answer(self, source: str, meta: dict[str, Any], data: bytes | None) -> dict[str, Any]:
-        """This device's answers to a coordinator's message, with its state."""
+    def _answer(
+        self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
+    ) -> dict[str, Any]:
+        """This device's answers to a coordinator's message, with its state (and, asked to
+        ``sync``, the round whose result it holds, and that result)."""
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+        if source != meta["coordinator"]:
+            raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
         side = self._side(meta)
         p = side.participant
+        if meta["term"] < side.meta["term"]:  # an older coordinator: the job has moved on
+            log.info("learn %s: %s coordinates an older term; told it moved",
+                     meta["id"], source[-8:])  # fmt: skip
+            return {"msgs": [], "state": "moved", "records": p.trainer.records,
+                    "epsilon": p.ledger.epsilon, "term": side.meta["term"],
+                    "coordinator": side.meta["coordinator"]}  # fmt: skip
         for device, hexkey in meta["keys"].items():
             if device != self.me and device not in p.public_keys and isinstance(hexkey, str):
                 try:
@@ -292,6 +326,10 @@ class LearnService(Service):
         if side.key is not None:
             raw = side.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
             reply["key"] = raw.hex()
+        if sync:
+            reply["round"] = p.round
+            if p.params is not None:
+                reply["result"] = params_bytes(p.params)
         return reply
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
@@ -301,10 +339,10 @@ class LearnService(Service):
         return await trio.to_thread.run_sync(fn, *args)
 
     async def _answer_async(
-        self, source: str, meta: dict[str, Any], data: bytes | None
+        self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
-            reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data)
+            reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
             return reply
 
     async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
@@ -314,8 +352,11 @@ class LearnService(Service):
         data = body.get("msg")
         if data is not None and not isinstance(data, bytes):
             raise ProtocolViolation("learn: msg is bytes")
+        sync = body.get("sync", False)
+        if not isinstance(sync, bool):
+            raise ProtocolViolation("learn: sync is true or false")
         try:
-            return await self._answer_async(conn.peer_id, meta, data)
+            return await self._answer_async(conn.peer_id, meta, data, sync)
         except ProtocolViolation:
             raise
         except SwarmError as exc:  # an unknown task, a ledger of another swarm...
@@ -360,37 +401,119 @@ class LearnService(Service):
         meta = {
             "id": job_id, "task": task.name, "trust": trust, "epsilon": epsilon, "delta": delta,
             "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
+            "rounds": rounds, "coordinator": self.me, "term": 0,
         }  # fmt: skip
         rows = {d: _DeviceRow(names[d]) for d in devices}
         job = _Job(meta, task, None, np.zeros(0), 0.0, rounds, rows)
-        while len(self.jobs) >= MAX_JOBS:
-            oldest = next((j for j in self.jobs if self.jobs[j].state not in ("running",)), None)
-            if oldest is None:
-                raise InvalidArgument(f"learn: {MAX_JOBS} jobs are running; stop one first")
-            del self.jobs[oldest]
-        self.jobs[job_id] = job
+        self._add(job)
         self._nursery.start_soon(self._drive, job)
         log.warning("learning job %s: %s across %d devices, epsilon %g, trust %s",
                     job_id, task.name, len(devices), epsilon, trust)  # fmt: skip
         return job.to_json()
 
+    def _add(self, job: _Job) -> None:
+        while len(self.jobs) >= MAX_JOBS:
+            oldest = next((j for j in self.jobs if self.jobs[j].state not in ("running",)), None)
+            if oldest is None:
+                raise InvalidArgument(f"learn: {MAX_JOBS} jobs are running; stop one first")
+            del self.jobs[oldest]
+        self.jobs[job.id] = job
+
     @staticmethod
     def _prepare(job: _Job) -> None:
-        """The held-out set, the noise for the budget and the first model (seconds: a thread)."""
-        import torch
-
-        from homeswarm.learning import TorchTrainer
-
+        """The held-out set, and for a new job the noise for the budget and the first model
+        (seconds: a thread); a job taken over keeps its noise and model."""
         m = job.meta
         split = job.task.split(m["devices"], alpha=m["alpha"], seed=m["seed"])
         job.test = split.test
-        job.sigma = noise_for(
-            epsilon=m["epsilon"], delta=m["delta"], sample_rate=SAMPLE_RATE, steps=job.rounds
-        )
-        job.meta = {**m, "sigma": job.sigma}
-        torch.manual_seed(m["seed"])
-        job.params = TorchTrainer(job.task.model(), split.test).initial()
+        if not job.params.size:
+            import torch
+
+            from homeswarm.learning import TorchTrainer
+
+            job.sigma = noise_for(
+                epsilon=m["epsilon"], delta=m["delta"], sample_rate=SAMPLE_RATE, steps=job.rounds
+            )
+            job.meta = {**m, "sigma": job.sigma}
+            torch.manual_seed(m["seed"])
+            job.params = TorchTrainer(job.task.model(), split.test).initial()
         job.accuracy = LearnService._accuracy(job)
+
+    # ---- taking a job over -------------------------------------------------------------------
+
+    def _status_of(self, device: str) -> str | None:
+        peer = self.peer
+        member = peer.core.members.get(device) if peer is not None and peer.core else None
+        return member.status if member is not None else None
+
+    def _watch(self) -> None:
+        """Take over each job whose coordinator is gone, where this device is its successor."""
+        assert self._nursery is not None
+        for job_id, side in list(self.sides.items()):
+            meta, p = side.meta, side.participant
+            boss = meta["coordinator"]
+            finished = p.round + 1 >= meta["rounds"]
+            if boss == self.me or finished or self._status_of(boss) not in GONE:
+                continue
+            if job_id in self.jobs and self.jobs[job_id].state in ("starting", "running"):
+                continue
+            live = [d for d in meta["devices"] if d == self.me or self._status_of(d) == "alive"]
+            if successor(boss, [*live, boss]) != self.me:
+                continue
+            job = self._take_over(side)
+            log.warning("learning job %s: its coordinator %s is %s; this device coordinates "
+                        "from round %d (term %d)", job_id, boss[-8:], self._status_of(boss),
+                        job.round, job.meta["term"])  # fmt: skip
+            self._nursery.start_soon(self._drive, job)
+
+    def _take_over(self, side: _Side) -> _Job:
+        p = side.participant
+        meta = {**side.meta, "coordinator": self.me, "term": side.meta["term"] + 1}
+        side.meta = meta
+        task = self.get_task(meta["task"])
+        names, _ = self._members(getattr(task, "scope", SCOPE))
+        rows = {d: _DeviceRow(names.get(d, d[-8:])) for d in meta["devices"]}
+        for device, key in meta["keys"].items():
+            if device in rows:
+                rows[device].key = key
+        job = _Job(meta, task, None, np.zeros(0), float(meta["sigma"]), meta["rounds"], rows)
+        started = p.last_start
+        if started is not None and started.round > p.round:  # a round in progress: again
+            job.resume = p.take_over()
+            job.round = started.round
+            job.params = started.model()
+        elif p.params is not None:
+            job.round = p.round + 1
+            job.params = p.params
+        else:
+            job.params = np.zeros(0)  # nothing ran yet: start afresh
+        job.state = "starting"
+        self._add(job)
+        return job
+
+    async def _sync(self, job: _Job) -> None:
+        """Before the first round of a taken-over job: the newest result any device holds."""
+        devices = [d for d in job.meta["devices"] if d == self.me or self._status_of(d) == "alive"]
+        size = len(params_bytes(job.params))
+        best: tuple[int, bytes] = (-1, b"")
+        for device in devices:
+            reply = await self._ask(job, device, None, sync=True)
+            if reply is None:
+                continue
+            self._note(job, device, reply)
+            round_, result = reply.get("round"), reply.get("result")
+            if (
+                isinstance(round_, int)
+                and round_ > best[0]
+                and isinstance(result, bytes)
+                and (not size or len(result) == size)
+            ):
+                best = (round_, result)
+        if best[0] >= job.round or (job.resume is not None and best[0] >= job.resume.round):
+            # that round's result is out already: go on from it, never release it again
+            job.resume = None
+            job.round = best[0] + 1
+            job.params = np.frombuffer(best[1], dtype="<f4").astype(np.float64)
 
     @staticmethod
     def _accuracy(job: _Job) -> float:
@@ -398,20 +521,23 @@ class LearnService(Service):
 
         return job.task.evaluate(predictor(job.task.model(), job.params), job.test)
 
-    async def _ask(self, job: _Job, device: str, data: bytes | None) -> dict[str, Any] | None:
+    async def _ask(
+        self, job: _Job, device: str, data: bytes | None, *, sync: bool = False
+    ) -> dict[str, Any] | None:
         """One message to a job's device (this one directly), its reply; None if it failed."""
         peer = self.peer
         assert peer is not None
         try:
             if device == self.me:
-                return await self._answer_async(self.me, job.meta, data)
+                return await self._answer_async(self.me, job.meta, data, sync)
             assert peer.transport is not None
             transport = peer.transport
             open_ = transport.connections(device)
             conn = open_[0] if open_ else await transport.dial(device, peer.addrs_of(device))
-            reply = await conn.request(
-                {"op": "learn.msg", "job": job.meta, "msg": data}, timeout=ROUND_TIMEOUT
-            )
+            body: dict[str, Any] = {"op": "learn.msg", "job": job.meta, "msg": data}
+            if sync:
+                body["sync"] = True
+            reply = await conn.request(body, timeout=ROUND_TIMEOUT)
         except SwarmError as exc:
             log.info("learn %s: no answer from %s: %s", job.id, device[-8:], exc)
             return None
@@ -424,6 +550,14 @@ class LearnService(Service):
         """A device's reply: its row updated; its messages, the malformed ones dropped."""
         row = job.rows[device]
         state, records, epsilon = reply.get("state"), reply.get("records"), reply.get("epsilon")
+        term = reply.get("term")
+        if state == "moved" and isinstance(term, int) and term > job.meta["term"]:
+            if job.state in ("starting", "running"):
+                log.warning("learning job %s: coordinated elsewhere now (term %d); handed over",
+                            job.id, term)  # fmt: skip
+                job.state = "handed over"
+                job.scope.cancel()
+            return []
         if isinstance(state, str) and len(state) <= 40:
             row.state = state
         if isinstance(records, int) and not isinstance(records, bool) and records >= 0:
@@ -480,6 +614,8 @@ class LearnService(Service):
 
     async def _rounds(self, job: _Job) -> None:
         await self._off_loop(self._prepare, job)
+        if job.meta["term"]:
+            await self._sync(job)
         job.state = "running"
         devices = list(job.meta["devices"])
         trust_none = job.meta["trust"] == "none"
@@ -500,10 +636,11 @@ class LearnService(Service):
             if not live:  # nobody has answered yet: try again, the round not counted
                 await trio.sleep(ROUND_GAP)
                 continue
-            start = RoundStart(
+            start = job.resume or RoundStart(
                 job.id, job.round, 0, self.me, job.meta["trust"], tuple(live),
                 params_bytes(job.params), SAMPLE_RATE, CLIP, job.sigma, min_survivors,
             )  # fmt: skip
+            job.resume = None
             coordinator = Coordinator(
                 start,
                 records={d: job.rows[d].records for d in devices},

@@ -3,8 +3,8 @@
 ``CoreNet`` moves messages between pure ``Membership`` cores directly (no transport, no trio) with
 per-message latency, jitter (which reorders), loss, duplication, partitions and crashes, in virtual
 time; each core's next deadline sits in a heap, so a step costs O(log n), not O(n). It is what the
-property tests and the long benchmark runs use; ``tests/swarm/test_membership_driver.py`` runs the same
-cores over the memory transport through the real driver.
+property tests and the long benchmark runs use; ``tests/swarm/test_membership_driver.py`` runs
+the same cores over the memory transport through the real driver.
 """
 
 from __future__ import annotations

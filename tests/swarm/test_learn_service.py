@@ -21,7 +21,7 @@ from test_placement_swarm import Spec, make_homes, until
 
 from homeswarm.cli._learn import render
 from homeswarm.cli._status import check_status_shape
-from homeswarm.errors import InvalidArgument, RemoteError, TransportError
+from homeswarm.errors import InvalidArgument, ProtocolViolation, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
 from homeswarm.swarm import LearnService, Peer, PeerOptions, decode_state
@@ -38,11 +38,21 @@ LINK = Link(latency=0.001, jitter=0.0005)
 STATUS_KEYS = {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta", "devices"}
 
 
+class Peers(dict[str, Peer]):
+    """The swarm's peers by name; ``crash(name)`` stops one at once, as a power cut would."""
+
+    scopes: dict[str, trio.CancelScope]
+
+    def crash(self, name: str) -> None:
+        self.scopes[name].cancel()
+
+
 @asynccontextmanager
-async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[str, Peer]]:
+async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[Peers]:
     network = MemoryNetwork(random.Random(1), default_link=LINK)
     homes = [ident.home for ident in make_homes(tmp_path, specs)]
-    peers: dict[str, Peer] = {}
+    peers = Peers()
+    peers.scopes = {}
     transports = {}
     first = load_identity(homes[0]).device_id
     for i, (spec, home) in enumerate(zip(specs, homes, strict=True)):
@@ -68,8 +78,9 @@ async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[dict[str
         transports[spec.name] = transport
 
     async def serve(name: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with transports[name]:
-            await peers[name].run(transports[name], task_status=task_status)
+        with trio.CancelScope() as peers.scopes[name]:
+            async with transports[name]:
+                await peers[name].run(transports[name], task_status=task_status)
 
     async with trio.open_nursery() as nursery:
         for name in peers:
@@ -284,3 +295,68 @@ async def test_stop_ends_a_job_and_nothing_more_is_spent(tmp_path, autojump_cloc
         ledger = peers["server"].identity.home / "learning" / "digits.privacy.json"
         steps = sum(n for _, _, n in json.loads(ledger.read_text())["history"])
         assert steps <= after["round"]
+
+
+async def test_when_the_coordinator_dies_the_next_device_finishes_the_job(tmp_path, autojump_clock):
+    """The laptop starts a job and loses power mid-way: the server (the laptop's successor in id
+    order, or the phone) takes it over where it was, under a new term, and finishes it; no
+    device spends a step twice, and the job's status on the new coordinator says so."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop = peers["laptop"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        job = started["job"]
+        assert started["term"] == 0
+        assert started["coordinator"] == laptop.identity.device_id
+
+        async def round_() -> int:
+            status = await laptop.control("learn.status", {"job": job})
+            return int(status["round"])
+
+        with trio.move_on_after(300):
+            while await round_() < 3:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        at = await round_()
+        peers.crash("laptop")
+
+        others = {n: p for n, p in peers.items() if n != "laptop"}
+
+        def taken() -> bool:
+            return any(job in p.services["learn"].jobs for p in others.values())  # type: ignore[attr-defined]
+
+        await until(taken, within=120.0, what="a device takes the job over")
+        (heir,) = [p for p in others.values() if job in p.services["learn"].jobs]  # type: ignore[attr-defined]
+        ids = sorted(p.identity.device_id for p in peers.values())
+        dead = laptop.identity.device_id
+        after = [d for d in ids if d > dead and d != dead] or [d for d in ids if d != dead]
+        assert heir.identity.device_id == after[0]  # the next live id after the coordinator
+        status = await finished(heir, job)
+        assert status["term"] == 1
+        assert status["coordinator"] == heir.identity.device_id
+        assert status["round"] == 8
+        assert status["accuracy"] > 0.4
+        for name, peer in others.items():
+            side = peer.services["learn"].sides[job]  # type: ignore[attr-defined]
+            steps = side.participant.ledger.steps
+            # one step per round it answered, never two: at most the 8 rounds, and it answered
+            # every round but the one cut short (that one it resent, it did not train again)
+            assert at <= steps <= 8, (name, steps)
+            assert side.participant.rounds_taken == steps
+        rendered = render(status)
+        assert "taken over (term 1)" in rendered[0]
+        assert check_status_shape(heir.status()) == []
+
+        # the old coordinator, back from a partition with its term 0, is told the job moved on,
+        # and hands its job over; nobody but the coordinator META names may send its rounds
+        (other,) = [p for p in others.values() if p is not heir]
+        service: Any = other.services["learn"]
+        old = {**service.sides[job].meta, "coordinator": dead, "term": 0}
+        moved = service._answer(dead, old, None)
+        assert (moved["state"], moved["term"], moved["msgs"]) == ("moved", 1, [])
+        with pytest.raises(ProtocolViolation):
+            service._answer(heir.identity.device_id, old, None)
+        stale: Any = laptop.services["learn"]
+        assert stale.jobs[job].state == "running"  # it lost power mid-round
+        stale._note(stale.jobs[job], other.identity.device_id, moved)
+        assert stale.jobs[job].state == "handed over"
