@@ -91,6 +91,37 @@ def seconds(text: str) -> float:
     return value
 
 
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``48h``, ``7d``: positive seconds."""
+    unit = UNITS.get(text[-1:].lower()) if text else None
+    try:
+        value = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number of seconds, or with s, m, h or d)"
+        ) from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
+    return value
+
+
+def until_text(at: float, now: float) -> str:
+    """``in 47h59m``, ``in 5m``, ``expired``: how long until ``at``, for people."""
+    left = at - now
+    if left <= 0:
+        return "expired"
+    minutes = int(left // 60)
+    days, hours, mins = minutes // 1440, minutes // 60 % 24, minutes % 60
+    if days:
+        return f"in {days}d{hours}h"
+    if hours:
+        return f"in {hours}h{mins:02d}m"
+    return f"in {mins}m" if mins else f"in {int(left)}s"
+
+
 def percent(text: str) -> float:
     value = number(text)
     if not 0 <= value <= 100:

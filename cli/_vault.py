@@ -6,11 +6,15 @@ time; the peer waits a moment for it). Results and errors follow the rest of the
 prints one JSON object; bad input is one line on stderr and exit 2; a missing key (or one only
 in a scope this device may not read) is one line and exit 1.
 
-- ``put KEY VALUE [--scope SCOPE] [--json]``: VALUE is a string, or with ``--json`` JSON text.
-  Without ``--scope`` an existing entry keeps its scope and a new one is ``personal``.
+- ``put KEY VALUE [--scope SCOPE] [--ttl DURATION] [--json]``: VALUE is a string, or with
+  ``--json`` JSON text. Without ``--scope`` an existing entry keeps its scope and a new one is
+  ``personal``. ``context/`` entries expire after 48 h unless ``--ttl`` says otherwise; an
+  entry of another collection expires only when given a ``--ttl``.
 - ``get KEY [--json]``: the value alone: a string as it is, anything else as JSON (``--json``:
   always JSON).
-- ``ls [PREFIX] [--json]``: ``KEY<TAB>SCOPE<TAB>VALUE-AS-JSON`` per entry, sorted by key.
+- ``ls [PREFIX] [--json]``: ``KEY<TAB>SCOPE<TAB>VALUE-AS-JSON`` per entry, sorted by key, and
+  ``<TAB>expires in 47h59m`` for one that expires (``--json``: ``expires_at``, Unix seconds, or
+  null). An expired entry is gone from ``get`` and ``ls`` on every device whose clock says so.
 - ``rm KEY``; ``status [--json]``.
 """
 
@@ -21,7 +25,7 @@ import json
 import time
 from typing import Any
 
-from ._args import command, command_group, home_of, report
+from ._args import command, command_group, duration, home_of, report, until_text
 
 LOCKED_RETRY = 5.0  # seconds to keep trying when a peer is starting up
 
@@ -39,6 +43,13 @@ def add_vault_commands(sub: Any) -> None:
         "--scope",
         choices=("public", "personal", "private"),
         help="privacy scope (default: the entry's current one, else personal)",
+    )
+    p.add_argument(
+        "--ttl",
+        type=duration,
+        metavar="DURATION",
+        help="forget it after this long (90s, 30m, 48h, 7d); context entries default to 48h, the"
+        " other collections keep entries until removed",
     )
     p.add_argument(
         "--json", action="store_true", help="VALUE is JSON text; print one JSON object for scripts"
@@ -87,7 +98,7 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
     local = open_local(identity, load_roster(identity))
     try:
         if op == "put":
-            used = local.put(request["key"], request["value"], request.get("scope"))
+            used = local.put(request["key"], request["value"], request.get("scope"), request["ttl"])
             return {"key": request["key"], "scope": used}
         if op == "get":
             entry = local.get(request["key"])
@@ -114,7 +125,9 @@ def _cmd_put(args: argparse.Namespace) -> int:
 
     split_key(args.key)
     value = parse_json(args.value) if args.json else args.value
-    reply = _call(args, "put", key=args.key, value=encode_value(value), scope=args.scope)
+    reply = _call(
+        args, "put", key=args.key, value=encode_value(value), scope=args.scope, ttl=args.ttl
+    )
     return report(args, reply, f"put {reply['key']} ({reply['scope']})")
 
 
@@ -137,11 +150,18 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     check_prefix(args.prefix)
     reply = _call(args, "ls", prefix=args.prefix)
     entries = [
-        {"key": e["key"], "scope": e["scope"], "value": json.loads(e["value"])}
+        {
+            "key": e["key"],
+            "scope": e["scope"],
+            "value": json.loads(e["value"]),
+            "expires_at": e.get("expires_at"),
+        }
         for e in reply["entries"]
     ]
+    now = time.time()
     lines = [
         f"{e['key']}\t{e['scope']}\t{json.dumps(e['value'], ensure_ascii=False, sort_keys=True)}"
+        + (f"\texpires {until_text(e['expires_at'], now)}" if e["expires_at"] else "")
         for e in entries
     ]
     if not args.json and not lines:

@@ -99,5 +99,11 @@ def not_found(key: str) -> str:
     return f"no entry {key!r} (or only in a scope this device may not read)"
 
 
-def entry_json(entry: Any) -> dict[str, str]:
-    return {"key": entry.key, "scope": entry.scope, "value": entry.text}
+def entry_json(entry: Any) -> dict[str, Any]:
+    """An entry for ``vault get/ls`` (``expires_at``: wall-clock seconds, or None: never)."""
+    return {
+        "key": entry.key,
+        "scope": entry.scope,
+        "value": entry.text,
+        "expires_at": entry.expires_at,
+    }

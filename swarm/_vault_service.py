@@ -40,6 +40,7 @@ from homeswarm.vault import (
     VaultError,
     VaultLocked,
     VaultNode,
+    check_ttl,
 )
 
 from ._device import decode_state
@@ -96,6 +97,7 @@ class VaultService(Service):
                 store,
                 rng=random.Random(rng.random()),
                 settings=self._settings,
+                wall_clock=peer.options.wall_clock,
             )
             links = TransportLinks(peer.transport, alive=self._alive_now, addrs=peer.addrs_of)
             async with trio.open_nursery() as nursery:
@@ -198,14 +200,15 @@ class VaultService(Service):
             key, text, scope = _text_arg(args, "key"), _text_arg(args, "value"), args.get("scope")
             if scope is not None and not isinstance(scope, str):
                 raise InvalidArgument("vault.put: scope is a string")
-            used = await node.put(key, text, scope)
+            ttl = args.get("ttl")
+            used = await node.put(key, text, scope, None if ttl is None else check_ttl(ttl))
             return {"key": key, "scope": used}
         if op == "get":
             key = _text_arg(args, "key")
             entry = node.get(key)
             if entry is None:
                 raise EntryNotFound(not_found(key))
-            return {"key": entry.key, "scope": entry.scope, "value": entry.text}
+            return entry_json(entry)
         if op == "ls":
             prefix = args.get("prefix") or ""
             if not isinstance(prefix, str):

@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     root.setLevel(min(root.level or logging.INFO, logging.INFO))  # what `swarm up` writes
     put = Replica.put
 
-    def noting_put(self, key, text, scope=None):  # type: ignore[no-untyped-def]
+    def noting_put(self, key, text, scope=None, **when):  # type: ignore[no-untyped-def]
         try:
             value = json.loads(text)
         except (TypeError, ValueError):
@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for candidate in (value, text):
             if isinstance(candidate, str) and len(candidate) >= 8:
                 WRITTEN.add(candidate)
-        return put(self, key, text, scope)
+        return put(self, key, text, scope, **when)
 
     Replica.put = noting_put  # type: ignore[method-assign]
 

@@ -10,6 +10,7 @@ peer running loads only the replica, the store and their crypto.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,13 +60,13 @@ class LocalVault:
         self.replica = restore(new_replica(), store)
 
     def get(self, key: str) -> Entry | None:
-        return self.replica.get(key)
+        return self.replica.get(key, time.time())
 
     def items(self, prefix: str = "") -> list[Entry]:
-        return self.replica.items(prefix)
+        return self.replica.items(prefix, time.time())
 
-    def put(self, key: str, text: str, scope: str | None = None) -> str:
-        used = self.replica.put(key, text, scope)
+    def put(self, key: str, text: str, scope: str | None = None, ttl: float | None = None) -> str:
+        used = self.replica.put(key, text, scope, ttl=ttl, now=time.time())
         self.store.apply(self.replica.commit_local())
         self.store.flush()
         return used

@@ -3,6 +3,13 @@
 - A key is ``COLLECTION/NAME``: ``COLLECTION`` one of ``COLLECTIONS``, ``NAME`` 1 to
   ``MAX_NAME_BYTES`` bytes of UTF-8 without control characters (it may hold ``/``).
 - A value is anything JSON can say; it is kept as its JSON text (at most ``MAX_VALUE_BYTES``).
+- The collections are an assistant's memory tiers: ``context`` is working memory, each entry
+  with a time to live (``TTL_DEFAULT_S``, or its own); ``memories`` and ``facts`` are long-term
+  (what recall searches); ``questions`` stay until answered (removed). An entry's expiry is an
+  absolute time its writer's clock set, kept beside it in the same document; every replica hides
+  the entry once its own clock passes it. Nothing is written when an entry expires, so there is
+  no clock fight (no replicated delete racing a fresh put); a device whose clock is off by a
+  minute hides it a minute early or late, and a later put gives the entry a new life.
 - Every entry has one privacy scope, ``public`` < ``personal`` < ``private`` (most restrictive
   last); the default for a new entry is ``personal``. Each scope is its own CRDT document, so an
   entry lives in exactly one of them. Should two devices concurrently put one key into two
@@ -24,6 +31,8 @@ DEFAULT_SCOPE = "personal"
 MAX_NAME_BYTES = 256
 MAX_VALUE_BYTES = 32 * 1024  # the value's JSON text, UTF-8
 MAX_PREFIX_BYTES = 512
+TTL_DEFAULT_S: dict[str, float] = {"context": 48 * 3600.0}  # collections whose entries expire
+MAX_TTL_S = 100 * 365 * 86400.0
 
 
 def split_key(key: object) -> tuple[str, str]:
@@ -60,6 +69,13 @@ def check_scope(scope: object) -> str:
         shown = _show(scope) if isinstance(scope, str) else type(scope).__name__
         raise InvalidEntry(f"scope {shown} is not one of {', '.join(SCOPES)}")
     return scope
+
+
+def check_ttl(ttl: object) -> float:
+    """A time to live in seconds: a positive number of at most a century."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_S:
+        raise InvalidEntry("a time to live is a positive number of seconds, at most a century")
+    return float(ttl)
 
 
 def check_prefix(prefix: object) -> str:

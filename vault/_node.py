@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -140,8 +141,10 @@ class VaultNode:
         *,
         rng: random.Random,
         settings: NodeSettings | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._new_replica = new_replica
+        self.wall_clock = wall_clock  # what entries expire by (see ``_model``)
         self.store = store
         self.rng = rng
         self.settings = settings or NodeSettings()
@@ -181,15 +184,18 @@ class VaultNode:
     # ---- local reads and writes ----------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        return self.replica.get(key)
+        return self.replica.get(key, self.wall_clock())
 
     def items(self, prefix: str = "") -> list[Entry]:
-        return self.replica.items(prefix)
+        return self.replica.items(prefix, self.wall_clock())
 
-    async def put(self, key: str, text: str, scope: str | None = None) -> str:
-        """Store ``key = text`` (JSON text); returns once durable, with the entry's scope."""
+    async def put(
+        self, key: str, text: str, scope: str | None = None, ttl: float | None = None
+    ) -> str:
+        """Store ``key = text`` (JSON text); returns once durable, with the entry's scope (an
+        entry that expires does so ``ttl`` seconds from now, or its collection's default)."""
         async with self._slots:
-            used = self.replica.put(key, text, scope)
+            used = self.replica.put(key, text, scope, ttl=ttl, now=self.wall_clock())
             await self._committed()
         return used
 

@@ -79,9 +79,11 @@ from ._model import (
     MAX_NAME_BYTES,
     MAX_VALUE_BYTES,
     SCOPES,
+    TTL_DEFAULT_S,
     check_prefix,
     check_scope,
     check_text,
+    check_ttl,
     rank,
     split_key,
 )
@@ -206,11 +208,19 @@ class Fork:
         return f"{self.scope}/{short(self.origin)}#{self.seq}"
 
 
+EXPIRES = ".expires"  # COLLECTION + EXPIRES: the root map of NAME -> when it expires (text)
+ROOTS = (*COLLECTIONS, *(c + EXPIRES for c in COLLECTIONS))  # every root map a document holds
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     key: str
     text: str  # the value's JSON text
     scope: str
+    expires_at: float | None = None  # wall-clock seconds (its writer's clock); None: never
+
+    def expired(self, now: float | None) -> bool:
+        return now is not None and self.expires_at is not None and self.expires_at <= now
 
 
 class _Scope:
@@ -225,6 +235,10 @@ class _Scope:
         if readable:
             self.doc = pycrdt.Doc(client_id=client_id)
             self.maps = {c: self.doc.get(c, type=pycrdt.Map) for c in COLLECTIONS}
+            # NAME -> when the entry expires (see ``_model``), one map beside each collection
+            self.expiry: dict[str, pycrdt.Map[Any]] = {
+                c: self.doc.get(c + EXPIRES, type=pycrdt.Map) for c in COLLECTIONS
+            }
         self.unapplied: dict[EpochKey, list[Update | Snapshot]] = {}
         self.staged: list[bytes] = []
         self.required: dict[int, int] = {}  # Yjs client -> clock the document must reach
@@ -329,18 +343,28 @@ class Replica:
 
     # ---- reading -----------------------------------------------------------------------------
 
-    def get(self, key: str) -> Entry | None:
-        """The entry at ``key`` as this device can see it (None: absent, or unreadable here)."""
+    def _entry(self, s: _Scope, collection: str, name: str, text: str) -> Entry:
+        at = s.expiry[collection].get(name)
+        try:
+            expires_at = float(at) if isinstance(at, str) else None
+        except ValueError:
+            expires_at = None  # (our writes hold a number's text)
+        return Entry(f"{collection}/{name}", text, s.name, expires_at)
+
+    def get(self, key: str, now: float | None = None) -> Entry | None:
+        """The entry at ``key`` as this device can see it (None: absent, unreadable here, or
+        expired by ``now``, this device's wall clock; None shows expired entries too)."""
         collection, name = split_key(key)
         found = None
         for scope in self.readable:
             text = self._scopes[scope].maps[collection].get(name)
             if isinstance(text, str) and (found is None or rank(scope) > rank(found.scope)):
-                found = Entry(key, text, scope)
-        return found
+                found = self._entry(self._scopes[scope], collection, name, text)
+        return None if found is None or found.expired(now) else found
 
-    def items(self, prefix: str = "") -> list[Entry]:
-        """Every readable entry whose key starts with ``prefix``, sorted by key."""
+    def items(self, prefix: str = "", now: float | None = None) -> list[Entry]:
+        """Every readable entry whose key starts with ``prefix``, sorted by key (without those
+        expired by ``now``, as ``get``)."""
         check_prefix(prefix)
         best: dict[str, Entry] = {}
         for scope in sorted(self.readable, key=rank):
@@ -351,8 +375,8 @@ class Replica:
                 for name, text in ymap.items():
                     key = f"{collection}/{name}"
                     if key.startswith(prefix) and isinstance(text, str):
-                        best[key] = Entry(key, text, scope)
-        return [best[k] for k in sorted(best)]
+                        best[key] = self._entry(s, collection, name, text)
+        return [best[k] for k in sorted(best) if not best[k].expired(now)]
 
     def content(self, scope: str) -> dict[str, str]:
         """One scope's entries (key -> JSON text), whatever other scopes hold."""
@@ -375,16 +399,33 @@ class Replica:
 
     # ---- local writes ------------------------------------------------------------------------
 
-    def put(self, key: str, text: str, scope: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        text: str,
+        scope: str | None = None,
+        *,
+        ttl: float | None = None,
+        now: float | None = None,
+    ) -> str:
         """Stage ``key = text`` (a value's JSON text); the scope it went to.
 
         Without ``scope`` an existing entry keeps its scope (a new one gets ``personal``); with
-        one, the entry moves there (and leaves the other scopes this device can read).
+        one, the entry moves there (and leaves the other scopes this device can read). An entry
+        of a collection that expires (``TTL_DEFAULT_S``), or given a ``ttl``, expires ``ttl``
+        seconds after ``now`` (this device's wall clock, needed then); any other has no expiry.
         """
         collection, name = split_key(key)
         check_text(text)
         if scope is not None:
             check_scope(scope)
+        if ttl is None:
+            ttl = TTL_DEFAULT_S.get(collection)
+        expires_at = None
+        if ttl is not None:
+            if now is None:
+                raise ValueError("an entry that expires needs the time now")
+            expires_at = now + check_ttl(ttl)
         if not self.readable:
             raise ScopeNotAllowed("this device is a blind relay: it holds no vault it may write to")
         if self.device in self.directory.revoked:
@@ -396,10 +437,18 @@ class Replica:
                 f"this device may not hold {target} entries (its scopes: "
                 f"{', '.join(sorted(self.readable, key=rank))}; see [device] scopes in swarm.toml)"
             )
-        self._stage(target, lambda maps: maps[collection].__setitem__(name, text))
+
+        def write(s: _Scope) -> None:
+            s.maps[collection][name] = text
+            if expires_at is not None:
+                s.expiry[collection][name] = repr(expires_at)
+            elif name in s.expiry[collection]:
+                del s.expiry[collection][name]
+
+        self._stage(target, write)
         for other in here:
             if other != target:
-                self._stage(other, lambda maps: maps[collection].pop(name))
+                self._stage(other, lambda s: _remove(s, collection, name))
         return target
 
     def delete(self, key: str) -> list[str]:
@@ -409,14 +458,15 @@ class Replica:
             (s for s in self.readable if name in self._scopes[s].maps[collection]), key=rank
         )
         for scope in here:
-            self._stage(scope, lambda maps: maps[collection].pop(name))
+            self._stage(scope, lambda s: _remove(s, collection, name))
         return here
 
-    def _stage(self, scope: str, change: Callable[[dict[str, pycrdt.Map[Any]]], object]) -> None:
+    def _stage(self, scope: str, change: Callable[[_Scope], object]) -> None:
         s = self._scopes[scope]
         assert s.doc is not None
         before = s.doc.get_state()
-        change(s.maps)
+        with s.doc.transaction():
+            change(s)
         s.staged.append(s.doc.get_update(before))
 
     @property
@@ -708,7 +758,7 @@ class Replica:
         assert s.doc is not None
         try:
             extent = check_update(
-                plain, roots=COLLECTIONS, max_name=MAX_NAME_BYTES, max_value=MAX_VALUE_BYTES
+                plain, roots=ROOTS, max_name=MAX_NAME_BYTES, max_value=MAX_VALUE_BYTES
             )
         except BadUpdate as exc:
             raise RejectedRecord(f"its content is not a vault update: {exc}") from None
@@ -1026,3 +1076,9 @@ __all__ = [
     "Replica",
     "Vectors",
 ]
+
+
+def _remove(s: _Scope, collection: str, name: str) -> None:
+    s.maps[collection].pop(name)
+    if name in s.expiry[collection]:
+        del s.expiry[collection][name]

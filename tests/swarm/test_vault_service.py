@@ -411,7 +411,35 @@ def exercise_cli(capsys: pytest.CaptureFixture[str], home: str) -> None:
     assert run(capsys, "vault", "ls", "facts/", *h)[1].count("\n") == 2
     assert run(capsys, "vault", "ls", "questions/", *h)[:2] == (0, "")
     code, out, _ = run(capsys, "vault", "ls", "--json", "memories", *h)
-    assert json.loads(out) == {"entries": [{"key": "memories/m", "scope": "private", "value": "x"}]}
+    assert json.loads(out) == {
+        "entries": [{"key": "memories/m", "scope": "private", "value": "x", "expires_at": None}]
+    }
+    # memory tiers: context is working memory (48 h unless --ttl), the rest keeps until removed
+    before = time.time()
+    assert run(capsys, "vault", "put", "context/now", "reading", *h)[0] == 0
+    assert run(capsys, "vault", "put", "facts/soon", "x", "--ttl", "90m", *h)[0] == 0
+    code, out, _ = run(capsys, "vault", "ls", "context/", *h)
+    assert out == 'context/now\tpersonal\t"reading"\texpires in 1d23h\n'
+    code, out, _ = run(capsys, "vault", "ls", "--json", *h)
+    expiry = {e["key"]: e["expires_at"] for e in json.loads(out)["entries"]}
+    assert before + 48 * 3600 <= expiry["context/now"] <= time.time() + 48 * 3600
+    assert before + 5400 <= expiry["facts/soon"] <= time.time() + 5400
+    assert expiry["facts/a"] is None
+    # a put without --ttl in a long-term collection takes the expiry away again
+    assert run(capsys, "vault", "put", "facts/soon", "kept", *h)[0] == 0
+    code, out, _ = run(capsys, "vault", "get", "facts/soon", *h)
+    assert out == "kept\n"
+    assert "expires" not in run(capsys, "vault", "ls", "facts/soon", *h)[1]
+    # an entry whose time is up is gone (a millisecond: the store opens slower than that)
+    assert run(capsys, "vault", "put", "context/gone", "x", "--ttl", "0.001", *h)[0] == 0
+    assert run(capsys, "vault", "get", "context/gone", *h)[0] == 1
+    assert "context/gone" not in run(capsys, "vault", "ls", *h)[1]
+    for bad in ("0", "-5m", "soon", "1e400"):
+        got, out, err = run(capsys, "vault", "put", "context/x", "y", "--ttl", bad, *h)
+        assert (got, out) == (2, ""), (bad, err)
+        one_line(err)
+    assert run(capsys, "vault", "rm", "context/now", *h)[0] == 0
+    assert run(capsys, "vault", "rm", "facts/soon", *h)[0] == 0
     assert run(capsys, "vault", "rm", "facts/b", *h)[:2] == (0, "removed facts/b (personal)\n")
     for argv, code, says in [
         (["get", "facts/b"], 1, "no entry 'facts/b'"),

@@ -120,6 +120,58 @@ def test_put_get_items_delete_and_scopes():
     assert a.get("facts/a") is None
 
 
+def test_memory_tiers_expire_on_every_replica_by_its_own_clock_and_converge():
+    _, (a, b, phone) = trio_of(ALL, ALL, PHONE)
+    t = 1_000_000.0
+    with pytest.raises(ValueError, match="time now"):  # an entry that expires needs a clock
+        a.put("context/x", '"x"')
+    a.put("context/chat", '"about Lisbon"', now=t)  # working memory: 48 h by default
+    a.put("facts/kept", '"forever"', now=t)  # long-term: no expiry
+    a.put("memories/trip", '"a week"', "public", ttl=7 * 86400, now=t)
+    a.commit_local()
+    for r in (b, phone):
+        exchange(r, a)
+    for r in (a, b, phone):
+        chat = r.get("context/chat", t + 3600)
+        assert chat is not None
+        assert chat.expires_at == t + 48 * 3600
+        assert r.get("context/chat", t + 48 * 3600) is None  # the writer's time, on every replica
+        assert r.get("context/chat") is not None  # no clock: everything it holds
+        assert [e.key for e in r.items("", t + 8 * 86400)] == ["facts/kept"]
+        assert {e.key for e in r.items("", t)} == {"context/chat", "facts/kept", "memories/trip"}
+    # a fresh put gives an entry a new life; one without a ttl in a long-term collection none
+    b.put("context/chat", '"again"', now=t + 50 * 3600)
+    b.put("memories/trip", '"kept now"', now=t + 50 * 3600)
+    b.commit_local()
+    exchange(a, b)
+    for r in (a, b):
+        assert value(r, "context/chat") == "again"
+        assert r.get("context/chat", t + 97 * 3600).expires_at == t + 98 * 3600
+        assert r.get("memories/trip", t + 10**9).expires_at is None
+    # concurrent puts with different lives: every replica keeps the same value and expiry
+    a.put("context/race", '"a"', ttl=60, now=t)
+    b.put("context/race", '"b"', ttl=600, now=t)
+    changes = a.commit_local(), b.commit_local()
+    assert all(changes)
+    for _ in range(2):
+        exchange(a, b)
+        exchange(phone, a)
+    seen = {(r.get("context/race").text, r.get("context/race").expires_at) for r in (a, b, phone)}
+    assert len(seen) == 1
+    assert seen in ({('"a"', t + 60)}, {('"b"', t + 600)})
+    # removing an entry removes its expiry; moving it to another scope takes its expiry along
+    a.put("context/move", '"m"', "public", ttl=100, now=t)
+    a.put("context/move", '"m"', "private", ttl=100, now=t)
+    assert a.delete("context/chat") == ["personal"]
+    a.commit_local()
+    assert a.get("context/chat") is None
+    moved = a.get("context/move", t)
+    assert (moved.scope, moved.expires_at) == ("private", t + 100)
+    for ttl in (0, -1, float("inf"), float("nan"), True, "1h"):
+        with pytest.raises(InvalidEntry, match="time to live"):
+            a.put("facts/x", '"x"', ttl=ttl, now=t)
+
+
 def test_a_device_writes_only_the_scopes_it_may_hold():
     _, (_, phone, relay) = trio_of(ALL, PHONE, RELAY)
     with pytest.raises(ScopeNotAllowed, match="may not hold private"):
