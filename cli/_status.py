@@ -17,8 +17,9 @@ lists every way a value departs from it)::
      "endpoints": {"metrics": URL|null, "ui": URL|null}}
 
 ``capabilities.accelerator`` (a device's CUDA or MPS device; null: none) may be left out by a
-peer that has no state yet. ``endpoints`` (from ``swarm up``; a peer in a test harness may leave it out) says where this
-device's ``/metrics`` and live page are served, null when ``[http] listen`` is empty.
+peer that has no state yet. ``endpoints`` (from ``swarm up``; a peer in a test harness may leave
+it out) says where this device's ``/metrics`` and live page are served, null when ``[http]
+listen`` is empty.
 
 Rules of the shape: no key missing, none extra; a bool is never a number; an int is a fine FLOAT;
 numbers are finite and not negative, ``battery_percent`` at most 100; peer ids are unique; exactly
@@ -184,9 +185,7 @@ _PEER = _Obj(
         "capabilities": _Obj(
             {"executor": _Str(), "kernels": _List(_Str())},
             optional={
-                "accelerator": _Nullable(
-                    _Obj({"kind": _Str(), "memory_mb": _Nullable(_Num())})
-                )
+                "accelerator": _Nullable(_Obj({"kind": _Str(), "memory_mb": _Nullable(_Num())}))
             },
         ),
     }

@@ -450,7 +450,9 @@ def _cheaper(
             again.append(d)
     if not again:
         return decision
-    cheap = _place(name, vneeds, again, config, work, failed, every_rule=True, ratios=ratios, tier=1)
+    cheap = _place(
+        name, vneeds, again, config, work, failed, every_rule=True, ratios=ratios, tier=1
+    )
     took = {s[2] for s in cheap._ranked}
     if not took:
         return decision
@@ -518,7 +520,9 @@ def _place(
             out.append((d.id, d, "executor"))
         elif kernel not in d.kernels:
             out.append((d.id, d, "kernel"))
-        elif kinds is not None and (kinds.isdisjoint(d.accelerators) or d.accelerator_mb < accel_mb):
+        elif kinds is not None and (
+            kinds.isdisjoint(d.accelerators) or d.accelerator_mb < accel_mb
+        ):
             out.append((d.id, d, "accelerator"))
         elif d.memory_free_mb < memory:
             out.append((d.id, d, "memory"))
@@ -570,7 +574,19 @@ def _candidate(s: _Scored) -> Candidate:
     rank, cost, _, d, latency, network, queue, compute, energy, price, kernel = s
     return _new(
         Candidate,
-        (d, cost, latency, network, queue, compute, energy, price, rank >= 2, kernel, rank % 2 == 1),
+        (
+            d,
+            cost,
+            latency,
+            network,
+            queue,
+            compute,
+            energy,
+            price,
+            rank >= 2,
+            kernel,
+            rank % 2 == 1,
+        ),
     )
 
 

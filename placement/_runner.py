@@ -216,7 +216,9 @@ class Runner:
                 continue
             if self.observe is not None:
                 # the chosen device alone, placed without the calibration: its declared compute
-                ran, ran_needs, ran_work = variant if chosen.variant and variant else (name, needs, work)
+                ran, ran_needs, ran_work = (
+                    variant if chosen.variant and variant else (name, needs, work)
+                )
                 declared = place(ran, ran_needs, [device], config=self.config, compute_s=ran_work)
                 self.observe(_observation(ran, chosen, declared, result))
             return Outcome(

@@ -65,7 +65,9 @@ def test_the_setting_says_auto_none_or_what_the_device_has(value, parsed):
     assert settings.device.accelerator == value
 
 
-@pytest.mark.parametrize("value", ["gpu", "tpu", "cuda:", "cuda:24", "cuda:24TB", "CUDA", "cuda 24GiB"])
+@pytest.mark.parametrize(
+    "value", ["gpu", "tpu", "cuda:", "cuda:24", "cuda:24TB", "CUDA", "cuda 24GiB"]
+)
 def test_a_bad_accelerator_setting_is_one_line_naming_the_key(value):
     with pytest.raises(InvalidConfig) as info:
         parse_settings(f'[device]\naccelerator = "{value}"\n', "home/swarm.toml")
@@ -198,7 +200,8 @@ def test_the_policy_places_a_cuda_kernel_on_the_one_device_with_enough_of_one():
     ]
     view = [replace(d, kernels=(*d.kernels, "train", "render")) for d in view]
     decision = place("train", train.needs, view)
-    assert decision.device is not None and decision.device.name == "big"
+    assert decision.device is not None
+    assert decision.device.name == "big"
     why = {e.device.name: e.detail for e in decision.excluded}
     assert why["phone"] == "has no cuda accelerator"
     assert why["laptop"] == "has no cuda accelerator (it has mps 16384 MB)"

@@ -34,7 +34,10 @@ CHEAPER = Variant("small-model", small_model.needs)
 
 def on_battery(view_device, percent):  # type: ignore[no-untyped-def]
     return replace(
-        view_device, plugged=False, battery_percent=percent, kernels=(*view_device.kernels, *KERNELS)
+        view_device,
+        plugged=False,
+        battery_percent=percent,
+        kernels=(*view_device.kernels, *KERNELS),
     )
 
 
@@ -166,7 +169,8 @@ async def test_a_laptop_low_on_battery_runs_the_small_model_and_says_so(tmp_path
         assert reply["kernel"] == "big"
         entries = {e["name"]: e for e in reply["explain"]}
         assert entries[reply["device"]]["verdict"] == "chosen"
-        assert entries["laptop"]["variant"] and entries["phone"]["variant"]
+        assert entries["laptop"]["variant"]
+        assert entries["phone"]["variant"]
         lines = explain_lines(reply["explain"])
         assert any("runs the cheaper variant small-model (low battery)" in ln for ln in lines)
         # plugged in, the laptop runs the big model again

@@ -64,7 +64,12 @@ def test_bad_needs_are_refused_in_one_line(fields, needle):
 
 def test_needs_round_trip_the_wire_and_refuse_other_shapes():
     needs = Needs(
-        scope="private", energy="medium", cpu=2, accelerator="cuda", accelerator_mb=8192, stateful=True
+        scope="private",
+        energy="medium",
+        cpu=2,
+        accelerator="cuda",
+        accelerator_mb=8192,
+        stateful=True,
     )
     wire = msgpack.unpackb(msgpack.packb(needs.to_wire()))
     assert Needs.from_wire(wire) == needs

@@ -101,7 +101,9 @@ def test_floors_are_configurable_and_apply_to_phones_only():
     assert out is not None
     assert out.detail == "on battery at 19%, below the 20% floor for small work"
     assert admit("echo", Needs(energy="tiny"), lower) is None
-    assert admit("echo", Needs(energy="large"), lower, config=PolicyConfig(tiny_only_below=0)) is None
+    assert (
+        admit("echo", Needs(energy="large"), lower, config=PolicyConfig(tiny_only_below=0)) is None
+    )
     # a phone's own floors never go under that one
     config = PolicyConfig(floor_small=10.0)
     assert admit("echo", Needs(), phone(battery_percent=15.0), config=config) is not None
@@ -328,11 +330,7 @@ def allowed(kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig) -> b
     )
     if needs.energy != "tiny":  # the energy tiers: tiny work only below tiny_only_below
         floor = max(floor, config.tiny_only_below) if d.role == "phone" else config.tiny_only_below
-    low = (
-        d.battery_percent is not None
-        and d.plugged is not True
-        and d.battery_percent < floor
-    )
+    low = d.battery_percent is not None and d.plugged is not True and d.battery_percent < floor
     return (
         d.status == "alive"
         and not d.relay_only
@@ -525,7 +523,10 @@ def _reference_rule(
         wanted = needs.accelerator
         if (wanted == "gpu" and d.accelerators) or wanted in d.accelerators:
             mb = needs.accelerator_mb
-            return "accelerator", f"its {d.accelerator_label} has less than the {mb:.0f} MB it needs"
+            return (
+                "accelerator",
+                f"its {d.accelerator_label} has less than the {mb:.0f} MB it needs",
+            )
         wanted = "cuda or mps" if wanted == "gpu" else wanted
         has = f" (it has {d.accelerator_label})" if d.accelerators else ""
         return "accelerator", f"has no {wanted} accelerator{has}"
