@@ -158,7 +158,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return report(args, reply)
     lines = [json.dumps(reply["result"])]
     lines.extend(_attempt_lines(reply))
-    lines.append(f"placed on {_clean(reply['device'])} ({_clean(reply['executor'])})")
+    placed = f"placed on {_clean(reply['device'])} ({_clean(reply['executor'])})"
+    if reply.get("variant"):
+        placed += f", as its cheaper variant {_clean(reply['variant'])} (low battery)"
+    lines.append(placed)
     lines.extend(explain_lines(reply["explain"]))
     return report(args, reply, *lines)
 

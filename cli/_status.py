@@ -12,11 +12,14 @@ lists every way a value departs from it)::
                 "load": {"cpu_percent": FLOAT, "memory_free_mb": FLOAT},
                 "latency_ms": FLOAT|null,
                 "privacy": {"scopes": [STR], "relay_only": BOOL},
-                "capabilities": {"executor": STR, "kernels": [STR]}}],
+                "capabilities": {"executor": STR, "kernels": [STR],
+                                 "accelerator": {"kind": STR, "memory_mb": FLOAT|null}|null}}],
      "endpoints": {"metrics": URL|null, "ui": URL|null}}
 
-``endpoints`` (from ``swarm up``; a peer in a test harness may leave it out) says where this
-device's ``/metrics`` and live page are served, null when ``[http] listen`` is empty.
+``capabilities.accelerator`` (a device's CUDA or MPS device; null: none) may be left out by a
+peer that has no state yet. ``endpoints`` (from ``swarm up``; a peer in a test harness may leave
+it out) says where this device's ``/metrics`` and live page are served, null when ``[http]
+listen`` is empty.
 
 Rules of the shape: no key missing, none extra; a bool is never a number; an int is a fine FLOAT;
 numbers are finite and not negative, ``battery_percent`` at most 100; peer ids are unique; exactly
@@ -179,7 +182,12 @@ _PEER = _Obj(
         "load": _Obj({"cpu_percent": _Num(), "memory_free_mb": _Num()}),
         "latency_ms": _Nullable(_Num()),
         "privacy": _Obj({"scopes": _List(_Str()), "relay_only": _Bool()}),
-        "capabilities": _Obj({"executor": _Str(), "kernels": _List(_Str())}),
+        "capabilities": _Obj(
+            {"executor": _Str(), "kernels": _List(_Str())},
+            optional={
+                "accelerator": _Nullable(_Obj({"kind": _Str(), "memory_mb": _Nullable(_Num())}))
+            },
+        ),
     }
 )
 
@@ -258,6 +266,9 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     for peer, row in zip(peers, rows, strict=True):
         lines.append(_line("* " if peer["self"] else "  ", row, widths, color=color))
     names = {p["id"]: _clean(p["name"]) for p in peers}
+    accelerators = _accelerators_line(peers)
+    if accelerators is not None:
+        lines.append(accelerators)
     vault = status.get("vault")
     if isinstance(vault, dict):
         lines.append(_vault_line(vault, names))
@@ -270,6 +281,18 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     if isinstance(anomaly, dict):
         lines.append(_anomaly_line(anomaly))
     return "\n".join(lines)
+
+
+def _accelerators_line(peers: list[dict[str, Any]]) -> str | None:
+    """``accelerators: server cuda 24.0 GB, laptop mps``; None when no device has one."""
+    found = []
+    for peer in peers:
+        accelerator = peer["capabilities"].get("accelerator")
+        if accelerator is not None:
+            memory = accelerator["memory_mb"]
+            size = f" {_memory(memory)}" if memory else ""
+            found.append(f"{_clean(peer['name'])} {_clean(accelerator['kind'])}{size}")
+    return "accelerators: " + ", ".join(found) if found else None
 
 
 def _anomaly_line(anomaly: dict[str, Any]) -> str:

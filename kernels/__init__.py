@@ -15,7 +15,9 @@ Third-party kernels plug in through the ``homeswarm.kernels`` entry-point group 
 
 from ._anomaly import anomaly, anomaly_model, parse_time, parse_value
 from ._api import (
+    ACCELERATOR_NEEDS,
     ACCELERATORS,
+    ANY_GPU,
     DEFAULT_COMPUTE_S,
     ENERGY_CLASSES,
     MAX_NAME_CHARS,
@@ -37,6 +39,8 @@ from ._registry import ENTRY_POINT_GROUP, Registry, builtin_registry, default_re
 
 __all__ = [
     "ACCELERATORS",
+    "ACCELERATOR_NEEDS",
+    "ANY_GPU",
     "DEFAULT_COMPUTE_S",
     "DIMENSIONS",
     "ENERGY_CLASSES",

@@ -3,13 +3,17 @@
 Rules:
 
 - ``Needs`` is a frozen value, validated when built (``InvalidArgument``): cpu cores, memory, an
-  optional accelerator, the data scope the kernel touches (``public`` < ``personal`` <
+  optional accelerator (``cuda``, ``mps``, or ``gpu`` for either) and the accelerator memory it
+  takes, the data scope the kernel touches (``public`` < ``personal`` <
   ``private``), a latency budget, an energy class (``tiny`` < ``small`` < ``medium`` < ``large``),
   whether it holds state, and the compute it takes on a reference device (a laptop core) when the
   kernel cannot estimate it from its input. Its wire form is a plain dict.
 - A ``Kernel`` is a name, a Python callable and its needs, plus an input check (which also
   normalises: a tuple becomes a list), an optional estimate of the compute a given input takes,
-  and an optional ``prepare`` that loads what the kernel keeps per process (a model), once.
+  and an optional ``prepare`` that loads what the kernel keeps per process (a model), once. A
+  kernel may name a ``cheaper`` variant: another kernel of a lower energy class that does the same
+  job on the same input (a smaller model), which placement runs instead on a device whose battery
+  says so (``placement``'s energy tiers).
 - Inputs and outputs are msgpack-able values: ``None``, booleans, integers of 64 bits, finite
   floats, strings, bytes, lists and string-keyed maps, at most ``MAX_DEPTH`` deep and
   ``MAX_ITEMS`` items. ``Kernel.validate`` checks an input (``InvalidInput``, one line) before it
@@ -34,7 +38,11 @@ from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of th
 
 Energy = Literal["tiny", "small", "medium", "large"]
 ENERGY_CLASSES: tuple[str, ...] = get_args(Energy)
-ACCELERATORS = ("gpu", "npu")
+# the accelerators a device can have (``swarm.toml`` [device] accelerator; gossiped in its state);
+# a kernel needs one of them, or ``gpu``: either
+ACCELERATORS: tuple[str, ...] = ("cuda", "mps")
+ANY_GPU = "gpu"
+ACCELERATOR_NEEDS: tuple[str, ...] = (ANY_GPU, *ACCELERATORS)
 
 # the compute a kernel of each energy class takes on a reference device, when it gives no figure
 DEFAULT_COMPUTE_S = {"tiny": 0.001, "small": 0.01, "medium": 0.1, "large": 1.0}
@@ -103,6 +111,7 @@ class Needs:
     cpu: float = 1.0
     memory_mb: float = 64.0
     accelerator: str | None = None
+    accelerator_mb: float = 0.0  # accelerator memory it takes (with an accelerator only)
     latency_budget_s: float = 1.0
     stateful: bool = False
     compute_s: float = field(default=0.0)  # 0: the energy class's default
@@ -114,9 +123,9 @@ class Needs:
             raise InvalidArgument(
                 f"energy must be one of {', '.join(ENERGY_CLASSES)}, got {self.energy!r}"
             )
-        if self.accelerator is not None and self.accelerator not in ACCELERATORS:
+        if self.accelerator is not None and self.accelerator not in ACCELERATOR_NEEDS:
             raise InvalidArgument(
-                f"accelerator must be none or one of {', '.join(ACCELERATORS)}, "
+                f"accelerator must be none or one of {', '.join(ACCELERATOR_NEEDS)}, "
                 f"got {self.accelerator!r}"
             )
         if not isinstance(self.stateful, bool):
@@ -124,6 +133,10 @@ class Needs:
         set_ = object.__setattr__
         set_(self, "cpu", _number("cpu", self.cpu, low=0, high=1024, low_open=True))
         set_(self, "memory_mb", _number("memory_mb", self.memory_mb, low=0, high=1e9))
+        accelerator_mb = _number("accelerator_mb", self.accelerator_mb, low=0, high=1e9)
+        if accelerator_mb and self.accelerator is None:
+            raise InvalidArgument("accelerator_mb needs an accelerator (cuda, mps or gpu)")
+        set_(self, "accelerator_mb", accelerator_mb)
         set_(
             self,
             "latency_budget_s",
@@ -149,6 +162,7 @@ class Needs:
             "cpu": self.cpu,
             "memory_mb": self.memory_mb,
             "accelerator": self.accelerator,
+            "accelerator_mb": self.accelerator_mb,
             "latency_budget_s": self.latency_budget_s,
             "stateful": self.stateful,
             "compute_s": self.compute_s,
@@ -254,7 +268,9 @@ class Kernel:
     ``check`` takes a msgpack-able input and returns it normalised or raises ``InvalidInput``;
     ``estimate`` gives the compute seconds an input takes on the reference device (default:
     ``needs.compute_s``); ``available`` says whether this process can run it at all (its
-    packages are installed); ``prepare`` loads per-process state once, before the first run.
+    packages are installed); ``prepare`` loads per-process state once, before the first run;
+    ``cheaper`` names a variant of a lower energy class that takes the same input (see the
+    module's rules).
     """
 
     name: str
@@ -265,9 +281,12 @@ class Kernel:
     available: Callable[[], bool] | None = None
     prepare: Callable[[], None] | None = None
     doc: str = ""
+    cheaper: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.cheaper is not None and check_name(self.cheaper) == self.name:
+            raise InvalidArgument(f"kernel {self.name}: its cheaper variant must be another kernel")
         if not isinstance(self.needs, Needs):
             raise InvalidArgument(f"kernel {self.name}: needs must be a Needs")
         if not callable(self.fn):
@@ -330,8 +349,11 @@ class Kernel:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """Name, doc and needs, for ``swarm kernels``."""
-        return {"name": self.name, "doc": self.doc, "needs": self.needs.to_wire()}
+        """Name, doc, needs and cheaper variant, for ``swarm kernels``."""
+        out: dict[str, Any] = {"name": self.name, "doc": self.doc, "needs": self.needs.to_wire()}
+        if self.cheaper is not None:
+            out["cheaper"] = self.cheaper
+        return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -348,6 +370,7 @@ def kernel(
     available: Callable[[], bool] | None = None,
     prepare: Callable[[], None] | None = None,
     doc: str = "",
+    cheaper: str | None = None,
 ) -> Callable[[Callable[[Any], Any]], Kernel]:
     """Declare a kernel: ``@kernel("echo", needs=Needs(energy="tiny"))`` over its function."""
 
@@ -362,6 +385,7 @@ def kernel(
             available=available,
             prepare=prepare,
             doc=text,
+            cheaper=cheaper,
         )
 
     return wrap

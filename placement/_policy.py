@@ -12,11 +12,21 @@ Filter (the first rule a device breaks is the one reported, in this order):
   ``scope``       the device may not hold data of the kernel's scope
   ``executor``    the device runs no kernels
   ``kernel``      the device does not have this kernel
-  ``accelerator`` the kernel needs an accelerator the device lacks
+  ``accelerator`` the kernel needs an accelerator (``cuda``, ``mps``, ``gpu``: either) the device
+                  lacks, or one with less memory than the kernel takes
   ``memory``      less free memory than the kernel needs
-  ``battery``     a phone (``PolicyConfig.floor_roles``) on battery below its floor for the
-                  kernel's energy class (floors: tiny none, small/medium/large configurable)
+  ``battery``     on battery below its floor for the kernel's energy class (see the tiers)
   ``failed``      it already failed this run (re-placement)
+
+Energy tiers (the Sovereign seed's), one mechanism, the battery floor: a device on battery below
+``tiny_only_below`` (20%) runs tiny work only; a phone (``floor_roles``) also has a floor per
+class (small 30%, medium 50%, large 80%: configurable; the higher of the two applies). Tiny work
+has no floor. Below ``prefer_cheaper_below`` (50%) a device on battery prefers small work: when
+the kernel names a cheaper variant (``place(..., variant=...)``: another kernel of a lower energy
+class taking the same input), that device runs the variant instead, and a device that the floor
+rules out for the kernel may still run the variant. A variant's candidates rank after the
+kernel's own at the same standing against the budget (the full kernel where a device can afford
+it), and ``Candidate.kernel`` names what runs there.
 
 Score (seconds; lower is better; ties broken by device id):
 
@@ -51,7 +61,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from homeswarm.errors import InvalidArgument, LocalError
-from homeswarm.kernels import Needs
+from homeswarm.kernels import ACCELERATORS, ANY_GPU, Needs, energy_rank
 
 from ._view import NO_EXECUTOR, DeviceView
 
@@ -88,6 +98,8 @@ class PolicyConfig:
     floor_medium: float = 50.0
     floor_large: float = 80.0
     floor_roles: tuple[str, ...] = ("phone",)
+    tiny_only_below: float = 20.0
+    prefer_cheaper_below: float = 50.0
     speed: Mapping[str, float] = field(
         default_factory=lambda: _table(phone=0.4, laptop=1.0, server=1.5)
     )
@@ -103,7 +115,13 @@ class PolicyConfig:
     stateful_battery_s: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("floor_small", "floor_medium", "floor_large"):
+        for name in (
+            "floor_small",
+            "floor_medium",
+            "floor_large",
+            "tiny_only_below",
+            "prefer_cheaper_below",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 100:
                 raise InvalidArgument(f"{name} must be between 0 and 100, got {value!r}")
@@ -113,15 +131,19 @@ class PolicyConfig:
         if not 0 <= self.load_slowdown < 1:
             raise InvalidArgument("load_slowdown must be at least 0 and below 1")
 
-    def floor(self, energy: str) -> float:
-        """The battery percent below which a floor role may not run work of this class."""
+    def floor(self, energy: str, role: str = "phone") -> float:
+        """The battery percent below which a device of ``role`` on battery may not run work of
+        this class (the module's energy tiers)."""
         if energy == "tiny":
             return 0.0
-        return {
-            "small": self.floor_small,
-            "medium": self.floor_medium,
-            "large": self.floor_large,
-        }[energy]
+        if role not in self.floor_roles:
+            return self.tiny_only_below
+        return max(
+            self.tiny_only_below,
+            {"small": self.floor_small, "medium": self.floor_medium, "large": self.floor_large}[
+                energy
+            ],
+        )
 
 
 DEFAULT_CONFIG = PolicyConfig()
@@ -158,6 +180,8 @@ class Candidate(NamedTuple):
     energy_j: float
     price: float
     over_budget: bool
+    kernel: str = ""  # the kernel that runs there: the one placed, or its cheaper variant
+    variant: bool = False  # that kernel is the cheaper variant (the battery said so)
 
     def line(self) -> str:
         d = self.device
@@ -169,8 +193,9 @@ class Candidate(NamedTuple):
         )
         budget = ", over the latency budget" if self.over_budget else ""
         queue = f", queue {_ms(self.queue_s)}" if self.queue_s else ""
+        cheaper = f"runs the cheaper variant {self.kernel} (low battery); " if self.variant else ""
         return (
-            f"cost {_ms(self.cost_s)}: latency {_ms(self.latency_s)} (compute "
+            f"{cheaper}cost {_ms(self.cost_s)}: latency {_ms(self.latency_s)} (compute "
             f"{_ms(self.compute_s)}, {where}{queue}), energy {self.energy_j:.2g} J on {power}, "
             f"cpu {d.cpu_percent:.0f}%{budget}"
         )
@@ -195,6 +220,7 @@ class Decision:
         "kernel",
         "needs",
         "policy",
+        "variant",
     )
 
     def __init__(
@@ -208,6 +234,7 @@ class Decision:
         self.kernel = kernel
         self.needs = needs
         self.policy = policy
+        self.variant: str | None = None
         self._candidates: tuple[Candidate, ...] | None = tuple(candidates)
         self._excluded: tuple[Exclusion, ...] | None = tuple(excluded)
         self._ranked: list[_Scored] = []
@@ -222,9 +249,10 @@ class Decision:
         ranked: list[_Scored],
         ruled_out: list[tuple[str, DeviceView, str]],
         why: _Why,
+        variant: str | None = None,
     ) -> Decision:
         self = cls.__new__(cls)
-        self.kernel, self.needs, self.policy = kernel, needs, "swarm"
+        self.kernel, self.needs, self.policy, self.variant = kernel, needs, "swarm", variant
         self._candidates = self._excluded = None
         self._ranked, self._ruled_out, self._why = ranked, ruled_out, why
         return self
@@ -264,7 +292,7 @@ class Decision:
         return self._candidates[0].device if self._candidates else None
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.kernel, self.needs, self.candidates, self.excluded, self.policy)
+        return (self.kernel, self.needs, self.candidates, self.excluded, self.policy, self.variant)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):
@@ -323,6 +351,8 @@ class Decision:
                     "energy_j": round(c.energy_j, 6),
                     "energy_price": round(c.price, 3),
                     "over_budget": c.over_budget,
+                    "kernel": c.kernel,
+                    "variant": c.variant,
                     "reason": c.line(),
                 }
             )
@@ -367,16 +397,71 @@ def place(
     compute_s: float | None = None,
     failed: Mapping[str, str] | None = None,
     calibration: Calibration | None = None,
+    variant: Variant | None = None,
 ) -> Decision:
     """Where ``kernel`` with ``needs`` should run in ``view``.
 
     ``compute_s`` is this input's compute on the reference device (default ``needs.compute_s``);
     ``failed`` maps devices that already failed this run to what went wrong (re-placement);
     ``calibration`` scales each device's compute (and so its latency and energy) by what runs
-    of this kernel there have shown (none yet: the declaration, unscaled).
+    of this kernel there have shown (none yet: the declaration, unscaled); ``variant`` is the
+    kernel's cheaper variant, which devices low on battery run instead (the energy tiers).
     """
     ratios = calibration.ratios if calibration is not None else None
-    return _place(kernel, needs, view, config, compute_s, failed, every_rule=True, ratios=ratios)
+    decision = _place(
+        kernel, needs, view, config, compute_s, failed, every_rule=True, ratios=ratios
+    )
+    if variant is None:
+        return decision
+    return _cheaper(decision, variant, config, failed, ratios)
+
+
+class Variant(NamedTuple):
+    """A kernel's cheaper variant as ``place`` takes it: its name, its needs (a lower energy
+    class; the run's scope) and this input's compute on the reference device (None: its
+    declaration's)."""
+
+    kernel: str
+    needs: Needs
+    compute_s: float | None = None
+
+
+def _cheaper(
+    decision: Decision,
+    variant: Variant,
+    config: PolicyConfig,
+    failed: Mapping[str, str] | None,
+    ratios: Mapping[tuple[str, str], float] | None,
+) -> Decision:
+    """``decision`` with the devices low on battery running ``variant``: those below
+    ``prefer_cheaper_below`` among its candidates, and those its battery floor ruled out, where
+    the variant passes every rule (elsewhere they stay as they were)."""
+    name, vneeds, work = variant
+    if energy_rank(vneeds.energy) >= energy_rank(decision.needs.energy):
+        raise InvalidArgument(
+            f"{name} is not a cheaper variant of {decision.kernel}: it is {vneeds.energy} work, "
+            f"{decision.kernel} {decision.needs.energy}"
+        )
+    prefer = config.prefer_cheaper_below
+    again = [d for _, d, rule in decision._ruled_out if rule == "battery"]
+    for s in decision._ranked:
+        d = s[3]
+        if (b := d.battery_percent) is not None and d.plugged is not True and b < prefer:
+            again.append(d)
+    if not again:
+        return decision
+    cheap = _place(
+        name, vneeds, again, config, work, failed, every_rule=True, ratios=ratios, tier=1
+    )
+    took = {s[2] for s in cheap._ranked}
+    if not took:
+        return decision
+    ranked = [s for s in decision._ranked if s[2] not in took] + cheap._ranked
+    ruled_out = [e for e in decision._ruled_out if e[0] not in took]
+    assert decision._why is not None
+    return Decision._deferred(
+        decision.kernel, decision.needs, ranked, ruled_out, decision._why, variant=name
+    )
 
 
 def _place(
@@ -389,6 +474,7 @@ def _place(
     *,
     every_rule: bool,
     ratios: Mapping[tuple[str, str], float] | None = None,
+    tier: int = 0,
 ) -> Decision:
     """``place``; without ``every_rule``, only what no device could do anyway (the baselines:
     they ignore the kernel's scope, accelerator, memory and battery floor).
@@ -403,9 +489,15 @@ def _place(
     work = needs.compute_s if compute_s is None else compute_s
     scope = needs.scope
     wanted = needs.accelerator if every_rule else None
+    kinds = None if wanted is None else frozenset(ACCELERATORS if wanted == ANY_GPU else (wanted,))
+    accel_mb = needs.accelerator_mb
     memory = needs.memory_mb if every_rule else -math.inf
-    floor = config.floor(needs.energy) if every_rule else 0.0
-    floor_roles = config.floor_roles if floor > 0 else ()
+    energy_class = needs.energy
+    floor = config.floor(energy_class) if every_rule else 0.0  # a floor role's (a phone's)
+    floor_any = config.floor(energy_class, "") if every_rule else 0.0  # any other device's
+    floor_top = max(floor, floor_any)
+    floor_roles = config.floor_roles
+    under_rank, over_rank = tier, 2 + tier  # within the budget first; a variant after
     budget = needs.latency_budget_s
     stateful_s = config.stateful_battery_s if needs.stateful else 0.0
     speed, watts = config.speed, config.watts
@@ -428,15 +520,17 @@ def _place(
             out.append((d.id, d, "executor"))
         elif kernel not in d.kernels:
             out.append((d.id, d, "kernel"))
-        elif wanted is not None and wanted not in d.accelerators:
+        elif kinds is not None and (
+            kinds.isdisjoint(d.accelerators) or d.accelerator_mb < accel_mb
+        ):
             out.append((d.id, d, "accelerator"))
         elif d.memory_free_mb < memory:
             out.append((d.id, d, "memory"))
         elif (
             (battery := d.battery_percent) is not None
             and d.plugged is not True
-            and battery < floor
-            and d.role in floor_roles
+            and battery < floor_top
+            and battery < (floor if d.role in floor_roles else floor_any)
         ):
             out.append((d.id, d, "battery"))
         elif d.id in failed:
@@ -460,23 +554,40 @@ def _place(
             else:
                 price = 1.0
                 cost = latency + joule_s * energy * price
-            # ranked by (over the budget, cost, id): plain tuples, compared in C (ids are
-            # unique, so a comparison never reaches the device)
-            over = latency > budget
-            ranked.append((over, cost, d.id, d, latency, network, queue, compute, energy, price))
+            # ranked by (over the budget and tier, cost, id): plain tuples, compared in C (ids
+            # are unique, so a comparison never reaches the device)
+            rank = over_rank if latency > budget else under_rank
+            ranked.append(
+                (rank, cost, d.id, d, latency, network, queue, compute, energy, price, kernel)
+            )
     return Decision._deferred(
-        kernel, needs, ranked, out, _new(_Why, (kernel, needs, floor, failed or None))
+        kernel, needs, ranked, out, _new(_Why, (kernel, needs, config, failed or None))
     )
 
 
-# a candidate as ``_place`` keeps it: (over budget, cost, id, device, latency, network, queue,
-# compute, energy, price)
-_Scored = tuple[bool, float, str, DeviceView, float, float, float, float, float, float]
+# a candidate as ``_place`` keeps it: (rank: 2 if over the budget, + 1 for a cheaper variant;
+# cost, id, device, latency, network, queue, compute, energy, price, the kernel that runs)
+_Scored = tuple[int, float, str, DeviceView, float, float, float, float, float, float, str]
 
 
 def _candidate(s: _Scored) -> Candidate:
-    over, cost, _, d, latency, network, queue, compute, energy, price = s
-    return _new(Candidate, (d, cost, latency, network, queue, compute, energy, price, over))
+    rank, cost, _, d, latency, network, queue, compute, energy, price, kernel = s
+    return _new(
+        Candidate,
+        (
+            d,
+            cost,
+            latency,
+            network,
+            queue,
+            compute,
+            energy,
+            price,
+            rank >= 2,
+            kernel,
+            rank % 2 == 1,
+        ),
+    )
 
 
 class _Why(NamedTuple):
@@ -484,7 +595,7 @@ class _Why(NamedTuple):
 
     kernel: str
     needs: Needs
-    floor: float
+    config: PolicyConfig
     failed: Mapping[str, str] | None
 
     def detail(self, constraint: str, d: DeviceView) -> str:
@@ -501,12 +612,18 @@ class _Why(NamedTuple):
         if constraint == "kernel":
             return f"does not have the kernel {self.kernel}"
         if constraint == "accelerator":
-            return f"has no {needs.accelerator}"
+            wanted = needs.accelerator
+            has = d.accelerator_label
+            if (wanted == ANY_GPU and d.accelerators) or wanted in d.accelerators:
+                return f"its {has} has less than the {needs.accelerator_mb:.0f} MB it needs"
+            wanted = "cuda or mps" if wanted == ANY_GPU else wanted
+            return f"has no {wanted} accelerator" + (f" (it has {has})" if has else "")
         if constraint == "memory":
             return f"{d.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB"
         if constraint == "battery":
+            floor = self.config.floor(needs.energy, d.role)
             return (
-                f"on battery at {d.battery_percent:.0f}%, below the {self.floor:.0f}% floor "
+                f"on battery at {d.battery_percent:.0f}%, below the {floor:.0f}% floor "
                 f"for {needs.energy} work"
             )
         assert self.failed is not None

@@ -4,8 +4,9 @@
 
 1. look the kernel up (``UnknownKernel``), raise its scope if asked (never lower it), validate
    the input (``InvalidInput``): all before anything is placed;
-2. ``place`` it on the current view; no device allowed: ``Refused``, naming each device's
-   constraint;
+2. ``place`` it on the current view, with its cheaper variant when it names one that this
+   device has (and that takes the input): a device low on battery runs that instead (the energy
+   tiers of ``_policy``); no device allowed: ``Refused``, naming each device's constraint;
 3. run it on the chosen device: the local executor, or the remote executor (a request to that
    peer, which checks it again under its own policy);
 4. when that fails (the peer died or refused, a timeout, an executor error), place again on a
@@ -38,6 +39,7 @@ from homeswarm.kernels import (
     KernelFailed,
     Registry,
     check_value,
+    energy_rank,
     scope_rank,
 )
 
@@ -48,6 +50,7 @@ from ._policy import (
     Candidate,
     Decision,
     PolicyConfig,
+    Variant,
     admit,
     place,
 )
@@ -92,6 +95,7 @@ class Outcome:
     decision: Decision  # the first decision (what --explain shows)
     final: Decision  # the decision that placed the run that succeeded
     attempts: tuple[Attempt, ...]
+    variant: str | None = None  # the cheaper variant that ran instead (the battery said so)
 
     def report(self) -> dict[str, Any]:
         """The ``swarm run --json`` object."""
@@ -106,6 +110,7 @@ class Outcome:
             "elapsed_ms": round(self.elapsed_s * 1000, 3),
             "explain": self.decision.explain(),
             "attempts": [a.to_json() for a in self.attempts],
+            "variant": self.variant,
         }
 
 
@@ -175,6 +180,7 @@ class Runner:
         k, value, scope_ = self.prepare(name, value, scope)
         needs = k.needs.with_scope(scope_)
         work = k.compute_s(value)
+        variant = self._variant(k, value, scope_)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         failed: dict[str, str] = {}
         attempts: list[Attempt] = []
@@ -188,6 +194,7 @@ class Runner:
                 compute_s=work,
                 failed=failed,
                 calibration=self.calibration,
+                variant=variant,
             )
             if first is None:
                 first = decision
@@ -196,8 +203,9 @@ class Runner:
                 raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
             chosen = decision.check()
             device = chosen.device
+            runs = self.registry.get(chosen.kernel) if chosen.variant else k
             try:
-                result = await self._run_on(device, k, value, scope_, timeout)
+                result = await self._run_on(device, runs, value, scope_, timeout)
             except (InvalidInput, KernelFailed):
                 raise
             except (ExecutionError, TransportError, RemoteError) as exc:
@@ -208,8 +216,11 @@ class Runner:
                 continue
             if self.observe is not None:
                 # the chosen device alone, placed without the calibration: its declared compute
-                declared = place(name, needs, [device], config=self.config, compute_s=work)
-                self.observe(_observation(name, chosen, declared, result))
+                ran, ran_needs, ran_work = (
+                    variant if chosen.variant and variant else (name, needs, work)
+                )
+                declared = place(ran, ran_needs, [device], config=self.config, compute_s=ran_work)
+                self.observe(_observation(ran, chosen, declared, result))
             return Outcome(
                 name,
                 scope_,
@@ -219,8 +230,26 @@ class Runner:
                 first,
                 decision,
                 tuple(attempts),
+                chosen.kernel if chosen.variant else None,
             )
         raise RunFailed(_tried(name, attempts))
+
+    def _variant(self, k: Kernel, value: Any, scope: str) -> Variant | None:
+        """``k``'s cheaper variant for this input, as ``place`` takes it; None when it names
+        none, or one this device does not have, that is not cheaper, or that refuses the input."""
+        if k.cheaper is None or k.cheaper not in self.registry:
+            return None
+        v = self.registry.get(k.cheaper)
+        if energy_rank(v.needs.energy) >= energy_rank(k.needs.energy):
+            log.info("%s: its variant %s is not cheaper (%s work)", k.name, v.name, v.needs.energy)
+            return None
+        try:
+            checked = v.validate(value)
+        except InvalidInput as exc:
+            log.debug("%s: its variant %s refuses this input: %s", k.name, v.name, exc)
+            return None
+        needs = v.needs.with_scope(max(scope, v.needs.scope, key=scope_rank))
+        return Variant(v.name, needs, v.compute_s(checked))
 
     async def _run_on(
         self, device: DeviceView, k: Kernel, value: Any, scope: str, timeout: float

@@ -27,6 +27,8 @@ class DeviceView:
     without a battery counts as on mains). ``rtt_s`` is the measured round trip (None: not yet
     measured); ``queue`` the kernels it is running or has queued, as far as the caller knows;
     ``local`` marks the device that is deciding (no network between it and itself).
+    ``accelerators`` are the kinds it has (``cuda``, ``mps``), ``accelerator_mb`` the memory of
+    its largest (0: none, or not known).
     """
 
     id: str
@@ -42,6 +44,7 @@ class DeviceView:
     executor: str = "inline"
     kernels: tuple[str, ...] = ()
     accelerators: tuple[str, ...] = ()
+    accelerator_mb: float = 0.0
     rtt_s: float | None = None
     queue: int = 0
     local: bool = False
@@ -59,6 +62,8 @@ class DeviceView:
             raise InvalidArgument(f"scopes must be from {', '.join(SCOPES)}")
         if not all(a in ACCELERATORS for a in self.accelerators):
             raise InvalidArgument(f"accelerators must be from {', '.join(ACCELERATORS)}")
+        if not (_finite(self.accelerator_mb) and self.accelerator_mb >= 0):
+            raise InvalidArgument("accelerator_mb must be a non-negative number")
         b = self.battery_percent
         if b is not None and not (_finite(b) and 0 <= b <= 100):
             raise InvalidArgument("battery_percent must be a number from 0 to 100, or None")
@@ -79,6 +84,14 @@ class DeviceView:
     @property
     def runs_kernels(self) -> bool:
         return self.executor not in NO_EXECUTOR
+
+    @property
+    def accelerator_label(self) -> str:
+        """``cuda 24576 MB``, ``mps`` (memory not known), or empty: none."""
+        kinds = "+".join(self.accelerators)
+        if kinds and self.accelerator_mb:
+            return f"{kinds} {self.accelerator_mb:.0f} MB"
+        return kinds
 
     @property
     def label(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from homeswarm.errors import InvalidConfig
+from homeswarm.kernels import ACCELERATORS
 from homeswarm.vocabulary import SCOPES, Role, scopes_problem
 
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
@@ -63,6 +64,36 @@ def _multiaddrs(value: tuple[str, ...]) -> str | None:
     return None
 
 
+_ACCELERATOR = re.compile(r"^([a-z]+)(?::([0-9]+(?:\.[0-9]+)?)(GiB|GB|MiB|MB))?$")
+_MB_PER = {"GiB": 1024, "GB": 1024, "MiB": 1, "MB": 1}
+
+
+def parse_accelerator(value: str) -> tuple[str | None, float] | None:
+    """``[device] accelerator``: None for ``auto`` (detect it), ``(None, 0.0)`` for ``none``,
+    else the declared ``(kind, memory MB)``: ``cuda``, ``mps``, ``cuda:24GiB``, ``mps:16384MiB``
+    (GB and MB are taken as GiB and MiB; no memory: 0, not known). ``ValueError`` for others."""
+    if value == "auto":
+        return None
+    if value == "none":
+        return (None, 0.0)
+    found = _ACCELERATOR.match(value)
+    if found is None or found[1] not in ACCELERATORS:
+        kinds = ", ".join(ACCELERATORS)
+        raise ValueError(f"must be auto, none, or one of {kinds} with an optional :MEMORY")
+    memory = float(found[2]) * _MB_PER[found[3]] if found[2] else 0.0
+    if memory > 1e9:
+        raise ValueError("must declare at most 1e9 MB of accelerator memory")
+    return (found[1], memory)
+
+
+def _accelerator(value: str) -> str | None:
+    try:
+        parse_accelerator(value)
+    except ValueError as exc:
+        return f"{exc} (like cuda:24GiB), got {value[:40]!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceSettings:
     name: str = setting("", "this device's name, shown in `swarm status`", _device_name)
@@ -73,6 +104,12 @@ class DeviceSettings:
         scopes_problem,
     )
     relay_only: bool = setting(False, "a blind relay: stores and forwards data it may not read")
+    accelerator: str = setting(
+        "auto",
+        "this device's accelerator, gossiped so kernels that need one land here: auto (detect a"
+        " CUDA or Apple MPS device), none, or declared: cuda, mps, cuda:24GiB",
+        _accelerator,
+    )
 
     def effective_scopes(self) -> tuple[str, ...]:
         return self.scopes or ROLE_SCOPES[self.role]
@@ -178,6 +215,14 @@ class PlacementSettings:
     )
     floor_large: float = setting(
         80.0, "a phone on battery below this % runs no large kernel", _percent
+    )
+    tiny_only_below: float = setting(
+        20.0, "any device on battery below this % runs tiny kernels only", _percent
+    )
+    prefer_cheaper_below: float = setting(
+        50.0,
+        "a device on battery below this % runs a kernel's cheaper variant where it declares one",
+        _percent,
     )
     run_timeout_s: float = setting(120.0, "give up on one kernel run after this long", _positive)
 

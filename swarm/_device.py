@@ -15,6 +15,9 @@ Rules:
   ``MAX_ADDR_CHARS`` characters and ``MAX_ADDRS_TOTAL`` together; at most ``MAX_KERNELS`` kernel
   names of at most ``MAX_KERNEL_CHARS`` and ``MAX_KERNELS_TOTAL`` together. ``sample_state`` drops
   addresses that do not fit rather than fail.
+- ``accelerator`` is the kind of this device's accelerator (``cuda``, ``mps``; None: none) and
+  ``accelerator_mb`` its memory in whole MB (0: not known), as ``_sensors`` found it or
+  ``swarm.toml`` [device] accelerator declares it; a kernel that needs one is placed where one is.
 - A new sample is worth gossiping when ``meaningfully_different`` says so (or, the caller's rule,
   when 60 s have passed since the last one).
 - Power comes from a ``Power``: ``SimulatedPower`` here is a linear battery model that only moves
@@ -37,6 +40,7 @@ from typing import Any, Protocol, TypeGuard
 import msgpack
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.kernels import ACCELERATORS
 from homeswarm.vocabulary import ROLES, SCOPES
 from homeswarm.wire import Field, Schema
 
@@ -44,7 +48,7 @@ from ._config import PowerSettings, Settings, _device_name
 
 log = logging.getLogger("swarm.device")
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the accelerator
 MAX_NAME_CHARS = 64
 MAX_ADDRS = 8
 MAX_ADDR_CHARS = 128
@@ -84,8 +88,14 @@ STATE_WIRE = Schema(
     Field("kernels", list),
     Field("version", int),
     Field("lease_s", int),
+    Field("accelerator", str, optional=True, most=8),
+    Field("accelerator_mb", int, least=0, most=MAX_MEMORY_MB),
     positional=True,
 )
+
+# an accelerator as sampled: its kind (None: none) and its memory in MB (0: not known)
+Accelerator = tuple[str | None, float]
+NO_ACCELERATOR: Accelerator = (None, 0.0)
 
 
 # -- the state ---------------------------------------------------------------------------------
@@ -109,6 +119,8 @@ class DeviceState:
     kernels: tuple[str, ...]
     version: int
     lease_s: int = 0  # a light member's lease (it is not probed; see _membership); 0: a full one
+    accelerator: str | None = None  # cuda or mps; None: none
+    accelerator_mb: float = 0.0  # its memory, whole MB; 0: not known
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or _device_name(self.name) is not None:
@@ -131,6 +143,11 @@ class DeviceState:
             raise InvalidArgument("version must be a non-negative integer")
         if not _is_int(self.lease_s) or not 0 <= self.lease_s <= MAX_LEASE_S:
             raise InvalidArgument(f"lease_s must be a whole number of seconds, 0-{MAX_LEASE_S}")
+        if self.accelerator is not None and self.accelerator not in ACCELERATORS:
+            raise InvalidArgument(f"accelerator must be none or one of {', '.join(ACCELERATORS)}")
+        mb = self.accelerator_mb
+        if not _is_number(mb) or not 0 <= mb <= MAX_MEMORY_MB or (mb and not self.accelerator):
+            raise InvalidArgument("accelerator_mb must be 0-1e9 MB, and 0 without an accelerator")
         set_ = object.__setattr__
         set_(self, "addrs", addrs)
         set_(self, "scopes", scopes)
@@ -139,12 +156,14 @@ class DeviceState:
         set_(self, "minutes_left", _optional_tenth("minutes_left", self.minutes_left, MAX_MINUTES))
         set_(self, "cpu_percent", _tenth("cpu_percent", self.cpu_percent, 100))
         set_(self, "memory_free_mb", _tenth("memory_free_mb", self.memory_free_mb, MAX_MEMORY_MB))
+        set_(self, "accelerator_mb", float(round(mb)))
 
     def to_wire(self) -> list[Any]:
         """The compact, msgpack-able form, positional, floats as integer tenths (or None).
 
         ``[1, name, role, [addrs], battery, plugged, minutes_left, cpu, memory_free_mb,
-        [scopes], relay_only, executor, [kernels], version, lease_s]``
+        [scopes], relay_only, executor, [kernels], version, lease_s, accelerator,
+        accelerator_mb]`` (the wire version is 2)
         """
         return [
             WIRE_VERSION,
@@ -162,6 +181,8 @@ class DeviceState:
             list(self.kernels),
             self.version,
             self.lease_s,
+            self.accelerator,
+            round(self.accelerator_mb),
         ]
 
     @classmethod
@@ -184,6 +205,8 @@ class DeviceState:
                 kernels=tuple(f["kernels"]),
                 version=f["version"],
                 lease_s=f["lease_s"],
+                accelerator=f["accelerator"],
+                accelerator_mb=f["accelerator_mb"],
             )
         except InvalidArgument as exc:
             raise STATE_WIRE.fail(str(exc)) from None
@@ -200,14 +223,22 @@ class DeviceState:
             },
             "load": {"cpu_percent": self.cpu_percent, "memory_free_mb": self.memory_free_mb},
             "privacy": {"scopes": list(self.scopes), "relay_only": self.relay_only},
-            "capabilities": {"executor": self.executor, "kernels": list(self.kernels)},
+            "capabilities": {
+                "executor": self.executor,
+                "kernels": list(self.kernels),
+                "accelerator": (
+                    None
+                    if self.accelerator is None
+                    else {"kind": self.accelerator, "memory_mb": self.accelerator_mb or None}
+                ),
+            },
         }
 
     def meaningfully_different(self, other: DeviceState) -> bool:
         """Whether ``other`` is worth gossiping after ``self`` (symmetric; ignores ``version``).
 
         True for any change of name, role, addrs, scopes, relay_only, executor, kernels, plugged,
-        lease,
+        lease, accelerator (or its memory),
         or of whether there is a battery (or a minutes-left estimate); for battery moving >= 1
         point; cpu moving >= 20 points; free memory or minutes left moving >= 10% of the larger.
         """
@@ -221,6 +252,8 @@ class DeviceState:
             or self.kernels != other.kernels
             or self.plugged != other.plugged
             or self.lease_s != other.lease_s
+            or self.accelerator != other.accelerator
+            or self.accelerator_mb != other.accelerator_mb
         ):
             return True
         a, b = self.battery_percent, other.battery_percent
@@ -477,6 +510,7 @@ def sample_state(
     version: int,
     now: float,
     metered: bool = False,
+    accelerator: Accelerator = NO_ACCELERATOR,
 ) -> DeviceState:
     """This device's state now, from its settings and its power and load readings.
 
@@ -484,6 +518,8 @@ def sample_state(
     are not multiaddrs, repeat, or do not fit the size bounds are left out, in order. Bad
     ``executor``, ``kernels`` or ``version`` raise ``InvalidArgument``: they are the caller's.
     ``metered``: the device's link costs energy per burst (cellular), which can make it light.
+    ``accelerator``: what ``_sensors.AcceleratorProbe`` says (kind, memory MB), a memory out of
+    range read as not known.
     """
     reading = power.read(now)
     cpu, memory = load.read()
@@ -503,6 +539,8 @@ def sample_state(
         kernels=tuple(kernels),
         version=version,
         lease_s=light_lease(settings, reading.plugged, reading.battery_percent, metered),
+        accelerator=accelerator[0],
+        accelerator_mb=_clamp(accelerator[1], MAX_MEMORY_MB) if accelerator[0] else 0.0,
     )
 
 

@@ -232,10 +232,9 @@ class LearnService(Service):
         config = policy_config(self.identity.settings.placement)
         battery = state.battery_percent
         return (
-            self.identity.settings.device.role in config.floor_roles
-            and battery is not None
+            battery is not None
             and state.plugged is not True
-            and battery < config.floor(ENERGY)
+            and battery < config.floor(ENERGY, self.identity.settings.device.role)
         )
 
     def _side(self, meta: dict[str, Any]) -> _Side:

@@ -50,7 +50,7 @@ from ._membership import BATTERY_SAVER, NORMAL, ON_BATTERY, PROFILES, Change, Me
 from ._pairing import Pairing
 from ._peer_status import status_json
 from ._roster_facts import RosterFacts, chain_fact, revocation_fact
-from ._sensors import LoadSampler, make_power
+from ._sensors import LoadSampler, accelerator_source, make_power
 from ._service import Service, split_op
 from ._trust import trust_control
 
@@ -95,6 +95,7 @@ class Peer:
         self.power: Power = options.power or make_power(identity.settings.power, now)
         self.services: dict[str, Service] = {s.name: s for s in options.services}
         self.load: LoadSource = options.load or LoadSampler()
+        self.accelerator = accelerator_source(identity.settings.device.accelerator)
         self.transport: Transport | None = None
         self.core: Membership | None = None
         self.driver: MembershipDriver | None = None
@@ -222,6 +223,7 @@ class Peer:
             version=version,
             now=self.options.wall_clock(),
             metered=self.options.metered() if self.options.metered is not None else False,
+            accelerator=self.accelerator(),
         )
 
     def _profile(self, state: DeviceState) -> Profile:

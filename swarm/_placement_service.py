@@ -107,6 +107,8 @@ def policy_config(settings: PlacementSettings) -> PolicyConfig:
         floor_small=settings.floor_small,
         floor_medium=settings.floor_medium,
         floor_large=settings.floor_large,
+        tiny_only_below=settings.tiny_only_below,
+        prefer_cheaper_below=settings.prefer_cheaper_below,
     )
 
 
@@ -366,6 +368,8 @@ class PlacementService(Service):
                     relay_only=state.relay_only or cert is None or cert.relay_only,
                     executor=state.executor,
                     kernels=state.kernels,
+                    accelerators=(state.accelerator,) if state.accelerator else (),
+                    accelerator_mb=state.accelerator_mb,
                     rtt_s=0.0 if local else member.rtt,
                     queue=queue,
                     local=local,

@@ -48,7 +48,9 @@ def test_needs_defaults_and_compute_by_energy_class():
         ({"cpu": True}, "cpu must be a finite number"),
         ({"memory_mb": -1}, "memory_mb must be at least 0"),
         ({"latency_budget_s": 0}, "latency_budget_s must be above 0"),
-        ({"accelerator": "tpu"}, "accelerator must be none or one of gpu, npu"),
+        ({"accelerator": "tpu"}, "accelerator must be none or one of gpu, cuda, mps"),
+        ({"accelerator_mb": 1024}, "accelerator_mb needs an accelerator"),
+        ({"accelerator": "cuda", "accelerator_mb": -1}, "accelerator_mb must be at least 0"),
         ({"stateful": 1}, "stateful must be true or false"),
         ({"compute_s": -0.1}, "compute_s must be at least 0"),
     ],
@@ -61,7 +63,14 @@ def test_bad_needs_are_refused_in_one_line(fields, needle):
 
 
 def test_needs_round_trip_the_wire_and_refuse_other_shapes():
-    needs = Needs(scope="private", energy="medium", cpu=2, accelerator="gpu", stateful=True)
+    needs = Needs(
+        scope="private",
+        energy="medium",
+        cpu=2,
+        accelerator="cuda",
+        accelerator_mb=8192,
+        stateful=True,
+    )
     wire = msgpack.unpackb(msgpack.packb(needs.to_wire()))
     assert Needs.from_wire(wire) == needs
     for bad in (None, [], {"scope": "public"}, {**needs.to_wire(), "extra": 1}):

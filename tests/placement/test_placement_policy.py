@@ -93,8 +93,20 @@ def test_floors_are_configurable_and_apply_to_phones_only():
     low_phone = phone(battery_percent=20.0)
     assert admit("echo", Needs(energy="large"), low_phone, config=config) is None
     assert admit("echo", Needs(energy="large"), low_phone) is not None
-    low_laptop = laptop(plugged=False, battery_percent=5.0)
+    # other roles have the energy tiers' floor only: below 20% on battery, tiny work only
+    low_laptop = laptop(plugged=False, battery_percent=25.0)
     assert admit("echo", Needs(energy="large"), low_laptop) is None  # scored, not filtered
+    lower = replace(low_laptop, battery_percent=19.0)
+    out = admit("echo", Needs(energy="small"), lower)
+    assert out is not None
+    assert out.detail == "on battery at 19%, below the 20% floor for small work"
+    assert admit("echo", Needs(energy="tiny"), lower) is None
+    assert (
+        admit("echo", Needs(energy="large"), lower, config=PolicyConfig(tiny_only_below=0)) is None
+    )
+    # a phone's own floors never go under that one
+    config = PolicyConfig(floor_small=10.0)
+    assert admit("echo", Needs(), phone(battery_percent=15.0), config=config) is not None
     with pytest.raises(InvalidArgument):
         PolicyConfig(floor_large=101)
 
@@ -127,7 +139,16 @@ def test_each_constraint_names_itself(device, constraint, detail):
 def test_an_accelerator_must_be_there():
     needs = Needs(accelerator="gpu")
     assert admit("echo", needs, server()).constraint == "accelerator"  # type: ignore[union-attr]
-    assert admit("echo", needs, server(accelerators=("gpu",))) is None
+    assert admit("echo", needs, server(accelerators=("cuda",))) is None
+    assert admit("echo", needs, server(accelerators=("mps",))) is None
+    cuda = Needs(accelerator="cuda", accelerator_mb=16384)
+    out = admit("echo", cuda, server(accelerators=("mps",), accelerator_mb=65536))
+    assert out is not None
+    assert out.detail == "has no cuda accelerator (it has mps 65536 MB)"
+    out = admit("echo", cuda, server(accelerators=("cuda",), accelerator_mb=8192))
+    assert out is not None
+    assert out.detail == "its cuda 8192 MB has less than the 16384 MB it needs"
+    assert admit("echo", cuda, server(accelerators=("cuda",), accelerator_mb=24576)) is None
 
 
 def test_devices_that_failed_this_run_are_ruled_out():
@@ -199,6 +220,8 @@ def test_device_views_are_checked():
         {"rtt_s": -0.1},
         {"queue": -1},
         {"accelerators": ("tpu",)},
+        {"accelerators": ("gpu",)},
+        {"accelerator_mb": -1.0},
     ):
         with pytest.raises(InvalidArgument):
             replace(server(), **fields)
@@ -224,7 +247,7 @@ def test_plugged_beats_battery_and_a_server_beats_a_phone():
 
 
 @given(
-    battery=st.floats(0, 100),
+    battery=st.floats(20, 100),  # above the energy tiers' tiny-only floor: scored, not filtered
     more=st.floats(0, 100),
     cpu=st.floats(0, 100),
     rtt=st.floats(0, 1),
@@ -261,7 +284,8 @@ def device_views(local: bool = False) -> st.SearchStrategy[DeviceView]:
         relay_only=st.booleans(),
         executor=st.sampled_from(["inline", "ray", "none"]),
         kernels=st.lists(st.sampled_from(ALL_KERNELS), unique=True).map(tuple),
-        accelerators=st.lists(st.sampled_from(["gpu", "npu"]), unique=True).map(tuple),
+        accelerators=st.lists(st.sampled_from(["cuda", "mps"]), unique=True).map(tuple),
+        accelerator_mb=st.sampled_from([0.0, 8192.0, 24576.0]),
         rtt_s=st.none() | st.floats(0, 2),
         queue=st.integers(0, 20),
         local=st.just(local),
@@ -277,7 +301,7 @@ needs_ = st.builds(
     energy=st.sampled_from(ENERGY_CLASSES),
     cpu=st.floats(0.1, 8),
     memory_mb=st.floats(0, 16000),
-    accelerator=st.none() | st.sampled_from(["gpu", "npu"]),
+    accelerator=st.none() | st.sampled_from(["gpu", "cuda", "mps"]),
     latency_budget_s=st.floats(0.01, 10),
     stateful=st.booleans(),
     compute_s=st.floats(0, 5),
@@ -288,7 +312,15 @@ configs = st.builds(
     floor_small=st.floats(0, 100),
     floor_medium=st.floats(0, 100),
     floor_large=st.floats(0, 100),
+    tiny_only_below=st.floats(0, 100),
 )
+
+
+def has_accelerator(needs: Needs, d: DeviceView) -> bool:
+    if needs.accelerator is None:
+        return True
+    kinds = {"gpu": ("cuda", "mps")}.get(needs.accelerator, (needs.accelerator,))
+    return any(k in d.accelerators for k in kinds) and d.accelerator_mb >= needs.accelerator_mb
 
 
 def allowed(kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig) -> bool:
@@ -296,19 +328,16 @@ def allowed(kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig) -> b
     floor = {"tiny": 0.0, "small": config.floor_small, "medium": config.floor_medium}.get(
         needs.energy, config.floor_large
     )
-    low = (
-        d.role == "phone"
-        and d.battery_percent is not None
-        and d.plugged is not True
-        and d.battery_percent < floor
-    )
+    if needs.energy != "tiny":  # the energy tiers: tiny work only below tiny_only_below
+        floor = max(floor, config.tiny_only_below) if d.role == "phone" else config.tiny_only_below
+    low = d.battery_percent is not None and d.plugged is not True and d.battery_percent < floor
     return (
         d.status == "alive"
         and not d.relay_only
         and needs.scope in d.scopes
         and d.executor != "none"
         and kernel in d.kernels
-        and (needs.accelerator is None or needs.accelerator in d.accelerators)
+        and has_accelerator(needs, d)
         and d.memory_free_mb >= needs.memory_mb
         and not low
     )
@@ -331,11 +360,10 @@ def test_the_policy_never_chooses_a_forbidden_device(kernel, needs, view, config
         assert not chosen.relay_only
         assert chosen.status == "alive"
         assert not (
-            chosen.role == "phone"
-            and chosen.on_battery
+            chosen.on_battery
             and needs.energy != "tiny"
             and chosen.battery_percent is not None
-            and chosen.battery_percent < config.floor(needs.energy)
+            and chosen.battery_percent < config.floor(needs.energy, chosen.role)
         )
         assert violations(decision, config=config) == []
     else:
@@ -491,12 +519,21 @@ def _reference_rule(
         return "executor", f"runs no kernels (executor {d.executor!r})"
     if kernel not in d.kernels:
         return "kernel", f"does not have the kernel {kernel}"
-    if needs.accelerator is not None and needs.accelerator not in d.accelerators:
-        return "accelerator", f"has no {needs.accelerator}"
+    if not has_accelerator(needs, d):
+        wanted = needs.accelerator
+        if (wanted == "gpu" and d.accelerators) or wanted in d.accelerators:
+            mb = needs.accelerator_mb
+            return (
+                "accelerator",
+                f"its {d.accelerator_label} has less than the {mb:.0f} MB it needs",
+            )
+        wanted = "cuda or mps" if wanted == "gpu" else wanted
+        has = f" (it has {d.accelerator_label})" if d.accelerators else ""
+        return "accelerator", f"has no {wanted} accelerator{has}"
     if d.memory_free_mb < needs.memory_mb:
         return "memory", f"{d.memory_free_mb:.0f} MB free, needs {needs.memory_mb:.0f} MB"
-    if d.role in config.floor_roles and d.on_battery and needs.energy != "tiny":
-        floor = config.floor(needs.energy)
+    if d.on_battery and needs.energy != "tiny":
+        floor = config.floor(needs.energy, d.role)
         assert d.battery_percent is not None
         if d.battery_percent < floor:
             return "battery", (
@@ -509,7 +546,7 @@ def _reference_rule(
 
 
 def _reference_score(
-    needs: Needs, d: DeviceView, work: float, config: PolicyConfig
+    kernel: str, needs: Needs, d: DeviceView, work: float, config: PolicyConfig
 ) -> tuple[object, ...]:
     speed = config.speed[d.role] * (1.0 - config.load_slowdown * d.cpu_percent / 100.0)
     compute = work / speed
@@ -530,7 +567,7 @@ def _reference_score(
     if needs.stateful and d.on_battery:
         cost += config.stateful_battery_s
     over = latency > needs.latency_budget_s
-    return (d, cost, latency, network, queue, compute, energy, price, over)
+    return (d, cost, latency, network, queue, compute, energy, price, over, kernel, False)
 
 
 def _reference_place(
@@ -545,7 +582,7 @@ def _reference_place(
     for d in view:
         out = _reference_rule(kernel, needs, d, config, failed)
         if out is None:
-            candidates.append(_reference_score(needs, d, work, config))
+            candidates.append(_reference_score(kernel, needs, d, work, config))
         else:
             excluded.append((d, *out))
     candidates.sort(key=lambda c: (c[8], c[1], c[0].id))  # type: ignore[attr-defined]
@@ -559,6 +596,9 @@ def _on_the_edges(view: list[DeviceView], rng: random.Random) -> list[DeviceView
     for d in view:
         if d.battery_percent is not None and rng.random() < 0.5:
             d = replace(d, battery_percent=float(rng.choice(range(0, 101, 10))))
+        if rng.random() < 0.3:
+            kinds = rng.choice([("cuda",), ("mps",), ("cuda", "mps")])
+            d = replace(d, accelerators=kinds, accelerator_mb=rng.choice([0.0, 8192.0, 24576.0]))
         out.append(d)
     return out
 
@@ -568,7 +608,8 @@ fast_needs = st.builds(
     scope=st.sampled_from(SCOPES),
     energy=st.sampled_from(ENERGY_CLASSES),
     memory_mb=st.floats(0, 4000) | st.sampled_from([100.0, 32000.0]),
-    accelerator=st.none() | st.none() | st.sampled_from(["gpu", "npu"]),
+    accelerator=st.none() | st.none() | st.sampled_from(["gpu", "cuda", "mps"]),
+    accelerator_mb=st.just(0.0),
     latency_budget_s=st.floats(0.01, 2),
     stateful=st.booleans(),
     compute_s=st.floats(0, 5),

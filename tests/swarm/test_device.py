@@ -76,6 +76,9 @@ def worst_case() -> DeviceState:
         executor="e" * 16,
         kernels=tuple(f"k{i}".ljust(kernel_len, "x") for i in range(32)),
         version=2**63 - 1,
+        lease_s=86_400,
+        accelerator="cuda",
+        accelerator_mb=MAX_MEMORY_MB,
     )
 
 
@@ -108,6 +111,13 @@ states = st.builds(
     executor=st.sampled_from(["inline", "ray", "remote"]),
     kernels=kernel_lists.map(tuple),
     version=st.integers(0, 2**63 - 1),
+    accelerator=st.none() | st.sampled_from(["cuda", "mps"]),
+).flatmap(
+    lambda s: st.builds(
+        dataclasses.replace,
+        st.just(s),
+        accelerator_mb=st.just(0.0) if s.accelerator is None else st.floats(0, MAX_MEMORY_MB),
+    )
 )
 msgpack_values = st.recursive(
     st.none()
@@ -180,6 +190,9 @@ def test_floats_are_kept_to_one_decimal_and_ints_become_floats():
         {"lease_s": 1.5},
         {"lease_s": True},
         {"lease_s": 86_401},
+        {"accelerator": "gpu"},
+        {"accelerator": "cuda", "accelerator_mb": -1},
+        {"accelerator_mb": 1024},  # memory without an accelerator
     ],
 )
 def test_invalid_states_are_refused(changes):
@@ -189,9 +202,9 @@ def test_invalid_states_are_refused(changes):
 
 def test_wire_form_is_positional_with_a_leading_version_and_tenths():
     wire = state().to_wire()
-    assert wire[0] == 1
+    assert wire[0] == 2
     assert wire == [
-        1,
+        2,
         "pixel-7",
         "phone",
         ["/ip4/192.168.1.23/tcp/4747", "/ip6/fe80::1c2b:3aff:fe4d:5e6f/tcp/4747"],
@@ -206,8 +219,14 @@ def test_wire_form_is_positional_with_a_leading_version_and_tenths():
         ["embed", "summarize", "dp-train"],
         17,
         0,
+        None,
+        0,
     ]
     assert DeviceState.from_wire(wire) == state()
+    gpu = state(accelerator="cuda", accelerator_mb=24575.6)
+    assert gpu.accelerator_mb == 24576.0  # whole MB
+    assert gpu.to_wire()[-2:] == ["cuda", 24576]
+    assert DeviceState.from_wire(gpu.to_wire()) == gpu
 
 
 def test_no_battery_round_trips_as_none():
@@ -239,10 +258,10 @@ def test_worst_case_is_well_under_a_kilobyte_and_typical_a_few_hundred_bytes():
     [
         ({"v": 1}, "not a list"),
         ([], "0 fields"),
-        ([2, *state().to_wire()[1:]], "version"),
+        ([1, *state().to_wire()[1:]], "version"),  # a peer from before the accelerator
         ([True, *state().to_wire()[1:]], "version"),
-        (state().to_wire()[:-1], "14 fields"),
-        ([*state().to_wire(), 0], "16 fields"),
+        (state().to_wire()[:-1], "16 fields"),
+        ([*state().to_wire(), 0], "18 fields"),
     ],
 )
 def test_bad_shapes_say_why(wire, reason):
@@ -272,6 +291,13 @@ def test_bad_shapes_say_why(wire, reason):
         (12, {"k": 1}),
         (13, -1),
         (13, 2**64 - 1),
+        (15, "tpu"),
+        (15, "c" * 9),
+        (15, 1),
+        (16, -1),
+        (16, 1.5),
+        (16, None),
+        (16, 10),  # memory without an accelerator
     ],
 )
 def test_bad_fields_are_protocol_violations(index, value):
@@ -304,9 +330,17 @@ def test_as_status():
         "power": {"battery_percent": 87.3, "plugged": False, "minutes_left": 412.0},
         "load": {"cpu_percent": 12.5, "memory_free_mb": 2048.0},
         "privacy": {"scopes": ["public", "personal"], "relay_only": False},
-        "capabilities": {"executor": "inline", "kernels": ["embed", "summarize", "dp-train"]},
+        "capabilities": {
+            "executor": "inline",
+            "kernels": ["embed", "summarize", "dp-train"],
+            "accelerator": None,
+        },
     }
     assert json.loads(json.dumps(status)) == status
+    gpu = state(role="server", accelerator="cuda", accelerator_mb=24576).as_status()
+    assert gpu["capabilities"]["accelerator"] == {"kind": "cuda", "memory_mb": 24576.0}
+    mps = state(accelerator="mps").as_status()
+    assert mps["capabilities"]["accelerator"] == {"kind": "mps", "memory_mb": None}
 
 
 @pytest.mark.parametrize(
@@ -322,6 +356,7 @@ def test_as_status():
         ({"executor": "ray"}, True),
         ({"kernels": ("embed",)}, True),
         ({"plugged": True}, True),
+        ({"accelerator": "cuda"}, True),
         ({"plugged": None}, True),
         ({"battery_percent": None}, True),
         ({"battery_percent": 86.4}, False),

@@ -22,7 +22,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.cli._status import check_status_shape
-from homeswarm.kernels import InvalidInput, KernelFailed, UnknownKernel
+from homeswarm.kernels import InvalidInput, KernelFailed, Registry, UnknownKernel
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import (
     Executor,
@@ -65,6 +65,8 @@ class Spec:
     # what its swarm.toml claims instead of what its certificate says (an edited config)
     claims: tuple[str, ...] | None = None
     claims_relay_only: bool | None = None
+    # swarm.toml [device] accelerator ("none": these tests mean the same on a machine with one)
+    accelerator: str = "none"
 
 
 PHONE = Spec("phone", "phone", battery=82.0, plugged=False)
@@ -129,8 +131,12 @@ def make_homes(root: Path, specs: Sequence[Spec]) -> list[Identity]:
         home = root / spec.name
         write_home(home, device=key, age=age, root=None, config=config, roster=roster.encode())
         homes.append(home)
-    for home in homes:
+    for home, spec in zip(homes, specs, strict=True):
         save_roster(home, roster)
+        config_path = home / "swarm.toml"
+        text = config_path.read_text(encoding="utf-8")
+        declared = f'[device]\naccelerator = "{spec.accelerator}"\n'
+        config_path.write_text(text.replace("[device]\n", declared, 1), encoding="utf-8")
     return [load_identity(h) for h in homes]
 
 
@@ -191,12 +197,13 @@ async def swarm(
     specs: Sequence[Spec] = (PHONE, LAPTOP, SERVER),
     *,
     executors: dict[str, Executor | None] | None = None,
+    registry: Registry | None = None,
 ) -> AsyncIterator[Swarm]:
     """The devices of ``specs``, paired, running, each seeing every other alive with its state
     and a measured RTT. Executors: inline (no threads: virtual time) unless given (None: what
-    the device's settings say)."""
+    the device's settings say); kernels: ``make_registry()``'s unless given."""
     network = MemoryNetwork(random.Random(1), default_link=LINK)
-    registry = make_registry()
+    registry = make_registry() if registry is None else registry
     idents = make_homes(tmp_path, specs)
     devices: dict[str, Device] = {}
     for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
