@@ -2,7 +2,7 @@
 by the one wire checker (``homeswarm.wire``); anything else is ``MalformedMessage`` in one line.
 
 (That a malformed request closes its connection, is logged, and the peer carries on is in
-tests/test_placement_swarm.py, on a real swarm.)
+tests/swarm/test_placement_swarm.py, on a real swarm.)
 """
 
 from __future__ import annotations
