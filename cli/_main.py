@@ -1,21 +1,28 @@
 """The ``swarm`` command line.
 
 Bad input gets one line on stderr and exit code 2, never a traceback.
+
+A command loads only its own module: ``COMMANDS`` says which module adds each command to the
+parser, and ``main`` builds the parser with that module alone (``swarm vault get`` never imports
+the service, placement or simulator commands). Without a known command (``swarm --help``, a
+typo) every module adds its commands, so the help lists them all and a typo gets argparse's
+"invalid choice" with the choices.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from homeswarm.errors import InvalidArgument, LocalError, SwarmError, swarm_error_in
 from homeswarm.swarm import __version__
 from homeswarm.vocabulary import ROLES
 
-from ._anomaly import add_anomaly_commands
 from ._args import (
     EXIT_FAIL,
     EXIT_OK,
@@ -28,18 +35,31 @@ from ._args import (
     scopes_arg,
     seconds,
 )
-from ._learn import add_learn_commands
-from ._logs import add_logs_command
-from ._placement import add_placement_commands
-from ._recall import add_recall_command
-from ._service import add_service_commands
-from ._simulate import add_simulate_commands
-from ._trust import add_grant_options, add_trust_commands, grant_args, revoke_lines
-from ._ui import add_ui_command
-from ._vault import add_vault_commands
+
+# (module, its function that adds commands to the subparsers, the commands it adds), in the
+# order `swarm --help` lists them; a test checks the names against the parser
+COMMANDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        __name__,
+        "add_peer_commands",
+        ("init", "invite", "join", "revoke", "up", "status", "power", "demo"),
+    ),
+    ("._placement", "add_placement_commands", ("run", "kernels")),
+    ("._logs", "add_logs_command", ("logs",)),
+    ("._service", "add_service_commands", ("service",)),
+    ("._ui", "add_ui_command", ("ui",)),
+    ("._simulate", "add_simulate_commands", ("simulate",)),
+    ("._vault", "add_vault_commands", ("vault",)),
+    ("._recall", "add_recall_command", ("recall",)),
+    ("._trust", "add_trust_commands", ("audit", "grant", "recover")),
+    ("._anomaly", "add_anomaly_commands", ("anomaly",)),
+    ("._learn", "add_learn_commands", ("learn",)),
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` (a command's name) just that command's module adds its
+    commands, else every module does."""
     parser = Parser(
         prog="swarm",
         description="A peer-to-peer agent swarm across your own devices.",
@@ -48,7 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"swarm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    chosen = [entry for entry in COMMANDS if only in entry[2]] or COMMANDS
+    for module, adder, _ in chosen:
+        getattr(importlib.import_module(module, __package__), adder)(sub)
+    return parser
 
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, if any: its first word that is not an option (the top-level
+    options take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def add_peer_commands(sub: Any) -> None:
+    """The commands of this device's peer and its membership."""
     p = command(sub, "init", _cmd_init, "create a new swarm with this device as its first member")
     p.add_argument("--name", required=True, help="this device's name, e.g. laptop")
     p.add_argument("--role", required=True, choices=ROLES, help="what kind of device this is")
@@ -68,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the code stays valid (default 600)",
     )
+    from ._trust import add_grant_options
+
     add_grant_options(p)
 
     p = command(sub, "join", _cmd_join, "join a swarm with a code from `swarm invite`")
@@ -110,17 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--relay", action="store_true", help="add a blind relay (relay_only: reads no vault data)"
     )
-    add_placement_commands(sub)
-    add_logs_command(sub)
-    add_service_commands(sub)
-    add_ui_command(sub)
-    add_simulate_commands(sub)
-    add_vault_commands(sub)
-    add_recall_command(sub)
-    add_trust_commands(sub)
-    add_anomaly_commands(sub)
-    add_learn_commands(sub)
-    return parser
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -180,6 +204,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_invite(args: argparse.Namespace) -> int:
     from homeswarm.swarm import ask
 
+    from ._trust import grant_args
+
     reply = ask(home_of(args), "trust.invite", ttl=args.ttl, **grant_args(args))
     return report(args, reply, reply["code"])
 
@@ -213,6 +239,8 @@ def _cmd_join(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from homeswarm.swarm import ask
+
+    from ._trust import revoke_lines
 
     reply = ask(home_of(args), "trust.revoke", device=args.device)
     return report(args, reply, *revoke_lines(reply))
@@ -265,8 +293,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(words))
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

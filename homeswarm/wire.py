@@ -4,7 +4,8 @@ A ``Schema`` names a message and lists its ``Field``s. ``schema.check(obj)`` tak
 decoded from a peer and gives back its fields, a dict by name, or raises ``MalformedMessage`` (a
 ``ProtocolViolation``: the connection that sent it is closed) with ``"WHAT: PROBLEM"``; for any
 input at all it raises nothing else (or the schema's own ``error``, see below). The first problem
-found, in the order the fields are listed, is the one reported.
+found, in the order the fields are listed, is the one reported. ``schema.problem(obj)`` says what
+``check`` would refuse, without raising: a value built here is checked by the same rules.
 
 Rules:
 
@@ -18,8 +19,8 @@ Rules:
   unless ``bool`` itself is listed;
 - ``least``/``most`` bound a number's value, or the length of a string, bytes, list or map;
 - ``items`` checks each item of a list; ``keys`` and ``values`` each key and value of a map;
-- ``valid`` is a last predicate on a value that passed everything else; ``says`` is the problem
-  it reports;
+- ``valid`` is a last predicate on a value that passed everything else (its result's truth
+  counts: a regex's ``match`` will do); ``says`` is the problem it reports;
 - ``error`` is what a schema raises, ``MalformedMessage`` unless told otherwise: a part of a message
   that is refused on its own, without closing the connection (a vault record), names its own.
 
@@ -78,7 +79,7 @@ class Field:
         items: Field | None = None,
         keys: Field | None = None,
         values: Field | None = None,
-        valid: Callable[[Any], bool] | None = None,
+        valid: Callable[[Any], object] | None = None,
         says: str = "",
     ) -> None:
         self.name = name
@@ -159,31 +160,44 @@ class Schema:
 
     def check(self, obj: object) -> dict[str, Any]:
         """The message's fields by name; ``MalformedMessage`` if ``obj`` is not this message."""
+        problem, out = self._read(obj)
+        if problem is not None:
+            raise self.fail(problem)
+        return out
+
+    def problem(self, obj: object) -> str | None:
+        """What ``check`` would refuse ``obj`` for (without the message's name), or ``None``: for
+        a value built here, to be checked by the same rules as one that came off the wire."""
+        return self._read(obj)[0]
+
+    def _read(self, obj: object) -> tuple[str | None, dict[str, Any]]:
         if self.positional:
-            values = self._positions(obj)
+            values, problem = self._positions(obj)
+            if problem is not None:
+                return problem, {}
         elif isinstance(obj, dict):
             values = [obj.get(f.name) for f in self.fields]
         else:
-            raise self.fail("not a map")
+            return "not a map", {}
         out = {}
         for field, value in zip(self.fields, values, strict=True):
             found = field.problem(value)
             if found is not None:
-                raise self.fail(found)
+                return found, {}
             out[field.name] = value
-        return out
+        return None, out
 
-    def _positions(self, obj: object) -> list[Any] | tuple[Any, ...]:
+    def _positions(self, obj: object) -> tuple[list[Any] | tuple[Any, ...], str | None]:
         if not isinstance(obj, list | tuple):
-            raise self.fail("not a list")
+            return (), "not a list"
         first = self.fields[0] if self.fields else None
         if obj and first is not None and first.equals is not _ANY:
             found = first.problem(obj[0])
             if found is not None:
-                raise self.fail(found)
+                return (), found
         if len(obj) != len(self.fields):
-            raise self.fail(f"{len(obj)} fields, expected {len(self.fields)}")
-        return obj
+            return (), f"{len(obj)} fields, expected {len(self.fields)}"
+        return obj, None
 
     def fail(self, problem: str) -> Exception:
         """The error for ``problem`` with this message (also for a caller's own later checks)."""
@@ -196,7 +210,7 @@ def _is(value: object, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def _holds(predicate: Callable[[Any], bool], value: object) -> bool:
+def _holds(predicate: Callable[[Any], object], value: object) -> bool:
     try:
         return bool(predicate(value))
     except (TypeError, ValueError):

@@ -1,8 +1,10 @@
 """The remote executor's messages: a run request to a peer, and its reply.
 
-Both are frozen value types, versioned, validated when read: a malformed one is the sender's
-``ProtocolViolation``. The receiving peer checks every request against its own policy before it
-runs anything, and answers a refusal, a failure or a result, never an exception::
+Both are frozen value types, versioned, validated when read against their ``homeswarm.wire``
+schemas: a malformed one raises ``MalformedMessage`` (the sender's ``ProtocolViolation``: the
+connection is closed). Keys a schema does not name are ignored, as everywhere on our wire. The
+receiving peer checks every request against its own policy before it runs anything, and answers
+a refusal, a failure or a result, never an exception::
 
     request  {"op": "kernels.run", "v": 1, "kernel": NAME, "input": VALUE, "scope": SCOPE,
               "timeout_s": SECONDS}
@@ -24,8 +26,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from homeswarm.errors import InvalidArgument, ProtocolViolation, RemoteError
+from homeswarm.errors import InvalidArgument, RemoteError
 from homeswarm.kernels import SCOPES, InvalidInput, KernelFailed, check_name
+from homeswarm.wire import Field, Schema
 
 from ._executors import ExecutorFailed, Host
 
@@ -46,10 +49,6 @@ class RemoteRefused(RemoteError):
         self.constraint = constraint
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _seconds(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -57,6 +56,53 @@ def _seconds(value: object) -> bool:
         and math.isfinite(value)
         and 0 <= value <= MAX_TIMEOUT_S
     )
+
+
+def _timeout(value: object) -> bool:
+    return _seconds(value) and value != 0
+
+
+def _kernel(name: str) -> Field:
+    return Field(name, str, valid=check_name, says=f"{name} is not a kernel name")
+
+
+# what comes off the wire, checked by the one checker (``homeswarm.wire``): each raises
+# ``MalformedMessage``, a ``ProtocolViolation``, so the connection that sent it is closed
+_VERSION = Field("v", int, equals=WIRE_VERSION)
+_EXECUTOR = Field("executor", str, least=1, most=MAX_EXECUTOR_CHARS)
+_PID = Field("pid", int, optional=True, least=0)
+_HOSTS = Field("hosts", list, most=MAX_HOSTS)
+REQUEST_WIRE = Schema(
+    "kernels.run",
+    Field("op", str, equals=OP),
+    _VERSION,
+    _kernel("kernel"),
+    Field("input", optional=True),  # any value; the kernel checks it
+    Field("scope", str, valid=SCOPES.__contains__, says=f"scope is not {', '.join(SCOPES)}"),
+    Field("timeout_s", int, float, valid=_timeout, says="timeout_s is not 0-86400 seconds"),
+)
+HOST_WIRE = Schema(
+    "kernels.run reply host",
+    _kernel("kernel"),
+    _EXECUTOR,
+    _PID,
+    Field("runs", int, least=0),
+    Field("running", int, least=0),
+)
+REPLY_WIRE = Schema("kernels.run reply", _VERSION, Field("ok", bool), _HOSTS)
+DONE_WIRE = Schema(
+    "kernels.run reply",
+    Field("output", optional=True),  # any value
+    _EXECUTOR,
+    _PID,
+    Field("elapsed_s", int, float, valid=_seconds, says="elapsed_s is not 0-86400 seconds"),
+)
+FAILED_WIRE = Schema(
+    "kernels.run reply",
+    Field("kind", str, valid=KINDS.__contains__, says=f"kind is not {', '.join(KINDS)}"),
+    Field("constraint", str, optional=True, least=1),
+    Field("error", str, most=MAX_ERROR_CHARS),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +116,7 @@ class RunRequest:
         check_name(self.kernel)
         if self.scope not in SCOPES:
             raise InvalidArgument(f"scope must be one of {', '.join(SCOPES)}")
-        if not _seconds(self.timeout_s) or not self.timeout_s > 0:
+        if not _timeout(self.timeout_s):
             raise InvalidArgument("timeout_s must be a positive number of seconds")
 
     def to_wire(self) -> dict[str, Any]:
@@ -85,34 +131,13 @@ class RunRequest:
 
     @classmethod
     def from_wire(cls, body: object) -> RunRequest:
-        if not isinstance(body, dict) or body.get("op") != OP:
-            raise ProtocolViolation("kernels.run: not a run request")
-        if body.get("v") != WIRE_VERSION:
-            raise ProtocolViolation("kernels.run: unsupported version")
-        if set(body) != {"op", "v", "kernel", "input", "scope", "timeout_s"}:
-            raise ProtocolViolation("kernels.run: wrong fields")
-        try:
-            return cls(body["kernel"], body["input"], body["scope"], body["timeout_s"])
-        except InvalidArgument as exc:
-            raise ProtocolViolation(f"kernels.run: {exc}") from None
+        m = REQUEST_WIRE.check(body)
+        return cls(m["kernel"], m["input"], m["scope"], m["timeout_s"])
 
 
 def host_from_wire(obj: object) -> Host:
-    if not isinstance(obj, dict) or set(obj) != {"kernel", "executor", "pid", "runs", "running"}:
-        raise ProtocolViolation("kernels.run reply: malformed host")
-    kernel, executor, pid = obj["kernel"], obj["executor"], obj["pid"]
-    runs, running = obj["runs"], obj["running"]
-    try:
-        check_name(kernel)
-    except InvalidArgument:
-        raise ProtocolViolation("kernels.run reply: bad kernel name in hosts") from None
-    if not isinstance(executor, str) or not 0 < len(executor) <= MAX_EXECUTOR_CHARS:
-        raise ProtocolViolation("kernels.run reply: bad executor in hosts")
-    if pid is not None and not (_is_int(pid) and pid >= 0):
-        raise ProtocolViolation("kernels.run reply: bad pid in hosts")
-    if not (_is_int(runs) and _is_int(running) and runs >= 0 and running >= 0):
-        raise ProtocolViolation("kernels.run reply: bad counts in hosts")
-    return Host(kernel, executor, pid, runs, running)
+    m = HOST_WIRE.check(obj)
+    return Host(m["kernel"], m["executor"], m["pid"], m["runs"], m["running"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,35 +183,14 @@ class RunReply:
 
     @classmethod
     def from_wire(cls, body: object) -> RunReply:
-        if not isinstance(body, dict) or body.get("v") != WIRE_VERSION:
-            raise ProtocolViolation("kernels.run reply: not a version 1 reply")
-        hosts_raw = body.get("hosts")
-        if not isinstance(hosts_raw, list) or len(hosts_raw) > MAX_HOSTS:
-            raise ProtocolViolation("kernels.run reply: malformed hosts")
-        hosts = tuple(host_from_wire(h) for h in hosts_raw)
-        if body.get("ok") is True:
-            if set(body) != {"v", "ok", "output", "executor", "pid", "elapsed_s", "hosts"}:
-                raise ProtocolViolation("kernels.run reply: wrong fields")
-            executor, pid, elapsed = body["executor"], body["pid"], body["elapsed_s"]
-            if not isinstance(executor, str) or not 0 < len(executor) <= MAX_EXECUTOR_CHARS:
-                raise ProtocolViolation("kernels.run reply: bad executor")
-            if pid is not None and not (_is_int(pid) and pid >= 0):
-                raise ProtocolViolation("kernels.run reply: bad pid")
-            if not _seconds(elapsed):
-                raise ProtocolViolation("kernels.run reply: bad elapsed_s")
-            return cls(True, body["output"], executor, pid, float(elapsed), hosts=hosts)
-        if body.get("ok") is False:
-            if set(body) != {"v", "ok", "kind", "constraint", "error", "hosts"}:
-                raise ProtocolViolation("kernels.run reply: wrong fields")
-            kind, constraint, error = body["kind"], body["constraint"], body["error"]
-            if kind not in KINDS:
-                raise ProtocolViolation("kernels.run reply: unknown kind of failure")
-            if constraint is not None and not (isinstance(constraint, str) and constraint):
-                raise ProtocolViolation("kernels.run reply: bad constraint")
-            if not isinstance(error, str) or len(error) > MAX_ERROR_CHARS:
-                raise ProtocolViolation("kernels.run reply: bad error text")
-            return cls(False, kind=kind, constraint=constraint, error=error, hosts=hosts)
-        raise ProtocolViolation("kernels.run reply: ok must be true or false")
+        head = REPLY_WIRE.check(body)
+        hosts = tuple(host_from_wire(h) for h in head["hosts"])
+        if head["ok"]:
+            m = DONE_WIRE.check(body)
+            elapsed = float(m["elapsed_s"])
+            return cls(True, m["output"], m["executor"], m["pid"], elapsed, hosts=hosts)
+        m = FAILED_WIRE.check(body)
+        return cls(False, kind=m["kind"], constraint=m["constraint"], error=m["error"], hosts=hosts)
 
     def output_or_raise(self, device: str) -> Any:
         """The output, or the error this reply stands for (``device`` names the sender)."""

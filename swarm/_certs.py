@@ -97,6 +97,11 @@ first device is one admin among the others, not the root; ``--keep-root-key`` ke
 A revocation whose signer's chain is not known yet is refused (``add_revocation`` raises,
 ``merge_wire`` skips it); merging a whole roster never hits this, since a roster holds the chain of
 every revocation's signer, and fact-by-fact gossip relies on anti-entropy to deliver it again.
+
+Off the wire, certificates, revocations and rosters are read by the one wire checker
+(``CERTIFICATE_WIRE``, ``REVOCATION_WIRE``, ``ROSTER_WIRE``: ``homeswarm.wire`` schemas); a
+malformed one is ``MalformedCertificate``, both an ``InvalidCertificate`` and a
+``MalformedMessage``. ``issue_certificate`` and ``revoke`` check what they sign by the same rules.
 """
 
 from __future__ import annotations
@@ -113,9 +118,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.errors import InvalidArgument, MalformedMessage, ProtocolViolation
 from homeswarm.ids import peer_id_from_public_key, public_key_from_peer_id
 from homeswarm.vocabulary import ROLES, SCOPES
+from homeswarm.wire import Field, Schema
 
 from ._config import ROLE_SCOPES, _device_name
 
@@ -134,6 +140,11 @@ _MAX_PEER_ID = 64
 
 class InvalidCertificate(ProtocolViolation):
     """A certificate, chain, revocation or roster from a peer is malformed or does not verify."""
+
+
+class MalformedCertificate(InvalidCertificate, MalformedMessage):
+    """A certificate, chain, revocation or roster from a peer that does not have the shape its
+    schema declares (``homeswarm.wire``): both invalid and a malformed message."""
 
 
 def short(device: str) -> str:
@@ -183,10 +194,6 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
-def _time_ok(value: object) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
-
-
 def _canonical_scopes(scopes: object) -> tuple[str, ...]:
     """Known scopes, each once, in ``SCOPES`` order (anything else is dropped: compare with the
     input to validate)."""
@@ -195,10 +202,105 @@ def _canonical_scopes(scopes: object) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in scopes)
 
 
-def _signature_problem(signature: object) -> str | None:
-    if isinstance(signature, bytes) and len(signature) == 64:
-        return None
-    return "a signature is 64 bytes"
+# ---- the wire: what a peer sends, checked by the one checker (``homeswarm.wire``) --------------
+# Certificates and revocations are lists (their version first), rosters maps; each refusal is a
+# ``MalformedCertificate`` saying ``"WHAT: PROBLEM"``. A built value is checked by the same rules.
+
+
+def _swarm_ok(swarm: str) -> bool:
+    return swarm_id_problem(swarm) is None
+
+
+def _member_or_root(text: str) -> bool:
+    return text == ROOT or is_device_id(text)
+
+
+def _name_ok(name: str) -> bool:
+    return bool(name) and _device_name(name) is None
+
+
+def _scopes_ok(scopes: list[Any]) -> bool:
+    return scopes == list(_canonical_scopes(scopes))
+
+
+def _keep_ok(keep: list[Any]) -> bool:
+    return all(is_device_id(d) for d in keep) and keep == sorted(set(keep))
+
+
+def _self_certified(device: str, issuer: str) -> str | None:
+    return "a device cannot certify itself" if device == issuer else None
+
+
+def _wire(what: str, *fields: Field, positional: bool = True) -> Schema:
+    return Schema(what, *fields, positional=positional, error=MalformedCertificate)
+
+
+_SWARM_ID = Field("swarm", str, valid=_swarm_ok, says=str(swarm_id_problem(None)))
+_DEVICE = Field("device", str, valid=is_device_id, says="device is not an Ed25519 peer id")
+_SIGNATURE = Field("signature", bytes, valid=lambda b: len(b) == 64, says="a signature is 64 bytes")
+
+
+def _signer(name: str) -> Field:
+    return Field(
+        name, str, valid=_member_or_root, says=f"{name} must be 'root' or an Ed25519 peer id"
+    )
+
+
+def _time(name: str) -> Field:
+    return Field(name, float, valid=math.isfinite, says=f"{name} must be a finite float")
+
+
+CERTIFICATE_WIRE = _wire(
+    "certificate",
+    Field("version", int, equals=CERT_VERSION),
+    _SWARM_ID,
+    _DEVICE,
+    Field("name", str, valid=_name_ok, says="name must be 1-64 letters, digits, '.', '_' or '-'"),
+    Field("role", str, valid=ROLES.__contains__, says=f"role must be one of {', '.join(ROLES)}"),
+    Field("age", str, valid=_AGE.match, says="age must be an age X25519 recipient (age1...)"),
+    Field(
+        "scopes",
+        list,
+        valid=_scopes_ok,
+        says=f"scopes must be sorted distinct scopes from {', '.join(SCOPES)}",
+    ),
+    Field("relay_only", bool),
+    Field("admin", bool),
+    _signer("issuer"),
+    _time("issued_at"),
+    _SIGNATURE,
+)
+REVOCATION_WIRE = _wire(
+    "revocation",
+    Field("version", int, equals=REVOKE_VERSION),
+    _SWARM_ID,
+    _DEVICE,
+    _signer("by"),
+    _time("at"),
+    Field(
+        "keep",
+        list,
+        most=MAX_KEEP,
+        valid=_keep_ok,
+        says=f"keep is a sorted list of at most {MAX_KEEP} distinct peer ids",
+    ),
+    _SIGNATURE,
+)
+ROSTER_WIRE = _wire(
+    "roster",
+    Field("v", int, equals=VERSION),
+    _SWARM_ID,
+    Field("root", bytes, valid=lambda b: len(b) == 32, says="root is 32 raw bytes"),
+    Field("chains", list),
+    Field("revocations", list),
+    positional=False,
+)
+_CHAIN = Field(
+    "chain",
+    list,
+    valid=lambda chain: 1 <= len(chain) <= MAX_CHAIN,
+    says=f"a certificate chain is a list of 1-{MAX_CHAIN} certificates",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,33 +322,12 @@ class Certificate:
     issued_at: float
     signature: bytes
 
-    def __post_init__(self) -> None:
-        problem = self._problem()
-        if problem:
-            raise InvalidArgument(f"certificate: {problem}")
-
-    def _problem(self) -> str | None:
-        if problem := swarm_id_problem(self.swarm):
-            return problem
-        if not is_device_id(self.device):
-            return "device is not an Ed25519 peer id"
-        if not isinstance(self.name, str) or not self.name or _device_name(self.name):
-            return "name must be 1-64 letters, digits, '.', '_' or '-'"
-        if self.role not in ROLES:
-            return f"role must be one of {', '.join(ROLES)}"
-        if not isinstance(self.age_recipient, str) or not _AGE.match(self.age_recipient):
-            return "age must be an age X25519 recipient (age1...)"
-        if not isinstance(self.scopes, tuple) or self.scopes != _canonical_scopes(self.scopes):
-            return f"scopes must be a sorted tuple of distinct scopes from {', '.join(SCOPES)}"
-        if not isinstance(self.relay_only, bool) or not isinstance(self.admin, bool):
-            return "relay_only and admin are booleans"
-        if self.issuer != ROOT and not is_device_id(self.issuer):
-            return "issuer must be 'root' or an Ed25519 peer id"
-        if self.issuer == self.device:
-            return "a device cannot certify itself"
-        if not _time_ok(self.issued_at):
-            return "issued_at must be a finite float"
-        return _signature_problem(self.signature)
+    def problem(self) -> str | None:
+        """What the wire's rules refuse in this certificate, or None (``issue_certificate``
+        checks what it signs by the same rules as ``from_wire`` what a peer sent)."""
+        if not isinstance(self.scopes, tuple):
+            return "scopes must be a tuple"
+        return CERTIFICATE_WIRE.problem(self.to_wire()) or _self_certified(self.device, self.issuer)
 
     def payload(self) -> bytes:
         """The signed bytes: a domain tag, the version and every field but the signature."""
@@ -285,28 +366,23 @@ class Certificate:
 
     @classmethod
     def from_wire(cls, obj: object) -> Certificate:
-        if not isinstance(obj, list) or len(obj) != 12:
-            raise InvalidCertificate("a certificate is a list of 12 items")
-        if type(obj[0]) is not int or obj[0] != CERT_VERSION:
-            raise InvalidCertificate(f"unsupported certificate version {obj[0]!r}")
-        if not isinstance(obj[6], list):
-            raise InvalidCertificate("a certificate's scopes are a list")
-        try:
-            return cls(
-                obj[1],
-                obj[2],
-                obj[3],
-                obj[4],
-                obj[5],
-                tuple(obj[6]),
-                obj[7],
-                obj[8],
-                obj[9],
-                obj[10],
-                obj[11],
-            )
-        except InvalidArgument as exc:
-            raise InvalidCertificate(str(exc)) from None
+        """A certificate from a peer; ``MalformedCertificate`` saying why it is not one."""
+        m = CERTIFICATE_WIRE.check(obj)
+        if problem := _self_certified(m["device"], m["issuer"]):
+            raise CERTIFICATE_WIRE.fail(problem)
+        return cls(
+            m["swarm"],
+            m["device"],
+            m["name"],
+            m["role"],
+            m["age"],
+            tuple(m["scopes"]),
+            m["relay_only"],
+            m["admin"],
+            m["issuer"],
+            m["issued_at"],
+            m["signature"],
+        )
 
     def verify(self, public_key_raw: bytes) -> bool:
         """Whether the signature is the holder of ``public_key_raw`` signing this payload."""
@@ -349,6 +425,8 @@ def issue_certificate(
         float(now),
         bytes(64),
     )
+    if problem := unsigned.problem():
+        raise InvalidArgument(f"certificate: {problem}")
     return dataclasses.replace(unsigned, signature=signing_key.sign(unsigned.payload()))
 
 
@@ -447,8 +525,10 @@ def verify_chain(
 
 
 def chain_from_wire(obj: object) -> Chain:
-    if not isinstance(obj, list) or not 1 <= len(obj) <= MAX_CHAIN:
-        raise InvalidCertificate(f"a certificate chain is a list of 1-{MAX_CHAIN} certificates")
+    """A chain from a peer (its links unchecked: ``verify_chain``); ``MalformedCertificate``."""
+    if problem := _CHAIN.problem(obj):
+        raise MalformedCertificate(f"certificate chain: {problem}")
+    assert isinstance(obj, list)
     return tuple(Certificate.from_wire(item) for item in obj)
 
 
@@ -469,28 +549,12 @@ class Revocation:
     keep: tuple[str, ...]
     signature: bytes
 
-    def __post_init__(self) -> None:
-        problem = self._problem()
-        if problem:
-            raise InvalidArgument(f"revocation: {problem}")
-
-    def _problem(self) -> str | None:
-        if problem := swarm_id_problem(self.swarm):
-            return problem
-        if not is_device_id(self.device):
-            return "device is not an Ed25519 peer id"
-        if self.by != ROOT and not is_device_id(self.by):
-            return "by must be 'root' or an Ed25519 peer id"
-        if not _time_ok(self.at):
-            return "at must be a finite float"
-        if (
-            not isinstance(self.keep, tuple)
-            or len(self.keep) > MAX_KEEP
-            or not all(is_device_id(d) for d in self.keep)
-            or list(self.keep) != sorted(set(self.keep))
-        ):
-            return f"keep is a sorted tuple of at most {MAX_KEEP} distinct peer ids"
-        return _signature_problem(self.signature)
+    def problem(self) -> str | None:
+        """What the wire's rules refuse in this revocation, or None (``revoke`` checks what it
+        signs by the same rules as ``from_wire`` what a peer sent)."""
+        if not isinstance(self.keep, tuple):
+            return "keep must be a tuple"
+        return REVOCATION_WIRE.problem(self.to_wire())
 
     def payload(self) -> bytes:
         return _pack(
@@ -510,16 +574,9 @@ class Revocation:
 
     @classmethod
     def from_wire(cls, obj: object) -> Revocation:
-        if not isinstance(obj, list) or len(obj) != 7:
-            raise InvalidCertificate("a revocation is a list of 7 items")
-        if type(obj[0]) is not int or obj[0] != REVOKE_VERSION:
-            raise InvalidCertificate(f"unsupported revocation version {obj[0]!r}")
-        if not isinstance(obj[5], list):
-            raise InvalidCertificate("a revocation's keep is a list")
-        try:
-            return cls(obj[1], obj[2], obj[3], obj[4], tuple(obj[5]), obj[6])
-        except InvalidArgument as exc:
-            raise InvalidCertificate(str(exc)) from None
+        """A revocation from a peer; ``MalformedCertificate`` saying why it is not one."""
+        m = REVOCATION_WIRE.check(obj)
+        return cls(m["swarm"], m["device"], m["by"], m["at"], tuple(m["keep"]), m["signature"])
 
     def verify(self, public_key_raw: bytes) -> bool:
         return _signature_ok(public_key_raw, self.signature, self.payload())
@@ -542,6 +599,8 @@ def revoke(
     if problem := _signer_problem(signing_key, by):
         raise InvalidArgument(f"revocation: {problem}")
     unsigned = Revocation(swarm, device, by, float(now), tuple(sorted(set(keep))), bytes(64))
+    if problem := unsigned.problem():
+        raise InvalidArgument(f"revocation: {problem}")
     return dataclasses.replace(unsigned, signature=signing_key.sign(unsigned.payload()))
 
 
@@ -928,10 +987,7 @@ class Roster:
     def from_wire(cls, obj: object) -> Roster:
         """A roster from its wire form; every entry must verify, else InvalidCertificate."""
         swarm, root, chains, revocations = _roster_shape(obj)
-        try:
-            roster = cls(swarm, root)
-        except InvalidArgument as exc:
-            raise InvalidCertificate(str(exc)) from None
+        roster = cls(swarm, root)
         roster._merge(chains, revocations, strict=True)
         return roster
 
@@ -1025,12 +1081,6 @@ def _chain_signatures(chain: Chain) -> tuple[bytes, ...]:
     return tuple(cert.signature for cert in chain)
 
 
-def _roster_shape(obj: object) -> tuple[Any, Any, list[Any], list[Any]]:
-    if not isinstance(obj, dict) or set(obj) != {"v", "swarm", "root", "chains", "revocations"}:
-        raise InvalidCertificate("a roster is a map of v, swarm, root, chains and revocations")
-    if type(obj["v"]) is not int or obj["v"] != VERSION:
-        raise InvalidCertificate(f"unsupported roster version {obj['v']!r}")
-    chains, revocations = obj["chains"], obj["revocations"]
-    if not isinstance(chains, list) or not isinstance(revocations, list):
-        raise InvalidCertificate("a roster's chains and revocations are lists")
-    return obj["swarm"], obj["root"], chains, revocations
+def _roster_shape(obj: object) -> tuple[str, bytes, list[Any], list[Any]]:
+    m = ROSTER_WIRE.check(obj)
+    return m["swarm"], m["root"], m["chains"], m["revocations"]

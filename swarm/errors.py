@@ -41,7 +41,7 @@ from homeswarm.vault import (
 )
 
 from ._audit import NotPermitted
-from ._certs import InvalidCertificate
+from ._certs import InvalidCertificate, MalformedCertificate
 from ._control_client import (
     BadRequest,
     ControlFailure,
@@ -76,6 +76,7 @@ __all__ = [
     "InvalidRecoveryCode",
     "KernelFailed",
     "LocalError",
+    "MalformedCertificate",
     "MalformedMessage",
     "NoPeerRunning",
     "NotInitialised",

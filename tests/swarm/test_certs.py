@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import homeswarm.swarm._certs as certs
+from homeswarm.errors import MalformedMessage
 from homeswarm.swarm._certs import (
     MAX_CHAIN,
     Certificate,
@@ -18,6 +19,7 @@ from homeswarm.swarm._certs import (
     Revocation,
     Roster,
     chain_from_wire,
+    chain_to_wire,
     issue_certificate,
     revoke,
     verify_chain,
@@ -128,36 +130,39 @@ GOOD = cert(B, A).to_wire()
 @pytest.mark.parametrize(
     ("wire", "needle"),
     [
-        ("nope", "list of 12"),
-        (GOOD[:-1], "list of 12"),
-        (_with(GOOD, 0, 1), "version 1"),
-        (_with(GOOD, 0, True), "version True"),
+        ("nope", "certificate: not a list"),
+        (GOOD[:-1], "11 fields, expected 12"),
+        (_with(GOOD, 0, 1), "unsupported version '1'"),
+        (_with(GOOD, 0, True), "version is not an integer"),
         (_with(GOOD, 1, ""), "swarm id"),
         (_with(GOOD, 2, "12D3KooWnotreally"), "device is not"),
         (_with(GOOD, 2, "1" + GOOD[2]), "device is not"),
         (_with(GOOD, 3, ""), "name must be"),
         (_with(GOOD, 3, "a b"), "name must be"),
-        (_with(GOOD, 3, 7), "name must be"),
+        (_with(GOOD, 3, 7), "name is not a string"),
         (_with(GOOD, 4, "toaster"), "role must be"),
         (_with(GOOD, 5, "age1short"), "age must be"),
-        (_with(GOOD, 6, "public"), "scopes are a list"),
+        (_with(GOOD, 6, "public"), "scopes is not a list"),
         (_with(GOOD, 6, ["secret"]), "scopes must be"),
         (_with(GOOD, 6, ["public", "public"]), "scopes must be"),
         (_with(GOOD, 6, ["private", "public"]), "scopes must be"),
-        (_with(GOOD, 7, 1), "booleans"),
-        (_with(GOOD, 8, "yes"), "booleans"),
+        (_with(GOOD, 7, 1), "relay_only is not a boolean"),
+        (_with(GOOD, 8, "yes"), "admin is not a boolean"),
         (_with(GOOD, 9, "nobody"), "issuer must be"),
         (_with(GOOD, 9, GOOD[2]), "certify itself"),
         (_with(GOOD, 10, 1000), "issued_at"),
         (_with(GOOD, 10, True), "issued_at"),
         (_with(GOOD, 10, float("nan")), "issued_at"),
         (_with(GOOD, 11, b"\0" * 63), "64 bytes"),
-        (_with(GOOD, 11, "sig"), "64 bytes"),
+        (_with(GOOD, 11, "sig"), "signature is not bytes"),
     ],
 )
 def test_malformed_certificates_are_refused(wire, needle):
-    with pytest.raises(InvalidCertificate, match=needle):
+    # one clear line from the one wire checker; still an InvalidCertificate for its callers
+    with pytest.raises(MalformedMessage, match=needle) as info:
         Certificate.from_wire(wire)
+    assert isinstance(info.value, InvalidCertificate)
+    assert "\n" not in str(info.value)
 
 
 def test_invalid_certificate_is_the_peers_fault():
@@ -231,20 +236,21 @@ def test_revocation_signs_and_round_trips():
 @pytest.mark.parametrize(
     ("wire", "needle"),
     [
-        ({}, "list of 7"),
+        ({}, "revocation: not a list"),
         ([1, SWARM, pid(B), pid(A), 1.0, [], b"\0" * 64], "version"),
         ([2, SWARM, "root", pid(A), 1.0, [], b"\0" * 64], "device is not"),
         ([2, SWARM, pid(B), "someone", 1.0, [], b"\0" * 64], "by must be"),
-        ([2, SWARM, pid(B), pid(A), "now", [], b"\0" * 64], "at must be"),
+        ([2, SWARM, pid(B), pid(A), "now", [], b"\0" * 64], "at is not a number"),
         ([2, SWARM, pid(B), pid(A), 1.0, [], b""], "64 bytes"),
-        ([2, SWARM, pid(B), pid(A), 1.0, "x", b"\0" * 64], "keep is a list"),
+        ([2, SWARM, pid(B), pid(A), 1.0, "x", b"\0" * 64], "keep is not a list"),
         ([2, SWARM, pid(B), pid(A), 1.0, ["x"], b"\0" * 64], "keep is a sorted"),
         ([2, SWARM, pid(B), pid(A), 1.0, [pid(C), pid(C)], b"\0" * 64], "keep is a sorted"),
     ],
 )
 def test_malformed_revocations_are_refused(wire, needle):
-    with pytest.raises(InvalidCertificate, match=needle):
+    with pytest.raises(MalformedMessage, match=needle) as info:
         Revocation.from_wire(wire)
+    assert isinstance(info.value, InvalidCertificate)
 
 
 def test_revoking_with_the_wrong_key_is_refused():
@@ -556,11 +562,11 @@ def test_revoked_chains_are_kept_so_their_revocations_stay_checkable():
     ("data", "needle"),
     [
         (b"\xc1", "undecodable"),
-        (msgpack.packb([1, 2]), "a roster is a map"),
+        (msgpack.packb([1, 2]), "roster: not a map"),
         (msgpack.packb({1: 2}), "undecodable"),  # strict_map_key
         (
             msgpack.packb({"v": 2, "swarm": SWARM, "root": ROOT, "chains": [], "revocations": []}),
-            "version",
+            "unsupported v '2'",
         ),
         (
             msgpack.packb({"v": 1, "swarm": SWARM, "root": b"x", "chains": [], "revocations": []}),
@@ -571,13 +577,39 @@ def test_revoked_chains_are_kept_so_their_revocations_stay_checkable():
                 {"v": 1, "swarm": SWARM, "root": ROOT, "chains": {}, "revocations": []},
                 use_bin_type=True,
             ),
-            "are lists",
+            "chains is not a list",
         ),
     ],
 )
 def test_malformed_rosters_are_refused(data, needle):
-    with pytest.raises(InvalidCertificate, match=needle):
+    with pytest.raises(InvalidCertificate, match=needle):  # undecodable bytes are not a message
         Roster.decode(data)
+
+
+def test_a_malformed_certificate_a_peer_gossips_is_dropped_and_logged(caplog):
+    # the peer's path for certificates off the wire: a roster fact, checked by the one checker;
+    # the bad one is dropped with one log line and the roster keeps taking good ones
+    from homeswarm.swarm._roster_facts import RosterFacts, chain_fact
+
+    r = roster(line(A))
+    changed: list[list[str]] = []
+    facts = RosterFacts(r, changed.append)
+    caplog.set_level("INFO", logger="swarm.roster")
+    good = chain_to_wire(line(B))
+    for forged, says in [
+        ([_with(good[0], 3, 7)], "certificate: name is not a string"),
+        ([_with(good[0], 11, b"")], "certificate: a signature is 64 bytes"),
+        ([good[0][:5]], "certificate: 5 fields, expected 12"),
+        ([], "certificate chain: a certificate chain is a list of 1-16 certificates"),
+    ]:
+        assert facts.learn(chain_fact(forged)) is False
+        assert says in caplog.text
+        with pytest.raises(MalformedMessage, match=says):
+            chain_from_wire(forged)
+    assert not r.admits(pid(B))
+    assert changed == []
+    assert facts.learn(chain_fact(good)) is True
+    assert r.admits(pid(B))
 
 
 def test_from_wire_verifies_every_entry():

@@ -437,7 +437,8 @@ async def test_a_relay_refuses_everything(tmp_path, autojump_clock):
         assert view["relay"].executor == "none"  # auto: a relay offers no executor
 
 
-async def test_a_malformed_run_request_closes_that_connection(tmp_path, autojump_clock):
+async def test_a_malformed_run_request_closes_that_connection(tmp_path, autojump_clock, caplog):
+    caplog.set_level("WARNING", logger="transports.connection")
     async with swarm(tmp_path, (LAPTOP, SERVER)) as s:
         transport = s["laptop"].transport
         for body in (
@@ -452,6 +453,11 @@ async def test_a_malformed_run_request_closes_that_connection(tmp_path, autojump
             with pytest.raises(Exception):  # noqa: B017, PT011 - closed, whatever the words
                 await conn.request(body)
             assert conn.closed
+        # each is logged in one line saying what was wrong (the wire checker's words)
+        closing = [r.getMessage() for r in caplog.records if "closing connection" in r.getMessage()]
+        assert any("kernels.run: kernel is missing" in m for m in closing), closing
+        assert any("kernels.run: unsupported v '2'" in m for m in closing), closing
+        assert any("kernels.run: kernel is not a kernel name" in m for m in closing), closing
         # and the server carries on
         assert (await s["laptop"].run("heavy", 1))["device"] == "server"
 
