@@ -33,7 +33,7 @@ from ._messages import (
     params_bytes,
 )
 from ._records import Records, assign_owners, dirichlet_split
-from ._round import Coordinator, Outcome, Participant, Trainer, coordinator_for, successor
+from ._round import Coordinator, Participant, RoundOutcome, Trainer, coordinator_for, successor
 from ._task import ENTRY_POINT_GROUP, Split, Task, get_task, task_names
 
 _TORCH = ("TorchTrainer", "predictor")
@@ -50,11 +50,11 @@ __all__ = [
     "Ledger",
     "Mechanism",
     "Message",
-    "Outcome",
     "Participant",
     "Records",
     "Reveal",
     "RevealRequest",
+    "RoundOutcome",
     "RoundReport",
     "RoundResult",
     "RoundStart",

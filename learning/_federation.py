@@ -19,7 +19,7 @@ import numpy as np
 from homeswarm.errors import ProtocolViolation
 
 from ._messages import Decline, Message, Reveal, RoundStart, Update, from_wire, params_bytes
-from ._round import Coordinator, Outcome, Participant, coordinator_for, successor
+from ._round import Coordinator, Participant, RoundOutcome, coordinator_for, successor
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Faults:
 class RoundReport:
     round: int
     coordinators: list[str]
-    outcome: Outcome
+    outcome: RoundOutcome
     bytes_by_device: dict[str, int]
 
 

@@ -74,7 +74,7 @@ class Trainer(Protocol):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RoundOutcome:
     """How a round ended: the new model (None if it failed), who counted, who was refused."""
 
     round: int
@@ -129,7 +129,7 @@ class Coordinator:
         self.refused: list[tuple[str, str]] = []
         self.dropped: tuple[str, ...] = ()
         self.revealed: dict[tuple[str, str], bytes] = {}
-        self.outcome: Outcome | None = None
+        self.outcome: RoundOutcome | None = None
 
     @property
     def device(self) -> str:
@@ -233,7 +233,7 @@ class Coordinator:
     def _fail(self, why: str) -> list[Envelope]:
         log.warning("round %d failed: %s", self.start.round, why)
         self._move("failed")
-        self.outcome = Outcome(
+        self.outcome = RoundOutcome(
             self.start.round, None, (), tuple(self._missing()), tuple(self.refused)
         )
         return []
@@ -255,7 +255,7 @@ class Coordinator:
         params = s.model() - self.lr * total / max(batch, 1e-12)
         self._move("done")
         contributors = tuple(sorted(self.updates))
-        self.outcome = Outcome(
+        self.outcome = RoundOutcome(
             s.round, params, contributors, tuple(self._missing()), tuple(self.refused)
         )
         result = RoundResult(s.job, s.round, params_bytes(params), contributors)

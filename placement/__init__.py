@@ -18,7 +18,7 @@ from ._executors import (
     ExecutorTimeout,
     ExecutorUnavailable,
     FallbackExecutor,
-    Host,
+    HeldKernel,
     InlineExecutor,
     RunResult,
 )
@@ -48,7 +48,7 @@ from ._policy import (
 )
 from ._ray import RayExecutor, RayRuntime
 from ._remote import RemoteRefused, RunReply, RunRequest
-from ._runner import Attempt, Observation, Outcome, RunFailed, Runner
+from ._runner import Attempt, Observation, RunFailed, Runner, RunOutcome
 from ._view import NO_EXECUTOR, ROLES, STATUSES, DeviceView
 
 __all__ = [
@@ -70,12 +70,11 @@ __all__ = [
     "ExecutorTimeout",
     "ExecutorUnavailable",
     "FallbackExecutor",
-    "Host",
+    "HeldKernel",
     "InlineExecutor",
     "Mesh",
     "MeshChange",
     "Observation",
-    "Outcome",
     "Policy",
     "PolicyConfig",
     "RayExecutor",
@@ -83,6 +82,7 @@ __all__ = [
     "Refused",
     "RemoteRefused",
     "RunFailed",
+    "RunOutcome",
     "RunReply",
     "RunRequest",
     "RunResult",

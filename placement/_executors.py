@@ -66,7 +66,7 @@ class RunResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Host:
+class HeldKernel:
     """A kernel an executor holds: the process it runs in, runs done, runs in progress."""
 
     kernel: str
@@ -91,7 +91,7 @@ class Executor(Protocol):
 
     async def run(self, kernel: Kernel, value: Any, *, timeout: float) -> RunResult: ...
 
-    def hosts(self) -> list[Host]: ...
+    def hosts(self) -> list[HeldKernel]: ...
 
     async def aclose(self) -> None: ...
 
@@ -143,10 +143,10 @@ class InlineExecutor:
             self._tally.stop(kernel.name)
         return RunResult(output, self.name, os.getpid(), trio.current_time() - start)
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         pid = os.getpid()
         t = self._tally
-        return [Host(n, self.name, pid, t.runs[n], t.running[n]) for n in t.names()]
+        return [HeldKernel(n, self.name, pid, t.runs[n], t.running[n]) for n in t.names()]
 
     async def aclose(self) -> None:
         return None
@@ -185,7 +185,7 @@ class FallbackExecutor:
                     self.on_switch(self.fallback.name)
         return await self.fallback.run(kernel, value, timeout=timeout)
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         return self.primary.hosts() + self.fallback.hosts()
 
     async def aclose(self) -> None:

@@ -48,7 +48,7 @@ from ._executors import (
     ExecutorFailed,
     ExecutorTimeout,
     ExecutorUnavailable,
-    Host,
+    HeldKernel,
     RunResult,
     Tally,
     in_thread,
@@ -304,13 +304,15 @@ class RayExecutor:
             return exc
         return ExecutorFailed(f"Ray failed running {name}: {type(exc).__name__}: {why}")
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         t = self._tally
         names = sorted(set(self._hosts) | set(t.names()))
         out = []
         for n in names:
             handle = self._hosts.get(n)
-            out.append(Host(n, self.name, handle.pid if handle else None, t.runs[n], t.running[n]))
+            out.append(
+                HeldKernel(n, self.name, handle.pid if handle else None, t.runs[n], t.running[n])
+            )
         return out
 
     def forget(self, name: str) -> None:

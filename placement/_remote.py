@@ -30,7 +30,7 @@ from homeswarm.errors import InvalidArgument, RemoteError
 from homeswarm.kernels import SCOPES, InvalidInput, KernelFailed, check_name
 from homeswarm.wire import Field, Schema
 
-from ._executors import ExecutorFailed, Host
+from ._executors import ExecutorFailed, HeldKernel
 
 WIRE_VERSION = 1
 OP = "kernels.run"
@@ -135,9 +135,9 @@ class RunRequest:
         return cls(m["kernel"], m["input"], m["scope"], m["timeout_s"])
 
 
-def host_from_wire(obj: object) -> Host:
+def host_from_wire(obj: object) -> HeldKernel:
     m = HOST_WIRE.check(obj)
-    return Host(m["kernel"], m["executor"], m["pid"], m["runs"], m["running"])
+    return HeldKernel(m["kernel"], m["executor"], m["pid"], m["runs"], m["running"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +150,14 @@ class RunReply:
     kind: str | None = None
     constraint: str | None = None
     error: str = ""
-    hosts: tuple[Host, ...] = ()
+    hosts: tuple[HeldKernel, ...] = ()
 
     @classmethod
-    def refused(cls, constraint: str, error: str, hosts: tuple[Host, ...] = ()) -> RunReply:
+    def refused(cls, constraint: str, error: str, hosts: tuple[HeldKernel, ...] = ()) -> RunReply:
         return cls(False, kind="refused", constraint=constraint, error=error, hosts=hosts)
 
     @classmethod
-    def failed(cls, kind: str, error: str, hosts: tuple[Host, ...] = ()) -> RunReply:
+    def failed(cls, kind: str, error: str, hosts: tuple[HeldKernel, ...] = ()) -> RunReply:
         return cls(False, kind=kind, error=error, hosts=hosts)
 
     def to_wire(self) -> dict[str, Any]:

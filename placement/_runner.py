@@ -14,7 +14,7 @@
    If that fails too, or no other device may run it, ``RunFailed`` says what happened on each.
 
 The kernel's own failure (``KernelFailed``) and a bad input are not re-placed: they would fail
-the same way anywhere. Every attempt is reported in the ``Outcome``.
+the same way anywhere. Every attempt is reported in the ``RunOutcome``.
 
 ``Runner.serve`` is the receiving side: a member's request is checked against this device's own
 policy (scope, relay, battery floor, memory...) and refused if it may not run it here, whatever
@@ -43,7 +43,7 @@ from homeswarm.kernels import (
     scope_rank,
 )
 
-from ._executors import Executor, ExecutorUnavailable, Host, RunResult
+from ._executors import Executor, ExecutorUnavailable, HeldKernel, RunResult
 from ._policy import (
     DEFAULT_CONFIG,
     Calibration,
@@ -84,7 +84,7 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunOutcome:
     """A finished run: where it ran, what it gave, and what was tried before."""
 
     kernel: str
@@ -175,7 +175,7 @@ class Runner:
         *,
         scope: str | None = None,
         timeout_s: float | None = None,
-    ) -> Outcome:
+    ) -> RunOutcome:
         start = trio.current_time()
         k, value, scope_ = self.prepare(name, value, scope)
         needs = k.needs.with_scope(scope_)
@@ -221,7 +221,7 @@ class Runner:
                 )
                 declared = place(ran, ran_needs, [device], config=self.config, compute_s=ran_work)
                 self.observe(_observation(ran, chosen, declared, result))
-            return Outcome(
+            return RunOutcome(
                 name,
                 scope_,
                 device,
@@ -319,7 +319,7 @@ class Runner:
         log.info("refused a run: %s", error)
         return RunReply.refused(constraint, error, self._hosts())
 
-    def _hosts(self) -> tuple[Host, ...]:
+    def _hosts(self) -> tuple[HeldKernel, ...]:
         return tuple(self.local.hosts()) if self.local is not None else ()
 
 

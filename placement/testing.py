@@ -16,7 +16,7 @@ import trio
 
 from homeswarm.kernels import SCOPES, Kernel
 
-from ._executors import Executor, ExecutorFailed, Host, RunResult
+from ._executors import Executor, ExecutorFailed, HeldKernel, RunResult
 from ._view import DeviceView
 
 ALL_KERNELS = ("embed", "classify", "echo", "secret", "heavy", "medium", "boom", "nap", "pid")
@@ -104,7 +104,7 @@ class SlowExecutor:
         await trio.sleep(self.delay_s)
         return await self.inner.run(kernel, value, timeout=timeout)
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         return self.inner.hosts()
 
     async def aclose(self) -> None:
@@ -123,7 +123,7 @@ class FailingExecutor:
         self.calls += 1
         raise ExecutorFailed(f"the executor crashed running {kernel.name}")
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         return []
 
     async def aclose(self) -> None:

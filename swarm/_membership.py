@@ -148,16 +148,16 @@ PROFILES = {p.name: p for p in (NORMAL, ON_BATTERY, BATTERY_SAVER)}
 # here: we refute them (see ``_apply_alive`` and ``_apply_accusation``).
 
 Kind = Literal["alive", "suspect", "dead", "left"]
-Outcome = Literal["take", "stale", "version", "confirm"]
+Verdict = Literal["take", "stale", "version", "confirm"]
 Standing = Literal["unknown", "alive", "light", "away", "suspect", "dead", "left"]
 
-_TAKE: tuple[Outcome, Outcome] = ("take", "take")
-_NEVER: tuple[Outcome, Outcome] = ("stale", "stale")
-_LATER: tuple[Outcome, Outcome] = ("stale", "take")
-_NEWER: tuple[Outcome, Outcome] = ("version", "take")
+_TAKE: tuple[Verdict, Verdict] = ("take", "take")
+_NEVER: tuple[Verdict, Verdict] = ("stale", "stale")
+_LATER: tuple[Verdict, Verdict] = ("stale", "take")
+_NEWER: tuple[Verdict, Verdict] = ("version", "take")
 
 # fmt: off
-PRECEDENCE: dict[Standing, dict[Kind, tuple[Outcome, Outcome]]] = {
+PRECEDENCE: dict[Standing, dict[Kind, tuple[Verdict, Verdict]]] = {
     # standing   record: alive           suspect                        dead             left
     "unknown": {"alive": _TAKE,  "suspect": _NEVER,                "dead": _NEVER, "left": _NEVER},
     "alive":   {"alive": _NEWER, "suspect": _TAKE,                 "dead": _TAKE,  "left": _TAKE},
@@ -170,7 +170,7 @@ PRECEDENCE: dict[Standing, dict[Kind, tuple[Outcome, Outcome]]] = {
 # fmt: on
 
 
-def precedence(member: Member | None, kind: Kind, incarnation: int, version: int = 0) -> Outcome:
+def precedence(member: Member | None, kind: Kind, incarnation: int, version: int = 0) -> Verdict:
     """What a record of ``kind`` at ``incarnation`` (an alive record's ``version``) does to what we
     hold about ``member``: ``take``, ``stale`` or ``confirm`` (see ``PRECEDENCE``)."""
     if member is None:

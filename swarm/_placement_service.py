@@ -57,16 +57,16 @@ from homeswarm.placement import (
     DeviceView,
     Executor,
     FallbackExecutor,
-    Host,
+    HeldKernel,
     InlineExecutor,
     Mesh,
     MeshChange,
     Observation,
-    Outcome,
     PolicyConfig,
     RayExecutor,
     RayRuntime,
     Runner,
+    RunOutcome,
     RunReply,
     RunRequest,
 )
@@ -218,7 +218,7 @@ class PlacementService(Service):
             calibration=self.calibration,
             observe=self._observed,
         )
-        self._heard: dict[str, tuple[float, tuple[Host, ...]]] = {}
+        self._heard: dict[str, tuple[float, tuple[HeldKernel, ...]]] = {}
         self.mesh = Mesh(config=self.config)
         self._homes: dict[str, tuple[Any, ...]] = {}  # what each home looked like last check
         self._roster_moved = False
@@ -394,7 +394,7 @@ class PlacementService(Service):
         self._remember(device.id, reply.hosts)
         return reply
 
-    def _remember(self, device: str, hosts: tuple[Host, ...]) -> None:
+    def _remember(self, device: str, hosts: tuple[HeldKernel, ...]) -> None:
         self._heard.pop(device, None)
         self._heard[device] = (trio.current_time(), hosts)
         while len(self._heard) > HEARD_MAX:
@@ -546,7 +546,7 @@ class RunLedger:
         self.counters: dict[tuple[str, str], _Counters] = {}  # by (kernel, device id)
         self.labels: dict[str, str] = {}
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: RunOutcome) -> None:
         key = (outcome.kernel, outcome.device.label, outcome.result.executor)
         self.runs[key] = self.runs.get(key, 0) + 1
         self.replacements += len(outcome.attempts)

@@ -113,7 +113,7 @@ Vectors = dict[str, dict[str, int]]  # scope -> origin -> highest sequence
 class Access:
     """What the directory knows of one admitted device."""
 
-    age: str  # its age recipient (from its certificate)
+    recipient: str  # its age recipient (from its certificate)
     scopes: frozenset[str] | None  # the scopes it may read; empty for a relay; None: unknown
 
 
@@ -129,7 +129,7 @@ class Directory:
 
     def readers(self, scope: str) -> dict[str, str]:
         return {
-            d: a.age
+            d: a.recipient
             for d, a in self.devices.items()
             if a.scopes is not None and scope in a.scopes and d not in self.revoked
         }
@@ -143,14 +143,14 @@ class Directory:
         devices = dict(self.devices)
         for device, access in devices.items():
             old = cached.devices.get(device)
-            if access.scopes is None and old is not None and old.age == access.age:
-                devices[device] = Access(access.age, old.scopes)
+            if access.scopes is None and old is not None and old.recipient == access.recipient:
+                devices[device] = Access(access.recipient, old.scopes)
         return Directory(devices, self.revoked | cached.revoked)
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "devices": {
-                d: [a.age, None if a.scopes is None else sorted(a.scopes)]
+                d: [a.recipient, None if a.scopes is None else sorted(a.scopes)]
                 for d, a in sorted(self.devices.items())
             },
             "revoked": sorted(self.revoked),

@@ -78,7 +78,7 @@ def _wire(obj: object) -> object:
 
 
 @dataclass
-class Outcome:
+class SessionOutcome:
     client: Changes
     server: Changes
     rejections: list[Rejection]
@@ -86,7 +86,7 @@ class Outcome:
     bytes: int
 
 
-def exchange(client: Replica, server: Replica, *, budget: int = 512 * 1024) -> Outcome:
+def exchange(client: Replica, server: Replica, *, budget: int = 512 * 1024) -> SessionOutcome:
     """One whole session from ``client`` to ``server``, in memory."""
     session = Session(client, budget=budget)
     mine, theirs = Changes(), Changes()
@@ -113,7 +113,7 @@ def exchange(client: Replica, server: Replica, *, budget: int = 512 * 1024) -> O
         mine.extend(changes)
         rejections.extend(refused)
         rounds += 1
-    return Outcome(mine, theirs, rejections, rounds, size)
+    return SessionOutcome(mine, theirs, rejections, rounds, size)
 
 
 def contents(replicas: Mapping[str, Replica], scope: str) -> dict[str, dict[str, str]]:

@@ -11,17 +11,19 @@ import pytest
 
 from homeswarm.errors import MalformedMessage, ProtocolViolation
 from homeswarm.placement import RunReply, RunRequest
-from homeswarm.placement._executors import Host
+from homeswarm.placement._executors import HeldKernel
 
 HOST = {"kernel": "echo", "executor": "inline", "pid": 7, "runs": 2, "running": 0}
 REQUEST = RunRequest("echo", {"x": [1, 2]}, "personal", 5.0).to_wire()
-DONE = RunReply(True, [1], "ray", 42, 0.25, hosts=(Host("echo", "inline", 7, 2, 0),)).to_wire()
+DONE = RunReply(
+    True, [1], "ray", 42, 0.25, hosts=(HeldKernel("echo", "inline", 7, 2, 0),)
+).to_wire()
 FAILED = RunReply.refused("battery", "below the floor").to_wire()
 
 
 def test_messages_round_trip():
     assert RunRequest.from_wire(REQUEST) == RunRequest("echo", {"x": [1, 2]}, "personal", 5.0)
-    assert RunReply.from_wire(DONE).hosts == (Host("echo", "inline", 7, 2, 0),)
+    assert RunReply.from_wire(DONE).hosts == (HeldKernel("echo", "inline", 7, 2, 0),)
     assert RunReply.from_wire(DONE).output == [1]
     failed = RunReply.from_wire(FAILED)
     assert (failed.ok, failed.kind, failed.constraint) == (False, "refused", "battery")

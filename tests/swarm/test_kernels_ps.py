@@ -19,7 +19,7 @@ from test_placement_swarm import LAPTOP, PHONE, SERVER, swarm, until
 
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels import Kernel, UnknownKernel
-from homeswarm.placement import Executor, Host, InlineExecutor, RunResult, place
+from homeswarm.placement import Executor, HeldKernel, InlineExecutor, RunResult, place
 
 
 class Paced:
@@ -36,7 +36,7 @@ class Paced:
         result = await self.inner.run(kernel, value, timeout=timeout)
         return RunResult(result.output, result.executor, result.pid, trio.current_time() - start)
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[HeldKernel]:
         return self.inner.hosts()
 
     async def aclose(self) -> None:
