@@ -130,7 +130,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _namer(home: Any) -> Any:
     """Device id -> its name in this home's roster (revoked devices too), else its id's end."""
     from homeswarm.errors import SwarmError
-    from homeswarm.swarm import load_identity, load_roster, short
+    from homeswarm.ids import short
+    from homeswarm.swarm import load_identity, load_roster
 
     try:
         roster = load_roster(load_identity(home))

@@ -14,6 +14,12 @@ _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 _PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
 
 
+def short(peer: str) -> str:
+    """How logs, errors and tables name a device: the last 8 characters of its peer id (for a
+    vault stream ``DEVICE/INCARNATION``, of its device's)."""
+    return peer.partition("/")[0][-8:]
+
+
 def b58encode(data: bytes) -> str:
     n = int.from_bytes(data, "big")
     out = []

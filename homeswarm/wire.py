@@ -34,6 +34,16 @@ from typing import Any
 
 from homeswarm.errors import MalformedMessage
 
+
+def pack(value: Any) -> bytes:
+    """``value`` as msgpack, the one encoding on the wire and under every signature (binary
+    kept apart from text). msgpack loads on first use: a command that sends nothing loads none."""
+    import msgpack
+
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
 _ANY = object()
 _SIZED = (str, bytes, list, tuple, dict)
 _NAMES = {

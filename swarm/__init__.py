@@ -25,7 +25,6 @@ _FACE = {
     "load_settings": "_config",
     "settings_from_mapping": "_config",
     "Roster": "_certs",
-    "short": "_certs",
     "load_root": "_home",
     "recovery_code": "_trust",
     "new_root": "_trust",
@@ -68,7 +67,7 @@ _FACE = {
 
 if TYPE_CHECKING:
     from ._audit import audit_entries
-    from ._certs import Roster, issue_certificate, short
+    from ._certs import Roster, issue_certificate
     from ._config import CONFIG_NAME, Settings, load_settings, settings_from_mapping
     from ._control import control_path, serve_control
     from ._control_client import NoPeerRunning, ask
@@ -160,6 +159,5 @@ __all__ = [  # the same names as _FACE (a test checks)
     "run_up",
     "serve_control",
     "settings_from_mapping",
-    "short",
     "swarm_id_of",
 ]

@@ -119,9 +119,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from homeswarm.errors import InvalidArgument, MalformedMessage, ProtocolViolation
-from homeswarm.ids import peer_id_from_public_key, public_key_from_peer_id
+from homeswarm.ids import peer_id_from_public_key, public_key_from_peer_id, short
 from homeswarm.vocabulary import ROLES, SCOPES
-from homeswarm.wire import Field, Schema
+from homeswarm.wire import Field, Schema, pack
 
 from ._config import ROLE_SCOPES, _device_name
 
@@ -145,10 +145,6 @@ class InvalidCertificate(ProtocolViolation):
 class MalformedCertificate(InvalidCertificate, MalformedMessage):
     """A certificate, chain, revocation or roster from a peer that does not have the shape its
     schema declares (``homeswarm.wire``): both invalid and a malformed message."""
-
-
-def short(device: str) -> str:
-    return device if device == ROOT else device[-8:]
 
 
 def is_device_id(text: object) -> bool:
@@ -187,11 +183,6 @@ def _signature_ok(public_key_raw: bytes, signature: bytes, payload: bytes) -> bo
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
 
 
 def _canonical_scopes(scopes: object) -> tuple[str, ...]:
@@ -331,7 +322,7 @@ class Certificate:
 
     def payload(self) -> bytes:
         """The signed bytes: a domain tag, the version and every field but the signature."""
-        return _pack(
+        return pack(
             [
                 CERT_TAG,
                 CERT_VERSION,
@@ -557,7 +548,7 @@ class Revocation:
         return REVOCATION_WIRE.problem(self.to_wire())
 
     def payload(self) -> bytes:
-        return _pack(
+        return pack(
             [REVOKE_TAG, REVOKE_VERSION, self.swarm, self.device, self.by, self.at, list(self.keep)]
         )
 
@@ -1002,7 +993,7 @@ class Roster:
         return self._merge(chains, revocations, strict=False)
 
     def encode(self) -> bytes:
-        return _pack(self.to_wire())
+        return pack(self.to_wire())
 
     @classmethod
     def decode(cls, data: bytes) -> Roster:

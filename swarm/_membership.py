@@ -75,9 +75,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import msgpack
-
 from homeswarm.errors import ProtocolViolation
+from homeswarm.wire import pack
 
 log = logging.getLogger("swarm.membership")
 
@@ -197,7 +196,7 @@ class Alive:
     signature: bytes
 
     def signed_part(self, domain: bytes) -> bytes:
-        return _pack([b"alive", domain, self.node, self.incarnation, self.version, self.state])
+        return pack([b"alive", domain, self.node, self.incarnation, self.version, self.state])
 
     def to_wire(self) -> list[Any]:
         return ["a", self.node, self.incarnation, self.version, self.state, self.signature]
@@ -214,7 +213,7 @@ class Accusation:
     signature: bytes
 
     def signed_part(self, domain: bytes) -> bytes:
-        return _pack([b"accuse", domain, self.kind, self.node, self.incarnation, self.by])
+        return pack([b"accuse", domain, self.kind, self.node, self.incarnation, self.by])
 
     def to_wire(self) -> list[Any]:
         return [self.kind, self.node, self.incarnation, self.by, self.signature]
@@ -235,10 +234,6 @@ class Fact:
 
 
 Record = Alive | Accusation | Fact
-
-
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _record_from_wire(obj: Any) -> Record:
@@ -1299,7 +1294,7 @@ class Membership:
 
     def _enqueue(self, record: Record) -> None:
         self._queue_order += 1
-        size = len(_pack(record.to_wire()))
+        size = len(pack(record.to_wire()))
         holders = {record.by} if isinstance(record, Accusation) else set()
         if isinstance(record, Alive):
             holders.add(record.node)

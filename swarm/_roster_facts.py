@@ -17,9 +17,10 @@ from typing import Any
 import msgpack
 
 from homeswarm.errors import MalformedMessage
+from homeswarm.ids import short
 from homeswarm.wire import Field, Schema
 
-from ._certs import ROOT, InvalidCertificate, Revocation, Roster, chain_from_wire, short
+from ._certs import ROOT, InvalidCertificate, Revocation, Roster, chain_from_wire
 
 log = logging.getLogger("swarm.roster")
 

@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.errors import InvalidArgument
+from homeswarm.ids import short
 from homeswarm.vocabulary import SCOPES
 
-from ._certs import ROOT, Grant, InvalidCertificate, Roster, issue_certificate, revoke, short
+from ._certs import ROOT, Grant, InvalidCertificate, Roster, issue_certificate, revoke
 from ._control_client import NoPeerRunning, ask
 from ._home import load_identity, load_roster, public_bytes, save_roster
 

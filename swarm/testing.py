@@ -19,6 +19,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.transports import MemoryNetwork, MemoryTransport, peer_id_from_public_key
+from homeswarm.wire import pack
 
 from ._driver import Ed25519Crypto, MembershipDriver
 from ._home import public_bytes
@@ -28,7 +29,6 @@ from ._membership import (
     Membership,
     Message,
     Profile,
-    _pack,
     encode_message,
 )
 
@@ -276,7 +276,7 @@ class CoreNet:
         rand = self.rng.random
         for dst, msg in core.pop_outbox():
             if self.measure_bytes:
-                self.bytes_sent[node] += len(_pack(encode_message(msg)))
+                self.bytes_sent[node] += len(pack(encode_message(msg)))
                 self.messages_sent[node] += 1
             if self.trace is not None:
                 self.trace.append((self.now, node, dst, msg))

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import trio
 
+from homeswarm.ids import short
 from homeswarm.transports import (
     Connection,
     ProtocolViolation,
@@ -49,7 +50,6 @@ from homeswarm.transports import (
 from ._errors import StorageFailure
 from ._local import restore, store_status
 from ._model import SCOPES
-from ._records import short
 from ._replica import Changes, Directory, Entry, Rejection, Replica, Vectors
 from ._store import Store
 from ._sync import (

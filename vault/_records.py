@@ -37,8 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from homeswarm.errors import InvalidArgument
-from homeswarm.ids import is_peer_id, public_key_from_peer_id
-from homeswarm.wire import Field, Schema
+from homeswarm.ids import is_peer_id, public_key_from_peer_id, short
+from homeswarm.wire import Field, Schema, pack
 
 from ._errors import RejectedRecord
 from ._model import SCOPES
@@ -64,18 +64,9 @@ SEAL_TAG = b"swarm-vault-seal"
 EpochKey = tuple[str, int, str]  # (scope, number, creator)
 
 
-def pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
-
-
 @functools.lru_cache(maxsize=8192)
 def _device_ok(device: object) -> bool:
     return isinstance(device, str) and len(device) <= 64 and is_peer_id(device)
-
-
-def short(device: str) -> str:
-    return stream_device(device)[-8:]
 
 
 def stream_device(stream: str) -> str:

@@ -71,6 +71,8 @@ import pycrdt
 import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from homeswarm.ids import short
+
 from ._errors import InvalidEntry, RejectedRecord, ScopeNotAllowed
 from ._keys import Keyring
 from ._model import (
@@ -98,7 +100,6 @@ from ._records import (
     Update,
     Verifier,
     make_stream,
-    short,
     sign,
     stream_device,
 )

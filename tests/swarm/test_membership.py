@@ -40,12 +40,12 @@ from homeswarm.swarm._membership import (
     Ping,
     PingReq,
     Sync,
-    _pack,
     decode_message,
     encode_message,
     precedence,
 )
 from homeswarm.swarm.testing import CoreNet, OpenFacts, device_keys
+from homeswarm.wire import pack
 
 LATENCY = 0.01
 
@@ -903,7 +903,7 @@ def test_piggyback_respects_the_byte_budget_and_the_retransmit_limit():
                 continue  # push-pull sends everything, by design
             if isinstance(msg, Ping) and records and records[0] == buddy(core, msg.target):
                 records = records[1:]  # the buddy record rides outside the budget
-            size = sum(len(_pack(r.to_wire())) for r in records)
+            size = sum(len(pack(r.to_wire())) for r in records)
             assert size <= PIGGYBACK_BYTES or len(records) == 1
             for record in records:
                 counts[record] = counts.get(record, 0) + 1
