@@ -25,14 +25,15 @@ and to restore, and beside them, in the same run, the model's arrays whole, defl
 saved: the seed's spatial pooler included) and one row's time.
 
 Measured (``--checkpoints``, 4 files, every 500 rows, 27 checkpoints a set, one process on the
-shared 2-core machine, load average ~3):
+shared 2-core machine, load average ~3-5; deflate level 1, the seed's pools cached):
 
-    nab        median 218 KiB, max 450 KiB; arrays whole deflated 1.57 MiB (7.2x);
-               save 94 ms, restore 45 ms (one row 1.07 ms)
-    telemetry  median 68 KiB, max 150 KiB; arrays whole deflated 200 KiB (2.9x);
-               save 17 ms, restore 5.7 ms (one row 0.61 ms)
+    nab        median 232 KiB, max 494 KiB; arrays whole deflated 1.53 MiB (6.8x);
+               save 22 ms, restore 15 ms (one row 2.1 ms)
+    telemetry  median 74 KiB, max 161 KiB; arrays whole deflated 200 KiB (2.7x);
+               save 4.0 ms, restore 2.3 ms (one row 0.77 ms)
 
-Saving costs most of its time making the seed's pools again (to save only their change).
+(Deflate level 6 made them 4-7% smaller, median 218 / 68 KiB, and took 94 / 17 ms to save,
+without the cache.)
 
 Measured (2 processes on a shared 2-core machine under a load average of 10-13, whole corpus,
 58 files, 365,558 rows, default ``Params``; 30 min wall), NAB score (standard / low FP / low FN):

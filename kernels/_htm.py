@@ -18,8 +18,9 @@ cell's segment count), and carries a CRC-32 of the whole state it restores to, s
 generator draws another stream, or damaged bytes, are refused rather than misread. A saved model
 of another format is refused in one line (format 1, the bare deflated map, still reads); so is
 anything whose arrays do not fit its parameters or hold values ``step`` cannot take.
-bench/bench_nab.py ``--checkpoints`` measures sizes and times (NAB's set: ~220 KiB, 7x less than
-the arrays whole; the telemetry set: ~70 KiB, 3x less).
+bench/bench_nab.py ``--checkpoints`` measures sizes and times (NAB's set: ~230 KiB, 7x less than
+the arrays whole, 22 ms to save; the telemetry set: ~75 KiB, 3x less, 4 ms). The seed's pools are
+made once per (seed, shape) and shared, read-only, by every model and save of that shape.
 
 - **Encoders.** The value: a random distributed scalar encoder (each bucket of width
   ``resolution`` lights ``value_bits`` of ``value_size`` bits, chosen by a seeded hash; neighbouring
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -68,6 +70,7 @@ READS = (1, 2)  # the formats from_bytes reads (1: before the header and the see
 MAGIC = b"HTM\xce"
 _HEADER = struct.Struct(">4sH")  # MAGIC, the format
 MAX_STATE_BYTES = 512 * 1024 * 1024
+LEVEL = 1  # deflate's: level 6 saves 10-15% more bytes in 3-4 times as long
 MAX_POOL = 64 * 1024 * 1024  # the most spatial pooler synapses (or cells) a saved model may ask
 _U64 = np.uint64
 
@@ -184,19 +187,49 @@ def _initial_pool(
     p: Params,
 ) -> tuple[np.random.Generator, NDArray[np.bool_], NDArray[np.int16], NDArray[np.float32]]:
     """What a new model's seed makes: its generator (after these draws), the spatial pooler's
-    potential pools, its first permanences (0 outside the pool) and the columns' tie break."""
-    rng = np.random.Generator(np.random.PCG64(p.seed))
-    shape = (p.columns, _sizes(p)[1])
-    potential = rng.random(shape) < p.potential_pct
+    potential pools, its first permanences (0 outside the pool) and the columns' tie break.
+
+    The arrays are shared by every model of the same seed and shape (read-only: copy to
+    change); the generator is the caller's own."""
+    key = (p.seed, p.columns, _sizes(p)[1], p.potential_pct, p.sp_connected)
+    with _POOLS_LOCK:
+        made = _POOLS.pop(key, None)
+    if made is None:
+        made = _make_pool(*key)
+    with _POOLS_LOCK:
+        _POOLS[key] = made  # the most recently used last
+        while len(_POOLS) > _POOLS_KEPT:
+            del _POOLS[next(iter(_POOLS))]
+    state, potential, sp_perm, tie_break = made
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state
+    return rng, potential, sp_perm, tie_break
+
+
+_PoolKey = tuple[int, int, int, float, float]
+_Pool = tuple[dict[str, Any], NDArray[np.bool_], NDArray[np.int16], NDArray[np.float32]]
+_POOLS: dict[_PoolKey, _Pool] = {}
+_POOLS_LOCK = threading.Lock()  # (a kernel may run in a worker thread)
+_POOLS_KEPT = 4  # (NAB's set: 2.8 MiB each; the telemetry set's, 0.3 MiB, serve every series)
+
+
+def _make_pool(
+    seed: int, columns: int, n_in: int, potential_pct: float, sp_connected: float
+) -> _Pool:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shape = (columns, n_in)
+    potential = rng.random(shape) < potential_pct
     connected = rng.random(shape) < 0.5
     perm = np.where(
         connected,
-        p.sp_connected + rng.random(shape) * 0.1,
-        rng.random(shape) * p.sp_connected,
+        sp_connected + rng.random(shape) * 0.1,
+        rng.random(shape) * sp_connected,
     )
     sp_perm = _fixed(np.where(potential, perm, 0.0))
-    tie_break = (rng.random(p.columns) * 1e-3).astype(np.float32)
-    return rng, potential, sp_perm, tie_break
+    tie_break = (rng.random(columns) * 1e-3).astype(np.float32)
+    for a in (potential, sp_perm, tie_break):
+        a.flags.writeable = False
+    return rng.bit_generator.state, potential, sp_perm, tie_break
 
 
 class HTM:
@@ -205,7 +238,8 @@ class HTM:
     def __init__(self, params: Params | None = None) -> None:
         p = self.params = params or Params()
         self.time_size, self.input_size = _sizes(p)
-        self.rng, self.sp_potential, self.sp_perm, self.tie_break = _initial_pool(p)
+        self.rng, self.sp_potential, sp_perm, self.tie_break = _initial_pool(p)
+        self.sp_perm = sp_perm.copy()  # (the pools and tie break are never changed: shared)
         self._derive()
         # temporal memory: a bounded pool of segments of up to max_synapses synapses each
         self.seg_cell = np.zeros(0, dtype=np.int32)
@@ -499,7 +533,10 @@ class HTM:
         _, _, initial, _ = _initial_pool(self.params)
         state = self.rng.bit_generator.state
         arrays = {name: getattr(self, name) for name in self._SAVED}
-        arrays["sp_perm_change"] = self.sp_perm - initial
+        change = self.sp_perm - initial
+        columns = np.flatnonzero(change.any(axis=1)).astype(np.int32)  # those that ever learned
+        arrays["sp_changed"] = columns
+        arrays["sp_change"] = change[columns]
         blob: dict[str, Any] = {
             "params": asdict(self.params),
             "arrays": {
@@ -517,7 +554,7 @@ class HTM:
             ],
             "digest": self.digest(),
         }
-        body = zlib.compress(msgpack.packb(blob, use_bin_type=True), 6)
+        body = zlib.compress(msgpack.packb(blob, use_bin_type=True), LEVEL)
         return _HEADER.pack(MAGIC, FORMAT) + body
 
     @classmethod
@@ -574,10 +611,17 @@ class HTM:
         else:
             _, potential, initial, tie_break = _initial_pool(p)
             model.sp_potential, model.tie_break = potential, tie_break
-            change = saved["sp_perm_change"]
-            if change.shape != initial.shape or change.dtype != initial.dtype:
+            columns, change = saved["sp_changed"], saved["sp_change"]
+            if (
+                columns.dtype != np.int32
+                or columns.shape != change.shape[:1]
+                or change.shape[1:] != initial.shape[1:]
+                or change.dtype != initial.dtype
+                or (len(columns) and (columns.min() < 0 or columns.max() >= p.columns))
+            ):
                 raise ValueError("its arrays do not fit its parameters")
-            model.sp_perm = initial + change
+            model.sp_perm = initial.copy()
+            model.sp_perm[columns] += change
             for name in cls._SAVED:
                 setattr(model, name, saved[name])
         for name in cls._NUMBERS:

@@ -230,7 +230,9 @@ def forge(saved: bytes, change: Any) -> bytes:
         params = Params(**blob["params"])
         if params.columns < 10**5:
             _, potential, initial, tie_break = _initial_pool(params)
-            arrays = [initial + _get(blob, "sp_perm_change"), potential, tie_break]
+            sp_perm = initial.copy()
+            sp_perm[_get(blob, "sp_changed")] += _get(blob, "sp_change")
+            arrays = [sp_perm, potential, tie_break]
             arrays += [_get(blob, name) for name in HTM._SAVED]
             crc = 0
             for a in arrays:
@@ -286,9 +288,9 @@ def _unknown_param(blob: dict[str, Any]) -> None:
 
 
 def _moved_permanence(blob: dict[str, Any]) -> None:
-    change = _get(blob, "sp_perm_change")
+    change = _get(blob, "sp_change")
     change[0, 0] += 1
-    _array(blob, "sp_perm_change", change)
+    _array(blob, "sp_change", change)
 
 
 @pytest.mark.parametrize(
