@@ -17,7 +17,7 @@ keeps those no stored ``Checkpoint`` covers) and ``StreamInstance`` (applies eac
 checkpoints its model with the last event it applied): ``kernels._stream``.
 """
 
-from ._anomaly import anomaly, anomaly_model, parse_time, parse_value
+from ._anomaly import TELEMETRY_PARAMS, anomaly, anomaly_model, parse_time, parse_value
 from ._api import (
     ACCELERATOR_NEEDS,
     ACCELERATORS,
@@ -52,6 +52,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_NAME_CHARS",
     "SCOPES",
+    "TELEMETRY_PARAMS",
     "Checkpoint",
     "ExecutionError",
     "InvalidInput",

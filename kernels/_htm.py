@@ -229,7 +229,7 @@ def _make_pool(
     tie_break = (rng.random(columns) * 1e-3).astype(np.float32)
     for a in (potential, sp_perm, tie_break):
         a.flags.writeable = False
-    return rng.bit_generator.state, potential, sp_perm, tie_break
+    return dict(rng.bit_generator.state), potential, sp_perm, tie_break
 
 
 class HTM:

@@ -77,9 +77,10 @@ class Checkpoint:
     state: bytes
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb(
+        out: bytes = msgpack.packb(
             [CHECKPOINT_FORMAT, self.stream, self.applied, self.state], use_bin_type=True
         )
+        return out
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:
