@@ -681,6 +681,14 @@ class HTM:
                 raise ValueError(f"{name}: out of range")
         if n > p.max_segments or not isinstance(self.rows, int) or self.rows < 0:
             raise ValueError("more segments than its pool, or a bad row count")
+        finite = (self.resolution, self.offset, self.mean, self.std, self.previous_tail)
+        if not all(math.isfinite(x) for x in finite) or self.resolution < 0 or self.std < 0:
+            raise ValueError("a number out of range")
+        if math.isnan(self.seen_min) or math.isnan(self.seen_max):
+            raise ValueError("a number out of range")
+        history = (*self.raw_history, *self.recent, *self.calibration)
+        if not all(math.isfinite(x) for x in history):
+            raise ValueError("a history that is not finite")
         if len(self.calibration) >= max(p.calibration_rows, 2):
             raise ValueError("a calibration longer than its parameters allow")
 

@@ -293,9 +293,19 @@ def _moved_permanence(blob: dict[str, Any]) -> None:
     _array(blob, "sp_change", change)
 
 
+def _nan_resolution(blob: dict[str, Any]) -> None:
+    blob["numbers"]["resolution"] = math.nan
+
+
+def _infinite_history(blob: dict[str, Any]) -> None:
+    blob["recent"] = [math.inf]
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
+        (_nan_resolution, "not a saved model"),
+        (_infinite_history, "not a saved model"),
         (_bad_synapse, "not a saved model"),
         (_short_segments, "not a saved model"),
         (_huge, "not a saved model"),
