@@ -19,7 +19,7 @@ it. Its producer (where the series is measured) and its checkpoints make the str
   score the same: the scores of a stream are a function of its events, not of where or how often
   its instance ran.
 
-The rules, as the property tests check them (``tests/test_migration_stream.py``):
+The rules, as the property tests check them (``tests/kernels/test_stream.py``):
 
 - ``producer.acked <= store.applied`` always (acknowledge only what is stored), so the latest
   stored checkpoint plus the events the producer keeps is the whole stream: nothing lost;
