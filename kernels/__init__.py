@@ -11,9 +11,13 @@ A kernel is a Python callable declared with what it needs::
 
 Third-party kernels plug in through the ``homeswarm.kernels`` entry-point group (see
 ``kernels._registry``); ``kernels.testing`` holds trivial kernels for tests.
+
+A stateful instance's stream survives its device with ``StreamProducer`` (numbers the events,
+keeps those no stored ``Checkpoint`` covers) and ``StreamInstance`` (applies each exactly once,
+checkpoints its model with the last event it applied): ``kernels._stream``.
 """
 
-from ._anomaly import anomaly, anomaly_model, parse_time, parse_value
+from ._anomaly import TELEMETRY_PARAMS, anomaly, anomaly_model, parse_time, parse_value
 from ._api import (
     ACCELERATOR_NEEDS,
     ACCELERATORS,
@@ -36,6 +40,7 @@ from ._api import (
 )
 from ._builtin import DIMENSIONS, classify, embed, load_model
 from ._registry import ENTRY_POINT_GROUP, Registry, builtin_registry, default_registry
+from ._stream import Checkpoint, StreamEvent, StreamInstance, StreamProducer
 
 __all__ = [
     "ACCELERATORS",
@@ -47,12 +52,17 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_NAME_CHARS",
     "SCOPES",
+    "TELEMETRY_PARAMS",
+    "Checkpoint",
     "ExecutionError",
     "InvalidInput",
     "Kernel",
     "KernelFailed",
     "Needs",
     "Registry",
+    "StreamEvent",
+    "StreamInstance",
+    "StreamProducer",
     "UnknownKernel",
     "anomaly",
     "anomaly_model",

@@ -24,6 +24,30 @@ from homeswarm.errors import InvalidArgument
 
 from ._api import InvalidInput, Needs, describe_value, kernel
 
+# One small parameter set for every telemetry series: a quarter of Numenta's NAB columns, an
+# eighth of its cells, and a short warm-up (60 rows learning + 60 estimating: 10 minutes at 5 s)
+# so a device watches itself soon after it starts. No time-of-day encoding: ten minutes cannot
+# teach a daily rhythm.
+TELEMETRY_PARAMS: dict[str, Any] = {
+    "time_bits": 0,
+    "columns": 512,
+    "active_columns": 20,
+    "cells": 8,
+    "value_size": 200,
+    "value_bits": 11,
+    "activation_threshold": 7,
+    "min_threshold": 5,
+    "new_synapses": 12,
+    "max_synapses": 16,
+    "max_segments": 4096,
+    "learning_rows": 60,
+    "estimation_rows": 60,
+    "reestimate_every": 20,
+    "history": 2000,
+}
+# (the swarm's watch service runs it on each device's own series; the ``migration`` scenario
+# moves such instances between devices)
+
 MAX_ROWS = 10_000
 PER_ROW_S = 0.0015  # a laptop core (see bench/bench_nab.py)
 BASE_S = 0.05  # restoring and saving a model

@@ -11,6 +11,17 @@ and restored scores what follows exactly as one that never stopped. Randomness c
 (a PCG64 generator whose state is part of the model), so the same seed and rows give the same
 scores.
 
+A saved model (format 2) is ``MAGIC``, the format (2 bytes) and a deflated msgpack map. It leaves
+out what the seed makes again (the spatial pooler's potential pools, its first permanences: only
+their change is saved, mostly zeros; the tie break) and what follows from the segments (each
+cell's segment count), and carries a CRC-32 of the whole state it restores to, so a numpy whose
+generator draws another stream, or damaged bytes, are refused rather than misread. A saved model
+of another format is refused in one line (format 1, the bare deflated map, still reads); so is
+anything whose arrays do not fit its parameters or hold values ``step`` cannot take.
+bench/bench_nab.py ``--checkpoints`` measures sizes and times (NAB's set: ~230 KiB, 7x less than
+the arrays whole, 22 ms to save; the telemetry set: ~75 KiB, 3x less, 4 ms). The seed's pools are
+made once per (seed, shape) and shared, read-only, by every model and save of that shape.
+
 - **Encoders.** The value: a random distributed scalar encoder (each bucket of width
   ``resolution`` lights ``value_bits`` of ``value_size`` bits, chosen by a seeded hash; neighbouring
   buckets share all but one bit, distant ones almost none). The time of day: a periodic scalar
@@ -40,6 +51,8 @@ scores.
 from __future__ import annotations
 
 import math
+import struct
+import threading
 import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -52,8 +65,13 @@ from numpy.typing import NDArray
 
 from homeswarm.errors import InvalidArgument
 
-FORMAT = 1
+FORMAT = 2  # what to_bytes writes
+READS = (1, 2)  # the formats from_bytes reads (1: before the header and the seed's arrays)
+MAGIC = b"HTM\xce"
+_HEADER = struct.Struct(">4sH")  # MAGIC, the format
 MAX_STATE_BYTES = 512 * 1024 * 1024
+LEVEL = 1  # deflate's: level 6 saves 10-15% more bytes in 3-4 times as long
+MAX_POOL = 64 * 1024 * 1024  # the most spatial pooler synapses (or cells) a saved model may ask
 _U64 = np.uint64
 
 
@@ -144,6 +162,14 @@ def _fixed(x: NDArray[np.float64]) -> NDArray[np.int16]:
     return np.round(x * ONE).astype(np.int16)
 
 
+def _floats(values: Any) -> list[float]:
+    if not isinstance(values, list) or not all(
+        isinstance(v, float | int) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError("not a list of numbers")
+    return [float(v) for v in values]
+
+
 def _tail(x: float, mean: float, std: float) -> float:
     """The Gaussian tail beyond ``x``, mirrored below the mean."""
     if x < mean:
@@ -151,27 +177,70 @@ def _tail(x: float, mean: float, std: float) -> float:
     return 0.5 * math.erfc((x - mean) / std / math.sqrt(2))
 
 
+def _sizes(p: Params) -> tuple[int, int]:
+    """The time encoder's ring and the whole input, in bits."""
+    time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
+    return time_size, p.value_size + time_size
+
+
+def _initial_pool(
+    p: Params,
+) -> tuple[np.random.Generator, NDArray[np.bool_], NDArray[np.int16], NDArray[np.float32]]:
+    """What a new model's seed makes: its generator (after these draws), the spatial pooler's
+    potential pools, its first permanences (0 outside the pool) and the columns' tie break.
+
+    The arrays are shared by every model of the same seed and shape (read-only: copy to
+    change); the generator is the caller's own."""
+    key = (p.seed, p.columns, _sizes(p)[1], p.potential_pct, p.sp_connected)
+    with _POOLS_LOCK:
+        made = _POOLS.pop(key, None)
+    if made is None:
+        made = _make_pool(*key)
+    with _POOLS_LOCK:
+        _POOLS[key] = made  # the most recently used last
+        while len(_POOLS) > _POOLS_KEPT:
+            del _POOLS[next(iter(_POOLS))]
+    state, potential, sp_perm, tie_break = made
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state
+    return rng, potential, sp_perm, tie_break
+
+
+_PoolKey = tuple[int, int, int, float, float]
+_Pool = tuple[dict[str, Any], NDArray[np.bool_], NDArray[np.int16], NDArray[np.float32]]
+_POOLS: dict[_PoolKey, _Pool] = {}
+_POOLS_LOCK = threading.Lock()  # (a kernel may run in a worker thread)
+_POOLS_KEPT = 4  # (NAB's set: 2.8 MiB each; the telemetry set's, 0.3 MiB, serve every series)
+
+
+def _make_pool(
+    seed: int, columns: int, n_in: int, potential_pct: float, sp_connected: float
+) -> _Pool:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shape = (columns, n_in)
+    potential = rng.random(shape) < potential_pct
+    connected = rng.random(shape) < 0.5
+    perm = np.where(
+        connected,
+        sp_connected + rng.random(shape) * 0.1,
+        rng.random(shape) * sp_connected,
+    )
+    sp_perm = _fixed(np.where(potential, perm, 0.0))
+    tie_break = (rng.random(columns) * 1e-3).astype(np.float32)
+    for a in (potential, sp_perm, tie_break):
+        a.flags.writeable = False
+    return dict(rng.bit_generator.state), potential, sp_perm, tie_break
+
+
 class HTM:
     """An HTM model of one stream (see the module doc)."""
 
     def __init__(self, params: Params | None = None) -> None:
         p = self.params = params or Params()
-        self.rng = np.random.Generator(np.random.PCG64(p.seed))
-        self.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
-        self.input_size = p.value_size + self.time_size
-        n_in = self.input_size
-        # spatial pooler: permanences over each column's potential pool (0 outside it)
-        potential = self.rng.random((p.columns, n_in)) < p.potential_pct
-        connected = self.rng.random((p.columns, n_in)) < 0.5
-        perm = np.where(
-            connected,
-            p.sp_connected + self.rng.random((p.columns, n_in)) * 0.1,
-            self.rng.random((p.columns, n_in)) * p.sp_connected,
-        )
-        self.sp_perm = _fixed(np.where(potential, perm, 0.0))
-        self.sp_potential = potential
+        self.time_size, self.input_size = _sizes(p)
+        self.rng, self.sp_potential, sp_perm, self.tie_break = _initial_pool(p)
+        self.sp_perm = sp_perm.copy()  # (the pools and tie break are never changed: shared)
         self._derive()
-        self.tie_break = (self.rng.random(p.columns) * 1e-3).astype(np.float32)
         # temporal memory: a bounded pool of segments of up to max_synapses synapses each
         self.seg_cell = np.zeros(0, dtype=np.int32)
         self.seg_used = np.zeros(0, dtype=np.int64)  # the row it was last active or learned
@@ -440,18 +509,12 @@ class HTM:
 
     # -- state -----------------------------------------------------------------------------------
 
-    _ARRAYS = (
-        "sp_perm",
-        "sp_potential",
-        "tie_break",
-        "seg_cell",
-        "seg_used",
-        "syn_cell",
-        "syn_perm",
-        "cell_segments",
-        "active_cells",
-        "winner_cells",
-    )
+    # what a saved model holds beside its parameters (format 2): the spatial pooler's
+    # permanences as their change since the seed made them (mostly zeros: most columns never
+    # win), the temporal memory's segments whole; the potential pools, the tie break and each
+    # cell's segment count follow from the seed and the segments, so they are made again
+    _SAVED = ("seg_cell", "seg_used", "syn_cell", "syn_perm", "active_cells", "winner_cells")
+    _ARRAYS = ("sp_perm", "sp_potential", "tie_break", *_SAVED, "cell_segments")
     _NUMBERS = (
         "resolution",
         "offset",
@@ -464,15 +527,20 @@ class HTM:
     )
 
     def to_bytes(self) -> bytes:
-        """The whole model, deterministic bytes (msgpack of arrays and numbers, deflated)."""
+        """The whole model as deterministic bytes: a header (``MAGIC``, the format) and the
+        deflated msgpack of its parameters, arrays, numbers, likelihood history and generator,
+        with a CRC-32 of the whole state it restores to (``from_bytes`` checks it)."""
+        _, _, initial, _ = _initial_pool(self.params)
         state = self.rng.bit_generator.state
+        arrays = {name: getattr(self, name) for name in self._SAVED}
+        change = self.sp_perm - initial
+        columns = np.flatnonzero(change.any(axis=1)).astype(np.int32)  # those that ever learned
+        arrays["sp_changed"] = columns
+        arrays["sp_change"] = change[columns]
         blob: dict[str, Any] = {
-            "format": FORMAT,
             "params": asdict(self.params),
             "arrays": {
-                name: [str(a.dtype), list(a.shape), a.tobytes()]
-                for name in self._ARRAYS
-                for a in (getattr(self, name),)
+                name: [a.dtype.str, list(a.shape), a.tobytes()] for name, a in arrays.items()
             },
             "numbers": {name: getattr(self, name) for name in self._NUMBERS},
             "raw_history": list(self.raw_history),
@@ -484,51 +552,153 @@ class HTM:
                 state["has_uint32"],
                 state["uinteger"],
             ],
+            "digest": self.digest(),
         }
-        return zlib.compress(msgpack.packb(blob, use_bin_type=True), 6)
+        body = zlib.compress(msgpack.packb(blob, use_bin_type=True), LEVEL)
+        return _HEADER.pack(MAGIC, FORMAT) + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HTM:
-        """A model from ``to_bytes``; ``InvalidArgument`` (one line) for anything else."""
+        """A model from ``to_bytes``; ``InvalidArgument`` (one line) for anything else: other
+        bytes, a saved model of another format, or one whose state does not check out."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgument("htm: a saved model is bytes")
+        data = bytes(data)
+        if data[:1] == b"\x78":  # a bare zlib stream: format 1 (no header)
+            version, body = 1, data
+        elif len(data) >= _HEADER.size and data[: len(MAGIC)] == MAGIC:
+            version, body = _HEADER.unpack_from(data)[1], data[_HEADER.size :]
+        else:
+            raise InvalidArgument("htm: not a saved model")
+        if version not in READS:
+            raise InvalidArgument(
+                f"htm: a saved model of format {version}; this build reads formats "
+                f"{min(READS)}-{max(READS)} only"
+            )
         try:
             inflate = zlib.decompressobj()
-            packed = inflate.decompress(data, MAX_STATE_BYTES)
-            if inflate.unconsumed_tail:
-                raise ValueError("too large")
+            packed = inflate.decompress(body, MAX_STATE_BYTES)
+            if inflate.unconsumed_tail or not inflate.eof:
+                raise ValueError("cut short or too large")
             blob = msgpack.unpackb(packed, raw=False, strict_map_key=False)
-            if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-                raise ValueError("not an HTM state of this format")
-            model = cls.__new__(cls)
-            model.params = Params(**blob["params"])
-            for name in cls._ARRAYS:
-                dtype, shape, raw = blob["arrays"][name]
-                setattr(
-                    model, name, np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
-                )
-            for name in cls._NUMBERS:
-                setattr(model, name, blob["numbers"][name])
-            p = model.params
-            model.time_size = math.ceil(p.time_bits * 24.0 / p.time_radius_h) if p.time_bits else 0
-            model.input_size = p.value_size + model.time_size
-            model.raw_history = deque(blob["raw_history"], maxlen=p.history)
-            model.recent = deque(blob["recent"], maxlen=p.average_window)
-            model.calibration = list(blob["calibration"])
-            model._derive()
-            state, inc, has32, uinteger = blob["rng"]
-            model.rng = np.random.Generator(np.random.PCG64())
-            model.rng.bit_generator.state = {
-                "bit_generator": "PCG64",
-                "state": {"state": int(state), "inc": int(inc)},
-                "has_uint32": has32,
-                "uinteger": uinteger,
-            }
-            if model.sp_perm.shape != (p.columns, model.input_size):
-                raise ValueError("its arrays do not fit its parameters")
+            if not isinstance(blob, dict):
+                raise ValueError("not a map")
+            if version == 1 and blob.get("format") != 1:
+                raise ValueError("not a saved model")
+            model = cls._restore(blob, version)
         except InvalidArgument:
             raise
         except Exception as exc:
             raise InvalidArgument(f"htm: not a saved model ({type(exc).__name__})") from None
         return model
+
+    @classmethod
+    def _restore(cls, blob: dict[str, Any], version: int) -> HTM:
+        model = cls.__new__(cls)
+        p = model.params = Params(**blob["params"])
+        model.time_size, model.input_size = _sizes(p)
+        cells = p.columns * p.cells
+        if p.columns * model.input_size > MAX_POOL or cells > MAX_POOL:
+            raise ValueError("larger than this build restores")
+        saved: dict[str, NDArray[Any]] = {}
+        for name, (dtype, shape, raw) in blob["arrays"].items():
+            if not isinstance(shape, list) or not all(isinstance(n, int) for n in shape):
+                raise ValueError("a bad shape")
+            saved[name] = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+        if version == 1:
+            for name in cls._ARRAYS:
+                setattr(model, name, saved[name])
+        else:
+            _, potential, initial, tie_break = _initial_pool(p)
+            model.sp_potential, model.tie_break = potential, tie_break
+            columns, change = saved["sp_changed"], saved["sp_change"]
+            if (
+                columns.dtype != np.int32
+                or columns.shape != change.shape[:1]
+                or change.shape[1:] != initial.shape[1:]
+                or change.dtype != initial.dtype
+                or (len(columns) and (columns.min() < 0 or columns.max() >= p.columns))
+            ):
+                raise ValueError("its arrays do not fit its parameters")
+            model.sp_perm = initial.copy()
+            model.sp_perm[columns] += change
+            for name in cls._SAVED:
+                setattr(model, name, saved[name])
+        for name in cls._NUMBERS:
+            value = blob["numbers"][name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError("a bad number")
+            setattr(model, name, value)
+        model.raw_history = deque(_floats(blob["raw_history"]), maxlen=p.history)
+        model.recent = deque(_floats(blob["recent"]), maxlen=p.average_window)
+        model.calibration = _floats(blob["calibration"])
+        state, inc, has32, uinteger = blob["rng"]
+        model.rng = np.random.Generator(np.random.PCG64())
+        model.rng.bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": int(state), "inc": int(inc)},
+            "has_uint32": int(has32),
+            "uinteger": int(uinteger),
+        }
+        model._check()
+        if version == 1:
+            if not np.array_equal(
+                model.cell_segments, np.bincount(model.seg_cell, minlength=cells)
+            ):
+                raise ValueError("its segment counts do not add up")
+        else:
+            model.cell_segments = np.bincount(model.seg_cell, minlength=cells).astype(np.int32)
+            if model.digest() != blob["digest"]:
+                # not what was saved: damaged, or this build's numpy draws another seed's
+                # pools (a saved model is only as portable as its generator's stream)
+                raise ValueError("its state does not match its digest")
+        model._derive()
+        return model
+
+    def _check(self) -> None:
+        """Everything ``step`` relies on, for a model from bytes: shapes, kinds and ranges."""
+        p = self.params
+        cells = p.columns * p.cells
+        n = len(self.seg_cell) if self.seg_cell.ndim == 1 else -1
+        want: dict[str, tuple[tuple[int, ...], str, int, int]] = {
+            "sp_perm": ((p.columns, self.input_size), "int16", 0, ONE),
+            "sp_potential": ((p.columns, self.input_size), "bool", 0, 1),
+            "tie_break": ((p.columns,), "float32", 0, 1),
+            "seg_cell": ((n,), "int32", 0, cells - 1),
+            "seg_used": ((n,), "int64", -(2**62), 2**62),
+            "syn_cell": ((n, p.max_synapses), "int32", -1, cells - 1),
+            "syn_perm": ((n, p.max_synapses), "int16", 0, ONE),
+            "active_cells": ((-1,), "int32", 0, cells - 1),
+            "winner_cells": ((-1,), "int32", 0, cells - 1),
+        }
+        for name, (shape, dtype, low, high) in want.items():
+            a = getattr(self, name)
+            if a.dtype != np.dtype(dtype) or a.ndim != len(shape):
+                raise ValueError(f"{name}: not a {dtype} array of {len(shape)} dimensions")
+            if any(w >= 0 and w != h for w, h in zip(shape, a.shape, strict=True)):
+                raise ValueError(f"{name}: its shape does not fit its parameters")
+            if a.size and (a.min() < low or a.max() > high):
+                raise ValueError(f"{name}: out of range")
+        if n > p.max_segments or not isinstance(self.rows, int) or self.rows < 0:
+            raise ValueError("more segments than its pool, or a bad row count")
+        finite = (self.resolution, self.offset, self.mean, self.std, self.previous_tail)
+        if not all(math.isfinite(x) for x in finite) or self.resolution < 0 or self.std < 0:
+            raise ValueError("a number out of range")
+        if math.isnan(self.seen_min) or math.isnan(self.seen_max):
+            raise ValueError("a number out of range")
+        history = (*self.raw_history, *self.recent, *self.calibration)
+        if not all(math.isfinite(x) for x in history):
+            raise ValueError("a history that is not finite")
+        if len(self.calibration) >= max(p.calibration_rows, 2):
+            raise ValueError("a calibration longer than its parameters allow")
+
+    def digest(self) -> int:
+        """A CRC-32 of the model's arrays (what a saved model must restore to)."""
+        crc = 0
+        for name in self._ARRAYS:
+            if name != "cell_segments":  # (it follows from seg_cell)
+                crc = zlib.crc32(np.ascontiguousarray(getattr(self, name)).tobytes(), crc)
+        return crc
 
     def memory_bytes(self) -> int:
         """The bytes its arrays hold."""

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from homeswarm.kernels import TELEMETRY_PARAMS
+
 from ._config import AnomalySettings
 from ._service import Service
 
@@ -49,27 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarm.anomaly")
 
-# One small parameter set for every telemetry series: a quarter of Numenta's NAB columns, an
-# eighth of its cells, and a short warm-up (60 rows learning + 60 estimating: 10 minutes at 5 s)
-# so a device watches itself soon after it starts. No time-of-day encoding: ten minutes cannot
-# teach a daily rhythm.
-TELEMETRY_PARAMS: dict[str, Any] = {
-    "time_bits": 0,
-    "columns": 512,
-    "active_columns": 20,
-    "cells": 8,
-    "value_size": 200,
-    "value_bits": 11,
-    "activation_threshold": 7,
-    "min_threshold": 5,
-    "new_synapses": 12,
-    "max_synapses": 16,
-    "max_segments": 4096,
-    "learning_rows": 60,
-    "estimation_rows": 60,
-    "reestimate_every": 20,
-    "history": 2000,
-}
+# One small parameter set for every telemetry series: ``kernels.TELEMETRY_PARAMS``.
 WARMUP_ROWS = TELEMETRY_PARAMS["learning_rows"] + TELEMETRY_PARAMS["estimation_rows"] + 1
 # the range of each kind of series: a fixed range, or the width of one encoder bucket
 KIND_PARAMS: dict[str, dict[str, Any]] = {
