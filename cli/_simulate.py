@@ -27,6 +27,9 @@ SCENARIO_HELP = """scenarios:
   placement  a day of kernels asked for by a phone and a laptop, placed by our policy and by
              each baseline on the same trace: energy, phone battery, latency budget misses,
              privacy violations (any by our policy is an invariant violation)
+  migration  HTM instances follow each device's cpu through a day of power changes and
+             crashes, moved by the kernel mesh from checkpoints: events_lost and
+             events_duplicated must be 0; migrations, downtime_p99_s
 
 Everything comes from --seed: the same seed gives the same trace_digest. The exit code is 1
 when an invariant was violated (the violations are printed, with their times), 2 for bad input.
@@ -46,7 +49,7 @@ def add_simulate_commands(sub: Any) -> None:
     p.add_argument(
         "scenario",
         metavar="SCENARIO",
-        help="gossip, failure, partition, day, churn, faults, vault, placement",
+        help="gossip, failure, partition, day, churn, faults, vault, placement, migration",
     )
     # ranges are checked by simulate(), which says what is wrong in one line
     p.add_argument("--peers", type=int, metavar="N", help="how many devices (default per scenario)")

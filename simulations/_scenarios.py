@@ -37,6 +37,7 @@ from homeswarm.transports import InvalidArgument
 
 from ._faults import play, random_schedule
 from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
+from ._migration import MIGRATION
 from ._models import CAUSES, DeviceModel, load_models
 from ._placement import run_placement
 from ._stats import pct as _pct
@@ -454,4 +455,5 @@ SCENARIOS: dict[str, Scenario] = {
     "faults": Scenario("faults", _faults, peers=5, hours=0.04),
     "vault": Scenario("vault", run_vault, peers=5, hours=0.05),
     "placement": Scenario("placement", run_placement, peers=3, hours=24.0),
+    "migration": MIGRATION,
 }
