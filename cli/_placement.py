@@ -84,7 +84,7 @@ def add_placement_commands(sub: Any) -> None:
         help="per kernel and device: runs placed from here, declared vs observed compute, and "
         "the calibration the policy uses",
     )
-    actions = p.add_subparsers(dest="action", metavar="{ps,start}")
+    actions = p.add_subparsers(dest="action", metavar="{ps,start,stop}")
     q = actions.add_parser("ps", help="list the kernel instances by device, kernel and state")
     _sub_options(q)
     q.set_defaults(run=_cmd_ps)
@@ -100,6 +100,13 @@ def add_placement_commands(sub: Any) -> None:
     )
     _sub_options(q)
     q.set_defaults(run=_cmd_start)
+    q = actions.add_parser("stop", help="stop long-lived instances of a kernel (all, or --count)")
+    q.add_argument("kernel", metavar="KERNEL", help="the kernel's name (see `swarm kernels ps`)")
+    q.add_argument(
+        "--count", type=_count, metavar="N", help="how many, the newest first (default all)"
+    )
+    _sub_options(q)
+    q.set_defaults(run=_cmd_stop)
 
 
 def _sub_options(p: argparse.ArgumentParser) -> None:
@@ -215,6 +222,15 @@ def ps_lines(reply: dict[str, Any]) -> list[str]:
     ]
     total = int(reply.get("total", 0))
     return [*_columns(header, table), f"{total} instance{'' if total == 1 else 's'}"]
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from homeswarm.swarm import ask
+
+    reply = ask(home_of(args), "kernels.stop", timeout=60.0, kernel=args.kernel, count=args.count)
+    n = reply["stopped"]
+    line = f"stopped {n} {_clean(reply['kernel'])} instance{'' if n == 1 else 's'}"
+    return report(args, reply, f"{line}; {reply['left']} left in the mesh")
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ States (``TRANSITIONS``; an event from a state not listed is a bug, and raises):
   running   --moved-->   migrating   its device died or may no longer run it: re-placed
   migrating --settled--> running     it resumed on its new home (``settle``)
   running, migrating --parked--> parked   no device may run it now (power, scopes): waits
+  any but stopped --stopped--> stopped   ``stop``: its home gives it up; never placed again
+
+A stopped instance keeps its row (ids stay stable) and is in no count, ``ps`` or batch.
 
 ``replace_dead(view, device)`` re-places every instance of a device that died; ``rebalance(view)``
 re-places every instance whose home no longer admits it (unplugged below a floor, lost a scope,
@@ -59,12 +62,17 @@ from homeswarm.vocabulary import SCOPES
 from ._policy import DEFAULT_CONFIG, PolicyConfig, place
 from ._view import DeviceView
 
-STATES = ("parked", "running", "migrating")
-PARKED, RUNNING, MIGRATING = range(3)
+STATES = ("parked", "running", "migrating", "stopped")
+PARKED, RUNNING, MIGRATING, STOPPED = range(4)
 TRANSITIONS: dict[str, dict[str, str]] = {
-    "parked": {"placed": "running"},
-    "running": {"moved": "migrating", "parked": "parked"},
-    "migrating": {"settled": "running", "parked": "parked", "moved": "migrating"},
+    "parked": {"placed": "running", "stopped": "stopped"},
+    "running": {"moved": "migrating", "parked": "parked", "stopped": "stopped"},
+    "migrating": {
+        "settled": "running",
+        "parked": "parked",
+        "moved": "migrating",
+        "stopped": "stopped",
+    },
 }
 _NONE = 255
 
@@ -78,7 +86,7 @@ def _table(event: str) -> npt.NDArray[np.uint8]:
     return out
 
 
-_EVENTS = {e: _table(e) for e in ("placed", "moved", "settled", "parked")}
+_EVENTS = {e: _table(e) for e in ("placed", "moved", "settled", "parked", "stopped")}
 _COLUMNS: tuple[tuple[str, type[np.generic]], ...] = (
     ("kernel", np.uint16),
     ("spec", np.uint32),
@@ -174,8 +182,11 @@ class Mesh:
         }
 
     def ps(self) -> list[dict[str, Any]]:
-        """Instances by device, kernel and state: one row each, with a count (``kernels ps``)."""
+        """Instances by device, kernel and state: one row each, with a count (``kernels ps``);
+        the stopped left out."""
         home, spec, state = (self.column(k) for k in ("home", "spec", "state"))
+        live = state != STOPPED
+        home, spec, state = home[live], spec[live], state[live]
         keys = (home.astype(np.int64) + 1) * (1 << 40) + spec.astype(np.int64) * 4 + state
         unique, counts = np.unique(keys, return_counts=True)
         rows = []
@@ -205,6 +216,26 @@ class Mesh:
     def counts(self) -> dict[str, int]:
         """Instances on each device, by device id (devices with none left out)."""
         return {d: int(n) for d, n in zip(self._devices, self._count.tolist(), strict=True) if n}
+
+    def live(self) -> int:
+        """Instances not stopped."""
+        return int((self._cols["state"][: self._n] != STOPPED).sum())
+
+    def stop(self, kernel: str, count: int | None = None) -> npt.NDArray[np.int64]:
+        """Stop ``count`` instances of ``kernel`` (all without a count), the newest first; their
+        ids. Their homes give them up at once."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise InvalidArgument(f"count must be a whole number, got {count!r}")
+        k = self._kernel_index.get(kernel)
+        if k is None:
+            return np.zeros(0, dtype=np.int64)
+        c = self._cols
+        ids = np.flatnonzero((c["kernel"][: self._n] == k) & (c["state"][: self._n] != STOPPED))
+        if count is not None:
+            ids = ids[len(ids) - min(max(count, 0), len(ids)) :]
+        self._unhome(ids)
+        self._transition(ids, "stopped")
+        return ids
 
     def settle(self, ids: npt.ArrayLike) -> None:
         """Migrating instances resumed on their new home: running."""

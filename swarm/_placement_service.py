@@ -323,8 +323,23 @@ class PlacementService(Service):
             **change.to_json(),
         }
 
+    def _stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        kernel = args.get("kernel")
+        if not isinstance(kernel, str) or not kernel:
+            raise InvalidArgument("stop: name a kernel (see `swarm kernels ps`)")
+        count = args.get("count")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise InvalidArgument("stop: the count must be a whole number from 1")
+        ids = self.mesh.stop(kernel, count)
+        if not len(ids):
+            raise InvalidArgument(f"stop: no {kernel} instances are running or waiting")
+        log.info("stopped %d %s instances", len(ids), kernel)
+        return {"kernel": kernel, "stopped": len(ids), "left": self.mesh.live()}
+
     def _ps(self) -> dict[str, Any]:
-        return {"instances": self.mesh.ps(), "total": len(self.mesh)}
+        return {"instances": self.mesh.ps(), "total": self.mesh.live()}
 
     def _stats(self) -> dict[str, Any]:
         return {"stats": self.ledger.stats(self.calibration)}
@@ -422,6 +437,8 @@ class PlacementService(Service):
             return self._status()
         if op == "start":
             return self._start(args)
+        if op == "stop":
+            return self._stop(args)
         if op == "ps":
             return self._ps()
         if op == "stats":

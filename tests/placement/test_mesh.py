@@ -147,6 +147,35 @@ def test_the_instances_of_a_dead_device_move_and_settle():
         mesh.replace_dead(view, "server-id")
 
 
+def test_stopped_instances_leave_their_homes_and_every_batch():
+    view = three()
+    mesh = Mesh()
+    needs = Needs(scope="personal", energy="small", memory_mb=1)
+    mesh.add("embed", needs, 100)
+    mesh.add("classify", Needs(scope="public", energy="small", memory_mb=1), 10)
+    mesh.place(view)
+    before = mesh.counts()
+    stopped = mesh.stop("embed", 30)
+    assert stopped.tolist() == list(range(70, 100))  # the newest first
+    assert mesh.live() == 80
+    assert sum(mesh.counts().values()) == sum(before.values()) - 30
+    assert {mesh.instance(int(i))["home"] for i in stopped} == {None}
+    assert sum(r["instances"] for r in mesh.ps()) == 80
+    assert "stopped" not in {r["state"] for r in mesh.ps()}
+    # a death, a rebalance, a new batch: none of them places a stopped instance again
+    dead = [replace(d, status="dead") if d.name == "server" else d for d in view]
+    mesh.replace_dead(dead, "server-id")
+    mesh.rebalance(dead)
+    mesh.add("embed", needs, 5)
+    mesh.place(view)
+    assert {mesh.instance(int(i))["state"] for i in stopped} == {"stopped"}
+    assert len(mesh.stop("embed")) == 75  # the rest, and the 5 new ones
+    assert mesh.live() == 10
+    assert len(mesh.stop("embed")) == 0
+    assert len(mesh.stop("nothing")) == 0
+    assert sum(mesh.counts().values()) == 10
+
+
 def test_a_phone_unplugged_below_its_floor_sheds_all_but_tiny_work():
     view = [phone(local=True, rtt_s=0.0, memory_free_mb=1e6, plugged=True), server()]
     mesh = Mesh()

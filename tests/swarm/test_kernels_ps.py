@@ -242,6 +242,19 @@ async def test_kernels_start_ps_and_stats_as_a_user_types_them(tmp_path, capsys)
         assert doc["total"] == 51
         assert {r["state"] for r in doc["instances"]} == {"running"}
 
+        code, out, err = await cli(
+            capsys, "kernels", "stop", "echo", "--count", "20", "--home", laptop
+        )
+        assert (code, out) == (0, "stopped 20 echo instances; 31 left in the mesh\n"), err
+        code, out, err = await cli(capsys, "kernels", "--json", "stop", "echo", "--home", laptop)
+        assert json.loads(out) == {"kernel": "echo", "stopped": 30, "left": 1}
+        code, out, err = await cli(capsys, "kernels", "stop", "echo", "--home", laptop)
+        assert (code, out) == (2, "")
+        assert err.count("\n") == 1
+        assert "no echo instances" in err
+        code, out, err = await cli(capsys, "kernels", "ps", "--home", laptop)
+        assert out.splitlines()[-1] == "1 instance"
+
         code, out, err = await cli(capsys, "kernels", "--stats", "--home", laptop)
         assert code == 0, err
         assert out.startswith("no runs placed from this device yet")
