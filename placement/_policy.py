@@ -641,6 +641,7 @@ class Estimate:
     ratio: float = 1.0
     var: float = 0.0
     runs: int = 0
+    passed: int = 0  # decisions made without this device since its last run (``passed_over``)
 
     @property
     def sd(self) -> float:
@@ -657,15 +658,25 @@ class Calibration:
     ``alpha`` after (it follows a device that changes). A ratio reaches ``ratios`` (what
     ``place`` reads) once ``min_runs`` runs back it: one run can be an anecdote (a model loading,
     a page fault). Pure: no clock, no I/O.
+
+    Exploration: a device that ran slow is passed over, so it would never be measured again,
+    whatever changed there (a hog gone, a charger plugged in). Evidence ages instead: every
+    ``explore_after`` decisions made without a device its ratio above 1 moves halfway back to
+    the declaration (in log terms: its square root), until a decision picks it again and a run
+    says what it is now. How soon depends on what it lost by: a server that ran 3 x slow once
+    and is 15 % faster than the laptop when well is tried again after three agings (3 -> 1.73
+    -> 1.32 -> 1.15), and keeps the work if it is well again.
     """
 
-    def __init__(self, *, alpha: float = 0.2, min_runs: int = 1) -> None:
+    def __init__(self, *, alpha: float = 0.2, min_runs: int = 1, explore_after: int = 20) -> None:
         if not 0 < alpha <= 1:
             raise InvalidArgument(f"alpha must be in (0, 1], got {alpha!r}")
         self.alpha = alpha
         self.min_runs = min_runs  # runs that must back a ratio before ``place`` sees it
+        self.explore_after = explore_after
         self.estimates: dict[tuple[str, str], Estimate] = {}
         self.ratios: dict[tuple[str, str], float] = {}  # what ``place`` reads
+        self._slow: dict[str, set[str]] = {}  # kernel -> devices whose ratio is above 1
 
     def observe(self, kernel: str, device: str, predicted_s: float, observed_s: float) -> Estimate:
         key = (kernel, device)
@@ -680,9 +691,30 @@ class Calibration:
         delta = x - e.ratio
         e.ratio += w * delta
         e.var = (1.0 - w) * (e.var + w * delta * delta)
+        e.passed = 0
         if e.runs >= self.min_runs:
-            self.ratios[key] = e.ratio
+            self._publish(kernel, device, e)
         return e
+
+    def _publish(self, kernel: str, device: str, e: Estimate) -> None:
+        self.ratios[(kernel, device)] = e.ratio
+        slow = self._slow.setdefault(kernel, set())
+        if e.ratio > 1.0:
+            slow.add(device)
+        else:
+            slow.discard(device)
+
+    def passed_over(self, kernel: str, chosen: str) -> None:
+        """A decision placed ``kernel`` on ``chosen``: every other device it holds slow ages."""
+        for device in list(self._slow.get(kernel, ())):
+            if device == chosen:
+                continue
+            e = self.estimates[(kernel, device)]
+            e.passed += 1
+            if e.passed >= self.explore_after:
+                e.passed = 0
+                e.ratio = math.sqrt(e.ratio) if e.ratio > 1.01 else 1.0
+                self._publish(kernel, device, e)
 
     def learn(self, kernel: str, device: str, declared_s: float, observed_s: float) -> Estimate:
         """``observe`` from the declaration: a run of ``kernel`` on ``device`` declared to take

@@ -203,6 +203,8 @@ class Runner:
                 raise RunFailed(f"{_tried(name, attempts)}; {decision.refusal()}")
             chosen = decision.check()
             device = chosen.device
+            if self.calibration is not None:
+                self.calibration.passed_over(name, device.id)  # the slow ones age (exploration)
             runs = self.registry.get(chosen.kernel) if chosen.variant else k
             try:
                 result = await self._run_on(device, runs, value, scope_, timeout)

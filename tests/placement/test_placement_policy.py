@@ -692,6 +692,38 @@ def test_calibration_learns_a_device_s_true_speed_and_the_policy_uses_it():
     assert rows[("heavy", "server-id")]["runs"] == learnt.runs
 
 
+def test_a_device_shunned_after_slow_runs_is_tried_again_and_wins_back_its_work():
+    """Exploration: the server ran 3 x slow once (a hog), so the laptop got every run; the hog is
+    gone, and only a new run on the server can say so. Decisions without it age its evidence
+    back toward the declaration until it is picked, measured, and chosen again for good."""
+    view = [laptop(local=True, rtt_s=0.0), server(rtt_s=0.003)]
+    needs = Needs(energy="large", compute_s=2.0)
+    calibration = Calibration(explore_after=10)
+    hog = True
+    picks = []
+    for _ in range(80):
+        chosen = place("heavy", needs, view, calibration=calibration).check()
+        calibration.passed_over("heavy", chosen.device.id)
+        picks.append(chosen.device.name)
+        truth = 3.0 if chosen.device.name == "server" and hog else 1.0
+        declared = chosen.compute_s / calibration.ratios.get(("heavy", chosen.device.id), 1.0)
+        calibration.observe("heavy", chosen.device.id, chosen.compute_s, declared * truth)
+        if chosen.device.name == "server":
+            hog = False  # its first run met the hog; it left after
+    first_back = picks.index("server", 1)
+    assert picks[0] == "server"
+    assert 10 < first_back <= 40  # aged 3 times (3 -> 1.73 -> 1.32 -> 1.15): then it wins
+    assert set(picks[1:first_back]) == {"laptop"}
+    assert set(picks[first_back:]) == {"server"}  # measured fast again: it keeps the work
+    assert calibration.estimates[("heavy", "server-id")].ratio < 1.5
+    # with nothing to age (the server never ran slow) passing over changes nothing
+    fresh = Calibration(explore_after=1)
+    fresh.observe("heavy", "server-id", 1.0, 0.5)
+    for _ in range(5):
+        fresh.passed_over("heavy", "laptop-id")
+    assert fresh.ratios[("heavy", "server-id")] == 0.5
+
+
 def test_calibration_weighs_runs_as_a_mean_then_exponentially():
     c = Calibration(alpha=0.25)
     for x in (2.0, 4.0, 6.0, 8.0):  # the first 1/alpha runs: a plain mean
