@@ -395,4 +395,17 @@ def kernels_line(section: Any, names: dict[str, str]) -> str | None:
     for device in sorted(by_device, key=lambda d: (names.get(d, d), d)):
         name = _clean(names.get(device, device[-8:]))
         parts.append(f"{name} holds {', '.join(by_device[device])}")
+    instances = section.get("instances")
+    if isinstance(instances, dict) and isinstance(instances.get("by_device"), dict):
+        homes = [
+            f"{_clean(names.get(d, d[-8:]))} {n}"
+            for d, n in sorted(
+                instances["by_device"].items(), key=lambda kv: names.get(kv[0], kv[0])
+            )
+            if isinstance(d, str) and isinstance(n, int)
+        ]
+        parked = instances.get("parked")
+        if isinstance(parked, int) and parked:
+            homes.append(f"{parked} parked")
+        parts.append("instances " + ", ".join(homes))
     return ("kernels: " + "; ".join(parts)) if parts else None

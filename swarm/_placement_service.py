@@ -514,12 +514,20 @@ class PlacementService(Service):
             if device in known:
                 heard = round(max(now - at, 0.0), 1)
                 held += [{"device": device, **h.to_wire(), "heard_s": heard} for h in hosts]
-        return {
+        out: dict[str, Any] = {
             "executor": self.executor_name,
             "kernels": list(self.offered),
             "unavailable": self.registry.problems(),
             "held": held,
         }
+        live = self.mesh.live()
+        if live:  # the mesh's long-lived instances this peer holds the registry of
+            out["instances"] = {
+                "total": live,
+                "by_device": self.mesh.counts(),
+                "parked": live - sum(self.mesh.counts().values()),
+            }
+        return out
 
 
 def _power(d: DeviceView) -> tuple[Any, ...]:

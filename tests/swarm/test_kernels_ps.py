@@ -17,6 +17,7 @@ import trio
 from test_placement_cli import cli, one_line, run, running
 from test_placement_swarm import LAPTOP, PHONE, SERVER, swarm, until
 
+from homeswarm.cli._placement import kernels_line
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels import Kernel, UnknownKernel
 from homeswarm.placement import Executor, HeldKernel, InlineExecutor, RunResult, place
@@ -136,6 +137,16 @@ async def test_started_instances_are_placed_in_one_batch_and_listed_by_device(
         assert {sample.labels["device"]: sample.value for sample in gauge.samples} == {
             k: float(v) for k, v in started["placed"].items()
         }
+        # `swarm status` says where the instances are
+        status = s["laptop"].peer.status()
+        section = status["kernels"]["instances"]
+        assert (section["total"], section["parked"]) == (300, 0)
+        names = {p["id"]: p["name"] for p in status["peers"]}
+        assert {names[d]: n for d, n in section["by_device"].items()} == started["placed"]
+        line = kernels_line(status["kernels"], names)
+        assert line is not None
+        homes = ", ".join(f"{d} {n}" for d, n in sorted(started["placed"].items()))
+        assert line.endswith(f"instances {homes}")
         # private instances only where private data may be
         secret = await control("kernels.start", {"kernel": "secret", "count": 20})
         assert "phone" not in secret["placed"]
