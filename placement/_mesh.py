@@ -48,6 +48,7 @@ ran out of memory) and tries the parked ones again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -75,6 +76,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     },
 }
 _NONE = 255
+REGISTRY_VERSION = 1
 
 
 def _table(event: str) -> npt.NDArray[np.uint8]:
@@ -236,6 +238,61 @@ class Mesh:
         self._unhome(ids)
         self._transition(ids, "stopped")
         return ids
+
+    def registry(self) -> bytes:
+        """What outlives the process: each instance's kernel and needs, and whether it was
+        stopped (its home and state are the policy's to find again). ``restore`` reads it."""
+        import io
+        import json
+
+        c = self._cols
+        specs = [[kernel, dataclasses.asdict(needs)] for kernel, needs in self._specs]
+        out = io.BytesIO()
+        np.savez_compressed(
+            out,
+            version=np.array([REGISTRY_VERSION]),
+            specs=np.frombuffer(json.dumps(specs).encode(), dtype=np.uint8),
+            spec=c["spec"][: self._n],
+            stopped=c["state"][: self._n] == STOPPED,
+        )
+        return out.getvalue()
+
+    @classmethod
+    def restore(cls, data: bytes, *, config: PolicyConfig = DEFAULT_CONFIG) -> Mesh:
+        """A mesh from ``registry()``'s bytes: the same ids, the stopped stopped, the others
+        parked (to be placed on the view of now). ``InvalidArgument`` for anything else."""
+        import io
+        import json
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                version = int(z["version"][0])
+                if version != REGISTRY_VERSION:
+                    raise InvalidArgument(f"a mesh registry of version {version}")
+                specs = json.loads(bytes(z["specs"]).decode())
+                spec = np.asarray(z["spec"], dtype=np.int64)
+                stopped = np.asarray(z["stopped"], dtype=bool)
+            pairs = [(str(kernel), Needs(**fields)) for kernel, fields in specs]
+            agree = len(spec) == len(stopped) and len(set(pairs)) == len(pairs)
+            if not agree or (len(spec) and not 0 <= spec.min() <= spec.max() < len(pairs)):
+                raise InvalidArgument("a mesh registry whose columns disagree")
+        except InvalidArgument:
+            raise
+        except Exception as exc:  # a zip, npy or JSON that is not ours, a Needs it refuses
+            raise InvalidArgument(f"not a mesh registry ({type(exc).__name__})") from None
+        mesh = cls(config=config, capacity=max(1, len(spec)))
+        for kernel, needs in pairs:
+            mesh._spec(kernel, needs)  # the same spec numbers, in the same order
+        kernel_of = np.array([mesh._kernel_index[k] for k, _ in pairs] or [0], dtype=np.uint16)
+        scope_of = np.array([SCOPES.index(n.scope) for _, n in pairs] or [0], dtype=np.uint8)
+        n, c = len(spec), mesh._cols
+        c["spec"][:n] = spec
+        c["kernel"][:n] = kernel_of[spec]
+        c["scope"][:n] = scope_of[spec]
+        c["home"][:n] = -1
+        c["state"][:n] = np.where(stopped, STOPPED, PARKED)
+        mesh._n = n
+        return mesh
 
     def settle(self, ids: npt.ArrayLike) -> None:
         """Migrating instances resumed on their new home: running."""

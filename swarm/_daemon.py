@@ -29,7 +29,7 @@ from homeswarm.errors import InvalidArgument
 from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, parse_bootstrap
 
 from ._control import control_path, serve_control
-from ._home import Identity, load_identity, load_roster
+from ._home import Identity, load_identity, load_roster, write_atomically
 from ._logs import close_log, open_log
 from ._peer import Peer, PeerOptions
 from ._placement_service import device_capabilities
@@ -82,9 +82,7 @@ def load_known_addrs(home: Path) -> dict[str, list[str]]:
 
 
 def save_known_addrs(home: Path, addrs: dict[str, list[str]]) -> None:
-    tmp = home / (PEERS_FILE + ".tmp")
-    tmp.write_text(json.dumps(addrs, indent=1, sort_keys=True))
-    os.replace(tmp, home / PEERS_FILE)
+    write_atomically(home / PEERS_FILE, json.dumps(addrs, indent=1, sort_keys=True).encode())
 
 
 class Daemon:

@@ -265,10 +265,16 @@ def load_roster(identity: Identity) -> Roster:
 
 def save_roster(home: Path, roster: Roster) -> None:
     """Replace the roster file atomically."""
-    path = home / ROSTER
-    tmp = path.with_name(ROSTER + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(roster.encode())
+    write_atomically(home / ROSTER, roster.encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): the old file or the new one, whole, after a
+    crash at any point."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

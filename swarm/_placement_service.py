@@ -42,6 +42,7 @@ import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -74,6 +75,7 @@ from homeswarm.placement import (
 from ._certs import Certificate
 from ._config import PlacementSettings, Settings
 from ._device import MAX_KERNEL_CHARS, MAX_KERNELS, MAX_KERNELS_TOTAL, decode_state
+from ._home import write_atomically
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ HEARD_MAX = 512  # devices whose hosts we remember
 MESH_CHECK_S = 1.0  # how often the mesh looks for dead homes and power changes
 MIN_RUNS = 3  # runs of a kernel on a device before what they showed reaches the policy
 MAX_START = 1_000_000  # instances one `swarm kernels start` may add
+MESH_FILE = "mesh"  # HOME/mesh: the kernel mesh's registry (``Mesh.registry``)
 GONE = ("dead", "left")  # a home in one of these (or out of the view): its instances move
 
 
@@ -237,6 +240,7 @@ class PlacementService(Service):
 
     async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.peer = peer
+        self._load_mesh()
         options = peer.options
         if options.executor != self.executor_name or tuple(options.kernels) != self.offered:
             # what this device gossips it can run is what this service really runs
@@ -265,6 +269,28 @@ class PlacementService(Service):
 
     def roster_changed(self, devices: list[str]) -> None:
         self._roster_moved = True
+
+    # ---- the mesh's registry on disk (HOME/mesh): the instances outlive a restart ------------
+
+    def _mesh_path(self) -> Path | None:
+        peer = self.peer
+        return peer.identity.home / MESH_FILE if peer is not None and peer.options.persist else None
+
+    def _load_mesh(self) -> None:
+        path = self._mesh_path()
+        if path is None or not path.exists():
+            return
+        try:
+            self.mesh = Mesh.restore(path.read_bytes(), config=self.config)
+        except (OSError, InvalidArgument) as exc:
+            log.warning("the kernel mesh in %s is not readable (%s): starting with none", path, exc)
+            return
+        log.info("the kernel mesh: %d instances from %s, to be placed", self.mesh.live(), path)
+
+    def _save_mesh(self) -> None:
+        path = self._mesh_path()
+        if path is not None:
+            write_atomically(path, self.mesh.registry())
 
     # ---- the mesh ----------------------------------------------------------------------------
 
@@ -315,6 +341,7 @@ class PlacementService(Service):
         k = self.registry.get(kernel)
         needs = k.needs if scope is None else k.needs.with_scope(scope)
         ids = self.mesh.add(kernel, needs, count)
+        self._save_mesh()
         change = self.mesh.place(self.view(), ids)
         return {
             "kernel": kernel,
@@ -333,6 +360,7 @@ class PlacementService(Service):
         ):
             raise InvalidArgument("stop: the count must be a whole number from 1")
         ids = self.mesh.stop(kernel, count)
+        self._save_mesh()
         if not len(ids):
             raise InvalidArgument(f"stop: no {kernel} instances are running or waiting")
         log.info("stopped %d %s instances", len(ids), kernel)

@@ -227,3 +227,31 @@ def test_bad_arguments_are_one_clear_error():
         mesh.place([server()], ids)
     with pytest.raises(InvalidArgument, match="no instance"):
         mesh.instance(5)
+
+
+def test_the_registry_outlives_the_process_and_refuses_what_is_not_one():
+    view = three()
+    mesh = Mesh()
+    small = Needs(scope="personal", energy="small", memory_mb=1)
+    mesh.add("embed", small, 50)
+    mesh.add("classify", Needs(scope="private", energy="medium", memory_mb=2), 20)
+    mesh.add("embed", small.with_scope("private"), 5)
+    mesh.place(view)
+    mesh.stop("classify", 8)
+    again = Mesh.restore(mesh.registry())
+    assert len(again) == len(mesh) == 75
+    assert again.live() == mesh.live() == 67
+    for i in range(75):
+        before, after = mesh.instance(i), again.instance(i)
+        assert (after["kernel"], after["needs"]) == (before["kernel"], before["needs"])
+        assert after["state"] == ("stopped" if before["state"] == "stopped" else "parked")
+        assert after["home"] is None
+    change = again.place(view)  # placed again on the view of now, exactly as a new batch
+    assert sum(change.placed.values()) == 67
+    assert sum(again.counts().values()) == 67
+    assert Mesh.restore(Mesh().registry()).live() == 0
+    good = mesh.registry()
+    for bad in (b"", b"junk", good[:-9], good[:40] + bytes(64) + good[104:]):
+        with pytest.raises(InvalidArgument) as caught:
+            Mesh.restore(bad)
+        assert "\n" not in str(caught.value)

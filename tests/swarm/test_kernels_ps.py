@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import trio
+from test_pairing import new_home
+from test_pairing import running as running_daemon
 from test_placement_cli import cli, one_line, run, running
 from test_placement_swarm import LAPTOP, PHONE, SERVER, swarm, until
 
@@ -21,6 +23,8 @@ from homeswarm.cli._placement import kernels_line
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels import Kernel, UnknownKernel
 from homeswarm.placement import Executor, HeldKernel, InlineExecutor, RunResult, place
+from homeswarm.swarm import load_identity
+from homeswarm.swarm._control import ask_async
 
 
 class Paced:
@@ -318,3 +322,19 @@ def test_ps_and_stats_without_a_peer_are_one_line_exit_1(tmp_path, capsys, argv)
     assert out == ""
     one_line(err)
     assert "no peer is running" in err
+
+
+async def test_started_instances_outlive_a_restart_of_the_peer(tmp_path):
+    ident = new_home(tmp_path / "laptop")
+    async with running_daemon(ident):
+        await ask_async(ident.home, "kernels.start", kernel="anomaly", count=40)
+        await ask_async(ident.home, "kernels.stop", kernel="anomaly", count=10)
+    assert (ident.home / "mesh").stat().st_mode & 0o777 == 0o600
+    async with running_daemon(load_identity(ident.home)):
+        ps = await ask_async(ident.home, "kernels.ps")
+        assert ps["total"] == 30
+        placed = await ask_async(ident.home, "kernels.ps")
+        assert {r["device"] for r in placed["instances"]} <= {"laptop", None}
+    (ident.home / "mesh").write_bytes(b"not a registry")
+    async with running_daemon(load_identity(ident.home)):  # a bad file: one warning, no instances
+        assert (await ask_async(ident.home, "kernels.ps"))["total"] == 0
