@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -130,6 +130,13 @@ def document_text(key: str, text: str) -> str:
     return f"{words}: {shown}"[:MAX_DOCUMENT_CHARS]
 
 
+EXPORT_VERSION = 1
+
+
+class _NotOurs(ValueError):
+    """Bytes ``RecallIndex.restore`` will not read (its message says why, in one line)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Doc:
     """An entry as the index sees it."""
@@ -183,6 +190,55 @@ class RecallIndex:
 
     def docs(self) -> list[Doc]:
         return [h.doc for h in self._held.values()]
+
+    def export(self, embedder: str) -> bytes:
+        """Everything indexed (the entries, and each part's HNSW graph as usearch saves it,
+        vectors included) with the name of the ``embedder`` that made the vectors, as bytes
+        ``restore`` reads: a cache, to encrypt before it reaches disk (an embedding reveals its
+        text, and the texts are in it)."""
+        from homeswarm.wire import pack
+
+        held = [[h.doc.key, h.doc.scope, h.doc.text, h.label] for h in self._held.values()]
+        parts = [[s, c, bytes(part.save())] for (s, c), part in self._parts.items()]  # type: ignore[attr-defined]
+        return pack([EXPORT_VERSION, embedder, self.dimensions, self._next, held, parts])
+
+    @classmethod
+    def restore(cls, data: bytes, embedder: str, dimensions: int) -> RecallIndex:
+        """An index from ``export``'s bytes made by ``embedder`` at ``dimensions`` (the graphs
+        loaded as they were, not built again); ``ValueError`` (one line) for anything else, a
+        stale version or another embedder."""
+        import msgpack
+        from usearch.index import Index
+
+        index = cls(dimensions)
+        try:
+            version, made_by, dims, next_label, held, parts = msgpack.unpackb(data, raw=False)
+            if version != EXPORT_VERSION:
+                raise _NotOurs(f"a recall cache of version {version!r}")
+            if made_by != embedder or dims != dimensions:
+                raise _NotOurs(f"made by {made_by!r} ({dims}), not {embedder!r} ({dimensions})")
+            _, expansion_add, expansion_search = index._params
+            for scope, collection, graph in parts:
+                part: Any = Index.restore(bytes(graph))
+                if part is None or part.ndim != dimensions:
+                    raise _NotOurs("a graph of another size")
+                part.expansion_add, part.expansion_search = expansion_add, expansion_search
+                index._parts[(str(scope), str(collection))] = part
+            for key, scope, text, label in held:
+                doc = Doc(str(key), str(scope), str(text))
+                part = index._parts[(doc.scope, doc.collection)]
+                if not 0 <= int(label) < int(next_label) or int(label) not in part:
+                    raise _NotOurs("an entry its graph does not hold")
+                index._held[doc.key] = _Held(doc, int(label))
+                index._keys[int(label)] = doc.key
+            if sum(len(p) for p in index._parts.values()) != len(index._held):  # type: ignore[misc,arg-type]
+                raise _NotOurs("graphs that hold more than the entries")
+            index._next = int(next_label)
+        except _NotOurs:
+            raise
+        except Exception as exc:  # msgpack's zoo, usearch's, rows that are not what we wrote
+            raise _NotOurs(f"not a recall cache ({type(exc).__name__})") from None
+        return index
 
     def _part(self, scope: str, collection: str) -> object:
         part = self._parts.get((scope, collection))

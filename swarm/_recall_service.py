@@ -13,6 +13,13 @@ how much is not yet).
 The index is built at the first query (a peer whose person never recalls anything never loads
 the model nor spends a phone's battery embedding), then kept current in the background.
 
+Its vectors outlive a restart: after a change, at most every ``SAVE_EVERY`` seconds and when the
+peer stops, the index (entries, texts and vectors, with the embedder's name) is written to
+``HOME/recall.age``, age-encrypted to this device's own key (an embedding reveals its text, and
+the texts are in it; 0600, replaced atomically). At the next start the index comes back from it,
+and only what changed in the vault since is embedded again; a cache of another embedder, or one
+that does not decrypt or parse, is ignored (one warning) and the index is built afresh.
+
 Before an answer leaves, each hit is checked against the vault as it is now: an entry deleted,
 moved or overwritten since it was indexed is never answered.
 
@@ -28,8 +35,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyrage
 import trio
 
 from homeswarm.transports import (
@@ -41,6 +50,7 @@ from homeswarm.transports import (
 )
 from homeswarm.vault import SCOPES, VaultError, VaultNode
 
+from ._home import write_atomically
 from ._recall import (
     MAX_K,
     MAX_QUERY_CHARS,
@@ -61,6 +71,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarm.recall")
 
 POLL = 1.0  # seconds between checks of the vault's version
+SAVE_EVERY = 600.0  # seconds between writes of the encrypted cache, at most
+CACHE_FILE = "recall.age"  # HOME/recall.age
 BATCH = 256  # entries embedded at once
 ASK_TIMEOUT = 30.0  # seconds to wait for another device's answer
 QUERY_WAIT = 20.0  # seconds a query waits for the index to catch up (then: what it holds)
@@ -81,6 +93,9 @@ class RecallService(Service):
         self.rebuild_s: float | None = None  # the first full build after start-up
         self.device = vault.identity.device_id
         self._peer: Peer | None = None
+        self._dirty = False  # the index changed since the cache was written
+        self._saved_at = -float("inf")
+        self.restored = 0  # entries the index took from the cache at start-up
 
     @property
     def embedder(self) -> Embedder:
@@ -97,11 +112,58 @@ class RecallService(Service):
 
     async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._peer = peer
+        self.active = self.active or (self._cache_path() is not None and self._cache_exists())
         task_status.started()
-        while True:
-            if self.active:
-                await self.refresh()
-            await trio.sleep(POLL)
+        try:
+            while True:
+                await trio.sleep(POLL)
+                if self.active:
+                    await self.refresh()
+                    if self._dirty and trio.current_time() - self._saved_at >= SAVE_EVERY:
+                        await self._save()
+        finally:
+            if self._dirty:
+                with trio.CancelScope(shield=True):
+                    await self._save()
+
+    # ---- the encrypted cache -----------------------------------------------------------------
+
+    def _cache_path(self) -> Path | None:
+        peer = self._peer
+        persist = peer is not None and peer.options.persist
+        return self.vault.identity.home / CACHE_FILE if persist else None
+
+    def _cache_exists(self) -> bool:
+        path = self._cache_path()
+        return path is not None and path.exists()
+
+    async def _save(self) -> None:
+        path, index = self._cache_path(), self.index
+        if path is None or index is None:
+            return
+        self._dirty, self._saved_at = False, trio.current_time()
+        recipient = self.vault.identity.age_identity.to_public()
+        name = self.embedder.name
+
+        def write() -> None:
+            write_atomically(path, pyrage.encrypt(index.export(name), [recipient]))
+
+        try:
+            await trio.to_thread.run_sync(write)
+        except OSError as exc:
+            log.warning("recall: cannot write %s (%s)", path, exc.strerror)
+
+    def _restore(self) -> RecallIndex | None:
+        path = self._cache_path()
+        if path is None or not path.exists():
+            return None
+        embedder = self.embedder
+        try:
+            data = pyrage.decrypt(path.read_bytes(), [self.vault.identity.age_identity])
+            return RecallIndex.restore(data, embedder.name, embedder.dimensions)
+        except (OSError, ValueError, pyrage.DecryptError) as exc:
+            log.warning("recall: the cache %s is not usable (%s): building afresh", path, exc)
+            return None
 
     async def refresh(self) -> None:
         """Make the index match the vault now (if another refresh runs, wait for it)."""
@@ -120,10 +182,13 @@ class RecallService(Service):
         first = self.index is None
         embedder = self.embedder
         if self.index is None:
-            self.index = RecallIndex(embedder.dimensions)
+            cached = await trio.to_thread.run_sync(self._restore)
+            self.restored = len(cached) if cached is not None else 0
+            self.index = cached or RecallIndex(embedder.dimensions)
         index = self.index
         current = [Doc(e.key, e.scope, e.text) for c in RECALLED for e in node.items(c + "/")]
         fresh, gone = index.diff(current)
+        self._dirty = self._dirty or bool(fresh or gone)
         index.remove(gone)
         self.pending = len(fresh)
         for start in range(0, len(fresh), BATCH):
@@ -268,6 +333,7 @@ class RecallService(Service):
             "indexed": 0 if self.index is None else len(self.index),
             "pending": self.pending,
             "rebuild_s": None if self.rebuild_s is None else round(self.rebuild_s, 3),
+            "restored": self.restored,  # entries the index took from its cache at start-up
         }
 
 

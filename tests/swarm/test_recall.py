@@ -21,7 +21,7 @@ from homeswarm.cli import main
 from homeswarm.swarm import Daemon, HashEmbedder, RecallIndex, RecallService, init_home
 from homeswarm.swarm import _recall_service as recall_service
 from homeswarm.swarm._recall import Doc, document_text, exact_search, normalise
-from homeswarm.vault import VaultError
+from homeswarm.vault import SCOPES, VaultError
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
@@ -136,6 +136,34 @@ def test_an_overwritten_entry_answers_with_its_new_value_only():
     hits = index.search(e.embed(["a red bicycle"])[0], 10)
     assert [(h.key, h.scope, h.text) for h in hits] == [("facts/car", "private", '"a blue boat"')]
     assert index.search(e.embed(["boat"])[0], 10, scopes=["personal"]) == []
+
+
+def test_an_index_comes_back_from_its_export_exactly_and_refuses_what_is_not_one():
+    e = HashEmbedder(64)
+    index = RecallIndex(64)
+    docs = [
+        Doc(f"{'facts' if i % 2 else 'memories'}/n{i}", SCOPES[i % 3], json.dumps(f"note {i}"))
+        for i in range(300)
+    ]
+    index.put(docs, e.embed([d.text for d in docs]))
+    index.remove(["facts/n1", "memories/n2"])
+    data = index.export(e.name)
+    again = RecallIndex.restore(data, e.name, 64)
+    assert sorted(again.docs(), key=str) == sorted(index.docs(), key=str)
+    for q in ("note 7", "note 150", "note 299"):
+        vector = e.embed([q])[0]
+        assert again.search(vector, 10) == index.search(vector, 10)
+        assert again.search(vector, 5, scopes=["private"]) == index.search(
+            vector, 5, scopes=["private"]
+        )
+    again.put([Doc("facts/new", "public", '"new"')], e.embed(["new"]))  # it goes on as before
+    assert len(again) == len(index) + 1
+    with pytest.raises(ValueError, match="made by"):
+        RecallIndex.restore(data, "all-MiniLM-L6-v2", 64)
+    for bad in (b"", b"junk", data[: len(data) // 2], data[:60] + bytes(40) + data[100:]):
+        with pytest.raises(ValueError, match=r"recall cache|graph|entr") as caught:
+            RecallIndex.restore(bad, e.name, 64)
+        assert "\n" not in str(caught.value)
 
 
 # --- the service inside real peers (memory network, virtual time) ----------------------------
@@ -344,7 +372,10 @@ async def test_swarm_recall_through_a_running_peer(tmp_path, capsys):
             recall.embedder = HashEmbedder()
             await trio.to_thread.run_sync(exercise_recall_cli, capsys, str(ident.home))
             nursery.cancel_scope.cancel()
-    # the index is derived state in memory: no embedding of an entry is in any file of the home
+    # the index outlives the peer only encrypted: no embedding (nor text) of an entry is in any
+    # file of the home in the clear
+    cache = ident.home / "recall.age"
+    assert cache.stat().st_mode & 0o777 == 0o600
     text = document_text("facts/capital", json.dumps("Lisbon is the capital of Portugal"))
     vector = HashEmbedder().embed([text])[0]
     first = int(np.flatnonzero(vector)[0])
@@ -352,6 +383,32 @@ async def test_swarm_recall_through_a_running_peer(tmp_path, capsys):
     for path in ident.home.rglob("*"):
         if path.is_file():
             assert window not in path.read_bytes(), path
+            assert b"capital of Portugal" not in path.read_bytes(), path
+    # the next start takes the index from the cache and embeds nothing again
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            assert daemon.peer is not None
+            recall = daemon.peer.services["recall"]
+            assert isinstance(recall, RecallService)
+            embedded: list[str] = []
+            counting = HashEmbedder()
+            plain = counting.embed
+            counting.embed = lambda texts: embedded.extend(texts) or plain(texts)  # type: ignore[method-assign]
+            recall.embedder = counting
+            code, out, _ = await trio.to_thread.run_sync(
+                _cli, capsys, str(ident.home), "recall", "capital of Portugal", "--json"
+            )
+            assert code == 0
+            assert json.loads(out)["results"][0]["key"] == "facts/capital"
+            assert recall.restored == len(recall.index) > 0
+            assert embedded == ["capital of Portugal"]  # the query alone
+            nursery.cancel_scope.cancel()
+    # a cache that is not one (or made by another embedder) is ignored and the index rebuilt
+    cache.write_bytes(b"junk")
+    other = RecallService(recall.vault, HashEmbedder(32))
+    other._peer = daemon.peer
+    assert other._restore() is None
 
 
 def test_swarm_recall_without_a_running_peer_says_so(tmp_path, capsys):
