@@ -8,6 +8,8 @@ uses the real model end to end.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -358,20 +360,28 @@ def exercise_recall_cli(capsys, home: str) -> None:
     assert "--k" in err
 
 
-async def test_swarm_recall_through_a_running_peer(tmp_path, capsys):
-    ident = init_home(
-        tmp_path / "up", name="up", role="laptop", network={"listen": LOOPBACK, "mdns": False}
-    )
-    daemon = Daemon(ident, listen=LOOPBACK, mdns=False)
+@asynccontextmanager
+async def serving(daemon: Daemon, embedder: HashEmbedder) -> AsyncIterator[RecallService]:
+    """``swarm up`` in this trio run, its recall service on ``embedder`` (set before its first
+    look at the vault), until the block ends."""
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             assert daemon.peer is not None
             recall = daemon.peer.services["recall"]
             assert isinstance(recall, RecallService)
-            recall.embedder = HashEmbedder()
-            await trio.to_thread.run_sync(exercise_recall_cli, capsys, str(ident.home))
+            recall.embedder = embedder
+            yield recall
             nursery.cancel_scope.cancel()
+
+
+async def test_swarm_recall_through_a_running_peer(tmp_path, capsys):
+    ident = init_home(
+        tmp_path / "up", name="up", role="laptop", network={"listen": LOOPBACK, "mdns": False}
+    )
+    daemon = Daemon(ident, listen=LOOPBACK, mdns=False)
+    async with serving(daemon, HashEmbedder()):
+        await trio.to_thread.run_sync(exercise_recall_cli, capsys, str(ident.home))
     # the index outlives the peer only encrypted: no embedding (nor text) of an entry is in any
     # file of the home in the clear
     cache = ident.home / "recall.age"
@@ -385,25 +395,18 @@ async def test_swarm_recall_through_a_running_peer(tmp_path, capsys):
             assert window not in path.read_bytes(), path
             assert b"capital of Portugal" not in path.read_bytes(), path
     # the next start takes the index from the cache and embeds nothing again
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
-            assert daemon.peer is not None
-            recall = daemon.peer.services["recall"]
-            assert isinstance(recall, RecallService)
-            embedded: list[str] = []
-            counting = HashEmbedder()
-            plain = counting.embed
-            counting.embed = lambda texts: embedded.extend(texts) or plain(texts)  # type: ignore[method-assign]
-            recall.embedder = counting
-            code, out, _ = await trio.to_thread.run_sync(
-                _cli, capsys, str(ident.home), "recall", "capital of Portugal", "--json"
-            )
-            assert code == 0
-            assert json.loads(out)["results"][0]["key"] == "facts/capital"
-            assert recall.restored == len(recall.index) > 0
-            assert embedded == ["capital of Portugal"]  # the query alone
-            nursery.cancel_scope.cancel()
+    embedded: list[str] = []
+    counting = HashEmbedder()
+    plain = counting.embed
+    counting.embed = lambda texts: embedded.extend(texts) or plain(texts)  # type: ignore[method-assign]
+    async with serving(daemon, counting) as recall:
+        code, out, _ = await trio.to_thread.run_sync(
+            _cli, capsys, str(ident.home), "recall", "capital of Portugal", "--json"
+        )
+        assert code == 0
+        assert json.loads(out)["results"][0]["key"] == "facts/capital"
+        assert recall.restored == len(recall.index) > 0
+        assert embedded == ["capital of Portugal"]  # the query alone
     # a cache that is not one (or made by another embedder) is ignored and the index rebuilt
     cache.write_bytes(b"junk")
     other = RecallService(recall.vault, HashEmbedder(32))
