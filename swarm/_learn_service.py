@@ -2,7 +2,13 @@
 
 The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant``):
 
-- ``learn.start`` from this device's CLI makes this device the job's coordinator. The job's
+- ``learn.start`` from this device's CLI starts a job; its coordinator is the device the
+  placement policy chooses among the job's devices for a ``medium``, stateful piece of work of
+  the task's scope (``place``: alive, the scope, the battery floors, then the cheapest by
+  latency and battery price: plugged and near beats a phone on battery). If that is another
+  device, this one hands the job to it (``learn.adopt``) and keeps a pointer: ``learn status``
+  and ``learn stop`` here ask the job's devices which of them coordinates it now (the highest
+  term), and ``export`` writes the newest model this device holds as a participant. The job's
   devices are the members alive now that may
   hold the task's scope (as placement counts them: the certificate's scopes, no relays); the
   task's records are split across them by their sorted ids (``Task.split`` with the job's seed),
@@ -96,6 +102,7 @@ ROUND_TIMEOUT = 10.0  # seconds a round waits for the devices' answers
 ROUND_GAP = 0.5  # seconds between rounds
 MAX_JOBS = 16
 STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
+COORDINATE = "learn"  # the coordinator's work, as the placement policy is asked to place it
 WATCH_S = 2.0  # how often a device checks that the coordinators of its jobs are alive
 GONE = ("dead", "left", "away")  # a coordinator in one of these states is taken over
 
@@ -203,6 +210,8 @@ class LearnService(Service):
         self.get_task = task_factory or get_task
         self.peer: Peer | None = None
         self.jobs: dict[str, _Job] = {}
+        self.remote: dict[str, dict[str, Any]] = {}  # jobs started here, coordinated elsewhere
+        self._started: list[str] = []  # job ids in the order this device learnt of them
         self.sides: dict[str, _Side] = {}
         self._nursery: trio.Nursery | None = None
         self._rng = np.random.default_rng(secrets.randbits(64))
@@ -345,6 +354,19 @@ class LearnService(Service):
             return reply
 
     async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
+        if op == "adopt":
+            return await self._adopt(conn.peer_id, _meta_check(body.get("job")))
+        if op == "ask":  # a job device asks after a job this one may coordinate
+            job, what = body.get("job"), body.get("what")
+            if not isinstance(job, str) or what not in ("status", "stop"):
+                raise ProtocolViolation("learn.ask: a job id and status or stop")
+            found = self.jobs.get(job)
+            if found is None or conn.peer_id not in found.meta["devices"]:
+                return {"job": None}
+            if what == "stop" and found.state in ("running", "starting"):
+                found.state = "stopped"
+                found.scope.cancel()
+            return found.to_json()
         if op != "msg":
             raise ProtocolViolation(f"unknown operation learn.{op}")
         meta = _meta_check(body.get("job"))
@@ -402,6 +424,9 @@ class LearnService(Service):
             "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
             "rounds": rounds, "coordinator": self.me, "term": 0,
         }  # fmt: skip
+        boss = self._choose_coordinator(task, devices)
+        if boss != self.me:
+            return await self._hand_over({**meta, "coordinator": boss}, names)
         rows = {d: _DeviceRow(names[d]) for d in devices}
         job = _Job(meta, task, None, np.zeros(0), 0.0, rounds, rows)
         self._add(job)
@@ -410,7 +435,100 @@ class LearnService(Service):
                     job_id, task.name, len(devices), epsilon, trust)  # fmt: skip
         return job.to_json()
 
+    def _choose_coordinator(self, task: Task, devices: list[str]) -> str:
+        """The job device the placement policy would run a medium, stateful piece of the task's
+        scope on (this one if the policy has no view or no choice)."""
+        from dataclasses import replace as with_
+
+        from homeswarm.kernels import Needs
+        from homeswarm.placement import place
+
+        peer = self.peer
+        kernels = peer.services.get("kernels") if peer is not None else None
+        if kernels is None or not hasattr(kernels, "view"):
+            return self.me
+        wanted = set(devices)
+        view = [
+            with_(d, kernels=(*d.kernels, COORDINATE)) for d in kernels.view() if d.id in wanted
+        ]
+        needs = Needs(scope=getattr(task, "scope", SCOPE), energy=ENERGY, stateful=True)
+        from ._placement_service import policy_config
+
+        config = policy_config(self.identity.settings.placement)
+        decision = place(COORDINATE, needs, view, config=config)
+        return decision.candidates[0].device.id if decision.ok else self.me
+
+    async def _hand_over(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        """Ask ``meta``'s coordinator to adopt the job; its status, or this device's if it
+        would not (then this one coordinates)."""
+        boss = meta["coordinator"]
+        reply = await self._request(boss, {"op": "learn.adopt", "job": meta})
+        if isinstance(reply, dict) and reply.get("job") == meta["id"]:
+            self.remote[meta["id"]] = meta
+            self._started.append(meta["id"])
+            log.warning("learning job %s: handed to %s, the policy's coordinator",
+                        meta["id"], names.get(boss, boss[-8:]))  # fmt: skip
+            return reply
+        log.info("learn %s: %s would not adopt it; coordinating here", meta["id"], boss[-8:])
+        return await self._coordinate({**meta, "coordinator": self.me}, names)
+
+    async def _coordinate(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        task = self.get_task(meta["task"])
+        rows = {d: _DeviceRow(names.get(d, d[-8:])) for d in meta["devices"]}
+        job = _Job(meta, task, None, np.zeros(0), 0.0, meta["rounds"], rows)
+        self._add(job)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._drive, job)
+        return job.to_json()
+
+    async def _request(self, device: str, body: dict[str, Any]) -> Any:
+        """One member request; None if it failed (logged)."""
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return None
+        try:
+            open_ = peer.transport.connections(device)
+            conn = open_[0] if open_ else await peer.transport.dial(device, peer.addrs_of(device))
+            return await conn.request(body, timeout=ROUND_TIMEOUT)
+        except SwarmError as exc:
+            log.info("learn: no answer from %s: %s", device[-8:], exc)
+            return None
+
+    async def _adopt(self, source: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """A job device asks this one to coordinate its new job (the policy chose it)."""
+        if meta["coordinator"] != self.me or source not in meta["devices"]:
+            raise ProtocolViolation("learn: adopt names this device as the coordinator")
+        if self.me not in meta["devices"] or meta["term"] != 0:
+            raise ProtocolViolation("learn: adopt is for a new job of this device's")
+        if meta["id"] in self.jobs:
+            return self.jobs[meta["id"]].to_json()
+        task = self.get_task(meta["task"])
+        names, _ = self._members(getattr(task, "scope", SCOPE))
+        log.warning("learning job %s: coordinating it for %s (the policy's choice)",
+                    meta["id"], names.get(source, source[-8:]))  # fmt: skip
+        return await self._coordinate(meta, names)
+
+    async def _remote_status(self, meta: dict[str, Any], op: str = "status") -> dict[str, Any]:
+        """A job handed to another device: the answer of whichever job device coordinates it
+        now (the highest term), or this device's pointer if none answers."""
+        best: dict[str, Any] | None = None
+        for device in [meta["coordinator"], *(d for d in meta["devices"] if d != self.me)]:
+            reply = await self._request(device, {"op": "learn.ask", "job": meta["id"], "what": op})
+            if isinstance(reply, dict) and reply.get("job") == meta["id"]:
+                if best is None or reply.get("term", 0) > best.get("term", 0):
+                    best = reply
+                if op == "stop":
+                    break
+        if best is None:
+            return {"job": meta["id"], "task": meta["task"], "state": "unreachable",
+                    "round": 0, "rounds": meta["rounds"], "accuracy": None,
+                    "epsilon_target": meta["epsilon"], "delta": meta["delta"],
+                    "trust": meta["trust"], "coordinator": meta["coordinator"],
+                    "term": meta["term"], "devices": []}  # fmt: skip
+        return best
+
     def _add(self, job: _Job) -> None:
+        self._started.append(job.id)
         while len(self.jobs) >= MAX_JOBS:
             oldest = next((j for j in self.jobs if self.jobs[j].state not in ("running",)), None)
             if oldest is None:
@@ -682,31 +800,59 @@ class LearnService(Service):
 
     # ---- the CLI -----------------------------------------------------------------------------
 
-    def _job(self, args: dict[str, Any]) -> _Job:
+    def _job(self, args: dict[str, Any]) -> _Job | dict[str, Any]:
+        """The job ``args`` names (the newest without a name): coordinated here (a ``_Job``),
+        or started here and handed to another device (its META)."""
         job_id = args.get("job")
-        if job_id is None and self.jobs:
-            return list(self.jobs.values())[-1]
-        if not isinstance(job_id, str) or job_id not in self.jobs:
-            known = ", ".join(self.jobs) or "none"
-            raise InvalidArgument(f"no learning job {job_id!r} on this device (jobs: {known})")
-        return self.jobs[job_id]
+        if job_id is None and (self.jobs or self.remote):
+            job_id = max([*self.jobs, *self.remote], key=self._started.index)
+        if isinstance(job_id, str) and job_id in self.jobs:
+            return self.jobs[job_id]
+        if isinstance(job_id, str) and job_id in self.remote:
+            return self.remote[job_id]
+        known = ", ".join([*self.jobs, *self.remote]) or "none"
+        raise InvalidArgument(f"no learning job {job_id!r} on this device (jobs: {known})")
 
     async def control(self, op: str, args: dict[str, Any]) -> Any:
         if op == "start":
             return await self._start(args)
-        if op == "status":
-            if args.get("job") is None and not self.jobs:
+        if op in ("status", "stop", "export"):
+            if op == "status" and args.get("job") is None and not (self.jobs or self.remote):
                 return {"jobs": []}
-            return self._job(args).to_json()
-        if op == "stop":
             job = self._job(args)
-            if job.state in ("running", "starting"):
+            if isinstance(job, dict):  # coordinated elsewhere
+                if op == "export":
+                    return self._export(await self._held_copy(job), args.get("file"))
+                return await self._remote_status(job, op)
+            if op == "stop" and job.state in ("running", "starting"):
                 job.state = "stopped"
                 job.scope.cancel()
+            if op == "export":
+                return self._export(job, args.get("file"))
             return job.to_json()
-        if op == "export":
-            return self._export(self._job(args), args.get("file"))
         raise InvalidArgument(f"unknown request learn.{op}")
+
+    async def _held_copy(self, meta: dict[str, Any]) -> _Job:
+        """A job coordinated elsewhere, as this device holds it: the newest model it was sent
+        (as a participant) and the coordinator's figures."""
+        side = self.sides.get(meta["id"])
+        params = side.participant.params if side is not None else None
+        if params is None:
+            raise InvalidArgument(f"learn export: no round of {meta['id']} has finished yet")
+        status = await self._remote_status(meta)
+        rows = {
+            str(d.get("id", d.get("name"))): _DeviceRow(
+                str(d.get("name")), epsilon_spent=float(d.get("epsilon_spent") or 0.0)
+            )
+            for d in status.get("devices", [])
+            if isinstance(d, dict)
+        }
+        task = self.get_task(meta["task"])
+        job = _Job(meta, task, None, params, float(meta["sigma"]), meta["rounds"], rows)
+        assert side is not None
+        job.round = side.participant.round + 1
+        job.accuracy = status.get("accuracy")
+        return job
 
     def _export(self, job: _Job, file: Any) -> dict[str, Any]:
         if not isinstance(file, str) or not file:

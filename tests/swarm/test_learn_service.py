@@ -205,6 +205,50 @@ async def test_a_phone_below_its_floor_sits_out_until_plugged_in(tmp_path, autoj
         assert 0 < devices["phone"]["epsilon_spent"] < devices["laptop"]["epsilon_spent"]
 
 
+async def test_a_job_started_on_the_phone_is_coordinated_where_the_policy_says(
+    tmp_path, autojump_clock
+):
+    """The phone on battery starts a job; the policy places its coordination on a plugged-in
+    device, which adopts it. On the phone `learn status` and `stop` reach it there, and `export`
+    writes the newest model the phone holds."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        phone = peers["phone"]
+        started = await phone.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        by_id = {p.identity.device_id: name for name, p in peers.items()}
+        boss = by_id[started["coordinator"]]
+        assert boss in ("laptop", "server")  # plugged in: never the phone on battery
+        assert started["job"] in peers[boss].services["learn"].jobs  # type: ignore[attr-defined]
+        assert started["job"] not in phone.services["learn"].jobs  # type: ignore[attr-defined]
+
+        async def status() -> dict[str, Any]:
+            reply: dict[str, Any] = await phone.control("learn.status", {})
+            return reply
+
+        with trio.move_on_after(300):
+            while (await status())["round"] < 3:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        seen = await status()
+        assert seen["job"] == started["job"]
+        assert {d["name"] for d in seen["devices"]} == {"phone", "laptop", "server"}
+        out = tmp_path / "model.pt"
+        exported = await phone.control("learn.export", {"job": started["job"], "file": str(out)})
+        assert out.exists()
+        assert exported["rounds"] >= 3
+        assert 0 < exported["epsilon"] <= 2.0
+        stopped = await phone.control("learn.stop", {"job": started["job"]})
+        assert stopped["state"] == "stopped"
+        assert peers[boss].services["learn"].jobs[started["job"]].state == "stopped"  # type: ignore[attr-defined]
+        # adopt is only for the coordinator a job names, from one of its devices
+        service: Any = peers[boss].services["learn"]
+        meta = {**service.jobs[started["job"]].meta, "id": "forged", "term": 0}
+        with pytest.raises(ProtocolViolation):
+            await service._adopt("not-a-job-device", meta)
+        with pytest.raises(ProtocolViolation):
+            await service._adopt(phone.identity.device_id, {**meta, "coordinator": "elsewhere"})
+
+
 async def test_bad_requests_are_refused_in_one_line(tmp_path, autojump_clock):
     async with swarm(tmp_path, (LAPTOP, SERVER)) as peers:
         laptop = peers["laptop"]
