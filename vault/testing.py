@@ -35,7 +35,7 @@ SWARM = "swtest"
 
 
 @dataclass(frozen=True)
-class Device:
+class VaultDevice:
     id: str
     signing_key: Ed25519PrivateKey
     age: pyrage.x25519.Identity
@@ -46,21 +46,21 @@ class Device:
         return str(self.age.to_public())
 
 
-def make_device(rng: random.Random, scopes: Iterable[str] = SCOPES) -> Device:
+def make_device(rng: random.Random, scopes: Iterable[str] = SCOPES) -> VaultDevice:
     """A device with an Ed25519 key drawn from ``rng`` and a fresh age identity."""
     key = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return Device(
+    return VaultDevice(
         peer_id_from_public_key(raw), key, pyrage.x25519.Identity.generate(), frozenset(scopes)
     )
 
 
-def directory_of(devices: Iterable[Device], revoked: Iterable[str] = ()) -> Directory:
+def directory_of(devices: Iterable[VaultDevice], revoked: Iterable[str] = ()) -> Directory:
     return Directory({d.id: Access(d.recipient, d.scopes) for d in devices}, frozenset(revoked))
 
 
 def make_replica(
-    device: Device, directory: Directory, *, seed: int = 0, swarm: str = SWARM
+    device: VaultDevice, directory: Directory, *, seed: int = 0, swarm: str = SWARM
 ) -> Replica:
     return Replica(
         swarm=swarm,
@@ -129,7 +129,7 @@ class NetPeer:
     def __init__(
         self,
         network: MemoryNetwork,
-        device: Device,
+        device: VaultDevice,
         directory: Directory,
         *,
         store: Store | None = None,

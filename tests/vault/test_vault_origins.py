@@ -36,8 +36,8 @@ from homeswarm.vault._records import MAX_SEQ, Epoch, record_to_wire, short, sign
 from homeswarm.vault._sync import Push
 from homeswarm.vault.testing import (
     SWARM,
-    Device,
     NetPeer,
+    VaultDevice,
     directory_of,
     exchange,
     make_device,
@@ -51,7 +51,7 @@ RELAY: frozenset[str] = frozenset()
 class Disk:
     """One device's vault directory, opened and closed as a CLI or a peer would."""
 
-    def __init__(self, root: Path, device: Device, devices: list[Device]) -> None:
+    def __init__(self, root: Path, device: VaultDevice, devices: list[VaultDevice]) -> None:
         self.path = root / device.id[-6:]
         self.device = device
         self.directory = directory_of(devices)
@@ -161,7 +161,7 @@ def test_a_restored_backup_converges_losing_nothing_acknowledged_anywhere(tmp_pa
 # ---- forks: two updates for one origin and sequence -----------------------------------------
 
 
-def fork_of(replica: Replica, device: Device, update: Update, value: str) -> Update:
+def fork_of(replica: Replica, device: VaultDevice, update: Update, value: str) -> Update:
     """Another update signed for ``update``'s origin and sequence, with other content."""
     other = make_replica(device, replica.directory, seed=999)
     for record in replica.keyring.records():
@@ -274,7 +274,7 @@ def test_a_fork_of_its_own_log_makes_a_device_write_its_side_again():
 
 
 def forged_snapshot(
-    author: Replica, device: Device, victim: str, scope: str = "personal"
+    author: Replica, device: VaultDevice, victim: str, scope: str = "personal"
 ) -> Snapshot:
     """An empty snapshot by ``author`` claiming ``victim``'s stream up to 10^6."""
     epoch = author._write_epoch(scope, Changes())

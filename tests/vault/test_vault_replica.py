@@ -34,14 +34,14 @@ from homeswarm.vault import (
 from homeswarm.vault._model import MAX_VALUE_BYTES, encode_value, parse_json, split_key
 from homeswarm.vault._records import Verifier, record_from_wire, record_to_wire, sign
 from homeswarm.vault._ydoc import BadUpdate, check_update
-from homeswarm.vault.testing import Device, directory_of, exchange, make_device, make_replica
+from homeswarm.vault.testing import VaultDevice, directory_of, exchange, make_device, make_replica
 
 ALL = frozenset(SCOPES)
 PHONE = frozenset({"public", "personal"})
 RELAY: frozenset[str] = frozenset()
 
 
-def trio_of(*scopes: frozenset[str], seed: int = 0) -> tuple[list[Device], list[Replica]]:
+def trio_of(*scopes: frozenset[str], seed: int = 0) -> tuple[list[VaultDevice], list[Replica]]:
     rng = random.Random(seed)
     devices = [make_device(rng, s) for s in scopes]
     directory = directory_of(devices)
@@ -230,7 +230,11 @@ def test_a_device_without_a_scope_cannot_read_it_even_holding_it():
 
 
 def forged(
-    author: Replica, device: Device, plain: bytes, scope: str = "personal", seq: int | None = None
+    author: Replica,
+    device: VaultDevice,
+    plain: bytes,
+    scope: str = "personal",
+    seq: int | None = None,
 ) -> Update:
     """A correctly signed and encrypted update by ``author`` with arbitrary content."""
     epoch = author._write_epoch(scope, Changes())
@@ -249,7 +253,7 @@ def forged(
     return dataclasses.replace(unsigned, signature=sign(device.signing_key, unsigned.payload()))
 
 
-def forged_undecryptable(author: Replica, device: Device) -> Update:
+def forged_undecryptable(author: Replica, device: VaultDevice) -> Update:
     """Signed by its origin, but encrypted to someone else's key."""
     update = forged(author, device, b"\x00\x00", seq=2)
     stray = pyrage.encrypt(b"\x00\x00", [pyrage.x25519.Identity.generate().to_public()])

@@ -152,7 +152,7 @@ WRITER = textwrap.dedent(
     import pyrage, trio
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from homeswarm.vault import SqliteStore, VaultNode
-    from homeswarm.vault.testing import SWARM, Device, directory_of, make_replica
+    from homeswarm.vault.testing import SWARM, VaultDevice, directory_of, make_replica
 
     seed, age, path, run = bytes.fromhex(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
     from homeswarm.transports import peer_id_from_public_key
@@ -160,7 +160,8 @@ WRITER = textwrap.dedent(
     key = Ed25519PrivateKey.from_private_bytes(seed)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     scopes = frozenset({"public", "personal", "private"})
-    device = Device(peer_id_from_public_key(raw), key, pyrage.x25519.Identity.from_str(age), scopes)
+    identity = pyrage.x25519.Identity.from_str(age)
+    device = VaultDevice(peer_id_from_public_key(raw), key, identity, scopes)
     directory = directory_of([device])
 
     async def main():
