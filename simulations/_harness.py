@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.testing
 
 from homeswarm.swarm import Service
 from homeswarm.transports import Link
 
 from ._invariants import Invariants
 from ._models import Models
-from ._world import Device, DeviceSpec, World, deterministic_trio
+from ._world import Device, DeviceSpec, VirtualClock, World, deterministic_trio
 
 Progress = Callable[[float, float], None]  # (simulated seconds done, of total)
 LAN = Link(latency=0.002, jitter=0.001)  # the default link where no device model says otherwise
@@ -84,7 +83,7 @@ class Run:
     def execute(self, body: Callable[[Run], Awaitable[None]]) -> Result:
         deterministic_trio(self.seed)
         start = time.perf_counter()
-        trio.run(self._main, body, clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(self._main, body, clock=VirtualClock())
         wall = time.perf_counter() - start
         world, inv = self.world, self.invariants
         assert world is not None

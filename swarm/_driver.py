@@ -81,6 +81,10 @@ class MembershipDriver:
 
     async def handle(self, conn: Connection, body: Any) -> None:
         """The transport handler's share: one membership message from ``conn``'s peer."""
+        self.handle_now(conn, body)
+
+    def handle_now(self, conn: Connection, body: Any) -> None:
+        """``handle`` without waiting (it never waits): for a transport's ``HandlerNow``."""
         msg = decode_message(body)  # ProtocolViolation closes the connection
         self.core.receive(conn.peer_id, msg, trio.current_time())
         if self._nursery is not None:
@@ -116,7 +120,16 @@ class MembershipDriver:
 
     def send(self, dst: str, msg: Message) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(self._deliver, dst, encode_message(msg))
+        body = encode_message(msg)
+        for conn in self.transport.connections(dst):  # the pooled one, at once if it can take it
+            try:
+                if conn.send_nowait(body):
+                    return
+            except TransportError:
+                self.dropped += 1
+                return
+            break
+        self._nursery.start_soon(self._deliver, dst, body)
 
     async def _deliver(self, dst: str, body: Any) -> None:
         conn = await self._connection(dst)

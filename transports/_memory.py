@@ -128,6 +128,11 @@ class MemoryStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint()
+        self.send_all_nowait(data)
+
+    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all`` without the checkpoint: a write here never waits (the network queues it
+        behind the link's earlier writes), so a ``Connection`` may write at once."""
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
         if self._broken:
