@@ -17,6 +17,7 @@ a while) and ``skew`` (its wall clock, which sets its incarnation when it restar
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import random
 import struct
@@ -73,6 +74,8 @@ class VirtualClock(trio.abc.Clock):
 
     def __init__(self) -> None:
         self._now = 0.0
+        self._timers: list[list[Any]] = []  # a heap of [at, seq, fn or None when cancelled]
+        self._seq = 0
 
     def start_clock(self) -> None:
         pass
@@ -81,9 +84,32 @@ class VirtualClock(trio.abc.Clock):
         return self._now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
+        timers = self._timers
+        while timers and timers[0][2] is None:
+            heapq.heappop(timers)
+        if timers and timers[0][0] < deadline:
+            deadline = timers[0][0]
         if self._now < deadline < math.inf:
             self._now = deadline
+        while timers and timers[0][0] <= self._now:
+            fn = heapq.heappop(timers)[2]
+            if fn is not None:
+                fn()
         return 0.0
+
+    # the memory network's timers (``transports.MemoryNetwork``): a reader waits on these
+    # rather than in a cancel scope, whose every expiry trio pays for with an exception
+
+    def call_at(self, at: float, fn: Callable[[], None]) -> list[Any]:
+        """Call ``fn`` when time reaches ``at``, in the pass where trio's own deadlines at that
+        time expire (before the pass runs its tasks); ``fn`` may only reschedule tasks."""
+        self._seq += 1
+        timer = [at, self._seq, fn]
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def cancel_timer(self, timer: list[Any]) -> None:
+        timer[2] = None
 
     def __repr__(self) -> str:
         return f"<VirtualClock at {self._now:.6f}>"

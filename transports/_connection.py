@@ -228,23 +228,30 @@ class Connection:
             await self._close_stream()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                data = await self._stream.receive_some(READ_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._finish("connection lost")
-                return
-            if not data:
-                if self._decoder.buffered:
-                    raise ProtocolViolation(f"truncated frame ({self._decoder.buffered} bytes)")
-                self._finish("closed by peer")
-                return
-            self._bytes_received += len(data)
-            for payload in self._decoder.feed(data):
-                self._frames_received += 1
-                await self._dispatch(Envelope.unpack(payload), nursery)
-                if self.closed:  # (a handler that took a message at once found it malformed)
-                    return
+        while await self._read_some(nursery):
+            pass
+
+    async def _read_some(self, nursery: trio.Nursery) -> bool:
+        """Read once and dispatch what came: whether to go on. (Its own frame, so that what it
+        read is not held while the loop waits for more: a thousand idle connections would each
+        keep their last frame three times over.)"""
+        try:
+            data = await self._stream.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._finish("connection lost")
+            return False
+        if not data:
+            if self._decoder.buffered:
+                raise ProtocolViolation(f"truncated frame ({self._decoder.buffered} bytes)")
+            self._finish("closed by peer")
+            return False
+        self._bytes_received += len(data)
+        for payload in self._decoder.feed(data):
+            self._frames_received += 1
+            await self._dispatch(Envelope.unpack(payload), nursery)
+            if self.closed:  # (a handler that took a message at once found it malformed)
+                return False
+        return True
 
     async def _dispatch(self, env: Envelope, nursery: trio.Nursery) -> None:
         if env.kind is Kind.REQUEST:
