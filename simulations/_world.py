@@ -69,8 +69,10 @@ class VirtualClock(trio.abc.Clock):
     jumps at the end of an idle pass, so the tasks the jump wakes run in the pass after it (and it
     asks trio for its statistics each time to find the deadline); trio asks this clock how long to
     sleep only when no task is runnable, and it answers by moving to that deadline, so they run
-    in the same pass. A simulation makes one jump per frame delivered, so this halves the passes
-    of an idle swarm. (Like MockClock, it does not wait for worker threads.)"""
+    in the same pass. A simulation makes about one jump per frame delivered. It also keeps
+    timers of its own (``call_at``) that the memory network's waits use (``transports.Alarm``),
+    which wake a task without trio's cancellation machinery. (Like MockClock, it does not wait
+    for worker threads.)"""
 
     def __init__(self) -> None:
         self._now = 0.0
