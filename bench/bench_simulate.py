@@ -6,7 +6,9 @@ Each case runs in its own process (so its peak memory is its own): ``day`` with 
 24 hours, ``gossip`` with 100 and 1000 peers. Beside each, in the same run, the same number of
 pure membership cores for the same simulated time on ``CoreNet`` (no trio, no transport): the
 ratio is what running the real peer on the memory network under trio costs. ``--quick`` runs
-the day for 6 hours and skips 1000 peers. The day's energy is reported beside its targets: the
+the day for 6 hours and skips 1000 peers. A machine yardstick runs in the same run: a plain
+Python loop of 10^7 additions; each case's wall time is also given in yardsticks, so figures
+from a slower or busier machine compare. The day's energy is reported beside its targets: the
 swarm's own energy per device (the phone's <= 0.3 Wh) and each device's lowest charge beside the
 same day with no swarm (the phone's within 2 points).
 """
@@ -25,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {"day": 10.0, "gossip-1000": 60.0}  # wall seconds, from the issue
+PEAK_MB = {"gossip-1000": 1024.0}  # peak resident memory, from the issue
 PHONE_SWARM_WH = 0.3  # the swarm's own energy on the phone, per day
 PHONE_MIN_POINTS = 2.0  # the phone's lowest charge, at most this far below the no-swarm day
 
@@ -58,6 +61,18 @@ def case(name: str, peers: int, hours: float | None) -> dict[str, Any]:
     }
 
 
+def yardstick() -> float:
+    """Seconds for a plain Python loop of 10^7 additions (best of 3)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def run_child(name: str, peers: int, hours: float | None) -> dict[str, Any]:
     args = [sys.executable, __file__, "--case", name, str(peers), str(hours or 0)]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
@@ -81,15 +96,20 @@ def main() -> None:
     if not args.quick:
         plan.append(("gossip-1000", 1000, None))
     rows = []
+    yard = yardstick()
     for name, peers, hours in plan:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.append(run_child(name, peers, hours))
+    yard = min(yard, yardstick())  # before and after: the quieter of the two
+    for r in rows:
+        r["yardsticks"] = r["wall_seconds"] / yard
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"yardstick_seconds": yard, "cases": rows}, indent=1))
         return
+    print(f"yardstick: a Python loop of 10^7 additions takes {yard:.2f} s on this machine")
     print(
         f"{'case':<12} {'peers':>5} {'sim s':>8} {'wall s':>7} {'sim/wall':>9} {'MB/peer':>8} "
-        f"{'peak MB':>8} {'x cores':>8} {'target':>14}"
+        f"{'peak MB':>8} {'x cores':>8} {'x yard':>7} {'target':>14}"
     )
     for r in rows:
         target = TARGETS.get(r["case"])
@@ -99,14 +119,18 @@ def main() -> None:
             verdict = f"< {target:.0f} s " + (
                 ("PASS" if r["wall_seconds"] < target else "FAIL") if full else "(6 h only)"
             )
+        peak = PEAK_MB.get(r["case"])
+        if peak is not None:
+            verdict += f", < {peak:.0f} MB " + ("PASS" if r["peak_rss_mb"] < peak else "FAIL")
         print(
             f"{r['case']:<12} {r['peers']:>5} {r['sim_seconds']:>8.0f} {r['wall_seconds']:>7.1f} "
             f"{r['sim_per_wall']:>9.1f} {r['mb_per_peer']:>8.2f} {r['peak_rss_mb']:>8.0f} "
-            f"{r['cost_vs_cores']:>8.1f} {verdict:>14}"
+            f"{r['cost_vs_cores']:>8.1f} {r['yardsticks']:>7.1f} {verdict:>14}"
         )
     print(
         "x cores: wall time of the real peers on the memory network under trio, over the wall "
-        "time of the same number of pure membership cores on CoreNet for the same simulated time"
+        "time of the same number of pure membership cores on CoreNet for the same simulated time; "
+        "x yard: wall time in yardsticks"
     )
     for r in rows:
         if r["case"] == "day":

@@ -1,8 +1,9 @@
 """Scenarios: what ``swarm simulate SCENARIO`` runs, and what each measures.
 
-Every scenario builds a ``World`` from the seed, runs it under ``trio.testing.MockClock`` with
-trio's scheduler made deterministic, checks the invariants as it goes, and returns a ``Result``
-(metrics, invariants, trace digest, and the series the plots draw).
+Every scenario builds a ``World`` from the seed, runs it in virtual time (``VirtualClock``: trio's
+``MockClock`` with autojump, made cheaper) with trio's scheduler made deterministic, checks the
+invariants as it goes, and returns a ``Result`` (metrics, invariants, trace digest, and the
+series the plots draw).
 
 - ``gossip``: one event (a device's state changes) at a time from a random device, five times;
   how long until each other peer knows it; the bytes every peer sends per second meanwhile.

@@ -17,6 +17,8 @@ a while) and ``skew`` (its wall clock, which sets its incarnation when it restar
 from __future__ import annotations
 
 import hashlib
+import heapq
+import math
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +61,60 @@ def deterministic_trio(seed: int) -> None:
 
     run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     run._r.seed(seed)
+
+
+class VirtualClock(trio.abc.Clock):
+    """Virtual time that jumps to the next deadline whenever no task can run: what
+    ``trio.testing.MockClock(autojump_threshold=0)`` does, one scheduler pass sooner. MockClock
+    jumps at the end of an idle pass, so the tasks the jump wakes run in the pass after it (and it
+    asks trio for its statistics each time to find the deadline); trio asks this clock how long to
+    sleep only when no task is runnable, and it answers by moving to that deadline, so they run
+    in the same pass. A simulation makes about one jump per frame delivered. It also keeps
+    timers of its own (``call_at``) that the memory network's waits use (``transports.Alarm``),
+    which wake a task without trio's cancellation machinery. (Like MockClock, it does not wait
+    for worker threads.)"""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._timers: list[list[Any]] = []  # a heap of [at, seq, fn or None when cancelled]
+        self._seq = 0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        timers = self._timers
+        while timers and timers[0][2] is None:
+            heapq.heappop(timers)
+        if timers and timers[0][0] < deadline:
+            deadline = timers[0][0]
+        if self._now < deadline < math.inf:
+            self._now = deadline
+        while timers and timers[0][0] <= self._now:
+            fn = heapq.heappop(timers)[2]
+            if fn is not None:
+                fn()
+        return 0.0
+
+    # the memory network's timers (``transports.MemoryNetwork``): a reader waits on these
+    # rather than in a cancel scope, whose every expiry trio pays for with an exception
+
+    def call_at(self, at: float, fn: Callable[[], None]) -> list[Any]:
+        """Call ``fn`` when time reaches ``at``, in the pass where trio's own deadlines at that
+        time expire (before the pass runs its tasks); ``fn`` may only reschedule tasks."""
+        self._seq += 1
+        timer = [at, self._seq, fn]
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def cancel_timer(self, timer: list[Any]) -> None:
+        timer[2] = None
+
+    def __repr__(self) -> str:
+        return f"<VirtualClock at {self._now:.6f}>"
 
 
 # ---- deterministic keys ----------------------------------------------------------------------

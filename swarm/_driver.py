@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from homeswarm.transports import (
+    Alarm,
     Connection,
     Transport,
     TransportError,
@@ -75,12 +76,16 @@ class MembershipDriver:
         self.addresses = addresses
         self.on_changes = on_changes
         self.dropped = 0
-        self._sleep: trio.CancelScope | None = None  # the run loop's wait for the next timer
+        self._sleep: Alarm | None = None  # the run loop's wait for the next timer
         self._dialing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
 
     async def handle(self, conn: Connection, body: Any) -> None:
         """The transport handler's share: one membership message from ``conn``'s peer."""
+        self.handle_now(conn, body)
+
+    def handle_now(self, conn: Connection, body: Any) -> None:
+        """``handle`` without waiting (it never waits): for a transport's ``HandlerNow``."""
         msg = decode_message(body)  # ProtocolViolation closes the connection
         self.core.receive(conn.peer_id, msg, trio.current_time())
         if self._nursery is not None:
@@ -94,7 +99,9 @@ class MembershipDriver:
 
     def _retime(self) -> None:
         if self._sleep is not None:
-            self._sleep.deadline = min(self._sleep.deadline, self.core.next_deadline())
+            sooner = self.core.next_deadline()
+            if sooner < self._sleep.deadline:  # (setting it, even unchanged, costs trio work)
+                self._sleep.deadline = sooner
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -103,9 +110,11 @@ class MembershipDriver:
             while True:
                 self.core.tick(trio.current_time())
                 self._flush()
-                with trio.CancelScope(deadline=self.core.next_deadline()) as self._sleep:
-                    await trio.sleep_forever()
-                self._sleep = None
+                self._sleep = Alarm(self.core.next_deadline())
+                try:
+                    await self._sleep.wait()
+                finally:
+                    self._sleep = None
 
     def _flush(self) -> None:
         changes = self.core.pop_changes()
@@ -116,7 +125,16 @@ class MembershipDriver:
 
     def send(self, dst: str, msg: Message) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(self._deliver, dst, encode_message(msg))
+        body = encode_message(msg)
+        for conn in self.transport.connections(dst):  # the pooled one, at once if it can take it
+            try:
+                if conn.send_nowait(body):
+                    return
+            except TransportError:
+                self.dropped += 1
+                return
+            break
+        self._nursery.start_soon(self._deliver, dst, body)
 
     async def _deliver(self, dst: str, body: Any) -> None:
         conn = await self._connection(dst)

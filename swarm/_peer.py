@@ -111,7 +111,7 @@ class Peer:
         """Serve on an open ``transport`` until cancelled (``leave`` first, to leave gracefully)."""
         self.transport = transport
         transport.set_admission(self._admits)
-        transport.set_handler(self._handle)
+        transport.set_handler(self._handle, self._handle_now)
         now = trio.current_time()
         self.state = self._sample(version=0)
         ident = self.identity
@@ -334,6 +334,15 @@ class Peer:
         if route is not None and route[0] in self.services:
             return await self.services[route[0]].handle(conn, route[1], body)
         raise ProtocolViolation(f"unexpected message of type {type(body).__name__}")
+
+    def _handle_now(self, conn: Connection, body: Any) -> bool:
+        """A membership message is taken at once (``_handle`` would never wait on it)."""
+        if self.driver is None or not isinstance(body, list):
+            return False
+        if not self.roster.admits(conn.peer_id):
+            return False
+        self.driver.handle_now(conn, body)
+        return True
 
     def _on_changes(self, changes: list[Change]) -> None:
         if self.options.on_changes is not None:

@@ -25,12 +25,13 @@ from homeswarm.ids import is_peer_id, peer_id_from_public_key, public_key_from_p
 from ._base import Admission, Transport, TransportStatistics
 from ._connection import Connection, ConnectionStatistics, Handler
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
-from ._memory import Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
+from ._memory import Alarm, Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "Admission",
     "AdmissionRefused",
+    "Alarm",
     "Connection",
     "ConnectionClosed",
     "ConnectionStatistics",

@@ -26,7 +26,7 @@ import trio
 
 from homeswarm.errors import AdmissionRefused, LocalError, PeerUnreachable
 
-from ._connection import MAX_REQUESTS, Connection, Handler, no_handler, short
+from ._connection import MAX_REQUESTS, Connection, Handler, HandlerNow, no_handler, short
 from ._frames import DEFAULT_MAX_FRAME
 
 log = logging.getLogger("transports")
@@ -61,6 +61,7 @@ class Transport(abc.ABC):
         self.dial_timeout = dial_timeout
         self.max_requests = MAX_REQUESTS  # served at once per connection (the excess: ``busy``)
         self._handler: Handler = no_handler
+        self._handler_now: HandlerNow | None = None
         self._admit: Admission = _admit_all
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
         # used, the same one in every run (a seeded simulation stays deterministic)
@@ -91,8 +92,11 @@ class Transport(abc.ABC):
 
     # ---- the common face ----------------------------------------------------------------------
 
-    def set_handler(self, handler: Handler) -> None:
+    def set_handler(self, handler: Handler, now: HandlerNow | None = None) -> None:
+        """What serves the peers' messages: ``handler``, and optionally ``now``, which takes a
+        one-way message at once when it can (see ``HandlerNow``)."""
         self._handler = handler
+        self._handler_now = now
 
     def set_admission(self, admit: Admission | None) -> None:
         """Install the allow-list hook; ``None`` admits every authenticated peer."""
@@ -153,6 +157,7 @@ class Transport(abc.ABC):
             local_id=self.peer_id,
             peer_id=peer_id,
             handler=self._dispatch,
+            handler_now=self._dispatch_now,
             remote_addr=remote,
             outbound=outbound,
             max_frame=self.max_frame,
@@ -162,6 +167,10 @@ class Transport(abc.ABC):
 
     async def _dispatch(self, conn: Connection, body: object) -> object:
         return await self._handler(conn, body)
+
+    def _dispatch_now(self, conn: Connection, body: object) -> bool:
+        now = self._handler_now
+        return now is not None and now(conn, body)
 
     async def _run(self, conn: Connection) -> None:
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None

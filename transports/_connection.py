@@ -13,6 +13,12 @@ Rules:
   the order they arrived, by a single worker (so order holds and the reader never blocks on a
   slow handler beyond a bounded queue, which is the back-pressure).
 - When the connection ends, every request still waiting fails at once with ``ConnectionClosed``.
+
+Two shortcuts, each taken only when it changes nothing but the number of trips through trio's
+scheduler (a simulation of a thousand peers delivers millions of frames): a one-way message that
+a ``HandlerNow`` can take without waiting is handled in the reader rather than handed to the
+worker, and ``send_nowait`` writes a one-way message at once to a stream that never blocks (the
+memory network's: a ``send_all_nowait`` method) when no other write is under way.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ log = logging.getLogger("transports.connection")
 
 Handler = Callable[["Connection", Any], Awaitable[Any]]
 """Called with the connection and a message body; a request's reply is what it returns."""
+
+HandlerNow = Callable[["Connection", Any], bool]
+"""Optional, beside a ``Handler``: takes a one-way message at once, in the reader, when it can do
+so without waiting (True), or leaves it to the ``Handler`` (False). It runs only when no one-way
+message is queued or being handled, so their order holds; what it raises is taken as the
+``Handler``'s would be."""
 
 ONEWAY_QUEUE = 64
 MAX_REQUESTS = 256  # requests served at once on one connection
@@ -88,6 +100,7 @@ class Connection:
         local_id: str,
         peer_id: str,
         handler: Handler,
+        handler_now: HandlerNow | None = None,
         remote_addr: str | None = None,
         outbound: bool,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -104,6 +117,8 @@ class Connection:
         self.close_reason: str | None = None
         self._stream = stream
         self._handler = handler
+        self._handler_now = handler_now
+        self._send_now: Callable[[bytes], None] | None = getattr(stream, "send_all_nowait", None)
         self._decoder = FrameDecoder(max_frame)
         self._pending: dict[int, _Pending] = {}
         self._next_id = 1
@@ -111,6 +126,7 @@ class Connection:
         self._closed = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._oneway_send, self._oneway_recv = trio.open_memory_channel[Any](ONEWAY_QUEUE)
+        self._oneway_queued = 0  # one-way messages given to the worker and not yet handled
         self._serving = 0
         self.busy = 0  # requests refused for being over max_requests
         self._frames_sent = self._frames_received = 0
@@ -151,6 +167,22 @@ class Connection:
     async def send(self, body: Any) -> None:
         """Send ``body`` as a one-way message."""
         await self._write(Envelope(Kind.ONEWAY, 0, body))
+
+    def send_nowait(self, body: Any) -> bool:
+        """Send ``body`` as a one-way message at once if the stream takes it without waiting and
+        no other write is under way: True if sent; False if it must go with ``await send()``.
+        Raises as ``send`` does (``ConnectionClosed``, ``InvalidArgument``)."""
+        if self._send_now is None or self._send_lock.locked():
+            return False
+        frame = encode_frame(Envelope(Kind.ONEWAY, 0, body).pack(), self.max_frame)
+        self._check_open()
+        try:
+            self._send_now(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._lost()
+        self._frames_sent += 1
+        self._bytes_sent += len(frame)
+        return True
 
     async def aclose(self) -> None:
         self._finish("closed locally")
@@ -196,21 +228,30 @@ class Connection:
             await self._close_stream()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                data = await self._stream.receive_some(READ_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._finish("connection lost")
-                return
-            if not data:
-                if self._decoder.buffered:
-                    raise ProtocolViolation(f"truncated frame ({self._decoder.buffered} bytes)")
-                self._finish("closed by peer")
-                return
-            self._bytes_received += len(data)
-            for payload in self._decoder.feed(data):
-                self._frames_received += 1
-                await self._dispatch(Envelope.unpack(payload), nursery)
+        while await self._read_some(nursery):
+            pass
+
+    async def _read_some(self, nursery: trio.Nursery) -> bool:
+        """Read once and dispatch what came: whether to go on. (Its own frame, so that what it
+        read is not held while the loop waits for more: a thousand idle connections would each
+        keep their last frame three times over.)"""
+        try:
+            data = await self._stream.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._finish("connection lost")
+            return False
+        if not data:
+            if self._decoder.buffered:
+                raise ProtocolViolation(f"truncated frame ({self._decoder.buffered} bytes)")
+            self._finish("closed by peer")
+            return False
+        self._bytes_received += len(data)
+        for payload in self._decoder.feed(data):
+            self._frames_received += 1
+            await self._dispatch(Envelope.unpack(payload), nursery)
+            if self.closed:  # (a handler that took a message at once found it malformed)
+                return False
+        return True
 
     async def _dispatch(self, env: Envelope, nursery: trio.Nursery) -> None:
         if env.kind is Kind.REQUEST:
@@ -230,6 +271,9 @@ class Connection:
             self._serving += 1
             nursery.start_soon(self._serve, env)
         elif env.kind is Kind.ONEWAY:
+            if not self._oneway_queued and self._call_now(env.body):
+                return
+            self._oneway_queued += 1
             try:
                 self._oneway_send.send_nowait(env.body)  # (no extra trip through the scheduler)
             except trio.WouldBlock:
@@ -266,25 +310,43 @@ class Connection:
 
     async def _oneway_worker(self) -> None:
         async for body in self._oneway_recv:
-            await self._call(body)
+            try:
+                await self._call(body)
+            finally:
+                self._oneway_queued -= 1
 
     async def _call(self, body: Any) -> Any:
         """Run the handler; map its failures to a reply, or close on a protocol violation."""
         try:
             return await self._handler(self, body)
-        except ProtocolViolation as exc:
+        except Exception as exc:
+            return self._failed(exc)
+
+    def _call_now(self, body: Any) -> bool:
+        """Offer a one-way message to the ``HandlerNow``, if any: whether it took it."""
+        if self._handler_now is None:
+            return False
+        try:
+            return self._handler_now(self, body)
+        except Exception as exc:
+            self._failed(exc)
+            return True
+
+    def _failed(self, exc: Exception) -> Any:
+        """What a handler's exception becomes (called while handling it): a reply saying so, or
+        a close on a protocol violation."""
+        if isinstance(exc, ProtocolViolation):
             log.warning(
                 "%s: closing connection with %s: %s", short(self.local_id), short(self.peer_id), exc
             )
             self._finish(f"protocol violation: {exc}")
             return _CLOSE
-        except SwarmError as exc:
+        if isinstance(exc, SwarmError):
             return _Failure(str(exc))
-        except Exception:
-            log.exception(
-                "%s: handler failed on a message from %s", short(self.local_id), short(self.peer_id)
-            )
-            return _Failure("internal error")
+        log.exception(
+            "%s: handler failed on a message from %s", short(self.local_id), short(self.peer_id)
+        )
+        return _Failure("internal error")
 
     async def _write_quietly(self, env: Envelope) -> None:
         with contextlib.suppress(ConnectionClosed, InvalidArgument):
@@ -299,19 +361,25 @@ class Connection:
         else:
             self._send_lock.acquire_nowait()
         try:
-            if self.closed:
-                raise ConnectionClosed(f"connection to {short(self.peer_id)}: {self.close_reason}")
+            self._check_open()
             try:
                 await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._finish("connection lost")
-                raise ConnectionClosed(
-                    f"connection to {short(self.peer_id)}: {self.close_reason}"
-                ) from None
+                self._lost()
         finally:
             self._send_lock.release()
         self._frames_sent += 1
         self._bytes_sent += len(frame)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionClosed(f"connection to {short(self.peer_id)}: {self.close_reason}")
+
+    def _lost(self) -> None:
+        self._finish("connection lost")
+        raise ConnectionClosed(
+            f"connection to {short(self.peer_id)}: {self.close_reason}"
+        ) from None
 
     def _finish(self, reason: str) -> None:
         if self.closed:

@@ -91,8 +91,14 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer:  # the usual case: whole frames, read without copying them twice
+            frames, used = self._whole(data)
+            if used == len(data):
+                return frames
+            self._buffer = bytearray(data[used:])  # the start of a frame still to come
+            return frames
         self._buffer += data
-        frames: list[bytes] = []
+        frames = []
         while len(self._buffer) >= HEADER.size:
             (length,) = HEADER.unpack_from(self._buffer)
             if length > self.max_frame:
@@ -102,7 +108,24 @@ class FrameDecoder:
                 break
             frames.append(bytes(self._buffer[HEADER.size : end]))
             del self._buffer[:end]
+        if not self._buffer:
+            self._buffer = bytearray()  # (del keeps the largest frame's room allocated)
         return frames
+
+    def _whole(self, data: bytes) -> tuple[list[bytes], int]:
+        """The whole frames at the start of ``data``, and how many bytes they took."""
+        frames: list[bytes] = []
+        at, size = 0, len(data)
+        while size - at >= HEADER.size:
+            (length,) = HEADER.unpack_from(data, at)
+            if length > self.max_frame:
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame} limit")
+            end = at + HEADER.size + length
+            if end > size:
+                break
+            frames.append(bytes(data[at + HEADER.size : end]))
+            at = end
+        return frames, at
 
     @property
     def buffered(self) -> int:

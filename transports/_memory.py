@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -83,22 +82,107 @@ _RESET = _Reset()
 _Item = bytes | _Eof | _Reset
 
 
+class Alarm:
+    """A wait until a deadline, which others may move sooner (``deadline = ...``) or end at once
+    (``cancel()``): a cancel scope around ``sleep_forever``, with the scope's face. Under a clock
+    with its own timers (``Timers``) it waits on those instead. Use once: ``await alarm.wait()``.
+    """
+
+    __slots__ = ("_deadline", "_done", "_scope", "_task", "_timer", "_timers")
+
+    def __init__(self, deadline: float = math.inf) -> None:
+        self._deadline = deadline
+        self._done = False
+        self._scope: trio.CancelScope | None = None
+        self._task: Any = None
+        self._timer: object = None
+        clock = trio.lowlevel.current_clock()
+        self._timers: Timers | None = clock if hasattr(clock, "call_at") else None  # type: ignore[assignment]
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, at: float) -> None:
+        self._deadline = at
+        if self._scope is not None:
+            self._scope.deadline = at
+        elif self._task is not None and not self._done:
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        elif self._task is not None and not self._done:
+            self._disarm()
+            trio.lowlevel.reschedule(self._task)
+        else:
+            self._done = True  # before the wait began: it ends at once
+
+    async def wait(self) -> None:
+        timers = self._timers
+        if timers is None:
+            with trio.CancelScope(deadline=self._deadline) as self._scope:
+                if self._done:
+                    self._scope.cancel()
+                await trio.sleep_forever()
+            return
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        self._arm()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._disarm()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _arm(self) -> None:
+        assert self._timers is not None
+        if self._timer is not None:
+            self._timers.cancel_timer(self._timer)
+        at = self._deadline
+        self._timer = self._timers.call_at(at, self.cancel) if at < math.inf else None
+
+    def _disarm(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            assert self._timers is not None
+            self._timers.cancel_timer(self._timer)
+            self._timer = None
+
+
+class Timers(Protocol):
+    """What a clock may offer the network (``simulations.VirtualClock`` does): call ``fn`` at
+    the time ``at``, in the scheduler pass where that time is reached. A reader then waits
+    without a cancel scope, whose every expiry costs trio a Cancelled exception thrown into the
+    task and caught again: most of a simulation's time went there."""
+
+    def call_at(self, at: float, fn: Callable[[], None]) -> object: ...
+
+    def cancel_timer(self, timer: object) -> None: ...
+
+
 class _Pipe:
     """One direction of a stream: timed items in delivery order.
 
-    A reader with nothing due waits in a cancel scope whose deadline is the first item's arrival
-    (``inf`` while the pipe is empty): a push moves the deadline, so the reader wakes once, when
-    the item arrives, not once when it is sent and again when it lands.
+    A reader with nothing due waits on an ``Alarm`` set for the first item's arrival (forever
+    while the pipe is empty): a push moves the deadline, so the reader wakes once, when the item
+    arrives, not once when it is sent and again when it lands.
     """
 
     __slots__ = ("dst", "last_at", "queue", "reader", "src", "tx_free_at")
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
-        self.queue: deque[list[float | _Item]] = deque()
+        # a list, not a deque: it holds a frame or two, and an empty deque takes 600 bytes
+        self.queue: list[list[float | _Item]] = []
         self.last_at = -math.inf
         self.tx_free_at = -math.inf
-        self.reader: trio.CancelScope | None = None
+        self.reader: Alarm | None = None
 
     def push(self, at: float, item: _Item) -> None:
         at = max(at, self.last_at)
@@ -128,6 +212,11 @@ class MemoryStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint()
+        self.send_all_nowait(data)
+
+    def send_all_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all`` without the checkpoint: a write here never waits (the network queues it
+        behind the link's earlier writes), so a ``Connection`` may write at once."""
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
         if self._broken:
@@ -148,9 +237,9 @@ class MemoryStream(trio.abc.Stream):
             at = entry[0] if entry is not None else math.inf
             assert isinstance(at, float)
             if entry is None or at > trio.current_time():
+                pipe.reader = Alarm(at)
                 try:
-                    with trio.CancelScope(deadline=at) as pipe.reader:
-                        await trio.sleep_forever()
+                    await pipe.reader.wait()
                 finally:
                     pipe.reader = None
                 waited = True
@@ -167,11 +256,11 @@ class MemoryStream(trio.abc.Stream):
                 raise trio.BrokenResourceError("connection reset by peer")
             assert isinstance(item, bytes)
             if self._net.blocked(pipe.src, pipe.dst):
-                pipe.queue.popleft()
+                pipe.queue.pop(0)
                 self._net.stats.partitioned += 1
                 continue
             if max_bytes is None or len(item) <= max_bytes:
-                pipe.queue.popleft()
+                pipe.queue.pop(0)
                 self._net.stats.delivered += 1
                 return item
             entry[1] = item[max_bytes:]
