@@ -8,13 +8,12 @@ from ._models import DeviceModel, DeviceProfile, LinkModel, Models, load_models,
 from ._placement import policy_table
 from ._plots import write_outputs
 from ._scenarios import SCENARIOS, simulate
-from ._world import EPOCH, Device, DeviceSpec, World, deterministic_trio
+from ._world import EPOCH, DeviceSpec, SimDevice, World, deterministic_trio
 
 __all__ = [
     "EPOCH",
     "KINDS",
     "SCENARIOS",
-    "Device",
     "DeviceModel",
     "DeviceProfile",
     "DeviceSpec",
@@ -25,6 +24,7 @@ __all__ = [
     "Result",
     "Run",
     "Scenario",
+    "SimDevice",
     "Violation",
     "World",
     "deterministic_trio",

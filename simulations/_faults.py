@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ._world import Device, World
+from ._world import SimDevice, World
 
 KINDS = ("partition", "isolate", "crash", "pause", "loss", "skew")
 WIPE = "wipe"
@@ -79,7 +79,7 @@ async def play(
     faults: list[Fault],
     seconds: float,
     *,
-    wipe: Callable[[Device], None] | None = None,
+    wipe: Callable[[SimDevice], None] | None = None,
 ) -> None:
     """Apply the schedule for ``seconds``; faults still in force then are the caller's to end.
     ``wipe``: what a ``wipe`` does to a crashed device's disk (without it, a wipe is a crash)."""
@@ -121,6 +121,6 @@ async def _later(seconds: float, action: Callable[[], None]) -> None:
     action()
 
 
-async def _restart_later(world: World, seconds: float, device: Device) -> None:
+async def _restart_later(world: World, seconds: float, device: SimDevice) -> None:
     await trio.sleep(seconds)
     await world.restart(device)

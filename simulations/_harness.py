@@ -20,7 +20,7 @@ from homeswarm.transports import Link
 
 from ._invariants import Invariants
 from ._models import Models
-from ._world import Device, DeviceSpec, VirtualClock, World, deterministic_trio
+from ._world import DeviceSpec, SimDevice, VirtualClock, World, deterministic_trio
 
 Progress = Callable[[float, float], None]  # (simulated seconds done, of total)
 LAN = Link(latency=0.002, jitter=0.001)  # the default link where no device model says otherwise
@@ -139,7 +139,7 @@ class Run:
         *,
         models: Models | None = None,
         start_hour: float = 0.0,
-        services: Callable[[Device], Sequence[Service]] | None = None,
+        services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
     ) -> World:
         link = Link(LAN.latency, LAN.jitter, self.loss)
@@ -183,7 +183,7 @@ class Run:
         return math.inf
 
 
-def alive_seen(device: Device) -> int:
+def alive_seen(device: SimDevice) -> int:
     peer = device.peer
     if peer is None or peer.core is None:
         return 0

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from homeswarm.swarm import Change
 
 if TYPE_CHECKING:
-    from ._world import Device, World
+    from ._world import SimDevice, World
 
 RANK = {"alive": 0, "suspect": 1, "dead": 2, "left": 3, "away": 0}  # away: alive, lease lapsed
 
@@ -63,7 +63,7 @@ class Invariants:
         """A violation found by a scenario's own check; it counts like any other."""
         self._violate(at, invariant, detail)
 
-    def on_changes(self, observer: Device, changes: list[Change]) -> None:
+    def on_changes(self, observer: SimDevice, changes: list[Change]) -> None:
         world = self.world
         for c in changes:
             self.checked += 1
@@ -92,7 +92,7 @@ class Invariants:
             self._seen[key] = max(now, before) if before is not None else now
 
     def check_agreement(
-        self, at: float, observers: Iterable[Device] | None = None, *, record: bool = True
+        self, at: float, observers: Iterable[SimDevice] | None = None, *, record: bool = True
     ) -> bool:
         """The views agree with the truth now; with ``record``, a violation per peer that does
         not (without, only the answer: for polling until they agree)."""

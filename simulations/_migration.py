@@ -68,7 +68,7 @@ from homeswarm.placement.testing import laptop, phone, server
 from ._harness import Run, Scenario, day_specs
 from ._models import load_models
 from ._stats import pct, rounded
-from ._world import EPOCH, Device
+from ._world import EPOCH, SimDevice
 
 SAMPLE_S = 120.0  # each device's cpu, this often
 CHECKPOINT_S = 900.0  # a running instance checkpoints this often (when it applied something)
@@ -87,7 +87,7 @@ BUILD = {"phone": phone, "laptop": laptop, "server": server}
 class Node:
     """One device: its model and what the swarm's membership says of it."""
 
-    device: Device
+    device: SimDevice
     up: bool = True  # its process runs (not crashed, not flat)
     awake: bool = True  # (a laptop asleep is off the network)
     status: str = "alive"

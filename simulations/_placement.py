@@ -112,7 +112,7 @@ from ._invariants import Invariants
 from ._models import DeviceModel, DeviceProfile, Models, load_models, path_between
 from ._stats import pct as _pct
 from ._stats import rounded
-from ._world import Device, World
+from ._world import SimDevice, World
 
 POLICIES = (
     "swarm",
@@ -529,7 +529,7 @@ class PolicyDay:
     world: World
     invariants: Invariants
     services: dict[str, PlacementService] = field(default_factory=dict)
-    phone: Device | None = None
+    phone: SimDevice | None = None
     counts: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     placed_on: dict[str, int] = field(default_factory=dict)
@@ -556,7 +556,7 @@ class PolicyDay:
             self._cpu[d.id] = _Cpu(d.model)
         self.phone = next((d for d in self.world.devices if d.spec.role == "phone"), None)
 
-    def host(self, device: Device) -> list[PlacementService]:
+    def host(self, device: SimDevice) -> list[PlacementService]:
         """The services of each life of a device: the placement service, offering our kernels."""
         service = PlacementService(
             device.identity.settings, registry=registry(), executor=InlineExecutor(threaded=False)
@@ -591,7 +591,7 @@ class PolicyDay:
                 d.model.advance(end)
         self._phone_sample(end)
 
-    def view(self, asker: Device, now: float) -> list[DeviceView]:
+    def view(self, asker: SimDevice, now: float) -> list[DeviceView]:
         """What ``asker``'s peer sees, with the queue it would know of."""
         service = self.services.get(asker.id)
         if service is None:
@@ -611,7 +611,7 @@ class PolicyDay:
         nursery: trio.Nursery,
         index: int,
         arrival: Arrival,
-        asker: Device,
+        asker: SimDevice,
         failed: dict[str, str],
         waited: float,
     ) -> None:
@@ -671,7 +671,7 @@ class PolicyDay:
         self._run(nursery, index, arrival, asker, device, waited, predicted)
 
     async def _again(
-        self, nursery: trio.Nursery, index: int, arrival: Arrival, asker: Device, bad: str
+        self, nursery: trio.Nursery, index: int, arrival: Arrival, asker: SimDevice, bad: str
     ) -> None:
         await trio.sleep(FAIL_S)
         if not asker.up or asker.asleep:
@@ -680,7 +680,9 @@ class PolicyDay:
             return
         self._decide(nursery, index, arrival, asker, {bad: "unreachable"}, FAIL_S)
 
-    def _check(self, now: float, decision: Decision, device: Device, config: PolicyConfig) -> None:
+    def _check(
+        self, now: float, decision: Decision, device: SimDevice, config: PolicyConfig
+    ) -> None:
         """Count the rules the chosen device breaks; privacy against its real settings."""
         for exclusion in violations(decision, config=config):
             self.broken[exclusion.constraint] = self.broken.get(exclusion.constraint, 0) + 1
@@ -705,8 +707,8 @@ class PolicyDay:
         nursery: trio.Nursery,
         index: int,
         arrival: Arrival,
-        asker: Device,
-        device: Device,
+        asker: SimDevice,
+        device: SimDevice,
         waited: float,
         predicted: float,
     ) -> None:
@@ -755,8 +757,8 @@ class PolicyDay:
 
     async def _compute(
         self,
-        asker: Device,
-        device: Device,
+        asker: SimDevice,
+        device: SimDevice,
         workload: Workload,
         start: float,
         done: float,
@@ -774,7 +776,7 @@ class PolicyDay:
             self._transfer(asker, done, received=workload.out_bytes, airtime=airtime)
 
     def _transfer(
-        self, device: Device, now: float, *, sent: int = 0, received: int = 0, airtime: float
+        self, device: SimDevice, now: float, *, sent: int = 0, received: int = 0, airtime: float
     ) -> None:
         """What sending and receiving these bytes costs ``device`` on its access link."""
         model = device.model

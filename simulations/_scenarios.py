@@ -44,7 +44,7 @@ from ._placement import run_placement
 from ._stats import pct as _pct
 from ._stats import rounded
 from ._vault import run_vault
-from ._world import Device, World
+from ._world import SimDevice, World
 
 
 def simulate(
@@ -128,12 +128,12 @@ async def _gossip(sim: Run) -> None:
 
 
 def _first_to_know(
-    world: World, origin: Device, version: int, knows: dict[str, float], done: trio.Event
-) -> Callable[[Device, list[Change]], None]:
+    world: World, origin: SimDevice, version: int, knows: dict[str, float], done: trio.Event
+) -> Callable[[SimDevice, list[Change]], None]:
     """An observer that notes when each peer first sees ``origin`` at ``version`` or later."""
     start = trio.current_time()
 
-    def seen(observer: Device, changes: list[Change]) -> None:
+    def seen(observer: SimDevice, changes: list[Change]) -> None:
         for c in changes:
             if c.node == origin.id and c.version >= version and observer.id not in knows:
                 knows[observer.id] = c.at - start
@@ -154,7 +154,7 @@ async def _failure(sim: Run) -> None:
     crashed_at: dict[str, float] = {}
     detected: dict[str, set[str]] = {}
 
-    def watch(observer: Device, changes: list[Change]) -> None:
+    def watch(observer: SimDevice, changes: list[Change]) -> None:
         nonlocal false_deaths
         for c in changes:
             if c.status != "dead" or c.gone or c.node == observer.id:
@@ -202,7 +202,7 @@ async def _failure(sim: Run) -> None:
     await world.run(body)
 
 
-async def _back_later(world: World, device: Device, crashed_at: dict[str, float]) -> None:
+async def _back_later(world: World, device: SimDevice, crashed_at: dict[str, float]) -> None:
     await trio.sleep(60.0)
     crashed_at.pop(device.id, None)
     await world.restart(device)
@@ -356,7 +356,7 @@ async def _day(sim: Run) -> None:
     await world.run(body)
 
 
-def by_device(world: World, values: dict[str, float]) -> list[tuple[Device, float]]:
+def by_device(world: World, values: dict[str, float]) -> list[tuple[SimDevice, float]]:
     return [(d, values[d.name]) for d in world.devices if d.name in values]
 
 

@@ -92,7 +92,7 @@ from homeswarm.vault import (
 from ._faults import play, random_schedule, with_wipe
 from ._harness import Run
 from ._invariants import Invariants
-from ._world import Device, DeviceSpec, World
+from ._world import DeviceSpec, SimDevice, World
 
 ROLES = ("server", "laptop", "phone")
 WRITE_GAP = 3.0  # mean seconds between two writes of one device
@@ -110,7 +110,7 @@ SETTINGS = NodeSettings(compact_after=24, compact_min_bytes=2**62)
 @dataclass(eq=False)
 class Write:
     n: int
-    device: Device
+    device: SimDevice
     op: str  # "put" or "rm"
     key: str
     scope: str
@@ -176,14 +176,14 @@ class VaultRun:
         self.views_at: float | None = None  # when the membership views agreed after healing
         self.wipes = 0  # disks emptied
 
-    def services(self, device: Device) -> list[Service]:
+    def services(self, device: SimDevice) -> list[Service]:
         """What the world starts with each life of ``device``."""
         store = self.stores[device.index]
         service = VaultService(device.identity, store=store, settings=SETTINGS)
         self.hosted[device.index] = service
         return [service]
 
-    def wipe(self, device: Device) -> None:
+    def wipe(self, device: SimDevice) -> None:
         """``device``'s disk is emptied while it is down (a ``wipe`` fault): its acknowledged
         writes that no other store holds yet are gone with it, and no longer required."""
         others = [s for i, s in enumerate(self.stores) if i != device.index]
@@ -193,7 +193,7 @@ class VaultRun:
         self.stores[device.index] = MemoryStore()
         self.wipes += 1
 
-    def replica(self, device: Device) -> Replica | None:
+    def replica(self, device: SimDevice) -> Replica | None:
         service = self.hosted.get(device.index)
         node = service.node if service is not None and device.up else None
         return None if node is None else node.replica
@@ -226,7 +226,7 @@ class VaultRun:
                     text = json.dumps({"n": self.attempts, "by": device.name, "pad": filler})
                 nursery.start_soon(self.write, device, key, text)
 
-    async def write(self, device: Device, key: str, text: str | None) -> None:
+    async def write(self, device: SimDevice, key: str, text: str | None) -> None:
         service = self.hosted.get(device.index)
         node = service.node if service is not None and device.up else None
         if service is None or node is None:
@@ -268,7 +268,7 @@ class VaultRun:
 
     # ---- the compromised device ---------------------------------------------------------------
 
-    def forge(self, thief: Device, victim: Device) -> int:
+    def forge(self, thief: SimDevice, victim: SimDevice) -> int:
         """``thief`` pushes a forged empty snapshot over ``victim``'s stream to every other
         running device; how many refused it (each must: they all read its scope)."""
         src = self.replica(thief)
@@ -312,7 +312,7 @@ class VaultRun:
 
     def disagreement(self) -> str | None:
         """Why the replicas do not agree yet (None: they do)."""
-        replicas: list[tuple[Device, Replica]] = []
+        replicas: list[tuple[SimDevice, Replica]] = []
         for d in self.world.devices:
             replica = self.replica(d)
             if replica is None:
@@ -377,7 +377,7 @@ class VaultRun:
     def check_lost(self) -> int:
         """Acknowledged writes missing or wrong on a replica that may read their scope."""
         at = trio.current_time()
-        shown: dict[str, list[tuple[Device, dict[str, str]]]] = {s: [] for s in SCOPES}
+        shown: dict[str, list[tuple[SimDevice, dict[str, str]]]] = {s: [] for s in SCOPES}
         for d in self.world.devices:
             replica = self.replica(d)
             if replica is None:

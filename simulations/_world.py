@@ -200,7 +200,7 @@ class DeviceSpec:
 
 
 @dataclass(eq=False)
-class Device:
+class SimDevice:
     index: int
     spec: DeviceSpec
     identity: Identity
@@ -228,7 +228,7 @@ class Device:
         return self.spec.name
 
 
-Observer = Callable[["Device", list[Change]], None]
+Observer = Callable[["SimDevice", list[Change]], None]
 
 
 class World:
@@ -243,7 +243,7 @@ class World:
         link: Link | None = None,
         start_hour: float = 0.0,
         membership: str = "auto",
-        services: Callable[[Device], Sequence[Service]] | None = None,
+        services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
     ) -> None:
         if not specs:
@@ -263,7 +263,7 @@ class World:
         root_public = public_bytes(root)
         self.swarm_id = swarm_id_of(root_public)
         self.roster = Roster(self.swarm_id, root_public)
-        self.devices: list[Device] = []
+        self.devices: list[SimDevice] = []
         for i, spec in enumerate(specs):
             key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
             age = age_identity(self.rng.randbytes(32))
@@ -278,7 +278,7 @@ class World:
             model = None
             if spec.profile is not None and models is not None:
                 model = DeviceModel(spec.profile, models, start_hour=start_hour)
-            device = Device(i, spec, identity, model, SimPower(model), FixedLoad(5.0, 2048.0))
+            device = SimDevice(i, spec, identity, model, SimPower(model), FixedLoad(5.0, 2048.0))
             cert = issue_certificate(
                 root,
                 issuer="root",
@@ -350,7 +350,7 @@ class World:
         peer = device.peer if device is not None else None
         return peer is not None and peer.core is not None and peer.core.light
 
-    def _changed(self, device: Device, changes: list[Change]) -> None:
+    def _changed(self, device: SimDevice, changes: list[Change]) -> None:
         for c in changes:
             flag = b"g" if c.gone else b"c"
             self._digest.update(
@@ -390,7 +390,7 @@ class World:
             await body(self)
             nursery.cancel_scope.cancel()
 
-    async def start(self, device: Device, *, seeds: Sequence[Device] = ()) -> None:
+    async def start(self, device: SimDevice, *, seeds: Sequence[SimDevice] = ()) -> None:
         """Start (or restart) a device's peer process."""
         assert self._nursery is not None
         if device.up:
@@ -399,7 +399,7 @@ class World:
 
     async def _serve(
         self,
-        device: Device,
+        device: SimDevice,
         seeds: list[tuple[str, list[str]]],
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -448,7 +448,7 @@ class World:
 
     # ---- faults --------------------------------------------------------------------------------
 
-    def crash(self, device: Device, why: str = "crash") -> None:
+    def crash(self, device: SimDevice, why: str = "crash") -> None:
         if not device.up:
             return
         self.note(why, device.name)
@@ -457,7 +457,7 @@ class World:
         if device.scope is not None:
             device.scope.cancel()
 
-    async def restart(self, device: Device, why: str = "restart") -> None:
+    async def restart(self, device: SimDevice, why: str = "restart") -> None:
         if device.up:
             return
         self.note(why, device.name)
@@ -480,7 +480,7 @@ class World:
         for device in self.devices:
             self.sight(device)
 
-    def sight(self, device: Device) -> None:
+    def sight(self, device: SimDevice) -> None:
         """``device`` sees every other running device on the LAN (an mDNS sighting each)."""
         if device.peer is None or not device.up:
             return
@@ -488,7 +488,7 @@ class World:
             if other is not device and other.up:
                 device.peer.join([(other.id, [_addr(other)])])
 
-    async def leave(self, device: Device) -> None:
+    async def leave(self, device: SimDevice) -> None:
         """Leave gracefully (``swarm up`` stopped with Ctrl-C), then stop."""
         if not device.up or device.peer is None:
             return
@@ -497,16 +497,16 @@ class World:
         await device.peer.leave(0.5)
         self.crash(device, why="stopped")
 
-    def pause(self, device: Device, seconds: float) -> None:
+    def pause(self, device: SimDevice, seconds: float) -> None:
         self.note("pause", f"{device.name} {seconds:.1f}s")
         self.net.pause(device.id, trio.current_time() + seconds)
 
-    def partition(self, *groups: Iterable[Device]) -> None:
+    def partition(self, *groups: Iterable[SimDevice]) -> None:
         named = [[d.name for d in g] for g in groups]
         self.note("partition", " | ".join(",".join(g) for g in named))
         self.net.partition(*([d.id for d in g] for g in groups))
 
-    def isolate(self, device: Device) -> None:
+    def isolate(self, device: SimDevice) -> None:
         self.note("isolate", device.name)
         self.net.isolate(device.id)
 
@@ -521,7 +521,7 @@ class World:
         self.note("loss", f"{loss:.2f}")
         self.net.burst_loss = loss
 
-    def skew(self, device: Device, seconds: float) -> None:
+    def skew(self, device: SimDevice, seconds: float) -> None:
         self.note("skew", f"{device.name} {seconds:+.1f}s")
         device.skew = seconds
 
@@ -546,7 +546,7 @@ class World:
 
     def _apply_models(self) -> None:
         now = trio.current_time()
-        moved: list[Device] = []
+        moved: list[SimDevice] = []
         for d in self.devices:
             model = d.model
             if model is None:
@@ -586,7 +586,7 @@ class World:
 
     # ---- views ---------------------------------------------------------------------------------
 
-    def view(self, observer: Device, subject: Device) -> tuple[str | None, Any]:
+    def view(self, observer: SimDevice, subject: SimDevice) -> tuple[str | None, Any]:
         """(status, decoded state) of ``subject`` in ``observer``'s membership."""
         peer = observer.peer
         if peer is None or peer.core is None:
@@ -597,10 +597,10 @@ class World:
         state = decode_state(member.state) if member.state else None
         return member.status, state
 
-    def running(self) -> list[Device]:
+    def running(self) -> list[SimDevice]:
         return [d for d in self.devices if d.up]
 
-    def reachable(self, a: Device, b: Device) -> bool:
+    def reachable(self, a: SimDevice, b: SimDevice) -> bool:
         return a.up and b.up and not self.net.blocked(a.id, b.id)
 
 
@@ -614,12 +614,12 @@ _MEMBERSHIP_CAUSES = {
 }
 
 
-def _addr(device: Device) -> str:
+def _addr(device: SimDevice) -> str:
     base = "/memory/" + device.id
     return f"{base}/{device.moves}" if device.moves else base
 
 
-def _booted(device: Device) -> bool:
+def _booted(device: SimDevice) -> bool:
     """A device that went off with an empty battery comes back once it has some charge."""
     model = device.model
     return model is None or model.percent is None or model.percent >= 3.0
