@@ -204,21 +204,33 @@ def refused(data: Any) -> str:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_damaged_bytes_are_one_line(saved, data):
-    how = data.draw(st.sampled_from(["flip", "cut", "junk", "splice"]))
+@given(
+    how=st.sampled_from(["flip", "cut", "junk", "splice"]),
+    at=st.integers(0, 2**20),
+    bit=st.integers(0, 7),
+    other=st.binary(min_size=1, max_size=200),
+)
+def test_damaged_bytes_are_one_line(saved, how, at, bit, other):
+    # (every example draws the same things, whatever it does with them: a draw that depends on
+    # an earlier one made hypothesis report its own data generation as inconsistent in CI)
     raw = bytearray(saved)
     if how == "flip":
-        i = data.draw(st.integers(0, len(raw) - 1))
-        raw[i] ^= 1 << data.draw(st.integers(0, 7))
+        raw[at % len(raw)] ^= 1 << bit
     elif how == "cut":
-        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: at % len(raw)]
     elif how == "junk":
-        raw = bytearray(data.draw(st.binary(max_size=200)))
+        raw = bytearray(other)
     else:
-        i = data.draw(st.integers(6, len(raw) - 1))
-        raw[i:] = data.draw(st.binary(min_size=1, max_size=50))
-    refused(bytes(raw))
+        raw[6 + at % (len(raw) - 6) :] = other
+    try:
+        model = HTM.from_bytes(bytes(raw))
+    except InvalidArgument as exc:
+        assert str(exc).startswith("htm: ")
+        assert "\n" not in str(exc)
+        return
+    # deflate has bits that change nothing (unused code lengths, padding): a flip there decodes
+    # to the very same state, which is not damage; anything else is refused
+    assert model.to_bytes() == saved
 
 
 def forge(saved: bytes, change: Any) -> bytes:
