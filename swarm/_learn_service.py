@@ -211,7 +211,7 @@ class LearnService(Service):
         self.peer: Peer | None = None
         self.jobs: dict[str, _Job] = {}
         self.remote: dict[str, dict[str, Any]] = {}  # jobs started here, coordinated elsewhere
-        self._started: list[str] = []  # job ids in the order this device learnt of them
+        self._newest: str | None = None  # the job started (or adopted) here last
         self.sides: dict[str, _Side] = {}
         self._nursery: trio.Nursery | None = None
         self._rng = np.random.default_rng(secrets.randbits(64))
@@ -427,13 +427,9 @@ class LearnService(Service):
         boss = self._choose_coordinator(task, devices)
         if boss != self.me:
             return await self._hand_over({**meta, "coordinator": boss}, names)
-        rows = {d: _DeviceRow(names[d]) for d in devices}
-        job = _Job(meta, task, None, np.zeros(0), 0.0, rounds, rows)
-        self._add(job)
-        self._nursery.start_soon(self._drive, job)
         log.warning("learning job %s: %s across %d devices, epsilon %g, trust %s",
                     job_id, task.name, len(devices), epsilon, trust)  # fmt: skip
-        return job.to_json()
+        return await self._coordinate(meta, names)
 
     def _choose_coordinator(self, task: Task, devices: list[str]) -> str:
         """The job device the placement policy would run a medium, stateful piece of the task's
@@ -465,17 +461,25 @@ class LearnService(Service):
         reply = await self._request(boss, {"op": "learn.adopt", "job": meta})
         if isinstance(reply, dict) and reply.get("job") == meta["id"]:
             self.remote[meta["id"]] = meta
-            self._started.append(meta["id"])
+            self._newest = meta["id"]
             log.warning("learning job %s: handed to %s, the policy's coordinator",
                         meta["id"], names.get(boss, boss[-8:]))  # fmt: skip
             return reply
         log.info("learn %s: %s would not adopt it; coordinating here", meta["id"], boss[-8:])
         return await self._coordinate({**meta, "coordinator": self.me}, names)
 
-    async def _coordinate(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-        task = self.get_task(meta["task"])
+    def _job_from(self, meta: dict[str, Any], names: dict[str, str]) -> _Job:
+        """The job ``meta`` describes, as its coordinator holds it (nothing run yet)."""
         rows = {d: _DeviceRow(names.get(d, d[-8:])) for d in meta["devices"]}
-        job = _Job(meta, task, None, np.zeros(0), 0.0, meta["rounds"], rows)
+        for device, key in meta["keys"].items():
+            if device in rows:
+                rows[device].key = key
+        task = self.get_task(meta["task"])
+        return _Job(meta, task, None, np.zeros(0), float(meta["sigma"]), meta["rounds"], rows)
+
+    async def _coordinate(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        """Coordinate the new job ``meta`` from this device; its status."""
+        job = self._job_from(meta, names)
         self._add(job)
         assert self._nursery is not None
         self._nursery.start_soon(self._drive, job)
@@ -528,7 +532,7 @@ class LearnService(Service):
         return best
 
     def _add(self, job: _Job) -> None:
-        self._started.append(job.id)
+        self._newest = job.id
         while len(self.jobs) >= MAX_JOBS:
             oldest = next((j for j in self.jobs if self.jobs[j].state not in ("running",)), None)
             if oldest is None:
@@ -587,13 +591,8 @@ class LearnService(Service):
         p = side.participant
         meta = {**side.meta, "coordinator": self.me, "term": side.meta["term"] + 1}
         side.meta = meta
-        task = self.get_task(meta["task"])
-        names, _ = self._members(getattr(task, "scope", SCOPE))
-        rows = {d: _DeviceRow(names.get(d, d[-8:])) for d in meta["devices"]}
-        for device, key in meta["keys"].items():
-            if device in rows:
-                rows[device].key = key
-        job = _Job(meta, task, None, np.zeros(0), float(meta["sigma"]), meta["rounds"], rows)
+        names, _ = self._members(getattr(self.get_task(meta["task"]), "scope", SCOPE))
+        job = self._job_from(meta, names)
         started = p.last_start
         if started is not None and started.round > p.round:  # a round in progress: again
             job.resume = p.take_over()
@@ -642,21 +641,17 @@ class LearnService(Service):
         self, job: _Job, device: str, data: bytes | None, *, sync: bool = False
     ) -> dict[str, Any] | None:
         """One message to a job's device (this one directly), its reply; None if it failed."""
-        peer = self.peer
-        assert peer is not None
-        try:
-            if device == self.me:
+        if device == self.me:
+            try:
                 return await self._answer_async(self.me, job.meta, data, sync)
-            assert peer.transport is not None
-            transport = peer.transport
-            open_ = transport.connections(device)
-            conn = open_[0] if open_ else await transport.dial(device, peer.addrs_of(device))
-            body: dict[str, Any] = {"op": "learn.msg", "job": job.meta, "msg": data}
-            if sync:
-                body["sync"] = True
-            reply = await conn.request(body, timeout=ROUND_TIMEOUT)
-        except SwarmError as exc:
-            log.info("learn %s: no answer from %s: %s", job.id, device[-8:], exc)
+            except SwarmError as exc:
+                log.info("learn %s: this device cannot answer: %s", job.id, exc)
+                return None
+        body: dict[str, Any] = {"op": "learn.msg", "job": job.meta, "msg": data}
+        if sync:
+            body["sync"] = True
+        reply = await self._request(device, body)
+        if reply is None:
             return None
         if not isinstance(reply, dict) or not isinstance(reply.get("msgs"), list):
             log.warning("learn %s: a malformed reply from %s", job.id, device[-8:])
@@ -804,8 +799,8 @@ class LearnService(Service):
         """The job ``args`` names (the newest without a name): coordinated here (a ``_Job``),
         or started here and handed to another device (its META)."""
         job_id = args.get("job")
-        if job_id is None and (self.jobs or self.remote):
-            job_id = max([*self.jobs, *self.remote], key=self._started.index)
+        if job_id is None:
+            job_id = self._newest
         if isinstance(job_id, str) and job_id in self.jobs:
             return self.jobs[job_id]
         if isinstance(job_id, str) and job_id in self.remote:

@@ -550,10 +550,11 @@ class PlacementService(Service):
         }
         live = self.mesh.live()
         if live:  # the mesh's long-lived instances this peer holds the registry of
+            homed = self.mesh.counts()
             out["instances"] = {
                 "total": live,
-                "by_device": self.mesh.counts(),
-                "parked": live - sum(self.mesh.counts().values()),
+                "by_device": homed,
+                "parked": live - sum(homed.values()),
             }
         return out
 
