@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import msgpack
 
 from homeswarm.errors import InvalidArgument
+from homeswarm.wire import Field, Schema, pack
 
 CHECKPOINT_FORMAT = 1
 MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
@@ -77,10 +78,7 @@ class Checkpoint:
     state: bytes
 
     def to_bytes(self) -> bytes:
-        out: bytes = msgpack.packb(
-            [CHECKPOINT_FORMAT, self.stream, self.applied, self.state], use_bin_type=True
-        )
-        return out
+        return pack([CHECKPOINT_FORMAT, self.stream, self.applied, self.state])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:
@@ -98,10 +96,19 @@ class Checkpoint:
                 f"stream: a checkpoint of format {fields[0]}; this build reads "
                 f"format {CHECKPOINT_FORMAT} only"
             )
-        match fields:
-            case [_, str(stream), int(applied), bytes(state)] if applied >= 0:
-                return cls(stream, applied, state)
-        raise InvalidArgument("stream: not a checkpoint (bad fields)")
+        got = _CHECKPOINT.check(fields)
+        return cls(got["stream"], got["applied"], got["state"])
+
+
+_CHECKPOINT = Schema(
+    "stream: not a checkpoint (bad fields)",
+    Field("format", int),
+    Field("stream", str),
+    Field("applied", int, least=0),
+    Field("state", bytes),
+    positional=True,
+    error=InvalidArgument,
+)
 
 
 class StreamProducer:
