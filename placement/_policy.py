@@ -131,7 +131,7 @@ class PolicyConfig:
         if not 0 <= self.load_slowdown < 1:
             raise InvalidArgument("load_slowdown must be at least 0 and below 1")
 
-    def floor(self, energy: str, role: str = "phone") -> float:
+    def floor(self, energy: str, role: str) -> float:
         """The battery percent below which a device of ``role`` on battery may not run work of
         this class (the module's energy tiers)."""
         if energy == "tiny":
@@ -493,10 +493,11 @@ def _place(
     accel_mb = needs.accelerator_mb
     memory = needs.memory_mb if every_rule else -math.inf
     energy_class = needs.energy
-    floor = config.floor(energy_class) if every_rule else 0.0  # a floor role's (a phone's)
-    floor_any = config.floor(energy_class, "") if every_rule else 0.0  # any other device's
-    floor_top = max(floor, floor_any)
     floor_roles = config.floor_roles
+    # the floor of a role in floor_roles (the same for each of them), and any other device's
+    floor = config.floor(energy_class, floor_roles[0]) if every_rule and floor_roles else 0.0
+    floor_any = config.floor(energy_class, "") if every_rule else 0.0
+    floor_top = max(floor, floor_any)
     under_rank, over_rank = tier, 2 + tier  # within the budget first; a variant after
     budget = needs.latency_budget_s
     stateful_s = config.stateful_battery_s if needs.stateful else 0.0

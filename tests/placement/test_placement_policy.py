@@ -111,6 +111,17 @@ def test_floors_are_configurable_and_apply_to_phones_only():
         PolicyConfig(floor_large=101)
 
 
+def test_the_per_class_floors_follow_floor_roles_not_the_name_phone():
+    laptops = PolicyConfig(floor_roles=("laptop",))
+    low_laptop = laptop(plugged=False, battery_percent=25.0)
+    out = admit("echo", Needs(energy="small"), low_laptop, config=laptops)
+    assert out is not None  # a floor role now: 30% for small work
+    assert out.detail == "on battery at 25%, below the 30% floor for small work"
+    decision = place("echo", Needs(energy="small"), [low_laptop], config=laptops)
+    assert not decision.ok  # place and its refusal agree
+    assert admit("echo", Needs(energy="small"), phone(battery_percent=25.0), config=laptops) is None
+
+
 @pytest.mark.parametrize(
     ("device", "constraint", "detail"),
     [
@@ -329,7 +340,11 @@ def allowed(kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig) -> b
         needs.energy, config.floor_large
     )
     if needs.energy != "tiny":  # the energy tiers: tiny work only below tiny_only_below
-        floor = max(floor, config.tiny_only_below) if d.role == "phone" else config.tiny_only_below
+        floor = (
+            max(floor, config.tiny_only_below)
+            if d.role in config.floor_roles
+            else config.tiny_only_below
+        )
     low = d.battery_percent is not None and d.plugged is not True and d.battery_percent < floor
     return (
         d.status == "alive"
