@@ -217,11 +217,10 @@ class Runner:
                 attempts.append(Attempt(device, error))
                 continue
             if self.observe is not None:
-                # the chosen device alone, placed without the calibration: its declared compute
-                ran, ran_needs, ran_work = (
-                    variant if chosen.variant and variant else (name, needs, work)
-                )
-                declared = place(ran, ran_needs, [device], config=self.config, compute_s=ran_work)
+                # its declared compute: the chosen one without the calibration's ratio
+                ran = chosen.kernel or name
+                ratios = self.calibration.ratios if self.calibration is not None else {}
+                declared = chosen.compute_s / ratios.get((ran, device.id), 1.0)
                 self.observe(_observation(ran, chosen, declared, result))
             return RunOutcome(
                 name,
@@ -331,11 +330,10 @@ def _tried(name: str, attempts: Sequence[Attempt]) -> str:
 
 
 def _observation(
-    kernel: str, chosen: Candidate, declared: Decision, result: RunResult
+    kernel: str, chosen: Candidate, uncalibrated: float, result: RunResult
 ) -> Observation:
-    """``declared``: the chosen device alone, placed without the calibration."""
+    """``uncalibrated``: the chosen device's compute as the kernel's declaration predicts it."""
     d = chosen.device
-    uncalibrated = declared.chosen.compute_s if declared.chosen is not None else chosen.compute_s
     if d.local or result.compute_s is None:
         return Observation(kernel, d.id, d.label, uncalibrated, result.elapsed_s, None)
     wait = max(0.0, result.elapsed_s - chosen.network_s - result.compute_s)
