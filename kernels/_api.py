@@ -31,10 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-import msgpack
-
 from homeswarm.errors import InvalidArgument, SwarmError
 from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of this package
+from homeswarm.wire import pack
 
 Energy = Literal["tiny", "small", "medium", "large"]
 ENERGY_CLASSES: tuple[str, ...] = get_args(Energy)
@@ -228,7 +227,7 @@ def _check_output(name: str, value: object) -> None:
     except InvalidInput as exc:
         raise KernelFailed(str(exc)) from None
     try:
-        packed = msgpack.packb(value, use_bin_type=True)
+        packed = pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise KernelFailed(f"{name}: returned a value that is not msgpack-able ({exc})") from None
     if len(packed) > MAX_OUTPUT_BYTES:

@@ -25,8 +25,9 @@ from typing import Self
 import trio
 
 from homeswarm.errors import AdmissionRefused, LocalError, PeerUnreachable
+from homeswarm.ids import short
 
-from ._connection import MAX_REQUESTS, Connection, Handler, HandlerNow, no_handler, short
+from ._connection import MAX_REQUESTS, Connection, Handler, HandlerNow, no_handler
 from ._frames import DEFAULT_MAX_FRAME
 
 log = logging.getLogger("transports")

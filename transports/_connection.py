@@ -39,6 +39,7 @@ from homeswarm.errors import (
     RequestTimeout,
     SwarmError,
 )
+from homeswarm.ids import short
 
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
 
@@ -72,10 +73,6 @@ class ConnectionStatistics:
     bytes_received: int
     requests_waiting: int
     requests_serving: int
-
-
-def short(peer_id: str) -> str:
-    return peer_id[-8:]
 
 
 class _Pending:

@@ -28,9 +28,9 @@ from typing import Any
 import trio
 
 from homeswarm.errors import InvalidArgument, PeerUnreachable
+from homeswarm.ids import short
 
 from ._base import Transport
-from ._connection import short
 
 log = logging.getLogger("transports.libp2p")
 

@@ -36,6 +36,8 @@ from typing import Protocol
 
 import msgpack
 
+from homeswarm.wire import pack
+
 from ._errors import RejectedRecord, StorageFailure, VaultLocked
 from ._records import (
     KeyRecord,
@@ -129,7 +131,7 @@ class MemoryStore:
             self.snapshots.pop(snapshot_id, None)
 
     def save_directory(self, directory: Directory) -> None:
-        self.directory = msgpack.packb(directory.to_wire(), use_bin_type=True)
+        self.directory = pack(directory.to_wire())
 
     def flush(self) -> None:
         pass
@@ -323,7 +325,7 @@ class SqliteStore:
             raise StorageFailure(f"cannot flush {self.path}: {_why(exc)}") from None
 
     def save_directory(self, directory: Directory) -> None:
-        data = msgpack.packb(directory.to_wire(), use_bin_type=True)
+        data = pack(directory.to_wire())
         try:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('directory', ?)", (data,))
         except sqlite3.Error as exc:
