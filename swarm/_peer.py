@@ -321,11 +321,9 @@ class Peer:
     # ---- messages ----------------------------------------------------------------------------
 
     async def _handle(self, conn: Connection, body: Any) -> Any:
-        member = self.roster.admits(conn.peer_id)
-        if member and isinstance(body, list):
-            assert self.driver is not None
-            await self.driver.handle(conn, body)
+        if self._handle_now(conn, body):  # membership: the one rule, in one place
             return None
+        member = self.roster.admits(conn.peer_id)
         if isinstance(body, dict) and body.get("op") == "pair":
             return self._pair(conn, body)
         if not member:

@@ -360,9 +360,9 @@ class PlacementService(Service):
         ):
             raise InvalidArgument("stop: the count must be a whole number from 1")
         ids = self.mesh.stop(kernel, count)
-        self._save_mesh()
         if not len(ids):
             raise InvalidArgument(f"stop: no {kernel} instances are running or waiting")
+        self._save_mesh()
         log.info("stopped %d %s instances", len(ids), kernel)
         return {"kernel": kernel, "stopped": len(ids), "left": self.mesh.live()}
 
