@@ -98,21 +98,14 @@ class FrameDecoder:
             self._buffer = bytearray(data[used:])  # the start of a frame still to come
             return frames
         self._buffer += data
-        frames = []
-        while len(self._buffer) >= HEADER.size:
-            (length,) = HEADER.unpack_from(self._buffer)
-            if length > self.max_frame:
-                raise FrameTooLarge(f"frame of {length} bytes exceeds the {self.max_frame} limit")
-            end = HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            frames.append(bytes(self._buffer[HEADER.size : end]))
-            del self._buffer[:end]
-        if not self._buffer:
-            self._buffer = bytearray()  # (del keeps the largest frame's room allocated)
+        frames, used = self._whole(self._buffer)
+        if used == len(self._buffer):
+            self._buffer = bytearray()  # (del would keep the largest frame's room allocated)
+        else:
+            del self._buffer[:used]  # once per read, not once per frame
         return frames
 
-    def _whole(self, data: bytes) -> tuple[list[bytes], int]:
+    def _whole(self, data: bytes | bytearray) -> tuple[list[bytes], int]:
         """The whole frames at the start of ``data``, and how many bytes they took."""
         frames: list[bytes] = []
         at, size = 0, len(data)
