@@ -369,6 +369,17 @@ class Migration:
             else:
                 s.results[seq] = scores
 
+    def _restore(self, s: Stream) -> StreamInstance:
+        """``s``'s instance from its last checkpoint (a new one without), the producer told to
+        replay what came after."""
+        if s.stored is None:
+            return StreamInstance(
+                s.name, anomaly_model(params=CPU_PARAMS), epoch=s.producer.resume(0)
+            )
+        cp = Checkpoint.from_bytes(s.stored)
+        epoch = s.producer.resume(cp.applied)
+        return StreamInstance.restore(cp, anomaly_model, epoch=epoch, stream=s.name)
+
     def _home_id(self, s: Stream) -> str | None:
         home = self.mesh.instance(s.id)["home"]
         return home if isinstance(home, str) else None
@@ -422,14 +433,7 @@ class Migration:
         s.pending = 0
         if not n.serving or self._home_id(s) != n.device.id:
             return  # its new home went too: it is (or will be) moved again
-        if s.stored is None:
-            inst = StreamInstance(s.name, anomaly_model(params=CPU_PARAMS))
-            inst.epoch = s.producer.resume(0)
-        else:
-            cp = Checkpoint.from_bytes(s.stored)
-            epoch = s.producer.resume(cp.applied)
-            inst = StreamInstance.restore(cp, anomaly_model, epoch=epoch, stream=s.name)
-        s.instance, s.host = inst, n
+        s.instance, s.host = self._restore(s), n
         if self.mesh.instance(s.id)["state"] == "migrating":
             self.mesh.settle([s.id])
         if s.down_since is not None:
@@ -449,13 +453,7 @@ class Migration:
         lost = duplicated = unequal = diverged = 0
         for s in self.streams:
             if s.instance is None:  # parked, or its home down: restore it anywhere
-                if s.stored is None:
-                    s.instance = StreamInstance(s.name, anomaly_model(params=CPU_PARAMS))
-                    s.instance.epoch = s.producer.resume(0)
-                else:
-                    cp = Checkpoint.from_bytes(s.stored)
-                    epoch = s.producer.resume(cp.applied)
-                    s.instance = StreamInstance.restore(cp, anomaly_model, epoch=epoch)
+                s.instance = self._restore(s)
             self._feed(s, s.producer.to_send())
             model: Any = s.instance.model
             last = s.producer.last
