@@ -416,6 +416,7 @@ class PlacementService(Service):
                     rtt_s=0.0 if local else member.rtt,
                     queue=queue,
                     local=local,
+                    light=member.light,
                 )
             )
         return out
@@ -562,7 +563,7 @@ class PlacementService(Service):
 def _power(d: DeviceView) -> tuple[Any, ...]:
     """What of a device decides whether it may keep its instances (not its load: it changes
     every sample, and a home never sheds instances for room)."""
-    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
+    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels, d.light)
 
 
 RECENT_RUNS = 20  # kept for the page `swarm ui` opens
