@@ -199,7 +199,7 @@ class _AnyObj(_Spec):
 
 
 # what the services a peer hosts add, each under its name (their own shapes are theirs)
-SERVICE_SECTIONS = ("vault", "kernels", "anomaly", "learn")
+SERVICE_SECTIONS = ("vault", "kernels", "anomaly", "streams", "learn")
 _ENDPOINTS = _Obj({"metrics": _Nullable(_Str()), "ui": _Nullable(_Str())})
 _STATUS = _Obj(
     {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},
@@ -280,6 +280,9 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     anomaly = status.get("anomaly")
     if isinstance(anomaly, dict):
         lines.append(_anomaly_line(anomaly))
+    streams = status.get("streams")
+    if isinstance(streams, dict):
+        lines.append(streams_line(streams))
     return "\n".join(lines)
 
 
@@ -312,6 +315,39 @@ def _anomaly_line(anomaly: dict[str, Any]) -> str:
     if not found:
         return f"anomaly: none; {watching}"
     return "anomaly: " + ", ".join(found) + f"; {watching}"
+
+
+def streams_line(streams: dict[str, Any]) -> str:
+    """``streams: cpu on server (moved from laptop 42s ago); hosting phone cpu (event 118,
+    checkpoint 108)``: where this device's hosted series are scored, and what it hosts."""
+    parts = []
+    for s in streams.get("streams") or []:
+        if not isinstance(s, dict):
+            continue
+        home = _clean(s.get("home")) if s.get("home") else "nowhere (parked)"
+        text = f"{_clean(s.get('series'))} on {home}"
+        if s.get("state") not in ("serving", None):
+            text += f" ({_clean(s.get('state'))})"
+        if s.get("moved_from"):
+            moved = s.get("moved_s")
+            ago = f" {_ago(moved)}" if isinstance(moved, int | float) else ""
+            times = (
+                f", {s['moves']} moves"
+                if isinstance(s.get("moves"), int) and s["moves"] > 1
+                else ""
+            )
+            text += f" (moved from {_clean(s['moved_from'])}{ago}{times})"
+        parts.append(text)
+    hosting = [
+        f"{_clean(h.get('producer'))} {_clean(h.get('series'))} (event {h.get('applied')}, "
+        f"checkpoint {h.get('checkpoint')})"
+        for h in streams.get("hosting") or []
+        if isinstance(h, dict)
+    ]
+    line = "streams: " + (", ".join(parts) if parts else "none of this device's")
+    if hosting:
+        line += "; hosting " + ", ".join(hosting)
+    return line
 
 
 def _vault_line(vault: dict[str, Any], names: dict[str, str]) -> str:

@@ -63,15 +63,22 @@ def device_services(identity: Identity) -> list[Service]:
     from ._learn_service import LearnService
     from ._placement_service import PlacementService  # (imports the peer: not at the top)
     from ._recall_service import RecallService
+    from ._stream_service import StreamService
     from ._vault_service import VaultService
-    from ._watch_service import WatchService
+    from ._watch_service import WatchService, series_params
 
     services: list[Service] = []
     services.append(PlacementService(identity.settings))
     vault = VaultService(identity)
     services.append(vault)
     services.append(RecallService(vault))
-    if identity.settings.anomaly.watch:
-        services.append(WatchService(identity.settings.anomaly))
+    anomaly = identity.settings.anomaly
+    if anomaly.watch:
+        if anomaly.hosted:
+            streams = StreamService(
+                hosted=anomaly.hosted, checkpoint_s=anomaly.checkpoint_s, params=series_params
+            )
+            services.append(streams)
+        services.append(WatchService(anomaly))
     services.append(LearnService(identity))
     return services

@@ -153,7 +153,8 @@ def test_a_light_member_runs_work_but_homes_no_stateful_instance():
     light = phone(light=True, battery_percent=90.0, plugged=True, local=True, rtt_s=0.0)
     assert place("echo", Needs(), [light]).ok
     decision = place("echo", Needs(stateful=True), [light, server()])
-    assert decision.device is not None and decision.device.role == "server"
+    assert decision.device is not None
+    assert decision.device.role == "server"
     (excluded,) = decision.excluded
     assert excluded.constraint == "light"
     assert "light member" in excluded.detail
