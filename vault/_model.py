@@ -28,7 +28,8 @@ from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of th
 
 from ._errors import InvalidEntry
 
-COLLECTIONS: tuple[str, ...] = ("facts", "memories", "context", "questions", "state")
+MEMORY_TIERS: tuple[str, ...] = ("facts", "memories", "context", "questions")
+COLLECTIONS: tuple[str, ...] = (*MEMORY_TIERS, "state")
 DEFAULT_SCOPE = "personal"
 MAX_NAME_BYTES = 256
 MAX_VALUE_BYTES = 32 * 1024  # the value's JSON text, UTF-8
