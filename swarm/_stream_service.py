@@ -172,7 +172,7 @@ class Hosted:
     recent: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
-Judge = Callable[[str, float, float, float], None]  # (series, value, likelihood, now)
+Judge = Callable[[str, float, float, float], object]  # (series, value, likelihood, now)
 
 
 class StreamService(Service):
@@ -572,11 +572,11 @@ class StreamService(Service):
     def _sync(self) -> None:
         """This replica is behind: ask every alive member for what it lacks now."""
         node = self._vault()
-        vault = self.peer.services.get("vault") if self.peer is not None else None
-        if node is None or vault is None:
+        if node is None:
             return
-        for device in vault._alive_now():
-            node.sync_soon(device)
+        for d in self._placement().view():
+            if d.status == "alive" and not d.local:
+                node.sync_soon(d.id)
 
     def _let_go_idle(self) -> None:
         now = trio.current_time()
