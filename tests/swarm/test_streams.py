@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from test_placement_swarm import LAPTOP, LINK, PHONE, SERVER, WALL_START, Spec, make_homes, until
 
 from homeswarm.cli._status import check_status_shape, render_table
+from homeswarm.errors import ConnectionClosed, RemoteError
 from homeswarm.kernels import Checkpoint, anomaly_model
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor
@@ -289,3 +291,29 @@ async def test_a_home_below_its_battery_floor_hands_the_instance_over_first(
         assert check_scores(out) == 0
         moved = laptop.streams.hosting[(phone.id, "cpu")].instance
         assert moved.model.rows == moved.applied == out.scored
+
+
+async def test_a_malformed_request_closes_its_connection_and_a_device_without_the_scope_refuses(
+    tmp_path, autojump_clock
+):
+    async with swarm(tmp_path, (PHONE, LAPTOP, TABLET), on_disk=False) as s:
+        phone, laptop, tablet = (s[n] for n in ("phone", "laptop", "tablet"))
+        await until(
+            lambda: "cpu" in phone.streams.out and phone.streams.out["cpu"].state == "serving",
+            within=60.0,
+            what="the phone's cpu served",
+        )
+        assert phone.streams.out["cpu"].home == laptop.id  # never the public-only tablet
+        conn = await phone.transport.dial(laptop.id, ["/memory/" + laptop.id])
+        bad = {"op": "streams.feed", "v": 1, "series": "cpu", "epoch": "x", "events": []}
+        with pytest.raises((ConnectionClosed, RemoteError)):
+            await conn.request(bad, timeout=5.0)
+        # the tablet may not hold personal data: it hosts nothing of it, restores nothing
+        body = {"op": "streams.open", "v": 1, "series": "cpu", "scope": "personal", "acked": 0}
+        reply = await tablet.streams.serve(phone.id, "open", {**body, "params": {}})
+        assert set(reply) == {"refused"}
+        assert tablet.streams.hosting == {}
+        # and the laptop carries on
+        before = phone.streams.out["cpu"].scored
+        await trio.sleep(5.0)
+        assert phone.streams.out["cpu"].scored > before
