@@ -287,6 +287,11 @@ async def test_a_home_below_its_battery_floor_hands_the_instance_over_first(
         await trio.sleep(5.0)
         assert out.moves == 1
         assert phone.streams.counts["failed"] == 0
+        # the hosted instance's scores reach the phone's watch (its anomalies in swarm status)
+        watch = phone.peer.services["anomaly"]
+        assert isinstance(watch, WatchService)
+        assert "cpu" in watch.watch.likelihood
+        assert "cpu" not in watch.watch.models  # not scored on the phone itself
         assert out.producer.resent == 0  # the server's last checkpoint covered all it was sent
         assert check_scores(out) == 0
         moved = laptop.streams.hosting[(phone.id, "cpu")].instance
