@@ -318,6 +318,11 @@ async def test_a_malformed_request_closes_its_connection_and_a_device_without_th
         reply = await tablet.streams.serve(phone.id, "open", {**body, "params": {}})
         assert set(reply) == {"refused"}
         assert tablet.streams.hosting == {}
+        # a home whose replica holds no checkpoint as new as the producer's acknowledged events
+        # says so (and syncs) rather than start from an older one: those events are gone
+        stale = {**body, "series": "memory_free_mb", "acked": 10, "params": {}}
+        assert await laptop.streams.serve(phone.id, "open", stale) == {"behind": 0}
+        assert (phone.id, "memory_free_mb") not in laptop.streams.hosting
         # and the laptop carries on
         before = phone.streams.out["cpu"].scored
         await trio.sleep(5.0)
