@@ -83,7 +83,7 @@ log = logging.getLogger("swarm.streams")
 KERNEL = "anomaly"
 CHECK_S = 0.25  # how often the producer looks at its instances' homes
 REQUEST_TIMEOUT_S = 1.0  # an open or feed this long unanswered: the home is tried again later
-FEED_MAX = 500  # events in one feed (a host's loop holds ~0.75 s for them at most)
+FEED_MAX = 200  # events in one feed (a host's loop holds ~0.3 s for them at most)
 PART_CHARS = 24_000  # base64 characters in one vault entry of a checkpoint
 MAX_PARTS = 64  # a checkpoint of more is refused (1.1 MB: a telemetry model is ~25-50 KB)
 IDLE_S = 900.0  # a hosted instance no producer fed for this long is let go (it moved away)
@@ -122,6 +122,19 @@ _FEED = Schema(
     Field("series", str, least=1, most=128),
     Field("epoch", int, least=1),
     Field("events", list, most=FEED_MAX, items=_EVENT),
+    Field("scored", int, least=0, optional=True),
+)
+_SCORES = Field(
+    "scores",
+    list,
+    most=FEED_MAX,
+    items=Field(
+        "score",
+        list,
+        least=3,
+        most=3,
+        valid=lambda x: all(isinstance(v, int | float) and not isinstance(v, bool) for v in x),
+    ),
 )
 _CLOSE = Schema(
     "streams.close",
@@ -170,6 +183,7 @@ class Hosted:
     parts: int = 0  # parts of our own checkpoint in the vault
     # the latest scores by seq: a feed whose answer was lost is sent again, and answered
     recent: dict[int, tuple[float, float]] = field(default_factory=dict)
+    confirmed: int = 0  # the producer has the scores up to this event (its feeds say so)
 
 
 Judge = Callable[[str, float, float, float], object]  # (series, value, likelihood, now)
@@ -344,6 +358,7 @@ class StreamService(Service):
                 "series": s.series,
                 "epoch": p.epoch,
                 "events": [[e.seq, e.when, e.value] for e in events],
+                "scored": s.scored,
             }
             reply = await self._call(s.home, body)
             if not isinstance(reply, dict) or reply.get("reopen"):
@@ -425,7 +440,8 @@ class StreamService(Service):
         if node is None or got["scope"] not in node.replica.readable:
             return {"refused": f"this device holds no vault of {got['scope']} data"}
         stream = f"{producer}/{got['series']}"
-        checkpoint = self.latest(producer, got["series"])
+        found = self._newest(producer, got["series"])
+        checkpoint, scores = found if found is not None else (None, {})
         have = checkpoint.applied if checkpoint is not None else 0
         if have < got["acked"]:
             self._sync()
@@ -438,7 +454,9 @@ class StreamService(Service):
             instance = StreamInstance(stream, model)
         else:
             instance = StreamInstance.restore(checkpoint, anomaly_model, stream=stream)
-        self.hosting[key] = Hosted(producer, got["series"], got["scope"], instance, have, now, now)
+        self.hosting[key] = Hosted(
+            producer, got["series"], got["scope"], instance, have, now, now, recent=dict(scores)
+        )
         self.counts["restored" if checkpoint is not None else "started"] += 1
         log.info(
             "streams: serving %s of %s from event %d",
@@ -464,6 +482,7 @@ class StreamService(Service):
             del self.hosting[(producer, got["series"])]
             return {"reopen": True}
         hosted.fed_at = trio.current_time()
+        hosted.confirmed = max(hosted.confirmed, got["scored"] or 0)
         recent = hosted.recent
         for seq, x in scored:
             recent[seq] = (float(x.raw), float(x.likelihood))
@@ -497,6 +516,11 @@ class StreamService(Service):
             "applied": instance.applied,
             "parts": len(parts),
             "sha256": hashlib.sha256(data).hexdigest(),
+            # the scores the producer may not have yet (this feed's answer may be lost, and this
+            # device die): whoever restores the checkpoint answers the replay with them
+            "scores": [[q, *x] for q, x in hosted.recent.items() if q > hosted.confirmed][
+                -FEED_MAX:
+            ],
         }
         puts = {mine: json.dumps(manifest)}
         puts.update({f"{mine}/{i}": json.dumps(part) for i, part in enumerate(parts)})
@@ -515,6 +539,13 @@ class StreamService(Service):
     def latest(self, producer: str, series: str) -> Checkpoint | None:
         """The newest checkpoint of the stream this device's vault replica holds and can read
         (whole, and the digest right), or None."""
+        found = self._newest(producer, series)
+        return found[0] if found is not None else None
+
+    def _newest(
+        self, producer: str, series: str
+    ) -> tuple[Checkpoint, dict[int, tuple[float, float]]] | None:
+        """``latest``, with the scores its manifest kept (those its producer may lack)."""
         node = self._vault()
         if node is None:
             return None
@@ -538,7 +569,12 @@ class StreamService(Service):
                 except (ValueError, InvalidArgument):
                     continue
                 if checkpoint.stream == stream and checkpoint.applied == manifest["applied"]:
-                    return checkpoint
+                    scores = {
+                        q: (float(raw), float(likelihood))
+                        for q, raw, likelihood in manifest["scores"]
+                        if q <= checkpoint.applied
+                    }
+                    return checkpoint, scores
         return None
 
     def _manifests(self, prefix: str) -> dict[str, dict[str, Any]]:
@@ -560,7 +596,9 @@ class StreamService(Service):
                 and isinstance(value.get("parts"), int)
                 and 0 < value["parts"] <= MAX_PARTS
                 and isinstance(value.get("sha256"), str)
+                and _SCORES.problem(value.get("scores", [])) is None
             ):
+                value.setdefault("scores", [])
                 out[host] = value
         return out
 

@@ -341,3 +341,45 @@ async def test_a_malformed_request_closes_its_connection_and_a_device_without_th
         before = phone.streams.out["cpu"].scored
         await trio.sleep(5.0)
         assert phone.streams.out["cpu"].scored > before
+
+
+async def test_scores_of_an_answer_lost_with_its_host_come_back_from_the_checkpoint(
+    tmp_path, autojump_clock
+):
+    """The server applies ten events, stores a checkpoint of them and dies before its answer
+    reaches the producer: the laptop restores that checkpoint, and answers the producer's replay
+    of those ten with the scores the checkpoint's manifest kept."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER), on_disk=False) as s:
+        phone, laptop, server = (s[n] for n in ("phone", "laptop", "server"))
+        await until(
+            lambda: "cpu" in phone.streams.out and phone.streams.out["cpu"].state == "serving",
+            within=60.0,
+            what="the swarm up",
+        )
+        server.streams.checkpoint_s = 0.0  # a checkpoint at every feed
+        values = [float(v) for v in (5, 7, 9, 60, 8, 6, 5, 7, 90, 4, 5, 6)]
+        events = [[i + 1, None, v] for i, v in enumerate(values)]
+        base = {"v": 1, "series": "x", "scope": "personal"}
+        opened = await server.streams.serve(
+            phone.id, "open", {**base, "acked": 0, "params": series_params("cpu")}
+        )
+        assert opened == {"applied": 0}
+        feed = {**base, "epoch": 1, "events": events[:10], "scored": 0}
+        lost = await server.streams.serve(phone.id, "feed", feed)
+        assert lost["stored"] == 10  # (and this answer never arrives)
+        await until(
+            lambda: (cp := laptop.streams.latest(phone.id, "x")) is not None and cp.applied == 10,
+            within=10.0,
+            what="the checkpoint in the laptop's replica",
+        )
+        reopened = await laptop.streams.serve(
+            phone.id, "open", {**base, "acked": 0, "params": series_params("cpu")}
+        )
+        assert reopened == {"applied": 10}
+        replay = {**base, "epoch": 2, "events": events, "scored": 0}
+        answer = await laptop.streams.serve(phone.id, "feed", replay)
+        assert answer["scores"][:10] == lost["scores"]
+        expected = reference(values)
+        assert [tuple(x[1:]) for x in answer["scores"]] == expected
+        instance = laptop.streams.hosting[(phone.id, "x")].instance
+        assert instance.model.rows == instance.applied == 12
