@@ -21,7 +21,10 @@ go. Both ends are this module, the producer's and the host's:
   epoch key and replicated like any entry, under ``state/anomaly/PRODUCER/SERIES/HOST`` (a
   manifest: the last event, the parts, their sha256) and ``.../HOST/I`` (base64 parts of
   ``PART_CHARS``: a vault value is at most 32 KB). Only then does its answer acknowledge the
-  events the checkpoint covers, which the producer forgets; the answer carries the scores;
+  events the checkpoint covers, which the producer forgets; the answer carries the scores. The
+  manifest also keeps the scores the producer has not confirmed having (each feed says the last
+  it holds): if the host dies between storing and answering, whoever restores the checkpoint
+  answers the replay of those events with them;
 - a move: the new home restores the newest checkpoint its replica holds (of any host; the state
   after event N is the same wherever it was computed). If that is older than what the producer
   had acknowledged (its replica has not caught up), it says ``behind`` and syncs, and the
