@@ -245,9 +245,9 @@ def _acceptor(field: Field) -> Callable[[object], bool]:
     least = -math.inf if field.least is None else field.least
     most = math.inf if field.most is None else field.most
     if one is int or one is float:
-        return lambda value: type(value) is one and least <= value <= most  # type: ignore[operator]
+        return lambda value: type(value) is one and least <= value <= most
     if one is not None and one in _SIZED:
-        return lambda value: type(value) is one and least <= len(value) <= most  # type: ignore[arg-type]
+        return lambda value: type(value) is one and least <= len(value) <= most
     return _ask
 
 

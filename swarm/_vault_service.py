@@ -44,15 +44,9 @@ from homeswarm.vault import (
 )
 
 from ._device import decode_state
-from ._local_vault import (
-    directory_from,
-    entry_json,
-    new_replica,
-    not_found,
-    open_store,
-    readable_scopes,
-)
+from ._local_vault import directory_from, new_replica, open_store, readable_scopes
 from ._service import Service
+from ._vault_view import entry_json, not_found
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
