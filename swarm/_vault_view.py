@@ -3,14 +3,16 @@
 ``read_view`` gives every entry this device may read, as the store holds it now, or None when no
 view holds (see ``vault._view``: any write, a restored backup, a changed roster or settings, a
 damaged or forged file); ``save_view`` leaves a new one after the store was opened directly
-(``open_local``). The CLI's ``vault get`` and ``vault ls`` try the view first, so with no peer
-running they load neither pycrdt, nor the replica, nor the device's keys and settings: only the
-age identity, which both decrypts the view and keys its authentication. The view is bound to the
-roster and the settings as files: a change to either ends it.
+(``open_local``), and a peer that starts drops it (``drop_view``). The CLI's ``vault get`` and
+``vault ls`` try the view first, so with no peer running they load neither pycrdt, nor the
+replica, nor the device's keys and settings: only the age identity, which both decrypts the view
+and keys its authentication. The view is bound to the roster and the settings as files: a change
+to either ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -69,6 +71,12 @@ def save_view(identity: Identity, local: LocalVault) -> None:
         write_atomically(home / VIEW_FILE, blob)
     except OSError as exc:
         log.warning("cannot write the vault's view (reads stay slower): %s", exc.strerror)
+
+
+def drop_view(home: Path) -> None:
+    """Remove the view (a peer that starts writes: a view would only be stale)."""
+    with contextlib.suppress(FileNotFoundError):
+        (home / VIEW_FILE).unlink()
 
 
 def not_found(key: str) -> str:
