@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from homeswarm.errors import InvalidConfig
-from homeswarm.kernels import ACCELERATORS
-from homeswarm.vocabulary import SCOPES, Role, scopes_problem
+from homeswarm.vocabulary import ACCELERATORS, SCOPES, Role, scopes_problem
+
+from ._files import CONFIG_NAME as CONFIG_NAME  # re-exported: the face names it here
 
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "phone": ("public", "personal"),
     "laptop": SCOPES,
     "server": SCOPES,
 }
-CONFIG_NAME = "swarm.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
