@@ -195,8 +195,12 @@ class Transport(abc.ABC):
     async def _run(self, conn: Connection) -> None:
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None
         self._open += 1
-        if self._open > self.limits.high and self._reaper is not None:
-            self._reaper.cancel()  # over the mark: the manager looks now
+        reaper = self._reaper
+        if reaper is not None:  # the manager looks now if over the mark, else by its timeout
+            if self._open > self.limits.high:
+                reaper.cancel()
+            elif conn.active_at + self.limits.idle_timeout < reaper.deadline:
+                reaper.deadline = conn.active_at + self.limits.idle_timeout
         try:
             await conn.run()
         finally:
