@@ -91,6 +91,7 @@ async def _gossip(sim: Run) -> None:
         await trio.sleep(2.0)
         bytes_before, t_before = sum(world.bytes_sent.values()), trio.current_time()
         missed = 0
+        most = 0  # the most connections a peer had open at the end of an event
         for _ in range(events):
             origin = sim.rng.choice(world.devices)
             assert origin.peer is not None
@@ -107,6 +108,7 @@ async def _gossip(sim: Run) -> None:
                 with trio.move_on_after(60.0):
                     await done.wait()
             world.observers.remove(seen)
+            most = max([most, *world.connections()])
             latencies.extend(knows.values())
             missed += len(world.devices) - 1 - len(knows)
             await trio.sleep(5.0)
@@ -120,6 +122,7 @@ async def _gossip(sim: Run) -> None:
                 "dissemination_max_s": rounded(max(latencies) if latencies else None),
                 "bytes_per_peer_per_s": rounded(sent / len(world.devices) / spent, 1),
                 "missed": missed,  # peers that had not heard an event after 60 s
+                "connections_per_peer_max": most,
             }
         )
         sim.series["dissemination"] = sorted(latencies)

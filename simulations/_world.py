@@ -46,7 +46,7 @@ from homeswarm.swarm import (
     settings_from_mapping,
     swarm_id_of,
 )
-from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
+from homeswarm.transports import ConnectionLimits, InvalidArgument, Link, MemoryNetwork
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
 
@@ -245,6 +245,7 @@ class World:
         membership: str = "auto",
         services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if not specs:
             raise InvalidArgument("a world needs at least one device")
@@ -257,6 +258,7 @@ class World:
         # ends (age encryption draws its own randomness, so ciphertexts, and even their lengths,
         # differ from run to run)
         self.hash_payloads = hash_payloads
+        self.limits = limits  # each peer's connection manager's (None: the transports' default)
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -425,7 +427,7 @@ class World:
                 metered=lambda: device.model is not None and device.model.link.radio_w > 0,
             ),
         )
-        transport = self.net.transport(device.id, address=addr)
+        transport = self.net.transport(device.id, address=addr, limits=self.limits)
         device.peer, device.up, device.leaving = peer, True, False
         device.lives += 1
         with trio.CancelScope() as scope:
@@ -599,6 +601,14 @@ class World:
 
     def running(self) -> list[SimDevice]:
         return [d for d in self.devices if d.up]
+
+    def connections(self) -> list[int]:
+        """How many connections each running peer has open."""
+        return [
+            len(d.peer.transport.connections())
+            for d in self.devices
+            if d.up and d.peer is not None and d.peer.transport is not None
+        ]
 
     def reachable(self, a: SimDevice, b: SimDevice) -> bool:
         return a.up and b.up and not self.net.blocked(a.id, b.id)

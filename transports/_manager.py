@@ -33,9 +33,11 @@ K = TypeVar("K")
 class ConnectionLimits:
     """How many connections a transport keeps open, and for how long they may sit idle."""
 
-    high: int = 32  # above this many open, trim ...
-    low: int = 16  # ... down to this many
-    grace: float = 1.0  # seconds after its last use during which a connection is never trimmed
+    high: int = 16  # above this many open, trim ...
+    low: int = 8  # ... down to this many
+    # seconds after its last use during which a connection is never trimmed: an answer may be on
+    # its way back on it (SWIM's probe timeout: an ack later than that is no use anyway)
+    grace: float = 0.5
     idle_timeout: float = 60.0  # an idle connection is closed after this long, whatever the count
 
     def __post_init__(self) -> None:
