@@ -34,7 +34,7 @@ import trio
 import trio.testing
 
 from homeswarm.swarm import Change
-from homeswarm.transports import InvalidArgument
+from homeswarm.transports import ConnectionLimits, InvalidArgument
 
 from ._faults import play, random_schedule
 from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
@@ -56,8 +56,11 @@ def simulate(
     loss: float = 0.0,
     models: Path | None = None,
     progress: Progress | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> Result:
-    """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message."""
+    """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message.
+    ``limits``: each peer's connection manager's (default: the transports'; the benchmark
+    compares ``UNLIMITED``, every connection kept as before there was a manager)."""
     if scenario not in SCENARIOS:
         raise InvalidArgument(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
     entry = SCENARIOS[scenario]
@@ -76,6 +79,7 @@ def simulate(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InvalidArgument(f"--seed must be a whole number >= 0, got {seed}")
     run = Run(scenario, n, seed, h * 3600.0, loss, models, progress)
+    run.limits = limits
     return run.execute(entry.body)
 
 

@@ -259,6 +259,7 @@ class World:
         # differ from run to run)
         self.hash_payloads = hash_payloads
         self.limits = limits  # each peer's connection manager's (None: the transports' default)
+        self._addr_lists: dict[str, tuple[int, list[str]]] = {}  # device -> (moves, addresses)
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -407,7 +408,7 @@ class World:
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
         addr = _addr(device)
-        known = {d.id: [_addr(d)] for d in self.devices if d is not device}
+        known = {d.id: self._addrs(d) for d in self.devices if d is not device}
         if device.remembered is not None:
             known, device.remembered = device.remembered, None
         peer = Peer(
@@ -601,6 +602,15 @@ class World:
 
     def running(self) -> list[SimDevice]:
         return [d for d in self.devices if d.up]
+
+    def _addrs(self, device: SimDevice) -> list[str]:
+        """``device``'s addresses as a peer starts knowing them: one list, shared by every peer
+        (which never changes it in place), not one per pair of peers."""
+        moves, addrs = self._addr_lists.get(device.id, (-1, []))
+        if moves != device.moves:
+            addrs = [_addr(device)]
+            self._addr_lists[device.id] = (device.moves, addrs)
+        return addrs
 
     def connections(self) -> list[int]:
         """How many connections each running peer has open."""
