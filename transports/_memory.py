@@ -184,13 +184,18 @@ class MemoryStream(trio.abc.Stream):
             return item[:max_bytes]
 
     async def aclose(self) -> None:
+        self.close_nowait()
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self) -> None:
+        """``aclose`` without the checkpoint: closing here never waits, so a ``Connection`` that
+        ends (a simulated peer's connections end all the time) closes at once."""
         if not self._closed:
             self._closed = True
             self._net._streams.pop(self, None)
             if not self._broken:
                 self._out.push(self._net._arrival(self._out, 0), _EOF)
             self._in.wake()
-        await trio.lowlevel.checkpoint()
 
     def _reset(self) -> None:
         """This end's process died: the far end sees a reset after one latency."""
@@ -325,7 +330,7 @@ class MemoryNetwork:
         rtt = self.link(src, peer_id).latency + self.link(peer_id, src).latency
         if self.blocked(src, peer_id):
             await trio.sleep_forever()  # the dial's deadline ends it
-        await trio.sleep(rtt)
+        await Alarm(trio.current_time() + rtt).wait()  # (a sleep, on the clock's own timers)
         target = self._listeners.get(peer_id)
         if target is None or self.blocked(src, peer_id) or target.address not in addrs:
             raise PeerUnreachable(f"{peer_id[-8:]}: connection refused")
