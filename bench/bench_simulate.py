@@ -1,6 +1,6 @@
 """Simulator speed and memory: simulated seconds per wall second, and memory per simulated peer.
 
-    python bench/bench_simulate.py [--quick] [--json]
+    python bench/bench_simulate.py [--quick] [--loss P] [--json]
 
 Each case runs in its own process (so its peak memory is its own): ``day`` with 3 devices over
 24 hours, ``gossip`` with 100 and 1000 peers. Beside each, in the same run, the same number of
@@ -11,12 +11,19 @@ Python loop of 10^7 additions; each case's wall time is also given in yardsticks
 from a slower or busier machine compare. The day's energy is reported beside its targets: the
 swarm's own energy per device (the phone's <= 0.3 Wh) and each device's lowest charge beside the
 same day with no swarm (the phone's within 2 points).
+
+Connections: each gossip case also runs with no connection manager (``UNLIMITED``: every
+connection kept, as before there was one), in the same run, for the peers up to 300 (1000 with
+no bound takes over 5 minutes and ~5 GB); each case shows the most connections a peer had open
+and the dissemination p99 (the issue's targets: <= 2.0 s at N = 100, <= 2.5 s at N = 1000 with
+5 % loss: ``--loss 0.05``). A child process leaves without freeing its heap (``os._exit``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,14 +39,17 @@ PHONE_SWARM_WH = 0.3  # the swarm's own energy on the phone, per day
 PHONE_MIN_POINTS = 2.0  # the phone's lowest charge, at most this far below the no-swarm day
 
 
-def case(name: str, peers: int, hours: float | None) -> dict[str, Any]:
+def case(name: str, peers: int, hours: float | None, loss: float) -> dict[str, Any]:
     """Run one case here and report it (called in a child process)."""
     from homeswarm.simulations import simulate
     from homeswarm.swarm.testing import CoreNet
+    from homeswarm.transports import UNLIMITED
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scenario = "day" if name == "day" else "gossip"
-    r = simulate(scenario, peers=peers, hours=hours, seed=1)
+    limits = UNLIMITED if name.endswith("unbounded") else None
+    loss = 0.0 if scenario == "day" else loss
+    r = simulate(scenario, peers=peers, hours=hours, seed=1, loss=loss, limits=limits)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     net = CoreNet(peers, seed=1, state=lambda i: b"s" * 160)
     net.warm_start()
@@ -73,8 +83,8 @@ def yardstick() -> float:
     return best
 
 
-def run_child(name: str, peers: int, hours: float | None) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--case", name, str(peers), str(hours or 0)]
+def run_child(name: str, peers: int, hours: float | None, loss: float) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--case", name, str(peers), str(hours or 0), str(loss)]
     out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
     if out.returncode != 0:
         raise SystemExit(f"case {name} failed:\n{out.stderr[-2000:]}")
@@ -86,20 +96,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--loss", type=float, default=0.0, help="gossip cases' loss (0.05)")
+    parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        name, peers, hours = args.case
-        print(json.dumps(case(name, int(peers), float(hours) or None)))
-        return
+        name, peers, hours, loss = args.case
+        print(json.dumps(case(name, int(peers), float(hours) or None, float(loss))), flush=True)
+        os._exit(0)  # (freeing a thousand peers' heap took a minute)
     plan = [("day", 3, 6.0 if args.quick else 24.0), ("gossip-100", 100, None)]
+    plan.append(("gossip-100-unbounded", 100, None))
     if not args.quick:
+        plan += [("gossip-300", 300, None), ("gossip-300-unbounded", 300, None)]
         plan.append(("gossip-1000", 1000, None))
     rows = []
     yard = yardstick()
     for name, peers, hours in plan:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_child(name, peers, hours))
+        rows.append(run_child(name, peers, hours, args.loss))
     yard = min(yard, yardstick())  # before and after: the quieter of the two
     for r in rows:
         r["yardsticks"] = r["wall_seconds"] / yard
@@ -108,8 +121,8 @@ def main() -> None:
         return
     print(f"yardstick: a Python loop of 10^7 additions takes {yard:.2f} s on this machine")
     print(
-        f"{'case':<12} {'peers':>5} {'sim s':>8} {'wall s':>7} {'sim/wall':>9} {'MB/peer':>8} "
-        f"{'peak MB':>8} {'x cores':>8} {'x yard':>7} {'target':>14}"
+        f"{'case':<20} {'peers':>5} {'sim s':>8} {'wall s':>7} {'sim/wall':>9} {'MB/peer':>8} "
+        f"{'peak MB':>8} {'x cores':>8} {'x yard':>7} {'conns':>6} {'p99 s':>6} {'target':>14}"
     )
     for r in rows:
         target = TARGETS.get(r["case"])
@@ -122,16 +135,30 @@ def main() -> None:
         peak = PEAK_MB.get(r["case"])
         if peak is not None:
             verdict += f", < {peak:.0f} MB " + ("PASS" if r["peak_rss_mb"] < peak else "FAIL")
+        m = r["metrics"]
+        conns = m.get("connections_per_peer_max", "-")
+        p99 = m.get("dissemination_p99_s")
         print(
-            f"{r['case']:<12} {r['peers']:>5} {r['sim_seconds']:>8.0f} {r['wall_seconds']:>7.1f} "
+            f"{r['case']:<20} {r['peers']:>5} {r['sim_seconds']:>8.0f} {r['wall_seconds']:>7.1f} "
             f"{r['sim_per_wall']:>9.1f} {r['mb_per_peer']:>8.2f} {r['peak_rss_mb']:>8.0f} "
-            f"{r['cost_vs_cores']:>8.1f} {r['yardsticks']:>7.1f} {verdict:>14}"
+            f"{r['cost_vs_cores']:>8.1f} {r['yardsticks']:>7.1f} {conns:>6} "
+            f"{'-' if p99 is None else f'{p99:.3f}':>6} {verdict:>14}"
         )
     print(
         "x cores: wall time of the real peers on the memory network under trio, over the wall "
         "time of the same number of pure membership cores on CoreNet for the same simulated time; "
-        "x yard: wall time in yardsticks"
+        "x yard: wall time in yardsticks; conns: the most connections a peer had open "
+        "(-unbounded: the same case with every connection kept, as before the connection manager)"
     )
+    by_name = {r["case"]: r for r in rows}
+    for r in rows:
+        old = by_name.get(r["case"] + "-unbounded")
+        if old is not None:
+            print(
+                f"{r['case']}: x{old['wall_seconds'] / r['wall_seconds']:.2f} faster, "
+                f"x{old['peak_rss_mb'] / r['peak_rss_mb']:.2f} less peak memory, "
+                f"MB/peer {r['mb_per_peer']:.2f} vs {old['mb_per_peer']:.2f} with no bound"
+            )
     for r in rows:
         if r["case"] == "day":
             energy(r["metrics"], full=r["sim_seconds"] >= 86400)

@@ -305,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.run(args)
+        if argv is None and getattr(args, "exit_at_once", False):
+            # the process ends here: a command that built a large heap (a simulated swarm of a
+            # thousand peers: a minute to free) leaves without freeing it, its output flushed
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         return code
     except (SwarmError, BaseExceptionGroup) as exc:
         error = swarm_error_in(exc)

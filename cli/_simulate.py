@@ -65,7 +65,7 @@ def add_simulate_commands(sub: Any) -> None:
         "--out", type=Path, metavar="DIR", help="also write result.json and PNG plots here"
     )
     add_json(p)
-    p.set_defaults(run=_cmd_simulate)
+    p.set_defaults(run=_cmd_simulate, exit_at_once=True)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

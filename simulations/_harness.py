@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from homeswarm.swarm import Service
-from homeswarm.transports import Link
+from homeswarm.transports import ConnectionLimits, Link
 
 from ._invariants import Invariants
 from ._models import Models
@@ -81,6 +81,7 @@ class Run:
         self.rng = random.Random(f"{scenario}/{seed}")
         self.world: World | None = None
         self.invariants: Invariants | None = None
+        self.limits: ConnectionLimits | None = None  # each peer's connection manager's
 
     def execute(self, body: Callable[[Run], Awaitable[None]]) -> Result:
         deterministic_trio(self.seed)
@@ -151,6 +152,7 @@ class Run:
             start_hour=start_hour,
             services=services,
             hash_payloads=hash_payloads,
+            limits=self.limits,
         )
         self.world = world
         self.invariants = Invariants(world)

@@ -34,7 +34,7 @@ import trio
 import trio.testing
 
 from homeswarm.swarm import Change
-from homeswarm.transports import InvalidArgument
+from homeswarm.transports import ConnectionLimits, InvalidArgument
 
 from ._faults import play, random_schedule
 from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
@@ -56,8 +56,11 @@ def simulate(
     loss: float = 0.0,
     models: Path | None = None,
     progress: Progress | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> Result:
-    """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message."""
+    """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message.
+    ``limits``: each peer's connection manager's (default: the transports'; the benchmark
+    compares ``UNLIMITED``, every connection kept as before there was a manager)."""
     if scenario not in SCENARIOS:
         raise InvalidArgument(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
     entry = SCENARIOS[scenario]
@@ -76,6 +79,7 @@ def simulate(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InvalidArgument(f"--seed must be a whole number >= 0, got {seed}")
     run = Run(scenario, n, seed, h * 3600.0, loss, models, progress)
+    run.limits = limits
     return run.execute(entry.body)
 
 
@@ -91,6 +95,7 @@ async def _gossip(sim: Run) -> None:
         await trio.sleep(2.0)
         bytes_before, t_before = sum(world.bytes_sent.values()), trio.current_time()
         missed = 0
+        most = 0  # the most connections a peer had open at the end of an event
         for _ in range(events):
             origin = sim.rng.choice(world.devices)
             assert origin.peer is not None
@@ -107,6 +112,7 @@ async def _gossip(sim: Run) -> None:
                 with trio.move_on_after(60.0):
                     await done.wait()
             world.observers.remove(seen)
+            most = max([most, *world.connections()])
             latencies.extend(knows.values())
             missed += len(world.devices) - 1 - len(knows)
             await trio.sleep(5.0)
@@ -120,6 +126,7 @@ async def _gossip(sim: Run) -> None:
                 "dissemination_max_s": rounded(max(latencies) if latencies else None),
                 "bytes_per_peer_per_s": rounded(sent / len(world.devices) / spent, 1),
                 "missed": missed,  # peers that had not heard an event after 60 s
+                "connections_per_peer_max": most,
             }
         )
         sim.series["dissemination"] = sorted(latencies)

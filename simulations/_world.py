@@ -46,7 +46,7 @@ from homeswarm.swarm import (
     settings_from_mapping,
     swarm_id_of,
 )
-from homeswarm.transports import InvalidArgument, Link, MemoryNetwork
+from homeswarm.transports import ConnectionLimits, InvalidArgument, Link, MemoryNetwork
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
 
@@ -245,6 +245,7 @@ class World:
         membership: str = "auto",
         services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if not specs:
             raise InvalidArgument("a world needs at least one device")
@@ -257,6 +258,8 @@ class World:
         # ends (age encryption draws its own randomness, so ciphertexts, and even their lengths,
         # differ from run to run)
         self.hash_payloads = hash_payloads
+        self.limits = limits  # each peer's connection manager's (None: the transports' default)
+        self._addr_lists: dict[str, tuple[int, list[str]]] = {}  # device -> (moves, addresses)
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -405,7 +408,7 @@ class World:
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
         addr = _addr(device)
-        known = {d.id: [_addr(d)] for d in self.devices if d is not device}
+        known = {d.id: self._addrs(d) for d in self.devices if d is not device}
         if device.remembered is not None:
             known, device.remembered = device.remembered, None
         peer = Peer(
@@ -425,7 +428,7 @@ class World:
                 metered=lambda: device.model is not None and device.model.link.radio_w > 0,
             ),
         )
-        transport = self.net.transport(device.id, address=addr)
+        transport = self.net.transport(device.id, address=addr, limits=self.limits)
         device.peer, device.up, device.leaving = peer, True, False
         device.lives += 1
         with trio.CancelScope() as scope:
@@ -599,6 +602,23 @@ class World:
 
     def running(self) -> list[SimDevice]:
         return [d for d in self.devices if d.up]
+
+    def _addrs(self, device: SimDevice) -> list[str]:
+        """``device``'s addresses as a peer starts knowing them: one list, shared by every peer
+        (which never changes it in place), not one per pair of peers."""
+        moves, addrs = self._addr_lists.get(device.id, (-1, []))
+        if moves != device.moves:
+            addrs = [_addr(device)]
+            self._addr_lists[device.id] = (device.moves, addrs)
+        return addrs
+
+    def connections(self) -> list[int]:
+        """How many connections each running peer has open."""
+        return [
+            len(d.peer.transport.connections())
+            for d in self.devices
+            if d.up and d.peer is not None and d.peer.transport is not None
+        ]
 
     def reachable(self, a: SimDevice, b: SimDevice) -> bool:
         return a.up and b.up and not self.net.blocked(a.id, b.id)

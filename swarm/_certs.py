@@ -834,7 +834,10 @@ class Roster:
             raise InvalidArgument("roster: the root public key is 32 raw bytes")
         self.swarm = swarm
         self.root_public = root_public
-        self._chains: dict[str, set[Chain]] = {}  # leaf device -> every verified chain
+        # leaf device -> every verified chain; a set is never changed in place (a new one
+        # replaces it), so copies share them: a simulated swarm's thousand rosters of a thousand
+        # devices each held a million sets
+        self._chains: dict[str, set[Chain]] = {}
         # revoked device -> signer -> its revocation (the least, if it signed several)
         self._revocations: dict[str, dict[str, Revocation]] = {}
         self._standing = resolve({}, {})  # derived from the two above
@@ -844,7 +847,7 @@ class Roster:
         """A roster with the same content that changes on its own (nothing is verified again: the
         copies share the cache of certificates whose signatures checked out)."""
         new = Roster(self.swarm, self.root_public)
-        new._chains = {device: set(chains) for device, chains in self._chains.items()}
+        new._chains = dict(self._chains)
         new._revocations = {device: dict(by) for device, by in self._revocations.items()}
         new._standing = self._standing
         new._verified = self._verified
@@ -1034,7 +1037,7 @@ class Roster:
         if chain in self._chains.get(chain[0].device, ()):
             return False
         _check_signatures(chain, self.root_public, self._verified)
-        self._chains.setdefault(chain[0].device, set()).add(chain)
+        self._chains[chain[0].device] = {*self._chains.get(chain[0].device, ()), chain}
         return True
 
     def _put_revocation(self, rev: Revocation) -> bool:

@@ -8,6 +8,7 @@ raises ``ProtocolViolation`` in the handler, which closes that connection; the p
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,26 +32,27 @@ log = logging.getLogger("swarm.driver")
 AddressBook = Callable[[str], Sequence[str]]
 
 
+@functools.lru_cache(maxsize=4096)  # names come from peers: bounded
+def _public_key(node: str) -> Ed25519PublicKey | None:
+    """The key inside a peer id: one cache for the process (a key object is ~370 bytes; a
+    simulated swarm of a thousand peers, each with a cache of its own, held a million)."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_key_from_peer_id(node))
+    except (ValueError, TypeError):
+        return None
+
+
 class Ed25519Crypto:
     """Signs with this device's key; verifies with the key inside the signer's peer id."""
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
-        self._public: dict[str, Ed25519PublicKey | None] = {}
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
 
     def verify(self, node: str, data: bytes, signature: bytes) -> bool:
-        if node not in self._public:
-            if len(self._public) >= 4096:  # names come from peers: keep the cache bounded
-                self._public.clear()
-            try:
-                raw = public_key_from_peer_id(node)
-                self._public[node] = Ed25519PublicKey.from_public_bytes(raw)
-            except (ValueError, TypeError):
-                self._public[node] = None
-        public = self._public[node]
+        public = _public_key(node)
         if public is None:
             return False
         try:

@@ -165,9 +165,11 @@ class Peer:
         self.driver.poke()
 
     def _learn_addrs(self, peer: str, addrs: Sequence[str]) -> None:
-        """The addresses we last saw or heard ``peer`` at go first (newest first, 8 kept)."""
-        known = self.addresses.setdefault(peer, [])
-        known[:] = list(dict.fromkeys([*addrs, *known]))[:8]
+        """The addresses we last saw or heard ``peer`` at go first (newest first, 8 kept). A new
+        list each time: the lists given in ``known_addrs`` may be shared (the simulator gives
+        every peer the same one for each device)."""
+        known = self.addresses.get(peer, ())
+        self.addresses[peer] = list(dict.fromkeys([*addrs, *known]))[:8]
 
     def addrs_of(self, node: str) -> list[str]:
         """Where to dial ``node``, newest first: where we last saw it or heard of it (a device

@@ -22,23 +22,28 @@ from homeswarm.errors import (
 )
 from homeswarm.ids import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
 
+from ._alarm import Alarm
 from ._base import Admission, Transport, TransportStatistics
 from ._connection import Connection, ConnectionStatistics, Handler
 from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
-from ._memory import Alarm, Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
+from ._manager import UNLIMITED, ConnectionLimits, Idle, Reaping, reap
+from ._memory import Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "UNLIMITED",
     "Admission",
     "AdmissionRefused",
     "Alarm",
     "Connection",
     "ConnectionClosed",
+    "ConnectionLimits",
     "ConnectionStatistics",
     "Envelope",
     "FrameDecoder",
     "FrameTooLarge",
     "Handler",
+    "Idle",
     "InvalidArgument",
     "InvalidConfig",
     "Kind",
@@ -50,6 +55,7 @@ __all__ = [
     "NetworkStatistics",
     "PeerUnreachable",
     "ProtocolViolation",
+    "Reaping",
     "RemoteError",
     "RemoteHandlerError",
     "RequestTimeout",
@@ -61,5 +67,6 @@ __all__ = [
     "is_peer_id",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
+    "reap",
     "swarm_error_in",
 ]

@@ -4,6 +4,12 @@ A transport gives authenticated byte streams; this base class turns each into a 
 (framing, request/response, limits) so every implementation behaves the same above the stream.
 Implementations provide ``_open_stream`` (dial) and call ``_serve_inbound`` for accepted streams.
 
+Connections are pooled and closed when idle: the connection manager's policy (``_manager``) runs
+in the transport's own task, closing the least recently used idle connections while more than
+``limits.high`` are open and any left idle for ``limits.idle_timeout``; whoever needs a peer again
+dials it again. So a peer that talks to every member of a large swarm in turn holds a bounded
+number of connections, not one per member.
+
 Use it as an async context manager::
 
     async with transport:
@@ -27,8 +33,10 @@ import trio
 from homeswarm.errors import AdmissionRefused, LocalError, PeerUnreachable
 from homeswarm.ids import short
 
+from ._alarm import Alarm
 from ._connection import MAX_REQUESTS, Connection, Handler, HandlerNow, no_handler
 from ._frames import DEFAULT_MAX_FRAME
+from ._manager import ConnectionLimits, Idle, reap
 
 log = logging.getLogger("transports")
 
@@ -43,6 +51,7 @@ class TransportStatistics:
     outbound: int
     refused: int
     violations: int
+    reaped: int  # connections the manager closed for being idle
 
 
 class Transport(abc.ABC):
@@ -55,8 +64,10 @@ class Transport(abc.ABC):
         max_frame: int = DEFAULT_MAX_FRAME,
         request_timeout: float = 10.0,
         dial_timeout: float = 10.0,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self.limits = limits or ConnectionLimits()
         self.max_frame = max_frame
         self.request_timeout = request_timeout
         self.dial_timeout = dial_timeout
@@ -67,8 +78,11 @@ class Transport(abc.ABC):
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
         # used, the same one in every run (a seeded simulation stays deterministic)
         self._by_peer: dict[str, dict[Connection, None]] = {}
+        self._open = 0  # connections registered in _by_peer
         self._refused = 0
         self._violations = 0
+        self._reaped = 0
+        self._reaper: Alarm | None = None  # the manager's wait for its next look
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -119,7 +133,12 @@ class Transport(abc.ABC):
         live = self.connections()
         outbound = sum(c.outbound for c in live)
         return TransportStatistics(
-            len(live), len(live) - outbound, outbound, self._refused, self._violations
+            len(live),
+            len(live) - outbound,
+            outbound,
+            self._refused,
+            self._violations,
+            self._reaped,
         )
 
     async def dial(
@@ -175,15 +194,48 @@ class Transport(abc.ABC):
 
     async def _run(self, conn: Connection) -> None:
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None
+        self._open += 1
+        reaper = self._reaper
+        if reaper is not None:  # the manager looks now if over the mark, else by its timeout
+            if self._open > self.limits.high:
+                reaper.cancel()
+            elif conn.active_at + self.limits.idle_timeout < reaper.deadline:
+                reaper.deadline = conn.active_at + self.limits.idle_timeout
         try:
             await conn.run()
         finally:
+            self._open -= 1
             mine = self._by_peer.get(conn.peer_id, {})
             mine.pop(conn, None)
             if not mine:
                 self._by_peer.pop(conn.peer_id, None)
             if (conn.close_reason or "").startswith("protocol violation"):
                 self._violations += 1
+
+    async def _manage(self) -> None:
+        """The connection manager: close what its policy says, wait until its next look (or until
+        a new connection takes the count over the high mark)."""
+        while True:
+            self._reaper = Alarm(self._reap())
+            try:
+                await self._reaper.wait()
+            finally:
+                self._reaper = None
+
+    def _reap(self) -> float:
+        """Close what the policy says now; when to look again. (Its own frame, so that the
+        views of closed connections are not held while the manager waits.)"""
+        views = [
+            Idle(c, c.active_at, c.in_use)
+            for pool in self._by_peer.values()
+            for c in pool
+            if not c.closed
+        ]
+        decision = reap(views, trio.current_time(), self.limits)
+        for conn in decision.close:
+            self._reaped += 1
+            conn.close_soon()
+        return decision.next_at
 
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -198,6 +250,7 @@ class Transport(abc.ABC):
         try:
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             await self._start(self._nursery)
+            self._nursery.start_soon(self._manage)
         except BaseException:
             self._nursery = None
             await stack.aclose()

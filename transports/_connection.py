@@ -12,13 +12,20 @@ Rules:
   so a peer cannot pile up tasks on this one. One-way messages are handled one at a time, in
   the order they arrived, by a single worker (so order holds and the reader never blocks on a
   slow handler beyond a bounded queue, which is the back-pressure).
-- When the connection ends, every request still waiting fails at once with ``ConnectionClosed``.
+- When the connection ends, every request still waiting fails at once with ``ConnectionClosed``,
+  and requests being served are cancelled; one-way messages that arrived before the end are still
+  handled, in order (a peer's last gossip or its leave is not lost because it closed at once
+  after), unless the end was a protocol violation.
+- ``active_at`` is the time of the last frame sent or received and ``in_use`` says whether closing
+  now would lose anything (a request waiting or served, a one-way message queued, a write under
+  way): what a connection manager needs to close idle connections safely.
 
-Two shortcuts, each taken only when it changes nothing but the number of trips through trio's
-scheduler (a simulation of a thousand peers delivers millions of frames): a one-way message that
-a ``HandlerNow`` can take without waiting is handled in the reader rather than handed to the
-worker, and ``send_nowait`` writes a one-way message at once to a stream that never blocks (the
-memory network's: a ``send_all_nowait`` method) when no other write is under way.
+Three shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
+a thousand peers delivers millions of frames and opens and closes connections all the time): a
+one-way message that a ``HandlerNow`` can take without waiting is handled in the reader rather
+than handed to the worker; ``send_nowait`` writes a one-way message at once to a stream that never
+blocks (the memory network's: a ``send_all_nowait`` method) when no other write is under way; and
+a stream whose close never blocks (``close_nowait``) is closed without a shielded timeout.
 """
 
 from __future__ import annotations
@@ -116,15 +123,20 @@ class Connection:
         self._handler = handler
         self._handler_now = handler_now
         self._send_now: Callable[[bytes], None] | None = getattr(stream, "send_all_nowait", None)
+        self._close_now: Callable[[], None] | None = getattr(stream, "close_nowait", None)
         self._decoder = FrameDecoder(max_frame)
         self._pending: dict[int, _Pending] = {}
         self._next_id = 1
         self._send_lock = trio.Lock()
         self._closed = trio.Event()
-        self._scope: trio.CancelScope | None = None
-        self._oneway_send, self._oneway_recv = trio.open_memory_channel[Any](ONEWAY_QUEUE)
+        self._scope: trio.CancelScope | None = None  # the reader's: cancelled when it ends
+        # the one-way worker and its queue, made when a message first has to wait (most never
+        # do: a HandlerNow takes them), so an idle connection holds no task and no channel
+        self._oneway_send: trio.MemorySendChannel[Any] | None = None
         self._oneway_queued = 0  # one-way messages given to the worker and not yet handled
-        self._serving = 0
+        self._serving: dict[trio.CancelScope, None] = {}  # the requests being served
+        self.active_at = trio.current_time()
+        self._violated = False
         self.busy = 0  # requests refused for being over max_requests
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
@@ -179,6 +191,7 @@ class Connection:
             self._lost()
         self._frames_sent += 1
         self._bytes_sent += len(frame)
+        self.active_at = trio.current_time()
         return True
 
     async def aclose(self) -> None:
@@ -196,7 +209,15 @@ class Connection:
             self._bytes_sent,
             self._bytes_received,
             len(self._pending),
-            self._serving,
+            len(self._serving),
+        )
+
+    @property
+    def in_use(self) -> bool:
+        """Whether closing now would lose something: a request waiting for its reply or being
+        served, a one-way message not yet handled, a write under way."""
+        return bool(
+            self._pending or self._serving or self._oneway_queued or self._send_lock.locked()
         )
 
     # ---- the driver --------------------------------------------------------------------------
@@ -204,22 +225,27 @@ class Connection:
     async def run(self) -> None:
         """Read and dispatch until the connection ends. Never raises for anything the peer does."""
         try:
-            with trio.CancelScope() as self._scope:
-                if self.closed:
-                    return
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._oneway_worker)
-                    try:
-                        await self._read_loop(nursery)
-                    except ProtocolViolation as exc:
-                        log.warning(
-                            "%s: closing connection with %s: %s",
-                            short(self.local_id),
-                            short(self.peer_id),
-                            exc,
-                        )
-                        self._finish(f"protocol violation: {exc}")
-                    nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as self._scope:
+                    if not self.closed:
+                        try:
+                            await self._read_loop(nursery)
+                        except ProtocolViolation as exc:
+                            log.warning(
+                                "%s: closing connection with %s: %s",
+                                short(self.local_id),
+                                short(self.peer_id),
+                                exc,
+                            )
+                            self._violated = True
+                            self._finish(f"protocol violation: {exc}")
+                self._finish("connection ended")
+                # the requests being served are cut off (their replies could not go); the
+                # one-way messages already here are handled, then the worker stops
+                for scope in list(self._serving):
+                    scope.cancel()
+                if self._oneway_send is not None:
+                    self._oneway_send.close()
         finally:
             self._finish("connection ended")
             await self._close_stream()
@@ -243,6 +269,7 @@ class Connection:
             self._finish("closed by peer")
             return False
         self._bytes_received += len(data)
+        self.active_at = trio.current_time()
         for payload in self._decoder.feed(data):
             self._frames_received += 1
             await self._dispatch(Envelope.unpack(payload), nursery)
@@ -252,7 +279,7 @@ class Connection:
 
     async def _dispatch(self, env: Envelope, nursery: trio.Nursery) -> None:
         if env.kind is Kind.REQUEST:
-            if self._serving >= self.max_requests:
+            if len(self._serving) >= self.max_requests:
                 self.busy += 1
                 if self.busy == 1 or self.busy % 1000 == 0:
                     log.warning(
@@ -265,11 +292,15 @@ class Connection:
                 text = f"{BUSY}: {self.max_requests} requests already being served"
                 await self._write_quietly(Envelope(Kind.ERROR, env.id, text))
                 return
-            self._serving += 1
-            nursery.start_soon(self._serve, env)
+            scope = trio.CancelScope()
+            self._serving[scope] = None
+            nursery.start_soon(self._serve, env, scope)
         elif env.kind is Kind.ONEWAY:
             if not self._oneway_queued and self._call_now(env.body):
                 return
+            if self._oneway_send is None:
+                self._oneway_send, receive = trio.open_memory_channel[Any](ONEWAY_QUEUE)
+                nursery.start_soon(self._oneway_worker, receive)
             self._oneway_queued += 1
             try:
                 self._oneway_send.send_nowait(env.body)  # (no extra trip through the scheduler)
@@ -286,29 +317,34 @@ class Connection:
             else:
                 slot.resolve(error=RemoteHandlerError(f"{short(self.peer_id)}: {env.body}"))
 
-    async def _serve(self, env: Envelope) -> None:
+    async def _serve(self, env: Envelope, scope: trio.CancelScope) -> None:
         try:
-            reply = await self._call(env.body)
-            if reply is _CLOSE:
-                return
-            if isinstance(reply, _Failure):
-                out = Envelope(Kind.ERROR, env.id, reply.text)
-            else:
-                out = Envelope(Kind.RESPONSE, env.id, reply)
-            try:
-                await self._write(out)
-            except InvalidArgument as exc:  # not msgpack-able, or over the frame limit
-                log.error("%s: cannot send a reply: %s", short(self.local_id), exc)
-                await self._write_quietly(Envelope(Kind.ERROR, env.id, "reply could not be sent"))
-            except ConnectionClosed:
-                pass
+            with scope:
+                await self._reply(env)
         finally:
-            self._serving -= 1
+            del self._serving[scope]
 
-    async def _oneway_worker(self) -> None:
-        async for body in self._oneway_recv:
+    async def _reply(self, env: Envelope) -> None:
+        reply = await self._call(env.body)
+        if reply is _CLOSE:
+            return
+        if isinstance(reply, _Failure):
+            out = Envelope(Kind.ERROR, env.id, reply.text)
+        else:
+            out = Envelope(Kind.RESPONSE, env.id, reply)
+        try:
+            await self._write(out)
+        except InvalidArgument as exc:  # not msgpack-able, or over the frame limit
+            log.error("%s: cannot send a reply: %s", short(self.local_id), exc)
+            await self._write_quietly(Envelope(Kind.ERROR, env.id, "reply could not be sent"))
+        except ConnectionClosed:
+            pass
+
+    async def _oneway_worker(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
+        async for body in receive:
             try:
-                await self._call(body)
+                if not self._violated:  # after a violation, the rest is not handled
+                    await self._call(body)
             finally:
                 self._oneway_queued -= 1
 
@@ -336,6 +372,7 @@ class Connection:
             log.warning(
                 "%s: closing connection with %s: %s", short(self.local_id), short(self.peer_id), exc
             )
+            self._violated = True
             self._finish(f"protocol violation: {exc}")
             return _CLOSE
         if isinstance(exc, SwarmError):
@@ -367,6 +404,7 @@ class Connection:
             self._send_lock.release()
         self._frames_sent += 1
         self._bytes_sent += len(frame)
+        self.active_at = trio.current_time()
 
     def _check_open(self) -> None:
         if self.closed:
@@ -390,6 +428,9 @@ class Connection:
             self._scope.cancel()
 
     async def _close_stream(self) -> None:
+        if self._close_now is not None:  # (a stream whose close never waits: no timeout)
+            self._close_now()
+            return
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._stream.aclose()

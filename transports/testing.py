@@ -20,6 +20,7 @@ from homeswarm.ids import peer_id_from_public_key
 from ._base import Transport
 from ._connection import Connection
 from ._frames import HEADER, Envelope, Kind, encode_frame
+from ._manager import ConnectionLimits
 from ._memory import Link, MemoryNetwork, MemoryTransport
 
 DEADLINE = 10.0
@@ -264,6 +265,81 @@ async def check_garbage(fx: TransportFixture, data: bytes) -> None:
         assert await fresh.request("again") == {"echo": "again", "peer": client.peer_id}
 
 
+async def check_oneway_handled_after_close(fx: TransportFixture) -> None:
+    """One-way messages that arrived before their connection closed are all handled, in order,
+    even when the handler is still busy with the first when the close comes (a peer's last
+    gossip, or its leave, sent just before it stops)."""
+    seen: list[int] = []
+    release = trio.Event()
+
+    async def slow(conn: Connection, body: Any) -> Any:
+        if not seen:
+            await release.wait()
+        seen.append(body)
+
+    async with fx.new() as server, fx.new() as client:
+        server.set_handler(slow)
+        conn = await client.dial(server.peer_id, server.addrs)
+        for i in range(20):
+            await conn.send(i)
+        await conn.aclose()
+        await wait_for(lambda: not server.connections(client.peer_id), "the close reached it")
+        release.set()
+        await wait_for(lambda: len(seen) == 20, "every message handled")
+        assert seen == list(range(20))
+
+
+async def check_idle_connections_close(fx: TransportFixture) -> None:
+    """An idle connection is closed after the idle timeout, on both ends; the peers dial again."""
+    async with fx.new() as server, fx.new() as client:
+        server.limits = ConnectionLimits(idle_timeout=0.5)
+        server.set_handler(echo)
+        conn = await client.dial(server.peer_id, server.addrs)
+        assert await conn.request(1)
+        with trio.fail_after(DEADLINE):
+            await conn.wait_closed()
+        assert server.statistics().reaped == 1
+        assert client.statistics().reaped == 0  # (the client's timeout is the default's)
+        again = await client.dial(server.peer_id, server.addrs)
+        assert await again.request(2) == {"echo": 2, "peer": client.peer_id}
+
+
+async def check_connections_trimmed_to_the_mark(fx: TransportFixture) -> None:
+    """Past ``limits.high`` open connections, the least recently used idle ones close until
+    ``limits.low`` are left; one serving a request is kept, however old. (With no grace, as
+    here, a connection may be trimmed before its first message arrives: the default's grace
+    spares it.)"""
+    started, release = trio.Event(), trio.Event()
+
+    async def handler(conn: Connection, body: Any) -> Any:
+        if body == "hold":
+            started.set()
+            await release.wait()
+        return body
+
+    async with fx.new() as server, fx.new() as a, fx.new() as b, fx.new() as c, fx.new() as d:
+        server.limits = ConnectionLimits(high=2, low=2, grace=0.0)
+        server.set_handler(handler)
+        holding = await a.dial(server.peer_id, server.addrs)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holding.request, "hold")
+            with trio.fail_after(DEADLINE):
+                await started.wait()
+            conns = []
+            for client in (b, c, d):
+                conns.append(await client.dial(server.peer_id, server.addrs))
+                assert await conns[-1].request("hi") == "hi"
+            # each opening past two closed the least recently used idle one: the server keeps
+            # the busy one and the last one used
+            await wait_for(lambda: len(server.connections()) <= 2, "trimmed to the mark")
+            await wait_for(lambda: conns[0].closed and conns[1].closed, "the older ones closed")
+            assert not holding.closed
+            assert [x.peer_id for x in server.connections()] == [a.peer_id, d.peer_id]
+            release.set()
+        again = await b.dial(server.peer_id, server.addrs)
+        assert await again.request("back") == "back"
+
+
 def malformed_frames() -> list[bytes]:
     """Hand-picked bad inputs, each one of a kind: the hypothesis tests add random ones."""
     wrong_shape = [
@@ -294,6 +370,9 @@ CHECKS: list[Callable[[TransportFixture], Awaitable[None]]] = [
     check_concurrent,
     check_admission,
     check_handler_error,
+    check_oneway_handled_after_close,
+    check_idle_connections_close,
+    check_connections_trimmed_to_the_mark,
 ]
 
 
