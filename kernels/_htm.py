@@ -40,10 +40,15 @@ made once per (seed, shape) and shared, read-only, by every model and save of th
   reused, so an instance's memory has a ceiling.
 - **Anomaly score**: the fraction of active columns that were not predicted.
 - **Likelihood**: the anomaly score's short moving average (``average_window``) against a normal
-  distribution of its recent history (re-estimated every ``reestimate_every`` rows over at most
-  ``history`` rows, after a ``learning_rows`` warm-up): ``1 - tail``, where tail is the
-  two-sided Gaussian tail. A second consecutive very unlikely row (tail <= 1e-5) is damped to tail
-  1e-3 so a single event raises one alarm. ``log_likelihood`` maps it to [0, 1] (1: tail 1e-10).
+  distribution of the moving averages before it (re-estimated every ``reestimate_every`` rows over
+  at most ``history`` rows, the first ``learning_rows`` left out; 0.5 for the first
+  ``learning_rows + estimation_rows``): ``1 - tail``, where tail is the Gaussian's upper tail, so
+  only scores above the usual are unlikely. A second consecutive very unlikely row (tail <= 1e-5)
+  is damped to tail 1e-3 so a single event raises one alarm. ``log_likelihood`` maps it to [0, 1]
+  (1: tail 1e-10). This is Numenta's published method to the detail: fed Numenta's own raw NAB
+  scores (``results/numenta/``) with its warm-up (half NAB's probationary period learning, half
+  estimating), it gives their final scores to 1e-4 on every file but the flat line (where
+  Numenta's detector, seeing a constant value, gives up and scores 0.5).
 - **Spatial anomaly**: a value beyond the range seen so far by more than ``spatial_tolerance`` of
   that range scores 1.0 in ``detection`` (as Numenta's NAB detector does).
 """
@@ -171,9 +176,7 @@ def _floats(values: Any) -> list[float]:
 
 
 def _tail(x: float, mean: float, std: float) -> float:
-    """The Gaussian tail beyond ``x``, mirrored below the mean."""
-    if x < mean:
-        x = 2 * mean - x
+    """The Gaussian's upper tail beyond ``x``: near 1 for a score far below the mean."""
     return 0.5 * math.erfc((x - mean) / std / math.sqrt(2))
 
 
@@ -307,7 +310,10 @@ class HTM:
             self.resolution = max((high - low + 2 * pad) / p.value_buckets, 1e-9, abs(high) * 1e-9)
             self.calibration = []
         columns = self._pool(self.encode(value, when), learn)
-        raw = self._remember(columns, learn)
+        return self._score(self._remember(columns, learn), spatial)
+
+    def _score(self, raw: float, spatial: bool) -> Scores:
+        """A row's scores from its raw anomaly score and the spatial check."""
         likelihood = self._likelihood(raw)
         log_l = min(1.0, math.log(1.0000000001 - likelihood) / math.log(1.0 - 0.9999999999))
         self.rows += 1
@@ -475,35 +481,31 @@ class HTM:
         self.syn_perm[segs] = perm
 
     def _likelihood(self, raw: float) -> float:
+        """How unlikely the recent raw scores are, judged by the history before this row."""
         p = self.params
-        self.raw_history.append(raw)
         self.recent.append(raw)
-        average = sum(self.recent) / len(self.recent)
-        n = len(self.raw_history)
-        if n <= p.learning_rows + p.estimation_rows:
-            return 0.5
-        if self.std == 0.0 or self.rows % p.reestimate_every == 0:
+        warm = len(self.raw_history) >= max(1, p.learning_rows + p.estimation_rows)
+        if warm and (self.std == 0.0 or self.rows % p.reestimate_every == 0):
             self._estimate()
-        tail = _tail(average, self.mean, self.std)
+        self.raw_history.append(raw)
+        if not warm:
+            return 0.5
+        tail = _tail(sum(self.recent) / len(self.recent), self.mean, self.std)
         previous, self.previous_tail = self.previous_tail, tail
         if tail <= 1e-5 and previous <= 1e-5:
             tail = 1e-3  # a second very unlikely row in a row raises no second alarm
         return 1.0 - tail
 
     def _estimate(self) -> None:
-        """The normal distribution of the moving average of the raw scores seen after warm-up."""
+        """The normal distribution of the raw scores' moving average over the history, leaving
+        out the first ``learning_rows`` while they are in it (the model was still learning)."""
         p = self.params
         raw = np.fromiter(self.raw_history, dtype=np.float64)
-        skip = (
-            max(0, min(p.learning_rows, len(raw) - p.estimation_rows))
-            if self.rows < p.history
-            else 0
-        )
-        raw = raw[skip:]
         window = p.average_window
         sums = np.convolve(raw, np.ones(window), mode="full")[: len(raw)]
-        counts = np.minimum(np.arange(1, len(raw) + 1), window)
-        averages = sums / counts
+        averages = sums / np.minimum(np.arange(1, len(raw) + 1), window)
+        gone = max(0, self.rows - p.history)  # (about) the rows the history has forgotten
+        averages = averages[min(len(raw) - 1, max(0, p.learning_rows - gone)) :]
         self.mean = max(float(averages.mean()), 0.03)
         self.std = math.sqrt(max(float(averages.var()), 0.0003))
 

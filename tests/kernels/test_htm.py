@@ -78,6 +78,28 @@ def test_likelihood_rises_on_a_run_of_anomalies(learned):
     assert all(0.0 <= s.log_likelihood <= 1.0 for s in out)
 
 
+def test_only_scores_above_the_usual_are_unlikely():
+    """The likelihood is the upper tail: raw scores far below the usual (a model predicting
+    better than ever) are not an anomaly; far above, they are."""
+    rng = np.random.default_rng(5)
+    usual = (0.4 + 0.1 * rng.random(700)).tolist()
+    runs = {}
+    for run in (0.0, 1.0):
+        model = HTM(Params(value_min=0, value_max=1, **SMALL))
+        for r in usual:
+            model._score(r, False)
+        runs[run] = [model._score(run, False).likelihood for _ in range(10)]
+    assert max(runs[0.0]) < 0.5
+    assert max(runs[1.0]) > 0.9999
+
+
+def test_no_warm_up_still_scores_finite_likelihoods():
+    model = HTM(Params(value_min=0, value_max=1, learning_rows=0, estimation_rows=0, **SMALL))
+    scores = [model.step(wave(i), START + timedelta(hours=i)) for i in range(30)]
+    assert all(math.isfinite(s.likelihood) and 0 <= s.likelihood <= 1 for s in scores)
+    assert HTM.from_bytes(model.to_bytes()).digest() == model.digest()
+
+
 def test_save_and_restore_gives_identical_scores():
     params = Params(
         value_min=-1, value_max=1, learning_rows=50, estimation_rows=50, seed=7, **SMALL
