@@ -87,7 +87,7 @@ import numpy as np
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels._htm import HTM, Params
 from homeswarm.kernels._nab import PROFILES, Series, probation_rows, score_corpus
-from homeswarm.kernels._nab_data import corpus_dir, data_files, load_data
+from homeswarm.kernels._nab_data import corpus_dir, data_files, load_data, load_windows
 
 PUBLISHED = ("numenta", "htmjava", "numentaTM", "randomCutForest")
 
@@ -253,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.files:
         step = max(1, len(names) // args.files)
         names = names[::step][: args.files]
+        windows = load_windows(nab)
+        if not args.checkpoints and not any(windows[n] for n in names):
+            print(
+                f"bench_nab: the {len(names)} file(s) chosen hold no anomaly window, so NAB's "
+                "normalized score is undefined: ask for more (--files 4 or more)",
+                file=sys.stderr,
+            )
+            return 2
     if args.checkpoints:
         names = names if args.files else names[:: max(1, len(names) // 4)][:4]
         figures = checkpoints(nab, names)
