@@ -141,6 +141,7 @@ class Run:
         start_hour: float = 0.0,
         services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
+        homes: Path | None = None,
     ) -> World:
         link = Link(LAN.latency, LAN.jitter, self.loss)
         world = World(
@@ -151,6 +152,7 @@ class Run:
             start_hour=start_hour,
             services=services,
             hash_payloads=hash_payloads,
+            homes=homes,
         )
         self.world = world
         self.invariants = Invariants(world)

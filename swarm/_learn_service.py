@@ -27,7 +27,9 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   power"; a member not alive (away, suspect, dead) is left out of the round and shows as "away";
 - **take-over**: META names the coordinator and its ``term``. When the membership holds the
   coordinator dead, left or away, the next live job device after it in id order (``successor``)
-  coordinates from then on, under ``term + 1``: it first asks the others which round's result
+  coordinates from then on, under ``term + 1``, provided it sees at least half the job's devices
+  alive (itself included: a device cut off from the rest, a laptop asleep, does not take
+  over): it first asks the others which round's result
   they hold (``sync``), and either goes on after the newest result any of them has, or runs the
   round in progress again as ``Participant.take_over`` does (same model, same participants, so
   each device resends the update it kept: no step spent twice, and no round's result released
@@ -44,8 +46,11 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
      "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
 
 Loading a task and training run in a worker thread, one answer at a time, so the peer keeps
-answering its members meanwhile; placing the local step as a kernel (Ray on laptop and server)
-is not built.
+answering its members meanwhile (``compute`` replaces that: the simulator runs the work inline and
+charges the device's time and energy for it from the ``Work`` counters); placing the local step
+as a kernel (Ray on laptop and server) is not built. ``local(job)`` is this device's side of a
+job: the ids of the records it trains on, its ledger's epsilon and steps. Every random choice
+comes from ``rng`` (the system's by default), so a seeded simulation replays exactly.
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ import json
 import logging
 import math
 import os
-import secrets
-from collections.abc import Iterator
+import random
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +167,32 @@ class _Job:
         }
 
 
+Compute = Callable[..., Awaitable[Any]]  # compute(fn, *args): fn(*args), run somewhere
+
+
+@dataclass
+class Work:
+    """This device's local training so far: performance counters (the simulator charges the
+    device's time and energy from them)."""
+
+    steps: int = 0  # local DP-SGD steps taken
+    gradients: int = 0  # per-sample gradients computed
+    parameter_gradients: int = 0  # the same, times the model's parameter count
+
+
+@dataclass(frozen=True)
+class Local:
+    """This device's side of one job, as it stands: what it trains on and what it spent."""
+
+    job: str
+    records: frozenset[str]  # the ids of the records this device trains on
+    epsilon: float
+    epsilon_budget: float
+    steps: int  # steps on this device's ledger for the task (every job of it)
+    rounds_taken: int  # rounds of this job this device took part in
+    state: str
+
+
 @dataclass
 class _Side:
     """This device's side of a job: its participant core, ledger and records."""
@@ -169,6 +200,7 @@ class _Side:
     meta: dict[str, Any]
     participant: Participant
     key: X25519PrivateKey | None
+    ids: frozenset[str] = frozenset()
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -202,10 +234,21 @@ class LearnService(Service):
     name = "learn"
 
     def __init__(
-        self, identity: Identity, *, task_factory: Any = None, threaded: bool = True
+        self,
+        identity: Identity,
+        *,
+        task_factory: Any = None,
+        threaded: bool = True,
+        compute: Compute | None = None,
+        rng: random.Random | None = None,
+        round_gap: float = ROUND_GAP,
     ) -> None:
         self.identity = identity
         self.threaded = threaded  # False: compute on the event loop (tests in virtual time)
+        # how local work runs (loading a task, a local step): by default in a worker thread
+        # (``threaded``) or inline; the simulator passes its own, which charges the device's
+        # time and energy model for it
+        self.compute = compute
         self._lock = trio.Lock()  # one answer at a time: the participants' state is shared
         self.get_task = task_factory or get_task
         self.peer: Peer | None = None
@@ -214,7 +257,12 @@ class LearnService(Service):
         self._newest: str | None = None  # the job started (or adopted) here last
         self.sides: dict[str, _Side] = {}
         self._nursery: trio.Nursery | None = None
-        self._rng = np.random.default_rng(secrets.randbits(64))
+        # every random choice (seeds, job ids, mask keys) from one source: the system's, or the
+        # simulator's seeded one (the same seed, the same run)
+        self._random = rng if rng is not None else random.SystemRandom()
+        self._rng = np.random.default_rng(self._random.getrandbits(64))
+        self.round_gap = round_gap
+        self.work = Work()
 
     @property
     def me(self) -> str:
@@ -259,8 +307,10 @@ class LearnService(Service):
         if self.me not in meta["devices"]:
             raise ProtocolViolation("learn: this device is not one of the job's")
         split = task.split(sorted(meta["devices"]), alpha=meta["alpha"], seed=meta["seed"])
-        held = split.devices[self.me]
-        records = held.only(assign_owners({self.me: held.ids})[self.me])
+        # a record several devices hold (the vault replicates) trains on one of them only: the
+        # same rendezvous choice on every device, over every job device that holds it
+        owners = assign_owners({d: split.devices[d].ids for d in split.devices})
+        records = split.devices[self.me].only(owners[self.me])
         path = self.identity.home / LEARN_DIR / f"{task.name}.privacy.json"
         ledger = Ledger.open(
             path,
@@ -273,17 +323,17 @@ class LearnService(Service):
         if meta["trust"] == "none":
             from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-            key = X25519PrivateKey.generate()
+            key = X25519PrivateKey.from_private_bytes(self._random.randbytes(32))
         participant = Participant(
             self.me,
             trainer=TorchTrainer(task.model(), records),
             ledger=ledger,
-            rng=np.random.default_rng(secrets.randbits(64)),
+            rng=np.random.default_rng(self._random.getrandbits(64)),
             key=key,
         )
         while len(self.sides) >= MAX_JOBS:
             del self.sides[next(iter(self.sides))]
-        side = _Side(meta, participant, key)
+        side = _Side(meta, participant, key, frozenset(records.ids))
         self.sides[job] = side
         return side
 
@@ -319,7 +369,12 @@ class LearnService(Service):
                 if p.sit_out:
                     log.info("round %d of %s: below the battery floor, sitting out",
                              message.round, message.job)  # fmt: skip
+            steps, gradients = p.rounds_taken, getattr(p.trainer, "gradients", 0)
             out = [m.to_wire() for _, m in p.receive(source, message)]
+            done = getattr(p.trainer, "gradients", 0) - gradients
+            self.work.steps += p.rounds_taken - steps
+            self.work.gradients += done
+            self.work.parameter_gradients += done * getattr(p.trainer, "size", 0)
         state = STATES.get(p.state, p.state)
         if p.state in ("training", "waiting") and not p.ledger.affordable(
             float(meta["sigma"]), SAMPLE_RATE
@@ -341,7 +396,10 @@ class LearnService(Service):
         return reply
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a worker thread (training, loading the task), or inline."""
+        """``fn(*args)`` in a worker thread (training, loading the task), inline, or as
+        ``compute`` runs it."""
+        if self.compute is not None:
+            return await self.compute(fn, *args)
         if not self.threaded:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
@@ -418,7 +476,7 @@ class LearnService(Service):
         if not devices:
             raise InvalidArgument(f"learn start: no live device may hold {task_name}'s records")
         seed = int(self._rng.integers(2**31))
-        job_id = f"{task.name}-{secrets.token_hex(3)}"
+        job_id = f"{task.name}-{self._random.getrandbits(24):06x}"
         meta = {
             "id": job_id, "task": task.name, "trust": trust, "epsilon": epsilon, "delta": delta,
             "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
@@ -579,6 +637,8 @@ class LearnService(Service):
             if job_id in self.jobs and self.jobs[job_id].state in ("starting", "running"):
                 continue
             live = [d for d in meta["devices"] if d == self.me or self._status_of(d) == "alive"]
+            if 2 * len(live) < len(meta["devices"]):  # cut off from most of the job's devices
+                continue
             if successor(boss, [*live, boss]) != self.me:
                 continue
             job = self._take_over(side)
@@ -746,7 +806,7 @@ class LearnService(Service):
                 if d not in reachable:
                     job.rows[d].state = "away" if job.rows[d].joined else "joining"
             if not live:  # nobody has answered yet: try again, the round not counted
-                await trio.sleep(ROUND_GAP)
+                await trio.sleep(self.round_gap)
                 continue
             start = job.resume or RoundStart(
                 job.id, job.round, 0, self.me, job.meta["trust"], tuple(live),
@@ -760,7 +820,7 @@ class LearnService(Service):
                 size=len(job.params),
                 now=trio.current_time(),
                 timeout=ROUND_TIMEOUT,
-                rng=np.random.default_rng(secrets.randbits(64)),
+                rng=np.random.default_rng(self._random.getrandbits(64)),
             )
             sends = coordinator.start_messages()
             while coordinator.outcome is None:
@@ -787,11 +847,27 @@ class LearnService(Service):
                 job.state = "done"
                 log.warning("learning job %s: every device is out of budget", job.id)
                 return
-            await trio.sleep(ROUND_GAP)
+            await trio.sleep(self.round_gap)
         job.state = "done"
         for row in job.rows.values():
             if row.state in ("training", "waiting"):
                 row.state = "done"
+
+    def local(self, job: str) -> Local | None:
+        """This device's side of ``job`` (None if it has none)."""
+        side = self.sides.get(job)
+        if side is None:
+            return None
+        p = side.participant
+        return Local(
+            job,
+            side.ids,
+            p.ledger.epsilon,
+            p.ledger.epsilon_budget,
+            p.ledger.steps,
+            p.rounds_taken,
+            STATES.get(p.state, p.state),
+        )
 
     # ---- the CLI -----------------------------------------------------------------------------
 
@@ -920,4 +996,4 @@ def _number(args: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
-__all__ = ["LearnService"]
+__all__ = ["Compute", "LearnService", "Local", "Work"]

@@ -405,3 +405,31 @@ async def test_when_the_coordinator_dies_the_next_device_finishes_the_job(tmp_pa
         assert stale.jobs[job].state == "running"  # it lost power mid-round
         stale._note(stale.jobs[job], other.identity.device_id, moved)
         assert stale.jobs[job].state == "handed over"
+
+
+async def test_a_device_cut_off_from_most_of_the_job_does_not_take_it_over(
+    tmp_path, autojump_clock
+):
+    """The laptop coordinates; the laptop and the server go at once. The phone, alone, sees
+    one device of three: it does not take the job over (a laptop asleep, cut off the same way,
+    would otherwise coordinate a job of one and wake to a second coordinator)."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop, phone = peers["laptop"], peers["phone"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        job = started["job"]
+        learn: Any = phone.services["learn"]
+        await until(lambda: job in learn.sides, within=60.0, what="the phone takes part")
+        peers.crash("laptop")
+        peers.crash("server")
+        gone = {laptop.identity.device_id, peers["server"].identity.device_id}
+
+        def both_dead() -> bool:
+            members = phone.core.members  # type: ignore[union-attr]
+            return all(members[d].status in ("dead", "left") for d in gone)
+
+        await until(both_dead, within=120.0, what="the phone sees both dead")
+        await trio.sleep(30)  # many of its watch periods
+        assert job not in learn.jobs
+        assert learn.local(job).records  # it still holds its side of the job
