@@ -106,6 +106,7 @@ ALPHA = 0.5
 ROUND_TIMEOUT = 10.0  # seconds a round waits for the devices' answers
 ROUND_GAP = 0.5  # seconds between rounds
 MAX_JOBS = 16
+MAX_SPEC = 16_384  # characters of a job's task spec (as JSON)
 STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
 COORDINATE = "learn"  # the coordinator's work, as the placement policy is asked to place it
 WATCH_S = 2.0  # how often a device checks that the coordinators of its jobs are alive
@@ -220,6 +221,8 @@ def _meta_check(meta: Any) -> dict[str, Any]:
         and all(isinstance(d, str) for d in meta["devices"])
         and isinstance(meta.get("keys"), dict)
         and meta.get("coordinator") in meta["devices"]
+        and isinstance(meta.get("spec", {}), dict)
+        and len(json.dumps(meta.get("spec", {}), default=str)) <= MAX_SPEC
         and all(
             isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0
             for k in ("term", "rounds")
@@ -263,6 +266,7 @@ class LearnService(Service):
         self._rng = np.random.default_rng(self._random.getrandbits(64))
         self.round_gap = round_gap
         self.work = Work()
+        self._vault: dict[str, list[tuple[str, str, str]]] = {}  # prefix -> (key, text, scope)
 
     @property
     def me(self) -> str:
@@ -276,6 +280,34 @@ class LearnService(Service):
             while True:
                 await trio.sleep(WATCH_S)
                 self._watch()
+
+    # ---- tasks and the vault -----------------------------------------------------------------
+
+    def _task(self, name: str, spec: dict[str, Any] | None = None) -> Task:
+        """The task ``name``, reading this device's vault (if it reads any), as ``spec`` fixes
+        it for a job (its labels...)."""
+        task = self.get_task(name)
+        bind = getattr(task, "bind", None)
+        if bind is not None:
+            bind(self._entries)
+        if spec and hasattr(task, "with_spec"):
+            task = task.with_spec(spec)
+        return task
+
+    def _read_vault(self, name: str) -> None:
+        """A snapshot of the vault entries the task ``name`` reads (its ``reads`` prefixes),
+        taken on the event loop: the vault's documents are not for worker threads."""
+        reads = getattr(self.get_task(name), "reads", ())
+        peer = self.peer
+        vault = peer.services.get("vault") if peer is not None and reads else None
+        node = getattr(vault, "node", None)
+        self._vault = {
+            prefix: [(e.key, e.text, e.scope) for e in node.items(prefix)] if node else []
+            for prefix in reads
+        }
+
+    def _entries(self, prefix: str) -> list[tuple[str, str, str]]:
+        return list(self._vault.get(prefix, ()))
 
     # ---- this device's side ------------------------------------------------------------------
 
@@ -303,7 +335,7 @@ class LearnService(Service):
             return side
         from homeswarm.learning import TorchTrainer, assign_owners
 
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         if self.me not in meta["devices"]:
             raise ProtocolViolation("learn: this device is not one of the job's")
         split = task.split(sorted(meta["devices"]), alpha=meta["alpha"], seed=meta["seed"])
@@ -408,6 +440,8 @@ class LearnService(Service):
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
+            if meta["id"] not in self.sides:
+                self._read_vault(meta["task"])
             reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
             return reply
 
@@ -470,7 +504,10 @@ class LearnService(Service):
             raise InvalidArgument("learn start: --trust must be swarm or none")
         if self._nursery is None:
             raise InvalidArgument("learn: the service is still starting; try again in a moment")
-        task = self.get_task(task_name)
+        self._read_vault(task_name)
+        task = self._task(task_name)
+        fix = getattr(task, "spec", None)
+        spec = fix() if fix is not None else {}
         names, alive = self._members(getattr(task, "scope", SCOPE))
         devices = sorted(d for d in names if d in alive)
         if not devices:
@@ -480,7 +517,7 @@ class LearnService(Service):
         meta = {
             "id": job_id, "task": task.name, "trust": trust, "epsilon": epsilon, "delta": delta,
             "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
-            "rounds": rounds, "coordinator": self.me, "term": 0,
+            "rounds": rounds, "coordinator": self.me, "term": 0, "spec": spec,
         }  # fmt: skip
         boss = self._choose_coordinator(task, devices)
         if boss != self.me:
@@ -532,7 +569,7 @@ class LearnService(Service):
         for device, key in meta["keys"].items():
             if device in rows:
                 rows[device].key = key
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         return _Job(meta, task, None, np.zeros(0), float(meta["sigma"]), meta["rounds"], rows)
 
     async def _coordinate(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -785,6 +822,7 @@ class LearnService(Service):
             job.state = "stopped"
 
     async def _rounds(self, job: _Job) -> None:
+        self._read_vault(job.meta["task"])
         await self._off_loop(self._prepare, job)
         if job.meta["term"]:
             await self._sync(job)
@@ -918,7 +956,7 @@ class LearnService(Service):
             for d in status.get("devices", [])
             if isinstance(d, dict)
         }
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         job = _Job(meta, task, None, params, float(meta["sigma"]), meta["rounds"], rows)
         assert side is not None
         job.round = side.participant.round + 1
@@ -949,6 +987,7 @@ class LearnService(Service):
             "noise_multiplier": job.sigma,
             "trust": job.meta["trust"],
             "record_level": True,
+            **(job.meta.get("spec") or {}),  # what the task fixed for the job (intents: labels)
         }
         try:
             torch.save(model.state_dict(), path)

@@ -24,7 +24,7 @@ from homeswarm.cli._status import check_status_shape
 from homeswarm.errors import InvalidArgument, ProtocolViolation, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
-from homeswarm.swarm import LearnService, Peer, PeerOptions, decode_state
+from homeswarm.swarm import LearnService, Peer, PeerOptions, VaultService, decode_state
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
     load_identity,
@@ -48,7 +48,9 @@ class Peers(dict[str, Peer]):
 
 
 @asynccontextmanager
-async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[Peers]:
+async def swarm(
+    tmp_path: Path, specs: Sequence[Spec], *, vault: bool = False, tasks: Any = None
+) -> AsyncIterator[Peers]:
     network = MemoryNetwork(random.Random(1), default_link=LINK)
     homes = [ident.home for ident in make_homes(tmp_path, specs)]
     peers = Peers()
@@ -58,10 +60,12 @@ async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[Peers]:
     for i, (spec, home) in enumerate(zip(specs, homes, strict=True)):
         ident = load_identity(home)
         transport = network.transport(ident.device_id)
-        services = [
+        services: list[Any] = [
             PlacementService(ident.settings, executor=InlineExecutor(threaded=False)),
-            LearnService(ident, threaded=False),  # virtual time: no worker threads
+            LearnService(ident, threaded=False, task_factory=tasks),  # virtual time: no threads
         ]
+        if vault:
+            services.append(VaultService(ident))
         peers[spec.name] = Peer(
             ident,
             load_roster(ident),
@@ -433,3 +437,45 @@ async def test_a_device_cut_off_from_most_of_the_job_does_not_take_it_over(
         await trio.sleep(30)  # many of its watch periods
         assert job not in learn.jobs
         assert learn.local(job).records  # it still holds its side of the job
+
+
+# ---- intents: a head on embeddings, from the examples the person keeps in the vault -----------
+
+
+async def test_intents_train_from_the_vaults_examples_each_on_one_device(tmp_path, autojump_clock):
+    """Examples written on the phone replicate to every device; `learn start intents` fixes the
+    labels, every example trains on exactly one device (each holds them all), the held-out
+    accuracy climbs well above chance, and the export says the labels."""
+    from homeswarm.learning.testing import examples, tiny_intents
+
+    rows = examples(per_label=50)  # record-level DP needs more than a handful of records
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER), vault=True, tasks=tiny_intents) as peers:
+        phone, server = peers["phone"], peers["server"]
+        async with trio.open_nursery() as nursery:  # at once: the vault commits them together
+            for key, label, text in rows:
+                value = json.dumps(f"{label}\t{text}")
+                nursery.start_soon(phone.control, "vault.put", {"key": key, "value": value})
+        await phone.control("vault.put", {"key": "intents/bad", "value": json.dumps("no tab")})
+
+        def replicated() -> bool:
+            node = server.services["vault"].node  # type: ignore[attr-defined]
+            return node is not None and len(node.items("intents/")) == len(rows) + 1
+
+        await until(replicated, within=120.0, what="the examples reach the server")
+        started = await server.control(
+            "learn.start", {"task": "intents", "epsilon": 8.0, "rounds": 20}
+        )
+        status = await finished(server, started["job"])
+        assert status["accuracy"] > 0.7, status["accuracy"]  # four labels: chance is a quarter
+        held = [
+            peer.services["learn"].local(started["job"])  # type: ignore[attr-defined]
+            for peer in peers.values()
+        ]
+        ids = [rid for local in held for rid in local.records]
+        assert len(ids) == len(set(ids))  # no example on two devices
+        assert all(len(local.records) > 10 for local in held)  # shared out
+        assert set(ids) <= {key for key, _, _ in rows}
+        assert len(ids) > 0.6 * len(rows)  # about four fifths: the rest is held out
+        out = tmp_path / "intents.pt"
+        exported = await server.control("learn.export", {"job": started["job"], "file": str(out)})
+        assert exported["labels"] == sorted({label for _, label, _ in rows})
