@@ -37,8 +37,11 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   seen (the sender the transport authenticated must be META's coordinator); a coordinator of an
   older term, back from a partition, is told ``moved`` and hands its job over;
 - with ``--trust none`` each device makes an X25519 key for the job and sends its public half in
-  its first reply; the coordinator passes every device's key on in META. (The coordinator relays
-  the keys: like the basic masking protocol itself, this trusts it not to lie.)
+  its first reply, signed by its device key (``secagg.sign_public``: the job, the device, the
+  key); the coordinator checks it and passes every device's signed key on in META, and each
+  device checks every key it is given (``secagg.open_public``) before it masks with it: a
+  coordinator that substitutes a key of its own, or replays one from another job, is refused
+  (its message closes the connection). The coordinator still learns only the masked sum.
 
 ``learn.status [job]``, ``learn.stop job`` and ``learn.export job file`` answer the CLI. Status::
 
@@ -80,6 +83,7 @@ from homeswarm.learning import (
     get_task,
     noise_for,
     params_bytes,
+    secagg,
     successor,
 )
 
@@ -119,7 +123,7 @@ class _DeviceRow:
     state: str = "waiting"
     records: int = 0
     epsilon_spent: float = 0.0
-    key: str | None = None  # X25519 public key, hex (trust none)
+    key: str | None = None  # X25519 public key, signed by the device (trust none)
     joined: bool = False  # it answered once: its records are known, it may take part
 
 
@@ -374,9 +378,6 @@ class LearnService(Service):
     ) -> dict[str, Any]:
         """This device's answers to a coordinator's message, with its state (and, asked to
         ``sync``, the round whose result it holds, and that result)."""
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
         if source != meta["coordinator"]:
             raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
         side = self._side(meta)
@@ -387,12 +388,11 @@ class LearnService(Service):
             return {"msgs": [], "state": "moved", "records": p.trainer.records,
                     "epsilon": p.ledger.epsilon, "term": side.meta["term"],
                     "coordinator": side.meta["coordinator"]}  # fmt: skip
-        for device, hexkey in meta["keys"].items():
-            if device != self.me and device not in p.public_keys and isinstance(hexkey, str):
-                try:
-                    p.public_keys[device] = X25519PublicKey.from_public_bytes(bytes.fromhex(hexkey))
-                except ValueError:
-                    raise ProtocolViolation("learn: a malformed public key") from None
+        for device, signed in meta["keys"].items():
+            if device != self.me and device not in p.public_keys:
+                if device not in meta["devices"]:
+                    raise ProtocolViolation("learn: a mask key for a device not of the job")
+                p.public_keys[device] = secagg.open_public(signed, job=meta["id"], device=device)
         out: list[bytes] = []
         if data is not None:
             message = from_wire(data)
@@ -419,8 +419,9 @@ class LearnService(Service):
             "epsilon": p.ledger.epsilon,
         }
         if side.key is not None:
-            raw = side.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            reply["key"] = raw.hex()
+            reply["key"] = secagg.sign_public(
+                side.key, self.identity.signing_key, job=meta["id"], device=self.me
+            )
         if sync:
             reply["round"] = p.round
             if p.params is not None:
@@ -775,9 +776,14 @@ class LearnService(Service):
         if isinstance(epsilon, float | int) and math.isfinite(epsilon):
             row.epsilon_spent = float(epsilon)
         key = reply.get("key")
-        if isinstance(key, str) and len(key) == 64 and row.key is None:
-            row.key = key
-            job.meta = {**job.meta, "keys": {**job.meta["keys"], device: key}}
+        if key is not None and row.key is None:
+            try:
+                secagg.open_public(key, job=job.id, device=device)
+            except ProtocolViolation as exc:
+                log.warning("learn %s: refused %s's mask key: %s", job.id, device[-8:], exc)
+            else:
+                row.key = key
+                job.meta = {**job.meta, "keys": {**job.meta["keys"], device: key}}
         out = []
         for data in reply["msgs"]:
             try:

@@ -479,3 +479,61 @@ async def test_intents_train_from_the_vaults_examples_each_on_one_device(tmp_pat
         out = tmp_path / "intents.pt"
         exported = await server.control("learn.export", {"job": started["job"], "file": str(out)})
         assert exported["labels"] == sorted({label for _, label, _ in rows})
+
+
+async def test_trust_none_mask_keys_are_signed_and_a_forged_one_is_refused(
+    tmp_path, autojump_clock
+):
+    """Each device's mask key travels signed by its device key. A coordinator that puts a key
+    of its own in another device's name (to unmask that device's update), or replays a key
+    from another job, is refused by the device it sends it to, which keeps running."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from homeswarm.learning import secagg
+
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        server, phone, laptop = peers["server"], peers["phone"], peers["laptop"]
+        started = await server.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 2, "trust": "none"}
+        )
+        status = await finished(server, started["job"])
+        assert status["round"] == 2
+        learn: Any = server.services["learn"]
+        meta = learn.jobs[started["job"]].meta
+        victim = laptop.identity.device_id
+        # the genuine keys in META open; each names its own device and job
+        for device, signed in meta["keys"].items():
+            secagg.open_public(signed, job=meta["id"], device=device)
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            secagg.open_public(meta["keys"][victim], job="another-job", device=victim)
+        # the server forges the laptop's key for a new job: signed by the server's own key
+        mine = X25519PrivateKey.generate()
+        forged = secagg.sign_public(
+            mine, server.identity.signing_key, job="digits-forged", device=victim
+        )
+        new = {**meta, "id": "digits-forged", "keys": {victim: forged}, "term": 0}
+        phone_learn: Any = phone.services["learn"]
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            phone_learn._answer(server.identity.device_id, new, None)
+        assert victim not in phone_learn.sides["digits-forged"].participant.public_keys
+        # a key replayed from the finished job into a new one: refused too
+        replayed = {**new, "id": "digits-replayed", "keys": {victim: meta["keys"][victim]}}
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            phone_learn._answer(server.identity.device_id, replayed, None)
+        # over the wire: the request fails, the phone keeps serving
+        transport = server.transport
+        assert transport is not None
+        conn = await transport.dial(
+            phone.identity.device_id, server.addrs_of(phone.identity.device_id)
+        )
+        with pytest.raises((RemoteError, TransportError)):
+            await conn.request({"op": "learn.msg", "job": new, "msg": None}, timeout=5)
+        assert phone.core is not None
+        assert phone.core.members[server.identity.device_id].status == "alive"
+        # the coordinator refuses a forged key in a device's reply too
+        job = learn.jobs[started["job"]]
+        job.rows[victim].key = None
+        before = dict(job.meta["keys"])
+        learn._note(job, victim, {"msgs": [], "key": forged})
+        assert job.rows[victim].key is None
+        assert job.meta["keys"] == before
