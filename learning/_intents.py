@@ -181,7 +181,8 @@ class Intents:
         """Every device holds what this device's replica holds (the vault replicates); a
         seeded fifth of the ids is held out. ``alpha`` does not apply: the skew is the
         person's own."""
-        test_rows, train_rows = [], []
+        test_rows: list[tuple[str, str, str]] = []
+        train_rows: list[tuple[str, str, str]] = []
         for row in self.examples():
             share = hashlib.sha256(f"{seed}\x00{row[0]}".encode()).digest()
             (test_rows if share[0] < 256 * TEST_FRACTION else train_rows).append(row)

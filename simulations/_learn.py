@@ -135,11 +135,15 @@ class LearnDay:
     # ---- watching ------------------------------------------------------------------------------
 
     def coordinating(self) -> dict[str, Any] | None:
-        """The job's status as its current coordinator has it (the highest term), or None."""
+        """The job's status as the device that coordinated it furthest has it (the most rounds,
+        then the highest term: while a coordinator cut off from the rest holds a take-over it
+        cannot run, the other goes on), or None."""
         best: dict[str, Any] | None = None
         for service in self.learn.values():
             for job in (service.status() or {"jobs": []})["jobs"]:
-                if job["job"] == self.job and (best is None or job["term"] > best["term"]):
+                if job["job"] != self.job:
+                    continue
+                if best is None or (job["round"], job["term"]) > (best["round"], best["term"]):
                     best = job
         return best
 
