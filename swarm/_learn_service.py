@@ -995,15 +995,20 @@ class LearnService(Service):
             "record_level": True,
             **(job.meta.get("spec") or {}),  # what the task fixed for the job (intents: labels)
         }
+        head = getattr(job.task, "head", None)
+        extra: dict[str, str] = {}
         try:
             torch.save(model.state_dict(), path)
+            if head is not None:  # a head the classify kernel takes (intents)
+                extra["head"] = str(path.with_name(path.name + ".head.json"))
+                Path(extra["head"]).write_text(json.dumps(head(job.params)))
             privacy = path.with_name(path.name + ".privacy.json")
             fd = os.open(privacy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "w") as out:
                 json.dump(statement, out, indent=1)
         except OSError as exc:
             raise InvalidArgument(f"learn export: cannot write {path}: {exc.strerror}") from None
-        return {"model": str(path), "privacy": str(privacy), **statement}
+        return {"model": str(path), "privacy": str(privacy), **extra, **statement}
 
     def status(self) -> dict[str, Any] | None:
         if not self.jobs:

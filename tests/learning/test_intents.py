@@ -89,7 +89,7 @@ def test_every_device_holds_the_replicated_examples_and_a_seeded_fifth_is_held_o
     assert labels == {0, 1}
 
 
-def _train(task: Intents, seed: int = 3) -> float:
+def _train(task: Intents, seed: int = 3) -> tuple[float, np.ndarray]:
     import torch
 
     split = task.split(["a"], alpha=0.5, seed=seed)
@@ -98,13 +98,20 @@ def _train(task: Intents, seed: int = 3) -> float:
     params = trainer.sgd(
         trainer.initial(), epochs=10, batch=16, lr=1.0, rng=np.random.default_rng(0)
     )
-    return task.evaluate(predictor(task.model(), params), split.test)
+    return task.evaluate(predictor(task.model(), params), split.test), params
 
 
 def test_a_head_on_the_embeddings_learns_the_intents():
     task = Intents(embedder=bag_of_words)
     task.bind(entries(EXAMPLES))
-    assert _train(task.with_spec(task.spec())) > 0.9
+    task = task.with_spec(task.spec())
+    accuracy, params = _train(task)
+    assert accuracy > 0.9
+    head = task.head(params)
+    assert head["labels"] == ["lights_on", "music", "timer", "weather"]
+    assert np.array(head["weights"]).shape == (4, 384)
+    with pytest.raises(InvalidArgument, match="shape"):
+        task.head(params[:-1])
 
 
 def test_the_real_embedding_model_gives_a_head_that_learns():
@@ -117,4 +124,39 @@ def test_the_real_embedding_model_gives_a_head_that_learns():
     task = Intents()
     task.bind(entries(rows))
     task = task.with_spec(task.spec())
-    assert _train(task) > 0.7  # four labels: a quarter is chance
+    accuracy, params = _train(task)
+    assert accuracy > 0.7  # four labels: a quarter is chance
+    # the classify kernel answers from the trained head as the head itself does
+    from homeswarm.kernels import classify
+
+    split = task.split(["a"], alpha=0.5, seed=3)
+    by_key = {key: text for key, _, text in rows}
+    texts = [by_key[key] for key in split.test.ids]
+    answers = classify.run({"head": task.head(params), "query": texts})
+    predicted = [task.labels.index(a["label"]) for a in answers]
+    assert predicted == predictor(task.model(), params)(split.test.x).tolist()
+    assert all(0 < a["score"] <= 1 for a in answers)
+    assert sum(answers[0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("head", "needle"),
+    [
+        ("nope", "head must be"),
+        ({"labels": ["a"], "weights": [[0.0] * 384], "bias": [0.0]}, "2-64 labels"),
+        ({"labels": ["a", "b"], "weights": [[0.0] * 384], "bias": [0.0, 0.0]}, "one row"),
+        ({"labels": ["a", "b"], "weights": [[0.0] * 3] * 2, "bias": [0.0, 0.0]}, "one row"),
+        (
+            {"labels": ["a", "b"], "weights": [[float("nan")] * 384] * 2, "bias": [0.0, 0.0]},
+            "finite",
+        ),
+    ],
+)
+def test_classify_refuses_a_malformed_head_in_one_line(head, needle):
+    from homeswarm.kernels import InvalidInput, classify
+
+    with pytest.raises(InvalidInput, match=needle) as info:
+        classify.validate({"head": head, "query": "turn on the lights"})
+    assert str(info.value).startswith("classify: ")
+    good = {"labels": ["a", "b"], "weights": [[0.0] * 384] * 2, "bias": [0.0, 1.0]}
+    assert classify.validate({"head": good, "query": "x"})["head"]["labels"] == ["a", "b"]

@@ -479,6 +479,10 @@ async def test_intents_train_from_the_vaults_examples_each_on_one_device(tmp_pat
         out = tmp_path / "intents.pt"
         exported = await server.control("learn.export", {"job": started["job"], "file": str(out)})
         assert exported["labels"] == sorted({label for _, label, _ in rows})
+        head = json.loads(await trio.Path(exported["head"]).read_text())  # what classify takes
+        assert head["labels"] == exported["labels"]
+        assert len(head["weights"]) == 4
+        assert len(head["weights"][0]) == 384
 
 
 async def test_trust_none_mask_keys_are_signed_and_a_forged_one_is_refused(
