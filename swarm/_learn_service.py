@@ -29,7 +29,10 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   coordinator dead, left or away, the next live job device after it in id order (``successor``)
   coordinates from then on, under ``term + 1``, provided it sees at least half the job's devices
   alive (itself included: a device cut off from the rest, a laptop asleep, does not take
-  over): it first asks the others which round's result
+  over), and goes on only if at least half the job's devices answer it (else it gives the
+  take-over up, its probe having changed nothing, and may try again a minute later; a laptop
+  asleep sees a light phone alive on its lease, but cannot reach it): it first asks the others
+  which round's result
   they hold (``sync``), and either goes on after the newest result any of them has, or runs the
   round in progress again as ``Participant.take_over`` does (same model, same participants, so
   each device resends the update it kept: no step spent twice, and no round's result released
@@ -115,6 +118,7 @@ STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
 COORDINATE = "learn"  # the coordinator's work, as the placement policy is asked to place it
 WATCH_S = 2.0  # how often a device checks that the coordinators of its jobs are alive
 GONE = ("dead", "left", "away")  # a coordinator in one of these states is taken over
+RETRY_TAKE_OVER_S = 60.0  # after a take-over that reached too few devices
 
 
 @dataclass
@@ -141,6 +145,8 @@ class _Job:
     accuracy: float | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     resume: RoundStart | None = None  # a taken-over round to run again first
+    previous: dict[str, Any] | None = None  # taken over: the description this device had
+    meta_taken: dict[str, Any] | None = None  # ... and the one it took over with
 
     @property
     def id(self) -> str:
@@ -271,6 +277,7 @@ class LearnService(Service):
         self.round_gap = round_gap
         self.work = Work()
         self._vault: dict[str, list[tuple[str, str, str]]] = {}  # prefix -> (key, text, scope)
+        self._retry_at: dict[str, float] = {}  # job -> when a given-up take-over may be tried
 
     @property
     def me(self) -> str:
@@ -330,11 +337,13 @@ class LearnService(Service):
             and battery < config.floor(ENERGY, self.identity.settings.device.role)
         )
 
-    def _side(self, meta: dict[str, Any]) -> _Side:
+    def _side(self, meta: dict[str, Any], adopt: bool = True) -> _Side:
+        """This device's side of the job ``meta`` describes (set up on first contact); with
+        ``adopt``, a newer term's description replaces the one it holds."""
         job = meta["id"]
         side = self.sides.get(job)
         if side is not None and side.meta["devices"] == meta["devices"]:
-            if meta["term"] >= side.meta["term"]:
+            if adopt and meta["term"] >= side.meta["term"]:
                 side.meta = meta
             return side
         from homeswarm.learning import TorchTrainer, assign_owners
@@ -380,7 +389,7 @@ class LearnService(Service):
         ``sync``, the round whose result it holds, and that result)."""
         if source != meta["coordinator"]:
             raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
-        side = self._side(meta)
+        side = self._side(meta, adopt=not sync)  # a take-over's probe changes nothing yet
         p = side.participant
         if meta["term"] < side.meta["term"]:  # an older coordinator: the job has moved on
             log.info("learn %s: %s coordinates an older term; told it moved",
@@ -674,6 +683,8 @@ class LearnService(Service):
                 continue
             if job_id in self.jobs and self.jobs[job_id].state in ("starting", "running"):
                 continue
+            if self._retry_at.get(job_id, -math.inf) > trio.current_time():
+                continue
             live = [d for d in meta["devices"] if d == self.me or self._status_of(d) == "alive"]
             if 2 * len(live) < len(meta["devices"]):  # cut off from most of the job's devices
                 continue
@@ -687,6 +698,7 @@ class LearnService(Service):
 
     def _take_over(self, side: _Side) -> _Job:
         p = side.participant
+        previous = side.meta
         meta = {**side.meta, "coordinator": self.me, "term": side.meta["term"] + 1}
         side.meta = meta
         names, _ = self._members(getattr(self.get_task(meta["task"]), "scope", SCOPE))
@@ -702,18 +714,22 @@ class LearnService(Service):
         else:
             job.params = np.zeros(0)  # nothing ran yet: start afresh
         job.state = "starting"
+        job.previous, job.meta_taken = previous, meta
         self._add(job)
         return job
 
-    async def _sync(self, job: _Job) -> None:
-        """Before the first round of a taken-over job: the newest result any device holds."""
+    async def _sync(self, job: _Job) -> int:
+        """Before the first round of a taken-over job: the newest result any device holds; how
+        many of the job's devices answered (this one included)."""
         devices = [d for d in job.meta["devices"] if d == self.me or self._status_of(d) == "alive"]
         size = len(params_bytes(job.params))
         best: tuple[int, bytes] = (-1, b"")
+        answered = 0
         for device in devices:
             reply = await self._ask(job, device, None, sync=True)
             if reply is None:
                 continue
+            answered += 1
             self._note(job, device, reply)
             round_, result = reply.get("round"), reply.get("result")
             if (
@@ -728,6 +744,21 @@ class LearnService(Service):
             job.resume = None
             job.round = best[0] + 1
             job.params = np.frombuffer(best[1], dtype="<f4").astype(np.float64)
+        return answered
+
+    def _give_up(self, job: _Job, answered: int) -> None:
+        """A take-over that reached fewer than half the job's devices: this device is cut off
+        (a laptop asleep, a partition's small side), not the job's best coordinator. Nothing
+        was adopted anywhere (the probe changes nothing): it goes back to the coordinator it
+        had, and may try again after ``RETRY_TAKE_OVER_S``."""
+        log.warning("learning job %s: reached %d of its %d devices; not taking it over",
+                    job.id, answered, len(job.meta["devices"]))  # fmt: skip
+        job.state = "given up"
+        self.jobs.pop(job.id, None)
+        side = self.sides.get(job.id)
+        if side is not None and job.previous is not None and side.meta is job.meta_taken:
+            side.meta = job.previous
+        self._retry_at[job.id] = trio.current_time() + RETRY_TAKE_OVER_S
 
     @staticmethod
     def _accuracy(job: _Job) -> float:
@@ -831,7 +862,10 @@ class LearnService(Service):
         self._read_vault(job.meta["task"])
         await self._off_loop(self._prepare, job)
         if job.meta["term"]:
-            await self._sync(job)
+            answered = await self._sync(job)
+            if 2 * answered < len(job.meta["devices"]):
+                self._give_up(job, answered)
+                return
         job.state = "running"
         devices = list(job.meta["devices"])
         trust_none = job.meta["trust"] == "none"

@@ -541,3 +541,30 @@ async def test_trust_none_mask_keys_are_signed_and_a_forged_one_is_refused(
         learn._note(job, victim, {"msgs": [], "key": forged})
         assert job.rows[victim].key is None
         assert job.meta["keys"] == before
+
+
+async def test_a_take_over_that_reaches_too_few_devices_is_given_up_and_changes_nothing(
+    tmp_path, autojump_clock
+):
+    """The phone still sees the laptop and the server alive (it has not noticed yet that both
+    went), as a sleeping laptop sees a phone alive on its lease: a take-over it tries reaches
+    only itself, so it gives it up, and its side of the job is as it was."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop, phone = peers["laptop"], peers["phone"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        job = started["job"]
+        learn: Any = phone.services["learn"]
+        await until(lambda: job in learn.sides, within=60.0, what="the phone takes part")
+        peers.crash("laptop")
+        peers.crash("server")
+        side = learn.sides[job]
+        before = side.meta
+        heir = learn._take_over(side)
+        assert heir.meta["term"] == before["term"] + 1
+        await learn._drive(heir)
+        assert heir.state == "given up"
+        assert job not in learn.jobs
+        assert learn.sides[job].meta is before  # back to the coordinator it had
+        assert learn._retry_at[job] > trio.current_time()
