@@ -29,10 +29,11 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   coordinator dead, left or away, the next live job device after it in id order (``successor``)
   coordinates from then on, under ``term + 1``, provided it sees at least half the job's devices
   alive (itself included: a device cut off from the rest, a laptop asleep, does not take
-  over), and goes on only if at least half the job's devices answer it (else it gives the
-  take-over up, its probe having changed nothing, and may try again a minute later; a laptop
-  asleep sees a light phone alive on its lease, but cannot reach it): it first asks the others
-  which round's result
+  over), and goes on only if at least half the job's devices answer it and none of them heard
+  from the old coordinator since it decided (else it gives the take-over up, its probe having
+  changed nothing, and may try again a minute later: a laptop asleep sees a light phone alive
+  on its lease but cannot reach it, and one that decided as it fell asleep finds at wake that
+  the server went on): it first asks the others which round's result
   they hold (``sync``), and either goes on after the newest result any of them has, or runs the
   round in progress again as ``Participant.take_over`` does (same model, same participants, so
   each device resends the update it kept: no step spent twice, and no round's result released
@@ -147,6 +148,7 @@ class _Job:
     resume: RoundStart | None = None  # a taken-over round to run again first
     previous: dict[str, Any] | None = None  # taken over: the description this device had
     meta_taken: dict[str, Any] | None = None  # ... and the one it took over with
+    decided_at: float = 0.0  # ... and when it decided to
 
     @property
     def id(self) -> str:
@@ -212,6 +214,7 @@ class _Side:
     participant: Participant
     key: X25519PrivateKey | None
     ids: frozenset[str] = frozenset()
+    heard_at: float = -math.inf  # when the coordinator it holds last sent it a round
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -453,6 +456,12 @@ class LearnService(Service):
             if meta["id"] not in self.sides:
                 self._read_vault(meta["task"])
             reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
+            side = self.sides.get(meta["id"])
+            if side is not None and source == side.meta["coordinator"] and not sync:
+                side.heard_at = trio.current_time()
+            if side is not None and sync:  # whom it follows, and how lately it heard from it
+                reply["follows"] = side.meta["coordinator"]
+                reply["heard_s"] = trio.current_time() - side.heard_at
             return reply
 
     async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
@@ -715,12 +724,17 @@ class LearnService(Service):
             job.params = np.zeros(0)  # nothing ran yet: start afresh
         job.state = "starting"
         job.previous, job.meta_taken = previous, meta
+        job.decided_at = trio.current_time()
         self._add(job)
         return job
 
-    async def _sync(self, job: _Job) -> int:
+    async def _sync(self, job: _Job) -> tuple[int, bool]:
         """Before the first round of a taken-over job: the newest result any device holds; how
-        many of the job's devices answered (this one included)."""
+        many of the job's devices answered (this one included), and whether one of them heard
+        from the coordinator taken over since this device decided to (it is alive after all:
+        this device was cut off, or asleep when it decided)."""
+        previous = job.previous["coordinator"] if job.previous is not None else None
+        alive = False
         devices = [d for d in job.meta["devices"] if d == self.me or self._status_of(d) == "alive"]
         size = len(params_bytes(job.params))
         best: tuple[int, bytes] = (-1, b"")
@@ -730,6 +744,14 @@ class LearnService(Service):
             if reply is None:
                 continue
             answered += 1
+            heard = reply.get("heard_s")
+            if (
+                device != self.me
+                and reply.get("follows") == previous
+                and isinstance(heard, int | float)
+                and heard < trio.current_time() - job.decided_at
+            ):
+                alive = True
             self._note(job, device, reply)
             round_, result = reply.get("round"), reply.get("result")
             if (
@@ -744,15 +766,16 @@ class LearnService(Service):
             job.resume = None
             job.round = best[0] + 1
             job.params = np.frombuffer(best[1], dtype="<f4").astype(np.float64)
-        return answered
+        return answered, alive
 
-    def _give_up(self, job: _Job, answered: int) -> None:
-        """A take-over that reached fewer than half the job's devices: this device is cut off
-        (a laptop asleep, a partition's small side), not the job's best coordinator. Nothing
-        was adopted anywhere (the probe changes nothing): it goes back to the coordinator it
-        had, and may try again after ``RETRY_TAKE_OVER_S``."""
-        log.warning("learning job %s: reached %d of its %d devices; not taking it over",
-                    job.id, answered, len(job.meta["devices"]))  # fmt: skip
+    def _give_up(self, job: _Job, answered: int, alive: bool) -> None:
+        """A take-over that reached fewer than half the job's devices, or found that the
+        coordinator still runs the job: this device is cut off (a laptop asleep, a partition's
+        small side), not the job's best coordinator. Nothing was adopted anywhere (the probe
+        changes nothing): it goes back to the coordinator it had, and may try again after
+        ``RETRY_TAKE_OVER_S``."""
+        why = "its coordinator is alive" if alive else f"reached {answered} of its devices"
+        log.warning("learning job %s: %s; not taking it over", job.id, why)
         job.state = "given up"
         self.jobs.pop(job.id, None)
         side = self.sides.get(job.id)
@@ -862,9 +885,9 @@ class LearnService(Service):
         self._read_vault(job.meta["task"])
         await self._off_loop(self._prepare, job)
         if job.meta["term"]:
-            answered = await self._sync(job)
-            if 2 * answered < len(job.meta["devices"]):
-                self._give_up(job, answered)
+            answered, alive = await self._sync(job)
+            if alive or 2 * answered < len(job.meta["devices"]):
+                self._give_up(job, answered, alive)
                 return
         job.state = "running"
         devices = list(job.meta["devices"])
