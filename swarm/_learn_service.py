@@ -885,9 +885,9 @@ class LearnService(Service):
         self._read_vault(job.meta["task"])
         await self._off_loop(self._prepare, job)
         if job.meta["term"]:
-            answered, alive = await self._sync(job)
-            if alive or 2 * answered < len(job.meta["devices"]):
-                self._give_up(job, answered, alive)
+            answered, still_there = await self._sync(job)
+            if still_there or 2 * answered < len(job.meta["devices"]):
+                self._give_up(job, answered, still_there)
                 return
         job.state = "running"
         devices = list(job.meta["devices"])
