@@ -73,8 +73,8 @@ class Tally:
     compute_wh: float = 0.0
     wall_s: float = 0.0  # measured: the task loaded, the noise searched, the steps
     steps: int = 0
-    power: int = 0  # samples at which the coordinator had it waiting for power
-    away: int = 0  # ... away (not alive in its view)
+    power: set[int] = field(default_factory=set)  # rounds it sat out waiting for power
+    away: set[int] = field(default_factory=set)  # rounds it was away (not alive to the coordinator)
 
 
 @dataclass
@@ -180,9 +180,12 @@ class LearnDay:
             self.accuracy.append((hour, job["accuracy"], job["round"]))
             for row in job["devices"]:
                 tally = self.tally.get(row["name"])
-                if tally is not None and job["state"] == "running":
-                    tally.power += row["state"] == "waiting for power"
-                    tally.away += row["state"] == "away"
+                if tally is not None and job["state"] == "running" and job["round"] > 0:
+                    # the row says how the device answered the last round run
+                    if row["state"] == "waiting for power":
+                        tally.power.add(job["round"] - 1)
+                    elif row["state"] == "away":
+                        tally.away.add(job["round"] - 1)
 
     async def watch(self, world: World, end: float) -> None:
         while True:
@@ -244,8 +247,8 @@ def _report(sim: Run, day: LearnDay, world: World, rounds: int) -> None:
             "epsilon_spent": row["epsilon_spent"] if row is not None else 0.0,
             "state": row["state"] if row is not None else None,
             "steps": tally.steps,
-            "sat_out_power": tally.power,
-            "away": tally.away,
+            "sat_out_power": len(tally.power),
+            "away": len(tally.away),
             "learning_wh": rounded(tally.compute_wh + radio, 5),
             "compute_wh": rounded(tally.compute_wh, 6),
             "radio_wh": rounded(radio, 5),
