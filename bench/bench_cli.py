@@ -1,4 +1,5 @@
-"""How fast the ``swarm`` command answers: --help; status and vault get with no peer; and
+"""How fast the ``swarm`` command answers: --help; status and vault get with no peer (from the
+vault's view, and with no view: the store replayed); and
 vault get, put, ls and status asking a running peer over its control socket.
 
 Each command runs N times in a fresh process; beside it, a bare ``python -P -c pass`` in the same
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from homeswarm.swarm._files import VIEW_FILE
 
 PEER_START_TIMEOUT = 60.0  # seconds for `swarm up` to answer vault requests
 
@@ -67,6 +70,13 @@ def main() -> None:
             "swarm --help": [*swarm, "--help"],
             "swarm status (no peer)": [*swarm, "status"],
             "swarm vault get (no peer)": get,
+            # the same with no view (swarm/_vault_view.py) left: the store opened and replayed
+            "swarm vault get (no peer, no view)": [
+                "sh",
+                "-c",
+                f'rm -f "{home}/{VIEW_FILE}"; exec "$0" "$@"',
+                *get,
+            ],
         }
         measured = {name: timed(cmd, args.runs, env) for name, cmd in cases.items()}
         peer = start_peer(swarm, env, Path(home), get)

@@ -153,3 +153,27 @@ def report(args: argparse.Namespace, value: Any, *lines: str) -> int:
     else:
         print("\n".join(lines))
     return EXIT_OK
+
+
+# ---- what a peer sent, shown -------------------------------------------------------------------
+
+
+def clean(text: object) -> str:
+    """Text from a peer, with anything that could drive the terminal replaced."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+def holdings(held: Any) -> dict[str, list[str]]:
+    """``{device: ["embed (ray, pid 4242, 3 runs)", ...]}``; malformed entries are left out."""
+    by_device: dict[str, list[str]] = {}
+    for h in held if isinstance(held, list) else []:
+        try:
+            runs, running = int(h["runs"]), int(h["running"])
+            text = f"{clean(h['kernel'])} ({clean(h['executor'])}"
+            text += f", pid {int(h['pid'])}" if h.get("pid") is not None else ""
+            text += f", {runs} run{'' if runs == 1 else 's'}"
+            text += f", {running} running)" if running else ")"
+            by_device.setdefault(str(h["device"]), []).append(text)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return by_device

@@ -29,10 +29,9 @@ from typing import Any
 from homeswarm.errors import InvalidArgument
 from homeswarm.vocabulary import SCOPES
 
-from ._args import command, home_of, report, seconds
-from ._status import _clean
+from ._args import clean, command, holdings, home_of, report, seconds
 
-__all__ = ["add_placement_commands", "kernels_line"]
+__all__ = ["add_placement_commands"]
 
 RUN_MARGIN_S = 10.0  # the CLI waits this much longer than two runs (a failure and a re-placement)
 
@@ -165,9 +164,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return report(args, reply)
     lines = [json.dumps(reply["result"])]
     lines.extend(_attempt_lines(reply))
-    placed = f"placed on {_clean(reply['device'])} ({_clean(reply['executor'])})"
+    placed = f"placed on {clean(reply['device'])} ({clean(reply['executor'])})"
     if reply.get("variant"):
-        placed += f", as its cheaper variant {_clean(reply['variant'])} (low battery)"
+        placed += f", as its cheaper variant {clean(reply['variant'])} (low battery)"
     lines.append(placed)
     lines.extend(explain_lines(reply["explain"]))
     return report(args, reply, *lines)
@@ -175,7 +174,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _attempt_lines(reply: dict[str, Any]) -> list[str]:
     return [
-        f"re-placed: {_clean(a['device'])} failed ({_clean(a['error'])})"
+        f"re-placed: {clean(a['device'])} failed ({clean(a['error'])})"
         for a in reply.get("attempts", [])
     ]
 
@@ -184,15 +183,15 @@ def explain_lines(entries: list[dict[str, Any]]) -> list[str]:
     """One line per device: its verdict, and its score or the constraint that ruled it out."""
     if not entries:
         return []
-    names = [_clean(e["name"] or e["device"][-8:]) for e in entries]
+    names = [clean(e["name"] or e["device"][-8:]) for e in entries]
     width = max(len(n) for n in names)
     lines = []
     for name, e in zip(names, entries, strict=True):
         verdict = e["verdict"]
         if verdict == "excluded":
-            why = f"{e['constraint']}: {_clean(e['reason'])}"
+            why = f"{e['constraint']}: {clean(e['reason'])}"
         else:
-            why = _clean(e["reason"])
+            why = clean(e["reason"])
         lines.append(f"  {name:<{width}}  {verdict:<9}  {why}")
     return lines
 
@@ -212,10 +211,10 @@ def ps_lines(reply: dict[str, Any]) -> list[str]:
     header = ["DEVICE", "KERNEL", "SCOPE", "STATE", "INSTANCES"]
     table = [
         [
-            _clean(r["device"]) if r["device"] is not None else "(parked)",
-            _clean(r["kernel"]),
-            _clean(r["scope"]),
-            _clean(r["state"]),
+            clean(r["device"]) if r["device"] is not None else "(parked)",
+            clean(r["kernel"]),
+            clean(r["scope"]),
+            clean(r["state"]),
             str(int(r["instances"])),
         ]
         for r in sorted(rows, key=lambda r: (r["device"] is None, r["device"] or "", r["kernel"]))
@@ -229,7 +228,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
     reply = ask(home_of(args), "kernels.stop", timeout=60.0, kernel=args.kernel, count=args.count)
     n = reply["stopped"]
-    line = f"stopped {n} {_clean(reply['kernel'])} instance{'' if n == 1 else 's'}"
+    line = f"stopped {n} {clean(reply['kernel'])} instance{'' if n == 1 else 's'}"
     return report(args, reply, f"{line}; {reply['left']} left in the mesh")
 
 
@@ -244,10 +243,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
         count=args.count,
         scope=args.scope,
     )
-    placed = ", ".join(f"{_clean(d)} {n}" for d, n in sorted(reply["placed"].items()))
+    placed = ", ".join(f"{clean(d)} {n}" for d, n in sorted(reply["placed"].items()))
     n = reply["ids"][1] - reply["ids"][0] + 1
     lines = [
-        f"started {n} {_clean(reply['kernel'])} instance{'' if n == 1 else 's'} "
+        f"started {n} {clean(reply['kernel'])} instance{'' if n == 1 else 's'} "
         f"({reply['scope']}): {placed or 'none placed'}"
     ]
     if reply["parked"]:
@@ -263,8 +262,8 @@ def stats_lines(rows: list[dict[str, Any]]) -> list[str]:
     header = ["KERNEL", "DEVICE", "RUNS", "FIRST", "DECLARED", "OBSERVED", "WAIT", "RATIO"]
     table = [
         [
-            _clean(r["kernel"]),
-            _clean(r["device"]),
+            clean(r["kernel"]),
+            clean(r["device"]),
             str(r["runs"]),
             f"{r['first_ms']:g} ms",
             f"{r['declared_ms']:g} ms",
@@ -316,28 +315,12 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 
 def _held_lines(held: list[dict[str, Any]], names: dict[str, str]) -> list[str]:
     """Which device holds which kernel now (as far as this peer knows)."""
-    by_device = _holdings(held)
+    by_device = holdings(held)
     lines = ["", "held now:"] if by_device else []
     for device in sorted(by_device, key=lambda d: (names.get(d, d), d)):
-        name = _clean(names.get(device, device[-8:]))
+        name = clean(names.get(device, device[-8:]))
         lines.append(f"  {name}: {'; '.join(by_device[device])}")
     return lines
-
-
-def _holdings(held: Any) -> dict[str, list[str]]:
-    """``{device: ["embed (ray, pid 4242, 3 runs)", ...]}``; malformed entries are left out."""
-    by_device: dict[str, list[str]] = {}
-    for h in held if isinstance(held, list) else []:
-        try:
-            runs, running = int(h["runs"]), int(h["running"])
-            text = f"{_clean(h['kernel'])} ({_clean(h['executor'])}"
-            text += f", pid {int(h['pid'])}" if h.get("pid") is not None else ""
-            text += f", {runs} run{'' if runs == 1 else 's'}"
-            text += f", {running} running)" if running else ")"
-            by_device.setdefault(str(h["device"]), []).append(text)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue
-    return by_device
 
 
 def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
@@ -346,10 +329,10 @@ def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
     for k in kernels:
         needs = k["needs"]
         devices = k["devices"]
-        where = "-" if devices is None else (",".join(_clean(d) for d in devices) or "none")
+        where = "-" if devices is None else (",".join(clean(d) for d in devices) or "none")
         rows.append(
             [
-                _clean(k["name"]),
+                clean(k["name"]),
                 needs["energy"],
                 needs["scope"],
                 f"{needs['cpu']:g}",
@@ -357,7 +340,7 @@ def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
                 f"{needs['latency_budget_s']:g} s",
                 "yes" if needs["stateful"] else "no",
                 where,
-                _clean(k["doc"]),
+                clean(k["doc"]),
             ]
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -365,47 +348,7 @@ def _kernel_table(kernels: list[dict[str, Any]]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ] + [
-        f"{_clean(k['name'])} is unavailable here: {_clean(k['unavailable'])}"
+        f"{clean(k['name'])} is unavailable here: {clean(k['unavailable'])}"
         for k in kernels
         if isinstance(k.get("unavailable"), str)
     ]
-
-
-def kernels_line(section: Any, names: dict[str, str]) -> str | None:
-    """The ``swarm status`` line for the "kernels" section: which device holds which kernel.
-
-    ``kernels: ray here; laptop holds embed (ray, pid 4242, 3 runs); server holds embed (ray,
-    pid 5151, 0 runs, 1 running)``. ``names`` maps device ids to names. Anything malformed (the
-    section is what the peer sent) is left out; None when there is nothing to say.
-    """
-    if not isinstance(section, dict):
-        return None
-    parts = []
-    executor = section.get("executor")
-    if isinstance(executor, str):
-        parts.append(f"{_clean(executor)} here")
-    unavailable = section.get("unavailable")
-    if isinstance(unavailable, dict):
-        parts += [
-            f"{_clean(name)} unavailable here ({_clean(why)})"
-            for name, why in sorted(unavailable.items())
-            if isinstance(name, str) and isinstance(why, str)
-        ]
-    by_device = _holdings(section.get("held"))
-    for device in sorted(by_device, key=lambda d: (names.get(d, d), d)):
-        name = _clean(names.get(device, device[-8:]))
-        parts.append(f"{name} holds {', '.join(by_device[device])}")
-    instances = section.get("instances")
-    if isinstance(instances, dict) and isinstance(instances.get("by_device"), dict):
-        homes = [
-            f"{_clean(names.get(d, d[-8:]))} {n}"
-            for d, n in sorted(
-                instances["by_device"].items(), key=lambda kv: names.get(kv[0], kv[0])
-            )
-            if isinstance(d, str) and isinstance(n, int)
-        ]
-        parked = instances.get("parked")
-        if isinstance(parked, int) and parked:
-            homes.append(f"{parked} parked")
-        parts.append("instances " + ", ".join(homes))
-    return ("kernels: " + "; ".join(parts)) if parts else None

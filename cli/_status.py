@@ -45,6 +45,8 @@ from typing import Any, TextIO
 from homeswarm.errors import InvalidArgument, RemoteError, SwarmError
 from homeswarm.vocabulary import ROLES
 
+from ._args import clean, holdings
+
 STATES = ("alive", "suspect", "away", "dead", "left")
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
@@ -199,7 +201,7 @@ class _AnyObj(_Spec):
 
 
 # what the services a peer hosts add, each under its name (their own shapes are theirs)
-SERVICE_SECTIONS = ("vault", "kernels", "anomaly", "learn")
+SERVICE_SECTIONS = ("vault", "kernels", "anomaly", "streams", "learn")
 _ENDPOINTS = _Obj({"metrics": _Nullable(_Str()), "ui": _Nullable(_Str())})
 _STATUS = _Obj(
     {"self": _Str(), "swarm": _Str(), "peers": _List(_PEER)},
@@ -248,12 +250,12 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     counts = {s: sum(p["state"] == s for p in peers) for s in STATES}
     sep = " · " if color else ": "
     header = (
-        f"swarm {_clean(status['swarm'])}{sep}{counts['alive']} alive, "
+        f"swarm {clean(status['swarm'])}{sep}{counts['alive']} alive, "
         f"{counts['suspect']} suspect, "
         + (f"{counts['away']} away, " if counts["away"] else "")
         + f"{counts['dead'] + counts['left']} dead/left"
     )
-    rows = [[_clean(p["name"]), *_cells(p, color)] for p in peers]
+    rows = [[clean(p["name"]), *_cells(p, color)] for p in peers]
     widths = [max([_width(c), *(_width(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS)]
     if width is not None:
         total = 2 + sum(widths) + 2 * (len(widths) - 1)
@@ -265,21 +267,22 @@ def render_table(status: dict[str, Any], *, color: bool = False, width: int | No
     lines = [header, _line("  ", list(_COLUMNS), widths, color=False)]
     for peer, row in zip(peers, rows, strict=True):
         lines.append(_line("* " if peer["self"] else "  ", row, widths, color=color))
-    names = {p["id"]: _clean(p["name"]) for p in peers}
+    names = {p["id"]: clean(p["name"]) for p in peers}
     accelerators = _accelerators_line(peers)
     if accelerators is not None:
         lines.append(accelerators)
     vault = status.get("vault")
     if isinstance(vault, dict):
         lines.append(_vault_line(vault, names))
-    from ._placement import kernels_line
-
     held = kernels_line(status.get("kernels"), names)
     if held is not None:
         lines.append(held)
     anomaly = status.get("anomaly")
     if isinstance(anomaly, dict):
         lines.append(_anomaly_line(anomaly))
+    streams = status.get("streams")
+    if isinstance(streams, dict):
+        lines.append(streams_line(streams))
     return "\n".join(lines)
 
 
@@ -291,7 +294,7 @@ def _accelerators_line(peers: list[dict[str, Any]]) -> str | None:
         if accelerator is not None:
             memory = accelerator["memory_mb"]
             size = f" {_memory(memory)}" if memory else ""
-            found.append(f"{_clean(peer['name'])} {_clean(accelerator['kind'])}{size}")
+            found.append(f"{clean(peer['name'])} {clean(accelerator['kind'])}{size}")
     return "accelerators: " + ", ".join(found) if found else None
 
 
@@ -304,7 +307,7 @@ def _anomaly_line(anomaly: dict[str, Any]) -> str:
             ago = _ago(since) if isinstance(since, int | float) else "?"
             likelihood = episode.get("likelihood")
             shown = f"{likelihood:.5f}" if isinstance(likelihood, int | float) else "?"
-            found.append(f"{_clean(episode.get('series'))} (likelihood {shown}, {ago})")
+            found.append(f"{clean(episode.get('series'))} (likelihood {shown}, {ago})")
     series, warming = anomaly.get("series"), anomaly.get("warming")
     watching = f"watching {series} series" if isinstance(series, int) else "watching"
     if isinstance(warming, int) and warming:
@@ -312,6 +315,39 @@ def _anomaly_line(anomaly: dict[str, Any]) -> str:
     if not found:
         return f"anomaly: none; {watching}"
     return "anomaly: " + ", ".join(found) + f"; {watching}"
+
+
+def streams_line(streams: dict[str, Any]) -> str:
+    """``streams: cpu on server (moved from laptop 42s ago); hosting phone cpu (event 118,
+    checkpoint 108)``: where this device's hosted series are scored, and what it hosts."""
+    parts = []
+    for s in streams.get("streams") or []:
+        if not isinstance(s, dict):
+            continue
+        home = clean(s.get("home")) if s.get("home") else "nowhere (parked)"
+        text = f"{clean(s.get('series'))} on {home}"
+        if s.get("state") not in ("serving", None):
+            text += f" ({clean(s.get('state'))})"
+        if s.get("moved_from"):
+            moved = s.get("moved_s")
+            ago = f" {_ago(moved)}" if isinstance(moved, int | float) else ""
+            times = (
+                f", {s['moves']} moves"
+                if isinstance(s.get("moves"), int) and s["moves"] > 1
+                else ""
+            )
+            text += f" (moved from {clean(s['moved_from'])}{ago}{times})"
+        parts.append(text)
+    hosting = [
+        f"{clean(h.get('producer'))} {clean(h.get('series'))} (event {h.get('applied')}, "
+        f"checkpoint {h.get('checkpoint')})"
+        for h in streams.get("hosting") or []
+        if isinstance(h, dict)
+    ]
+    line = "streams: " + (", ".join(parts) if parts else "none of this device's")
+    if hosting:
+        line += "; hosting " + ", ".join(hosting)
+    return line
 
 
 def _vault_line(vault: dict[str, Any], names: dict[str, str]) -> str:
@@ -348,7 +384,7 @@ def _vault_line(vault: dict[str, Any], names: dict[str, str]) -> str:
 
 def _cells(peer: dict[str, Any], color: bool) -> list[str]:
     power, load = peer["power"], peer["load"]
-    scopes = ",".join(_clean(s) for s in peer["privacy"]["scopes"])
+    scopes = ",".join(clean(s) for s in peer["privacy"]["scopes"])
     if peer["privacy"]["relay_only"]:
         scopes = f"{scopes} relay".lstrip()
     rtt = "-" if peer["self"] else _latency(peer["latency_ms"])
@@ -398,11 +434,6 @@ def _ago(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{int(seconds)}s ago"
-
-
-def _clean(text: object) -> str:
-    """Text from a peer, with anything that could drive the terminal replaced."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 def _width(text: str) -> int:
@@ -485,4 +516,44 @@ def _terminal_width(out: TextIO) -> int | None:
         return None
 
 
-__all__ = ["MalformedStatus", "check_status_shape", "render_table", "watch"]
+def kernels_line(section: Any, names: dict[str, str]) -> str | None:
+    """The ``swarm status`` line for the "kernels" section: which device holds which kernel.
+
+    ``kernels: ray here; laptop holds embed (ray, pid 4242, 3 runs); server holds embed (ray,
+    pid 5151, 0 runs, 1 running)``. ``names`` maps device ids to names. Anything malformed (the
+    section is what the peer sent) is left out; None when there is nothing to say.
+    """
+    if not isinstance(section, dict):
+        return None
+    parts = []
+    executor = section.get("executor")
+    if isinstance(executor, str):
+        parts.append(f"{clean(executor)} here")
+    unavailable = section.get("unavailable")
+    if isinstance(unavailable, dict):
+        parts += [
+            f"{clean(name)} unavailable here ({clean(why)})"
+            for name, why in sorted(unavailable.items())
+            if isinstance(name, str) and isinstance(why, str)
+        ]
+    by_device = holdings(section.get("held"))
+    for device in sorted(by_device, key=lambda d: (names.get(d, d), d)):
+        name = clean(names.get(device, device[-8:]))
+        parts.append(f"{name} holds {', '.join(by_device[device])}")
+    instances = section.get("instances")
+    if isinstance(instances, dict) and isinstance(instances.get("by_device"), dict):
+        homes = [
+            f"{clean(names.get(d, d[-8:]))} {n}"
+            for d, n in sorted(
+                instances["by_device"].items(), key=lambda kv: names.get(kv[0], kv[0])
+            )
+            if isinstance(d, str) and isinstance(n, int)
+        ]
+        parked = instances.get("parked")
+        if isinstance(parked, int) and parked:
+            homes.append(f"{parked} parked")
+        parts.append("instances " + ", ".join(homes))
+    return ("kernels: " + "; ".join(parts)) if parts else None
+
+
+__all__ = ["MalformedStatus", "check_status_shape", "kernels_line", "render_table", "watch"]

@@ -91,30 +91,66 @@ def _call(args: argparse.Namespace, op: str, **request: Any) -> Any:
 
 
 def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
-    from homeswarm.swarm import entry_json, load_identity, load_roster, not_found, open_local
+    from homeswarm.swarm import read_view
+
+    view = read_view(home) if op in ("get", "ls") else None
+    if view is not None:  # the quick way: what the last direct open left, still exact
+        return _from_view(view, op, request)
+    from homeswarm.swarm import load_identity, load_roster, open_local, save_view
     from homeswarm.vault import EntryNotFound
 
     identity = load_identity(home)
     local = open_local(identity, load_roster(identity))
     try:
-        if op == "put":
-            used = local.put(request["key"], request["value"], request.get("scope"), request["ttl"])
-            return {"key": request["key"], "scope": used}
-        if op == "get":
-            entry = local.get(request["key"])
-            if entry is None:
-                raise EntryNotFound(not_found(request["key"]))
-            return entry_json(entry)
-        if op == "ls":
-            return {"entries": [entry_json(e) for e in local.items(request.get("prefix") or "")]}
-        if op == "rm":
-            scopes = local.delete(request["key"])
-            if not scopes:
-                raise EntryNotFound(not_found(request["key"]))
-            return {"key": request["key"], "scopes": scopes}
-        return local.status()
+        try:
+            answer = _direct(local, op, request)
+        except EntryNotFound:
+            save_view(identity, local)
+            raise
+        # after a whole answer only: a write that failed may have left the replica ahead of
+        # the store, and a view must be the store's
+        save_view(identity, local)
+        return answer
     finally:
         local.close()
+
+
+def _direct(local: Any, op: str, request: dict[str, Any]) -> Any:
+    from homeswarm.swarm import entry_json, not_found
+    from homeswarm.vault import EntryNotFound
+
+    if op == "put":
+        used = local.put(request["key"], request["value"], request.get("scope"), request["ttl"])
+        return {"key": request["key"], "scope": used}
+    if op == "get":
+        entry = local.get(request["key"])
+        if entry is None:
+            raise EntryNotFound(not_found(request["key"]))
+        return entry_json(entry)
+    if op == "ls":
+        return {"entries": [entry_json(e) for e in local.items(request.get("prefix") or "")]}
+    if op == "rm":
+        scopes = local.delete(request["key"])
+        if not scopes:
+            raise EntryNotFound(not_found(request["key"]))
+        return {"key": request["key"], "scopes": scopes}
+    return local.status()
+
+
+def _from_view(view: dict[str, Any], op: str, request: dict[str, Any]) -> Any:
+    """``get`` or ``ls`` answered from a view, as the store would answer them."""
+    from homeswarm.swarm import not_found, view_json
+    from homeswarm.vault import EntryNotFound, check_prefix
+
+    now = time.time()
+    if op == "get":
+        row = view.get(request["key"])
+        if row is None or (row[3] is not None and row[3] <= now):
+            raise EntryNotFound(not_found(request["key"]))
+        return view_json(row)
+    prefix = check_prefix(request.get("prefix") or "")
+    rows = (view[k] for k in sorted(view) if k.startswith(prefix))
+    return {"entries": [view_json(r) for r in rows if r[3] is None or r[3] > now]}
 
 
 # ---- the commands --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The names every layer shares, defined once, below every layer (beside the exception tree).
 
 Roles say what kind of device a peer is; scopes say which data it may hold, least to most
-restrictive.
+restrictive; accelerators, what a device may have beside its CPU (``swarm.toml`` [device]
+accelerator, gossiped in its state) and a kernel may need.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ Scope = Literal["public", "personal", "private"]
 
 ROLES: tuple[str, ...] = get_args(Role)
 SCOPES: tuple[str, ...] = get_args(Scope)  # least to most restrictive
+ACCELERATORS: tuple[str, ...] = ("cuda", "mps")
 
 
 def scopes_problem(value: tuple[str, ...]) -> str | None:
@@ -36,4 +38,4 @@ def parse_scopes(text: str) -> tuple[str, ...]:
     return scopes
 
 
-__all__ = ["ROLES", "SCOPES", "Role", "Scope", "parse_scopes", "scopes_problem"]
+__all__ = ["ACCELERATORS", "ROLES", "SCOPES", "Role", "Scope", "parse_scopes", "scopes_problem"]

@@ -29,7 +29,9 @@ Only the floor is imported: every layer can declare its messages here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from operator import call
 from typing import Any
 
 from homeswarm.errors import MalformedMessage
@@ -65,6 +67,7 @@ class Field:
         "_bounded",
         "_exact",
         "_nested",
+        "accepts",
         "equals",
         "items",
         "keys",
@@ -107,6 +110,7 @@ class Field:
         self._exact = frozenset(types)
         self._bounded = least is not None or most is not None
         self._nested = items is not None or keys is not None or values is not None
+        self.accepts = _acceptor(self)
 
     def problem(self, value: object) -> str | None:
         """What is wrong with ``value`` as this field, or ``None``."""
@@ -154,7 +158,7 @@ class Field:
 class Schema:
     """A message: what it is called (for the error) and its fields, by key or by position."""
 
-    __slots__ = ("error", "fields", "positional", "what")
+    __slots__ = ("_accepts", "_names", "error", "fields", "positional", "what")
 
     def __init__(
         self,
@@ -165,37 +169,46 @@ class Schema:
     ) -> None:
         self.what = what
         self.fields = fields
+        self._names = tuple(f.name for f in fields)
+        self._accepts = tuple(f.accepts for f in fields)
         self.positional = positional
         self.error = error
 
     def check(self, obj: object) -> dict[str, Any]:
         """The message's fields by name; ``MalformedMessage`` if ``obj`` is not this message."""
-        problem, out = self._read(obj)
+        values, problem = self._read(obj)
         if problem is not None:
             raise self.fail(problem)
-        return out
+        return dict(zip(self._names, values, strict=True))
 
     def problem(self, obj: object) -> str | None:
         """What ``check`` would refuse ``obj`` for (without the message's name), or ``None``: for
         a value built here, to be checked by the same rules as one that came off the wire."""
-        return self._read(obj)[0]
+        if (  # the quick path, for a positional message
+            self.positional
+            and type(obj) is list
+            and len(obj) == len(self._accepts)
+            and all(map(call, self._accepts, obj))
+        ):
+            return None
+        return self._read(obj)[1]
 
-    def _read(self, obj: object) -> tuple[str | None, dict[str, Any]]:
+    def _read(self, obj: object) -> tuple[list[Any] | tuple[Any, ...], str | None]:
         if self.positional:
             values, problem = self._positions(obj)
             if problem is not None:
-                return problem, {}
+                return values, problem
         elif isinstance(obj, dict):
-            values = [obj.get(f.name) for f in self.fields]
+            values = [obj.get(name) for name in self._names]
         else:
-            return "not a map", {}
-        out = {}
+            return (), "not a map"
+        if all(map(call, self._accepts, values)):
+            return values, None
         for field, value in zip(self.fields, values, strict=True):
             found = field.problem(value)
             if found is not None:
-                return found, {}
-            out[field.name] = value
-        return None, out
+                return values, found
+        return values, None
 
     def _positions(self, obj: object) -> tuple[list[Any] | tuple[Any, ...], str | None]:
         if not isinstance(obj, list | tuple):
@@ -212,6 +225,34 @@ class Schema:
     def fail(self, problem: str) -> Exception:
         """The error for ``problem`` with this message (also for a caller's own later checks)."""
         return self.error(f"{self.what}: {problem}")
+
+
+def _acceptor(field: Field) -> Callable[[object], bool]:
+    """A quick yes for the common case, taken before ``problem``: it says True only of a value
+    ``problem`` passes; False means "ask ``problem``", which finds what is wrong, if anything."""
+    exact, equals = field._exact, field.equals
+    if not exact or field._nested or field.valid is not None:
+        return _ask
+    if equals is not _ANY:
+        if field._bounded or type(equals) not in exact:
+            return _ask
+        return lambda value: type(value) is type(equals) and value == equals
+    one = next(iter(exact)) if len(exact) == 1 else None
+    if not field._bounded:
+        if one is not None:
+            return lambda value: type(value) is one
+        return lambda value: type(value) in exact
+    least = -math.inf if field.least is None else field.least
+    most = math.inf if field.most is None else field.most
+    if one is int or one is float:
+        return lambda value: type(value) is one and least <= value <= most
+    if one is not None and one in _SIZED:
+        return lambda value: type(value) is one and least <= len(value) <= most
+    return _ask
+
+
+def _ask(value: object) -> bool:
+    return False
 
 
 def _is(value: object, types: tuple[type, ...]) -> bool:

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from homeswarm.errors import InvalidArgument, SwarmError
+from homeswarm.vocabulary import ACCELERATORS as ACCELERATORS  # re-exported, as SCOPES
 from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of this package
 from homeswarm.wire import pack
 
 Energy = Literal["tiny", "small", "medium", "large"]
 ENERGY_CLASSES: tuple[str, ...] = get_args(Energy)
-# the accelerators a device can have (``swarm.toml`` [device] accelerator; gossiped in its state);
-# a kernel needs one of them, or ``gpu``: either
-ACCELERATORS: tuple[str, ...] = ("cuda", "mps")
+# a kernel needs one of the ACCELERATORS, or ``gpu``: either
 ANY_GPU = "gpu"
 ACCELERATOR_NEEDS: tuple[str, ...] = (ANY_GPU, *ACCELERATORS)
 

@@ -36,6 +36,7 @@ state inside is versioned again by the model: ``kernels._htm``).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -130,9 +131,10 @@ class StreamProducer:
         self.kept.append(event)
         return event
 
-    def to_send(self) -> list[StreamEvent]:
-        """The kept events after the last one sent to the current home (and now: sent)."""
-        out = [e for e in self._after(self.sent)]
+    def to_send(self, limit: int | None = None) -> list[StreamEvent]:
+        """The kept events after the last one sent to the current home, at most ``limit`` of
+        them (and now: sent)."""
+        out = list(itertools.islice(self._after(self.sent), limit))
         if out:
             self.sent = out[-1].seq
         return out
@@ -173,6 +175,16 @@ class StreamProducer:
         self.sent = applied
         self.epoch += 1
         return self.epoch
+
+    def continue_after(self, applied: int) -> None:
+        """This producer started afresh (its process restarted) and the stream's newest
+        checkpoint covers ``applied`` events: what it has emitted since is numbered after them
+        (it was never sent: a fresh producer's first home tells it where the stream stands)."""
+        if self.acked or self.epoch or self.sent:
+            raise InvalidArgument(f"stream {self.stream}: continue_after is for a fresh producer")
+        self.kept = deque(StreamEvent(applied + e.seq, e.when, e.value) for e in self.kept)
+        self.last += applied
+        self.acked = self.sent = applied
 
     def _after(self, seq: int) -> Iterable[StreamEvent]:
         start = seq - self.acked  # kept[0] is acked + 1

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._records import Records, dirichlet_split
-from ._task import Split
+from ._records import Records, Split, dirichlet_split
 
 TEST_FRACTION = 0.2
 

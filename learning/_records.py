@@ -77,3 +77,11 @@ def dirichlet_split(
         for device, chunk in enumerate(np.split(rows, cuts)):
             parts[device].extend(chunk.tolist())
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A task's data as the devices hold it: records per device and the held-out test set."""
+
+    devices: dict[str, Records]
+    test: Records

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from homeswarm.errors import InvalidArgument
 
 from ._records import Records
+from ._records import Split as Split  # re-exported: a task's protocol names it
 
 ENTRY_POINT_GROUP = "homeswarm.learning.tasks"
-
-
-@dataclass(frozen=True)
-class Split:
-    """A task's data as the devices hold it: records per device and the held-out test set."""
-
-    devices: dict[str, Records]
-    test: Records
 
 
 @runtime_checkable

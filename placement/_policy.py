@@ -16,6 +16,8 @@ Filter (the first rule a device breaks is the one reported, in this order):
                   lacks, or one with less memory than the kernel takes
   ``memory``      less free memory than the kernel needs
   ``battery``     on battery below its floor for the kernel's energy class (see the tiers)
+  ``light``       a stateful kernel on a light member: its death would be seen only when its
+                  lease lapses (up to 15 min), and its instance would wait that long to move
   ``failed``      it already failed this run (re-placement)
 
 Energy tiers (the Sovereign seed's), one mechanism, the battery floor: a device on battery below
@@ -74,6 +76,7 @@ CONSTRAINTS = (
     "accelerator",
     "memory",
     "battery",
+    "light",
     "failed",
 )
 
@@ -500,6 +503,7 @@ def _place(
     floor_top = max(floor, floor_any)
     under_rank, over_rank = tier, 2 + tier  # within the budget first; a variant after
     budget = needs.latency_budget_s
+    stateful = needs.stateful and every_rule
     stateful_s = config.stateful_battery_s if needs.stateful else 0.0
     speed, watts = config.speed, config.watts
     slowdown = config.load_slowdown
@@ -534,6 +538,8 @@ def _place(
             and battery < (floor if d.role in floor_roles else floor_any)
         ):
             out.append((d.id, d, "battery"))
+        elif stateful and d.light:
+            out.append((d.id, d, "light"))
         elif d.id in failed:
             out.append((d.id, d, "failed"))
         else:  # the score
@@ -627,6 +633,8 @@ class _Why(NamedTuple):
                 f"on battery at {d.battery_percent:.0f}%, below the {floor:.0f}% floor "
                 f"for {needs.energy} work"
             )
+        if constraint == "light":
+            return "a light member (its lease hides its death for minutes) holds no stateful work"
         assert self.failed is not None
         return f"failed this run: {self.failed[d.id]}"
 

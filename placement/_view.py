@@ -28,7 +28,9 @@ class DeviceView:
     measured); ``queue`` the kernels it is running or has queued, as far as the caller knows;
     ``local`` marks the device that is deciding (no network between it and itself).
     ``accelerators`` are the kinds it has (``cuda``, ``mps``), ``accelerator_mb`` the memory of
-    its largest (0: none, or not known).
+    its largest (0: none, or not known). ``light``: a light member (a phone on cellular or low
+    on battery, holding its place with a lease): nobody probes it, so its death is seen only
+    when its lease lapses, minutes later; it may run work, but is no home for a stateful one.
     """
 
     id: str
@@ -48,6 +50,7 @@ class DeviceView:
     rtt_s: float | None = None
     queue: int = 0
     local: bool = False
+    light: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:

@@ -21,8 +21,9 @@ device) and ``kernels.StreamInstance`` (on the instance's home):
   ``Mesh.replace_dead`` then moves its instances. A light member back before its lease lapsed
   restarts its own instances;
 - at every sample, ``Mesh.rebalance`` moves the instances whose home may no longer run them
-  (a phone below its battery floor) and places the parked ones: a planned move, the old home
-  checkpoints first and hands over, so nothing is replayed;
+  (a phone below its battery floor, or gone light: the policy homes no stateful instance on a
+  light member, whose death would show only when its lease lapsed) and places the parked ones:
+  a planned move, the old home checkpoints first and hands over, so nothing is replayed;
 - the new home fetches the latest checkpoint (its bytes over its own link), restores it, and the
   producer replays what followed (``resume``): downtime is the time from the instance stopping to
   it serving again (detection, transfer, restore and replay at the kernel's own estimate and the
@@ -222,6 +223,7 @@ class Migration:
                     cpu_percent=min(100.0, m.cpu),
                     kernels=("anomaly",),
                     rtt_s=2 * m.link.latency_s,
+                    light=self.light(n),
                 )
             )
         return out

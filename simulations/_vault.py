@@ -73,7 +73,7 @@ import trio
 
 from homeswarm.swarm import Service, VaultService, readable_scopes
 from homeswarm.vault import (
-    COLLECTIONS,
+    MEMORY_TIERS,
     SCOPES,
     EntryNotFound,
     MemoryStore,
@@ -156,8 +156,8 @@ def seen(replica: Replica) -> Vectors:
 
 
 def vault_keys(rng: random.Random, count: int) -> dict[str, str]:
-    """``count`` keys, each with its scope."""
-    return {f"{rng.choice(COLLECTIONS)}/k{i:02d}": rng.choice(SCOPES) for i in range(count)}
+    """``count`` keys of a person's memory tiers, each with its scope."""
+    return {f"{rng.choice(MEMORY_TIERS)}/k{i:02d}": rng.choice(SCOPES) for i in range(count)}
 
 
 class VaultRun:

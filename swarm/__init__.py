@@ -51,8 +51,11 @@ _FACE = {
     "ModelEmbedder": "_recall",
     "readable_scopes": "_local_vault",
     "open_local": "_local_vault",
-    "entry_json": "_local_vault",
-    "not_found": "_local_vault",
+    "entry_json": "_vault_view",
+    "not_found": "_vault_view",
+    "read_view": "_vault_view",
+    "save_view": "_vault_view",
+    "view_json": "_vault_view",
     "control_path": "_control",
     "serve_control": "_control",
     "ask": "_control_client",
@@ -85,7 +88,7 @@ if TYPE_CHECKING:
     from ._http import HttpServer, Request, Response
     from ._join import join_swarm
     from ._learn_service import LearnService
-    from ._local_vault import entry_json, not_found, open_local, readable_scopes
+    from ._local_vault import open_local, readable_scopes
     from ._logs import follow_log, log_path, read_log
     from ._membership import Change
     from ._peer import Peer, PeerOptions
@@ -95,6 +98,7 @@ if TYPE_CHECKING:
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
     from ._vault_service import VaultService
+    from ._vault_view import entry_json, not_found, read_view, save_view, view_json
 
 
 def __getattr__(name: str) -> Any:
@@ -153,11 +157,14 @@ __all__ = [  # the same names as _FACE (a test checks)
     "open_local",
     "public_bytes",
     "read_log",
+    "read_view",
     "readable_scopes",
     "recover_admin",
     "recovery_code",
     "run_up",
+    "save_view",
     "serve_control",
     "settings_from_mapping",
     "swarm_id_of",
+    "view_json",
 ]

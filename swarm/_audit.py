@@ -81,7 +81,8 @@ def audit_entries(home: Path) -> list[AuditEntry]:
     try:
         lines = (home / AUDIT_NAME).read_text(errors="replace").splitlines()
     except FileNotFoundError:
-        from ._home import DEVICE_KEY, NotInitialised
+        from ._files import DEVICE_KEY
+        from ._home import NotInitialised
 
         if not (home / DEVICE_KEY).exists():
             raise NotInitialised(

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from homeswarm.errors import InvalidConfig
-from homeswarm.kernels import ACCELERATORS
-from homeswarm.vocabulary import SCOPES, Role, scopes_problem
+from homeswarm.vocabulary import ACCELERATORS, SCOPES, Role, scopes_problem
+
+from ._files import CONFIG_NAME as CONFIG_NAME  # re-exported: the face names it here
 
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "phone": ("public", "personal"),
     "laptop": SCOPES,
     "server": SCOPES,
 }
-CONFIG_NAME = "swarm.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -270,6 +270,12 @@ def _likelihood(value: float) -> str | None:
     return None if 0.5 < value < 1 else "must be between 0.5 and 1 (exclusive)"
 
 
+def _series_names(value: tuple[str, ...]) -> str | None:
+    known = ("cpu", "memory_free_mb", "battery_drain")
+    bad = [v for v in value if v not in known]
+    return f"series are from {', '.join(known)}" if bad else None
+
+
 @dataclass(frozen=True, slots=True)
 class AnomalySettings:
     watch: bool = setting(
@@ -282,6 +288,18 @@ class AnomalySettings:
         0.9999,
         "a likelihood at least this high is an anomaly (NAB's detectors: 0.9999)",
         _likelihood,
+    )
+    hosted: tuple[str, ...] = setting(
+        ("cpu",),
+        "series whose HTM instance the kernel mesh places (on this device or another, moved"
+        " with its checkpoint when that device dies); the rest are scored here",
+        _series_names,
+    )
+    checkpoint_s: float = setting(
+        300.0,
+        "a hosted instance checkpoints into the vault this often (at most this long of events"
+        " is replayed after a move)",
+        _positive,
     )
 
 

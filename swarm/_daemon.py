@@ -30,15 +30,40 @@ from homeswarm.transports.discovery import Advertisement, MdnsDiscovery, parse_b
 
 from ._control import control_path, serve_control
 from ._home import Identity, load_identity, load_roster, write_atomically
+from ._learn_service import LearnService
 from ._logs import close_log, open_log
 from ._peer import Peer, PeerOptions
-from ._placement_service import device_capabilities
-from ._service import device_services
+from ._placement_service import PlacementService, device_capabilities
+from ._recall_service import RecallService
+from ._service import Service
+from ._stream_service import StreamService
+from ._vault_service import VaultService
+from ._watch_service import WatchService, series_params
 
 log = logging.getLogger("swarm.daemon")
 
 PEERS_FILE = "peers.json"
 LEAVE_GRACE = 0.5
+
+
+def device_services(identity: Identity) -> list[Service]:
+    """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
+    services: list[Service] = []
+    services.append(PlacementService(identity.settings))
+    vault = VaultService(identity)
+    services.append(vault)
+    services.append(RecallService(vault))
+    anomaly = identity.settings.anomaly
+    if anomaly.watch:
+        if anomaly.hosted:  # its scores go to the watch, which hands it the hosted series
+            services.append(
+                StreamService(
+                    hosted=anomaly.hosted, checkpoint_s=anomaly.checkpoint_s, params=series_params
+                )
+            )
+        services.append(WatchService(anomaly))
+    services.append(LearnService(identity))
+    return services
 
 
 def advertised(addrs: Sequence[str]) -> list[str]:

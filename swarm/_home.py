@@ -36,15 +36,11 @@ from homeswarm.errors import InvalidArgument, InvalidConfig, LocalError
 from homeswarm.ids import peer_id_from_public_key
 from homeswarm.vocabulary import ROLES
 
-from ._config import CONFIG_NAME, ROLE_SCOPES, Settings, _device_name, load_settings
+from ._config import ROLE_SCOPES, Settings, _device_name, load_settings
+from ._files import AGE_KEY, CONFIG_NAME, DEVICE_KEY, ROOT_KEY, ROSTER
 
 if TYPE_CHECKING:
     from ._certs import Roster
-
-DEVICE_KEY = "device.key"
-AGE_KEY = "age.key"
-ROOT_KEY = "root.key"
-ROSTER = "roster.bin"
 
 
 class AlreadyInitialised(LocalError):

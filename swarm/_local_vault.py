@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 from homeswarm.vault import Access, Directory, LocalVault, Replica, SqliteStore
 
 from ._certs import Roster
+from ._files import VAULT_DIR
 from ._home import Identity
-
-VAULT_DIR = "vault"
 
 
 def readable_scopes(identity: Identity, roster: Roster | None = None) -> tuple[str, ...]:
@@ -93,17 +91,3 @@ def open_local(identity: Identity, roster: Roster) -> LocalVault:
     except BaseException:
         store.close()
         raise
-
-
-def not_found(key: str) -> str:
-    return f"no entry {key!r} (or only in a scope this device may not read)"
-
-
-def entry_json(entry: Any) -> dict[str, Any]:
-    """An entry for ``vault get/ls`` (``expires_at``: wall-clock seconds, or None: never)."""
-    return {
-        "key": entry.key,
-        "scope": entry.scope,
-        "value": entry.text,
-        "expires_at": entry.expires_at,
-    }

@@ -75,8 +75,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from homeswarm.errors import ProtocolViolation
-from homeswarm.wire import pack
+from homeswarm.errors import MalformedMessage
+from homeswarm.wire import Field, Schema, pack
 
 log = logging.getLogger("swarm.membership")
 
@@ -237,28 +237,15 @@ Record = Alive | Accusation | Fact
 
 
 def _record_from_wire(obj: Any) -> Record:
-    if not isinstance(obj, list) or not obj:
-        raise ProtocolViolation("record: expected a non-empty list")
-    tag = obj[0]
-    if tag == "a" and len(obj) == 6:
-        _, node, inc, version, state, sig = obj
-        _check(node, str, "node")
-        _check_count(inc, "incarnation")
-        _check_count(version, "version")
-        _check(state, bytes, "state")
-        _check(sig, bytes, "signature")
-        return Alive(node, inc, version, state, sig)
-    if tag in ("s", "d") and len(obj) == 5:
-        _, node, inc, by, sig = obj
-        _check(node, str, "node")
-        _check_count(inc, "incarnation")
-        _check(by, str, "by")
-        _check(sig, bytes, "signature")
-        return Accusation(tag, node, inc, by, sig)
-    if tag == "f" and len(obj) == 2:
-        _check(obj[1], bytes, "fact")
-        return Fact(obj[1])
-    raise ProtocolViolation(f"record: unknown kind {_brief(tag)} or wrong length")
+    tag = obj[0] if type(obj) is list and obj else None
+    wire = _RECORD_WIRE.get(tag) if type(tag) is str else None
+    if wire is None:
+        raise MalformedMessage(f"record: unknown kind {_brief(tag)}")
+    schema, make, first = wire
+    found = schema.problem(obj)
+    if found is not None:
+        raise schema.fail(found)
+    return make(*obj[first:])
 
 
 def _queue_key(record: Record) -> Any:
@@ -271,16 +258,6 @@ def _queue_key(record: Record) -> Any:
 def _brief(value: Any) -> str:
     # never str() a peer's value: a deeply nested list overflows the stack on the way
     return repr(value[:16]) if isinstance(value, str) else type(value).__name__
-
-
-def _check(value: Any, kind: type, what: str) -> None:
-    if not isinstance(value, kind) or (isinstance(value, str) and not 0 < len(value) <= 128):
-        raise ProtocolViolation(f"{what}: expected {kind.__name__}")
-
-
-def _check_count(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise ProtocolViolation(f"{what}: expected a non-negative integer")
 
 
 # ---- messages --------------------------------------------------------------------------------
@@ -326,6 +303,62 @@ class Sync:
 
 Message = Ping | Ack | PingReq | Nack | Gossip | Sync
 
+# What a peer may send, declared once (``homeswarm.wire``): a record is ``[kind, *fields]``, a
+# message ``[WIRE_VERSION, type, *fields]``; each table maps the tag to its schema and its class.
+_NAME = Field("node", str, least=1, most=128)
+_VERSION = Field("version", int, equals=WIRE_VERSION)
+_RECORDS = Field("records", list, most=MAX_RECORDS)
+
+
+def _count(name: str) -> Field:
+    return Field(name, int, least=0, most=2**63 - 1)
+
+
+_ACCUSATION = Schema(
+    "accusation",
+    Field("kind", str),
+    _NAME,
+    _count("incarnation"),
+    Field("by", str, least=1, most=128),
+    Field("signature", bytes),
+    positional=True,
+)
+# tag -> (schema, class, where its fields start: an accusation keeps its tag as its kind)
+_RECORD_WIRE: dict[str, tuple[Schema, Callable[..., Record], int]] = {
+    "a": (
+        Schema(
+            "alive",
+            Field("kind", str),
+            _NAME,
+            _count("incarnation"),
+            _count("version"),
+            Field("state", bytes),
+            Field("signature", bytes),
+            positional=True,
+        ),
+        Alive,
+        1,
+    ),
+    "s": (_ACCUSATION, Accusation, 0),
+    "d": (_ACCUSATION, Accusation, 0),
+    "f": (Schema("fact", Field("kind", str), Field("fact", bytes), positional=True), Fact, 1),
+}
+
+
+def _message(kind: str, *fields: Field) -> Schema:
+    return Schema(kind, _VERSION, Field("type", str), *fields, positional=True)
+
+
+_TARGET = Field("target", str, least=1, most=128)
+_MESSAGE_WIRE: dict[str, tuple[Schema, Callable[..., Message]]] = {
+    "ping": (_message("ping", _count("seq"), _TARGET, _RECORDS), Ping),
+    "ack": (_message("ack", _count("seq"), _RECORDS), Ack),
+    "req": (_message("req", _count("seq"), _TARGET, _RECORDS), PingReq),
+    "nack": (_message("nack", _count("seq")), Nack),
+    "gossip": (_message("gossip", _RECORDS), Gossip),
+    "sync": (_message("sync", Field("reply", bool), _RECORDS), Sync),
+}
+
 
 def encode_message(msg: Message) -> list[Any]:
     """The msgpack-able body of a message: ``[version, type, ...]``."""
@@ -346,37 +379,21 @@ def encode_message(msg: Message) -> list[Any]:
 
 
 def decode_message(body: Any) -> Message:
-    """Parse and validate a body from a peer; anything malformed raises ProtocolViolation."""
-    if not isinstance(body, list) or len(body) < 3 or body[0] != WIRE_VERSION:
-        raise ProtocolViolation("membership: expected [1, type, ...]")
-    kind, rest = body[1], body[2:]
-    if kind == "ping" and len(rest) == 3:
-        _check_count(rest[0], "seq")
-        _check(rest[1], str, "target")
-        return Ping(rest[0], rest[1], _records(rest[2]))
-    if kind == "ack" and len(rest) == 2:
-        _check_count(rest[0], "seq")
-        return Ack(rest[0], _records(rest[1]))
-    if kind == "req" and len(rest) == 3:
-        _check_count(rest[0], "seq")
-        _check(rest[1], str, "target")
-        return PingReq(rest[0], rest[1], _records(rest[2]))
-    if kind == "nack" and len(rest) == 1:
-        _check_count(rest[0], "seq")
-        return Nack(rest[0])
-    if kind == "gossip" and len(rest) == 1:
-        return Gossip(_records(rest[0]))
-    if kind == "sync" and len(rest) == 2:
-        if not isinstance(rest[0], bool):
-            raise ProtocolViolation("sync: reply must be a boolean")
-        return Sync(rest[0], _records(rest[1]))
-    raise ProtocolViolation(f"membership: unknown message {_brief(kind)} or wrong length")
-
-
-def _records(obj: Any) -> tuple[Record, ...]:
-    if not isinstance(obj, list) or len(obj) > MAX_RECORDS:
-        raise ProtocolViolation(f"records: expected a list of at most {MAX_RECORDS}")
-    return tuple(_record_from_wire(r) for r in obj)
+    """Parse and validate a body from a peer; anything malformed raises ``MalformedMessage`` (a
+    ``ProtocolViolation``: the connection that sent it is closed)."""
+    kind = body[1] if type(body) is list and len(body) > 1 else None
+    wire = _MESSAGE_WIRE.get(kind) if type(kind) is str else None
+    if wire is None:
+        found = _VERSION.problem(body[0]) if type(body) is list and body else "not a list"
+        raise MalformedMessage(f"membership: {found or f'unknown message {_brief(kind)}'}")
+    schema, make = wire
+    found = schema.problem(body)
+    if found is not None:
+        raise schema.fail(found)
+    fields = body[2:]
+    if schema.fields[-1] is _RECORDS:  # always the last field, when a message carries them
+        fields[-1] = tuple(map(_record_from_wire, fields[-1]))
+    return make(*fields)
 
 
 # ---- what the core needs from outside ----------------------------------------------------------

@@ -101,6 +101,7 @@ __all__ = [
     "PlacementService",
     "device_capabilities",
     "executor_kind",
+    "keep_mesh",
     "policy_config",
 ]
 
@@ -295,31 +296,13 @@ class PlacementService(Service):
     # ---- the mesh ----------------------------------------------------------------------------
 
     def check_mesh(self) -> list[MeshChange]:
-        """Move the instances of homes that died (one ``replace_dead`` batch each), and
-        ``rebalance`` when a device's power, scopes or capabilities changed (or the roster),
-        which also places parked instances a new device may now take. Moved instances resume
-        at once: an instance is a registry entry, with no process to carry over."""
+        """Move the instances of homes that died and rebalance on a change (``keep_mesh``).
+        Moved instances resume at once: an instance here is a registry entry, with no process
+        to carry over."""
         if not len(self.mesh):
             return []
-        view = self.view()
-        by_id = {d.id: d for d in view}
-        changes: list[MeshChange] = []
-        for device in self.mesh.counts():
-            d = by_id.get(device)
-            if d is None or d.status in GONE:
-                change = self.mesh.replace_dead(view, device)
-                log.info("mesh: %s is %s: %s", device[-8:], d.status if d else "gone", change)
-                changes.append(change)
-        homes = {d.id: _power(d) for d in view}
-        if homes != self._homes or self._roster_moved:
-            # a suspect device keeps its instances until it is declared dead: no migration
-            # for a missed probe
-            hopeful = [replace(d, status="alive") if d.status == "suspect" else d for d in view]
-            change = self.mesh.rebalance(hopeful)
-            if change.moved or change.placed:
-                log.info("mesh: rebalanced: %s", change)
-                changes.append(change)
-            self._homes, self._roster_moved = homes, False
+        changes, self._homes = keep_mesh(self.mesh, self.view(), self._homes, self._roster_moved)
+        self._roster_moved = False
         if changes:
             self._settle()
         return changes
@@ -416,6 +399,7 @@ class PlacementService(Service):
                     rtt_s=0.0 if local else member.rtt,
                     queue=queue,
                     local=local,
+                    light=member.light,
                 )
             )
         return out
@@ -559,10 +543,38 @@ class PlacementService(Service):
         return out
 
 
+def keep_mesh(
+    mesh: Mesh, view: list[DeviceView], homes: dict[str, tuple[Any, ...]], moved: bool
+) -> tuple[list[MeshChange], dict[str, tuple[Any, ...]]]:
+    """Move the instances of homes that died (one ``replace_dead`` batch each), and
+    ``rebalance`` when a device's power, scopes, capabilities or lightness changed since
+    ``homes`` (what they looked like at the last check) or ``moved`` (the roster changed),
+    which also places parked instances a new device may now take. The changes, and the homes
+    to pass next time."""
+    by_id = {d.id: d for d in view}
+    changes: list[MeshChange] = []
+    for device in mesh.counts():
+        d = by_id.get(device)
+        if d is None or d.status in GONE:
+            change = mesh.replace_dead(view, device)
+            log.info("mesh: %s is %s: %s", device[-8:], d.status if d else "gone", change)
+            changes.append(change)
+    now = {d.id: _power(d) for d in view}
+    if now != homes or moved:
+        # a suspect device keeps its instances until it is declared dead: no migration
+        # for a missed probe
+        hopeful = [replace(d, status="alive") if d.status == "suspect" else d for d in view]
+        change = mesh.rebalance(hopeful)
+        if change.moved or change.placed:
+            log.info("mesh: rebalanced: %s", change)
+            changes.append(change)
+    return changes, now
+
+
 def _power(d: DeviceView) -> tuple[Any, ...]:
     """What of a device decides whether it may keep its instances (not its load: it changes
     every sample, and a home never sheds instances for room)."""
-    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels)
+    return (d.battery_percent, d.plugged, d.scopes, d.relay_only, d.executor, d.kernels, d.light)
 
 
 RECENT_RUNS = 20  # kept for the page `swarm ui` opens

@@ -19,7 +19,6 @@ from homeswarm.transports import Connection, InvalidArgument, ProtocolViolation
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from ._home import Identity
     from ._peer import Peer
 
 
@@ -56,22 +55,3 @@ def split_op(op: object) -> tuple[str, str] | None:
         return None
     name, _, rest = op.partition(".")
     return (name, rest) if name and rest else None
-
-
-def device_services(identity: Identity) -> list[Service]:
-    """The services a device's peer hosts (``swarm up`` and the demo): one line per service."""
-    from ._learn_service import LearnService
-    from ._placement_service import PlacementService  # (imports the peer: not at the top)
-    from ._recall_service import RecallService
-    from ._vault_service import VaultService
-    from ._watch_service import WatchService
-
-    services: list[Service] = []
-    services.append(PlacementService(identity.settings))
-    vault = VaultService(identity)
-    services.append(vault)
-    services.append(RecallService(vault))
-    if identity.settings.anomaly.watch:
-        services.append(WatchService(identity.settings.anomaly))
-    services.append(LearnService(identity))
-    return services

@@ -44,15 +44,9 @@ from homeswarm.vault import (
 )
 
 from ._device import decode_state
-from ._local_vault import (
-    directory_from,
-    entry_json,
-    new_replica,
-    not_found,
-    open_store,
-    readable_scopes,
-)
+from ._local_vault import directory_from, new_replica, open_store, readable_scopes
 from ._service import Service
+from ._vault_view import drop_view, entry_json, not_found
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -90,6 +84,8 @@ class VaultService(Service):
         self._peer = peer
         assert peer.transport is not None
         store = self._store if self._store is not None else await self._open_store()
+        if self._store is None:  # a running peer writes: the view would soon be stale, and
+            drop_view(self.identity.home)  # it may hold a scope this device is losing
         rng = random.Random(peer.rng.random())
         try:
             self.node = VaultNode(

@@ -43,6 +43,7 @@ from homeswarm.kernels import TELEMETRY_PARAMS
 
 from ._config import AnomalySettings
 from ._service import Service
+from ._stream_service import StreamService
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -67,6 +68,11 @@ STALE_S = 600.0  # a series not sampled for this long (a member gone) is forgott
 MAX_SERIES = 64  # at most this many models (a huge swarm's RTTs do not eat the memory)
 NEW_PER_ROUND = 1  # models created per round, at most (one takes ~30 ms of CPU: the loop's)
 DRAIN_WINDOW_S = 300.0
+
+
+def series_params(series: str) -> dict[str, Any]:
+    """The HTM parameters of one series: the telemetry set, with its kind's range."""
+    return {**TELEMETRY_PARAMS, **KIND_PARAMS.get(series.partition(":")[0], {})}
 
 
 @dataclass
@@ -104,25 +110,36 @@ class Watch:
                 model = anomaly_model(params={**self.params, **KIND_PARAMS.get(kind, {})})
                 self.models[series] = model
                 created += 1
-            scores = model.step(value)
-            self.seen[series] = now
-            self.likelihood[series] = scores.likelihood
-            if scores.likelihood < self.threshold:
-                continue
-            episode = self.open.get(series)
-            if episode is None:
-                episode = self.open[series] = Episode(series, now, now, scores.likelihood)
-                self.episodes[series] += 1
+            episode = self.judge(series, value, model.step(value).likelihood, now)
+            if episode is not None:
                 opened.append(episode)
-                log.warning(
-                    "anomaly: %s at %.6g (likelihood %.6f, tail %.1e)",
-                    series,
-                    value,
-                    scores.likelihood,
-                    1.0 - scores.likelihood,
-                )
-            episode.last = now
-            episode.likelihood = max(episode.likelihood, scores.likelihood)
+        self._age(now)
+        return opened
+
+    def judge(self, series: str, value: float, likelihood: float, now: float) -> Episode | None:
+        """One row's likelihood (from a model here, or a hosted instance's answer): the
+        episode it opened, if it did."""
+        self.seen[series] = now
+        self.likelihood[series] = likelihood
+        if likelihood < self.threshold:
+            return None
+        episode = self.open.get(series)
+        new = episode is None
+        if episode is None:
+            episode = self.open[series] = Episode(series, now, now, likelihood)
+            self.episodes[series] += 1
+            log.warning(
+                "anomaly: %s at %.6g (likelihood %.6f, tail %.1e)",
+                series,
+                value,
+                likelihood,
+                1.0 - likelihood,
+            )
+        episode.last = now
+        episode.likelihood = max(episode.likelihood, likelihood)
+        return episode if new else None
+
+    def _age(self, now: float) -> None:
         for series, episode in list(self.open.items()):
             if now - episode.last >= HOLD_S:
                 del self.open[series]
@@ -131,7 +148,6 @@ class Watch:
             if now - at >= STALE_S:
                 for table in (self.models, self.seen, self.likelihood, self.open):
                     table.pop(series, None)
-        return opened
 
     def warming(self) -> int:
         return sum(model.rows < WARMUP_ROWS for model in self.models.values())
@@ -162,11 +178,21 @@ class WatchService(Service):
 
     async def run(self, peer: Peer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._peer = peer
+        streams = peer.services.get("streams")
+        hosted = set(self.settings.hosted) if isinstance(streams, StreamService) else set()
+        if isinstance(streams, StreamService):
+            streams.judge = self.watch.judge  # a hosted instance's scores come back here
         task_status.started()
         while True:
             await trio.sleep(self.settings.interval_s)
             began = time.perf_counter()
-            self.watch.feed(self.sample(), trio.current_time())
+            samples = self.sample()
+            if hosted:
+                assert isinstance(streams, StreamService)
+                when = peer.options.wall_clock()
+                for series in sorted(hosted & samples.keys()):
+                    streams.emit(series, samples.pop(series), when)
+            self.watch.feed(samples, trio.current_time())
             self._cost_s += time.perf_counter() - began
             self._rounds += 1
 
@@ -218,7 +244,7 @@ class WatchService(Service):
     def status(self) -> dict[str, Any] | None:
         watch = self.watch
         return {
-            "series": len(watch.models),
+            "series": len(watch.seen),
             "warming": watch.warming(),
             "sample_ms": round(self._cost_s * 1000 / self._rounds, 3) if self._rounds else 0.0,
             "anomalies": watch.anomalies(trio.current_time()),

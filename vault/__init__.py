@@ -9,6 +9,7 @@ Layers, each in its own module, lowest first:
 - ``_replica``: ``Replica``, the pure core (documents, logs, checks, compaction);
 - ``_sync``: anti-entropy messages and ``Session``, sans I/O;
 - ``_store``: ``SqliteStore`` (a device) and ``MemoryStore`` (the simulator);
+- ``_view``: a sealed view of what a device reads, the quick read when no peer runs;
 - ``_local``: ``LocalVault``, the store opened directly, without a running peer (no trio);
 - ``_node``: ``VaultNode``, the thin trio driver (group commit, sync with peers).
 
@@ -34,6 +35,7 @@ from ._model import (
     COLLECTIONS,
     DEFAULT_SCOPE,
     MAX_VALUE_BYTES,
+    MEMORY_TIERS,
     SCOPES,
     TTL_DEFAULT_S,
     check_prefix,
@@ -74,6 +76,10 @@ _FACE = {
     "answer_push": "_sync",
     "answer_sync": "_sync",
     "lacking": "_sync",
+    "ViewEntry": "_view",
+    "open_view": "_view",
+    "seal_view": "_view",
+    "store_stamp": "_view",
 }
 
 if TYPE_CHECKING:
@@ -83,6 +89,7 @@ if TYPE_CHECKING:
     from ._replica import Access, Changes, Directory, Entry, Rejection, Replica, Vectors
     from ._store import MemoryStore, SqliteStore, Store
     from ._sync import Session, answer_push, answer_sync, lacking
+    from ._view import ViewEntry, open_view, seal_view, store_stamp
 
 
 def __getattr__(name: str) -> Any:
@@ -103,6 +110,7 @@ __all__ = [
     "COLLECTIONS",
     "DEFAULT_SCOPE",
     "MAX_VALUE_BYTES",
+    "MEMORY_TIERS",
     "SCOPES",
     "TTL_DEFAULT_S",
     "Access",
@@ -132,6 +140,7 @@ __all__ = [
     "VaultLocked",
     "VaultNode",
     "Vectors",
+    "ViewEntry",
     "answer_push",
     "answer_sync",
     "check_prefix",
@@ -140,8 +149,11 @@ __all__ = [
     "decode_value",
     "encode_value",
     "lacking",
+    "open_view",
     "parse_json",
+    "seal_view",
     "sign",
     "split_key",
+    "store_stamp",
     "stream_device",
 ]

@@ -199,6 +199,18 @@ class VaultNode:
             await self._committed()
         return used
 
+    async def write(self, puts: dict[str, str], deletes: Sequence[str], scope: str) -> None:
+        """Store every ``key = text`` of ``puts`` in ``scope`` and remove ``deletes``, staged
+        together and durable together (one commit: a reader of this device's updates sees all
+        or, while the rest is on its way, a prefix); returns once durable."""
+        async with self._slots:
+            now = self.wall_clock()
+            for key, text in puts.items():
+                self.replica.put(key, text, scope, now=now)
+            for key in deletes:
+                self.replica.delete(key)
+            await self._committed()
+
     async def delete(self, key: str) -> list[str]:
         """Remove ``key`` everywhere this device can see it; the scopes it was in ([]: absent)."""
         async with self._slots:

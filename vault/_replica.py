@@ -726,15 +726,30 @@ class Replica:
         try:
             scratch.apply_update(plain[0])
             before = scratch.get_update()
-            for data in plain[1:]:
-                scratch.apply_update(data)
+            for _ in range(2):  # twice: Yrs may take content kept aside only then (_integrate)
+                for data in plain[1:]:
+                    scratch.apply_update(data)
         except ValueError:
             return False
-        if scratch.get_update() != before:
+        # content the snapshot holds changes nothing; content that builds on items the snapshot
+        # lacks changes nothing visible either, but stays pending: both say it lacks them
+        if scratch.get_update() != before or not all(
+            _reached(scratch, self._extent(data)) for data in plain[1:]
+        ):
             raise RejectedRecord(
                 "it lacks updates it claims to cover (it would erase them): refused"
             )
         return True
+
+    @staticmethod
+    def _extent(plain: bytes) -> dict[int, int]:
+        """What a document that holds all of ``plain`` reaches (``_ydoc.check_update``)."""
+        try:
+            return check_update(
+                plain, roots=ROOTS, max_name=MAX_NAME_BYTES, max_value=MAX_VALUE_BYTES
+            )
+        except BadUpdate as exc:
+            raise RejectedRecord(f"its content is not a vault update: {exc}") from None
 
     def _apply_or_hold(self, s: _Scope, record: Update | Snapshot) -> None:
         """Decrypt, check and apply ``record`` if this device can; else keep it for later."""
@@ -757,12 +772,7 @@ class Replica:
         """Check decrypted content (``_ydoc``) and apply it; note what the document must then
         reach for nothing of it to be pending."""
         assert s.doc is not None
-        try:
-            extent = check_update(
-                plain, roots=ROOTS, max_name=MAX_NAME_BYTES, max_value=MAX_VALUE_BYTES
-            )
-        except BadUpdate as exc:
-            raise RejectedRecord(f"its content is not a vault update: {exc}") from None
+        extent = self._extent(plain)
         before = s.doc.get_state()
         try:
             s.doc.apply_update(plain)

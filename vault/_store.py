@@ -47,9 +47,9 @@ from ._records import (
     encode_record,
 )
 from ._replica import Changes, Directory
+from ._view import DB_NAME, STAMP_KEY, new_stamp
 
 FORMAT = 1
-DB_NAME = "vault.db"
 LOCK_NAME = "lock"
 
 
@@ -239,6 +239,7 @@ class SqliteStore:
             if not meta:
                 meta = {"format": FORMAT, "swarm": swarm, "device": device}
                 db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+                db.execute("INSERT INTO meta VALUES (?, ?)", (STAMP_KEY, new_stamp()))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             db.close()
@@ -300,6 +301,8 @@ class SqliteStore:
                 db.executemany(
                     "DELETE FROM snapshots WHERE id = ?", [(i,) for i in changes.dropped_snapshots]
                 )
+                # a view of the store (``_view``) holds for this stamp only: any write ends it
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (STAMP_KEY, new_stamp()))
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

@@ -124,3 +124,17 @@ def test_the_command_is_the_first_word_that_is_not_an_option():
     assert _main.command_of(["--verbose", "--verbose", "status"]) == "status"
     assert _main.command_of(["--help"]) is None
     assert _main.command_of([]) is None
+
+
+async def test_a_read_with_no_peer_running_takes_the_view_and_skips_the_replica(tmp_path):
+    # the first direct open (here a put) leaves a view; a get after it reads only that: no
+    # pycrdt, no replica, no device keys (cryptography), just the view's age, SQLite's stamp
+    # and msgpack
+    ident = init_home(tmp_path / "solo", name="solo", role="laptop")
+    home = ("--home", str(ident.home))
+    rc, heavy = await loaded_by("vault", "put", "facts/x", "v", *home)
+    assert rc == 0
+    assert "pycrdt" in heavy
+    for argv in (("vault", "get", "facts/x"), ("vault", "ls")):
+        rc, heavy = await loaded_by(*argv, *home)
+        assert (rc, heavy) == (0, ["msgpack", "pyrage", "sqlite3"])

@@ -23,7 +23,8 @@ import trio
 from test_placement_swarm import LAPTOP, PHONE, SERVER, Spec, make_homes
 
 from homeswarm.cli import main
-from homeswarm.cli._placement import kernels_line, parse_input
+from homeswarm.cli._placement import parse_input
+from homeswarm.cli._status import kernels_line
 from homeswarm.kernels import embed
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor

@@ -249,3 +249,101 @@ def test_reading_the_vault_with_no_peer_loads_no_network_stack(tmp_path):
     assert rc != "0"  # no such entry: the store was opened and asked
     assert loaded_the_replica == "True"
     assert heavy == "[]"
+
+
+def runtime_imports(path: Path, module: str) -> set[str]:
+    """The modules ``module`` (at ``path``) imports when it runs, anywhere in it (inside
+    functions too: an import put there to hide a circle still closes it), but not under
+    ``if TYPE_CHECKING:``; relative imports resolved."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join([*base, node.module] if node.module else base)
+            else:
+                source = node.module or ""
+            found |= {source, *(f"{source}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def import_circles(modules: dict[str, Path]) -> list[list[str]]:
+    """Every set of our modules that import each other round (strongly connected, > 1)."""
+    graph = {
+        name: sorted(
+            m
+            for m in runtime_imports(path, name)
+            if m in modules and m != name and not name.startswith(m + ".")  # (its own package)
+        )
+        for name, path in modules.items()
+    }
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            circle = []
+            while True:
+                w = stack.pop()
+                circle.append(w)
+                if w == v:
+                    break
+            if len(circle) > 1:
+                circles.append(sorted(circle))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return circles
+
+
+def our_modules(root: Path, layers: list[str]) -> dict[str, Path]:
+    modules = {}
+    for layer in layers:
+        for path in (root / layer).rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            name = ".".join([ROOT_PACKAGE, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+            modules[name] = path
+    return modules
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    assert import_circles(our_modules(ROOT, LAYERS)) == []
+
+
+def test_the_circle_check_sees_one_hidden_in_a_function(tmp_path):
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "__init__.py").write_text("")
+    (tmp_path / "cli" / "_a.py").write_text("from ._b import f\n")
+    (tmp_path / "cli" / "_b.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ._c import x\n"
+        "def f():\n    from homeswarm.cli._a import g\n"
+    )
+    (tmp_path / "cli" / "_c.py").write_text("from . import _b\n")
+    assert import_circles(our_modules(tmp_path, ["cli"])) == [
+        ["homeswarm.cli._a", "homeswarm.cli._b"]
+    ]

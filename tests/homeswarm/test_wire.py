@@ -11,6 +11,17 @@ from hypothesis import strategies as st
 from homeswarm.errors import MalformedMessage, ProtocolViolation
 from homeswarm.swarm._device import STATE_WIRE, DeviceState
 from homeswarm.swarm._join import JOIN_REPLY
+from homeswarm.swarm._membership import (
+    Accusation,
+    Alive,
+    Fact,
+    Gossip,
+    Nack,
+    Ping,
+    Sync,
+    decode_message,
+    encode_message,
+)
 from homeswarm.swarm._pairing import PAIR_REQUEST
 from homeswarm.swarm._roster_facts import FACT
 from homeswarm.vault import RejectedRecord, _sync
@@ -92,6 +103,50 @@ def test_junk_and_damaged_messages_are_only_ever_malformed(case, value, data):
         damaged[data.draw(st.sampled_from(sorted(damaged)))] = value
     with contextlib.suppress(MalformedMessage):
         schema.check(damaged)
+
+
+MEMBERSHIP = [
+    encode_message(m)
+    for m in (
+        Ping(7, ORIGIN, (Alive(ORIGIN, 2, 3, b"state", SIG), Fact(b"certificate"))),
+        Gossip((Accusation("s", ORIGIN, 2, ORIGIN, SIG), Accusation("d", ORIGIN, 3, ORIGIN, SIG))),
+        Sync(True, ()),
+        Nack(9),
+    )
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(MEMBERSHIP), junk, st.data())
+def test_a_damaged_membership_message_is_only_ever_malformed(good, value, data):
+    assert encode_message(decode_message(good)) == good
+    damaged = list(good)
+    damaged[data.draw(st.integers(0, len(damaged) - 1))] = value
+    records = good[-1]
+    if damaged[-1] is records and type(records) is list and records and data.draw(st.booleans()):
+        record = list(records[0])  # and one field of its first record too
+        record[data.draw(st.integers(0, len(record) - 1))] = value
+        damaged[-1] = [record, *records[1:]]
+    with contextlib.suppress(MalformedMessage):
+        decode_message(damaged)
+
+
+fields = st.builds(
+    lambda types, bounds, optional, equals: Field(
+        "f", *types, least=bounds[0], most=bounds[1], optional=optional, **equals
+    ),
+    st.lists(st.sampled_from([int, float, str, bytes, bool, list, dict]), max_size=3, unique=True),
+    st.tuples(st.none() | st.integers(0, 5), st.none() | st.integers(3, 40)),
+    st.booleans(),
+    st.just({}) | st.builds(lambda v: {"equals": v}, st.integers(0, 3) | st.text(max_size=2)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(fields, junk)
+def test_the_quick_yes_is_only_said_of_a_value_the_full_check_passes(field, value):
+    if field.accepts(value):
+        assert field.problem(value) is None
 
 
 def test_well_formed_records_pass():

@@ -331,7 +331,7 @@ def test_an_unavailable_kernel_says_why_in_one_line():
 
 def test_a_model_that_fails_to_load_is_reported_not_silently_dropped(monkeypatch, capsys):
     from homeswarm.cli import main
-    from homeswarm.cli._placement import kernels_line
+    from homeswarm.cli._status import kernels_line
     from homeswarm.kernels import _builtin
 
     monkeypatch.setattr(_builtin, "_model", None)

@@ -255,3 +255,17 @@ def test_a_checkpoint_of_another_stream_is_refused():
     assert Checkpoint.from_bytes(cp.to_bytes()) == cp
     with pytest.raises(InvalidArgument, match="another stream"):
         StreamInstance.restore(cp, HTM.from_bytes, stream="b")
+
+
+def test_a_restarted_producer_numbers_its_events_after_the_newest_checkpoint():
+    p = StreamProducer("s")
+    p.emit(1.0)
+    p.emit(2.0)
+    p.continue_after(40)  # its first home holds a checkpoint of 40 events (an earlier life)
+    assert [e.seq for e in p.kept] == [41, 42]
+    assert (p.last, p.acked, p.sent) == (42, 40, 40)
+    p.resume(40)
+    assert [(e.seq, e.value) for e in p.to_send(1)] == [(41, 1.0)]
+    assert [e.seq for e in p.to_send()] == [42]
+    with pytest.raises(InvalidArgument, match="fresh producer"):
+        p.continue_after(50)

@@ -201,6 +201,21 @@ def test_a_phone_unplugged_below_its_floor_sheds_all_but_tiny_work():
     assert again.parked == 0
 
 
+def test_a_phone_going_light_hands_its_stateful_instances_over_first():
+    view = [phone(local=True, rtt_s=0.0, plugged=True, memory_free_mb=1e6), server()]
+    mesh = Mesh()
+    stateful = mesh.add("echo", Needs(scope="personal", memory_mb=0, stateful=True), 40)
+    stateless = mesh.add("classify", Needs(scope="personal", memory_mb=0), 40)
+    mesh.place(view)
+    on_phone = {i for i in stateful.tolist() if mesh.instance(i)["home"] == "phone-id"}
+    assert on_phone  # a plugged-in full member is a fine home
+    kept = {i for i in stateless.tolist() if mesh.instance(i)["home"] == "phone-id"}
+    change = mesh.rebalance([replace(view[0], light=True), view[1]])  # it left the Wi-Fi
+    assert change.moved == len(on_phone)
+    assert all(mesh.instance(i)["home"] == "server-id" for i in stateful.tolist())
+    assert {i for i in stateless.tolist() if mesh.instance(i)["home"] == "phone-id"} == kept
+
+
 def test_the_registry_is_columns_of_a_few_bytes_an_instance():
     mesh = Mesh()
     for i in range(10):

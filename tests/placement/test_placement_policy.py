@@ -147,6 +147,20 @@ def test_each_constraint_names_itself(device, constraint, detail):
     assert info.value.decision is decision
 
 
+def test_a_light_member_runs_work_but_homes_no_stateful_instance():
+    """A phone on cellular is light: nobody probes it, so its death shows only when its lease
+    lapses (up to 15 min), and a stateful instance there would wait that long to move."""
+    light = phone(light=True, battery_percent=90.0, plugged=True, local=True, rtt_s=0.0)
+    assert place("echo", Needs(), [light]).ok
+    decision = place("echo", Needs(stateful=True), [light, server()])
+    assert decision.device is not None
+    assert decision.device.role == "server"
+    (excluded,) = decision.excluded
+    assert excluded.constraint == "light"
+    assert "light member" in excluded.detail
+    assert not place("echo", Needs(stateful=True), [light]).ok
+
+
 def test_an_accelerator_must_be_there():
     needs = Needs(accelerator="gpu")
     assert admit("echo", needs, server()).constraint == "accelerator"  # type: ignore[union-attr]
@@ -300,6 +314,7 @@ def device_views(local: bool = False) -> st.SearchStrategy[DeviceView]:
         rtt_s=st.none() | st.floats(0, 2),
         queue=st.integers(0, 20),
         local=st.just(local),
+        light=st.booleans(),
     )
 
 
@@ -355,6 +370,7 @@ def allowed(kernel: str, needs: Needs, d: DeviceView, config: PolicyConfig) -> b
         and has_accelerator(needs, d)
         and d.memory_free_mb >= needs.memory_mb
         and not low
+        and not (needs.stateful and d.light)
     )
 
 

@@ -19,7 +19,7 @@ from test_pairing import running as running_daemon
 from test_placement_cli import cli, one_line, run, running
 from test_placement_swarm import LAPTOP, PHONE, SERVER, swarm, until
 
-from homeswarm.cli._placement import kernels_line
+from homeswarm.cli._status import kernels_line
 from homeswarm.errors import InvalidArgument
 from homeswarm.kernels import Kernel, UnknownKernel
 from homeswarm.placement import Executor, HeldKernel, InlineExecutor, RunResult, place

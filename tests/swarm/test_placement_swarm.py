@@ -35,6 +35,7 @@ from homeswarm.placement import (
 from homeswarm.placement.testing import FailingExecutor, SlowExecutor
 from homeswarm.swarm import Peer, PeerOptions, decode_state
 from homeswarm.swarm._certs import issue_certificate
+from homeswarm.swarm._daemon import device_services
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
     Identity,
@@ -47,7 +48,6 @@ from homeswarm.swarm._home import (
     write_home,
 )
 from homeswarm.swarm._placement_service import PlacementService
-from homeswarm.swarm._service import device_services
 from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
 WALL_START = 1_000.0

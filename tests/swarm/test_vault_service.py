@@ -29,6 +29,7 @@ from homeswarm.swarm._audit import NotPermitted
 from homeswarm.swarm._certs import Grant, issue_certificate
 from homeswarm.swarm._daemon import Daemon
 from homeswarm.swarm._device import FixedLoad
+from homeswarm.swarm._files import VIEW_FILE
 from homeswarm.swarm._home import (
     ROOT_KEY,
     Identity,
@@ -43,6 +44,7 @@ from homeswarm.swarm._home import (
 from homeswarm.swarm._peer import Peer, PeerOptions
 from homeswarm.swarm._trust import grant_device
 from homeswarm.swarm._vault_service import VaultService
+from homeswarm.swarm._vault_view import read_view
 from homeswarm.transports import Link, MemoryNetwork, peer_id_from_public_key
 from homeswarm.vault import ScopeNotAllowed
 
@@ -481,10 +483,15 @@ async def test_the_vault_cli_through_a_running_peer(tmp_path, capsys):
     ident = init_home(
         tmp_path / "up", name="up", role="laptop", network={"listen": LOOPBACK, "mdns": False}
     )
+    # a view left by a direct open (here: a get with no peer) goes when the peer starts
+    assert main(["vault", "get", "facts/none", "--home", str(ident.home)]) == 1
+    capsys.readouterr()
+    assert read_view(ident.home) is not None
     daemon = Daemon(ident, listen=LOOPBACK, mdns=False)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
+            assert not (ident.home / VIEW_FILE).exists()
             await trio.to_thread.run_sync(exercise_cli, capsys, str(ident.home))
             assert daemon.peer is not None
             vault = daemon.peer.services["vault"]

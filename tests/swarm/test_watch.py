@@ -16,11 +16,11 @@ from test_placement_swarm import WALL_START, Spec, make_homes, until
 
 from homeswarm.cli._status import check_status_shape, render_table
 from homeswarm.swarm._config import AnomalySettings, Settings
+from homeswarm.swarm._daemon import device_services
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import load_roster
 from homeswarm.swarm._metrics import PeerCollector
 from homeswarm.swarm._peer import Peer, PeerOptions
-from homeswarm.swarm._service import device_services
 from homeswarm.swarm._watch_service import HOLD_S, STALE_S, WARMUP_ROWS, Watch, WatchService
 from homeswarm.transports import Link, MemoryNetwork
 

@@ -330,6 +330,39 @@ def test_a_forged_empty_snapshot_erases_nothing_and_new_writes_still_arrive():
     assert a.stream in relay.vectors()["personal"]
 
 
+def test_a_forged_snapshot_is_refused_when_the_updates_it_covers_build_on_compacted_content():
+    """What the vault scenario's seed 190 found (with five collections drawn from): the reader's
+    log holds only updates that build on content it had folded into a snapshot. Applied to the
+    forged empty document they cannot integrate (what they refer to is not there), so they change
+    nothing visible; they stay pending, which must count as "the snapshot lacks them"."""
+    rng = random.Random(7)
+    devices = [make_device(rng, s) for s in (ALL, ALL, ALL)]
+    directory = directory_of(devices)
+    a, thief, b = (make_replica(d, directory, seed=i) for i, d in enumerate(devices))
+    for i in range(6):
+        a.put(f"facts/f{i}", str(i))
+        a.commit_local()
+    exchange(a, b)
+    exchange(a, thief)
+    b.receive(a.compact("personal").added)  # b folds a's log into a snapshot
+    for i in range(6):  # then edits of the same entries: updates that build on folded items
+        a.put(f"facts/f{i}", str(10 + i))
+        a.commit_local()
+    exchange(a, b)
+    b.put("facts/own", '"b\'s own"')  # a stream the thief never heard of: the forgery cannot
+    b.commit_local()  # claim b's whole document, only the updates it covers
+    assert b.log("personal", a.stream)  # b's log: only the updates after the snapshot
+    forged = forged_snapshot(thief, devices[1], a.stream)
+    changes, refused = b.receive([forged])
+    assert [r.reason for r in refused] == [
+        "it lacks updates it claims to cover (it would erase them): refused"
+    ]
+    assert not changes
+    assert {e.key: e.text for e in b.items("facts/") if e.key != "facts/own"} == {
+        f"facts/f{i}": str(10 + i) for i in range(6)
+    }
+
+
 def test_an_honest_snapshot_still_drops_what_it_provably_holds():
     rng = random.Random(6)
     devices = [make_device(rng, s) for s in (ALL, ALL, RELAY)]
