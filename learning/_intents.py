@@ -36,8 +36,7 @@ import numpy as np
 
 from homeswarm.errors import InvalidArgument
 
-from ._records import Records
-from ._task import Split
+from ._records import Records, Split
 
 COLLECTION = "intents"
 SCOPE = "personal"
