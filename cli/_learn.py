@@ -3,7 +3,9 @@
 Every command asks this home's running peer (``swarm up``) over the control socket; the device
 where ``learn start`` runs coordinates the job.
 
-- ``start TASK [--epsilon E] [--delta D] [--rounds R] [--trust swarm|none] [--json]``;
+- ``start TASK [--epsilon E] [--delta D] [--rounds R] [--trust swarm|none] [--json]``; TASK
+  ``digits`` (the demo) or ``intents`` (a head on ``embed`` vectors, trained from the labelled
+  examples in the vault's ``intents`` collection: key ``intents/NAME``, value ``LABEL<TAB>TEXT``);
 - ``status [JOB] [--json]`` (default: the latest job): rounds, accuracy on the held-out set, and
   per device its state (training, waiting for power, away, out of budget, done), records used and
   epsilon spent; ``--json`` prints ``{"job", "task", "state", "round", "accuracy",
@@ -28,7 +30,12 @@ def add_learn_commands(sub: Any) -> None:
     learn = command_group(sub, "learn", "federated learning with differential privacy")
     about = "start a job across the swarm, coordinated from here"
     p = command(learn, "start", _cmd_start, about)
-    p.add_argument("task", metavar="TASK", help="a learning task (built in: digits)")
+    p.add_argument(
+        "task",
+        metavar="TASK",
+        help="a learning task (built in: digits; intents, from your labelled examples in the "
+        "vault: swarm vault put intents/NAME 'LABEL<TAB>TEXT')",
+    )
     p.add_argument("--epsilon", type=number, default=4.0, help="privacy budget per device (4)")
     p.add_argument("--delta", type=number, default=1e-5, help="delta (1e-5)")
     p.add_argument("--rounds", type=int, default=50, help="rounds the budget is spread over (50)")

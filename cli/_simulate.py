@@ -30,6 +30,10 @@ SCENARIO_HELP = """scenarios:
   migration  HTM instances follow each device's cpu through a day of power changes and
              crashes, moved by the kernel mesh from checkpoints: events_lost and
              events_duplicated must be 0; migrations, downtime_p99_s
+  learn      a real federated learning job (digits, epsilon 4) across the day's devices from
+             9:00, rounds every 10 min (closer in shorter runs): accuracy over time, epsilon,
+             steps, rounds sat out and energy per device; no device past its budget, no
+             record trained on by two devices
 
 Everything comes from --seed: the same seed gives the same trace_digest. The exit code is 1
 when an invariant was violated (the violations are printed, with their times), 2 for bad input.
@@ -49,7 +53,7 @@ def add_simulate_commands(sub: Any) -> None:
     p.add_argument(
         "scenario",
         metavar="SCENARIO",
-        help="gossip, failure, partition, day, churn, faults, vault, placement, migration",
+        help="gossip, failure, partition, day, churn, faults, vault, placement, migration, learn",
     )
     # ranges are checked by simulate(), which says what is wrong in one line
     p.add_argument("--peers", type=int, metavar="N", help="how many devices (default per scenario)")

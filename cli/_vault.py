@@ -36,7 +36,7 @@ def add_vault_commands(sub: Any) -> None:
 
     p = command(vault, "put", _cmd_put, "store a value (acknowledged once durable)", json=False)
     p.add_argument(
-        "key", metavar="KEY", help="COLLECTION/NAME: facts, memories, context, questions"
+        "key", metavar="KEY", help="COLLECTION/NAME: facts, memories, context, questions, intents"
     )
     p.add_argument("value", metavar="VALUE", help="a string (with --json: JSON text)")
     p.add_argument(

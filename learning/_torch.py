@@ -50,6 +50,7 @@ class TorchTrainer:
         self.x = torch.as_tensor(records.x)
         self.y = torch.as_tensor(records.y)
         self.size = int(sum(p.numel() for p in model.parameters()))
+        self.gradients = 0  # per-sample gradients computed so far (a performance counter)
 
     @property
     def records(self) -> int:
@@ -65,6 +66,7 @@ class TorchTrainer:
         chosen = np.flatnonzero(rng.random(len(self.y)) < sample_rate)
         if len(chosen) == 0:
             return np.zeros(self.size)
+        self.gradients += len(chosen)
         load(self.model, params)
         for p in self.model.parameters():
             p.grad_sample = None  # type: ignore[attr-defined]

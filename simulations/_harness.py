@@ -142,6 +142,7 @@ class Run:
         start_hour: float = 0.0,
         services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
+        homes: Path | None = None,
     ) -> World:
         link = Link(LAN.latency, LAN.jitter, self.loss)
         world = World(
@@ -153,6 +154,7 @@ class Run:
             services=services,
             hash_payloads=hash_payloads,
             limits=self.limits,
+            homes=homes,
         )
         self.world = world
         self.invariants = Invariants(world)

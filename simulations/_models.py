@@ -35,7 +35,7 @@ DEFAULT_MODELS = Path(__file__).with_name("devices.toml")
 ROLES = ("phone", "laptop", "server")
 PLACES = ("home", "away")
 STEP = 60.0  # longest integration step while charging (the taper bends the curve)
-CAUSES = ("probes", "acks", "gossip", "heartbeats", "vault sync", "kernels", "other")
+CAUSES = ("probes", "acks", "gossip", "heartbeats", "vault sync", "kernels", "learning", "other")
 
 
 @dataclass(frozen=True, slots=True)

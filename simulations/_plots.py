@@ -13,7 +13,9 @@ data behind the plots) and the plots that fit the scenario:
 - ``placement_policies.png`` (placement): each policy beside the others: the energy its kernels
   added by device (and all the devices drew), the phone's battery at the end and at its lowest,
   budget misses, privacy violations and refusals;
-- ``placement_phone_battery.png`` (placement): the phone's battery through the day per policy.
+- ``placement_phone_battery.png`` (placement): the phone's battery through the day per policy;
+- ``learn.png`` (learn): the job's accuracy on its held-out set over time, and each device's
+  spent epsilon beside the budget (with ``battery.png`` for the devices' batteries).
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def write_outputs(result: Result, out: Path) -> list[Path]:
         written.append(_accuracy(s["accuracy"], out / "view_accuracy.png", title))
     if s.get("policies"):
         written.append(_policies(s["policies"], out / "placement_policies.png", title))
+    if s.get("learn_accuracy") or s.get("learn_epsilon"):
+        budget = result.metrics.get("epsilon_target")
+        path = out / "learn.png"
+        written.append(
+            _learn(s.get("learn_accuracy", []), s.get("learn_epsilon", {}), budget, path, title)
+        )
     if s.get("phone_battery"):
         path = out / "placement_phone_battery.png"
         written.append(_phone_battery(s["phone_battery"], path, title))
@@ -297,6 +305,30 @@ def _phone_battery(battery: dict[str, list[Any]], path: Path, title: str) -> Pat
     )
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _learn(
+    accuracy: list[Any],
+    epsilon: dict[str, list[Any]],
+    budget: float | None,
+    path: Path,
+    title: str,
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    kept = [(h, a) for h, a, *_ in accuracy if a is not None]
+    top.plot([h for h, _ in kept], [a for _, a in kept], color="tab:purple", linewidth=1.4)
+    top.set(title=title + ": accuracy on the held-out set", ylabel="accuracy", ylim=(0, 1.02))
+    top.grid(alpha=0.3)
+    for name, points in epsilon.items():
+        bottom.plot([h for h, _ in points], [e for _, e in points], label=name, linewidth=1.2)
+    if budget is not None:
+        bottom.axhline(budget, color="tab:red", linestyle="--", linewidth=1, label="budget")
+    bottom.set(title="epsilon spent, per device", xlabel="simulated hours", ylabel="epsilon")
+    bottom.legend(loc="lower right", fontsize=8, ncols=2)
+    bottom.grid(alpha=0.3)
     return _save(fig, path)
 
 

@@ -21,6 +21,9 @@ series the plots draw).
 - ``vault``: every device hosts the vault and writes to it through a random fault schedule and a
   final partition; after healing, every replica must agree and hold every acknowledged write
   (``_vault``).
+- ``learn``: a federated learning job (``learn start digits``) across the day's devices, the
+  real learning service end to end; accuracy over time, epsilon and energy per device; no
+  device past its budget, no record trained on twice (``_learn``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from homeswarm.transports import ConnectionLimits, InvalidArgument
 
 from ._faults import play, random_schedule
 from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
+from ._learn import LEARN
 from ._migration import MIGRATION
 from ._models import CAUSES, DeviceModel, load_models
 from ._placement import run_placement
@@ -464,4 +468,5 @@ SCENARIOS: dict[str, Scenario] = {
     "vault": Scenario("vault", run_vault, peers=5, hours=0.05),
     "placement": Scenario("placement", run_placement, peers=3, hours=24.0),
     "migration": MIGRATION,
+    "learn": LEARN,
 }

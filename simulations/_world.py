@@ -246,6 +246,7 @@ class World:
         services: Callable[[SimDevice], Sequence[Service]] | None = None,
         hash_payloads: bool = True,
         limits: ConnectionLimits | None = None,
+        homes: Path | None = None,
     ) -> None:
         if not specs:
             raise InvalidArgument("a world needs at least one device")
@@ -277,7 +278,10 @@ class World:
                     "membership": {"profile": membership},
                 }
             )
-            identity = Identity(Path("/simulated") / spec.name, key, age, settings)
+            # a device's home: where services that keep files keep them (the learning ledgers);
+            # none by default (the membership and the vault's test stores keep nothing there)
+            home = (homes or Path("/simulated")) / spec.name
+            identity = Identity(home, key, age, settings)
             model = None
             if spec.profile is not None and models is not None:
                 model = DeviceModel(spec.profile, models, start_hour=start_hour)
@@ -341,7 +345,9 @@ class World:
         elif isinstance(body, dict):
             op = body.get("op")
             service = op.partition(".")[0] if isinstance(op, str) else ""
-            cause = {"vault": "vault sync", "kernels": "kernels"}.get(service, "other")
+            cause = {"vault": "vault sync", "kernels": "kernels", "learn": "learning"}.get(
+                service, "other"
+            )
         if kind == 0:
             if len(self._asked) > 100_000:
                 self._asked.clear()  # (requests never answered: keep this bounded)

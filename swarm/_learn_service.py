@@ -27,7 +27,13 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   power"; a member not alive (away, suspect, dead) is left out of the round and shows as "away";
 - **take-over**: META names the coordinator and its ``term``. When the membership holds the
   coordinator dead, left or away, the next live job device after it in id order (``successor``)
-  coordinates from then on, under ``term + 1``: it first asks the others which round's result
+  coordinates from then on, under ``term + 1``, provided it sees at least half the job's devices
+  alive (itself included: a device cut off from the rest, a laptop asleep, does not take
+  over), and goes on only if at least half the job's devices answer it and none of them heard
+  from the old coordinator since it decided (else it gives the take-over up, its probe having
+  changed nothing, and may try again a minute later: a laptop asleep sees a light phone alive
+  on its lease but cannot reach it, and one that decided as it fell asleep finds at wake that
+  the server went on): it first asks the others which round's result
   they hold (``sync``), and either goes on after the newest result any of them has, or runs the
   round in progress again as ``Participant.take_over`` does (same model, same participants, so
   each device resends the update it kept: no step spent twice, and no round's result released
@@ -35,8 +41,11 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
   seen (the sender the transport authenticated must be META's coordinator); a coordinator of an
   older term, back from a partition, is told ``moved`` and hands its job over;
 - with ``--trust none`` each device makes an X25519 key for the job and sends its public half in
-  its first reply; the coordinator passes every device's key on in META. (The coordinator relays
-  the keys: like the basic masking protocol itself, this trusts it not to lie.)
+  its first reply, signed by its device key (``secagg.sign_public``: the job, the device, the
+  key); the coordinator checks it and passes every device's signed key on in META, and each
+  device checks every key it is given (``secagg.open_public``) before it masks with it: a
+  coordinator that substitutes a key of its own, or replays one from another job, is refused
+  (its message closes the connection). The coordinator still learns only the masked sum.
 
 ``learn.status [job]``, ``learn.stop job`` and ``learn.export job file`` answer the CLI. Status::
 
@@ -44,8 +53,11 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
      "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
 
 Loading a task and training run in a worker thread, one answer at a time, so the peer keeps
-answering its members meanwhile; placing the local step as a kernel (Ray on laptop and server)
-is not built.
+answering its members meanwhile (``compute`` replaces that: the simulator runs the work inline and
+charges the device's time and energy for it from the ``Work`` counters); placing the local step
+as a kernel (Ray on laptop and server) is not built. ``local(job)`` is this device's side of a
+job: the ids of the records it trains on, its ledger's epsilon and steps. Every random choice
+comes from ``rng`` (the system's by default), so a seeded simulation replays exactly.
 """
 
 from __future__ import annotations
@@ -54,8 +66,8 @@ import json
 import logging
 import math
 import os
-import secrets
-from collections.abc import Iterator
+import random
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +87,7 @@ from homeswarm.learning import (
     get_task,
     noise_for,
     params_bytes,
+    secagg,
     successor,
 )
 
@@ -101,10 +114,12 @@ ALPHA = 0.5
 ROUND_TIMEOUT = 10.0  # seconds a round waits for the devices' answers
 ROUND_GAP = 0.5  # seconds between rounds
 MAX_JOBS = 16
+MAX_SPEC = 16_384  # characters of a job's task spec (as JSON)
 STATES = {"sitting out": "waiting for power", "waiting": "waiting"}
 COORDINATE = "learn"  # the coordinator's work, as the placement policy is asked to place it
 WATCH_S = 2.0  # how often a device checks that the coordinators of its jobs are alive
 GONE = ("dead", "left", "away")  # a coordinator in one of these states is taken over
+RETRY_TAKE_OVER_S = 60.0  # after a take-over that reached too few devices
 
 
 @dataclass
@@ -113,7 +128,7 @@ class _DeviceRow:
     state: str = "waiting"
     records: int = 0
     epsilon_spent: float = 0.0
-    key: str | None = None  # X25519 public key, hex (trust none)
+    key: str | None = None  # X25519 public key, signed by the device (trust none)
     joined: bool = False  # it answered once: its records are known, it may take part
 
 
@@ -131,6 +146,9 @@ class _Job:
     accuracy: float | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     resume: RoundStart | None = None  # a taken-over round to run again first
+    previous: dict[str, Any] | None = None  # taken over: the description this device had
+    meta_taken: dict[str, Any] | None = None  # ... and the one it took over with
+    decided_at: float = 0.0  # ... and when it decided to
 
     @property
     def id(self) -> str:
@@ -162,6 +180,32 @@ class _Job:
         }
 
 
+Compute = Callable[..., Awaitable[Any]]  # compute(fn, *args): fn(*args), run somewhere
+
+
+@dataclass
+class Work:
+    """This device's local training so far: performance counters (the simulator charges the
+    device's time and energy from them)."""
+
+    steps: int = 0  # local DP-SGD steps taken
+    gradients: int = 0  # per-sample gradients computed
+    parameter_gradients: int = 0  # the same, times the model's parameter count
+
+
+@dataclass(frozen=True)
+class Local:
+    """This device's side of one job, as it stands: what it trains on and what it spent."""
+
+    job: str
+    records: frozenset[str]  # the ids of the records this device trains on
+    epsilon: float
+    epsilon_budget: float
+    steps: int  # steps on this device's ledger for the task (every job of it)
+    rounds_taken: int  # rounds of this job this device took part in
+    state: str
+
+
 @dataclass
 class _Side:
     """This device's side of a job: its participant core, ledger and records."""
@@ -169,6 +213,8 @@ class _Side:
     meta: dict[str, Any]
     participant: Participant
     key: X25519PrivateKey | None
+    ids: frozenset[str] = frozenset()
+    heard_at: float = -math.inf  # when the coordinator it holds last sent it a round
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -188,6 +234,8 @@ def _meta_check(meta: Any) -> dict[str, Any]:
         and all(isinstance(d, str) for d in meta["devices"])
         and isinstance(meta.get("keys"), dict)
         and meta.get("coordinator") in meta["devices"]
+        and isinstance(meta.get("spec", {}), dict)
+        and len(json.dumps(meta.get("spec", {}), default=str)) <= MAX_SPEC
         and all(
             isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0
             for k in ("term", "rounds")
@@ -202,10 +250,21 @@ class LearnService(Service):
     name = "learn"
 
     def __init__(
-        self, identity: Identity, *, task_factory: Any = None, threaded: bool = True
+        self,
+        identity: Identity,
+        *,
+        task_factory: Any = None,
+        threaded: bool = True,
+        compute: Compute | None = None,
+        rng: random.Random | None = None,
+        round_gap: float = ROUND_GAP,
     ) -> None:
         self.identity = identity
         self.threaded = threaded  # False: compute on the event loop (tests in virtual time)
+        # how local work runs (loading a task, a local step): by default in a worker thread
+        # (``threaded``) or inline; the simulator passes its own, which charges the device's
+        # time and energy model for it
+        self.compute = compute
         self._lock = trio.Lock()  # one answer at a time: the participants' state is shared
         self.get_task = task_factory or get_task
         self.peer: Peer | None = None
@@ -214,7 +273,14 @@ class LearnService(Service):
         self._newest: str | None = None  # the job started (or adopted) here last
         self.sides: dict[str, _Side] = {}
         self._nursery: trio.Nursery | None = None
-        self._rng = np.random.default_rng(secrets.randbits(64))
+        # every random choice (seeds, job ids, mask keys) from one source: the system's, or the
+        # simulator's seeded one (the same seed, the same run)
+        self._random = rng if rng is not None else random.SystemRandom()
+        self._rng = np.random.default_rng(self._random.getrandbits(64))
+        self.round_gap = round_gap
+        self.work = Work()
+        self._vault: dict[str, list[tuple[str, str, str]]] = {}  # prefix -> (key, text, scope)
+        self._retry_at: dict[str, float] = {}  # job -> when a given-up take-over may be tried
 
     @property
     def me(self) -> str:
@@ -228,6 +294,34 @@ class LearnService(Service):
             while True:
                 await trio.sleep(WATCH_S)
                 self._watch()
+
+    # ---- tasks and the vault -----------------------------------------------------------------
+
+    def _task(self, name: str, spec: dict[str, Any] | None = None) -> Task:
+        """The task ``name``, reading this device's vault (if it reads any), as ``spec`` fixes
+        it for a job (its labels...)."""
+        task = self.get_task(name)
+        bind = getattr(task, "bind", None)
+        if bind is not None:
+            bind(self._entries)
+        if spec and hasattr(task, "with_spec"):
+            task = task.with_spec(spec)
+        return task
+
+    def _read_vault(self, name: str) -> None:
+        """A snapshot of the vault entries the task ``name`` reads (its ``reads`` prefixes),
+        taken on the event loop: the vault's documents are not for worker threads."""
+        reads = getattr(self.get_task(name), "reads", ())
+        peer = self.peer
+        vault = peer.services.get("vault") if peer is not None and reads else None
+        node = getattr(vault, "node", None)
+        self._vault = {
+            prefix: [(e.key, e.text, e.scope) for e in node.items(prefix)] if node else []
+            for prefix in reads
+        }
+
+    def _entries(self, prefix: str) -> list[tuple[str, str, str]]:
+        return list(self._vault.get(prefix, ()))
 
     # ---- this device's side ------------------------------------------------------------------
 
@@ -246,21 +340,25 @@ class LearnService(Service):
             and battery < config.floor(ENERGY, self.identity.settings.device.role)
         )
 
-    def _side(self, meta: dict[str, Any]) -> _Side:
+    def _side(self, meta: dict[str, Any], adopt: bool = True) -> _Side:
+        """This device's side of the job ``meta`` describes (set up on first contact); with
+        ``adopt``, a newer term's description replaces the one it holds."""
         job = meta["id"]
         side = self.sides.get(job)
         if side is not None and side.meta["devices"] == meta["devices"]:
-            if meta["term"] >= side.meta["term"]:
+            if adopt and meta["term"] >= side.meta["term"]:
                 side.meta = meta
             return side
         from homeswarm.learning import TorchTrainer, assign_owners
 
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         if self.me not in meta["devices"]:
             raise ProtocolViolation("learn: this device is not one of the job's")
         split = task.split(sorted(meta["devices"]), alpha=meta["alpha"], seed=meta["seed"])
-        held = split.devices[self.me]
-        records = held.only(assign_owners({self.me: held.ids})[self.me])
+        # a record several devices hold (the vault replicates) trains on one of them only: the
+        # same rendezvous choice on every device, over every job device that holds it
+        owners = assign_owners({d: split.devices[d].ids for d in split.devices})
+        records = split.devices[self.me].only(owners[self.me])
         path = self.identity.home / LEARN_DIR / f"{task.name}.privacy.json"
         ledger = Ledger.open(
             path,
@@ -273,17 +371,17 @@ class LearnService(Service):
         if meta["trust"] == "none":
             from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-            key = X25519PrivateKey.generate()
+            key = X25519PrivateKey.from_private_bytes(self._random.randbytes(32))
         participant = Participant(
             self.me,
             trainer=TorchTrainer(task.model(), records),
             ledger=ledger,
-            rng=np.random.default_rng(secrets.randbits(64)),
+            rng=np.random.default_rng(self._random.getrandbits(64)),
             key=key,
         )
         while len(self.sides) >= MAX_JOBS:
             del self.sides[next(iter(self.sides))]
-        side = _Side(meta, participant, key)
+        side = _Side(meta, participant, key, frozenset(records.ids))
         self.sides[job] = side
         return side
 
@@ -292,12 +390,9 @@ class LearnService(Service):
     ) -> dict[str, Any]:
         """This device's answers to a coordinator's message, with its state (and, asked to
         ``sync``, the round whose result it holds, and that result)."""
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
         if source != meta["coordinator"]:
             raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
-        side = self._side(meta)
+        side = self._side(meta, adopt=not sync)  # a take-over's probe changes nothing yet
         p = side.participant
         if meta["term"] < side.meta["term"]:  # an older coordinator: the job has moved on
             log.info("learn %s: %s coordinates an older term; told it moved",
@@ -305,12 +400,11 @@ class LearnService(Service):
             return {"msgs": [], "state": "moved", "records": p.trainer.records,
                     "epsilon": p.ledger.epsilon, "term": side.meta["term"],
                     "coordinator": side.meta["coordinator"]}  # fmt: skip
-        for device, hexkey in meta["keys"].items():
-            if device != self.me and device not in p.public_keys and isinstance(hexkey, str):
-                try:
-                    p.public_keys[device] = X25519PublicKey.from_public_bytes(bytes.fromhex(hexkey))
-                except ValueError:
-                    raise ProtocolViolation("learn: a malformed public key") from None
+        for device, signed in meta["keys"].items():
+            if device != self.me and device not in p.public_keys:
+                if device not in meta["devices"]:
+                    raise ProtocolViolation("learn: a mask key for a device not of the job")
+                p.public_keys[device] = secagg.open_public(signed, job=meta["id"], device=device)
         out: list[bytes] = []
         if data is not None:
             message = from_wire(data)
@@ -319,7 +413,12 @@ class LearnService(Service):
                 if p.sit_out:
                     log.info("round %d of %s: below the battery floor, sitting out",
                              message.round, message.job)  # fmt: skip
+            steps, gradients = p.rounds_taken, getattr(p.trainer, "gradients", 0)
             out = [m.to_wire() for _, m in p.receive(source, message)]
+            done = getattr(p.trainer, "gradients", 0) - gradients
+            self.work.steps += p.rounds_taken - steps
+            self.work.gradients += done
+            self.work.parameter_gradients += done * getattr(p.trainer, "size", 0)
         state = STATES.get(p.state, p.state)
         if p.state in ("training", "waiting") and not p.ledger.affordable(
             float(meta["sigma"]), SAMPLE_RATE
@@ -332,8 +431,9 @@ class LearnService(Service):
             "epsilon": p.ledger.epsilon,
         }
         if side.key is not None:
-            raw = side.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            reply["key"] = raw.hex()
+            reply["key"] = secagg.sign_public(
+                side.key, self.identity.signing_key, job=meta["id"], device=self.me
+            )
         if sync:
             reply["round"] = p.round
             if p.params is not None:
@@ -341,7 +441,10 @@ class LearnService(Service):
         return reply
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a worker thread (training, loading the task), or inline."""
+        """``fn(*args)`` in a worker thread (training, loading the task), inline, or as
+        ``compute`` runs it."""
+        if self.compute is not None:
+            return await self.compute(fn, *args)
         if not self.threaded:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
@@ -350,7 +453,15 @@ class LearnService(Service):
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
+            if meta["id"] not in self.sides:
+                self._read_vault(meta["task"])
             reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
+            side = self.sides.get(meta["id"])
+            if side is not None and source == side.meta["coordinator"] and not sync:
+                side.heard_at = trio.current_time()
+            if side is not None and sync:  # whom it follows, and how lately it heard from it
+                reply["follows"] = side.meta["coordinator"]
+                reply["heard_s"] = trio.current_time() - side.heard_at
             return reply
 
     async def handle(self, conn: Connection, op: str, body: dict[str, Any]) -> Any:
@@ -412,17 +523,20 @@ class LearnService(Service):
             raise InvalidArgument("learn start: --trust must be swarm or none")
         if self._nursery is None:
             raise InvalidArgument("learn: the service is still starting; try again in a moment")
-        task = self.get_task(task_name)
+        self._read_vault(task_name)
+        task = self._task(task_name)
+        fix = getattr(task, "spec", None)
+        spec = fix() if fix is not None else {}
         names, alive = self._members(getattr(task, "scope", SCOPE))
         devices = sorted(d for d in names if d in alive)
         if not devices:
             raise InvalidArgument(f"learn start: no live device may hold {task_name}'s records")
         seed = int(self._rng.integers(2**31))
-        job_id = f"{task.name}-{secrets.token_hex(3)}"
+        job_id = f"{task.name}-{self._random.getrandbits(24):06x}"
         meta = {
             "id": job_id, "task": task.name, "trust": trust, "epsilon": epsilon, "delta": delta,
             "alpha": ALPHA, "seed": seed, "devices": devices, "keys": {}, "sigma": 0.0,
-            "rounds": rounds, "coordinator": self.me, "term": 0,
+            "rounds": rounds, "coordinator": self.me, "term": 0, "spec": spec,
         }  # fmt: skip
         boss = self._choose_coordinator(task, devices)
         if boss != self.me:
@@ -474,7 +588,7 @@ class LearnService(Service):
         for device, key in meta["keys"].items():
             if device in rows:
                 rows[device].key = key
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         return _Job(meta, task, None, np.zeros(0), float(meta["sigma"]), meta["rounds"], rows)
 
     async def _coordinate(self, meta: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -578,7 +692,11 @@ class LearnService(Service):
                 continue
             if job_id in self.jobs and self.jobs[job_id].state in ("starting", "running"):
                 continue
+            if self._retry_at.get(job_id, -math.inf) > trio.current_time():
+                continue
             live = [d for d in meta["devices"] if d == self.me or self._status_of(d) == "alive"]
+            if 2 * len(live) < len(meta["devices"]):  # cut off from most of the job's devices
+                continue
             if successor(boss, [*live, boss]) != self.me:
                 continue
             job = self._take_over(side)
@@ -589,6 +707,7 @@ class LearnService(Service):
 
     def _take_over(self, side: _Side) -> _Job:
         p = side.participant
+        previous = side.meta
         meta = {**side.meta, "coordinator": self.me, "term": side.meta["term"] + 1}
         side.meta = meta
         names, _ = self._members(getattr(self.get_task(meta["task"]), "scope", SCOPE))
@@ -604,18 +723,35 @@ class LearnService(Service):
         else:
             job.params = np.zeros(0)  # nothing ran yet: start afresh
         job.state = "starting"
+        job.previous, job.meta_taken = previous, meta
+        job.decided_at = trio.current_time()
         self._add(job)
         return job
 
-    async def _sync(self, job: _Job) -> None:
-        """Before the first round of a taken-over job: the newest result any device holds."""
+    async def _sync(self, job: _Job) -> tuple[int, bool]:
+        """Before the first round of a taken-over job: the newest result any device holds; how
+        many of the job's devices answered (this one included), and whether one of them heard
+        from the coordinator taken over since this device decided to (it is alive after all:
+        this device was cut off, or asleep when it decided)."""
+        previous = job.previous["coordinator"] if job.previous is not None else None
+        alive = False
         devices = [d for d in job.meta["devices"] if d == self.me or self._status_of(d) == "alive"]
         size = len(params_bytes(job.params))
         best: tuple[int, bytes] = (-1, b"")
+        answered = 0
         for device in devices:
             reply = await self._ask(job, device, None, sync=True)
             if reply is None:
                 continue
+            answered += 1
+            heard = reply.get("heard_s")
+            if (
+                device != self.me
+                and reply.get("follows") == previous
+                and isinstance(heard, int | float)
+                and heard < trio.current_time() - job.decided_at
+            ):
+                alive = True
             self._note(job, device, reply)
             round_, result = reply.get("round"), reply.get("result")
             if (
@@ -630,6 +766,22 @@ class LearnService(Service):
             job.resume = None
             job.round = best[0] + 1
             job.params = np.frombuffer(best[1], dtype="<f4").astype(np.float64)
+        return answered, alive
+
+    def _give_up(self, job: _Job, answered: int, alive: bool) -> None:
+        """A take-over that reached fewer than half the job's devices, or found that the
+        coordinator still runs the job: this device is cut off (a laptop asleep, a partition's
+        small side), not the job's best coordinator. Nothing was adopted anywhere (the probe
+        changes nothing): it goes back to the coordinator it had, and may try again after
+        ``RETRY_TAKE_OVER_S``."""
+        why = "its coordinator is alive" if alive else f"reached {answered} of its devices"
+        log.warning("learning job %s: %s; not taking it over", job.id, why)
+        job.state = "given up"
+        self.jobs.pop(job.id, None)
+        side = self.sides.get(job.id)
+        if side is not None and job.previous is not None and side.meta is job.meta_taken:
+            side.meta = job.previous
+        self._retry_at[job.id] = trio.current_time() + RETRY_TAKE_OVER_S
 
     @staticmethod
     def _accuracy(job: _Job) -> float:
@@ -678,9 +830,14 @@ class LearnService(Service):
         if isinstance(epsilon, float | int) and math.isfinite(epsilon):
             row.epsilon_spent = float(epsilon)
         key = reply.get("key")
-        if isinstance(key, str) and len(key) == 64 and row.key is None:
-            row.key = key
-            job.meta = {**job.meta, "keys": {**job.meta["keys"], device: key}}
+        if key is not None and row.key is None:
+            try:
+                secagg.open_public(key, job=job.id, device=device)
+            except ProtocolViolation as exc:
+                log.warning("learn %s: refused %s's mask key: %s", job.id, device[-8:], exc)
+            else:
+                row.key = key
+                job.meta = {**job.meta, "keys": {**job.meta["keys"], device: key}}
         out = []
         for data in reply["msgs"]:
             try:
@@ -725,9 +882,13 @@ class LearnService(Service):
             job.state = "stopped"
 
     async def _rounds(self, job: _Job) -> None:
+        self._read_vault(job.meta["task"])
         await self._off_loop(self._prepare, job)
         if job.meta["term"]:
-            await self._sync(job)
+            answered, still_there = await self._sync(job)
+            if still_there or 2 * answered < len(job.meta["devices"]):
+                self._give_up(job, answered, still_there)
+                return
         job.state = "running"
         devices = list(job.meta["devices"])
         trust_none = job.meta["trust"] == "none"
@@ -746,7 +907,7 @@ class LearnService(Service):
                 if d not in reachable:
                     job.rows[d].state = "away" if job.rows[d].joined else "joining"
             if not live:  # nobody has answered yet: try again, the round not counted
-                await trio.sleep(ROUND_GAP)
+                await trio.sleep(self.round_gap)
                 continue
             start = job.resume or RoundStart(
                 job.id, job.round, 0, self.me, job.meta["trust"], tuple(live),
@@ -760,7 +921,7 @@ class LearnService(Service):
                 size=len(job.params),
                 now=trio.current_time(),
                 timeout=ROUND_TIMEOUT,
-                rng=np.random.default_rng(secrets.randbits(64)),
+                rng=np.random.default_rng(self._random.getrandbits(64)),
             )
             sends = coordinator.start_messages()
             while coordinator.outcome is None:
@@ -787,11 +948,27 @@ class LearnService(Service):
                 job.state = "done"
                 log.warning("learning job %s: every device is out of budget", job.id)
                 return
-            await trio.sleep(ROUND_GAP)
+            await trio.sleep(self.round_gap)
         job.state = "done"
         for row in job.rows.values():
             if row.state in ("training", "waiting"):
                 row.state = "done"
+
+    def local(self, job: str) -> Local | None:
+        """This device's side of ``job`` (None if it has none)."""
+        side = self.sides.get(job)
+        if side is None:
+            return None
+        p = side.participant
+        return Local(
+            job,
+            side.ids,
+            p.ledger.epsilon,
+            p.ledger.epsilon_budget,
+            p.ledger.steps,
+            p.rounds_taken,
+            STATES.get(p.state, p.state),
+        )
 
     # ---- the CLI -----------------------------------------------------------------------------
 
@@ -842,7 +1019,7 @@ class LearnService(Service):
             for d in status.get("devices", [])
             if isinstance(d, dict)
         }
-        task = self.get_task(meta["task"])
+        task = self._task(meta["task"], meta.get("spec"))
         job = _Job(meta, task, None, params, float(meta["sigma"]), meta["rounds"], rows)
         assert side is not None
         job.round = side.participant.round + 1
@@ -873,16 +1050,22 @@ class LearnService(Service):
             "noise_multiplier": job.sigma,
             "trust": job.meta["trust"],
             "record_level": True,
+            **(job.meta.get("spec") or {}),  # what the task fixed for the job (intents: labels)
         }
+        head = getattr(job.task, "head", None)
+        extra: dict[str, str] = {}
         try:
             torch.save(model.state_dict(), path)
+            if head is not None:  # a head the classify kernel takes (intents)
+                extra["head"] = str(path.with_name(path.name + ".head.json"))
+                Path(extra["head"]).write_text(json.dumps(head(job.params)))
             privacy = path.with_name(path.name + ".privacy.json")
             fd = os.open(privacy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "w") as out:
                 json.dump(statement, out, indent=1)
         except OSError as exc:
             raise InvalidArgument(f"learn export: cannot write {path}: {exc.strerror}") from None
-        return {"model": str(path), "privacy": str(privacy), **statement}
+        return {"model": str(path), "privacy": str(privacy), **extra, **statement}
 
     def status(self) -> dict[str, Any] | None:
         if not self.jobs:
@@ -920,4 +1103,4 @@ def _number(args: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
-__all__ = ["LearnService"]
+__all__ = ["Compute", "LearnService", "Local", "Work"]

@@ -7,7 +7,9 @@
   with a time to live (``TTL_DEFAULT_S``, or its own); ``memories`` and ``facts`` are long-term
   (what recall searches); ``questions`` stay until answered (removed); ``state`` holds what
   stateful kernel instances checkpoint (an HTM per stream: derived, never recalled, kept under
-  its scope's key like everything else). An entry's expiry is an
+  its scope's key like everything else); ``intents`` are labelled examples the person keeps for
+  the ``intents`` learning task (a value is the string ``LABEL<TAB>TEXT``; see
+  ``learning._intents``). An entry's expiry is an
   absolute time its writer's clock set, kept beside it in the same document; every replica hides
   the entry once its own clock passes it. Nothing is written when an entry expires, so there is
   no clock fight (no replicated delete racing a fresh put); a device whose clock is off by a
@@ -29,7 +31,7 @@ from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of th
 from ._errors import InvalidEntry
 
 MEMORY_TIERS: tuple[str, ...] = ("facts", "memories", "context", "questions")
-COLLECTIONS: tuple[str, ...] = (*MEMORY_TIERS, "state")
+COLLECTIONS: tuple[str, ...] = (*MEMORY_TIERS, "state", "intents")
 DEFAULT_SCOPE = "personal"
 MAX_NAME_BYTES = 256
 MAX_VALUE_BYTES = 32 * 1024  # the value's JSON text, UTF-8

@@ -24,7 +24,7 @@ from homeswarm.cli._status import check_status_shape
 from homeswarm.errors import InvalidArgument, ProtocolViolation, RemoteError, TransportError
 from homeswarm.learning import Digits
 from homeswarm.placement import InlineExecutor
-from homeswarm.swarm import LearnService, Peer, PeerOptions, decode_state
+from homeswarm.swarm import LearnService, Peer, PeerOptions, VaultService, decode_state
 from homeswarm.swarm._device import FixedLoad
 from homeswarm.swarm._home import (
     load_identity,
@@ -48,7 +48,9 @@ class Peers(dict[str, Peer]):
 
 
 @asynccontextmanager
-async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[Peers]:
+async def swarm(
+    tmp_path: Path, specs: Sequence[Spec], *, vault: bool = False, tasks: Any = None
+) -> AsyncIterator[Peers]:
     network = MemoryNetwork(random.Random(1), default_link=LINK)
     homes = [ident.home for ident in make_homes(tmp_path, specs)]
     peers = Peers()
@@ -58,10 +60,12 @@ async def swarm(tmp_path: Path, specs: Sequence[Spec]) -> AsyncIterator[Peers]:
     for i, (spec, home) in enumerate(zip(specs, homes, strict=True)):
         ident = load_identity(home)
         transport = network.transport(ident.device_id)
-        services = [
+        services: list[Any] = [
             PlacementService(ident.settings, executor=InlineExecutor(threaded=False)),
-            LearnService(ident, threaded=False),  # virtual time: no worker threads
+            LearnService(ident, threaded=False, task_factory=tasks),  # virtual time: no threads
         ]
+        if vault:
+            services.append(VaultService(ident))
         peers[spec.name] = Peer(
             ident,
             load_roster(ident),
@@ -405,3 +409,162 @@ async def test_when_the_coordinator_dies_the_next_device_finishes_the_job(tmp_pa
         assert stale.jobs[job].state == "running"  # it lost power mid-round
         stale._note(stale.jobs[job], other.identity.device_id, moved)
         assert stale.jobs[job].state == "handed over"
+
+
+async def test_a_device_cut_off_from_most_of_the_job_does_not_take_it_over(
+    tmp_path, autojump_clock
+):
+    """The laptop coordinates; the laptop and the server go at once. The phone, alone, sees
+    one device of three: it does not take the job over (a laptop asleep, cut off the same way,
+    would otherwise coordinate a job of one and wake to a second coordinator)."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop, phone = peers["laptop"], peers["phone"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        job = started["job"]
+        learn: Any = phone.services["learn"]
+        await until(lambda: job in learn.sides, within=60.0, what="the phone takes part")
+        peers.crash("laptop")
+        peers.crash("server")
+        gone = {laptop.identity.device_id, peers["server"].identity.device_id}
+
+        def both_dead() -> bool:
+            members = phone.core.members  # type: ignore[union-attr]
+            return all(members[d].status in ("dead", "left") for d in gone)
+
+        await until(both_dead, within=120.0, what="the phone sees both dead")
+        await trio.sleep(30)  # many of its watch periods
+        assert job not in learn.jobs
+        assert learn.local(job).records  # it still holds its side of the job
+
+
+# ---- intents: a head on embeddings, from the examples the person keeps in the vault -----------
+
+
+async def test_intents_train_from_the_vaults_examples_each_on_one_device(tmp_path, autojump_clock):
+    """Examples written on the phone replicate to every device; `learn start intents` fixes the
+    labels, every example trains on exactly one device (each holds them all), the held-out
+    accuracy climbs well above chance, and the export says the labels."""
+    from homeswarm.learning.testing import examples, tiny_intents
+
+    rows = examples(per_label=50)  # record-level DP needs more than a handful of records
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER), vault=True, tasks=tiny_intents) as peers:
+        phone, server = peers["phone"], peers["server"]
+        async with trio.open_nursery() as nursery:  # at once: the vault commits them together
+            for key, label, text in rows:
+                value = json.dumps(f"{label}\t{text}")
+                nursery.start_soon(phone.control, "vault.put", {"key": key, "value": value})
+        await phone.control("vault.put", {"key": "intents/bad", "value": json.dumps("no tab")})
+
+        def replicated() -> bool:
+            node = server.services["vault"].node  # type: ignore[attr-defined]
+            return node is not None and len(node.items("intents/")) == len(rows) + 1
+
+        await until(replicated, within=120.0, what="the examples reach the server")
+        started = await server.control(
+            "learn.start", {"task": "intents", "epsilon": 8.0, "rounds": 20}
+        )
+        status = await finished(server, started["job"])
+        assert status["accuracy"] > 0.7, status["accuracy"]  # four labels: chance is a quarter
+        held = [
+            peer.services["learn"].local(started["job"])  # type: ignore[attr-defined]
+            for peer in peers.values()
+        ]
+        ids = [rid for local in held for rid in local.records]
+        assert len(ids) == len(set(ids))  # no example on two devices
+        assert all(len(local.records) > 10 for local in held)  # shared out
+        assert set(ids) <= {key for key, _, _ in rows}
+        assert len(ids) > 0.6 * len(rows)  # about four fifths: the rest is held out
+        out = tmp_path / "intents.pt"
+        exported = await server.control("learn.export", {"job": started["job"], "file": str(out)})
+        assert exported["labels"] == sorted({label for _, label, _ in rows})
+        head = json.loads(await trio.Path(exported["head"]).read_text())  # what classify takes
+        assert head["labels"] == exported["labels"]
+        assert len(head["weights"]) == 4
+        assert len(head["weights"][0]) == 384
+
+
+async def test_trust_none_mask_keys_are_signed_and_a_forged_one_is_refused(
+    tmp_path, autojump_clock
+):
+    """Each device's mask key travels signed by its device key. A coordinator that puts a key
+    of its own in another device's name (to unmask that device's update), or replays a key
+    from another job, is refused by the device it sends it to, which keeps running."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from homeswarm.learning import secagg
+
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        server, phone, laptop = peers["server"], peers["phone"], peers["laptop"]
+        started = await server.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 2, "trust": "none"}
+        )
+        status = await finished(server, started["job"])
+        assert status["round"] == 2
+        learn: Any = server.services["learn"]
+        meta = learn.jobs[started["job"]].meta
+        victim = laptop.identity.device_id
+        # the genuine keys in META open; each names its own device and job
+        for device, signed in meta["keys"].items():
+            secagg.open_public(signed, job=meta["id"], device=device)
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            secagg.open_public(meta["keys"][victim], job="another-job", device=victim)
+        # the server forges the laptop's key for a new job: signed by the server's own key
+        mine = X25519PrivateKey.generate()
+        forged = secagg.sign_public(
+            mine, server.identity.signing_key, job="digits-forged", device=victim
+        )
+        new = {**meta, "id": "digits-forged", "keys": {victim: forged}, "term": 0}
+        phone_learn: Any = phone.services["learn"]
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            phone_learn._answer(server.identity.device_id, new, None)
+        assert victim not in phone_learn.sides["digits-forged"].participant.public_keys
+        # a key replayed from the finished job into a new one: refused too
+        replayed = {**new, "id": "digits-replayed", "keys": {victim: meta["keys"][victim]}}
+        with pytest.raises(ProtocolViolation, match="not signed"):
+            phone_learn._answer(server.identity.device_id, replayed, None)
+        # over the wire: the request fails, the phone keeps serving
+        transport = server.transport
+        assert transport is not None
+        conn = await transport.dial(
+            phone.identity.device_id, server.addrs_of(phone.identity.device_id)
+        )
+        with pytest.raises((RemoteError, TransportError)):
+            await conn.request({"op": "learn.msg", "job": new, "msg": None}, timeout=5)
+        assert phone.core is not None
+        assert phone.core.members[server.identity.device_id].status == "alive"
+        # the coordinator refuses a forged key in a device's reply too
+        job = learn.jobs[started["job"]]
+        job.rows[victim].key = None
+        before = dict(job.meta["keys"])
+        learn._note(job, victim, {"msgs": [], "key": forged})
+        assert job.rows[victim].key is None
+        assert job.meta["keys"] == before
+
+
+async def test_a_take_over_that_reaches_too_few_devices_is_given_up_and_changes_nothing(
+    tmp_path, autojump_clock
+):
+    """The phone still sees the laptop and the server alive (it has not noticed yet that both
+    went), as a sleeping laptop sees a phone alive on its lease: a take-over it tries reaches
+    only itself, so it gives it up, and its side of the job is as it was."""
+    async with swarm(tmp_path, (PHONE, LAPTOP, SERVER)) as peers:
+        laptop, phone = peers["laptop"], peers["phone"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 8}
+        )
+        job = started["job"]
+        learn: Any = phone.services["learn"]
+        await until(lambda: job in learn.sides, within=60.0, what="the phone takes part")
+        peers.crash("laptop")
+        peers.crash("server")
+        side = learn.sides[job]
+        before = side.meta
+        heir = learn._take_over(side)
+        assert heir.meta["term"] == before["term"] + 1
+        await learn._drive(heir)
+        assert heir.state == "given up"
+        assert job not in learn.jobs
+        assert learn.sides[job].meta is before  # back to the coordinator it had
+        assert learn._retry_at[job] > trio.current_time()
