@@ -10,8 +10,8 @@ name. Labels carry device names and ids, never a vault key or value.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -58,6 +58,16 @@ class PeerCollector:
             yield from service.metrics()
 
 
+def counted(
+    name: str, doc: str, labels: list[str], counts: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter family from counts kept by label value (a tuple when there are several)."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
+
+
 def _membership(peer: Peer) -> Iterator[Metric]:
     core = peer.core
     assert core is not None
@@ -71,20 +81,15 @@ def _membership(peer: Peer) -> Iterator[Metric]:
         members.add_metric([state], n)
     yield members
     stats = core.stats
-    sent = CounterMetricFamily(
-        "swarm_membership_messages_sent", "membership messages sent, by kind", labels=["kind"]
+    yield counted(
+        "swarm_membership_messages_sent", "membership messages sent, by kind", ["kind"], stats.sent
     )
-    for kind, n in sorted(stats.sent.items()):
-        sent.add_metric([kind], n)
-    yield sent
-    received = CounterMetricFamily(
+    yield counted(
         "swarm_membership_messages_received",
         "membership messages received, by kind",
-        labels=["kind"],
+        ["kind"],
+        stats.received,
     )
-    for kind, n in sorted(stats.received.items()):
-        received.add_metric([kind], n)
-    yield received
     yield CounterMetricFamily(
         "swarm_membership_rejected", "membership records refused", value=stats.rejected
     )

@@ -682,22 +682,20 @@ class RunLedger:
     def metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-        runs = CounterMetricFamily(
+        from ._metrics import counted
+
+        yield counted(
             "swarm_placement_runs",
             "kernel runs placed from this device, by kernel, device and executor",
-            labels=["kernel", "device", "executor"],
+            ["kernel", "device", "executor"],
+            self.runs,
         )
-        for (kernel, device, executor), n in sorted(self.runs.items()):
-            runs.add_metric([kernel, device, executor], n)
-        yield runs
-        refusals = CounterMetricFamily(
+        yield counted(
             "swarm_placement_refusals",
             "runs that could not be placed or failed everywhere, by kernel and reason",
-            labels=["kernel", "reason"],
+            ["kernel", "reason"],
+            self.refusals,
         )
-        for (kernel, reason), n in sorted(self.refusals.items()):
-            refusals.add_metric([kernel, reason], n)
-        yield refusals
         yield CounterMetricFamily(
             "swarm_placement_replacements",
             "runs placed again on another device after the first one failed",

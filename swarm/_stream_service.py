@@ -667,13 +667,11 @@ class StreamService(Service):
         return {"streams": streams, "hosting": hosting}
 
     def metrics(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily
+        from ._metrics import counted
 
-        moves = CounterMetricFamily(
+        yield counted(
             "swarm_streams_events",
             "what this device's anomaly streams did (opened, moves, checkpoints, failed...)",
-            labels=["what"],
+            ["what"],
+            self.counts,
         )
-        for what, n in sorted(self.counts.items()):
-            moves.add_metric([what], n)
-        yield moves
