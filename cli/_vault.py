@@ -95,7 +95,7 @@ def _local(home: Any, op: str, request: dict[str, Any]) -> Any:
 
     view = read_view(home) if op in ("get", "ls") else None
     if view is not None:  # the quick way: what the last direct open left, still exact
-        return _from_view(view, op, request)
+        return _direct(view, op, request)
     from homeswarm.swarm import load_identity, load_roster, open_local, save_view
     from homeswarm.vault import EntryNotFound
 
@@ -135,22 +135,6 @@ def _direct(local: Any, op: str, request: dict[str, Any]) -> Any:
             raise EntryNotFound(not_found(request["key"]))
         return {"key": request["key"], "scopes": scopes}
     return local.status()
-
-
-def _from_view(view: dict[str, Any], op: str, request: dict[str, Any]) -> Any:
-    """``get`` or ``ls`` answered from a view, as the store would answer them."""
-    from homeswarm.swarm import not_found, view_json
-    from homeswarm.vault import EntryNotFound, check_prefix
-
-    now = time.time()
-    if op == "get":
-        row = view.get(request["key"])
-        if row is None or (row[3] is not None and row[3] <= now):
-            raise EntryNotFound(not_found(request["key"]))
-        return view_json(row)
-    prefix = check_prefix(request.get("prefix") or "")
-    rows = (view[k] for k in sorted(view) if k.startswith(prefix))
-    return {"entries": [view_json(r) for r in rows if r[3] is None or r[3] > now]}
 
 
 # ---- the commands --------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ _FACE = {
     "not_found": "_vault_view",
     "read_view": "_vault_view",
     "save_view": "_vault_view",
-    "view_json": "_vault_view",
     "control_path": "_control",
     "serve_control": "_control",
     "ask": "_control_client",
@@ -98,7 +97,7 @@ if TYPE_CHECKING:
     from ._service import Service
     from ._trust import new_root, recover_admin, recovery_code
     from ._vault_service import VaultService
-    from ._vault_view import entry_json, not_found, read_view, save_view, view_json
+    from ._vault_view import entry_json, not_found, read_view, save_view
 
 
 def __getattr__(name: str) -> Any:
@@ -166,5 +165,4 @@ __all__ = [  # the same names as _FACE (a test checks)
     "serve_control",
     "settings_from_mapping",
     "swarm_id_of",
-    "view_json",
 ]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyrage
 
-from homeswarm.vault import ViewEntry, open_view, seal_view, store_stamp
+from homeswarm.vault import View, open_view, seal_view, store_stamp
 
 from ._files import AGE_KEY, CONFIG_NAME, ROSTER, VAULT_DIR, VIEW_FILE
 
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarm.vault")
 
 
-def read_view(home: Path) -> dict[str, ViewEntry] | None:
-    """Every entry this device reads, by key, if the view in ``home`` holds for the store now."""
+def read_view(home: Path) -> View | None:
+    """Every entry this device reads, if the view in ``home`` holds for the store now."""
     try:
         blob = (home / VIEW_FILE).read_bytes()
         secret = (home / AGE_KEY).read_text().strip()
@@ -60,9 +60,8 @@ def save_view(identity: Identity, local: LocalVault) -> None:
     if stamp is None:
         return
     try:
-        entries = [(e.key, e.scope, e.text, e.expires_at) for e in local.items()]
         blob = seal_view(
-            entries,
+            local.items(),
             stamp=stamp,
             context=_context(home),
             recipient=identity.age_recipient,
@@ -91,12 +90,6 @@ def entry_json(entry: Any) -> dict[str, Any]:
         "value": entry.text,
         "expires_at": entry.expires_at,
     }
-
-
-def view_json(row: ViewEntry) -> dict[str, Any]:
-    """A view's entry as ``entry_json`` gives the same entry."""
-    key, scope, value, expires_at = row
-    return {"key": key, "scope": scope, "value": value, "expires_at": expires_at}
 
 
 def _context(home: Path) -> bytes:

@@ -38,6 +38,7 @@ from ._model import (
     MEMORY_TIERS,
     SCOPES,
     TTL_DEFAULT_S,
+    Entry,
     check_prefix,
     check_ttl,
     decode_value,
@@ -65,7 +66,6 @@ _FACE = {
     "Access": "_replica",
     "Changes": "_replica",
     "Directory": "_replica",
-    "Entry": "_replica",
     "Rejection": "_replica",
     "Replica": "_replica",
     "Vectors": "_replica",
@@ -76,7 +76,7 @@ _FACE = {
     "answer_push": "_sync",
     "answer_sync": "_sync",
     "lacking": "_sync",
-    "ViewEntry": "_view",
+    "View": "_view",
     "open_view": "_view",
     "seal_view": "_view",
     "store_stamp": "_view",
@@ -86,10 +86,10 @@ if TYPE_CHECKING:
     from ._local import LocalVault
     from ._node import Links, NodeSettings, TransportLinks, VaultNode
     from ._records import Epoch, Seal, Snapshot, Update, decode_record, sign, stream_device
-    from ._replica import Access, Changes, Directory, Entry, Rejection, Replica, Vectors
+    from ._replica import Access, Changes, Directory, Rejection, Replica, Vectors
     from ._store import MemoryStore, SqliteStore, Store
     from ._sync import Session, answer_push, answer_sync, lacking
-    from ._view import ViewEntry, open_view, seal_view, store_stamp
+    from ._view import View, open_view, seal_view, store_stamp
 
 
 def __getattr__(name: str) -> Any:
@@ -140,7 +140,7 @@ __all__ = [
     "VaultLocked",
     "VaultNode",
     "Vectors",
-    "ViewEntry",
+    "View",
     "answer_push",
     "answer_sync",
     "check_prefix",

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from homeswarm.vocabulary import SCOPES as SCOPES  # re-exported: the face of this package
@@ -131,6 +132,19 @@ def check_text(text: object) -> str:
 
 def decode_value(text: str) -> Any:
     return json.loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry as a device reads it: the value of the most restrictive scope it may read."""
+
+    key: str
+    text: str  # the value's JSON text
+    scope: str
+    expires_at: float | None = None  # wall-clock seconds (its writer's clock); None: never
+
+    def expired(self, now: float | None) -> bool:
+        return now is not None and self.expires_at is not None and self.expires_at <= now
 
 
 def rank(scope: str) -> int:

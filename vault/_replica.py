@@ -82,6 +82,7 @@ from ._model import (
     MAX_VALUE_BYTES,
     SCOPES,
     TTL_DEFAULT_S,
+    Entry,
     check_prefix,
     check_scope,
     check_text,
@@ -211,17 +212,6 @@ class Fork:
 
 EXPIRES = ".expires"  # COLLECTION + EXPIRES: the root map of NAME -> when it expires (text)
 ROOTS = (*COLLECTIONS, *(c + EXPIRES for c in COLLECTIONS))  # every root map a document holds
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    key: str
-    text: str  # the value's JSON text
-    scope: str
-    expires_at: float | None = None  # wall-clock seconds (its writer's clock); None: never
-
-    def expired(self, now: float | None) -> bool:
-        return now is not None and self.expires_at is not None and self.expires_at <= now
 
 
 class _Scope:

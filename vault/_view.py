@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import os
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,12 @@ import pyrage
 
 from homeswarm.wire import pack
 
+from ._model import Entry, check_prefix, split_key
+
 DB_NAME = "vault.db"  # the store's database, in the store's directory
 STAMP_KEY = "stamp"  # its meta row that every write replaces
 FORMAT = 1
 _MAC = 32
-ViewEntry = tuple[str, str, str, float | None]  # key, scope, value (JSON text), expires_at
 
 
 def new_stamp() -> bytes:
@@ -59,19 +61,41 @@ def store_stamp(directory: Path) -> bytes | None:
     return None
 
 
+class View:
+    """The entries of an opened view, read as ``LocalVault`` reads the store: the same key and
+    prefix checks, expiry by this device's wall clock (``clock``), key order. Each key holds one
+    entry already, of the most restrictive scope the device reads."""
+
+    def __init__(self, entries: Iterable[Entry], clock: Callable[[], float] | None = None) -> None:
+        self._entries = {e.key: e for e in entries}
+        self._clock = clock or (lambda: time.time())
+
+    def get(self, key: str) -> Entry | None:
+        split_key(key)
+        entry = self._entries.get(key)
+        return None if entry is None or entry.expired(self._clock()) else entry
+
+    def items(self, prefix: str = "") -> list[Entry]:
+        check_prefix(prefix)
+        now = self._clock()
+        keys = sorted(k for k in self._entries if k.startswith(prefix))
+        return [self._entries[k] for k in keys if not self._entries[k].expired(now)]
+
+
 def seal_view(
-    entries: Iterable[ViewEntry], *, stamp: bytes, context: bytes, recipient: str, mac_key: bytes
+    entries: Iterable[Entry], *, stamp: bytes, context: bytes, recipient: str, mac_key: bytes
 ) -> bytes:
     """The view's bytes: a MAC, then the age ciphertext of the entries with what they hold for."""
-    plain = pack([FORMAT, stamp, context, [list(e) for e in entries]])
+    rows = [[e.key, e.scope, e.text, e.expires_at] for e in entries]
+    plain = pack([FORMAT, stamp, context, rows])
     sealed: bytes = pyrage.encrypt(plain, [pyrage.x25519.Recipient.from_str(recipient)])
     return _mac(mac_key, sealed) + sealed
 
 
 def open_view(
     blob: bytes, *, stamp: bytes | None, context: bytes, identity: Any, mac_key: bytes
-) -> dict[str, ViewEntry] | None:
-    """The view's entries by key, if ``blob`` is a view this device made for exactly this
+) -> View | None:
+    """The view's entries, if ``blob`` is a view this device made for exactly this
     ``stamp`` and ``context``; else None (never an error: the caller takes the slow way)."""
     if stamp is None or len(blob) <= _MAC:
         return None
@@ -83,7 +107,7 @@ def open_view(
         version, made_for, made_in, rows = msgpack.unpackb(pyrage.decrypt(blob[_MAC:], [identity]))
         if (version, made_for, made_in) != (FORMAT, stamp, context):
             return None
-        return {row[0]: (row[0], row[1], row[2], row[3]) for row in rows}
+        return View(Entry(key, text, scope, at) for key, scope, text, at in rows)
     except (pyrage.DecryptError, ValueError, TypeError, IndexError, msgpack.UnpackException):
         return None
 

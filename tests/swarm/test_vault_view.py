@@ -19,7 +19,7 @@ from homeswarm.cli import main
 from homeswarm.swarm import load_identity, load_roster, open_local, read_view
 from homeswarm.swarm._files import VAULT_DIR, VIEW_FILE
 from homeswarm.swarm._home import init_home
-from homeswarm.vault import open_view, seal_view, store_stamp
+from homeswarm.vault import Entry, InvalidEntry, View, open_view, seal_view, store_stamp
 
 
 @pytest.fixture
@@ -43,7 +43,9 @@ def test_a_direct_open_leaves_a_view_that_answers_get_and_ls(capsys, home):
     assert swarm(capsys, home, "vault", "put", "facts/a", '"one"')[0] == 0
     view = read_view(home)
     assert view is not None
-    assert view["facts/a"][:2] == ("facts/a", "personal")
+    entry = view.get("facts/a")
+    assert entry is not None
+    assert (entry.key, entry.scope) == ("facts/a", "personal")
     assert get(capsys, home, "facts/a") == (0, '"one"')
     _code, out, _ = swarm(capsys, home, "vault", "ls", "--json")
     assert [e["key"] for e in json.loads(out)["entries"]] == ["facts/a"]
@@ -108,7 +110,7 @@ def test_a_view_forged_with_the_public_recipient_is_refused(capsys, home):
     from homeswarm.swarm._vault_view import _context
 
     forged = seal_view(
-        [("facts/a", "personal", '"forged"', None)],
+        [Entry("facts/a", '"forged"', "personal")],
         stamp=store_stamp(home / VAULT_DIR) or b"",
         context=_context(home),
         recipient=ident.age_recipient,
@@ -127,11 +129,33 @@ def test_a_view_forged_with_the_public_recipient_is_refused(capsys, home):
 def test_open_view_holds_only_for_its_stamp_and_context(home):
     ident = load_identity(home)
     kw = {"recipient": ident.age_recipient, "mac_key": b"k" * 32}
-    blob = seal_view([("facts/a", "public", "1", None)], stamp=b"s1", context=b"c1", **kw)
+    blob = seal_view([Entry("facts/a", "1", "public")], stamp=b"s1", context=b"c1", **kw)
     opened = {"identity": ident.age_identity, "mac_key": b"k" * 32}
-    assert open_view(blob, stamp=b"s1", context=b"c1", **opened) == {
-        "facts/a": ("facts/a", "public", "1", None)
-    }
+    view = open_view(blob, stamp=b"s1", context=b"c1", **opened)
+    assert view is not None
+    assert view.items() == [Entry("facts/a", "1", "public")]
     assert open_view(blob, stamp=b"s2", context=b"c1", **opened) is None
     assert open_view(blob, stamp=b"s1", context=b"c2", **opened) is None
     assert open_view(blob, stamp=None, context=b"c1", **opened) is None
+
+
+def test_a_view_reads_with_the_stores_rules():
+    """Expiry by the clock, prefix and key checks, key order: as ``LocalVault`` answers."""
+    entries = [
+        Entry("facts/b", "2", "public", expires_at=20.0),
+        Entry("facts/a", "1", "private"),
+        Entry("memories/x", "3", "personal", expires_at=5.0),
+    ]
+    now = [10.0]
+    view = View(entries, clock=lambda: now[0])
+    assert [e.key for e in view.items()] == ["facts/a", "facts/b"]
+    assert [e.key for e in view.items("facts/")] == ["facts/a", "facts/b"]
+    assert view.get("memories/x") is None  # expired at 5
+    assert view.get("facts/b") == entries[0]
+    now[0] = 20.0
+    assert view.get("facts/b") is None  # expiry reached exactly: gone, as in the replica
+    assert view.items("memories/") == []
+    with pytest.raises(InvalidEntry):
+        view.get("no-collection")
+    with pytest.raises(InvalidEntry):
+        view.items("x" * 5000)
