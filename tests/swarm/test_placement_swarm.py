@@ -48,6 +48,7 @@ from homeswarm.swarm._home import (
     write_home,
 )
 from homeswarm.swarm._placement_service import PlacementService
+from homeswarm.swarm._stream_service import StreamService
 from homeswarm.transports import Link, MemoryNetwork, MemoryTransport, peer_id_from_public_key
 
 WALL_START = 1_000.0
@@ -144,13 +145,24 @@ def make_homes(root: Path, specs: Sequence[Spec]) -> list[Identity]:
 class Device:
     ident: Identity
     transport: MemoryTransport
-    service: PlacementService
     peer: Peer
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
     def id(self) -> str:
         return self.ident.device_id
+
+    @property
+    def service(self) -> PlacementService:
+        service = self.peer.services["kernels"]
+        assert isinstance(service, PlacementService)
+        return service
+
+    @property
+    def streams(self) -> StreamService:
+        service = self.peer.services["streams"]
+        assert isinstance(service, StreamService)
+        return service
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
@@ -191,6 +203,47 @@ async def until(check: Callable[[], bool], *, within: float, what: str) -> None:
     assert check(), f"not within {within} s: {what}"
 
 
+Services = Callable[[int, Spec, Identity], list[Any]]  # (index, spec, home) -> the peer's services
+
+
+@asynccontextmanager
+async def memory_swarm(
+    specs: Sequence[Spec],
+    idents: Sequence[Identity],
+    services: Services,
+    *,
+    loads: Callable[[int, Spec], Any] = lambda i, spec: FixedLoad(10.0, 8000.0),
+    link: Link = LINK,
+) -> AsyncIterator[Swarm]:
+    """A real peer for each of ``specs`` (homes ``idents``, paired) on one memory network in
+    virtual time, with ``services(i, spec, ident)`` and ``loads(i, spec)``; started one after
+    the other, the first the others' seed. Yields once all have started (not yet each seen)."""
+    network = MemoryNetwork(random.Random(1), default_link=link)
+    devices: dict[str, Device] = {}
+    for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
+        transport = network.transport(ident.device_id)
+        seeds = [(idents[0].device_id, ["/memory/" + idents[0].device_id])] if i else []
+        peer = Peer(
+            ident,
+            load_roster(ident),
+            PeerOptions(
+                listen_addrs=lambda t=transport: t.addrs,  # type: ignore[misc]
+                seeds=seeds,
+                rng=random.Random(i),
+                wall_clock=lambda: WALL_START + trio.current_time(),
+                load=loads(i, spec),
+                persist=False,
+                services=services(i, spec, ident),
+            ),
+        )
+        devices[spec.name] = Device(ident, transport, peer)
+    async with trio.open_nursery() as nursery:
+        for device in devices.values():
+            await nursery.start(device.serve)
+        yield Swarm(network, devices)
+        nursery.cancel_scope.cancel()
+
+
 @asynccontextmanager
 async def swarm(
     tmp_path: Path,
@@ -202,34 +255,15 @@ async def swarm(
     """The devices of ``specs``, paired, running, each seeing every other alive with its state
     and a measured RTT. Executors: inline (no threads: virtual time) unless given (None: what
     the device's settings say); kernels: ``make_registry()``'s unless given."""
-    network = MemoryNetwork(random.Random(1), default_link=LINK)
-    registry = make_registry() if registry is None else registry
-    idents = make_homes(tmp_path, specs)
-    devices: dict[str, Device] = {}
-    for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
-        transport = network.transport(ident.device_id)
-        chosen = executors or {}
+    kernels = make_registry() if registry is None else registry
+    chosen = executors or {}
+
+    def services(i: int, spec: Spec, ident: Identity) -> list[Any]:
         executor = chosen[spec.name] if spec.name in chosen else InlineExecutor(threaded=False)
-        service = PlacementService(ident.settings, registry=registry, executor=executor)
-        seeds = [(idents[0].device_id, ["/memory/" + idents[0].device_id])] if i else []
-        peer = Peer(
-            ident,
-            load_roster(ident),
-            PeerOptions(
-                listen_addrs=lambda t=transport: t.addrs,  # type: ignore[misc]
-                seeds=seeds,
-                rng=random.Random(i),
-                wall_clock=lambda: WALL_START + trio.current_time(),
-                load=FixedLoad(10.0, 8000.0),
-                persist=False,
-                services=[service],
-            ),
-        )
-        devices[spec.name] = Device(ident, transport, service, peer)
-    s = Swarm(network, devices)
-    async with trio.open_nursery() as nursery:
-        for device in devices.values():
-            await nursery.start(device.serve)
+        return [PlacementService(ident.settings, registry=kernels, executor=executor)]
+
+    async with memory_swarm(specs, make_homes(tmp_path, specs), services) as s:
+        devices = s.devices
 
         def ready() -> bool:
             for a in devices.values():
@@ -246,7 +280,6 @@ async def swarm(
 
         await until(ready, within=40.0, what="everyone alive, with kernels and RTTs")
         yield s
-        nursery.cancel_scope.cancel()
 
 
 # ---- capabilities and the view -----------------------------------------------------------------

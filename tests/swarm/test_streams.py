@@ -16,28 +16,36 @@ import math
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from test_placement_swarm import LAPTOP, LINK, PHONE, SERVER, WALL_START, Spec, make_homes, until
+from test_placement_swarm import (
+    LAPTOP,
+    PHONE,
+    SERVER,
+    Device,
+    Spec,
+    Swarm,
+    make_homes,
+    memory_swarm,
+    until,
+)
 
 from homeswarm.cli._status import check_status_shape, render_table
 from homeswarm.errors import ConnectionClosed, RemoteError
 from homeswarm.kernels import Checkpoint, anomaly_model
 from homeswarm.kernels.testing import make_registry
 from homeswarm.placement import InlineExecutor
-from homeswarm.swarm import Peer, PeerOptions
 from homeswarm.swarm._config import AnomalySettings
-from homeswarm.swarm._home import Identity, load_identity, load_roster
+from homeswarm.swarm._home import Identity, load_identity
 from homeswarm.swarm._local_vault import open_store
 from homeswarm.swarm._placement_service import PlacementService
 from homeswarm.swarm._stream_service import StreamService, state_prefix
 from homeswarm.swarm._vault_service import VaultService
 from homeswarm.swarm._watch_service import WatchService, series_params
-from homeswarm.transports import MemoryNetwork, MemoryTransport
 from homeswarm.vault import MemoryStore, Store
 
 CHECKPOINT_S = 20.0
@@ -60,30 +68,6 @@ class Wave:
         return value, 8000.0
 
 
-@dataclass
-class Device:
-    ident: Identity
-    transport: MemoryTransport
-    peer: Peer
-    load: Wave
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-
-    @property
-    def id(self) -> str:
-        return self.ident.device_id
-
-    @property
-    def streams(self) -> StreamService:
-        service = self.peer.services["streams"]
-        assert isinstance(service, StreamService)
-        return service
-
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with self.scope:
-            async with self.transport:
-                await self.peer.run(self.transport, task_status=task_status)
-
-
 def _with_anomaly(ident: Identity) -> Identity:
     """The device's swarm.toml with a quick watch: a sample a second, a checkpoint every 20 s."""
     path = ident.home / "swarm.toml"
@@ -98,28 +82,23 @@ def _with_anomaly(ident: Identity) -> Identity:
 @asynccontextmanager
 async def swarm(
     tmp_path: Path, specs: Sequence[Spec], *, on_disk: bool = True
-) -> AsyncIterator[dict[str, Device]]:
+) -> AsyncIterator[Swarm]:
     """The devices of ``specs``, running; their vaults in SQLite in their homes, or (not
     ``on_disk``) in memory. Either way a write's flush runs in the event loop, not in a worker
     thread: the autojump clock jumps while a thread works, seconds of virtual time for a
     millisecond's fsync, and a request then times out that would not have."""
-    network = MemoryNetwork(random.Random(1), default_link=LINK)
     registry = make_registry(with_builtins=True)
-    idents = [_with_anomaly(i) for i in make_homes(tmp_path, specs)]
-    devices: dict[str, Device] = {}
     stores: list[Store] = []
-    for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
+
+    def services(i: int, spec: Spec, ident: Identity) -> list[Any]:
         if on_disk:
             sqlite = open_store(ident)
             sqlite.flush_blocks = False  # type: ignore[misc]
             stores.append(sqlite)
         else:
             stores.append(MemoryStore())
-        transport = network.transport(ident.device_id)
         settings: AnomalySettings = ident.settings.anomaly
-        load = Wave(i)
-        seeds = [(idents[0].device_id, ["/memory/" + idents[0].device_id])] if i else []
-        services = [
+        return [
             PlacementService(
                 ident.settings, registry=registry, executor=InlineExecutor(threaded=False)
             ),
@@ -129,26 +108,11 @@ async def swarm(
             ),
             WatchService(settings),
         ]
-        peer = Peer(
-            ident,
-            load_roster(ident),
-            PeerOptions(
-                listen_addrs=lambda t=transport: t.addrs,  # type: ignore[misc]
-                seeds=seeds,
-                rng=random.Random(i),
-                wall_clock=lambda: WALL_START + trio.current_time(),
-                load=load,
-                persist=False,
-                services=services,
-            ),
-        )
-        devices[spec.name] = Device(ident, transport, peer, load)
+
+    idents = [_with_anomaly(i) for i in make_homes(tmp_path, specs)]
     try:
-        async with trio.open_nursery() as nursery:
-            for device in devices.values():
-                await nursery.start(device.serve)
-            yield devices
-            nursery.cancel_scope.cancel()
+        async with memory_swarm(specs, idents, services, loads=lambda i, spec: Wave(i)) as s:
+            yield s
     finally:
         for store in stores:
             store.close()

@@ -12,18 +12,15 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import trio
-from test_placement_swarm import WALL_START, Spec, make_homes, until
+from test_placement_swarm import Spec, make_homes, memory_swarm, until
 
 from homeswarm.cli._status import check_status_shape, render_table
 from homeswarm.swarm._config import AnomalySettings, Settings
 from homeswarm.swarm._daemon import device_services
 from homeswarm.swarm._device import FixedLoad
-from homeswarm.swarm._home import load_roster
 from homeswarm.swarm._metrics import PeerCollector
-from homeswarm.swarm._peer import Peer, PeerOptions
+from homeswarm.swarm._peer import Peer
 from homeswarm.swarm._watch_service import HOLD_S, STALE_S, WARMUP_ROWS, Watch, WatchService
-from homeswarm.transports import Link, MemoryNetwork
 
 
 def noisy(rng: random.Random, centre: float) -> float:
@@ -96,37 +93,13 @@ def test_the_anomaly_section_of_settings_and_services(tmp_path):
 async def two_devices(tmp_path, loads: dict[str, FixedLoad]) -> AsyncIterator[dict[str, Peer]]:
     """A laptop on battery and a server, each watching itself every second (virtual time)."""
     specs = [Spec("laptop", "laptop", battery=64.0, plugged=False), Spec("server", "server")]
-    network = MemoryNetwork(random.Random(1), default_link=Link(latency=0.001, jitter=0.0005))
-    idents = make_homes(tmp_path, specs)
-    peers: dict[str, Peer] = {}
-    async with trio.open_nursery() as nursery:
-        for i, (spec, ident) in enumerate(zip(specs, idents, strict=True)):
-            transport = network.transport(ident.device_id)
-            seeds = [(idents[0].device_id, ["/memory/" + idents[0].device_id])] if i else []
-            peer = Peer(
-                ident,
-                load_roster(ident),
-                PeerOptions(
-                    listen_addrs=lambda t=transport: t.addrs,  # type: ignore[misc]
-                    seeds=seeds,
-                    rng=random.Random(i),
-                    wall_clock=lambda: WALL_START + trio.current_time(),
-                    load=loads[spec.name],
-                    persist=False,
-                    services=[WatchService(AnomalySettings(interval_s=1.0))],
-                ),
-            )
-            peers[spec.name] = peer
-
-            async def serve(
-                peer=peer, transport=transport, *, task_status=trio.TASK_STATUS_IGNORED
-            ):
-                async with transport:
-                    await peer.run(transport, task_status=task_status)
-
-            await nursery.start(serve)
-        yield peers
-        nursery.cancel_scope.cancel()
+    async with memory_swarm(
+        specs,
+        make_homes(tmp_path, specs),
+        lambda i, spec, ident: [WatchService(AnomalySettings(interval_s=1.0))],
+        loads=lambda i, spec: loads[spec.name],
+    ) as s:
+        yield {name: device.peer for name, device in s.devices.items()}
 
 
 def watching(peer: Peer) -> Watch:
