@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -65,9 +66,23 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     logged = "\n".join(SUITE_LOG.parts)
     leaked = sorted(v for v in WRITTEN if v in logged)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller judges the whole session
+        workeroutput["leaked"] = [v[:40] for v in leaked[:5]]
+        return
+    leaked += LEAKED_BY_WORKERS
     if leaked:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         line = f"vault values found in the suite's logs: {[v[:40] for v in leaked[:5]]}"
         if reporter is not None:
             reporter.write_line(line, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+LEAKED_BY_WORKERS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist, in the controller: what a worker found in its own logs."""
+    LEAKED_BY_WORKERS.extend(getattr(node, "workeroutput", {}).get("leaked", []))

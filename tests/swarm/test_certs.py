@@ -87,7 +87,9 @@ def test_certificate_signs_and_round_trips():
         ("device", pid(C)),
         ("name", "renamed"),
         ("role", "server"),
-        ("age_recipient", str(pyrage.x25519.Identity.generate().to_public())),
+        pytest.param(  # a fresh key, under a fixed id (pytest-xdist's workers collect alike)
+            "age_recipient", str(pyrage.x25519.Identity.generate().to_public()), id="age_recipient"
+        ),
         ("issuer", pid(C)),
         ("issued_at", 1000.5),
     ],
