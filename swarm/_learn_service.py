@@ -76,12 +76,14 @@ import numpy as np
 import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
+from homeswarm.kernels import dp_step
 from homeswarm.learning import (
     Coordinator,
     Ledger,
     Message,
     Participant,
     RoundStart,
+    Step,
     Task,
     from_wire,
     get_task,
@@ -130,6 +132,8 @@ class _DeviceRow:
     epsilon_spent: float = 0.0
     key: str | None = None  # X25519 public key, signed by the device (trust none)
     joined: bool = False  # it answered once: its records are known, it may take part
+    executor: str | None = None  # where its last step ran: ray, inline, thread (None: none yet)
+    error: str | None = None  # why its last step failed (state "step failed")
 
 
 @dataclass
@@ -174,6 +178,8 @@ class _Job:
                     "state": row.state,
                     "records": row.records,
                     "epsilon_spent": round(row.epsilon_spent, 4),
+                    "executor": row.executor,
+                    **({"error": row.error} if row.error else {}),
                 }
                 for device, row in sorted(self.rows.items(), key=lambda kv: kv[1].name)
             ],
@@ -215,6 +221,8 @@ class _Side:
     key: X25519PrivateKey | None
     ids: frozenset[str] = frozenset()
     heard_at: float = -math.inf  # when the coordinator it holds last sent it a round
+    executor: str | None = None  # where its last step ran
+    scope: str = SCOPE  # the task's
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -382,14 +390,16 @@ class LearnService(Service):
         while len(self.sides) >= MAX_JOBS:
             del self.sides[next(iter(self.sides))]
         side = _Side(meta, participant, key, frozenset(records.ids))
+        side.scope = getattr(task, "scope", SCOPE)
         self.sides[job] = side
         return side
 
     def _answer(
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Step | None]:
         """This device's answers to a coordinator's message, with its state (and, asked to
-        ``sync``, the round whose result it holds, and that result)."""
+        ``sync``, the round whose result it holds, and that result); and the local step a
+        round start asks for, which ``_step`` computes before the reply goes."""
         if source != meta["coordinator"]:
             raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
         side = self._side(meta, adopt=not sync)  # a take-over's probe changes nothing yet
@@ -399,13 +409,14 @@ class LearnService(Service):
                      meta["id"], source[-8:])  # fmt: skip
             return {"msgs": [], "state": "moved", "records": p.trainer.records,
                     "epsilon": p.ledger.epsilon, "term": side.meta["term"],
-                    "coordinator": side.meta["coordinator"]}  # fmt: skip
+                    "coordinator": side.meta["coordinator"]}, None  # fmt: skip
         for device, signed in meta["keys"].items():
             if device != self.me and device not in p.public_keys:
                 if device not in meta["devices"]:
                     raise ProtocolViolation("learn: a mask key for a device not of the job")
                 p.public_keys[device] = secagg.open_public(signed, job=meta["id"], device=device)
         out: list[bytes] = []
+        step: Step | None = None
         if data is not None:
             message = from_wire(data)
             if isinstance(message, RoundStart):
@@ -413,12 +424,21 @@ class LearnService(Service):
                 if p.sit_out:
                     log.info("round %d of %s: below the battery floor, sitting out",
                              message.round, message.job)  # fmt: skip
-            steps, gradients = p.rounds_taken, getattr(p.trainer, "gradients", 0)
-            out = [m.to_wire() for _, m in p.receive(source, message)]
-            done = getattr(p.trainer, "gradients", 0) - gradients
-            self.work.steps += p.rounds_taken - steps
-            self.work.gradients += done
-            self.work.parameter_gradients += done * getattr(p.trainer, "size", 0)
+                answer = p.begin(source, message)
+                if isinstance(answer, Step):
+                    step = answer  # computed by ``_step``, on this device's executor
+                elif answer is not None:
+                    out = [answer.to_wire()]
+            else:
+                out = [m.to_wire() for _, m in p.receive(source, message)]
+        return self._reply(side, meta, out, sync), step
+
+    def _reply(
+        self, side: _Side, meta: dict[str, Any], out: list[bytes], sync: bool
+    ) -> dict[str, Any]:
+        """A reply to the coordinator: ``out`` and this device's state, records, spent epsilon,
+        where its last step ran (and, asked to ``sync``, the round whose result it holds)."""
+        p = side.participant
         state = STATES.get(p.state, p.state)
         if p.state in ("training", "waiting") and not p.ledger.affordable(
             float(meta["sigma"]), SAMPLE_RATE
@@ -429,7 +449,10 @@ class LearnService(Service):
             "state": state,
             "records": p.trainer.records,
             "epsilon": p.ledger.epsilon,
+            "executor": side.executor,
         }
+        if p.error is not None and p.state == "step failed":
+            reply["error"] = p.error
         if side.key is not None:
             reply["key"] = secagg.sign_public(
                 side.key, self.identity.signing_key, job=meta["id"], device=self.me
@@ -439,6 +462,70 @@ class LearnService(Service):
             if p.params is not None:
                 reply["result"] = params_bytes(p.params)
         return reply
+
+    async def _step(self, side: _Side, step: Step) -> Message:
+        """A round's local step, computed on this device only (its records never leave it):
+        the ``dp-step`` kernel on the executor placement picked for this device (Ray on a
+        laptop or server, inline on a phone), through ``compute`` in the simulator, or in a
+        worker thread where there is no placement service or the task's model is not one the
+        kernel builds. Its answer: the update (the budget spent only now), or a decline that
+        says the step failed (nothing spent)."""
+        p = side.participant
+        s = step.start
+        make_input = getattr(p.trainer, "step_input", None)
+        value = make_input(s.model(), step.rows, s.clip) if make_input is not None else None
+        placement = self.peer.services.get("kernels") if self.peer is not None else None
+        run_here = getattr(placement, "run_here", None)
+        executor = "inline" if self.compute is not None or not self.threaded else "thread"
+        try:
+            if self.compute is None and value is not None and run_here is not None:
+                result = await run_here(dp_step, value, scope=side.scope)
+                executor = result.executor
+                total = self._stepped(p, result.output)
+            else:
+                total = await self._off_loop(self._step_here, p, step, value)
+        except Exception as exc:  # the kernel, the executor, a task's bug: the round declined
+            error = " ".join(str(exc).split())[:200] or type(exc).__name__
+            if not isinstance(exc, SwarmError):
+                error = f"{type(exc).__name__}: {error}"
+            log.warning("learn %s round %d: the local step failed on %s: %s",
+                        s.job, s.round, executor, error)  # fmt: skip
+            side.executor = executor
+            return p.failed(step, error)
+        side.executor = executor
+        return p.finish(step, total)
+
+    def _step_here(self, p: Participant, step: Step, value: dict[str, Any] | None) -> np.ndarray:
+        """The step in this process: the kernel (if the model is one it builds), or the
+        trainer."""
+        if value is not None:
+            return self._stepped(p, dp_step.run(value))
+        s = step.start
+        before = getattr(p.trainer, "gradients", 0)
+        total = p.trainer.clipped_sum(s.model(), step.rows, s.clip)
+        self._count(p, getattr(p.trainer, "gradients", 0) - before)
+        return total
+
+    def _stepped(self, p: Participant, output: Any) -> np.ndarray:
+        """The kernel's output as the clipped gradients' sum (its size checked), counted."""
+        if not isinstance(output, dict) or not isinstance(output.get("sum"), bytes):
+            raise ProtocolViolation("dp-step: an output without its sum")
+        total = np.frombuffer(output["sum"], dtype="<f8").astype(np.float64)
+        size = getattr(p.trainer, "size", total.size)
+        if total.size != size:
+            raise ProtocolViolation(f"dp-step: a sum of {total.size} numbers for {size}")
+        samples = output.get("samples")
+        samples = samples if isinstance(samples, int) and samples >= 0 else 0
+        stepped = getattr(p.trainer, "stepped", None)
+        if stepped is not None:
+            stepped(samples)
+        self._count(p, samples)
+        return total
+
+    def _count(self, p: Participant, gradients: int) -> None:
+        self.work.steps += 1
+        self.work.gradients += gradients
+        self.work.parameter_gradients += gradients * getattr(p.trainer, "size", 0)
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in a worker thread (training, loading the task), inline, or as
@@ -455,8 +542,12 @@ class LearnService(Service):
         async with self._lock:
             if meta["id"] not in self.sides:
                 self._read_vault(meta["task"])
-            reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
+            answered = await self._off_loop(self._answer, source, meta, data, sync)
+            reply: dict[str, Any] = answered[0]
             side = self.sides.get(meta["id"])
+            if answered[1] is not None and side is not None:
+                answer = await self._step(side, answered[1])
+                reply = self._reply(side, meta, [answer.to_wire()], sync)
             if side is not None and source == side.meta["coordinator"] and not sync:
                 side.heard_at = trio.current_time()
             if side is not None and sync:  # whom it follows, and how lately it heard from it
@@ -829,6 +920,10 @@ class LearnService(Service):
             row.joined = True
         if isinstance(epsilon, float | int) and math.isfinite(epsilon):
             row.epsilon_spent = float(epsilon)
+        executor, error = reply.get("executor"), reply.get("error")
+        if isinstance(executor, str) and len(executor) <= 16:
+            row.executor = executor
+        row.error = error[:200] if isinstance(error, str) and row.state == "step failed" else None
         key = reply.get("key")
         if key is not None and row.key is None:
             try:

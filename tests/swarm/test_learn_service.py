@@ -401,7 +401,7 @@ async def test_when_the_coordinator_dies_the_next_device_finishes_the_job(tmp_pa
         (other,) = [p for p in others.values() if p is not heir]
         service: Any = other.services["learn"]
         old = {**service.sides[job].meta, "coordinator": dead, "term": 0}
-        moved = service._answer(dead, old, None)
+        moved, _ = service._answer(dead, old, None)
         assert (moved["state"], moved["term"], moved["msgs"]) == ("moved", 1, [])
         with pytest.raises(ProtocolViolation):
             service._answer(heir.identity.device_id, old, None)
