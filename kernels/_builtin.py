@@ -490,6 +490,12 @@ def clipped_sum(model: Any, sampled: Any, params: Any, x: Any, y: Any, clip: flo
     doc="one local DP-SGD step: {model, params, x, y, clip} -> the clipped gradients' sum",
 )
 def dp_step(value: Any) -> Any:
+    return _dp_step(value)
+
+
+def _dp_step(value: Any) -> Any:
+    """(Apart from the kernel's function, which Ray pickles by value: this one, with the lock
+    and the models it reaches, stays in its module and is imported in the worker.)"""
     import numpy as np
     import torch
 
@@ -499,7 +505,11 @@ def dp_step(value: Any) -> Any:
     y = torch.as_tensor(np.frombuffer(value["y"], dtype="<i8").copy())
     with _step_lock:
         model, sampled = _build(value["model"])
-        total = clipped_sum(model, sampled, params, x, y, value["clip"])
+        try:
+            total = clipped_sum(model, sampled, params, x, y, value["clip"])
+        except BaseException:  # a run that failed half-way leaves Opacus's hooks state behind:
+            _step_models.pop(tuple(tuple(layer) for layer in value["model"]), None)  # rebuild
+            raise
     return {"sum": total.astype("<f8").tobytes(), "samples": len(y), "steps": 1}
 
 

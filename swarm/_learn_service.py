@@ -477,6 +477,7 @@ class LearnService(Service):
         placement = self.peer.services.get("kernels") if self.peer is not None else None
         run_here = getattr(placement, "run_here", None)
         executor = "inline" if self.compute is not None or not self.threaded else "thread"
+        began = trio.current_time()
         try:
             if self.compute is None and value is not None and run_here is not None:
                 result = await run_here(dp_step, value, scope=side.scope)
@@ -493,6 +494,11 @@ class LearnService(Service):
             side.executor = executor
             return p.failed(step, error)
         side.executor = executor
+        took = trio.current_time() - began
+        if took > ROUND_TIMEOUT:  # the coordinator gave up on this answer: spend nothing
+            log.warning("learn %s round %d: the local step took %.1f s on %s, longer than a "
+                        "round waits; not sent", s.job, s.round, took, executor)  # fmt: skip
+            return p.failed(step, f"the step took {took:.1f} s, longer than a round waits")
         return p.finish(step, total)
 
     def _step_here(self, p: Participant, step: Step, value: dict[str, Any] | None) -> np.ndarray:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -71,3 +73,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(line, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---- one local Ray runtime for the whole run -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[Any]:
+    """A local Ray runtime (it takes seconds to start), shared by every test that needs one:
+    executors made with ``RayRuntime()`` join it and leave it running."""
+    pytest.importorskip("ray")
+    from homeswarm.placement import RayRuntime
+
+    ours = RayRuntime(num_cpus=2)
+    ours.start()
+    assert ours.started_here
+    yield ours
+    ours.shutdown()
