@@ -50,14 +50,24 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
 ``learn.status [job]``, ``learn.stop job`` and ``learn.export job file`` answer the CLI. Status::
 
     {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta",
-     "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
+     "devices": [{"name", "state", "records", "epsilon_spent", "executor", ("error")}], ...}
 
-Loading a task and training run in a worker thread, one answer at a time, so the peer keeps
-answering its members meanwhile (``compute`` replaces that: the simulator runs the work inline and
-charges the device's time and energy for it from the ``Work`` counters); placing the local step
-as a kernel (Ray on laptop and server) is not built. ``local(job)`` is this device's side of a
-job: the ids of the records it trains on, its ledger's epsilon and steps. Every random choice
-comes from ``rng`` (the system's by default), so a seeded simulation replays exactly.
+**The local step** is the ``dp-step`` kernel (``kernels``): the participant core samples its
+records and asks for a ``Step``; the service runs the kernel on this device only (its records
+never leave it), on the executor placement picked for the device (``PlacementService.run_here``:
+Ray on a laptop or server, inline on a phone; counted in ``/metrics``, ``swarm kernels`` and
+``--stats`` as any run). The ledger stays here and is charged only once the step has returned:
+a step that fails on the executor (or takes longer than a round waits, ``ROUND_TIMEOUT``: its
+answer would come too late) declines the round ("failed"), shows as "step failed" with its
+error in ``learn status``, and spends nothing. Each device row says where its last step ran
+(``executor``: ray, inline, or thread where there is no placement service or the task's model
+is not one the kernel builds, ``model_layers``). Loading a task runs in a worker thread, one
+answer at a time, so the peer keeps answering its members meanwhile (``compute`` replaces the
+thread and the executor: the simulator runs the loading and the step inline and charges the
+device's time and energy for the step from the ``Work`` counters). ``local(job)`` is this
+device's side of a job: the ids of the records it trains on, its ledger's epsilon and steps.
+Every random choice comes from ``rng`` (the system's by default), so a seeded simulation
+replays exactly.
 """
 
 from __future__ import annotations
