@@ -961,10 +961,15 @@ class LearnService(Service):
         return out
 
     async def _exchange(
-        self, job: _Job, sends: list[tuple[str, bytes | None]]
-    ) -> list[tuple[str, Message]]:
-        """Send each (device, message) at once; every device's answers."""
-        got: list[tuple[str, Message]] = []
+        self,
+        job: _Job,
+        sends: list[tuple[str, bytes | None]],
+        got: list[tuple[str, Message, float]] | None = None,
+    ) -> list[tuple[str, Message, float]]:
+        """Send each (device, message) at once; every device's answers with when they came,
+        into ``got`` as they come (so a caller that stops waiting at a deadline keeps those
+        that came in time)."""
+        got = [] if got is None else got
 
         async def one(device: str, data: bytes | None) -> None:
             reply = await self._ask(job, device, data)
@@ -972,7 +977,8 @@ class LearnService(Service):
                 row = job.rows[device]
                 row.state = "away" if row.joined else "joining"
                 return
-            got.extend((device, m) for m in self._note(job, device, reply))
+            now = trio.current_time()
+            got.extend((device, m, now) for m in self._note(job, device, reply))
 
         async with trio.open_nursery() as nursery:
             for device, data in sends:
@@ -1036,12 +1042,12 @@ class LearnService(Service):
             )
             sends = coordinator.start_messages()
             while coordinator.outcome is None:
-                got: list[tuple[str, Message]] = []
+                got: list[tuple[str, Message, float]] = []  # those in time count, the rest not
                 with trio.move_on_at(coordinator.deadline_at):
-                    got = await self._exchange(job, [(d, m.to_wire()) for d, m in sends])
+                    await self._exchange(job, [(d, m.to_wire()) for d, m in sends], got)
                 sends = []
-                for device, message in got:
-                    sends += coordinator.receive(device, message, trio.current_time())
+                for device, message, at in got:
+                    sends += coordinator.receive(device, message, at)
                 if coordinator.outcome is None and not sends:
                     sends = coordinator.tick(max(trio.current_time(), coordinator.deadline_at))
             outcome = coordinator.outcome
