@@ -358,11 +358,13 @@ def _layer_shapes(layers: Any) -> tuple[int, int, int]:
             isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_WIDTH for n in sizes
         ):
             raise InvalidInput(
-                f"model[{i}] must be [\"linear\", IN, OUT] (1-{MAX_WIDTH}) or one of "
+                f'model[{i}] must be ["linear", IN, OUT] (1-{MAX_WIDTH}) or one of '
                 f"{', '.join(_ACTIVATIONS)} after a linear layer"
             )
         if width is not None and sizes[0] != width:
-            raise InvalidInput(f"model[{i}] takes {sizes[0]} inputs, the layer before gives {width}")
+            raise InvalidInput(
+                f"model[{i}] takes {sizes[0]} inputs, the layer before gives {width}"
+            )
         features = features or sizes[0]
         width = sizes[1]
         parameters += (sizes[0] + 1) * sizes[1]
@@ -463,7 +465,7 @@ def clipped_sum(model: Any, sampled: Any, params: Any, x: Any, y: Any, clip: flo
     loss = nn.functional.cross_entropy(sampled(x), y, reduction="sum")
     with warnings.catch_warnings():  # Opacus's hooks fire on inputs that need no gradient
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
     grads = [p.grad_sample for p in model.parameters()]
     per_sample = torch.cat([g.reshape(len(y), -1) for g in grads], dim=1)
     norms = per_sample.norm(dim=1, keepdim=True)

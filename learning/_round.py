@@ -39,7 +39,6 @@ from homeswarm.errors import InvalidArgument, ProtocolViolation
 
 from . import _secagg as secagg
 from ._ledger import Ledger
-from ._records import poisson
 from ._messages import (
     Decline,
     Message,
@@ -50,6 +49,7 @@ from ._messages import (
     Update,
     params_bytes,
 )
+from ._records import poisson
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,9 @@ class Participant:
             answer = self.begin(sender, message)
             if isinstance(answer, Step):
                 s = answer.start
-                answer = self.finish(answer, self.trainer.clipped_sum(s.model(), answer.rows, s.clip))
+                answer = self.finish(
+                    answer, self.trainer.clipped_sum(s.model(), answer.rows, s.clip)
+                )
             return [] if answer is None else [(sender, answer)]
         if isinstance(message, RevealRequest):
             return self._reveal(sender, message)

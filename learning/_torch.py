@@ -74,7 +74,9 @@ class TorchTrainer:
         )
         return out
 
-    def step_input(self, params: np.ndarray, rows: np.ndarray, clip: float) -> dict[str, Any] | None:
+    def step_input(
+        self, params: np.ndarray, rows: np.ndarray, clip: float
+    ) -> dict[str, Any] | None:
         """The ``dp-step`` kernel's input for the records at ``rows`` (None: the model is not
         one the kernel can build; the step then runs here, ``clipped_sum``)."""
         if self.layers is None:

@@ -118,7 +118,10 @@ class Run:
         parts = [f"--hours {self.seconds / 3600:g}"]
         if self.loss:
             parts.append(f"--loss {self.loss:g}")
-        parts += [f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}" for k, v in self.options.items()]
+        parts += [
+            f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}"
+            for k, v in self.options.items()
+        ]
         return " ".join(parts)
 
     async def _main(self, body: Callable[[Run], Awaitable[None]]) -> None:

@@ -6,7 +6,8 @@ at home), their power from their models. Each hosts the real placement and learn
 (``swarm.LearnService``): a minute in, the server (or the first device) runs ``learn start
 digits --epsilon 4 --trust swarm`` (the scenario's options, ``learn_options``: ``swarm simulate
 learn --epsilon E --trust swarm|none --task T``, a task with its own records: the simulated
-devices hold no vault) through its control interface, and from then on everything is the service's own code
+devices hold no vault) through its control interface, and from then on everything is the
+service's own code
 path: the coordinator chosen by the placement policy, rounds as member requests over the memory
 network, each device's ledger on its (temporary) home's disk, sitting out below the battery
 floor, take-over when the coordinator goes, the round's devices those alive in its view (a

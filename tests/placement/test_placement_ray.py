@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Iterator
 from functools import partial
 
 import psutil

@@ -54,7 +54,7 @@ async def swarm(
     *,
     vault: bool = False,
     tasks: Any = None,
-    executor: Any = lambda settings: InlineExecutor(threaded=False),  # noqa: ARG005
+    executor: Any = lambda settings: InlineExecutor(threaded=False),
     threaded: bool = False,
 ) -> AsyncIterator[Peers]:
     """The swarm of ``specs``; each device's placement executor is ``executor(settings)``

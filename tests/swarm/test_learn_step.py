@@ -77,7 +77,7 @@ def test_a_bad_step_input_is_one_clear_line(change, message):
     value = {**trainer.step_input(params, rows, 1.0), **change}  # type: ignore[dict-item]
     with pytest.raises(InvalidInput, match=f"^dp-step: .*{message}"):
         dp_step.validate(value)
-    with pytest.raises(InvalidInput, match="^dp-step: input must be"):
+    with pytest.raises(InvalidInput, match=r"^dp-step: input must be"):
         dp_step.validate({"model": value["model"]})
 
 
@@ -109,9 +109,7 @@ def broken_digits(name: str) -> Any:
     return BrokenOnOne() if name == "digits" else get_task(name)
 
 
-async def test_each_step_is_a_kernel_run_and_a_failing_one_spends_nothing(
-    tmp_path, autojump_clock
-):
+async def test_each_step_is_a_kernel_run_and_a_failing_one_spends_nothing(tmp_path, autojump_clock):
     async with swarm(tmp_path, (PHONE, LAPTOP, SERVER), tasks=broken_digits) as peers:
         laptop = peers["laptop"]
         started = await laptop.control(
