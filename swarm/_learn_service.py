@@ -59,7 +59,9 @@ Ray on a laptop or server, inline on a phone; counted in ``/metrics``, ``swarm k
 ``--stats`` as any run). The ledger stays here and is charged only once the step has returned:
 a step that fails on the executor (or takes longer than a round waits, ``ROUND_TIMEOUT``: its
 answer would come too late) declines the round ("failed"), shows as "step failed" with its
-error in ``learn status``, and spends nothing. Each device row says where its last step ran
+error in ``learn status``, and spends nothing; a device readies its step's executor when it
+joins a job (``_warm``: a step of no records), so Ray's start is not a round's. Each device row
+says where its last step ran
 (``executor``: ray, inline, or thread where there is no placement service or the task's model
 is not one the kernel builds, ``model_layers``). Loading a task runs in a worker thread, one
 answer at a time, so the peer keeps answering its members meanwhile (``compute`` replaces the
@@ -511,6 +513,25 @@ class LearnService(Service):
             return p.failed(step, f"the step took {took:.1f} s, longer than a round waits")
         return p.finish(step, total)
 
+    async def _warm(self, side: _Side) -> None:
+        """Ready this device's step executor when it joins a job, before a round asks for a
+        step: Ray's start and its worker's first imports take seconds (20 and more on a busy
+        machine), and a step that answers after the round stopped waiting is declined. A step
+        of no records, run and counted as any."""
+        placement = self.peer.services.get("kernels") if self.peer is not None else None
+        run_here = getattr(placement, "run_here", None)
+        trainer = side.participant.trainer
+        make_input = getattr(trainer, "step_input", None)
+        if run_here is None or make_input is None:
+            return
+        value = make_input(np.zeros(getattr(trainer, "size", 0)), np.zeros(0, np.int64), CLIP)
+        if value is None:
+            return
+        try:
+            await run_here(dp_step, value, scope=side.scope)
+        except SwarmError as exc:
+            log.info("learn: readying the step's executor failed: %s", exc)
+
     def _step_here(self, p: Participant, step: Step, value: dict[str, Any] | None) -> np.ndarray:
         """The step in this process: the kernel (if the model is one it builds), or the
         trainer."""
@@ -556,11 +577,14 @@ class LearnService(Service):
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
-            if meta["id"] not in self.sides:
+            new = meta["id"] not in self.sides
+            if new:
                 self._read_vault(meta["task"])
             answered = await self._off_loop(self._answer, source, meta, data, sync)
             reply: dict[str, Any] = answered[0]
             side = self.sides.get(meta["id"])
+            if new and side is not None and self.compute is None and self._nursery is not None:
+                self._nursery.start_soon(self._warm, side)
             if answered[1] is not None and side is not None:
                 answer = await self._step(side, answered[1])
                 reply = self._reply(side, meta, [answer.to_wire()], sync)

@@ -129,7 +129,7 @@ async def test_each_step_is_a_kernel_run_and_a_failing_one_spends_nothing(tmp_pa
         scraped = exposition(peer)[0].decode()
         assert row["executor"] == "inline", name  # the executor these tests give every device
         # every step was a run of the kernel on this device's executor, counted as such
-        assert held["dp-step"].runs == 4, name
+        assert held["dp-step"].runs == 1 + 4, name  # readied when it joined, then 4 steps
         if name == broken:
             assert row["state"] == "step failed"
             assert "dp-step: IndexError: Target" in row["error"]
@@ -143,5 +143,5 @@ async def test_each_step_is_a_kernel_run_and_a_failing_one_spends_nothing(tmp_pa
             assert "error" not in row
             assert local.steps == local.rounds_taken == 4
             assert 0 < row["epsilon_spent"] == pytest.approx(local.epsilon, abs=1e-4)
-            ran = f'device="{name}",executor="inline",kernel="dp-step"}} 4.0'
+            ran = f'device="{name}",executor="inline",kernel="dp-step"}} 5.0'
             assert ran in scraped, scraped
