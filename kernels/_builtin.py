@@ -479,7 +479,7 @@ def clipped_sum(model: Any, sampled: Any, params: Any, x: Any, y: Any, clip: flo
 @kernel(
     "dp-step",
     needs=Needs(
-        scope="public",  # raised to the task's scope where it runs
+        scope="public",  # (the records come with the input, from the device that holds them)
         energy="medium",
         cpu=1.0,
         memory_mb=256.0,

@@ -234,7 +234,6 @@ class _Side:
     ids: frozenset[str] = frozenset()
     heard_at: float = -math.inf  # when the coordinator it holds last sent it a round
     executor: str | None = None  # where its last step ran
-    scope: str = SCOPE  # the task's
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -402,7 +401,6 @@ class LearnService(Service):
         while len(self.sides) >= MAX_JOBS:
             del self.sides[next(iter(self.sides))]
         side = _Side(meta, participant, key, frozenset(records.ids))
-        side.scope = getattr(task, "scope", SCOPE)
         self.sides[job] = side
         return side
 
@@ -492,7 +490,7 @@ class LearnService(Service):
         began = trio.current_time()
         try:
             if self.compute is None and value is not None and run_here is not None:
-                result = await run_here(dp_step, value, scope=side.scope)
+                result = await run_here(dp_step, value)
                 executor = result.executor
                 total = self._stepped(p, result.output)
             else:
@@ -528,7 +526,7 @@ class LearnService(Service):
         if value is None:
             return
         try:
-            await run_here(dp_step, value, scope=side.scope)
+            await run_here(dp_step, value)
         except SwarmError as exc:
             log.info("learn: readying the step's executor failed: %s", exc)
 

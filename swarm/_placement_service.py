@@ -487,7 +487,7 @@ class PlacementService(Service):
         report["result"] = _jsonable(report["result"])
         return report
 
-    async def run_here(self, kernel: Kernel, value: Any, *, scope: str | None = None) -> RunResult:
+    async def run_here(self, kernel: Kernel, value: Any) -> RunResult:
         """``kernel`` on this device's own executor (the one placement picked for it: Ray on a
         laptop or server, inline on a phone), never on another device: for work whose input
         must not leave it (a learning step's records). Counted, observed and refused as every
@@ -496,8 +496,6 @@ class PlacementService(Service):
         try:
             if self.executor is None:
                 raise ExecutorUnavailable("this device runs no kernels")
-            if scope is not None:
-                kernel.needs.with_scope(scope)  # (never lower than the kernel's own)
             result = await self.executor.run(kernel, value, timeout=self.settings.run_timeout_s)
         except SwarmError as exc:
             self.ledger.refused(kernel.name, type(exc).__name__)
