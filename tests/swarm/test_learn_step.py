@@ -145,3 +145,28 @@ async def test_each_step_is_a_kernel_run_and_a_failing_one_spends_nothing(tmp_pa
             assert 0 < row["epsilon_spent"] == pytest.approx(local.epsilon, abs=1e-4)
             ran = f'device="{name}",executor="inline",kernel="dp-step"}} 5.0'
             assert ran in scraped, scraped
+
+
+class NoBias(Digits):
+    """``digits`` on a model the kernel does not build (a linear layer without bias)."""
+
+    def model(self) -> Any:
+        return nn.Linear(64, 10, bias=False)
+
+
+async def test_a_model_the_kernel_cannot_build_steps_in_the_peer(tmp_path, autojump_clock):
+    def tasks(name: str) -> Any:
+        return NoBias() if name == "digits" else get_task(name)
+
+    async with swarm(tmp_path, (LAPTOP, SERVER), tasks=tasks) as peers:
+        laptop = peers["laptop"]
+        started = await laptop.control(
+            "learn.start", {"task": "digits", "epsilon": 2.0, "rounds": 2}
+        )
+        status = await finished(laptop, started["job"])
+    for row in status["devices"]:
+        assert row["epsilon_spent"] > 0
+        assert row["executor"] == "inline"  # in the peer's process (a thread, out of tests)
+    for peer in peers.values():
+        held = peer.services["kernels"].executor.hosts()  # type: ignore[attr-defined]
+        assert "dp-step" not in {h.kernel for h in held}
