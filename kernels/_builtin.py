@@ -314,8 +314,9 @@ def _classify_head(head: dict[str, Any], query: str | list[str]) -> Any:
 
 MAX_LAYERS = 16
 MAX_WIDTH = 65_536
-MAX_PARAMETERS = 4_000_000
+MAX_PARAMETERS = 400_000  # the sum (float64) fits in an output frame
 MAX_ROWS = 100_000
+MAX_PER_SAMPLE = 50_000_000  # per-sample gradient numbers one step holds (rows x parameters)
 STEP_S = 0.005  # a step's fixed cost on a laptop core (the model built once per process)
 PER_GRADIENT_S = 3e-7  # per per-sample gradient and parameter (the simulator's figure)
 _ACTIVATIONS = ("tanh", "relu")
@@ -390,6 +391,11 @@ def _check_step(value: Any) -> Any:
     if not isinstance(y, bytes) or len(y) % 8 or len(y) // 8 > MAX_ROWS:
         raise InvalidInput(f"y must be the labels as int64 bytes, at most {MAX_ROWS} of them")
     rows = len(y) // 8
+    if rows * parameters > MAX_PER_SAMPLE:
+        raise InvalidInput(
+            f"{rows} records of a {parameters}-parameter model: over {MAX_PER_SAMPLE} per-sample"
+            " gradient numbers in one step"
+        )
     clip = value["clip"]
     if isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip < math.inf:
         raise InvalidInput("clip must be a positive number")

@@ -70,6 +70,11 @@ def test_a_model_is_data_only_when_the_kernel_can_build_it():
         ({"params": b"\0" * 8}, "params must be 5200 bytes"),
         ({"y": b"\0" * 7}, "y must be the labels"),
         ({"x": "pixels"}, "x must be"),
+        ({"model": [["linear", 64, 4096], ["linear", 4096, 100]]}, "over 400000"),
+        (
+            {"model": [["linear", 1, 30000], ["linear", 30000, 9]], "y": b"\0" * 8 * 200},
+            "over 50000000 per-sample",
+        ),
     ],
 )
 def test_a_bad_step_input_is_one_clear_line(change, message):
