@@ -7,9 +7,11 @@ where ``learn start`` runs coordinates the job.
   ``digits`` (the demo) or ``intents`` (a head on ``embed`` vectors, trained from the labelled
   examples in the vault's ``intents`` collection: key ``intents/NAME``, value ``LABEL<TAB>TEXT``);
 - ``status [JOB] [--json]`` (default: the latest job): rounds, accuracy on the held-out set, and
-  per device its state (training, waiting for power, away, out of budget, done), records used and
-  epsilon spent; ``--json`` prints ``{"job", "task", "state", "round", "accuracy",
-  "epsilon_target", "delta", "devices": [{"name", "state", "records", "epsilon_spent"}], ...}``;
+  per device its state (training, waiting for power, away, out of budget, step failed, done),
+  records used, epsilon spent and where its last local step ran (ray, inline, thread);
+  ``--json`` prints ``{"job", "task", "state", "round", "accuracy", "epsilon_target", "delta",
+  "devices": [{"name", "state", "records", "epsilon_spent", "executor"}], ...}`` (and
+  ``"error"`` for a device whose step failed);
 - ``stop JOB``; ``export JOB FILE``: the model as a torch state dict, and ``FILE.privacy.json``
   with its privacy statement (epsilon, delta, accountant, sampling rate, clipping).
 """
@@ -76,9 +78,11 @@ def render(status: dict[str, Any]) -> list[str]:
     if status.get("term"):  # another device started it; this one took it over
         lines[0] += f", taken over (term {status['term']})"
     for d in status["devices"]:
+        where = f"  (steps on {d['executor']})" if d.get("executor") else ""
+        why = f": {d['error']}" if d.get("error") else ""
         lines.append(
             f"  {d['name']:<16} {d['records']:>5} records  epsilon {d['epsilon_spent']:.3f}"
-            f"  {d['state']}"
+            f"  {d['state']}{why}{where}"
         )
     return lines
 

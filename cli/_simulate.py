@@ -30,10 +30,10 @@ SCENARIO_HELP = """scenarios:
   migration  HTM instances follow each device's cpu through a day of power changes and
              crashes, moved by the kernel mesh from checkpoints: events_lost and
              events_duplicated must be 0; migrations, downtime_p99_s
-  learn      a real federated learning job (digits, epsilon 4) across the day's devices from
-             9:00, rounds every 10 min (closer in shorter runs): accuracy over time, epsilon,
-             steps, rounds sat out and energy per device; no device past its budget, no
-             record trained on by two devices
+  learn      a real federated learning job (digits, epsilon 4, trust swarm: --task, --epsilon,
+             --trust) across the day's devices from 9:00, rounds every 10 min (closer in
+             shorter runs): accuracy over time, epsilon, steps, rounds sat out and energy per
+             device; no device past its budget, no record trained on by two devices
 
 Everything comes from --seed: the same seed gives the same trace_digest. The exit code is 1
 when an invariant was violated (the violations are printed, with their times), 2 for bad input.
@@ -65,6 +65,15 @@ def add_simulate_commands(sub: Any) -> None:
         "--loss", type=number, default=0.0, metavar="P", help="message loss on every link, 0-1"
     )
     p.add_argument("--models", type=Path, metavar="FILE", help="device and network profiles (TOML)")
+    learn = p.add_argument_group("learn", "the learning job of the learn scenario")
+    learn.add_argument("--epsilon", type=number, metavar="E", help="privacy budget per device (4)")
+    learn.add_argument(
+        "--trust",
+        choices=("swarm", "none"),
+        help="swarm: the coordinator adds the noise once (default); none: each device adds its"
+        " share and the updates are masked",
+    )
+    learn.add_argument("--task", metavar="TASK", help="the learning task (digits)")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="also write result.json and PNG plots here"
     )
@@ -85,6 +94,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             loss=args.loss,
             models=args.models,
             progress=bar.update if bar is not None else None,
+            options={"epsilon": args.epsilon, "trust": args.trust, "task": args.task},
         )
     finally:
         if bar is not None:

@@ -1,5 +1,5 @@
 """kernels: the micro-kernel API, the registry and the built-in kernels (``embed``, ``classify``,
-``anomaly``).
+``dp-step``, ``anomaly``).
 
 A kernel is a Python callable declared with what it needs::
 
@@ -38,7 +38,7 @@ from ._api import (
     kernel,
     scope_rank,
 )
-from ._builtin import DIMENSIONS, classify, embed, load_model
+from ._builtin import DIMENSIONS, classify, clipped_sum, dp_step, embed, load_model, model_layers
 from ._registry import ENTRY_POINT_GROUP, Registry, builtin_registry, default_registry
 from ._stream import Checkpoint, StreamEvent, StreamInstance, StreamProducer
 
@@ -70,11 +70,14 @@ __all__ = [
     "check_name",
     "check_value",
     "classify",
+    "clipped_sum",
     "default_registry",
+    "dp_step",
     "embed",
     "energy_rank",
     "kernel",
     "load_model",
+    "model_layers",
     "parse_time",
     "parse_value",
     "scope_rank",

@@ -35,7 +35,15 @@ from ._messages import (
     params_bytes,
 )
 from ._records import Records, assign_owners, dirichlet_split
-from ._round import Coordinator, Participant, RoundOutcome, Trainer, coordinator_for, successor
+from ._round import (
+    Coordinator,
+    Participant,
+    RoundOutcome,
+    Step,
+    Trainer,
+    coordinator_for,
+    successor,
+)
 from ._task import ENTRY_POINT_GROUP, Split, Task, get_task, task_names
 
 _TORCH = ("TorchTrainer", "predictor")
@@ -62,6 +70,7 @@ __all__ = [
     "RoundResult",
     "RoundStart",
     "Split",
+    "Step",
     "Task",
     "TorchTrainer",
     "Trainer",

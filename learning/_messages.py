@@ -29,7 +29,7 @@ ENCODINGS: dict[str, np.dtype[Any]] = {"f4": np.dtype("<f4"), "u8": np.dtype("<u
 MAX_NAME = 128
 MAX_DEVICES = 1024
 MAX_VALUES_BYTES = 64 * 1024 * 1024
-DECLINE_REASONS = ("budget", "power", "conflict", "no records")
+DECLINE_REASONS = ("budget", "power", "conflict", "no records", "failed")
 
 
 def _text(v: Any) -> bool:

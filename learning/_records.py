@@ -42,6 +42,11 @@ class Records:
         return Records(tuple(self.ids[i] for i in rows), self.x[rows], self.y[rows])
 
 
+def poisson(rng: np.random.Generator, records: int, sample_rate: float) -> np.ndarray:
+    """The rows of ``records`` a Poisson sample at ``sample_rate`` takes (DP-SGD's sampling)."""
+    return np.flatnonzero(rng.random(records) < sample_rate)
+
+
 def _rank(record: str, device: str) -> bytes:
     return hashlib.sha256(f"{record}\x00{device}".encode()).digest()
 

@@ -15,8 +15,10 @@ Coordinator states (``TRANSITIONS``; every change goes through ``_move``):
     collecting, revealing --too few survivors,
                  or a reveal missing at the deadline--> failed (nothing released)
 
-A participant answers a ``RoundStart`` once per (job, round): it checks its budget, writes the
-step to its ledger, and only then computes and sends its update, which it keeps; if the round is
+A participant answers a ``RoundStart`` once per (job, round): it checks its budget and samples
+its records (``begin``, which gives the driver a ``Step`` to compute wherever it runs steps),
+then, with the step's result, writes the step to its ledger and only then sends its update, which
+it keeps (``finish``; a step that failed spends nothing, ``failed``); if the round is
 taken over by another coordinator (same round, same model, same participants) it sends the kept
 update again, so a take-over never spends budget twice nor samples a record twice in a round.
 """
@@ -33,7 +35,7 @@ from typing import Protocol
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from homeswarm.errors import ProtocolViolation
+from homeswarm.errors import InvalidArgument, ProtocolViolation
 
 from . import _secagg as secagg
 from ._ledger import Ledger
@@ -47,6 +49,7 @@ from ._messages import (
     Update,
     params_bytes,
 )
+from ._records import poisson
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,20 @@ class Trainer(Protocol):
     @property
     def records(self) -> int: ...
 
-    def clipped_sum(
-        self, params: np.ndarray, sample_rate: float, clip: float, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Poisson-sample the records at ``sample_rate``; the sum of their clipped gradients."""
+    def clipped_sum(self, params: np.ndarray, rows: np.ndarray, clip: float) -> np.ndarray:
+        """The sum of the per-sample gradients of the records at ``rows``, each clipped."""
         ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """A local step a participant asks its driver for: the sum of the clipped per-sample
+    gradients of the records at ``rows`` (its Poisson sample) for ``start``'s model. The driver
+    computes it where it likes (``Trainer.clipped_sum`` here, the ``dp-step`` kernel on Ray) and
+    gives it back to ``Participant.finish``, or says it failed (``Participant.failed``)."""
+
+    start: RoundStart
+    rows: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -294,12 +306,18 @@ class Participant:
         self.kept: dict[tuple[str, int], tuple[bytes, Message]] = {}
         self.rounds_taken = 0
         self.sit_out = False  # power: below its floor or away
+        self.error: str | None = None  # why its last step failed (state "step failed")
 
     def receive(self, sender: str, message: Message) -> list[Envelope]:
+        """Answer ``message``; a round's step, if it takes one, computed here by the trainer."""
         if isinstance(message, RoundStart):
-            if sender != message.coordinator or self.device not in message.participants:
-                return []
-            return [(sender, self._answer(message))]
+            answer = self.begin(sender, message)
+            if isinstance(answer, Step):
+                s = answer.start
+                answer = self.finish(
+                    answer, self.trainer.clipped_sum(s.model(), answer.rows, s.clip)
+                )
+            return [] if answer is None else [(sender, answer)]
         if isinstance(message, RevealRequest):
             return self._reveal(sender, message)
         if isinstance(message, RoundResult) and message.round > self.round:
@@ -321,12 +339,16 @@ class Participant:
             )
         return seeds
 
-    def _answer(self, start: RoundStart) -> Message:
+    def begin(self, sender: str, start: RoundStart) -> Message | Step | None:
+        """A round starts: the answer at once (a decline, the kept answer to a round taken
+        over), or the ``Step`` to compute before ``finish`` answers; None if it is not for
+        this device. Nothing is spent here: the budget only once the step has been computed."""
+        if sender != start.coordinator or self.device not in start.participants:
+            return None
         key = (start.job, start.round)
-        fingerprint = _fingerprint(start)
         if key in self.kept:
             kept_fingerprint, answer = self.kept[key]
-            if kept_fingerprint == fingerprint:
+            if kept_fingerprint == _fingerprint(start):
                 self.last_start = start  # a take-over: the same answer, no new spending
                 return answer
             return Decline(start.job, start.round, self.device, "conflict")
@@ -337,32 +359,51 @@ class Participant:
         ):
             return Decline(start.job, start.round, self.device, "conflict")  # a stale round
         self.last_start = start
-        answer = self._compute(start)
-        self.kept = {k: v for k, v in self.kept.items() if k[1] >= start.round - 1}
-        self.kept[key] = (fingerprint, answer)
-        return answer
-
-    def _compute(self, start: RoundStart) -> Message:
         if self.sit_out:
             self.state = "sitting out"
-            return Decline(start.job, start.round, self.device, "power")
+            return self._keep(start, Decline(start.job, start.round, self.device, "power"))
         if start.trust == "none" and not set(start.participants) <= set(self.public_keys) | {
             self.device
         }:
-            return Decline(start.job, start.round, self.device, "conflict")
+            return self._keep(start, Decline(start.job, start.round, self.device, "conflict"))
         if not self.ledger.affordable(start.noise_multiplier, start.sample_rate):
             self.state = "out of budget"
-            return Decline(start.job, start.round, self.device, "budget")
-        self.ledger.spend(start.noise_multiplier, start.sample_rate)  # on disk before it leaves
+            return self._keep(start, Decline(start.job, start.round, self.device, "budget"))
+        return Step(start, poisson(self.rng, self.trainer.records, start.sample_rate))
+
+    def finish(self, step: Step, values: np.ndarray) -> Message:
+        """The step computed (the clipped gradients' sum): spend it (on disk before the update
+        leaves), then the update, kept for a take-over."""
+        start = step.start
+        try:
+            self.ledger.spend(start.noise_multiplier, start.sample_rate)
+        except InvalidArgument:  # spent meanwhile, elsewhere (another job of the task)
+            self.state = "out of budget"
+            return self._keep(start, Decline(start.job, start.round, self.device, "budget"))
         self.state = "training"
+        self.error = None
         self.rounds_taken += 1
-        values = self.trainer.clipped_sum(start.model(), start.sample_rate, start.clip, self.rng)
         if start.trust == "swarm":
-            return Update(start.job, start.round, self.device, "f4", params_bytes(values))
+            update = Update(start.job, start.round, self.device, "f4", params_bytes(values))
+            return self._keep(start, update)
         share = start.noise_multiplier * start.clip / math.sqrt(start.min_survivors)
         noisy = values + self.rng.normal(0.0, share, values.shape)
         words = secagg.masked(noisy, self.device, self._seeds(start, start.participants))
-        return Update(start.job, start.round, self.device, "u8", words.astype("<u8").tobytes())
+        update = Update(start.job, start.round, self.device, "u8", words.astype("<u8").tobytes())
+        return self._keep(start, update)
+
+    def failed(self, step: Step, error: str) -> Message:
+        """The step could not be computed (``error``, one line): nothing spent, the round
+        declined (and the same answer to a take-over of it)."""
+        self.state = "step failed"
+        self.error = error
+        start = step.start
+        return self._keep(start, Decline(start.job, start.round, self.device, "failed"))
+
+    def _keep(self, start: RoundStart, answer: Message) -> Message:
+        self.kept = {k: v for k, v in self.kept.items() if k[1] >= start.round - 1}
+        self.kept[(start.job, start.round)] = (_fingerprint(start), answer)
+        return answer
 
     def _reveal(self, sender: str, request: RevealRequest) -> list[Envelope]:
         start = self.last_start

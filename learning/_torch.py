@@ -19,7 +19,9 @@ import torch
 from opacus import GradSampleModule  # type: ignore[import-untyped]
 from torch import nn
 
-from ._records import Records
+from homeswarm.kernels import clipped_sum, model_layers
+
+from ._records import Records, poisson
 
 
 @contextlib.contextmanager
@@ -50,6 +52,7 @@ class TorchTrainer:
         self.x = torch.as_tensor(records.x)
         self.y = torch.as_tensor(records.y)
         self.size = int(sum(p.numel() for p in model.parameters()))
+        self.layers = model_layers(model)  # the model as the dp-step kernel builds it
         self.gradients = 0  # per-sample gradients computed so far (a performance counter)
 
     @property
@@ -59,30 +62,37 @@ class TorchTrainer:
     def initial(self) -> np.ndarray:
         return flat(self.model)
 
-    def clipped_sum(
-        self, params: np.ndarray, sample_rate: float, clip: float, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Poisson-sample, clip each sample's gradient to norm ``clip``, return their sum."""
-        chosen = np.flatnonzero(rng.random(len(self.y)) < sample_rate)
-        if len(chosen) == 0:
+    def clipped_sum(self, params: np.ndarray, rows: np.ndarray, clip: float) -> np.ndarray:
+        """The sum of the per-sample gradients of the records at ``rows``, each clipped to norm
+        ``clip`` (the ``dp-step`` kernel's computation, on this trainer's model, here)."""
+        if len(rows) == 0:
             return np.zeros(self.size)
-        self.gradients += len(chosen)
-        load(self.model, params)
-        for p in self.model.parameters():
-            p.grad_sample = None  # type: ignore[attr-defined]
-            p.grad = None
-        index = torch.as_tensor(chosen)
-        loss = nn.functional.cross_entropy(
-            self.sampled(self.x[index]), self.y[index], reduction="sum"
+        self.gradients += len(rows)
+        index = torch.as_tensor(rows)
+        out: np.ndarray = clipped_sum(
+            self.model, self.sampled, params, self.x[index], self.y[index], clip
         )
-        with _quiet():
-            loss.backward()  # type: ignore[no-untyped-call]
-        grads = [p.grad_sample for p in self.model.parameters()]  # type: ignore[attr-defined]
-        per_sample = torch.cat([g.reshape(len(chosen), -1) for g in grads], dim=1)
-        norms = per_sample.norm(dim=1, keepdim=True)
-        factors = (clip / (norms + 1e-6)).clamp(max=1.0)
-        out: np.ndarray = (per_sample * factors).sum(dim=0).double().numpy()
         return out
+
+    def step_input(
+        self, params: np.ndarray, rows: np.ndarray, clip: float
+    ) -> dict[str, Any] | None:
+        """The ``dp-step`` kernel's input for the records at ``rows`` (None: the model is not
+        one the kernel can build; the step then runs here, ``clipped_sum``)."""
+        if self.layers is None:
+            return None
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return {
+            "model": self.layers,
+            "params": np.asarray(params, dtype="<f8").tobytes(),
+            "x": self.x[index].numpy().astype("<f4").tobytes(),
+            "y": self.y[index].numpy().astype("<i8").tobytes(),
+            "clip": float(clip),
+        }
+
+    def stepped(self, samples: int) -> None:
+        """A step of ``samples`` records ran elsewhere (the kernel): count its gradients."""
+        self.gradients += samples
 
     def dp_step(
         self,
@@ -95,7 +105,7 @@ class TorchTrainer:
         rng: np.random.Generator,
     ) -> np.ndarray:
         """One local DP-SGD step on this device's records alone (the noise added here)."""
-        total = self.clipped_sum(params, sample_rate, clip, rng)
+        total = self.clipped_sum(params, poisson(rng, self.records, sample_rate), clip)
         total = total + rng.normal(0.0, noise_multiplier * clip, total.shape)
         return params - lr * total / max(sample_rate * self.records, 1e-12)
 

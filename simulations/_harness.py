@@ -41,7 +41,7 @@ class Result:
     trace_digest: str
     series: dict[str, Any] = field(default_factory=dict)
     log: list[tuple[float, str, str]] = field(default_factory=list)
-    args: str = ""  # the options beyond peers and seed that shaped the run (--hours, --loss)
+    args: str = ""  # the options beyond peers and seed that shaped the run (--hours, --loss...)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +82,7 @@ class Run:
         self.world: World | None = None
         self.invariants: Invariants | None = None
         self.limits: ConnectionLimits | None = None  # each peer's connection manager's
+        self.options: dict[str, Any] = {}  # the scenario's own (``Scenario.options``)
 
     def execute(self, body: Callable[[Run], Awaitable[None]]) -> Result:
         deterministic_trio(self.seed)
@@ -114,8 +115,14 @@ class Run:
         )
 
     def args(self) -> str:
-        hours = f"--hours {self.seconds / 3600:g}"
-        return f"{hours} --loss {self.loss:g}" if self.loss else hours
+        parts = [f"--hours {self.seconds / 3600:g}"]
+        if self.loss:
+            parts.append(f"--loss {self.loss:g}")
+        parts += [
+            f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}"
+            for k, v in self.options.items()
+        ]
+        return " ".join(parts)
 
     async def _main(self, body: Callable[[Run], Awaitable[None]]) -> None:
         async with trio.open_nursery() as nursery:
@@ -218,3 +225,6 @@ class Scenario:
     peers: int  # the default --peers
     hours: float  # the default --hours
     min_peers: int = 1
+    # the scenario's own options (``swarm simulate learn --epsilon 2``): checked and completed
+    # with their defaults, or ``InvalidArgument`` in one line; None: it takes none
+    options: Callable[[dict[str, Any]], dict[str, Any]] | None = None

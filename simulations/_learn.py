@@ -4,7 +4,10 @@ The devices are the day's (``devices.toml`` through ``day_specs``: a phone, a la
 server, then more of each) from ``START_HOUR`` (the phone away on cellular, the laptop plugged in
 at home), their power from their models. Each hosts the real placement and learning services
 (``swarm.LearnService``): a minute in, the server (or the first device) runs ``learn start
-digits`` through its control interface, and from then on everything is the service's own code
+digits --epsilon 4 --trust swarm`` (the scenario's options, ``learn_options``: ``swarm simulate
+learn --epsilon E --trust swarm|none --task T``, a task with its own records: the simulated
+devices hold no vault) through its control interface, and from then on everything is the
+service's own code
 path: the coordinator chosen by the placement policy, rounds as member requests over the memory
 network, each device's ledger on its (temporary) home's disk, sitting out below the battery
 floor, take-over when the coordinator goes, the round's devices those alive in its view (a
@@ -43,6 +46,8 @@ from typing import Any
 
 import trio
 
+from homeswarm.errors import InvalidArgument
+from homeswarm.learning import get_task
 from homeswarm.placement import InlineExecutor
 from homeswarm.swarm import LearnService, PlacementService, Service
 
@@ -54,6 +59,8 @@ from ._world import SimDevice, World
 
 TASK = "digits"
 EPSILON = 4.0
+TRUST = "swarm"
+MAX_EPSILON = 1000.0
 DELTA = 1e-5
 START_HOUR = 9.0
 START_S = 60.0  # the job starts once the swarm ran this long
@@ -196,6 +203,33 @@ class LearnDay:
             await trio.sleep(min(SAMPLE_S, gap(self.sim.seconds), end - now))
 
 
+def learn_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's options (``--epsilon``, ``--trust``, ``--task``) checked, with defaults."""
+    unknown = set(given) - {"epsilon", "trust", "task"}
+    if unknown:
+        raise InvalidArgument(f"the learn scenario takes no --{sorted(unknown)[0]}")
+    epsilon = given.get("epsilon", EPSILON)
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not 0 < epsilon <= MAX_EPSILON
+    ):
+        raise InvalidArgument(f"--epsilon must be a number above 0, at most {MAX_EPSILON:g}")
+    trust = given.get("trust", TRUST)
+    if trust not in ("swarm", "none"):
+        raise InvalidArgument(f"--trust must be swarm or none, got {trust!r:.20}")
+    task = given.get("task", TASK)
+    if not isinstance(task, str):
+        raise InvalidArgument("--task must be a task's name")
+    reads = getattr(get_task(task), "reads", ())  # (an unknown task: one line naming the known)
+    if reads:
+        raise InvalidArgument(
+            f"--task {task}: it trains on the vault ({', '.join(reads)}), which the simulated "
+            "devices do not hold; a task with its own records (digits) runs here"
+        )
+    return {"epsilon": float(epsilon), "trust": trust, "task": task}
+
+
 def gap(seconds: float) -> float:
     """Seconds between rounds for a run this long."""
     return min(MAX_GAP_S, max(MIN_GAP_S, seconds / ROUNDS_PER_RUN))
@@ -215,6 +249,7 @@ async def run_learn(sim: Run, *, tasks: Any = None) -> None:
             homes=Path(homes),
         )
         rounds = max(1, int((sim.seconds - START_S) / gap(sim.seconds)))
+        options = sim.options or learn_options({})
 
         async def body(world: World) -> None:
             await trio.sleep(START_S)
@@ -222,17 +257,23 @@ async def run_learn(sim: Run, *, tasks: Any = None) -> None:
             assert starter.peer is not None
             started = await starter.peer.control(
                 "learn.start",
-                {"task": TASK, "epsilon": EPSILON, "delta": DELTA, "rounds": rounds},
+                {
+                    "task": options["task"],
+                    "epsilon": options["epsilon"],
+                    "trust": options["trust"],
+                    "delta": DELTA,
+                    "rounds": rounds,
+                },
             )
             day.job = started["job"]
             world.note("learn start", f"{started['job']} on {starter.name}")
             await day.watch(world, sim.seconds)
 
         await world.run(body)
-    _report(sim, day, world, rounds)
+    _report(sim, day, world, rounds, options)
 
 
-def _report(sim: Run, day: LearnDay, world: World, rounds: int) -> None:
+def _report(sim: Run, day: LearnDay, world: World, rounds: int, options: dict[str, Any]) -> None:
     job = day.coordinating() or {}
     names = {d.id: d.name for d in world.devices}
     rows = {row["name"]: row for row in job.get("devices", [])}
@@ -262,8 +303,9 @@ def _report(sim: Run, day: LearnDay, world: World, rounds: int) -> None:
     sim.metrics.update(
         {
             "job": day.job,
-            "task": TASK,
-            "epsilon_target": EPSILON,
+            "task": options["task"],
+            "epsilon_target": options["epsilon"],
+            "trust": options["trust"],
             "delta": DELTA,
             "round_gap_s": gap(sim.seconds),
             "rounds_planned": rounds,
@@ -282,4 +324,4 @@ def _report(sim: Run, day: LearnDay, world: World, rounds: int) -> None:
     sim.series["battery"] = day.battery
 
 
-LEARN = Scenario("learn", run_learn, peers=3, hours=24.0)
+LEARN = Scenario("learn", run_learn, peers=3, hours=24.0, options=learn_options)

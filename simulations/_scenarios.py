@@ -32,6 +32,7 @@ import math
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
@@ -61,10 +62,12 @@ def simulate(
     models: Path | None = None,
     progress: Progress | None = None,
     limits: ConnectionLimits | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Result:
     """Run one scenario; bad arguments raise ``InvalidArgument`` with a one-line message.
     ``limits``: each peer's connection manager's (default: the transports'; the benchmark
-    compares ``UNLIMITED``, every connection kept as before there was a manager)."""
+    compares ``UNLIMITED``, every connection kept as before there was a manager); ``options``:
+    the scenario's own (``learn``: epsilon, trust, task), checked by the scenario."""
     if scenario not in SCENARIOS:
         raise InvalidArgument(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
     entry = SCENARIOS[scenario]
@@ -82,8 +85,14 @@ def simulate(
         raise InvalidArgument(f"--loss must be within [0, 1), got {loss}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise InvalidArgument(f"--seed must be a whole number >= 0, got {seed}")
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    if given and entry.options is None:
+        names = ", ".join(f"--{k}" for k in given)
+        raise InvalidArgument(f"the {scenario} scenario takes no {names}")
     run = Run(scenario, n, seed, h * 3600.0, loss, models, progress)
     run.limits = limits
+    if entry.options is not None:
+        run.options = entry.options(given)
     return run.execute(entry.body)
 
 

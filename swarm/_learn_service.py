@@ -50,14 +50,26 @@ The I/O shell around ``learning``'s round cores (``Coordinator``, ``Participant`
 ``learn.status [job]``, ``learn.stop job`` and ``learn.export job file`` answer the CLI. Status::
 
     {"job", "task", "state", "round", "accuracy", "epsilon_target", "delta",
-     "devices": [{"name", "state", "records", "epsilon_spent"}], ...}
+     "devices": [{"name", "state", "records", "epsilon_spent", "executor", ("error")}], ...}
 
-Loading a task and training run in a worker thread, one answer at a time, so the peer keeps
-answering its members meanwhile (``compute`` replaces that: the simulator runs the work inline and
-charges the device's time and energy for it from the ``Work`` counters); placing the local step
-as a kernel (Ray on laptop and server) is not built. ``local(job)`` is this device's side of a
-job: the ids of the records it trains on, its ledger's epsilon and steps. Every random choice
-comes from ``rng`` (the system's by default), so a seeded simulation replays exactly.
+**The local step** is the ``dp-step`` kernel (``kernels``): the participant core samples its
+records and asks for a ``Step``; the service runs the kernel on this device only (its records
+never leave it), on the executor placement picked for the device (``PlacementService.run_here``:
+Ray on a laptop or server, inline on a phone; counted in ``/metrics``, ``swarm kernels`` and
+``--stats`` as any run). The ledger stays here and is charged only once the step has returned:
+a step that fails on the executor (or takes longer than a round waits, ``ROUND_TIMEOUT``: its
+answer would come too late) declines the round ("failed"), shows as "step failed" with its
+error in ``learn status``, and spends nothing; a device readies its step's executor when it
+joins a job (``_warm``: a step of no records), so Ray's start is not a round's. Each device row
+says where its last step ran
+(``executor``: ray, inline, or thread where there is no placement service or the task's model
+is not one the kernel builds, ``model_layers``). Loading a task runs in a worker thread, one
+answer at a time, so the peer keeps answering its members meanwhile (``compute`` replaces the
+thread and the executor: the simulator runs the loading and the step inline and charges the
+device's time and energy for the step from the ``Work`` counters). ``local(job)`` is this
+device's side of a job: the ids of the records it trains on, its ledger's epsilon and steps.
+Every random choice comes from ``rng`` (the system's by default), so a seeded simulation
+replays exactly.
 """
 
 from __future__ import annotations
@@ -76,12 +88,14 @@ import numpy as np
 import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
+from homeswarm.kernels import dp_step
 from homeswarm.learning import (
     Coordinator,
     Ledger,
     Message,
     Participant,
     RoundStart,
+    Step,
     Task,
     from_wire,
     get_task,
@@ -130,6 +144,8 @@ class _DeviceRow:
     epsilon_spent: float = 0.0
     key: str | None = None  # X25519 public key, signed by the device (trust none)
     joined: bool = False  # it answered once: its records are known, it may take part
+    executor: str | None = None  # where its last step ran: ray, inline, thread (None: none yet)
+    error: str | None = None  # why its last step failed (state "step failed")
 
 
 @dataclass
@@ -174,6 +190,8 @@ class _Job:
                     "state": row.state,
                     "records": row.records,
                     "epsilon_spent": round(row.epsilon_spent, 4),
+                    "executor": row.executor,
+                    **({"error": row.error} if row.error else {}),
                 }
                 for device, row in sorted(self.rows.items(), key=lambda kv: kv[1].name)
             ],
@@ -215,6 +233,7 @@ class _Side:
     key: X25519PrivateKey | None
     ids: frozenset[str] = frozenset()
     heard_at: float = -math.inf  # when the coordinator it holds last sent it a round
+    executor: str | None = None  # where its last step ran
 
 
 def _meta_check(meta: Any) -> dict[str, Any]:
@@ -387,9 +406,10 @@ class LearnService(Service):
 
     def _answer(
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Step | None]:
         """This device's answers to a coordinator's message, with its state (and, asked to
-        ``sync``, the round whose result it holds, and that result)."""
+        ``sync``, the round whose result it holds, and that result); and the local step a
+        round start asks for, which ``_step`` computes before the reply goes."""
         if source != meta["coordinator"]:
             raise ProtocolViolation("learn: only the job's coordinator sends its rounds")
         side = self._side(meta, adopt=not sync)  # a take-over's probe changes nothing yet
@@ -399,13 +419,14 @@ class LearnService(Service):
                      meta["id"], source[-8:])  # fmt: skip
             return {"msgs": [], "state": "moved", "records": p.trainer.records,
                     "epsilon": p.ledger.epsilon, "term": side.meta["term"],
-                    "coordinator": side.meta["coordinator"]}  # fmt: skip
+                    "coordinator": side.meta["coordinator"]}, None  # fmt: skip
         for device, signed in meta["keys"].items():
             if device != self.me and device not in p.public_keys:
                 if device not in meta["devices"]:
                     raise ProtocolViolation("learn: a mask key for a device not of the job")
                 p.public_keys[device] = secagg.open_public(signed, job=meta["id"], device=device)
         out: list[bytes] = []
+        step: Step | None = None
         if data is not None:
             message = from_wire(data)
             if isinstance(message, RoundStart):
@@ -413,12 +434,21 @@ class LearnService(Service):
                 if p.sit_out:
                     log.info("round %d of %s: below the battery floor, sitting out",
                              message.round, message.job)  # fmt: skip
-            steps, gradients = p.rounds_taken, getattr(p.trainer, "gradients", 0)
-            out = [m.to_wire() for _, m in p.receive(source, message)]
-            done = getattr(p.trainer, "gradients", 0) - gradients
-            self.work.steps += p.rounds_taken - steps
-            self.work.gradients += done
-            self.work.parameter_gradients += done * getattr(p.trainer, "size", 0)
+                answer = p.begin(source, message)
+                if isinstance(answer, Step):
+                    step = answer  # computed by ``_step``, on this device's executor
+                elif answer is not None:
+                    out = [answer.to_wire()]
+            else:
+                out = [m.to_wire() for _, m in p.receive(source, message)]
+        return self._reply(side, meta, out, sync), step
+
+    def _reply(
+        self, side: _Side, meta: dict[str, Any], out: list[bytes], sync: bool
+    ) -> dict[str, Any]:
+        """A reply to the coordinator: ``out`` and this device's state, records, spent epsilon,
+        where its last step ran (and, asked to ``sync``, the round whose result it holds)."""
+        p = side.participant
         state = STATES.get(p.state, p.state)
         if p.state in ("training", "waiting") and not p.ledger.affordable(
             float(meta["sigma"]), SAMPLE_RATE
@@ -429,7 +459,10 @@ class LearnService(Service):
             "state": state,
             "records": p.trainer.records,
             "epsilon": p.ledger.epsilon,
+            "executor": side.executor,
         }
+        if p.error is not None and p.state == "step failed":
+            reply["error"] = p.error
         if side.key is not None:
             reply["key"] = secagg.sign_public(
                 side.key, self.identity.signing_key, job=meta["id"], device=self.me
@@ -439,6 +472,95 @@ class LearnService(Service):
             if p.params is not None:
                 reply["result"] = params_bytes(p.params)
         return reply
+
+    async def _step(self, side: _Side, step: Step) -> Message:
+        """A round's local step, computed on this device only (its records never leave it):
+        the ``dp-step`` kernel on the executor placement picked for this device (Ray on a
+        laptop or server, inline on a phone), through ``compute`` in the simulator, or in a
+        worker thread where there is no placement service or the task's model is not one the
+        kernel builds. Its answer: the update (the budget spent only now), or a decline that
+        says the step failed (nothing spent)."""
+        p = side.participant
+        s = step.start
+        make_input = getattr(p.trainer, "step_input", None)
+        value = make_input(s.model(), step.rows, s.clip) if make_input is not None else None
+        placement = self.peer.services.get("kernels") if self.peer is not None else None
+        run_here = getattr(placement, "run_here", None)
+        executor = "inline" if self.compute is not None or not self.threaded else "thread"
+        began = trio.current_time()
+        try:
+            if self.compute is None and value is not None and run_here is not None:
+                result = await run_here(dp_step, value)
+                executor = result.executor
+                total = self._stepped(p, result.output)
+            else:
+                total = await self._off_loop(self._step_here, p, step, value)
+        except Exception as exc:  # the kernel, the executor, a task's bug: the round declined
+            error = " ".join(str(exc).split())[:200] or type(exc).__name__
+            if not isinstance(exc, SwarmError):
+                error = f"{type(exc).__name__}: {error}"
+            log.warning("learn %s round %d: the local step failed on %s: %s",
+                        s.job, s.round, executor, error)  # fmt: skip
+            side.executor = executor
+            return p.failed(step, error)
+        side.executor = executor
+        took = trio.current_time() - began
+        if took > ROUND_TIMEOUT:  # the coordinator gave up on this answer: spend nothing
+            log.warning("learn %s round %d: the local step took %.1f s on %s, longer than a "
+                        "round waits; not sent", s.job, s.round, took, executor)  # fmt: skip
+            return p.failed(step, f"the step took {took:.1f} s, longer than a round waits")
+        return p.finish(step, total)
+
+    async def _warm(self, side: _Side) -> None:
+        """Ready this device's step executor when it joins a job, before a round asks for a
+        step: Ray's start and its worker's first imports take seconds (20 and more on a busy
+        machine), and a step that answers after the round stopped waiting is declined. A step
+        of no records, run and counted as any."""
+        placement = self.peer.services.get("kernels") if self.peer is not None else None
+        run_here = getattr(placement, "run_here", None)
+        trainer = side.participant.trainer
+        make_input = getattr(trainer, "step_input", None)
+        if run_here is None or make_input is None:
+            return
+        value = make_input(np.zeros(getattr(trainer, "size", 0)), np.zeros(0, np.int64), CLIP)
+        if value is None:
+            return
+        try:
+            await run_here(dp_step, value)
+        except SwarmError as exc:
+            log.info("learn: readying the step's executor failed: %s", exc)
+
+    def _step_here(self, p: Participant, step: Step, value: dict[str, Any] | None) -> np.ndarray:
+        """The step in this process: the kernel (if the model is one it builds), or the
+        trainer."""
+        if value is not None:
+            return self._stepped(p, dp_step.run(value))
+        s = step.start
+        before = getattr(p.trainer, "gradients", 0)
+        total = p.trainer.clipped_sum(s.model(), step.rows, s.clip)
+        self._count(p, getattr(p.trainer, "gradients", 0) - before)
+        return total
+
+    def _stepped(self, p: Participant, output: Any) -> np.ndarray:
+        """The kernel's output as the clipped gradients' sum (its size checked), counted."""
+        if not isinstance(output, dict) or not isinstance(output.get("sum"), bytes):
+            raise ProtocolViolation("dp-step: an output without its sum")
+        total = np.frombuffer(output["sum"], dtype="<f8").astype(np.float64)
+        size = getattr(p.trainer, "size", total.size)
+        if total.size != size:
+            raise ProtocolViolation(f"dp-step: a sum of {total.size} numbers for {size}")
+        samples = output.get("samples")
+        samples = samples if isinstance(samples, int) and samples >= 0 else 0
+        stepped = getattr(p.trainer, "stepped", None)
+        if stepped is not None:
+            stepped(samples)
+        self._count(p, samples)
+        return total
+
+    def _count(self, p: Participant, gradients: int) -> None:
+        self.work.steps += 1
+        self.work.gradients += gradients
+        self.work.parameter_gradients += gradients * getattr(p.trainer, "size", 0)
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in a worker thread (training, loading the task), inline, or as
@@ -453,10 +575,17 @@ class LearnService(Service):
         self, source: str, meta: dict[str, Any], data: bytes | None, sync: bool = False
     ) -> dict[str, Any]:
         async with self._lock:
-            if meta["id"] not in self.sides:
+            new = meta["id"] not in self.sides
+            if new:
                 self._read_vault(meta["task"])
-            reply: dict[str, Any] = await self._off_loop(self._answer, source, meta, data, sync)
+            answered = await self._off_loop(self._answer, source, meta, data, sync)
+            reply: dict[str, Any] = answered[0]
             side = self.sides.get(meta["id"])
+            if new and side is not None and self.compute is None and self._nursery is not None:
+                self._nursery.start_soon(self._warm, side)
+            if answered[1] is not None and side is not None:
+                answer = await self._step(side, answered[1])
+                reply = self._reply(side, meta, [answer.to_wire()], sync)
             if side is not None and source == side.meta["coordinator"] and not sync:
                 side.heard_at = trio.current_time()
             if side is not None and sync:  # whom it follows, and how lately it heard from it
@@ -829,6 +958,10 @@ class LearnService(Service):
             row.joined = True
         if isinstance(epsilon, float | int) and math.isfinite(epsilon):
             row.epsilon_spent = float(epsilon)
+        executor, error = reply.get("executor"), reply.get("error")
+        if isinstance(executor, str) and len(executor) <= 16:
+            row.executor = executor
+        row.error = error[:200] if isinstance(error, str) and row.state == "step failed" else None
         key = reply.get("key")
         if key is not None and row.key is None:
             try:
@@ -850,10 +983,15 @@ class LearnService(Service):
         return out
 
     async def _exchange(
-        self, job: _Job, sends: list[tuple[str, bytes | None]]
-    ) -> list[tuple[str, Message]]:
-        """Send each (device, message) at once; every device's answers."""
-        got: list[tuple[str, Message]] = []
+        self,
+        job: _Job,
+        sends: list[tuple[str, bytes | None]],
+        got: list[tuple[str, Message, float]] | None = None,
+    ) -> list[tuple[str, Message, float]]:
+        """Send each (device, message) at once; every device's answers with when they came,
+        into ``got`` as they come (so a caller that stops waiting at a deadline keeps those
+        that came in time)."""
+        got = [] if got is None else got
 
         async def one(device: str, data: bytes | None) -> None:
             reply = await self._ask(job, device, data)
@@ -861,7 +999,8 @@ class LearnService(Service):
                 row = job.rows[device]
                 row.state = "away" if row.joined else "joining"
                 return
-            got.extend((device, m) for m in self._note(job, device, reply))
+            now = trio.current_time()
+            got.extend((device, m, now) for m in self._note(job, device, reply))
 
         async with trio.open_nursery() as nursery:
             for device, data in sends:
@@ -925,12 +1064,12 @@ class LearnService(Service):
             )
             sends = coordinator.start_messages()
             while coordinator.outcome is None:
-                got: list[tuple[str, Message]] = []
+                got: list[tuple[str, Message, float]] = []  # those in time count, the rest not
                 with trio.move_on_at(coordinator.deadline_at):
-                    got = await self._exchange(job, [(d, m.to_wire()) for d, m in sends])
+                    await self._exchange(job, [(d, m.to_wire()) for d, m in sends], got)
                 sends = []
-                for device, message in got:
-                    sends += coordinator.receive(device, message, trio.current_time())
+                for device, message, at in got:
+                    sends += coordinator.receive(device, message, at)
                 if coordinator.outcome is None and not sends:
                     sends = coordinator.tick(max(trio.current_time(), coordinator.deadline_at))
             outcome = coordinator.outcome

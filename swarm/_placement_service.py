@@ -49,6 +49,7 @@ import trio
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
 from homeswarm.kernels import (
+    Kernel,
     Registry,
     default_registry,
 )
@@ -57,6 +58,7 @@ from homeswarm.placement import (
     Calibration,
     DeviceView,
     Executor,
+    ExecutorUnavailable,
     FallbackExecutor,
     HeldKernel,
     InlineExecutor,
@@ -70,6 +72,7 @@ from homeswarm.placement import (
     RunOutcome,
     RunReply,
     RunRequest,
+    RunResult,
 )
 
 from ._certs import Certificate
@@ -484,6 +487,28 @@ class PlacementService(Service):
         report["result"] = _jsonable(report["result"])
         return report
 
+    async def run_here(self, kernel: Kernel, value: Any) -> RunResult:
+        """``kernel`` on this device's own executor (the one placement picked for it: Ray on a
+        laptop or server, inline on a phone), never on another device: for work whose input
+        must not leave it (a learning step's records). Counted, observed and refused as every
+        run placed from here is (``/metrics``, ``swarm kernels --stats``, the executor's
+        hosts); raises what the executor raises."""
+        try:
+            if self.executor is None:
+                raise ExecutorUnavailable("this device runs no kernels")
+            result = await self.executor.run(kernel, value, timeout=self.settings.run_timeout_s)
+        except SwarmError as exc:
+            self.ledger.refused(kernel.name, type(exc).__name__)
+            raise
+        me = self.me()
+        device = me.id if me is not None else "-"
+        label = me.label if me is not None else "this device"
+        self.ledger.ran(kernel.name, label, result.executor, result.elapsed_s, "this device only")
+        self._observed(
+            Observation(kernel.name, device, label, kernel.compute_s(value), result.elapsed_s, None)
+        )
+        return result
+
     def metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
@@ -613,25 +638,31 @@ class RunLedger:
         self.labels: dict[str, str] = {}
 
     def record(self, outcome: RunOutcome) -> None:
-        key = (outcome.kernel, outcome.device.label, outcome.result.executor)
-        self.runs[key] = self.runs.get(key, 0) + 1
         self.replacements += len(outcome.attempts)
-        self.count += 1
-        self.total_s += outcome.elapsed_s
-        for i, bound in enumerate(LATENCY_BUCKETS_S):
-            if outcome.elapsed_s <= bound:
-                self.buckets[i] += 1
         why = [
             f"{e['name']}: {e['verdict']}" + (f" ({e['constraint']})" if e["constraint"] else "")
             for e in outcome.decision.explain()
         ]
+        o = outcome
+        self.ran(o.kernel, o.device.label, o.result.executor, o.elapsed_s, "; ".join(why))
+
+    def ran(self, kernel: str, device: str, executor: str, elapsed_s: float, explain: str) -> None:
+        """A run finished on ``device`` (its label) on ``executor``, ``elapsed_s`` after it was
+        placed; ``explain``: why there."""
+        key = (kernel, device, executor)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        self.count += 1
+        self.total_s += elapsed_s
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if elapsed_s <= bound:
+                self.buckets[i] += 1
         self.recent.append(
             {
-                "kernel": outcome.kernel,
-                "device": outcome.device.label,
-                "executor": outcome.result.executor,
-                "elapsed_ms": round(outcome.elapsed_s * 1000, 3),
-                "explain": "; ".join(why),
+                "kernel": kernel,
+                "device": device,
+                "executor": executor,
+                "elapsed_ms": round(elapsed_s * 1000, 3),
+                "explain": explain,
             }
         )
 

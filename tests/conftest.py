@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -86,3 +87,20 @@ LEAKED_BY_WORKERS: list[str] = []
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist, in the controller: what a worker found in its own logs."""
     LEAKED_BY_WORKERS.extend(getattr(node, "workeroutput", {}).get("leaked", []))
+
+
+# ---- one local Ray runtime for the whole run -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[Any]:
+    """A local Ray runtime (it takes seconds to start), shared by every test that needs one:
+    executors made with ``RayRuntime()`` join it and leave it running."""
+    pytest.importorskip("ray")
+    from homeswarm.placement import RayRuntime
+
+    ours = RayRuntime(num_cpus=2)
+    ours.start()
+    assert ours.started_here
+    yield ours
+    ours.shutdown()

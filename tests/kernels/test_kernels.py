@@ -243,7 +243,7 @@ def test_a_name_is_registered_once():
 
 def test_builtins_are_registered():
     registry = builtin_registry()
-    assert registry.names() == ["anomaly", "classify", "embed"]
+    assert registry.names() == ["anomaly", "classify", "dp-step", "embed"]
     embed = registry.get("embed")
     assert embed.needs.scope == "personal"
     assert embed.needs.energy == "medium"
@@ -263,7 +263,9 @@ def test_third_party_kernels_plug_in_through_entry_points():
         ]
     )
     assert problems == []
-    assert set(registry.names()) == {"anomaly", "classify", "embed"} | {k.name for k in TESTING}
+    assert set(registry.names()) == {"anomaly", "classify", "dp-step", "embed"} | {
+        k.name for k in TESTING
+    }
 
 
 def test_broken_plug_ins_are_skipped_with_one_line_each():

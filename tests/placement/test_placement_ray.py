@@ -1,4 +1,4 @@
-"""The Ray executor, on one local Ray runtime shared by this module (it takes seconds to start).
+"""The Ray executor, on one local Ray runtime shared by the run (it takes seconds to start).
 
 Ray's worker processes really run the kernels: each kernel type has one long-lived actor, in a
 process other than this one, that serves every run of it; Ray's errors come back as ours; a dead
@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Iterator
 from functools import partial
 
 import psutil
@@ -34,13 +33,9 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def runtime() -> Iterator[RayRuntime]:
-    ours = RayRuntime(num_cpus=2)
-    ours.start()
-    assert ours.started_here
-    yield ours
-    ours.shutdown()
+@pytest.fixture
+def runtime(ray_runtime: RayRuntime) -> RayRuntime:
+    return ray_runtime  # (the run's one runtime: tests/conftest.py)
 
 
 def executor() -> RayExecutor:

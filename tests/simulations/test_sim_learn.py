@@ -2,8 +2,9 @@
 
 Short runs (minutes of simulated time, rounds every 30 s): the job's accuracy rises, no device
 spends past its budget, every record trains on one device, the phone on cellular pays for the
-rounds in radio time; the same seed replays the same trace; and the record invariant catches a
-planted bug (every device training on all the records of a replicated task).
+rounds in radio time; the same seed replays the same trace; the record invariant catches a
+planted bug (every device training on all the records of a replicated task); and the job's
+epsilon and trust are the scenario's options (``--trust none --epsilon 2``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import homeswarm.learning
+from homeswarm.errors import InvalidArgument
 from homeswarm.learning import Digits, Records, Split
 from homeswarm.simulations import Result, Run, simulate, write_outputs
 from homeswarm.simulations._learn import EPSILON, run_learn
@@ -109,3 +111,38 @@ def test_the_record_invariant_catches_devices_that_train_on_the_same_record(monk
     result = _replicated_run()
     kinds = {v["invariant"] for v in result.invariants["violations"]}
     assert kinds == {"learn-record"}
+
+
+def test_trust_none_keeps_the_invariants_and_spends_the_jobs_own_epsilon():
+    """``swarm simulate learn --trust none --epsilon 2``: the masked job across the day's
+    devices; every device that took part in every round ends at the job's epsilon (the noise
+    is found so that the rounds spend exactly it), none past it."""
+    result = simulate("learn", peers=3, hours=0.1, seed=3, options={"trust": "none", "epsilon": 2})
+    m = result.metrics
+    assert result.invariants["violations"] == []
+    assert (m["trust"], m["epsilon_target"], m["task"]) == ("none", 2.0, "digits")
+    assert m["rounds"] == m["rounds_planned"]
+    assert m["accuracy_end"] > m["accuracy_start"] + 0.3
+    for name, d in m["devices"].items():
+        assert 0 < d["epsilon_spent"] <= 2.0, name
+        if d["steps"] == m["rounds"]:  # it took part in every round: its budget is spent
+            assert d["epsilon_spent"] == pytest.approx(2.0, abs=0.01), name
+            assert d["state"] == "out of budget", name
+    assert max(d["steps"] for d in m["devices"].values()) == m["rounds"]
+    assert result.replay.endswith("--hours 0.1 --epsilon 2 --trust none --task digits")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epsilon": 0}, "--epsilon must be a number above 0"),
+        ({"trust": "some"}, "--trust must be swarm or none"),
+        ({"task": "nope"}, "unknown learning task 'nope'"),
+        ({"task": "intents"}, "--task intents: it trains on the vault"),
+    ],
+)
+def test_the_learn_options_are_checked_in_one_line(options, message):
+    with pytest.raises(InvalidArgument, match=message):
+        simulate("learn", peers=3, hours=0.1, options=options)
+    with pytest.raises(InvalidArgument, match="the gossip scenario takes no --epsilon"):
+        simulate("gossip", options={"epsilon": 2.0})

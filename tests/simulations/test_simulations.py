@@ -245,6 +245,10 @@ def test_bad_arguments_are_refused(kwargs):
         ["simulate", "gossip", "--hours", "0"],
         ["simulate", "gossip", "--loss", "1"],
         ["simulate", "day", "--models", "/nonexistent/devices.toml"],
+        ["simulate", "gossip", "--epsilon", "2"],
+        ["simulate", "learn", "--epsilon", "-1"],
+        ["simulate", "learn", "--trust", "maybe"],
+        ["simulate", "learn", "--task", "intents"],
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys):

@@ -49,8 +49,17 @@ class Peers(dict[str, Peer]):
 
 @asynccontextmanager
 async def swarm(
-    tmp_path: Path, specs: Sequence[Spec], *, vault: bool = False, tasks: Any = None
+    tmp_path: Path,
+    specs: Sequence[Spec],
+    *,
+    vault: bool = False,
+    tasks: Any = None,
+    executor: Any = lambda settings: InlineExecutor(threaded=False),
+    threaded: bool = False,
 ) -> AsyncIterator[Peers]:
+    """The swarm of ``specs``; each device's placement executor is ``executor(settings)``
+    (None: the one its settings pick; by default inline, unthreaded, as virtual time needs),
+    its learning service ``threaded`` or not (virtual time: not)."""
     network = MemoryNetwork(random.Random(1), default_link=LINK)
     homes = [ident.home for ident in make_homes(tmp_path, specs)]
     peers = Peers()
@@ -61,8 +70,8 @@ async def swarm(
         ident = load_identity(home)
         transport = network.transport(ident.device_id)
         services: list[Any] = [
-            PlacementService(ident.settings, executor=InlineExecutor(threaded=False)),
-            LearnService(ident, threaded=False, task_factory=tasks),  # virtual time: no threads
+            PlacementService(ident.settings, executor=executor(ident.settings)),
+            LearnService(ident, threaded=threaded, task_factory=tasks),  # virtual: no threads
         ]
         if vault:
             services.append(VaultService(ident))
@@ -401,7 +410,7 @@ async def test_when_the_coordinator_dies_the_next_device_finishes_the_job(tmp_pa
         (other,) = [p for p in others.values() if p is not heir]
         service: Any = other.services["learn"]
         old = {**service.sides[job].meta, "coordinator": dead, "term": 0}
-        moved = service._answer(dead, old, None)
+        moved, _ = service._answer(dead, old, None)
         assert (moved["state"], moved["term"], moved["msgs"]) == ("moved", 1, [])
         with pytest.raises(ProtocolViolation):
             service._answer(heir.identity.device_id, old, None)
