@@ -213,7 +213,7 @@ def affordable_stretch(members: int, profile: Profile) -> float:
     interval = profile.probe_interval
     suspicion = profile.suspicion_mult * max(1.0, math.log10(members)) * interval
     room = detection_target(members) - interval - suspicion
-    reach = p * interval * (1.0 - (1.0 - STRETCH_QUANTILE) ** (1.0 / p))
+    reach = p * interval * (1.0 - math.pow(1.0 - STRETCH_QUANTILE, 1.0 / p))
     return max(1.0, min(profile.stretch, room / reach))
 
 
