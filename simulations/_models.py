@@ -4,16 +4,20 @@ A device profile (see ``devices.toml``) gives a battery, a charger, what the cpu
 it uses at home and away, and a daily pattern of periods: where it is, whether it is plugged in or
 asleep, and what it draws. ``DeviceModel`` integrates the energy over simulated time:
 
-- unplugged, the battery pays the period's draw, the cpu's share of ``cpu_w``, and the radio: on a
-  link with ``radio_w`` (cellular), every transfer keeps the radio in its high-power state for
-  ``radio_tail_s`` more seconds (LTE's tail), which is why chatty protocols empty phones;
+- unplugged, the battery pays the period's draw, the cpu's share of ``cpu_w``, and the network:
+  every transfer costs its bytes on the device's access link (``uj_per_byte_sent`` /
+  ``_received``), waking the link from idle costs ``wake_mj`` (LTE's and Wi-Fi's promotion,
+  Ethernet's exit from low-power idle), and the link then stays in its high-power state, drawing
+  ``radio_w``, for ``tail_s`` more seconds after the last transfer (LTE's ten-second tail, which is
+  why chatty protocols empty phones; Wi-Fi's quarter second; Ethernet's sleep time);
 - plugged, the charger covers the draw and charges at ``charge_w`` up to ``taper_from`` percent,
   then linearly less, down to 10% of it at 100% (the constant-voltage phase);
 - an empty battery switches the device off until it is plugged in again.
 
 The swarm's own share is kept by cause (``CAUSES``): each stretch of radio tail belongs to the
-transfer that extended it (so the causes add up to the radio's energy exactly), and work placed on
-the device (``extra_cpu``) to ``kernels``. The same model with no traffic and no placed work
+transfer that extended it (so the causes add up to the radio's energy exactly), a transfer's
+bytes and wake-up to its own cause, and work placed on the device (``extra_cpu``) to
+``kernels``. The same model with no traffic and no placed work
 is the day with no swarm at all (the day scenario's baseline).
 
 Everything is a pure function of the profile and the times it is advanced to.
@@ -45,10 +49,28 @@ class LinkModel:
     jitter_s: float
     loss: float
     bandwidth: float  # bytes per second
-    radio_w: float
+    radio_w: float  # drawn while the link is up (in a transfer or its tail), above its idle
+    tail_s: float = 0.0  # how long it stays up after the last transfer
+    wake_j: float = 0.0  # what bringing it up from idle costs
+    j_per_byte_sent: float = 0.0
+    j_per_byte_received: float = 0.0
+    metered: bool = False  # paid by the byte (cellular): a phone on it is a light member
 
     def link(self) -> Link:
         return Link(self.latency_s, self.jitter_s, self.loss, self.bandwidth)
+
+    @property
+    def costly(self) -> bool:
+        """Whether a transfer on it costs the device anything."""
+        return bool(
+            (self.radio_w and self.tail_s)
+            or self.wake_j
+            or self.j_per_byte_sent
+            or self.j_per_byte_received
+        )
+
+    def bytes_j(self, sent: int, received: int) -> float:
+        return sent * self.j_per_byte_sent + received * self.j_per_byte_received
 
 
 def path_between(a: LinkModel, b: LinkModel, same_place: bool) -> Link:
@@ -86,7 +108,6 @@ class DeviceProfile:
     cpu_w: float
     home_link: str
     away_link: str
-    radio_tail_s: float
     start_percent: float
     day: tuple[Period, ...]
 
@@ -147,6 +168,11 @@ def _link(name: str, t: Any, source: str) -> LinkModel:
             _number(t, "loss", where, 0.0, top=1.0),
             _number(t, "bandwidth_mbps", where, 100.0, low=1e-6) * 125_000,
             _number(t, "radio_w", where, 0.0),
+            _number(t, "tail_s", where, 0.0),
+            _number(t, "wake_mj", where, 0.0) / 1000,
+            _number(t, "uj_per_byte_sent", where, 0.0) / 1e6,
+            _number(t, "uj_per_byte_received", where, 0.0) / 1e6,
+            _flag(t, "metered", where),
         )
         model.link()
     except ValueError as exc:
@@ -158,6 +184,10 @@ def _device(name: str, t: Any, links: Mapping[str, LinkModel], source: str) -> D
     where = f"{source}: [{name}]"
     if not isinstance(t, dict):
         raise InvalidConfig(f"{where} must be a table")
+    if "radio_tail_s" in t:
+        raise InvalidConfig(
+            f"{where}: radio_tail_s is the link's now (tail_s and metered in [links.NAME])"
+        )
     role = t.get("role")
     if role not in ROLES:
         raise InvalidConfig(f"{where}: role must be one of {', '.join(ROLES)}")
@@ -187,7 +217,6 @@ def _device(name: str, t: Any, links: Mapping[str, LinkModel], source: str) -> D
         cpu_w=_number(t, "cpu_w", where, 0.0),
         home_link=t["home_link"],
         away_link=t["away_link"],
-        radio_tail_s=_number(t, "radio_tail_s", where, 0.0),
         start_percent=_number(t, "start_percent", where, 90.0, top=100.0),
         day=day,
     )
@@ -202,20 +231,22 @@ def _period(t: Any, where: str) -> Period:
     start, end = _number(t, "from", where, 0.0, top=24.0), _number(t, "to", where, 24.0, top=24.0)
     if end <= start:
         raise InvalidConfig(f"{where}: `to` must be after `from`")
-    flags = {}
-    for key in ("plugged", "asleep"):
-        flags[key] = t.get(key, False)
-        if not isinstance(flags[key], bool):
-            raise InvalidConfig(f"{where}: {key} must be true or false")
     return Period(
         start,
         end,
         place,
-        flags["plugged"],
-        flags["asleep"],
+        _flag(t, "plugged", where),
+        _flag(t, "asleep", where),
         _number(t, "draw_w", where, 1.0),
         _number(t, "cpu", where, 0.0, top=100.0),
     )
+
+
+def _flag(t: Mapping[str, Any], key: str, where: str) -> bool:
+    value = t.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidConfig(f"{where}: {key} must be true or false")
+    return value
 
 
 def _number(
@@ -252,6 +283,7 @@ class DeviceModel:
         self.override_plugged: bool | None = None
         self.wh_by_cause: dict[str, float] = dict.fromkeys(CAUSES, 0.0)  # the swarm's own
         self._tail: deque[tuple[float, float, str]] = deque()  # radio on: (from, until, cause)
+        self._spent: deque[tuple[float, float, str]] = deque()  # transfers: (at, joules, cause)
 
     # ---- what the world asks ---------------------------------------------------------------
 
@@ -285,8 +317,12 @@ class DeviceModel:
 
     @property
     def link(self) -> LinkModel:
+        return self.link_at(self.t)
+
+    def link_at(self, t: float) -> LinkModel:
         p = self.profile
-        return self.models.link(p.home_link if self.period.place == "home" else p.away_link)
+        place = p.period_at(self.hour(t)).place
+        return self.models.link(p.home_link if place == "home" else p.away_link)
 
     def draw_w(self) -> float:
         """What the device draws now, radio tail aside."""
@@ -307,15 +343,35 @@ class DeviceModel:
         """What the swarm itself cost this device so far (every cause together)."""
         return sum(self.wh_by_cause.values())
 
-    def traffic(self, now: float, cause: str = "other") -> None:
-        """The device sent or received something: on a costly radio, it stays up a while."""
-        tail = self.profile.radio_tail_s
-        if tail and self.link.radio_w:
-            self.radio_until(now, now + tail, cause)
+    def traffic(
+        self,
+        now: float,
+        cause: str = "other",
+        *,
+        sent: int = 0,
+        received: int = 0,
+        airtime: float = 0.0,
+    ) -> float:
+        """The device sent or received bytes on its access link: they cost their energy per
+        byte, waking the link from idle costs its wake-up, and a link with a tail stays up for
+        the transfer's ``airtime`` and the tail after it (that time is ``cause``'s). Returns
+        what the bytes and the wake-up cost, in Wh (the tail is counted as time passes).
+
+        Nothing is integrated here: a frame costs a few appends, and the model pays them when
+        it is next advanced past ``now`` (a simulated peer sends many frames between two looks
+        at its battery)."""
+        link = self.link_at(now)
+        joules = link.bytes_j(sent, received)
+        if now >= self.radio_on_until:
+            joules += link.wake_j
+        if link.tail_s and link.radio_w:
+            self.radio_until(now, now + airtime + link.tail_s, cause)
+        if joules:
+            self._spent.append((now, joules, cause))
+        return joules / 3600.0
 
     def radio_until(self, now: float, until: float, cause: str) -> None:
         """Keep the radio up until ``until``; the extension is ``cause``'s."""
-        self.advance(now)
         start = max(self.radio_on_until, now)
         if until > start:
             self._tail.append((start, until, cause))
@@ -338,22 +394,30 @@ class DeviceModel:
 
     def _segment(self, end: float) -> None:
         dt = end - self.t
-        radio_s = min(max(self.radio_on_until - self.t, 0.0), dt)
         radio_w = self.link.radio_w
-        radio_wh = radio_w * radio_s / 3600.0
-        draw_wh = self.draw_w() * dt / 3600.0 + radio_wh
-        self.used_wh += draw_wh
-        self.radio_wh += radio_wh
         by = self.wh_by_cause
+        radio_s = 0.0
         tail = self._tail
         while tail:
             start, until, cause = tail[0]
             overlap = min(until, end) - max(start, self.t)
-            if overlap > 0 and radio_w:
-                by[cause] = by.get(cause, 0.0) + radio_w * overlap / 3600.0
+            if overlap > 0:
+                radio_s += overlap
+                if radio_w:
+                    by[cause] = by.get(cause, 0.0) + radio_w * overlap / 3600.0
             if until > end:
                 break
             tail.popleft()
+        radio_wh = radio_w * radio_s / 3600.0
+        spent_wh = 0.0
+        spent = self._spent
+        while spent and spent[0][0] <= end:
+            _, joules, cause = spent.popleft()
+            by[cause] = by.get(cause, 0.0) + joules / 3600.0
+            spent_wh += joules / 3600.0
+        draw_wh = self.draw_w() * dt / 3600.0 + radio_wh + spent_wh
+        self.used_wh += draw_wh
+        self.radio_wh += radio_wh
         if self.extra_cpu and not self.period.asleep:
             placed = self.cpu - min(100.0, self.period.cpu)
             by["kernels"] += placed / 100.0 * self.profile.cpu_w * dt / 3600.0

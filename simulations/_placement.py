@@ -40,11 +40,11 @@ The cost model of a run placed on a device (the truth the policy never sees dire
 - energy of compute: while it runs, the device's model gets ``extra_cpu`` of
   ``100 * min(cpu, cores) / cores`` percent (a core of a phone is half its cpu, of a laptop a
   quarter, of a server an eighth), so its draw rises by that share of its ``cpu_w``;
-- energy of transfers, on both ends, by each end's own access link (``TRANSFER_UJ_PER_BYTE``,
-  per byte sent and received: LTE 3.5 / 0.42 uJ, wifi 2.26 / 1.1 uJ, after Huang et al.,
-  MobiSys 2012; wired 0.05 uJ); on a link with a radio tail (cellular) the radio also stays in
-  its high-power state for the transfer and its tail, through the device model's own
-  ``radio_on_until``, so a transfer in a tail the gossip keeps up anyway costs no more radio.
+- energy of transfers, on both ends, by each end's own access link (``DeviceModel.traffic``:
+  its energy per byte sent and received, its wake-up from idle and its tail, as ``devices.toml``
+  gives them); the link stays in its high-power state for the transfer and its tail, through
+  the device model's own ``radio_on_until``, so a transfer in a tail the gossip keeps up anyway
+  costs no more radio.
 
 Metrics, per policy (``metrics["policies"][name]``): energy used in Wh (total and by device,
 everything the models drew, idle included), ``kernel_wh`` (the compute and transfers the runs
@@ -128,11 +128,6 @@ CORES = {"phone": 2, "laptop": 4, "server": 8}  # kernels at once; a kernel's sh
 LOAD_SLOWDOWN = 0.75  # compute slows by this times the device's background cpu share
 REMOTE_OVERHEAD_S = 0.005  # a remote run's own handling (request, reply), besides the network
 FAIL_S = 2.0  # how long a run placed on an unreachable device takes to fail
-TRANSFER_UJ_PER_BYTE = {  # (sent, received), microjoules per byte, by access link
-    "cellular": (3.5, 0.42),
-    "wifi": (2.26, 1.1),
-    "lan": (0.05, 0.05),
-}
 SAMPLE_S = 60.0  # the phone's battery is sampled this often
 SERIES_S = 300.0  # and kept for the plot this often
 
@@ -388,17 +383,20 @@ def _transfer_wh(
     model: DeviceModel, now: float, sent: int, received: int, airtime: float, latency: float
 ) -> float:
     """What a remote run's transfers would cost a device (the request now, the reply after
-    ``latency``), as ``PolicyDay._transfer`` charges them: bytes on its access link, and on a
-    radio with a tail, the time the radio stays up beyond where it would be anyway."""
+    ``latency``), as ``DeviceModel.traffic`` charges them: bytes on its access link, a wake-up
+    if the link is idle, and on a link with a tail, the time it stays up beyond where it would
+    be anyway."""
     link = model.link
-    default = (3.5, 0.42) if link.radio_w else (2.26, 1.1)
-    per_sent, per_received = TRANSFER_UJ_PER_BYTE.get(link.name, default)
-    wh = (sent * per_sent + received * per_received) / 1e6 / 3600.0
-    tail = model.profile.radio_tail_s
+    joules = link.bytes_j(sent, received)
+    if now >= model.radio_on_until:
+        joules += link.wake_j
+    tail = link.tail_s
     if link.radio_w and tail:
         first = max(0.0, now + airtime + tail - max(now, model.radio_on_until))
-        wh += link.radio_w * (first + min(latency, tail)) / 3600.0
-    return wh
+        joules += link.radio_w * (first + min(latency, tail))
+    if latency > tail:
+        joules += link.wake_j  # the reply finds the link idle again
+    return joules / 3600.0
 
 
 def offline_options(
@@ -782,15 +780,7 @@ class PolicyDay:
         model = device.model
         if model is None:
             return
-        model.advance(now)
-        link = model.link
-        default = (3.5, 0.42) if link.radio_w else (2.26, 1.1)
-        per_sent, per_received = TRANSFER_UJ_PER_BYTE.get(link.name, default)
-        wh = (sent * per_sent + received * per_received) / 1e6 / 3600.0
-        model.spend(wh, "kernels")
-        tail = model.profile.radio_tail_s
-        if link.radio_w and tail:
-            model.radio_until(now, now + airtime + tail, "kernels")
+        wh = model.traffic(now, "kernels", sent=sent, received=received, airtime=airtime)
         self.kernel_wh[device.name] += wh
 
     def _note(self, index: int, where: str, latency: float | None) -> None:

@@ -322,11 +322,12 @@ class World:
             self._digest.update(data)
         self.bytes_sent[src] = self.bytes_sent.get(src, 0) + len(data)
         cause = ""
-        for device in (self.by_id.get(src), self.by_id.get(dst)):
+        size = len(data)
+        for device, sent in ((self.by_id.get(src), size), (self.by_id.get(dst), 0)):
             model = device.model if device is not None else None
-            if model is not None and model.profile.radio_tail_s and model.link.radio_w:
+            if model is not None and model.link_at(at).costly:
                 cause = cause or self._cause(src, dst, data)
-                model.traffic(at, cause)
+                model.traffic(at, cause, sent=sent, received=size - sent)
 
     def _cause(self, src: str, dst: str, data: bytes) -> str:
         """What a frame is for, as the energy accounting names it (see ``_models.CAUSES``): from
@@ -431,7 +432,7 @@ class World:
                 power=device.power,
                 on_changes=lambda changes: self._changed(device, changes),
                 services=self.services(device) if self.services is not None else (),
-                metered=lambda: device.model is not None and device.model.link.radio_w > 0,
+                metered=lambda: device.model is not None and device.model.link.metered,
             ),
         )
         transport = self.net.transport(device.id, address=addr, limits=self.limits)

@@ -17,7 +17,9 @@ Rules (after SWIM, Das et al. 2002; Lifeguard, Dadgar et al. 2018; and memberlis
   a second suspicion confirming the first; so every view ends at the same record.
   About ourselves: a suspect or dead record at ``j >= ours`` (not our own leave) is refuted by
   taking incarnation ``j + 1`` and gossiping a new alive record.
-- Probing: every probe interval the next member in a shuffled round-robin order gets a ping; no ack
+- Probing: every probe interval the next member in a shuffled round-robin order gets a ping (a
+  member on battery may space its probes further apart, never its windows, and only while nothing
+  is suspect and as far as the detection targets allow: see ``Profile``); no ack
   within the probe timeout sends ping-reqs to ``indirect_checks`` others, which ping it for us and
   answer ack, or nack in time for the origin to count it (80% of the rest of its interval); no ack
   by the end of the interval makes it suspect. A suspect target's ping carries the suspicion so it
@@ -95,10 +97,14 @@ PULL_FANOUT = 3  # members expected to pull at once from one that comes back (se
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Timing of the protocol: memberlist's LAN values (normal), the same at half the probe
-    rate (on battery) and WAN values (battery saver). A profile whose gossip interval is no
-    shorter than its probe interval is *batched*: gossip goes out only with a probe, so one wake
-    is one radio burst, and a refutation is answered at once (see ``receive``)."""
+    """Timing of the protocol: memberlist's LAN values (normal), the same with probes spaced
+    further apart (on battery) and WAN values (battery saver). A profile whose gossip interval is
+    no shorter than its probe interval is *batched*: gossip goes out only with a probe, so one
+    wake is one radio burst, and a refutation is answered at once (see ``receive``).
+
+    ``stretch`` > 1 spaces probes up to that many probe intervals apart, as far as the view
+    affords (see ``Membership._stretch``); each probe still ends, and its target is suspected,
+    one probe interval after its ping, and suspicion timeouts stay those of the interval."""
 
     name: str
     probe_interval: float
@@ -112,20 +118,30 @@ class Profile:
     push_pull_interval: float
     gossip_to_dead: float
     awareness_max: int = 8
+    stretch: float = 1.0
 
 
 NORMAL = Profile("normal", 1.0, 0.5, 3, 4, 6, 0.2, 3, 4, 30.0, 30.0)
-# A full member on battery (above the saver's threshold): every 2 s one wake sends the probe and
-# the gossip together, and a push-pull every 60 s instead of 30. The probe timeout stays (it is
-# bound by round trips, not by the rate).
-# What it costs: this member takes up to twice as long to suspect and to declare a failure
-# itself (its suspicion timeouts scale with its own interval); the others probe it at their own
-# rate and their suspicion timeouts do not change, and it acks at once and refutes at once, so
-# they detect its failure as fast as before and have no more reason to suspect it falsely.
-# It still wakes for every ping it must ack, so its wakes fall to about 0.75-0.8 of normal, not
-# 0.5 (``bench/bench_membership.py --battery``); to wake less, it must be light.
-ON_BATTERY = Profile("on-battery", 2.0, 0.5, 3, 4, 6, 2.0, 3, 4, 60.0, 30.0)
+# A full member on battery (above the saver's threshold): probes up to 2 s apart, and one wake
+# sends the probe and the gossip together; a push-pull every 60 s instead of 30. Only the gap
+# between probes grows: a probe's timeout (bound by round trips), its window (it suspects one
+# second after the ping) and its suspicion timeouts are NORMAL's, so a crash it notices first is
+# declared as fast as a normal member would, and its nacks as a relay come in time for a normal
+# origin. The gap grows only while nothing is suspect and as far as the view affords: the p99
+# time until some survivor probes a crashed member, if every full member spaced its probes as
+# this one does, must leave room for the window and the suspicion within the detection target
+# (``DETECTION_TARGET``); so at N = 3 the gap is 1.67 s, at N = 10 1.39 s, and 2 s only at N = 2
+# (``bench/bench_membership.py --battery`` measures detection and wakes against NORMAL).
+# The others probe it at their own rate, and it acks at once and refutes at once, so they
+# detect its failure as fast as before and have no more reason to suspect it falsely.
+# It still wakes for every ping it must ack, so its wakes fall less than its probes; to wake
+# much less, it must be light.
+ON_BATTERY = Profile("on-battery", 1.0, 0.5, 3, 4, 6, 2.0, 3, 4, 60.0, 30.0, stretch=2.0)
 BATTERY_SAVER = Profile("battery-saver", 5.0, 3.0, 3, 6, 6, 0.5, 4, 4, 60.0, 60.0)
+# Detection targets, (members, seconds until every survivor holds a crashed member dead): what a
+# stretched probe gap must leave room for (log-linear between the points, the last one beyond)
+DETECTION_TARGET = ((3, 8.0), (10, 10.0), (100, 15.0), (1000, 22.0))
+STRETCH_QUANTILE = 0.99  # the stretched gap is bounded at this quantile of the time to a probe
 PROFILES = {p.name: p for p in (NORMAL, ON_BATTERY, BATTERY_SAVER)}
 
 
@@ -167,6 +183,38 @@ PRECEDENCE: dict[Standing, dict[Kind, tuple[Verdict, Verdict]]] = {
     "left":    {"alive": _LATER, "suspect": _LATER,                "dead": _LATER, "left": _LATER},
 }
 # fmt: on
+
+
+def detection_target(members: int) -> float:
+    """Seconds within which a crash among ``members`` should be held dead by every survivor
+    (``DETECTION_TARGET``, log-linear between its points)."""
+    (n0, t0), *rest = DETECTION_TARGET
+    if members <= n0:
+        return t0
+    for n1, t1 in rest:
+        if members <= n1:
+            return t0 + (t1 - t0) * math.log(members / n0) / math.log(n1 / n0)
+        n0, t0 = n1, t1
+    return t0
+
+
+def affordable_stretch(members: int, profile: Profile) -> float:
+    """How far apart (in probe intervals, at most ``profile.stretch``) a member may space its
+    probes among ``members`` full members (itself included) and still meet the detection target,
+    were every one of them to space its probes alike. After a crash the p = members - 1
+    survivors each probe the crashed member once every p gaps, at independent phases, so some
+    survivor has probed it within p * gap * (1 - (1 - q) ** (1 / p)) with probability q
+    (``STRETCH_QUANTILE``); that, the probe's window and the shortest suspicion must fit within
+    the target. Assuming all alike is the safe side: a member cannot tell who else is on battery,
+    and the server that usually is not only makes detection faster."""
+    p = members - 1
+    if p < 1:
+        return profile.stretch  # alone: nobody to watch
+    interval = profile.probe_interval
+    suspicion = profile.suspicion_mult * max(1.0, math.log10(members)) * interval
+    room = detection_target(members) - interval - suspicion
+    reach = p * interval * (1.0 - math.pow(1.0 - STRETCH_QUANTILE, 1.0 / p))
+    return max(1.0, min(profile.stretch, room / reach))
 
 
 def precedence(member: Member | None, kind: Kind, incarnation: int, version: int = 0) -> Verdict:
@@ -601,6 +649,8 @@ class Membership:
         self._queue_order = 0
         self._suspicions: dict[str, _Suspicion] = {}
         self._probe: _Probe | None = None
+        self._probe_started = now  # when our last probe went out (see ``_unstretch``)
+        self._declared = False  # we declared a death in this tick (see ``tick``)
         self._relays: dict[int, _Relay] = {}
         self._outdated = False  # set while receiving: the sender holds an old accusation of us
         self._probe_turns = _Turns()
@@ -823,7 +873,9 @@ class Membership:
         probed = now >= self._next_probe and self._probe is None
         if probed:
             self._start_probe(now)
-        if (probed if self._batched else now >= self._next_gossip) and self._queue:
+        # batched, gossip rides with a probe, or goes with a death we declared (it woke us anyway)
+        urgent, self._declared = self._declared, False
+        if (probed or urgent if self._batched else now >= self._next_gossip) and self._queue:
             self._gossip(now)
             self._next_gossip = now + self.profile.gossip_interval
         if now >= self._next_sync:
@@ -881,9 +933,26 @@ class Membership:
     def _health(self, delta: int) -> None:
         self.awareness = min(max(self.awareness + delta, 0), self.profile.awareness_max - 1)
 
+    def _stretch(self) -> float:
+        """How many probe intervals apart our probes go: the profile's ``stretch`` as far as
+        the view affords it (``affordable_stretch`` over the full members we hold alive), and
+        none while anything is suspect, so that our probe of the suspect, out of turn, and our
+        confirmation come as soon as a normal member's."""
+        if self.profile.stretch <= 1.0 or self._suspicions:
+            return 1.0
+        live = self._live
+        full = len(live) - sum(1 for n in self._light if n in live)
+        return affordable_stretch(full, self.profile)
+
+    def _unstretch(self) -> None:
+        """Something became suspect: the next probe goes one plain interval after the last."""
+        again = self._probe_started + self._scaled(self.profile.probe_interval)
+        self._next_probe = min(self._next_probe, again)
+
     def _start_probe(self, now: float) -> None:
         interval = self._scaled(self.profile.probe_interval)
-        self._next_probe = now + interval
+        self._next_probe = now + interval * self._stretch()
+        self._probe_started = now
         self._probes += 1
         if self._probes % RECONNECT_EVERY == 0:
             # one member we think dead, in turn, gets a bare ping: if a partition healed, its
@@ -1215,6 +1284,7 @@ class Membership:
         if kind == "suspect" and not self.light:
             # (a light member takes the others' verdict by push-pull)
             self._suspicions[node] = self._suspicion(record, now)
+            self._unstretch()
         else:
             self._suspicions.pop(node, None)
         self._changed(member, now)
@@ -1250,6 +1320,7 @@ class Membership:
         if member is None or member.status != "suspect":
             return
         self._apply(self._sign_accusation("d", node, member.incarnation), now, verified=True)
+        self._declared = True
 
     def _refute(self, incarnation: int, now: float) -> None:
         me = self.me

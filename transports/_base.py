@@ -40,6 +40,8 @@ from ._manager import ConnectionLimits, Idle, reap
 
 log = logging.getLogger("transports")
 
+IDLE = "closed idle"  # the close reason of a connection the manager reaped
+
 Admission = Callable[[str], bool]
 """Given an authenticated peer id, says whether this peer may talk to us."""
 
@@ -101,6 +103,10 @@ class Transport(abc.ABC):
 
     async def _start(self, nursery: trio.Nursery) -> None:  # noqa: B027 - optional hook
         """Start listening; called on entry with the transport's nursery."""
+
+    def _unused(self, peer_id: str) -> None:  # noqa: B027 - optional hook
+        """The manager reaped the last connection to ``peer_id``: whatever lies under it (a
+        libp2p connection the streams were multiplexed on) may go too."""
 
     async def _stop(self) -> None:  # noqa: B027 - optional hook
         """Stop listening and release resources; called on exit."""
@@ -209,6 +215,8 @@ class Transport(abc.ABC):
             mine.pop(conn, None)
             if not mine:
                 self._by_peer.pop(conn.peer_id, None)
+                if conn.close_reason == IDLE:
+                    self._unused(conn.peer_id)
             if (conn.close_reason or "").startswith("protocol violation"):
                 self._violations += 1
 
@@ -234,7 +242,7 @@ class Transport(abc.ABC):
         decision = reap(views, trio.current_time(), self.limits)
         for conn in decision.close:
             self._reaped += 1
-            conn.close_soon()
+            conn.close_soon(IDLE)
         return decision.next_at
 
     def _require_nursery(self) -> trio.Nursery:

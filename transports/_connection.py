@@ -198,9 +198,9 @@ class Connection:
         self._finish("closed locally")
         await self._close_stream()
 
-    def close_soon(self) -> None:
+    def close_soon(self, reason: str = "closed locally") -> None:
         """Start closing: pending requests fail now; the connection's task closes the stream."""
-        self._finish("closed locally")
+        self._finish(reason)
 
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(

@@ -15,7 +15,10 @@
   silently take half its connections: a fixed listen port is probed first and refused if taken.
 
 Each ``Connection`` is one libp2p stream of protocol ``/swarm/frames/1``; framing, limits and
-garbage handling are the shared ``Connection`` code, the same as over the memory transport.
+garbage handling are the shared ``Connection`` code, the same as over the memory transport. When
+the connection manager reaps the last stream to a peer, the libp2p connection under it (its TCP
+socket, Noise session and muxer task) is closed too, unless a stream to that peer has opened or
+is being dialed since: libp2p itself would keep it open for as long as both ends live.
 """
 
 from __future__ import annotations
@@ -115,6 +118,15 @@ class Libp2pTransport(Transport):
         self._listen = [str(a) for a in listen]
         self._host: Any = None
         self._stopped = trio.Event()
+        self._dialing: dict[str, int] = {}  # streams being opened, by peer
+        self._opened: dict[str, int] = {}  # streams opened either way, by peer (a count)
+
+    def libp2p_peers(self) -> list[str]:
+        """The peers a libp2p connection is open with, whatever streams run on it or not."""
+        if self._host is None:
+            return []
+        network = self._host.get_network()
+        return sorted(p.to_base58() for p, conns in network.connections.items() if conns)
 
     @property
     def addrs(self) -> list[str]:
@@ -215,6 +227,7 @@ class Libp2pTransport(Transport):
         """The one handler we register with libp2p: nothing may escape it."""
         try:
             peer = stream.muxed_conn.peer_id.to_base58()
+            self._opened[peer] = self._opened.get(peer, 0) + 1
             await self._serve_inbound(_StreamAdapter(stream), peer, None)
         except Exception:
             log.exception("%s: inbound stream failed", short(self.peer_id))
@@ -242,17 +255,45 @@ class Libp2pTransport(Transport):
             raise InvalidArgument(f"bad peer id or address for {peer_id[:60]!r}") from None
         network = self._host.get_network()
         info = PeerInfo(pid, maddrs)
+        self._dialing[peer_id] = self._dialing.get(peer_id, 0) + 1
         try:
-            return await self._connect_and_open(network, info)
-        except (BaseLibp2pError, OSError):
-            # libp2p may hold a dead connection to a peer that went away (so connect() is a
-            # no-op and new_stream fails): drop it and dial afresh, once
-            with contextlib.suppress(BaseLibp2pError, OSError):
-                await network.close_peer(pid)
-        try:
-            return await self._connect_and_open(network, info)
-        except (BaseLibp2pError, OSError) as exc:
-            raise PeerUnreachable(f"cannot reach {short(peer_id)}: {_brief(exc)}") from None
+            try:
+                return await self._connect_and_open(network, info)
+            except (BaseLibp2pError, OSError):
+                # libp2p may hold a dead connection to a peer that went away (so connect() is
+                # a no-op and new_stream fails): drop it and dial afresh, once
+                with contextlib.suppress(BaseLibp2pError, OSError):
+                    await network.close_peer(pid)
+            try:
+                return await self._connect_and_open(network, info)
+            except (BaseLibp2pError, OSError) as exc:
+                raise PeerUnreachable(f"cannot reach {short(peer_id)}: {_brief(exc)}") from None
+        finally:
+            left = self._dialing.pop(peer_id) - 1
+            if left:
+                self._dialing[peer_id] = left
+            self._opened[peer_id] = self._opened.get(peer_id, 0) + 1
+
+    def _unused(self, peer_id: str) -> None:
+        if self._nursery is not None and self._host is not None:
+            self._nursery.start_soon(self._close_unused, peer_id, self._opened.get(peer_id, 0))
+
+    async def _close_unused(self, peer_id: str, opened: int) -> None:
+        """Close the libp2p connections to ``peer_id`` unless a stream to it was opened, or is
+        being dialed, since its last one was reaped (``opened`` streams then): that stream
+        runs on one of them. Only those connections: libp2p's ``close_peer`` would also drop
+        from its table one that a dial opens meanwhile."""
+        from libp2p.peer.id import ID
+
+        if self._opened.get(peer_id, 0) != opened or peer_id in self._dialing:
+            return
+        network = self._host.get_network()
+        with trio.move_on_after(self.dial_timeout):
+            for conn in network.get_connections(ID.from_base58(peer_id)):
+                try:
+                    await conn.close()
+                except Exception:
+                    log.debug("closing an idle connection failed", exc_info=True)
 
     async def _connect_and_open(self, network: Any, info: Any) -> Any:
         from libp2p.custom_types import TProtocol

@@ -103,17 +103,18 @@ def test_a_few_hours_of_a_day_drain_and_charge_batteries():
     a light member); the laptop wakes at 07:30."""
     r = simulate("day", seed=5, hours=9.0)
     m = r.metrics
-    # the swarm's own energy, by cause, adds up to it; only the phone's radio costs anything
+    # the swarm's own energy, by cause, adds up to it, on every device: Wi-Fi's and Ethernet's
+    # wake-ups, tails and bytes cost something too (the server's, on Ethernet, very little)
     assert set(m["swarm_wh"]) == {"phone", "laptop", "server"}
     for name, by_cause in m["swarm_wh_by_cause"].items():
         assert {"probes", "acks", "gossip", "heartbeats", "vault sync", "kernels"} <= set(by_cause)
         assert sum(by_cause.values()) == pytest.approx(m["swarm_wh"][name], abs=0.002)
+        assert m["radio_wh"][name] <= m["swarm_wh"][name] + 0.005  # tails, and wake-ups, bytes
     phone = m["swarm_wh_by_cause"]["phone"]
-    assert phone["heartbeats"] > 0
-    assert phone["probes"] == 0  # a light member probes nobody and nobody probes it
-    assert m["swarm_wh"]["phone"] == pytest.approx(m["radio_wh"]["phone"], abs=0.01)
-    assert m["swarm_wh"]["phone"] < 0.05  # half an hour away: a few heartbeats
-    assert m["swarm_wh"]["server"] == 0
+    assert 0 < phone["heartbeats"] < 0.05  # half an hour away, a light member: a few heartbeats
+    assert phone["probes"] > 10 * phone["heartbeats"]  # at home on Wi-Fi, a full member
+    assert 0 < m["swarm_wh"]["laptop"] < m["swarm_wh"]["phone"]  # asleep until 07:30
+    assert 0 < m["swarm_wh"]["server"] < 0.01
     base = m["no_swarm_battery_min_percent"]
     assert set(base) == {"phone", "laptop"}  # the server has no battery
     assert base["phone"] - 0.5 <= m["battery_min_percent"]["phone"] <= base["phone"]
@@ -136,22 +137,45 @@ def test_a_few_hours_of_a_day_drain_and_charge_batteries():
 def test_each_second_of_radio_tail_belongs_to_the_transfer_that_extended_it():
     models = load_models()
     phone = DeviceModel(models.devices["phone"], models, start_hour=10.0)  # away: cellular
-    assert phone.link.radio_w == 0.8
+    lte = phone.link
+    assert (lte.radio_w, lte.tail_s, lte.metered) == (0.8, 10.0, True)
+    wake = lte.wake_j / 3600  # the promotion (Huang et al.: 1210.7 mW for 260.1 ms)
+    assert wake == pytest.approx(0.315 / 3600)
     phone.traffic(100.0, "probes")  # radio on 100-110
     phone.traffic(105.0, "gossip")  # extends it to 115: 5 s are gossip's
     phone.traffic(108.0, "acks")  # to 118: 3 s
-    phone.traffic(200.0, "heartbeats")  # a new burst, 200-210
+    phone.traffic(200.0, "heartbeats", sent=1000)  # a new burst, 200-210, and its bytes
     phone.advance(300.0)
     by = phone.wh_by_cause
-    assert by["probes"] == pytest.approx(0.8 * 10 / 3600)
-    assert by["gossip"] == pytest.approx(0.8 * 5 / 3600)
+    assert by["probes"] == pytest.approx(0.8 * 10 / 3600 + wake)  # it woke the radio
+    assert by["gossip"] == pytest.approx(0.8 * 5 / 3600)  # in the tail: no wake-up
     assert by["acks"] == pytest.approx(0.8 * 3 / 3600)
-    assert by["heartbeats"] == pytest.approx(0.8 * 10 / 3600)
-    assert phone.swarm_wh == pytest.approx(phone.radio_wh)
-    home = DeviceModel(models.devices["phone"], models, start_hour=20.0)  # wifi: no radio cost
-    home.traffic(10.0, "probes")
+    assert by["heartbeats"] == pytest.approx(0.8 * 10 / 3600 + wake + 1000 * 3.51e-6 / 3600)
+    assert phone.swarm_wh == pytest.approx(phone.radio_wh + 2 * wake + 1000 * 3.51e-6 / 3600)
+
+
+def test_wifi_and_ethernet_cost_a_wake_up_a_tail_and_their_bytes():
+    models = load_models()
+    home = DeviceModel(models.devices["phone"], models, start_hour=20.0)  # on battery, wifi
+    assert not home.link.metered
+    home.traffic(10.0, "probes", sent=100)  # wakes it: up until 10.2381
+    home.traffic(10.1, "acks", received=100)  # within its tail: to 10.3381
+    home.traffic(20.0, "probes", sent=100)  # idle again: a new wake-up
     home.advance(100.0)
-    assert home.swarm_wh == 0.0
+    # Huang et al. (MobiSys 2012): promotion 124.4 mW x 79.1 ms, tail 119.3 mW x 238.1 ms
+    tail, wake = 0.1193 * 0.2381, 0.1244 * 0.0791
+    by = home.wh_by_cause
+    assert by["probes"] * 3600 == pytest.approx(2 * (tail + wake + 100 * 2.27e-6), rel=1e-3)
+    assert by["acks"] * 3600 == pytest.approx(0.1193 * 0.1 + 100 * 1.10e-6, rel=1e-3)
+    quiet = DeviceModel(models.devices["phone"], models, start_hour=20.0)
+    quiet.advance(100.0)
+    assert quiet.energy_wh - home.energy_wh == pytest.approx(home.swarm_wh)  # the battery pays
+    server = DeviceModel(models.devices["server"], models, start_hour=12.0)
+    for i in range(1000):  # a thousand frames a second apart: a thousand Ethernet wake-ups
+        server.traffic(float(i), "gossip", sent=300)
+    server.advance(1000.0)
+    per_frame = 0.5 * 16.5e-6 + 0.5 * 182e-6 + 300 * 0.05e-6  # wake, sleep time, bytes
+    assert server.wh_by_cause["gossip"] * 3600 == pytest.approx(1000 * per_frame, rel=1e-3)
 
 
 def test_the_shipped_models_load_and_a_phone_drains_on_battery_and_charges_plugged():
@@ -178,6 +202,9 @@ def test_the_shipped_models_load_and_a_phone_drains_on_battery_and_charges_plugg
         ({}, r"needs a \[links.NAME\] table"),
         ({"links": {"x": {"loss": 2}}}, "loss must be within"),
         ({"links": {"x": {}}, "p": {"role": "toaster"}}, "role must be one of"),
+        ({"links": {"x": {"metered": 1}}, "p": {}}, "metered must be true or false"),
+        ({"links": {"x": {"tail_s": -1}}, "p": {}}, "tail_s must be within"),
+        ({"links": {"x": {}}, "p": {"radio_tail_s": 10}}, "radio_tail_s is the link's now"),
         (
             {"links": {"x": {}}, "p": {"role": "phone", "home_link": "x", "away_link": "y"}},
             "away_link must name one of",

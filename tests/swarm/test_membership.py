@@ -31,6 +31,7 @@ from homeswarm.swarm._membership import (
     Accusation,
     Ack,
     Alive,
+    Change,
     Fact,
     Gossip,
     Member,
@@ -40,7 +41,9 @@ from homeswarm.swarm._membership import (
     Ping,
     PingReq,
     Sync,
+    affordable_stretch,
     decode_message,
+    detection_target,
     encode_message,
     precedence,
 )
@@ -699,8 +702,16 @@ def test_switching_to_battery_saver_slows_probing_at_once():
     assert {round(b - a, 6) for a, b in itertools.pairwise(mine)} == {5.0}
 
 
-def test_a_full_member_on_battery_probes_half_as_often_and_gossips_only_with_its_probes():
-    net = settled(3)
+@pytest.mark.parametrize(
+    ("n", "gap"), [(2, 2.0), (3, 5 / 3), (10, 5 / (9 * (1 - 0.01 ** (1 / 9))))]
+)
+def test_a_full_member_on_battery_spaces_its_probes_as_the_view_affords_and_gossips_with_them(
+    n, gap
+):
+    # alone with one other it may probe every 2 s (the stretch's cap); at N = 3 and 10, were
+    # every member to do the same, a crash would go unprobed too long for the 8 s / 10 s target
+    assert affordable_stretch(n, ON_BATTERY) == pytest.approx(gap)
+    net = settled(n)
     node, *_ = net.ids
     core = net.cores[node]
     core.set_profile(ON_BATTERY)
@@ -710,13 +721,101 @@ def test_a_full_member_on_battery_probes_half_as_often_and_gossips_only_with_its
         core.update_state(b"v%d" % i, net.now)
     net.run_until(t + 60.0)
     pings = [at for at, *_ in sent(net, Ping, src=node)]
-    assert t < pings[0] <= t + 1.0  # the probe already scheduled, then every 2 s
-    assert {round(b - a, 6) for a, b in itertools.pairwise(pings)} == {2.0}
+    assert t < pings[0] <= t + 1.0  # the probe already scheduled, then every gap
+    assert {round(b - a, 6) for a, b in itertools.pairwise(pings)} == {round(gap, 6)}
     gossip = {at for at, *_ in sent(net, Gossip, src=node)}
     assert gossip
     assert gossip <= set(pings)  # one radio burst per wake
     for other in net.ids[1:]:
         assert net.cores[other].members[node].state == b"v9"
+
+
+def test_the_stretch_leaves_room_for_the_window_and_the_suspicion_within_the_target():
+    for n in (*range(1, 40), 100, 1000, 5000):
+        stretch = affordable_stretch(n, ON_BATTERY)
+        assert 1.0 <= stretch <= ON_BATTERY.stretch
+        p = n - 1
+        if p >= 1 and stretch > 1.0:
+            # the 99th percentile of the first survivor's probe, if all spaced theirs alike
+            reach = p * stretch * (1 - 0.01 ** (1 / p))
+            suspicion = 4 * max(1.0, math.log10(n))
+            assert reach + 1.0 + suspicion <= detection_target(n) + 1e-9
+    assert affordable_stretch(3, NORMAL) == 1.0
+    assert [detection_target(n) for n in (2, 3, 10, 100, 1000, 5000)] == [
+        8.0,
+        8.0,
+        10.0,
+        15.0,
+        22.0,
+        22.0,
+    ]
+
+
+def laptop_beside(
+    dev: Devices, until: float, down_at: float, heard: tuple[float, Accusation] | None = None
+) -> tuple[Membership, dict[str, list[float]], list[float], list[Change]]:
+    """A laptop on battery among three, driven by hand: the third member acks its pings at
+    once and nacks its ping-reqs (``Nack`` 0.4 s later), the victim acks until ``down_at``;
+    ``heard``: an accusation the third member gossips to it at that time. Returns the core,
+    when it pinged each, when it sent the victim's death, and its changes about the victim."""
+    laptop, victim, third = dev.ids
+    core = dev.core(laptop, profile=ON_BATTERY)
+    core.settle([dev.alive(victim), dev.alive(third)], 0.0)
+    pings: dict[str, list[float]] = {victim: [], third: []}
+    told: list[float] = []
+    now = 0.0
+    while now < until:
+        now = core.next_deadline()
+        if heard is not None and heard[0] <= now:
+            now, record = heard
+            core.receive(third, Gossip((record,)), now)
+            heard = None
+        else:
+            core.tick(now)
+        for dst, msg in core.pop_outbox():
+            records = getattr(msg, "records", ())
+            if any(isinstance(r, Accusation) and r.kind == "d" for r in records):
+                told.append(now)
+            if isinstance(msg, Ping) and dst in pings:
+                pings[dst].append(now)
+                if dst == third or now < down_at:
+                    core.receive(dst, Ack(msg.seq), now + LATENCY)
+            elif isinstance(msg, PingReq):
+                core.receive(third, Nack(msg.seq), now + 0.4)
+    return core, pings, told, [c for c in core.pop_changes() if c.node == victim]
+
+
+def test_a_member_on_battery_suspects_one_interval_after_its_ping_and_then_probes_at_once():
+    dev = Devices(3)
+    _, pings, told, changed = laptop_beside(dev, until=20.0, down_at=10.0)
+    victim, third = dev.ids[1:]
+    [(suspected, _), (dead, _)] = [(c.at, c.status) for c in changed]
+    first = next(at for at in pings[victim] if at >= 10.0)
+    assert suspected == pytest.approx(first + 1.0)  # NORMAL's window, not the 1.67 s gap
+    every = sorted(itertools.chain(*pings.values()))
+    well = [at for at in every if at < 10.0]
+    assert {round(b - a, 6) for a, b in itertools.pairwise(well)} == {round(5 / 3, 6)}
+    # while it is suspect: probes a second apart again, from the instant it suspected
+    during = [at for at in every if suspected <= at < dead]
+    assert during[0] == pytest.approx(suspected)
+    assert {round(b - a, 6) for a, b in itertools.pairwise(during)} == {1.0}
+    assert dead == pytest.approx(suspected + 4.0)  # NORMAL's suspicion at N = 3, not 8 s
+    assert told[0] == pytest.approx(dead)
+    # and with two full members left it spaces its probes 2 s apart
+    assert {round(b - a, 6) for a, b in itertools.pairwise(pings[third][-3:])} == {2.0}
+
+
+def test_a_member_on_battery_sends_a_death_it_declares_at_once_not_with_its_next_probe():
+    dev = Devices(3)
+    _, victim, third = dev.ids
+    heard = (10.3, dev.accuse("s", victim, 0, third))
+    _, pings, told, changed = laptop_beside(dev, until=20.0, down_at=10.0, heard=heard)
+    [(suspected, _), (dead, _)] = [(c.at, c.status) for c in changed]
+    assert suspected == 10.3
+    # hearsay: its suspicion (4 s) ends, it asks the suspect once (a probe timeout), declares
+    assert dead == pytest.approx(10.3 + 4.0 + 0.5)
+    assert dead not in itertools.chain(*pings.values())  # no probe to ride with
+    assert told[0] == pytest.approx(dead)
 
 
 def test_nobody_declares_a_member_on_battery_dead_and_it_returns_to_normal_when_plugged():

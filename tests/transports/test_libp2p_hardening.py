@@ -8,8 +8,9 @@ import pytest
 import trio
 
 from homeswarm.errors import PeerUnreachable
+from homeswarm.transports import ConnectionLimits
 from homeswarm.transports.libp2p import Libp2pTransport
-from homeswarm.transports.testing import echo
+from homeswarm.transports.testing import echo, wait_for
 
 
 def _port(transport: Libp2pTransport) -> int:
@@ -153,3 +154,43 @@ async def test_peer_restarted_on_a_new_port_is_dialed_there():
             await client.crash()
             conn = await client.dial(again.peer_id, new + old)
             assert await conn.request(3) == {"echo": 3, "peer": client.peer_id}
+
+
+async def test_reaping_the_last_stream_to_a_peer_closes_the_connection_under_it():
+    # libp2p would keep the TCP socket, the Noise session and the muxer's task for as long as
+    # both ends live: when the manager reaps our last stream to a peer, they go too, on both
+    # sides; the next dial opens a new connection
+    rng = random.Random(8)
+    server = Libp2pTransport(rng.randbytes(32), limits=ConnectionLimits(idle_timeout=60.0))
+    client = Libp2pTransport(rng.randbytes(32), limits=ConnectionLimits(idle_timeout=0.3))
+    async with server, client:
+        server.set_handler(echo)
+        conn = await client.dial(server.peer_id, server.addrs)
+        assert await conn.request(1)
+        assert client.libp2p_peers() == [server.peer_id]
+        assert server.libp2p_peers() == [client.peer_id]
+        await wait_for(lambda: conn.closed, "the idle stream reaped")
+        assert conn.close_reason == "closed idle"
+        await wait_for(lambda: not client.libp2p_peers(), "the client's connection closed")
+        await wait_for(lambda: not server.libp2p_peers(), "the server's side closed too")
+        again = await client.dial(server.peer_id, server.addrs)
+        assert await again.request(2) == {"echo": 2, "peer": client.peer_id}
+        assert client.libp2p_peers() == [server.peer_id]
+
+
+async def test_a_stream_still_open_to_the_peer_keeps_the_connection():
+    rng = random.Random(9)
+    server = Libp2pTransport(rng.randbytes(32), limits=ConnectionLimits(idle_timeout=60.0))
+    client = Libp2pTransport(rng.randbytes(32), limits=ConnectionLimits(idle_timeout=0.3))
+    async with server, client:
+        server.set_handler(echo)
+        first = await client.dial(server.peer_id, server.addrs)
+        assert await first.request(1)
+        second = await client.dial(server.peer_id, server.addrs)
+        with trio.fail_after(10):
+            while not first.closed:  # keep the second busy while the first is reaped
+                assert await second.request(2)
+                await trio.sleep(0.05)
+        assert first.close_reason == "closed idle"
+        assert await second.request(3)  # the connection under it still there
+        assert client.libp2p_peers() == [server.peer_id]
