@@ -68,8 +68,7 @@ def render(status: dict[str, Any]) -> list[str]:
     """A job's status, for people."""
     if "job" not in status:
         return ["no learning jobs on this device (start one: swarm learn start digits)"]
-    accuracy = status["accuracy"]
-    shown = "-" if accuracy is None else f"{accuracy:.3f}"
+    shown = _figure(status["accuracy"])
     lines = [
         f"{status['job']}: {status['task']} {status['state']}, round {status['round']}"
         f"/{status.get('rounds', '?')}, accuracy {shown}, epsilon {status['epsilon_target']:g}"
@@ -78,7 +77,7 @@ def render(status: dict[str, Any]) -> list[str]:
     if status.get("term"):  # another device started it; this one took it over
         lines[0] += f", taken over (term {status['term']})"
     for d in status["devices"]:
-        where = f"  (steps on {d['executor']})" if d.get("executor") else ""
+        where = f"  (steps: {d['executor']})" if d.get("executor") else ""
         why = f": {d['error']}" if d.get("error") else ""
         lines.append(
             f"  {d['name']:<16} {d['records']:>5} records  epsilon {d['epsilon_spent']:.3f}"
@@ -111,8 +110,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return report(
         args,
         reply,
-        f"wrote {reply['model']} (round {reply['rounds']}, accuracy {reply['accuracy']:.3f})",
+        f"wrote {reply['model']} (round {reply['rounds']}, accuracy {_figure(reply['accuracy'])})",
         f"and {reply['privacy']}: epsilon {reply['epsilon']:.3f} <= {reply['epsilon_target']:g},"
         f" delta {reply['delta']:g}, {reply['accountant']} accountant,"
         f" sampling {reply['sample_rate']:g}, clip {reply['clip']:g}",
     )
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

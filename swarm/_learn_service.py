@@ -180,6 +180,7 @@ class _Job:
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "epsilon_target": self.meta["epsilon"],
             "delta": self.meta["delta"],
+            "noise_multiplier": self.sigma,
             "trust": self.meta["trust"],
             "coordinator": self.meta["coordinator"],
             "term": self.meta["term"],
@@ -1151,6 +1152,13 @@ class LearnService(Service):
         if params is None:
             raise InvalidArgument(f"learn export: no round of {meta['id']} has finished yet")
         status = await self._remote_status(meta)
+        sigma = status.get("noise_multiplier")
+        if status.get("state") == "unreachable" or not isinstance(sigma, int | float):
+            # the privacy statement is the coordinator's figures: none is never "epsilon 0"
+            raise InvalidArgument(
+                f"learn export: no device coordinating {meta['id']} answers, and the privacy "
+                "statement needs its figures; export there, or once it is back"
+            )
         rows = {
             str(d.get("id", d.get("name"))): _DeviceRow(
                 str(d.get("name")), epsilon_spent=float(d.get("epsilon_spent") or 0.0)
@@ -1159,7 +1167,7 @@ class LearnService(Service):
             if isinstance(d, dict)
         }
         task = self._task(meta["task"], meta.get("spec"))
-        job = _Job(meta, task, None, params, float(meta["sigma"]), meta["rounds"], rows)
+        job = _Job(meta, task, None, params, float(sigma), meta["rounds"], rows)
         assert side is not None
         job.round = side.participant.round + 1
         job.accuracy = status.get("accuracy")

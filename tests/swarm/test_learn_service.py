@@ -250,6 +250,10 @@ async def test_a_job_started_on_the_phone_is_coordinated_where_the_policy_says(
         assert out.exists()
         assert exported["rounds"] >= 3
         assert 0 < exported["epsilon"] <= 2.0
+        # the statement from the phone's copy carries the coordinator's figures, noise included
+        coordinated = peers[boss].services["learn"].jobs[started["job"]]  # type: ignore[attr-defined]
+        assert exported["noise_multiplier"] == coordinated.sigma > 0
+        assert exported["accuracy"] is not None
         stopped = await phone.control("learn.stop", {"job": started["job"]})
         assert stopped["state"] == "stopped"
         assert peers[boss].services["learn"].jobs[started["job"]].state == "stopped"  # type: ignore[attr-defined]
@@ -260,6 +264,13 @@ async def test_a_job_started_on_the_phone_is_coordinated_where_the_policy_says(
             await service._adopt("not-a-job-device", meta)
         with pytest.raises(ProtocolViolation):
             await service._adopt(phone.identity.device_id, {**meta, "coordinator": "elsewhere"})
+        # with no device that coordinates it answering, the phone writes no statement at all
+        # (it would have to guess the figures: never "epsilon 0, no noise")
+        for name in ("laptop", "server"):
+            peers.crash(name)
+        with pytest.raises(InvalidArgument, match="no device coordinating"):
+            await phone.control("learn.export", {"job": started["job"], "file": str(out) + "2"})
+        assert not (tmp_path / "model.pt2").exists()
 
 
 async def test_bad_requests_are_refused_in_one_line(tmp_path, autojump_clock):
