@@ -100,6 +100,7 @@ class RayRuntime:
         self.num_cpus = num_cpus or (os.cpu_count() or 1)
         self.started_here = False
         self._lock = threading.Lock()
+        self._keeper: threading.Event | None = None  # set: the thread that started Ray may end
 
     @property
     def remote(self) -> bool:
@@ -134,7 +135,7 @@ class RayRuntime:
             else:
                 options.update(address="local", num_cpus=self.num_cpus, _node_ip_address=LOOPBACK)
             try:
-                ray.init(**options)
+                self._init_in_keeper(ray, options)
             except Exception as exc:
                 where = self.address or "a local runtime"
                 raise ExecutorUnavailable(f"cannot start Ray ({where}): {_one_line(exc)}") from None
@@ -144,6 +145,32 @@ class RayRuntime:
                 self.num_cpus = int(resources.get("CPU", self.num_cpus))
             log.info("Ray is up (%s, %d cpus)", self.address or "local", self.num_cpus)
 
+    def _init_in_keeper(self, ray: Any, options: dict[str, Any]) -> None:
+        """``ray.init`` in a thread that lives until ``shutdown``. Ray binds the processes it
+        starts (its GCS, the raylet) to the life of the *thread* that forks them (Linux's
+        PR_SET_PDEATHSIG): started from a pool thread (trio's, which ends after 10 s idle) they
+        were killed with it, and a minute later Ray's client ended the whole peer ("Failed to
+        connect to GCS within 60 seconds")."""
+        started = threading.Event()
+        failed: list[BaseException] = []
+        keep = threading.Event()
+
+        def keeper() -> None:
+            try:
+                ray.init(**options)
+            except BaseException as exc:  # handed to the caller
+                failed.append(exc)
+                return
+            finally:
+                started.set()
+            keep.wait()
+
+        threading.Thread(target=keeper, name="ray-runtime", daemon=True).start()
+        started.wait()
+        if failed:
+            raise failed[0]
+        self._keeper = keep
+
     def shutdown(self) -> None:
         with self._lock:
             try:
@@ -152,6 +179,9 @@ class RayRuntime:
                 return
             if ray.is_initialized():
                 ray.shutdown()
+            if self._keeper is not None:
+                self._keeper.set()
+                self._keeper = None
             self.started_here = False
 
 

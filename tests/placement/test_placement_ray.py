@@ -203,3 +203,31 @@ async def test_a_remote_cluster_is_refused_private_kernels_unless_trusted():
     assert RayExecutor(RayRuntime("192.0.2.1:6379"), trusted=True).trusted
     # a cluster on this machine is this machine
     assert not RayRuntime("127.0.0.1:6379").remote
+
+
+OUTLIVES = """
+import threading, ray
+from homeswarm.placement import RayRuntime
+
+runtime = RayRuntime(num_cpus=1)
+starter = threading.Thread(target=runtime.start)  # as trio's worker threads start it
+starter.start()
+starter.join()  # the thread that started Ray is gone ...
+one = ray.remote(lambda: 1)
+print(ray.get(one.remote(), timeout=90))  # ... and Ray still answers: its GCS and raylet live
+runtime.shutdown()
+"""
+
+
+def test_ray_outlives_the_thread_that_started_it():
+    """Ray's processes die with the thread that forked them (PR_SET_PDEATHSIG): started from a
+    worker thread that then ended, they were killed, and the peer itself a minute later (Ray's
+    client exits when its GCS is gone). In a process of its own: this run's Ray is already up."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", OUTLIVES], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1"
