@@ -86,18 +86,34 @@ class VirtualClock(trio.abc.Clock):
         return self._now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
+        # (trio asks only when no task is runnable.) Jump to the next deadline, trio's or a
+        # timer's, and run the timers due; while they leave no task runnable (a timer's work was
+        # done in the timer: ``Alarm``'s ``on_due``), go on to the next, without a scheduler
+        # pass per timer. Trio's own deadlines are never passed: they stop the loop.
         timers = self._timers
-        while timers and timers[0][2] is None:
-            heapq.heappop(timers)
-        if timers and timers[0][0] < deadline:
-            deadline = timers[0][0]
-        if self._now < deadline < math.inf:
-            self._now = deadline
-        while timers and timers[0][0] <= self._now:
-            fn = heapq.heappop(timers)[2]
-            if fn is not None:
-                fn()
-        return 0.0
+        while True:
+            while timers and timers[0][2] is None:
+                heapq.heappop(timers)
+            if timers and timers[0][0] < deadline:
+                deadline = timers[0][0]
+            if self._now < deadline < math.inf:
+                self._now = deadline
+            fired = False
+            while timers and timers[0][0] <= self._now:
+                fn = heapq.heappop(timers)[2]
+                if fn is not None:
+                    fn()
+                    fired = True
+            if not fired:
+                return 0.0
+            stats = trio.lowlevel.current_statistics()
+            if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+                return 0.0
+            deadline = self._now + stats.seconds_to_next_deadline
+            while timers and timers[0][2] is None:
+                heapq.heappop(timers)
+            if not (timers and timers[0][0] < deadline):
+                return 0.0
 
     # the memory network's timers (``transports.MemoryNetwork``): a reader waits on these
     # rather than in a cancel scope, whose every expiry trio pays for with an exception
