@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from homeswarm.transports import (
+    Alarm,
     Connection,
     InvalidArgument,
     ProtocolViolation,
@@ -238,8 +239,16 @@ class Peer:
 
     async def _sample_loop(self) -> None:
         period = self.identity.settings.membership.sample_period_s
+        alarm: Alarm
+
+        def due() -> bool:  # (under a clock with timers: the same sample, in the timer)
+            self.refresh_state()
+            alarm.deadline = trio.current_time() + period
+            return False
+
         while True:
-            await trio.sleep(period)
+            alarm = Alarm(trio.current_time() + period, on_due=due)
+            await alarm.wait()
             self.refresh_state()
 
     def refresh_state(self, *, force: bool = False) -> None:
