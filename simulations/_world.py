@@ -410,23 +410,30 @@ class World:
             first = self.devices[0]
             for device in self.devices:
                 seeds = [] if settled or device is first else [first]
-                await self.start(device, seeds=seeds)
+                # (settled: each view is given below, so nobody asks the others for theirs: a
+                # thousand peers joining three known peers each had 3,000 full states of 300 KB
+                # in flight at once, most of a big swarm's peak memory)
+                await self.start(device, seeds=seeds, join_known=not settled)
             if settled:
                 self._settle()
             await body(self)
             nursery.cancel_scope.cancel()
 
-    async def start(self, device: SimDevice, *, seeds: Sequence[SimDevice] = ()) -> None:
-        """Start (or restart) a device's peer process."""
+    async def start(
+        self, device: SimDevice, *, seeds: Sequence[SimDevice] = (), join_known: bool = True
+    ) -> None:
+        """Start (or restart) a device's peer process (``join_known``: ``PeerOptions``')."""
         assert self._nursery is not None
         if device.up:
             return
-        await self._nursery.start(self._serve, device, [(s.id, [_addr(s)]) for s in seeds])
+        seed_addrs = [(s.id, [_addr(s)]) for s in seeds]
+        await self._nursery.start(self._serve, device, seed_addrs, join_known)
 
     async def _serve(
         self,
         device: SimDevice,
         seeds: list[tuple[str, list[str]]],
+        join_known: bool = True,
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -449,6 +456,7 @@ class World:
                 on_changes=lambda changes: self._changed(device, changes),
                 services=self.services(device) if self.services is not None else (),
                 metered=lambda: device.model is not None and device.model.link.radio_w > 0,
+                join_known=join_known,
             ),
         )
         transport = self.net.transport(device.id, address=addr, limits=self.limits)

@@ -76,6 +76,10 @@ class PeerOptions:
     power: Power | None = None  # default: from the settings' [power] section
     on_changes: Callable[[list[Change]], None] | None = None  # what membership saw change
     metered: Callable[[], bool] | None = None  # whether our link costs per burst (cellular)
+    # at start, ask the devices at ``known_addrs`` too for the swarm's state (a few at a time),
+    # not only the ``seeds``: what a device back from a power cut must do; a simulated swarm that
+    # starts as if it had been running a while (``World``, settled) has that state already
+    join_known: bool = True
 
 
 class Peer:
@@ -159,7 +163,7 @@ class Peer:
             if peer != self.identity.device_id:
                 self._learn_addrs(peer, addrs)
                 ids.append(peer)
-        for peer in self.addresses:
+        for peer in self.addresses if self.options.join_known else ():
             if peer not in ids and peer != self.identity.device_id and self.roster.admits(peer):
                 ids.append(peer)
         self.core.join(ids, trio.current_time())
