@@ -1,6 +1,6 @@
 """Simulator speed and memory: simulated seconds per wall second, and memory per simulated peer.
 
-    python bench/bench_simulate.py [--quick] [--loss P] [--json]
+    python bench/bench_simulate.py [--quick] [--loss P] [--json] [--before DIR] [--cases A,B]
 
 Each case runs in its own process (so its peak memory is its own): ``day`` with 3 devices over
 24 hours, ``gossip`` with 100 and 1000 peers. Beside each, in the same run, the same number of
@@ -17,6 +17,12 @@ connection kept, as before there was one), in the same run, for the peers up to 
 no bound takes over 5 minutes and ~5 GB); each case shows the most connections a peer had open
 and the dissemination p99 (the issue's targets: <= 2.0 s at N = 100, <= 2.5 s at N = 1000 with
 5 % loss: ``--loss 0.05``). A child process leaves without freeing its heap (``os._exit``).
+
+Before and after: ``--before DIR`` runs every case a second time, in the same run, with the
+``homeswarm`` found in ``DIR`` (an export of an older commit: ``mkdir DIR && git archive main |
+tar -x -C DIR``), and shows each case's wall and CPU time and peak memory beside it, with the
+ratios. CPU time is given beside wall time because the machine may be shared: wall time then
+measures the neighbours too. ``--cases`` runs only the named cases (``day,gossip-1000``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ def case(name: str, peers: int, hours: float | None, loss: float) -> dict[str, A
     scenario = "day" if name == "day" else "gossip"
     limits = UNLIMITED if name.endswith("unbounded") else None
     loss = 0.0 if scenario == "day" else loss
+    cpu = time.process_time()
     r = simulate(scenario, peers=peers, hours=hours, seed=1, loss=loss, limits=limits)
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     net = CoreNet(peers, seed=1, state=lambda i: b"s" * 160)
     net.warm_start()
@@ -61,6 +69,8 @@ def case(name: str, peers: int, hours: float | None, loss: float) -> dict[str, A
         "peers": peers,
         "sim_seconds": r.sim_seconds,
         "wall_seconds": r.wall_seconds,
+        "cpu_seconds": cpu,
+        "digest": r.trace_digest,
         "sim_per_wall": r.sim_seconds / r.wall_seconds,
         "peak_rss_mb": peak / 1024,
         "mb_per_peer": (peak - base) / 1024 / peers,
@@ -83,9 +93,15 @@ def yardstick() -> float:
     return best
 
 
-def run_child(name: str, peers: int, hours: float | None, loss: float) -> dict[str, Any]:
+def run_child(
+    name: str, peers: int, hours: float | None, loss: float, root: Path | None = None
+) -> dict[str, Any]:
+    """One case in a child process: with this tree's ``homeswarm``, or ``root``'s."""
     args = [sys.executable, __file__, "--case", name, str(peers), str(hours or 0), str(loss)]
-    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False)
+    env = dict(os.environ)
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
+    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=False, env=env)
     if out.returncode != 0:
         raise SystemExit(f"case {name} failed:\n{out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -97,8 +113,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--loss", type=float, default=0.0, help="gossip cases' loss (0.05)")
+    parser.add_argument("--before", type=Path, help="a tree whose homeswarm runs each case too")
+    parser.add_argument("--cases", help="only these cases (comma-separated names)")
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    before: Path | None = args.before
+    if before is not None and not (before / "homeswarm" / "__init__.py").is_file():
+        raise SystemExit(f"--before: no homeswarm package in {before}")
     if args.case:
         name, peers, hours, loss = args.case
         print(json.dumps(case(name, int(peers), float(hours) or None, float(loss))), flush=True)
@@ -108,21 +129,34 @@ def main() -> None:
     if not args.quick:
         plan += [("gossip-300", 300, None), ("gossip-300-unbounded", 300, None)]
         plan.append(("gossip-1000", 1000, None))
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        plan = [p for p in plan if p[0] in wanted]
+        if not plan:
+            raise SystemExit(f"--cases: none of {sorted(wanted)} is a case here")
     rows = []
+    olds: dict[str, dict[str, Any]] = {}
     yard = yardstick()
     for name, peers, hours in plan:
+        if before is not None:  # (before, then after: each pair close together in time)
+            print(f"running {name} (before) ...", file=sys.stderr, flush=True)
+            olds[name] = run_child(name, peers, hours, args.loss, before)
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.append(run_child(name, peers, hours, args.loss))
     yard = min(yard, yardstick())  # before and after: the quieter of the two
-    for r in rows:
+    for r in [*rows, *olds.values()]:
         r["yardsticks"] = r["wall_seconds"] / yard
     if args.json:
-        print(json.dumps({"yardstick_seconds": yard, "cases": rows}, indent=1))
+        out = {"yardstick_seconds": yard, "cases": rows}
+        if before is not None:
+            out["before"] = list(olds.values())
+        print(json.dumps(out, indent=1))
         return
     print(f"yardstick: a Python loop of 10^7 additions takes {yard:.2f} s on this machine")
     print(
-        f"{'case':<20} {'peers':>5} {'sim s':>8} {'wall s':>7} {'sim/wall':>9} {'MB/peer':>8} "
-        f"{'peak MB':>8} {'x cores':>8} {'x yard':>7} {'conns':>6} {'p99 s':>6} {'target':>14}"
+        f"{'case':<20} {'peers':>5} {'sim s':>8} {'wall s':>7} {'cpu s':>7} {'sim/wall':>9} "
+        f"{'MB/peer':>8} {'peak MB':>8} {'x cores':>8} {'x yard':>7} {'conns':>6} {'p99 s':>6} "
+        f"{'target':>14}"
     )
     for r in rows:
         target = TARGETS.get(r["case"])
@@ -140,6 +174,7 @@ def main() -> None:
         p99 = m.get("dissemination_p99_s")
         print(
             f"{r['case']:<20} {r['peers']:>5} {r['sim_seconds']:>8.0f} {r['wall_seconds']:>7.1f} "
+            f"{r['cpu_seconds']:>7.1f} "
             f"{r['sim_per_wall']:>9.1f} {r['mb_per_peer']:>8.2f} {r['peak_rss_mb']:>8.0f} "
             f"{r['cost_vs_cores']:>8.1f} {r['yardsticks']:>7.1f} {conns:>6} "
             f"{'-' if p99 is None else f'{p99:.3f}':>6} {verdict:>14}"
@@ -159,9 +194,36 @@ def main() -> None:
                 f"x{old['peak_rss_mb'] / r['peak_rss_mb']:.2f} less peak memory, "
                 f"MB/peer {r['mb_per_peer']:.2f} vs {old['mb_per_peer']:.2f} with no bound"
             )
+    if olds:
+        compare(rows, olds, before)
     for r in rows:
         if r["case"] == "day":
             energy(r["metrics"], full=r["sim_seconds"] >= 86400)
+
+
+def compare(rows: list[dict[str, Any]], olds: dict[str, dict[str, Any]], before: Any) -> None:
+    """Each case beside the same case run with the older tree, in the same run."""
+    print(f"\nbefore ({before}) and after, in the same run: wall s, CPU s, peak MB, MB/peer")
+    print(
+        f"{'case':<20} {'wall':>15} {'x':>5} {'cpu':>15} {'x':>5} {'peak MB':>13} {'x':>5} "
+        f"{'MB/peer':>11} {'same trace':>10}"
+    )
+    for r in rows:
+        o = olds[r["case"]]
+        print(
+            f"{r['case']:<20} {o['wall_seconds']:>7.1f}->{r['wall_seconds']:<7.1f}"
+            f"{o['wall_seconds'] / r['wall_seconds']:>5.2f} "
+            f"{o['cpu_seconds']:>7.1f}->{r['cpu_seconds']:<7.1f}"
+            f"{o['cpu_seconds'] / r['cpu_seconds']:>5.2f} "
+            f"{o['peak_rss_mb']:>6.0f}->{r['peak_rss_mb']:<6.0f}"
+            f"{o['peak_rss_mb'] / r['peak_rss_mb']:>5.2f} "
+            f"{o['mb_per_peer']:>5.2f}->{r['mb_per_peer']:<5.2f} "
+            f"{'yes' if o['digest'] == r['digest'] else 'no':>10}"
+        )
+    print(
+        "x: before over after (above 1: faster, smaller); same trace: whether the trace digests "
+        "agree (they may not: same-time events run in another, equally valid, order)"
+    )
 
 
 def energy(m: dict[str, Any], *, full: bool) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 import pyrage
 import trio
+import trio._core._run as _trio_run  # the scheduler's own state: deterministic_trio, VirtualClock
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from homeswarm.swarm import (
@@ -57,10 +58,8 @@ def deterministic_trio(seed: int) -> None:
     """Make trio's scheduler a function of ``seed``: it shuffles each batch of runnable tasks with
     its own ``random.Random``, which Hypothesis seeds through the same hook (trio sorts the batch
     by task creation order first when this flag is on)."""
-    import trio._core._run as run
-
-    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    run._r.seed(seed)
+    _trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    _trio_run._r.seed(seed)
 
 
 class VirtualClock(trio.abc.Clock):
@@ -86,18 +85,36 @@ class VirtualClock(trio.abc.Clock):
         return self._now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
+        # (trio asks only when no task is runnable.) Jump to the next deadline, trio's or a
+        # timer's, and run the timers due; while they leave no task runnable (a timer's work was
+        # done in the timer: ``Alarm``'s ``on_due``), go on to the next, without a scheduler
+        # pass per timer. Trio's own deadlines are never passed: they stop the loop.
         timers = self._timers
-        while timers and timers[0][2] is None:
-            heapq.heappop(timers)
-        if timers and timers[0][0] < deadline:
-            deadline = timers[0][0]
-        if self._now < deadline < math.inf:
-            self._now = deadline
-        while timers and timers[0][0] <= self._now:
-            fn = heapq.heappop(timers)[2]
-            if fn is not None:
-                fn()
-        return 0.0
+        while True:
+            while timers and timers[0][2] is None:
+                heapq.heappop(timers)
+            if timers and timers[0][0] < deadline:
+                deadline = timers[0][0]
+            if self._now < deadline < math.inf:
+                self._now = deadline
+            fired = False
+            while timers and timers[0][0] <= self._now:
+                fn = heapq.heappop(timers)[2]
+                if fn is not None:
+                    fn()
+                    fired = True
+            if not fired:
+                return 0.0
+            # (what ``trio.lowlevel.current_statistics()`` says, read without building it: it
+            # cost 10 % of a day's simulation, asked once per timer)
+            runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+            if runner.runq or runner.entry_queue.size():
+                return 0.0
+            deadline = runner.deadlines.next_deadline()
+            while timers and timers[0][2] is None:
+                heapq.heappop(timers)
+            if not (timers and timers[0][0] < deadline):
+                return 0.0
 
     # the memory network's timers (``transports.MemoryNetwork``): a reader waits on these
     # rather than in a cancel scope, whose every expiry trio pays for with an exception
@@ -394,23 +411,30 @@ class World:
             first = self.devices[0]
             for device in self.devices:
                 seeds = [] if settled or device is first else [first]
-                await self.start(device, seeds=seeds)
+                # (settled: each view is given below, so nobody asks the others for theirs: a
+                # thousand peers joining three known peers each had 3,000 full states of 300 KB
+                # in flight at once, most of a big swarm's peak memory)
+                await self.start(device, seeds=seeds, join_known=not settled)
             if settled:
                 self._settle()
             await body(self)
             nursery.cancel_scope.cancel()
 
-    async def start(self, device: SimDevice, *, seeds: Sequence[SimDevice] = ()) -> None:
-        """Start (or restart) a device's peer process."""
+    async def start(
+        self, device: SimDevice, *, seeds: Sequence[SimDevice] = (), join_known: bool = True
+    ) -> None:
+        """Start (or restart) a device's peer process (``join_known``: ``PeerOptions``')."""
         assert self._nursery is not None
         if device.up:
             return
-        await self._nursery.start(self._serve, device, [(s.id, [_addr(s)]) for s in seeds])
+        seed_addrs = [(s.id, [_addr(s)]) for s in seeds]
+        await self._nursery.start(self._serve, device, seed_addrs, join_known)
 
     async def _serve(
         self,
         device: SimDevice,
         seeds: list[tuple[str, list[str]]],
+        join_known: bool = True,
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -433,6 +457,7 @@ class World:
                 on_changes=lambda changes: self._changed(device, changes),
                 services=self.services(device) if self.services is not None else (),
                 metered=lambda: device.model is not None and device.model.link.metered,
+                join_known=join_known,
             ),
         )
         transport = self.net.transport(device.id, address=addr, limits=self.limits)

@@ -962,13 +962,18 @@ class Roster:
 
     # -- wire -----------------------------------------------------------------------------
 
-    def to_wire(self) -> dict[str, Any]:
-        """Every stored chain and revocation, in a canonical order (same state, same bytes)."""
+    def entries(self) -> tuple[list[Chain], list[Revocation]]:
+        """Every stored chain and revocation, in a canonical order (``to_wire``'s)."""
         chains = sorted((c for cs in self._chains.values() for c in cs), key=_chain_signatures)
         revocations = sorted(
             (rev for by in self._revocations.values() for rev in by.values()),
             key=lambda rev: (rev.device, rev.by),
         )
+        return chains, revocations
+
+    def to_wire(self) -> dict[str, Any]:
+        """Every stored chain and revocation, in a canonical order (same state, same bytes)."""
+        chains, revocations = self.entries()
         return {
             "v": VERSION,
             "swarm": self.swarm,

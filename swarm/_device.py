@@ -273,9 +273,11 @@ def state_bytes(state: DeviceState) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=2048)
 def decode_state(blob: bytes) -> DeviceState | None:
-    """A member's state from its alive record, ``None`` if it is not one (memoised: status and
-    the services ask for every member)."""
+    """A member's state from its alive record, ``None`` if it is not one (memoised for the
+    process: membership asks twice for each record it takes, status and the services for every
+    member, and a simulated swarm's peers for the same records; a state is a frozen value)."""
     try:
         return DeviceState.from_wire(msgpack.unpackb(blob, raw=False))
     except (ProtocolViolation, ValueError, TypeError, msgpack.UnpackException):
@@ -285,7 +287,8 @@ def decode_state(blob: bytes) -> DeviceState | None:
 def lease_of(blob: bytes) -> float:
     """A member's lease, from its state: > 0 for a light member."""
     state = decode_state(blob)
-    return float(state.lease_s) if state is not None else 0.0
+    lease = state.lease_s if state is not None else 0
+    return float(lease) if lease else 0.0  # (the one 0.0: a full member's costs no float)
 
 
 def battery_saver(state: DeviceState) -> bool:

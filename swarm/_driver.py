@@ -110,13 +110,24 @@ class MembershipDriver:
             self._nursery = nursery
             task_status.started()
             while True:
-                self.core.tick(trio.current_time())
-                self._flush()
-                self._sleep = Alarm(self.core.next_deadline())
+                self._sleep = Alarm(self._tick(), on_due=self._due)
                 try:
                     await self._sleep.wait()
                 finally:
                     self._sleep = None
+
+    def _tick(self) -> float:
+        """Run the core's timers and send what they made: when to tick again."""
+        self.core.tick(trio.current_time())
+        self._flush()
+        return self.core.next_deadline()
+
+    def _due(self) -> bool:
+        """The loop's timer, taken in the clock's (under a clock with timers: ``Alarm``): the
+        same tick, without waking the loop's task."""
+        assert self._sleep is not None
+        self._sleep.deadline = self._tick()
+        return False
 
     def _flush(self) -> None:
         changes = self.core.pop_changes()

@@ -73,6 +73,7 @@ import hashlib
 import logging
 import math
 import random
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -235,7 +236,7 @@ def precedence(member: Member | None, kind: Kind, incarnation: int, version: int
 # ---- records: signed facts about members --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Alive:
     node: str
     incarnation: int
@@ -294,6 +295,20 @@ def _record_from_wire(obj: Any) -> Record:
     if found is not None:
         raise schema.fail(found)
     return make(*obj[first:])
+
+
+_ALIVE: weakref.WeakValueDictionary[bytes, Alive] = weakref.WeakValueDictionary()
+
+
+def _shared(record: Alive) -> Alive:
+    """One object for equal alive records across the process, while any view holds one (found
+    by signature): a thousand simulated peers' views of a member hold one record and one copy
+    of its state, not a thousand."""
+    held = _ALIVE.get(record.signature)
+    if held is not None and held == record:
+        return held
+    _ALIVE[record.signature] = record
+    return record
 
 
 def _queue_key(record: Record) -> Any:
@@ -1197,6 +1212,7 @@ class Membership:
             self.stats.rejected += 1
             log.warning("%s: dropped %s's alive record: malformed state", self.node[-8:], node[-8:])
             return
+        record = _shared(record)
         if member is None:
             member = self.members[node] = Member(node, "alive", record.incarnation, record)
         member.alive = record

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from homeswarm.transports import (
+    Alarm,
     Connection,
     InvalidArgument,
     ProtocolViolation,
@@ -75,6 +76,10 @@ class PeerOptions:
     power: Power | None = None  # default: from the settings' [power] section
     on_changes: Callable[[list[Change]], None] | None = None  # what membership saw change
     metered: Callable[[], bool] | None = None  # whether our link costs per burst (cellular)
+    # at start, ask the devices at ``known_addrs`` too for the swarm's state (a few at a time),
+    # not only the ``seeds``: what a device back from a power cut must do; a simulated swarm that
+    # starts as if it had been running a while (``World``, settled) has that state already
+    join_known: bool = True
 
 
 class Peer:
@@ -158,7 +163,7 @@ class Peer:
             if peer != self.identity.device_id:
                 self._learn_addrs(peer, addrs)
                 ids.append(peer)
-        for peer in self.addresses:
+        for peer in self.addresses if self.options.join_known else ():
             if peer not in ids and peer != self.identity.device_id and self.roster.admits(peer):
                 ids.append(peer)
         self.core.join(ids, trio.current_time())
@@ -238,8 +243,16 @@ class Peer:
 
     async def _sample_loop(self) -> None:
         period = self.identity.settings.membership.sample_period_s
+        alarm: Alarm
+
+        def due() -> bool:  # (under a clock with timers: the same sample, in the timer)
+            self.refresh_state()
+            alarm.deadline = trio.current_time() + period
+            return False
+
         while True:
-            await trio.sleep(period)
+            alarm = Alarm(trio.current_time() + period, on_due=due)
+            await alarm.wait()
             self.refresh_state()
 
     def refresh_state(self, *, force: bool = False) -> None:

@@ -14,13 +14,24 @@ class Alarm:
     """A wait until a deadline, which others may move sooner (``deadline = ...``) or end at once
     (``cancel()``): a cancel scope around ``sleep_forever``, with the scope's face. Under a clock
     with its own timers (``Timers``) it waits on those instead. Use once: ``await alarm.wait()``.
+
+    ``on_due``, under a clock with timers only: called at the deadline, in the clock's timer
+    (outside any task), to do the waiting task's work there; it returns whether the wait must
+    end all the same, and may move the deadline to wait on. A simulation does most of its work
+    this way, without a scheduler pass per timer. What it raises ends the wait and is raised by
+    ``wait()``. Under any other clock the wait simply ends at the deadline, and the task does
+    the same work itself.
     """
 
-    __slots__ = ("_deadline", "_done", "_scope", "_task", "_timer", "_timers")
+    __slots__ = ("_deadline", "_done", "_error", "_on_due", "_scope", "_task", "_timer", "_timers")
 
-    def __init__(self, deadline: float = math.inf) -> None:
+    def __init__(
+        self, deadline: float = math.inf, *, on_due: Callable[[], bool] | None = None
+    ) -> None:
         self._deadline = deadline
         self._done = False
+        self._on_due = on_due
+        self._error: BaseException | None = None
         self._scope: trio.CancelScope | None = None
         self._task: Any = None
         self._timer: object = None
@@ -67,13 +78,28 @@ class Alarm:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _fire(self) -> None:
+        """The timer: the deadline is reached."""
+        self._timer = None
+        on_due = self._on_due
+        if on_due is not None and not self._done:
+            try:
+                if not on_due():
+                    return  # (it did the work; it may have moved the deadline)
+            except Exception as exc:
+                self._error = exc
+        self.cancel()
 
     def _arm(self) -> None:
         assert self._timers is not None
         if self._timer is not None:
             self._timers.cancel_timer(self._timer)
         at = self._deadline
-        self._timer = self._timers.call_at(at, self.cancel) if at < math.inf else None
+        self._timer = self._timers.call_at(at, self._fire) if at < math.inf else None
 
     def _disarm(self) -> None:
         self._done = True

@@ -20,12 +20,15 @@ Rules:
   now would lose anything (a request waiting or served, a one-way message queued, a write under
   way): what a connection manager needs to close idle connections safely.
 
-Three shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
+Four shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
 a thousand peers delivers millions of frames and opens and closes connections all the time): a
 one-way message that a ``HandlerNow`` can take without waiting is handled in the reader rather
-than handed to the worker; ``send_nowait`` writes a one-way message at once to a stream that never
-blocks (the memory network's: a ``send_all_nowait`` method) when no other write is under way; and
-a stream whose close never blocks (``close_nowait``) is closed without a shielded timeout.
+than handed to the worker; on a stream that can offer what arrives before its reader wakes (the
+memory network's: a ``take_now`` method), such a message is taken when it arrives, while the
+reader goes on waiting, in the order it would have read it; ``send_nowait`` writes a one-way
+message at once to a stream that never blocks (the memory network's: a ``send_all_nowait``
+method) when no other write is under way; and a stream whose close never blocks
+(``close_nowait``) is closed without a shielded timeout.
 """
 
 from __future__ import annotations
@@ -224,9 +227,12 @@ class Connection:
 
     async def run(self) -> None:
         """Read and dispatch until the connection ends. Never raises for anything the peer does."""
+        take_now = getattr(self._stream, "take_now", None)
         try:
             async with trio.open_nursery() as nursery:
                 with trio.CancelScope() as self._scope:
+                    if take_now is not None and self._handler_now is not None:
+                        take_now(self._take_now)
                     if not self.closed:
                         try:
                             await self._read_loop(nursery)
@@ -247,8 +253,33 @@ class Connection:
                 if self._oneway_send is not None:
                     self._oneway_send.close()
         finally:
+            if take_now is not None:
+                take_now(None)
             self._finish("connection ended")
             await self._close_stream()
+
+    def _take_now(self, data: bytes) -> bool:
+        """The stream's offer of ``data`` while the reader waits (``take_now``): one whole
+        one-way frame that the ``HandlerNow`` takes is handled now (True), exactly as the reader
+        would have handled it; anything else, or a frame it declines, is left to the reader
+        (False), untouched."""
+        if self._oneway_queued or self.closed:
+            return False
+        payload = self._decoder.single(data)
+        if payload is None:
+            return False
+        try:
+            env = Envelope.unpack(payload)
+        except ProtocolViolation:
+            return False  # (the reader finds it again, and closes)
+        if env.kind is not Kind.ONEWAY:
+            return False
+        self.active_at = trio.current_time()
+        if not self._call_now(env.body):
+            return False
+        self._bytes_received += len(data)
+        self._frames_received += 1
+        return True
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while await self._read_some(nursery):

@@ -120,6 +120,17 @@ class FrameDecoder:
             at = end
         return frames, at
 
+    def single(self, data: bytes) -> bytes | None:
+        """The payload if ``data`` is exactly one whole frame within the limit and nothing is
+        buffered (what ``feed`` would return alone), else None, and nothing changes: ``feed``
+        then takes it as usual."""
+        if self._buffer or len(data) < HEADER.size:
+            return None
+        (length,) = HEADER.unpack_from(data)
+        if length > self.max_frame or HEADER.size + length != len(data):
+            return None
+        return data[HEADER.size :]
+
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held back; non-zero at end of stream means truncation."""
