@@ -271,7 +271,9 @@ def _cmd_power(args: argparse.Namespace) -> int:
         raise InvalidArgument("say what to change: --battery PCT, --plugged or --unplugged")
     reply = ask(home_of(args), "power", battery=args.battery, plugged=args.plugged)
     plugged = {True: "plugged in", False: "on battery", None: "unknown"}[reply["plugged"]]
-    return report(args, reply, f"power: {reply['battery_percent']}%, {plugged}")
+    percent = reply["battery_percent"]
+    battery = "no battery" if percent is None else f"{percent:.1f}%"
+    return report(args, reply, f"power: {battery}, {plugged}")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
