@@ -37,6 +37,7 @@ from ._messages import (
 from ._records import Records, assign_owners, dirichlet_split
 from ._round import (
     Coordinator,
+    KernelTrainer,
     Participant,
     RoundOutcome,
     Step,
@@ -58,6 +59,7 @@ __all__ = [
     "Federation",
     "Gossip",
     "Intents",
+    "KernelTrainer",
     "Ledger",
     "Mechanism",
     "Message",

@@ -30,7 +30,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -71,6 +71,25 @@ class Trainer(Protocol):
 
     def clipped_sum(self, params: np.ndarray, rows: np.ndarray, clip: float) -> np.ndarray:
         """The sum of the per-sample gradients of the records at ``rows``, each clipped."""
+        ...
+
+
+@runtime_checkable
+class KernelTrainer(Trainer, Protocol):
+    """A trainer whose model the ``dp-step`` kernel builds (``TorchTrainer``): it gives the
+    kernel's input, and counts the steps that ran there."""
+
+    size: int  # parameters
+    gradients: int  # per-sample gradients computed so far, here or by the kernel
+
+    def step_input(
+        self, params: np.ndarray, rows: np.ndarray, clip: float
+    ) -> dict[str, Any] | None:
+        """The kernel's input for the records at ``rows`` (None: a model it does not build)."""
+        ...
+
+    def stepped(self, samples: int) -> None:
+        """A step of ``samples`` records ran in the kernel."""
         ...
 
 

@@ -91,6 +91,7 @@ from homeswarm.errors import InvalidArgument, ProtocolViolation, SwarmError
 from homeswarm.kernels import dp_step
 from homeswarm.learning import (
     Coordinator,
+    KernelTrainer,
     Ledger,
     Message,
     Participant,
@@ -105,6 +106,7 @@ from homeswarm.learning import (
     successor,
 )
 
+from ._placement_service import PlacementService
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -483,15 +485,13 @@ class LearnService(Service):
         says the step failed (nothing spent)."""
         p = side.participant
         s = step.start
-        make_input = getattr(p.trainer, "step_input", None)
-        value = make_input(s.model(), step.rows, s.clip) if make_input is not None else None
-        placement = self.peer.services.get("kernels") if self.peer is not None else None
-        run_here = getattr(placement, "run_here", None)
+        value = _kernel_input(p.trainer, s.model(), step.rows, s.clip)
+        placement = self._placement()
         executor = "inline" if self.compute is not None or not self.threaded else "thread"
         began = trio.current_time()
         try:
-            if self.compute is None and value is not None and run_here is not None:
-                result = await run_here(dp_step, value)
+            if self.compute is None and value is not None and placement is not None:
+                result = await placement.run_here(dp_step, value)
                 executor = result.executor
                 total = self._stepped(p, result.output)
             else:
@@ -517,19 +517,23 @@ class LearnService(Service):
         step: Ray's start and its worker's first imports take seconds (20 and more on a busy
         machine), and a step that answers after the round stopped waiting is declined. A step
         of no records, run and counted as any."""
-        placement = self.peer.services.get("kernels") if self.peer is not None else None
-        run_here = getattr(placement, "run_here", None)
+        placement = self._placement()
         trainer = side.participant.trainer
-        make_input = getattr(trainer, "step_input", None)
-        if run_here is None or make_input is None:
+        if placement is None or not isinstance(trainer, KernelTrainer):
             return
-        value = make_input(np.zeros(getattr(trainer, "size", 0)), np.zeros(0, np.int64), CLIP)
+        value = _kernel_input(trainer, np.zeros(trainer.size), np.zeros(0, np.int64), CLIP)
         if value is None:
             return
         try:
-            await run_here(dp_step, value)
+            await placement.run_here(dp_step, value)
         except SwarmError as exc:
             log.info("learn: readying the step's executor failed: %s", exc)
+
+    def _placement(self) -> PlacementService | None:
+        """This device's placement service, which runs the step kernel and holds the view of
+        the members (None: a peer that hosts none)."""
+        service = self.peer.services.get("kernels") if self.peer is not None else None
+        return service if isinstance(service, PlacementService) else None
 
     def _step_here(self, p: Participant, step: Step, value: dict[str, Any] | None) -> np.ndarray:
         """The step in this process: the kernel (if the model is one it builds), or the
@@ -537,9 +541,10 @@ class LearnService(Service):
         if value is not None:
             return self._stepped(p, dp_step.run(value))
         s = step.start
-        before = getattr(p.trainer, "gradients", 0)
-        total = p.trainer.clipped_sum(s.model(), step.rows, s.clip)
-        self._count(p, getattr(p.trainer, "gradients", 0) - before)
+        trainer = p.trainer
+        before = trainer.gradients if isinstance(trainer, KernelTrainer) else 0
+        total = trainer.clipped_sum(s.model(), step.rows, s.clip)
+        self._count(p, (trainer.gradients if isinstance(trainer, KernelTrainer) else 0) - before)
         return total
 
     def _stepped(self, p: Participant, output: Any) -> np.ndarray:
@@ -547,21 +552,21 @@ class LearnService(Service):
         if not isinstance(output, dict) or not isinstance(output.get("sum"), bytes):
             raise ProtocolViolation("dp-step: an output without its sum")
         total = np.frombuffer(output["sum"], dtype="<f8").astype(np.float64)
-        size = getattr(p.trainer, "size", total.size)
-        if total.size != size:
-            raise ProtocolViolation(f"dp-step: a sum of {total.size} numbers for {size}")
+        trainer = p.trainer
+        assert isinstance(trainer, KernelTrainer)  # (only such a trainer gives a kernel input)
+        if total.size != trainer.size:
+            raise ProtocolViolation(f"dp-step: a sum of {total.size} numbers for {trainer.size}")
         samples = output.get("samples")
         samples = samples if isinstance(samples, int) and samples >= 0 else 0
-        stepped = getattr(p.trainer, "stepped", None)
-        if stepped is not None:
-            stepped(samples)
+        trainer.stepped(samples)
         self._count(p, samples)
         return total
 
     def _count(self, p: Participant, gradients: int) -> None:
         self.work.steps += 1
         self.work.gradients += gradients
-        self.work.parameter_gradients += gradients * getattr(p.trainer, "size", 0)
+        size = p.trainer.size if isinstance(p.trainer, KernelTrainer) else 0
+        self.work.parameter_gradients += gradients * size
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in a worker thread (training, loading the task), inline, or as
@@ -630,9 +635,8 @@ class LearnService(Service):
 
     def _members(self, scope: str) -> tuple[dict[str, str], set[str]]:
         """Names of the members that may hold ``scope`` (placement's view), and the alive ones."""
-        peer = self.peer
-        kernels = peer.services.get("kernels") if peer is not None else None
-        view = kernels.view() if kernels is not None and hasattr(kernels, "view") else []
+        kernels = self._placement()
+        view = kernels.view() if kernels is not None else []
         names = {d.id: d.name for d in view if not d.relay_only and scope in d.scopes}
         alive = {d.id for d in view if d.status == "alive"}
         return names, alive
@@ -683,9 +687,8 @@ class LearnService(Service):
         from homeswarm.kernels import Needs
         from homeswarm.placement import place
 
-        peer = self.peer
-        kernels = peer.services.get("kernels") if peer is not None else None
-        if kernels is None or not hasattr(kernels, "view"):
+        kernels = self._placement()
+        if kernels is None:
             return self.me
         wanted = set(devices)
         view = [
@@ -1251,3 +1254,13 @@ def _number(args: dict[str, Any], name: str, default: float) -> float:
 
 
 __all__ = ["Compute", "LearnService", "Local", "Work"]
+
+
+def _kernel_input(
+    trainer: object, params: np.ndarray, rows: np.ndarray, clip: float
+) -> dict[str, Any] | None:
+    """The ``dp-step`` kernel's input for a step of ``trainer`` (None: its model is not one the
+    kernel builds, and the step runs in the peer)."""
+    if not isinstance(trainer, KernelTrainer):
+        return None
+    return trainer.step_input(params, rows, clip)
