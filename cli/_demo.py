@@ -53,7 +53,7 @@ PROFILES = (
             "capacity_wh": 15.0,
             "draw_w": 1.5,
         },
-        # a light member on battery below 30 %: a one-minute lease (not 15) so that `away` shows
+        # a phone is a light member: a one-minute lease (not 15) so that `away` shows
         # within the demo when the phone stops (kill -STOP its `swarm up`; -CONT brings it back)
         {"lease_s": 60.0},
     ),

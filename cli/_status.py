@@ -11,15 +11,16 @@ lists every way a value departs from it)::
                           "minutes_left": FLOAT|null},
                 "load": {"cpu_percent": FLOAT, "memory_free_mb": FLOAT},
                 "latency_ms": FLOAT|null,
-                "privacy": {"scopes": [STR], "relay_only": BOOL},
+                "privacy": {"scopes": [STR], "relay_only": BOOL}, "lease_s": INT,
                 "capabilities": {"executor": STR, "kernels": [STR],
                                  "accelerator": {"kind": STR, "memory_mb": FLOAT|null}|null}}],
      "endpoints": {"metrics": URL|null, "ui": URL|null}}
 
-``capabilities.accelerator`` (a device's CUDA or MPS device; null: none) may be left out by a
-peer that has no state yet. ``endpoints`` (from ``swarm up``; a peer in a test harness may leave
-it out) says where this device's ``/metrics`` and live page are served, null when ``[http]
-listen`` is empty.
+``capabilities.accelerator`` (a device's CUDA or MPS device; null: none) may be left out by a peer
+that has no state yet. ``lease_s`` is a light member's lease (0: a full member; left out by a peer
+running older code); the table shows ``light`` for its round trip time, which nobody measures by
+probes. ``endpoints`` (from ``swarm up``; a peer in a test harness may leave it out) says where
+this device's ``/metrics`` and live page are served, null when ``[http] listen`` is empty.
 
 Rules of the shape: no key missing, none extra; a bool is never a number; an int is a fine FLOAT;
 numbers are finite and not negative, ``battery_percent`` at most 100; peer ids are unique; exactly
@@ -190,7 +191,8 @@ _PEER = _Obj(
                 "accelerator": _Nullable(_Obj({"kind": _Str(), "memory_mb": _Nullable(_Num())}))
             },
         ),
-    }
+    },
+    optional={"lease_s": _Num(integer=True)},
 )
 
 
@@ -388,6 +390,8 @@ def _cells(peer: dict[str, Any], color: bool) -> list[str]:
     if peer["privacy"]["relay_only"]:
         scopes = f"{scopes} relay".lstrip()
     rtt = "-" if peer["self"] else _latency(peer["latency_ms"])
+    if rtt == "-" and peer.get("lease_s"):
+        rtt = "light"  # nobody probes a light member; its own heartbeats time the others
     heard = "now" if peer["self"] else _ago(peer["last_seen_s"])
     return [
         peer["role"],

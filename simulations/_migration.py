@@ -17,7 +17,7 @@ device) and ``kernels.StreamInstance`` (on the instance's home):
   goes to sleep: its instances stop at once; events sent to it meanwhile are lost in flight. The
   swarm declares it dead after ``DETECT_S`` (a full member: Lifeguard's suspicion; the ``failure``
   scenario measures 5.4 s p50 and 6.4 s p99 with 5 peers), or ``away`` when a light member's lease
-  lapses (a phone on cellular or below 30% on battery: ``LEASE_S`` / 2 to ``LEASE_S``);
+  lapses (a phone on battery, or any device on a metered link: ``LEASE_S`` / 2 to ``LEASE_S``);
   ``Mesh.replace_dead`` then moves its instances. A light member back before its lease lapsed
   restarts its own instances;
 - at every sample, ``Mesh.rebalance`` moves the instances whose home may no longer run them
@@ -77,7 +77,6 @@ CRASHES_PER_DAY = 3.0  # per device, at random (exponential gaps)
 CRASH_DOWN_S = (60.0, 1800.0)  # how long a crashed device stays down (uniform)
 DETECT_S = (4.5, 6.5)  # a full member: declared dead this long after it went silent (uniform)
 LEASE_S = 900.0  # a light member: away when its lease lapses, LEASE_S / 2 to LEASE_S after
-LIGHT_BELOW = 30.0  # a phone on battery below this percent is a light member
 SAVE_S = 0.004  # saving a telemetry-set model on a laptop core (bench_nab --checkpoints)
 RESTORE_S = 0.0023  # restoring one
 CPU_PARAMS: dict[str, Any] = {**TELEMETRY_PARAMS, "value_min": 0.0, "value_max": 100.0}
@@ -229,13 +228,11 @@ class Migration:
         return out
 
     def light(self, n: Node) -> bool:
+        """As ``[membership] light = "auto"``: a phone unless plugged in on an unmetered link,
+        and any device on a metered link."""
         m = n.device.model
         assert m is not None
-        if n.device.spec.role != "phone":
-            return False
-        return m.period.place == "away" or (
-            not m.plugged and m.percent is not None and m.percent < LIGHT_BELOW
-        )
+        return m.link.metered or (n.device.spec.role == "phone" and not m.plugged)
 
     def _schedule_crash(self, n: Node, now: float) -> None:
         gap = self.rng.expovariate(CRASHES_PER_DAY / 86400.0)

@@ -282,6 +282,7 @@ class DeviceModel:
         self.extra_cpu = 0.0  # percent, on top of the period's (work placed on this device)
         self.override_plugged: bool | None = None
         self.wh_by_cause: dict[str, float] = dict.fromkeys(CAUSES, 0.0)  # the swarm's own
+        self.swarm_battery_wh = 0.0  # the part of it drawn from the battery (not the charger)
         self._tail: deque[tuple[float, float, str]] = deque()  # radio on: (from, until, cause)
         self._spent: deque[tuple[float, float, str]] = deque()  # transfers: (at, joules, cause)
 
@@ -383,6 +384,7 @@ class DeviceModel:
         self.wh_by_cause[cause] = self.wh_by_cause.get(cause, 0.0) + wh
         if self.energy_wh is not None and not self.plugged:
             self.energy_wh = max(0.0, self.energy_wh - wh)
+            self.swarm_battery_wh += wh
 
     def advance(self, now: float) -> None:
         while self.t < now:
@@ -396,6 +398,7 @@ class DeviceModel:
         dt = end - self.t
         radio_w = self.link.radio_w
         by = self.wh_by_cause
+        swarm_before = self.swarm_wh
         radio_s = 0.0
         tail = self._tail
         while tail:
@@ -432,4 +435,5 @@ class DeviceModel:
                 self.energy_wh = min(capacity, self.energy_wh + rate * dt / 3600.0)
             else:
                 self.energy_wh = max(0.0, self.energy_wh - draw_wh)
+                self.swarm_battery_wh += self.swarm_wh - swarm_before
         self.t = end

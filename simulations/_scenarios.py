@@ -348,6 +348,11 @@ async def _day(sim: Run) -> None:
                     for d in world.devices
                     if d.model is not None
                 },
+                "swarm_battery_wh": {
+                    d.name: rounded(d.model.swarm_battery_wh, 3)
+                    for d in world.devices
+                    if d.model is not None and d.model.profile.battery_wh is not None
+                },
                 "swarm_wh_by_cause": {
                     d.name: {
                         cause: rounded(wh, 4)

@@ -168,13 +168,11 @@ class MembershipSettings:
     light: Light = setting(
         "auto",
         "a light member is not probed and probes nobody; it renews a lease instead (auto: a "
-        "phone on cellular or on battery below light_below_percent), on or off",
+        "phone unless plugged in on an unmetered link, and any device on a metered link), on or"
+        " off",
     )
     lease_s: float = setting(
         900.0, "a light member renews its lease twice per this many seconds", _lease
-    )
-    light_below_percent: float = setting(
-        30.0, "auto: a phone on battery below this % is a light member", _percent
     )
 
 

@@ -209,7 +209,7 @@ class Daemon:
         if peer is None:
             raise InvalidArgument("the peer is still starting; try again in a moment")
         if op == "status":
-            return {**peer.status(), "endpoints": self.endpoints}
+            return {**await peer.fresh_status(), "endpoints": self.endpoints}
         if op == "invite":
             ttl = args.get("ttl", 600.0)
             return {"code": peer.invite(ttl), "ttl": ttl}

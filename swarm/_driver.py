@@ -81,6 +81,7 @@ class MembershipDriver:
         self._sleep: Alarm | None = None  # the run loop's wait for the next timer
         self._dialing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._received: trio.Event | None = None  # set at the next message (see ``until``)
 
     async def handle(self, conn: Connection, body: Any) -> None:
         """The transport handler's share: one membership message from ``conn``'s peer."""
@@ -93,6 +94,16 @@ class MembershipDriver:
         if self._nursery is not None:
             self._flush()  # the answer goes out now; the loop only wakes for a sooner timer
         self._retime()
+        if self._received is not None:
+            self._received.set()
+            self._received = None
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        """Wait until ``check()`` holds, looked at after each message the core receives."""
+        while not check():
+            if self._received is None:
+                self._received = trio.Event()
+            await self._received.wait()
 
     def poke(self) -> None:
         """Something changed outside a timer: run the core and flush its messages now."""

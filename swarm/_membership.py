@@ -914,6 +914,24 @@ class Membership:
                 m.status = "away"
                 self._changed(m, now)
 
+    def beat(self, now: float, *, unless_within: float) -> int:
+        """A light member's heartbeat out of turn, because a person is waiting on the view
+        (``swarm status`` on the phone): unless one went within ``unless_within`` seconds. The
+        next one is due a full period later, so a burst the person asked for replaces one, not
+        adds one. The number of full members it went to (0: none sent; a full member's view is
+        always fresh)."""
+        if not self.light or self.leaving:
+            return 0
+        if now - (self._next_heartbeat - self.me.lease / HEARTBEATS_PER_LEASE) < unless_within:
+            return 0
+        self._heartbeat(now)
+        return len(self._beats)
+
+    @property
+    def beats_unanswered(self) -> int:
+        """How many of our last heartbeat's push-pulls still wait for their answer."""
+        return len(self._beats)
+
     def _heartbeat(self, now: float) -> None:
         """A light member's one radio burst per period: a fresh alive record (it renews the
         lease) and everything else it had to say, in a push-pull with a few full members; their

@@ -58,6 +58,8 @@ from ._trust import trust_control
 log = logging.getLogger("swarm.peer")
 
 STATE_REFRESH = 60.0
+FRESH_S = 30.0  # a light member's view, when a person asks for it: at most this old (a heartbeat)
+FRESH_WAIT_S = 2.0  # how long ``fresh_status`` waits for that heartbeat's first answer
 RECONNECT = 60.0  # how often to reach out to one roster member that membership does not know
 
 
@@ -394,6 +396,22 @@ class Peer:
             services=self.services,
             now=trio.current_time(),
         )
+
+    async def fresh_status(self) -> dict[str, Any]:
+        """``status`` for a person waiting on it: a light member, whose view is as old as its
+        last heartbeat (minutes), first sends one out of turn (unless one went within
+        ``FRESH_S``) and waits up to ``FRESH_WAIT_S`` for the first answer, which brings the
+        others' latest records and the round trip time. One radio burst, and it replaces the
+        next due heartbeat rather than adding one."""
+        core, driver = self.core, self.driver
+        assert core is not None
+        assert driver is not None
+        sent = core.beat(trio.current_time(), unless_within=FRESH_S)
+        if sent:
+            driver.poke()  # out now, not at the driver's next timer
+            with trio.move_on_after(FRESH_WAIT_S):
+                await driver.until(lambda: core.beats_unanswered < sent)
+        return self.status()
 
     def set_power(self, battery: float | None, plugged: bool | None) -> dict[str, Any]:
         now = self.options.wall_clock()

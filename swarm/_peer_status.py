@@ -66,5 +66,6 @@ def _no_state() -> dict[str, Any]:
         "power": {"battery_percent": None, "plugged": None, "minutes_left": None},
         "load": {"cpu_percent": 0.0, "memory_free_mb": 0.0},
         "privacy": {"scopes": [], "relay_only": False},
+        "lease_s": 0,
         "capabilities": {"executor": "unknown", "kernels": []},
     }

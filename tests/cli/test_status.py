@@ -401,3 +401,17 @@ def test_other_errors_from_fetch_propagate():
 def test_watch_refuses_a_bad_interval(interval):
     with pytest.raises(InvalidArgument, match="interval must be a positive number"):
         watch(three_devices, interval=interval, out=io.StringIO(), iterations=1, color=False)
+
+
+def test_a_light_member_with_no_round_trip_shows_light():
+    status = three_devices()
+    phone = status["peers"][1]
+    phone["state"], phone["latency_ms"], phone["lease_s"] = "alive", None, 900
+    assert check_status_shape(status) == []
+    row = render_table(status).splitlines()[3]
+    assert row.split()[:2] == ["phone", "phone"]
+    assert " light " in row
+    status["peers"][2]["lease_s"] = 0  # a full member with no round trip yet: "-"
+    assert " light " not in render_table(status).splitlines()[4]
+    phone["lease_s"] = -1
+    assert check_status_shape(status) != []

@@ -36,8 +36,10 @@ def test_instances_move_and_no_event_is_lost_or_counted_twice(half_day):
     assert m["checkpoints"] > 50
     assert 0 < m["checkpoint_bytes_median"] <= m["checkpoint_bytes_max"] < 200_000
     assert m["downtime_p50_s"] <= m["downtime_p99_s"] <= m["downtime_max_s"]
-    # a full member is declared dead within seconds, and its instances serve again at once
-    assert 4.0 < m["downtime_p50_s"] < 60.0
+    # a full member is declared dead within seconds, and its instances serve again at once (a
+    # planned move, as a phone unplugs and goes light, is down for milliseconds)
+    assert 4.0 < m["downtime_p99_s"] < 60.0
+    assert m["planned_moves"] > 0
     assert m["resume_p99_s"] < 2.0
     assert {"crash", "declared", "serves"} <= {what for _, what, _ in half_day.log}
 

@@ -99,8 +99,8 @@ def test_churn_keeps_views_mostly_right():
 
 
 def test_a_few_hours_of_a_day_drain_and_charge_batteries():
-    """Midnight to 09:00: the phone unplugs at 07:00 and leaves at 08:30 (on cellular it becomes
-    a light member); the laptop wakes at 07:30."""
+    """Midnight to 09:00: the phone unplugs at 07:00 (on battery it becomes a light member) and
+    leaves at 08:30; the laptop wakes at 07:30."""
     r = simulate("day", seed=5, hours=9.0)
     m = r.metrics
     # the swarm's own energy, by cause, adds up to it, on every device: Wi-Fi's and Ethernet's
@@ -115,6 +115,13 @@ def test_a_few_hours_of_a_day_drain_and_charge_batteries():
     assert phone["probes"] > 10 * phone["heartbeats"]  # at home on Wi-Fi, a full member
     assert 0 < m["swarm_wh"]["laptop"] < m["swarm_wh"]["phone"]  # asleep until 07:30
     assert 0 < m["swarm_wh"]["server"] < 0.01
+    # from the battery: only what the phone spent on battery (from 07:00, a light member), not
+    # its probes plugged in at night
+    battery = m["swarm_battery_wh"]
+    assert set(battery) == {"phone", "laptop"}
+    assert 0 < battery["phone"] <= phone["heartbeats"] + 0.001
+    assert battery["phone"] < m["swarm_wh"]["phone"] / 5
+    assert 0 < battery["laptop"] <= m["swarm_wh"]["laptop"]
     base = m["no_swarm_battery_min_percent"]
     assert set(base) == {"phone", "laptop"}  # the server has no battery
     assert base["phone"] - 0.5 <= m["battery_min_percent"]["phone"] <= base["phone"]

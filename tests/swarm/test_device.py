@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from homeswarm.errors import InvalidArgument, ProtocolViolation
 from homeswarm.swarm import _device, _sensors
-from homeswarm.swarm._config import SCOPES, DeviceSettings, PowerSettings, Settings
+from homeswarm.swarm._config import (
+    SCOPES,
+    DeviceSettings,
+    MembershipSettings,
+    PowerSettings,
+    Settings,
+)
 from homeswarm.swarm._device import (
     MAX_ADDRS_TOTAL,
     MAX_KERNELS_TOTAL,
@@ -330,6 +336,7 @@ def test_as_status():
         "power": {"battery_percent": 87.3, "plugged": False, "minutes_left": 412.0},
         "load": {"cpu_percent": 12.5, "memory_free_mb": 2048.0},
         "privacy": {"scopes": ["public", "personal"], "relay_only": False},
+        "lease_s": 0,
         "capabilities": {
             "executor": "inline",
             "kernels": ["embed", "summarize", "dp-train"],
@@ -620,10 +627,31 @@ def test_sample_state_from_settings_and_readings():
         executor="inline",
         kernels=("embed",),
         version=3,
+        lease_s=900,  # a phone on battery is a light member
     )
     device = DeviceSettings(name="nas", role="server", scopes=("public",), relay_only=True)
     s = sample(settings=Settings(device=device), power=DevicePower())
     assert (s.name, s.role, s.scopes, s.relay_only) == ("nas", "server", ("public",), True)
+
+
+@pytest.mark.parametrize(
+    ("role", "light", "plugged", "metered", "lease"),
+    [
+        ("phone", "auto", False, False, 900),  # a phone on battery is light, on Wi-Fi too
+        ("phone", "auto", True, False, 0),  # plugged in at home: a full member
+        ("phone", "auto", True, True, 900),  # any device on a metered link
+        ("laptop", "auto", False, False, 0),
+        ("laptop", "auto", True, True, 900),
+        ("server", "on", True, False, 900),
+        ("phone", "off", False, True, 0),
+    ],
+)
+def test_who_is_a_light_member(role, light, plugged, metered, lease):
+    settings = Settings(
+        device=DeviceSettings(name="d", role=role), membership=MembershipSettings(light=light)
+    )
+    power = simulated(50.0, plugged=plugged)
+    assert sample(settings=settings, power=power, metered=metered).lease_s == lease
 
 
 def test_sample_state_clamps_odd_load_readings():

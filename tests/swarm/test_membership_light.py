@@ -236,3 +236,33 @@ def test_a_device_just_seen_is_asked_at_once_whatever_it_was_last():
     core.join([seen, *others], 20.0)
     asked = [dst for dst, msg in core.pop_outbox() if isinstance(msg, Sync)]
     assert asked[0] == seen
+
+
+def test_a_beat_a_person_asked_for_brings_the_latest_view_and_replaces_the_next_heartbeat():
+    net, light = light_net(3)
+    core = net.cores[light]
+    full = net.ids[0]
+    net.run_until(100.0)
+    net.cores[full].update_state(b"new", net.now)  # the light member hears of it at its next beat
+    net.run_until(net.now + 5.0)
+    assert core.members[full].state != b"new"
+    sent = core.beat(net.now, unless_within=30.0)
+    assert sent == 2
+    assert core.beats_unanswered == 2
+    asked = net.now
+    net.run_until(net.now + 0.05)  # one round trip
+    assert core.members[full].state == b"new"
+    assert core.beats_unanswered == 0
+    assert core.beat(net.now, unless_within=30.0) == 0  # one went just now
+    net.trace = []
+    net.run_until(asked + LEASE / HEARTBEATS_PER_LEASE - 1.0)
+    assert not [m for t, src, dst, m in net.trace if src == light]  # the due one was replaced
+    net.run_until(asked + LEASE / HEARTBEATS_PER_LEASE + 1.0)
+    assert [m for t, src, dst, m in net.trace if src == light and isinstance(m, Sync)]
+
+
+def test_a_full_member_never_beats_out_of_turn():
+    net, _ = light_net(3)
+    full = net.cores[net.ids[0]]
+    assert full.beat(net.now, unless_within=0.0) == 0
+    assert full.beats_unanswered == 0

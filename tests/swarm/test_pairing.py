@@ -579,7 +579,8 @@ async def _revoke_a_running_device(tmp_path: Path) -> None:
     laptop = new_home(tmp_path / "laptop")
     async with running(laptop) as daemon:
         peer = peer_of(daemon)
-        await join(tmp_path / "phone", peer.invite(600))
+        # a full member (light by default: it would hear of the tablet at its next heartbeat)
+        await join(tmp_path / "phone", peer.invite(600), extra={"membership": {"light": "off"}})
         phone = load_identity(tmp_path / "phone")
         async with running(phone) as phone_daemon:
             phone_peer = peer_of(phone_daemon)

@@ -68,6 +68,9 @@ class Spec:
     claims_relay_only: bool | None = None
     # swarm.toml [device] accelerator ("none": these tests mean the same on a machine with one)
     accelerator: str = "none"
+    # [membership] light: "off" by default here, every device a full member (probed, so every
+    # view has RTTs at once; a phone is light by default, and sees the others at its heartbeats)
+    light: str = "off"
 
 
 PHONE = Spec("phone", "phone", battery=82.0, plugged=False)
@@ -76,9 +79,7 @@ SERVER = Spec("server", "server")
 
 
 def _extra(spec: Spec) -> dict[str, dict[str, object]]:
-    # every device a full member (probed, so every view has RTTs at once): a phone on battery
-    # below 30% would be light by default, and see the others only at its heartbeats
-    full = {"membership": {"light": "off"}}
+    full = {"membership": {"light": spec.light}}
     if spec.battery is None:
         return {"power": {"source": "device"}, **full}
     return {

@@ -55,6 +55,11 @@ WALL = float(int(time.time()) + 100_000)  # after init_home (real clock): dates 
 # --- homes of one swarm, without the network ------------------------------------------------------
 
 
+# every device a full member, its view whole at once: a phone is light by default and hears
+# the others only at its heartbeats (that is tests/swarm/test_light_status.py's)
+FULL = {"membership": {"light": "off"}}
+
+
 def make_homes(root: Path, specs: list[dict[str, object]]) -> list[Identity]:
     """Homes of one swarm, every one knowing every other (as after pairing)."""
     first = specs[0]
@@ -66,6 +71,7 @@ def make_homes(root: Path, specs: list[dict[str, object]]) -> list[Identity]:
         scopes=first.get("scopes"),  # type: ignore[arg-type]
         relay_only=bool(first.get("relay_only", False)),
         network=network,  # type: ignore[arg-type]
+        extra=FULL,
     )
     key = serialization.load_pem_private_key((ident.home / ROOT_KEY).read_bytes(), password=None)
     assert isinstance(key, Ed25519PrivateKey)
@@ -98,6 +104,7 @@ def make_homes(root: Path, specs: list[dict[str, object]]) -> list[Identity]:
             swarm=ident.swarm_id,
             root_public=public_bytes(key),
             network=spec.get("network"),  # type: ignore[arg-type]
+            extra=FULL,
         )
         home = root / str(spec["name"])
         write_home(home, device=device, age=age, root=None, config=config, roster=roster.encode())
