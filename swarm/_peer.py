@@ -58,7 +58,7 @@ from ._trust import trust_control
 log = logging.getLogger("swarm.peer")
 
 STATE_REFRESH = 60.0
-FRESH_S = 30.0  # a light member's view, when a person asks for it: at most this old (a heartbeat)
+FRESH_S = 10.0  # a light member's view, when a person asks for it: at most this old (a heartbeat)
 FRESH_WAIT_S = 2.0  # how long ``fresh_status`` waits for that heartbeat's first answer
 RECONNECT = 60.0  # how often to reach out to one roster member that membership does not know
 
