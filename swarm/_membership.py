@@ -789,9 +789,19 @@ class Membership:
         if node != self.node:
             self._send(node, Sync(False, self._full_state()))
 
-    def spread(self, blob: bytes) -> None:
-        """Gossip a new fact (a certificate or revocation this device made)."""
-        self._enqueue(Fact(blob))
+    def spread(self, blob: bytes, now: float) -> None:
+        """Gossip a new fact (a certificate or revocation this device made). A person made it,
+        so it goes at once: to the light members too, directly (they would hear it only at
+        their next heartbeat, minutes on, and a revoked device must not talk to them meanwhile),
+        and, made on a light member, in a heartbeat out of turn (its full state carries it)."""
+        fact = Fact(blob)
+        if self.light:
+            self._heartbeat(now)
+        else:
+            self._enqueue(fact)
+        for m in self.members.values():
+            if m.light and m.status == "alive" and m.node != self.node:
+                self._send(m.node, Gossip((fact,)))
 
     def forget(self, node: str, now: float) -> None:
         """Drop a member outright (its certificate was revoked)."""

@@ -292,7 +292,9 @@ class Peer:
         """A roster entry this device made: take it as any peer's would be taken, and gossip it."""
         assert self.core is not None
         if self.facts.learn(blob):
-            self.core.spread(blob)
+            self.core.spread(blob, trio.current_time())
+            if self.driver is not None:
+                self.driver.poke()  # out now, not at the driver's next timer
 
     def _drop(self, device: str) -> None:
         log.warning("device %s was revoked: dropping it", device[-8:])

@@ -964,7 +964,7 @@ def test_facts_spread_to_everyone():
     net = settled(3)
     origin = net.cores[net.ids[0]]
     assert origin.facts.learn(b"certificate")  # as the peer does: take it, then spread it
-    origin.spread(b"certificate")
+    origin.spread(b"certificate", net.now)
     net.trace = []
     net.run_until(net.now + 1.0)
     # nobody sends it back to the one it came from

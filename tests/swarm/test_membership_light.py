@@ -266,3 +266,27 @@ def test_a_full_member_never_beats_out_of_turn():
     full = net.cores[net.ids[0]]
     assert full.beat(net.now, unless_within=0.0) == 0
     assert full.beats_unanswered == 0
+
+
+def test_a_fact_made_on_a_full_member_reaches_the_light_member_at_once():
+    """A revocation must not wait for the light member's next heartbeat (minutes): the revoked
+    device could talk to it meanwhile."""
+    net, light = light_net(3)
+    origin = net.cores[net.ids[0]]
+    assert origin.facts.learn(b"revocation")
+    origin.spread(b"revocation", net.now)
+    net.run_until(net.now + 0.05)  # one hop, not a heartbeat
+    assert b"revocation" in net.cores[light].facts.blobs  # type: ignore[attr-defined]
+
+
+def test_a_fact_made_on_a_light_member_goes_in_a_heartbeat_out_of_turn():
+    net, light = light_net(3)
+    core = net.cores[light]
+    net.run_until(net.now + 100.0)  # mid-period: its next heartbeat is minutes away
+    assert core.facts.learn(b"grant")
+    net.trace = []
+    core.spread(b"grant", net.now)
+    net.run_until(net.now + 1.0)
+    assert [m for _, src, _, m in net.trace if src == light and isinstance(m, Sync)]
+    for node in net.ids:
+        assert b"grant" in net.cores[node].facts.blobs  # type: ignore[attr-defined]

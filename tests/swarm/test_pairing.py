@@ -579,11 +579,12 @@ async def _revoke_a_running_device(tmp_path: Path) -> None:
     laptop = new_home(tmp_path / "laptop")
     async with running(laptop) as daemon:
         peer = peer_of(daemon)
-        # a full member (light by default: it would hear of the tablet at its next heartbeat)
-        await join(tmp_path / "phone", peer.invite(600), extra={"membership": {"light": "off"}})
+        await join(tmp_path / "phone", peer.invite(600))  # light: no battery reading here
         phone = load_identity(tmp_path / "phone")
         async with running(phone) as phone_daemon:
             phone_peer = peer_of(phone_daemon)
+            assert phone_peer.core is not None
+            assert phone_peer.core.light  # roster facts reach it at once all the same
             # the phone finds the laptop from the bootstrap address the join wrote
             await wait_for(lambda: sees(peer, phone.device_id, "alive"), "the phone to be alive")
             await wait_for(lambda: sees(phone_peer, laptop.device_id, "alive"), "the laptop")
