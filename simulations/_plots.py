@@ -73,7 +73,8 @@ def write_outputs(result: Result, out: Path) -> list[Path]:
         written.append(_battery(s["battery"], baseline, result.log, out / "battery.png", title))
     by_cause = result.metrics.get("swarm_wh_by_cause")
     if by_cause:
-        written.append(_by_cause(by_cause, out / "energy_by_cause.png", title))
+        battery = result.metrics.get("swarm_battery_wh") or {}
+        written.append(_by_cause(by_cause, battery, out / "energy_by_cause.png", title))
     if s.get("accuracy"):
         written.append(_accuracy(s["accuracy"], out / "view_accuracy.png", title))
     if s.get("policies"):
@@ -205,7 +206,11 @@ def _battery(
     return _save(fig, path)
 
 
-def _by_cause(by_cause: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+def _by_cause(
+    by_cause: dict[str, dict[str, float]], battery: dict[str, float], path: Path, title: str
+) -> Path:
+    """Stacked by cause; a device with a battery is labelled with the share drawn from it
+    (the rest came from its charger)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -217,7 +222,10 @@ def _by_cause(by_cause: dict[str, dict[str, float]], path: Path, title: str) -> 
         ax.bar(devices, values, bottom=bottom, label=cause)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for i, total in enumerate(bottom):
-        ax.annotate(f"{total:.2f} Wh", (i, total), ha="center", va="bottom", fontsize=8)
+        label = f"{total:.2f} Wh"
+        if devices[i] in battery:
+            label += f" ({battery[devices[i]]:.2f} from battery)"
+        ax.annotate(label, (i, total), ha="center", va="bottom", fontsize=8)
     ax.set(title=title + ": the swarm's own energy, by cause", ylabel="Wh")
     if causes:
         ax.legend(fontsize=8)

@@ -346,7 +346,7 @@ def test_day_plots_show_the_no_swarm_baseline_and_the_energy_by_cause(tmp_path):
         0,
         86400.0,
         1.0,
-        {"swarm_wh_by_cause": by_cause},
+        {"swarm_wh_by_cause": by_cause, "swarm_battery_wh": {"phone": 0.05}},
         {},
         "",
         {"battery": battery, "battery_no_swarm": baseline},
