@@ -72,11 +72,13 @@ class MembershipDriver:
         *,
         addresses: AddressBook,
         on_changes: Callable[[list[Change]], None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> None:
         self.transport = transport
         self.core = core
         self.addresses = addresses
         self.on_changes = on_changes
+        self.on_sent = on_sent  # after each flush that sent something (the radio is up)
         self.dropped = 0
         self._sleep: Alarm | None = None  # the run loop's wait for the next timer
         self._dialing: dict[str, trio.Event] = {}
@@ -144,8 +146,11 @@ class MembershipDriver:
         changes = self.core.pop_changes()
         if changes and self.on_changes is not None:
             self.on_changes(changes)
-        for dst, msg in self.core.pop_outbox():
+        out = self.core.pop_outbox()
+        for dst, msg in out:
             self.send(dst, msg)
+        if out and self.on_sent is not None:
+            self.on_sent()
 
     def send(self, dst: str, msg: Message) -> None:
         assert self._nursery is not None

@@ -109,6 +109,8 @@ class Peer:
         self.state: DeviceState | None = None
         self._state_at = 0.0
         self._nursery: trio.Nursery | None = None
+        self._burst = trio.Event()  # set at this device's next radio burst (see ``radio``)
+        self._radio_waiting = 0
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -137,7 +139,11 @@ class Peer:
             lease_of=lease_of,
         )
         self.driver = MembershipDriver(
-            transport, self.core, addresses=self.addrs_of, on_changes=self._on_changes
+            transport,
+            self.core,
+            addresses=self.addrs_of,
+            on_changes=self._on_changes,
+            on_sent=self._radio_up,
         )
         self._state_at = now
         async with trio.open_nursery() as nursery:
@@ -337,11 +343,36 @@ class Peer:
             "peers": {n: self.addrs_of(n) for n in self.core.members if n != joiner},
         }
 
+    # ---- the radio ---------------------------------------------------------------------------
+
+    async def radio(self) -> None:
+        """Returns when sending costs no radio wake of its own. A full member's radio is always
+        up: at once. A light member sends in bursts (its heartbeat, a person's request, an
+        answer to a peer; see ``_radio_up``): what a service sends on its own (a vault pull,
+        a stream's events) waits for the next one and rides along, instead of waking a phone's
+        radio every few seconds."""
+        core = self.core
+        if core is None or not core.light:
+            return
+        self._radio_waiting += 1
+        try:
+            await self._burst.wait()
+        finally:
+            self._radio_waiting -= 1
+
+    def _radio_up(self) -> None:
+        """The radio is up (membership sent, a message came in, a person asked for something):
+        whatever waits for it goes now."""
+        if self._radio_waiting:
+            burst, self._burst = self._burst, trio.Event()
+            burst.set()
+
     # ---- messages ----------------------------------------------------------------------------
 
     async def _handle(self, conn: Connection, body: Any) -> Any:
         if self._handle_now(conn, body):  # membership: the one rule, in one place
             return None
+        self._radio_up()
         member = self.roster.admits(conn.peer_id)
         if isinstance(body, dict) and body.get("op") == "pair":
             return self._pair(conn, body)
@@ -358,6 +389,7 @@ class Peer:
             return False
         if not self.roster.admits(conn.peer_id):
             return False
+        self._radio_up()
         self.driver.handle_now(conn, body)
         return True
 
@@ -377,7 +409,9 @@ class Peer:
                 log.info("%s is %s", change.node[-8:], change.status)
 
     async def control(self, op: str, args: dict[str, Any]) -> Any:
-        """A service's request from this device's CLI (``vault.put`` goes to ``vault``)."""
+        """A service's request from this device's CLI (``vault.put`` goes to ``vault``): a
+        person waits on it, so it goes at once, and what waited for the radio goes with it."""
+        self._radio_up()
         route = split_op(op)
         if route is not None and route[0] == "trust":
             return trust_control(self, route[1], args)

@@ -265,6 +265,9 @@ class StreamService(Service):
         if mesh is None or not len(mesh):
             self._let_go_idle()
             return
+        if any(mesh.instance(s.id)["home"] not in (None, self.me) for s in self.out.values()):
+            assert self.peer is not None
+            await self.peer.radio()  # events are nobody's wait: they ride the next burst
         view = self._placement().view()
         changes, self._homes = keep_mesh(mesh, view, self._homes, self._roster_moved)
         self._roster_moved = False

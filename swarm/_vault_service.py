@@ -95,7 +95,9 @@ class VaultService(Service):
                 settings=self._settings,
                 wall_clock=peer.options.wall_clock,
             )
-            links = TransportLinks(peer.transport, alive=self._alive_now, addrs=peer.addrs_of)
+            links = TransportLinks(
+                peer.transport, alive=self._alive_now, addrs=peer.addrs_of, radio=peer.radio
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.node.run, links)
                 nursery.start_soon(self._watch)
@@ -134,11 +136,16 @@ class VaultService(Service):
         if peer is None or peer.core is None:
             return []
         me = self.identity.device_id
-        return sorted(
-            node
+        alive = [
+            (node, member.light)
             for node, member in peer.core.members.items()
             if node != me and member.status == "alive" and peer.roster.admits(node)
-        )
+        ]
+        # the peers this vault syncs with: light members pull at their own radio bursts, and a
+        # sync from here (a pull, a push on write) would wake a phone's radio; only while
+        # nobody else is alive, the light members
+        full = [node for node, light in alive if not light]
+        return sorted(full or [node for node, _ in alive])
 
     def _directory(self) -> Directory:
         peer = self._peer

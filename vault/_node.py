@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,6 +78,11 @@ class Links(Protocol):
         """A connection to ``peer`` (an existing one, or dialled); TransportError if none."""
         ...
 
+    async def radio(self) -> None:
+        """Returns when sending costs this device no radio wake of its own: at once, or, on a
+        device that sends in bursts (a light member), at its next burst."""
+        ...
+
 
 class TransportLinks:
     """``Links`` over a Transport: who is alive comes from ``alive``, addresses from ``addrs``;
@@ -89,10 +94,12 @@ class TransportLinks:
         *,
         alive: Callable[[], Sequence[str]],
         addrs: Callable[[str], Sequence[str]],
+        radio: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.transport = transport
         self._alive = alive
         self._addrs = addrs
+        self._radio = radio
 
     def alive(self) -> Sequence[str]:
         return self._alive()
@@ -101,6 +108,10 @@ class TransportLinks:
         for conn in self.transport.connections(peer):
             return conn
         return await self.transport.dial(peer, self._addrs(peer))
+
+    async def radio(self) -> None:
+        if self._radio is not None:
+            await self._radio()
 
 
 @dataclass(frozen=True)
@@ -364,6 +375,7 @@ class VaultNode:
         while True:
             period = self.settings.pull_period
             await trio.sleep(period * (0.5 + self.rng.random()))
+            await self._links.radio()  # a pull is nobody's wait: it rides the next burst
             alive = sorted(self._links.alive())
             if alive:
                 self.sync_soon(self.rng.choice(alive))
