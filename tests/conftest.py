@@ -44,6 +44,9 @@ WRITTEN: set[str] = set()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sweep: a chunk (param `chunk`) of a seed sweep; coverage traces chunk 0 only"
+    )
     from homeswarm.vault import Replica
 
     root = logging.getLogger()
@@ -87,6 +90,33 @@ LEAKED_BY_WORKERS: list[str] = []
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """pytest-xdist, in the controller: what a worker found in its own logs."""
     LEAKED_BY_WORKERS.extend(getattr(node, "workeroutput", {}).get("leaked", []))
+
+
+# ---- seed sweeps: coverage traces one chunk ------------------------------------------------------
+# A sweep runs the same scenario over many seeds, in chunks (a test per chunk, parametrized by
+# ``chunk``, marked ``sweep``) so that pytest-xdist's workers share them. Under coverage
+# (scripts/test measures it) a chunk cost three times as much, to trace the same lines again: only
+# chunk 0 is traced; the others run with every coverage collector of this process stopped. Their
+# seeds are all still run and checked. (pytest-cov's own ``no_cover`` does not do it under
+# pytest-xdist: a worker runs two collectors, and pausing pytest-cov's resumes the other.)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    callspec = getattr(item, "callspec", None)
+    if not (item.get_closest_marker("sweep") and callspec and callspec.params.get("chunk")):
+        return (yield)
+    import coverage
+
+    stopped = []
+    while (cov := coverage.Coverage.current()) is not None:
+        cov.stop()
+        stopped.append(cov)
+    try:
+        return (yield)
+    finally:
+        for cov in reversed(stopped):
+            cov.start()
 
 
 # ---- one local Ray runtime for the whole run -----------------------------------------------------

@@ -10,14 +10,10 @@ runs (`swarm status`'s held kernels: `dp-step`).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from homeswarm.cli import main
-from homeswarm.cli._demo import Swarm
 from homeswarm.swarm._control import ask
 
 pytest.importorskip("ray")
@@ -27,59 +23,26 @@ pytestmark = pytest.mark.slow
 ROUNDS = 8
 
 
-@pytest.fixture
-def demo(tmp_path) -> Iterator[Swarm]:
-    s = Swarm(tmp_path / "demo")
-    s.root.mkdir()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def wait_until(check: Any, what: str, timeout: float) -> Any:
-    started = time.monotonic()
-    while not (got := check()):
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        time.sleep(0.5)
-    return got
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_the_demo_swarm_learns_with_ray_on_laptop_and_server(demo, capsys):
-    demo.create(3)
+def test_the_demo_swarm_learns_with_ray_on_laptop_and_server(demo, cli, wait_until):
     server, laptop, phone = demo.homes
-
-    def ready() -> bool:
-        try:
-            peers = ask(laptop, "status")["peers"]
-        except Exception:
-            return False
-        return len(peers) == 3 and all(p["state"] == "alive" for p in peers)
-
-    wait_until(ready, "the laptop sees all three alive", timeout=40)
     code, out, err = cli(
-        capsys, "learn", "start", "digits", "--epsilon", "4", "--rounds", str(ROUNDS),
+        "learn", "start", "digits", "--epsilon", "4", "--rounds", str(ROUNDS),
         "--json", "--home", str(laptop),
     )  # fmt: skip
     assert code == 0, err
     job = json.loads(out)["job"]
 
-    def done() -> dict[str, Any] | None:
-        code, out, err = cli(capsys, "learn", "status", job, "--json", "--home", str(laptop))
+    def learn_status() -> dict[str, Any]:
+        code, out, err = cli("learn", "status", job, "--json", "--home", str(laptop))
         assert code == 0, err
-        status: dict[str, Any] = json.loads(out)
-        return status if status["state"] not in ("starting", "running") else None
+        got: dict[str, Any] = json.loads(out)
+        return got
 
     # Ray starts at the laptop's and the server's first step (seconds): those steps answer
     # after the round stopped waiting, and are declined without spending
-    status = wait_until(done, "the job done", timeout=300)
+    done = ("starting", "running")
+    wait_until(lambda: learn_status()["state"] not in done, "the job done", 300, every=0.5)
+    status = learn_status()
     assert status["state"] == "done", status
     assert status["round"] == ROUNDS
     assert status["accuracy"] > 0.3  # a tenth before the first round

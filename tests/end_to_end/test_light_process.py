@@ -8,13 +8,10 @@ The phone's swarm.toml makes it light with a 30 s lease. The server shows it ali
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from homeswarm.cli._demo import LOOPBACK, Swarm
+from homeswarm.cli._demo import LOOPBACK
 from homeswarm.swarm._control import ask
 from homeswarm.swarm._home import init_home
 from homeswarm.swarm._join import join_swarm
@@ -24,39 +21,7 @@ pytestmark = pytest.mark.slow
 LEASE = 30.0
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
-def row(home: Path, name: str) -> dict | None:
-    try:
-        peers = ask(home, "status")["peers"]
-    except Exception:
-        return None
-    return next((p for p in peers if p["name"] == name), None)
-
-
-def state(home: Path, name: str) -> str | None:
-    r = row(home, name)
-    return r["state"] if r else None
-
-
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(tmp_path / "homes")
-    s.root.mkdir()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def test_a_light_phone_is_away_when_its_lease_lapses_and_alive_when_it_sends(swarm):
+def test_a_light_phone_is_away_when_its_lease_lapses_and_alive_when_it_sends(swarm, wait_until):
     server = swarm.root / "server"
     init_home(server, name="server", role="server", network=LOOPBACK)
     swarm.start(server)
@@ -67,8 +32,10 @@ def test_a_light_phone_is_away_when_its_lease_lapses_and_alive_when_it_sends(swa
     join_swarm(phone, code, name="phone", role="phone", network=LOOPBACK, extra=light)
     swarm.start(phone)
     swarm.homes += [server, phone]
-    wait_until(lambda: state(server, "phone") == "alive", "the phone alive at the server", 30)
-    before = row(server, "phone")
+    wait_until(
+        lambda: swarm.state_of(server, "phone") == "alive", "the phone alive at the server", 30
+    )
+    before = swarm.row(server, "phone")
     assert before is not None
 
     proc = swarm.procs[phone]
@@ -77,7 +44,7 @@ def test_a_light_phone_is_away_when_its_lease_lapses_and_alive_when_it_sends(swa
         seen: set[str | None] = set()
 
         def away() -> bool:
-            seen.add(state(server, "phone"))
+            seen.add(swarm.state_of(server, "phone"))
             return "away" in seen
 
         took = wait_until(away, "the stopped phone away at the server", 2 * LEASE + 10)
@@ -85,8 +52,8 @@ def test_a_light_phone_is_away_when_its_lease_lapses_and_alive_when_it_sends(swa
         assert seen <= {"alive", "away"}  # never suspect or dead
     finally:
         proc.send_signal(signal.SIGCONT)
-    wait_until(lambda: state(server, "phone") == "alive", "the phone alive again", 15)
-    after = row(server, "phone")
+    wait_until(lambda: swarm.state_of(server, "phone") == "alive", "the phone alive again", 15)
+    after = swarm.row(server, "phone")
     assert after is not None
     assert after["incarnation"] == before["incarnation"]
     assert "Traceback" not in (phone / "up.log").read_text()

@@ -18,14 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import trio
 
 from homeswarm.cli import main
-from homeswarm.cli._demo import Swarm
 from homeswarm.cli._status import check_status_shape
 from homeswarm.errors import TransportError
 from homeswarm.swarm._control import ask
@@ -34,28 +31,6 @@ from homeswarm.swarm._join import join_swarm
 from homeswarm.swarm._membership import Ping, encode_message
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float) -> float:
-    """Poll ``check`` until true; the seconds it took. Fails the test after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def view(home: Path) -> dict[str, dict]:
-    return {p["name"]: p for p in ask(home, "status")["peers"]}
-
-
-def state_of(home: Path, name: str) -> str | None:
-    try:
-        peer = view(home).get(name)
-    except Exception:
-        return None
-    return peer["state"] if peer else None
 
 
 def refused(seed: bytes, peer: str, addrs: list[str]) -> bool:
@@ -79,22 +54,12 @@ def refused(seed: bytes, peer: str, addrs: list[str]) -> bool:
     return trio.run(attempt)
 
 
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(tmp_path / "demo")
-    s.root.mkdir()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def test_a_swarm_of_processes(swarm, tmp_path, capsys):
+def test_a_swarm_of_processes(swarm, tmp_path, capsys, wait_until):
     started = time.monotonic()
     swarm.create(3)
     server, laptop, phone = swarm.homes
     took = wait_until(
-        lambda: [state_of(server, n) for n in ("server", "laptop", "phone")] == ["alive"] * 3,
+        lambda: [swarm.state_of(server, n) for n in ("server", "laptop", "phone")] == ["alive"] * 3,
         "three devices alive at the server",
         timeout=20,
     )
@@ -103,7 +68,7 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
 
     # `swarm status --json` has the documented shape, from every device
     for home in swarm.homes:
-        wait_until(lambda h=home: len(view(h)) == 3, f"{home.name} sees three", timeout=20)
+        wait_until(lambda h=home: len(swarm.view(h)) == 3, f"{home.name} sees three", timeout=20)
         assert main(["status", "--json", "--home", str(home)]) == 0
         status = json.loads(capsys.readouterr().out)
         assert check_status_shape(status) == []
@@ -113,13 +78,15 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
         assert rows["server"]["power"]["battery_percent"] is None
 
     # SIGKILL the laptop: dead at the others within 20 s
-    before = view(server)["laptop"]["incarnation"]
+    before = swarm.view(server)["laptop"]["incarnation"]
     swarm.procs[laptop].kill()
     swarm.procs[laptop].wait()
     # (the phone, a light member on battery, hears it with a heartbeat: `status` asks for one
     # out of turn at most every 10 s)
     took = wait_until(
-        lambda: state_of(server, "laptop") == "dead" and state_of(phone, "laptop") == "dead",
+        lambda: (
+            swarm.state_of(server, "laptop") == "dead" and swarm.state_of(phone, "laptop") == "dead"
+        ),
         "the killed laptop dead at the server and the phone",
         timeout=30,
     )
@@ -127,11 +94,14 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
     # restarted, it is alive again with a higher incarnation
     swarm.start(laptop)
     wait_until(
-        lambda: state_of(server, "laptop") == "alive" and state_of(phone, "laptop") == "alive",
+        lambda: (
+            swarm.state_of(server, "laptop") == "alive"
+            and swarm.state_of(phone, "laptop") == "alive"
+        ),
         "the restarted laptop alive again",
         timeout=30,
     )
-    assert view(server)["laptop"]["incarnation"] > before
+    assert swarm.view(server)["laptop"]["incarnation"] > before
 
     # refused, while the server keeps serving: another swarm's device, plaintext, random bytes
     me = next(p for p in ask(server, "status")["peers"] if p["self"])
@@ -149,7 +119,7 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
         raw.settimeout(5)
         assert closed_by_peer(raw)
     trio.run(_plaintext_refused, me["id"], addrs[0])
-    assert state_of(server, "phone") == "alive"
+    assert swarm.state_of(server, "phone") == "alive"
 
     # the phone is no admin: `swarm revoke server` on it is refused in one line
     assert main(["revoke", "server", "--home", str(phone)]) != 0
@@ -162,13 +132,13 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
     assert main(["revoke", "phone", "--home", str(laptop)]) == 0
     assert "revoked phone" in capsys.readouterr().out
     wait_until(
-        lambda: "phone" not in view(server) and "phone" not in view(laptop),
+        lambda: "phone" not in swarm.view(server) and "phone" not in swarm.view(laptop),
         "the revoked phone gone from the others' views",
         timeout=20,
     )
     phone_seed = load_identity(phone).private_seed()
     assert refused(phone_seed, me["id"], addrs)
-    assert state_of(server, "laptop") == "alive"
+    assert swarm.state_of(server, "laptop") == "alive"
 
     # SIGTERM: graceful leave, exit 0 within 2 s, and the others see "left"
     proc = swarm.procs[laptop]
@@ -176,7 +146,7 @@ def test_a_swarm_of_processes(swarm, tmp_path, capsys):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 2.0
-    wait_until(lambda: state_of(server, "laptop") == "left", "laptop left", timeout=5)
+    wait_until(lambda: swarm.state_of(server, "laptop") == "left", "laptop left", timeout=5)
     assert "Traceback" not in (laptop / "up.log").read_text()
 
 

@@ -15,6 +15,7 @@ from homeswarm.swarm._membership import Membership
 SEEDS = int(os.environ.get("SWARM_SWEEP", "300"))
 PEERS = 4
 HOURS = 0.03  # 108 s of faults, then up to 90 s to agree again
+CHUNKS = 10  # the seeds in this many tests, so that pytest-xdist's workers share them
 
 
 def run(seed: int) -> list[str]:
@@ -25,10 +26,11 @@ def run(seed: int) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("chunk", range(10))
+@pytest.mark.sweep  # coverage traces chunk 0 only (tests/conftest.py)
+@pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_fault_schedules_keep_the_invariants(chunk):
     failures = []
-    for seed in range(chunk, SEEDS, 10):
+    for seed in range(chunk, SEEDS, CHUNKS):
         failures += run(seed)
     assert not failures, "\n".join(failures[:20])
 
