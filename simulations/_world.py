@@ -90,16 +90,19 @@ class VirtualClock(trio.abc.Clock):
         # done in the timer: ``Alarm``'s ``on_due``), go on to the next, without a scheduler
         # pass per timer. Trio's own deadlines are never passed: they stop the loop.
         timers = self._timers
+        pop = heapq.heappop
+        runner = None
         while True:
             while timers and timers[0][2] is None:
-                heapq.heappop(timers)
+                pop(timers)
             if timers and timers[0][0] < deadline:
                 deadline = timers[0][0]
             if self._now < deadline < math.inf:
                 self._now = deadline
+            now = self._now
             fired = False
-            while timers and timers[0][0] <= self._now:
-                fn = heapq.heappop(timers)[2]
+            while timers and timers[0][0] <= now:
+                fn = pop(timers)[2]
                 if fn is not None:
                     fn()
                     fired = True
@@ -107,12 +110,13 @@ class VirtualClock(trio.abc.Clock):
                 return 0.0
             # (what ``trio.lowlevel.current_statistics()`` says, read without building it: it
             # cost 10 % of a day's simulation, asked once per timer)
-            runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+            if runner is None:
+                runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
             if runner.runq or runner.entry_queue.size():
                 return 0.0
             deadline = runner.deadlines.next_deadline()
             while timers and timers[0][2] is None:
-                heapq.heappop(timers)
+                pop(timers)
             if not (timers and timers[0][0] < deadline):
                 return 0.0
 
@@ -278,6 +282,7 @@ class World:
         self.hash_payloads = hash_payloads
         self.limits = limits  # each peer's connection manager's (None: the transports' default)
         self._addr_lists: dict[str, tuple[int, list[str]]] = {}  # device -> (moves, addresses)
+        self._known: dict[str, list[str]] | None = None  # every device's, until one moves
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -285,6 +290,7 @@ class World:
         self.swarm_id = swarm_id_of(root_public)
         self.roster = Roster(self.swarm_id, root_public)
         self.devices: list[SimDevice] = []
+        chains = []
         for i, spec in enumerate(specs):
             key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
             age = age_identity(self.rng.randbytes(32))
@@ -313,8 +319,9 @@ class World:
                 age_recipient=str(age.to_public()),
                 now=EPOCH,
             )
-            self.roster.add_chain((cert,))
+            chains.append((cert,))
             self.devices.append(device)
+        self.roster.add_chains(chains)
         self.by_id = {d.id: d for d in self.devices}
         self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
         self.net.tap = self._tap
@@ -367,6 +374,10 @@ class World:
             if kind == b"sync" and (self._light(src) or self._light(dst)):
                 cause = "heartbeats"
             return cause
+        return self._decoded_cause(src, dst, data)
+
+    def _decoded_cause(self, src: str, dst: str, data: bytes) -> str:
+        """``_cause`` from the whole frame, decoded."""
         try:
             _, kind, ident, body = msgpack.unpackb(data[4:], raw=False)
         except (ValueError, TypeError, msgpack.UnpackException):
@@ -473,9 +484,13 @@ class World:
     def _options(
         self, device: SimDevice, addr: str, seeds: list[tuple[str, list[str]]], join_known: bool
     ) -> PeerOptions:
-        known = {d.id: self._addrs(d) for d in self.devices if d is not device}
         if device.remembered is not None:
             known, device.remembered = device.remembered, None
+        else:
+            if self._known is None:  # (every device's, built once: a copy is C's work)
+                self._known = {d.id: self._addrs(d) for d in self.devices}
+            known = dict(self._known)
+            del known[device.id]
         return PeerOptions(
             listen_addrs=lambda: [addr],
             seeds=seeds,
@@ -530,6 +545,7 @@ class World:
         old = {d.id: [_addr(d)] for d in self.devices}
         for device in self.devices:
             self.crash(device, why="power off")
+        self._known = None
         for device in self.devices:
             device.moves += 1
             device.remembered = {k: v for k, v in old.items() if k != device.id}

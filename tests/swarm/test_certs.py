@@ -293,6 +293,19 @@ def test_an_invalid_chain_is_not_stored():
     assert r.to_wire()["chains"] == []
 
 
+def test_adding_many_chains_at_once_gives_what_adding_them_one_by_one_gives():
+    chains = [line(A), line(C, B, A), line(D, A), line(A)]
+    many = Roster(SWARM, ROOT)
+    assert many.add_chains(chains) == 3  # (line(A) twice)
+    assert many.to_wire() == roster(*chains).to_wire()
+    assert [many.admits(pid(k)) for k in (A, B, C, D)] == [True, False, True, True]
+    # a bad chain raises; those before it are stored, and count
+    bad = Roster(SWARM, ROOT)
+    with pytest.raises(InvalidCertificate):
+        bad.add_chains([line(A), (dataclasses.replace(cert(D), name="evil"),), line(E)])
+    assert [bad.admits(pid(k)) for k in (A, D, E)] == [True, False, False]
+
+
 def test_members_are_sorted_by_name_then_id():
     r = roster(line(A), line(D), line(B, A))
     r.add_chain((cert(E, D, name="a"), cert(D)))
