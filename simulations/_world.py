@@ -282,7 +282,8 @@ class World:
         self.hash_payloads = hash_payloads
         self.limits = limits  # each peer's connection manager's (None: the transports' default)
         self._addr_lists: dict[str, tuple[int, list[str]]] = {}  # device -> (moves, addresses)
-        self._known: dict[str, list[str]] | None = None  # every device's, until one moves
+        # every device's addresses, and the sum of their moves when they were taken
+        self._known: tuple[int, dict[str, list[str]]] | None = None
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -470,9 +471,6 @@ class World:
         addr = _addr(device)
         options = self._options(device, addr, seeds, join_known)
         peer = Peer(device.identity, self.roster.copy(), options)
-        # the peer took its own copy of the address table: this one would be a second, for as
-        # long as the peer runs (a thousand entries per peer in a big swarm)
-        options.known_addrs = None
         transport = self.net.transport(device.id, address=addr, limits=self.limits)
         device.peer, device.up, device.leaving = peer, True, False
         device.lives += 1
@@ -487,10 +485,12 @@ class World:
         if device.remembered is not None:
             known, device.remembered = device.remembered, None
         else:
-            if self._known is None:  # (every device's, built once: a copy is C's work)
-                self._known = {d.id: self._addrs(d) for d in self.devices}
-            known = dict(self._known)
-            del known[device.id]
+            # every device's (its own too, which a peer skips), one table for every peer (which
+            # never changes it: what it learns goes in a table of its own)
+            moves = sum(d.moves for d in self.devices)  # (a device moved: a new table)
+            if self._known is None or self._known[0] != moves:
+                self._known = (moves, {d.id: self._addrs(d) for d in self.devices})
+            known = self._known[1]
         return PeerOptions(
             listen_addrs=lambda: [addr],
             seeds=seeds,
@@ -545,7 +545,6 @@ class World:
         old = {d.id: [_addr(d)] for d in self.devices}
         for device in self.devices:
             self.crash(device, why="power off")
-        self._known = None
         for device in self.devices:
             device.moves += 1
             device.remembered = {k: v for k, v in old.items() if k != device.id}

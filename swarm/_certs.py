@@ -842,16 +842,26 @@ class Roster:
         self._revocations: dict[str, dict[str, Revocation]] = {}
         self._standing = resolve({}, {})  # derived from the two above
         self._verified: set[Certificate] = set()  # certificates whose signature checked out
+        self._shared = False  # the two tables are another roster's too: copy them to change them
 
     def copy(self) -> Roster:
         """A roster with the same content that changes on its own (nothing is verified again: the
-        copies share the cache of certificates whose signatures checked out)."""
+        copies share the cache of certificates whose signatures checked out). The tables are
+        shared until either changes them (a simulated swarm's thousand rosters of a thousand
+        devices each held a thousand tables of a thousand entries)."""
         new = Roster(self.swarm, self.root_public)
-        new._chains = dict(self._chains)
-        new._revocations = {device: dict(by) for device, by in self._revocations.items()}
+        new._chains, new._revocations = self._chains, self._revocations
+        new._shared = self._shared = True
         new._standing = self._standing
         new._verified = self._verified
         return new
+
+    def _own(self) -> None:
+        """About to change the tables: copy them first if another roster holds them too."""
+        if self._shared:
+            self._chains = dict(self._chains)
+            self._revocations = {device: dict(by) for device, by in self._revocations.items()}
+            self._shared = False
 
     # -- queries --------------------------------------------------------------------------
 
@@ -1057,6 +1067,7 @@ class Roster:
         if chain in self._chains.get(chain[0].device, ()):
             return False
         _check_signatures(chain, self.root_public, self._verified)
+        self._own()
         self._chains[chain[0].device] = {*self._chains.get(chain[0].device, ()), chain}
         return True
 
@@ -1069,6 +1080,7 @@ class Roster:
         self._check_revocation(rev)
         if known is None or rev._order() < known._order():
             # the least per signer: the same choice on every replica
+            self._own()
             self._revocations.setdefault(rev.device, {})[rev.by] = rev
             return True
         return False
