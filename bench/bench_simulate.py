@@ -21,8 +21,10 @@ and the dissemination p99 (the issue's targets: <= 2.0 s at N = 100, <= 2.5 s at
 Before and after: ``--before DIR`` runs every case a second time, in the same run, with the
 ``homeswarm`` found in ``DIR`` (an export of an older commit: ``mkdir DIR && git archive main |
 tar -x -C DIR``), and shows each case's wall and CPU time and peak memory beside it, with the
-ratios. CPU time is given beside wall time because the machine may be shared: wall time then
-measures the neighbours too. ``--cases`` runs only the named cases (``day,gossip-1000``).
+ratios, whether the traces agree and, for the day, whether the swarm's energy by cause does. CPU
+time is given beside wall time because the machine may be shared: wall time then measures the
+neighbours too; each case also shows the machine's load average when it ended. ``--cases``
+runs only the named cases (``day,gossip-1000``).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def run_child(
     if out.returncode != 0:
         raise SystemExit(f"case {name} failed:\n{out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load"] = os.getloadavg()[0]  # (the machine may be shared: its 1-minute load after)
     return result
 
 
@@ -156,7 +159,7 @@ def main() -> None:
     print(
         f"{'case':<20} {'peers':>5} {'sim s':>8} {'wall s':>7} {'cpu s':>7} {'sim/wall':>9} "
         f"{'MB/peer':>8} {'peak MB':>8} {'x cores':>8} {'x yard':>7} {'conns':>6} {'p99 s':>6} "
-        f"{'target':>14}"
+        f"{'load':>5} {'target':>14}"
     )
     for r in rows:
         target = TARGETS.get(r["case"])
@@ -177,13 +180,14 @@ def main() -> None:
             f"{r['cpu_seconds']:>7.1f} "
             f"{r['sim_per_wall']:>9.1f} {r['mb_per_peer']:>8.2f} {r['peak_rss_mb']:>8.0f} "
             f"{r['cost_vs_cores']:>8.1f} {r['yardsticks']:>7.1f} {conns:>6} "
-            f"{'-' if p99 is None else f'{p99:.3f}':>6} {verdict:>14}"
+            f"{'-' if p99 is None else f'{p99:.3f}':>6} {r['load']:>5.1f} {verdict:>14}"
         )
     print(
         "x cores: wall time of the real peers on the memory network under trio, over the wall "
         "time of the same number of pure membership cores on CoreNet for the same simulated time; "
         "x yard: wall time in yardsticks; conns: the most connections a peer had open "
-        "(-unbounded: the same case with every connection kept, as before the connection manager)"
+        "(-unbounded: the same case with every connection kept, as before the connection manager); "
+        "load: the machine's 1-minute load average when the case ended (2 cores)"
     )
     by_name = {r["case"]: r for r in rows}
     for r in rows:
@@ -206,7 +210,7 @@ def compare(rows: list[dict[str, Any]], olds: dict[str, dict[str, Any]], before:
     print(f"\nbefore ({before}) and after, in the same run: wall s, CPU s, peak MB, MB/peer")
     print(
         f"{'case':<20} {'wall':>15} {'x':>5} {'cpu':>15} {'x':>5} {'peak MB':>13} {'x':>5} "
-        f"{'MB/peer':>11} {'same trace':>10}"
+        f"{'MB/peer':>11} {'same trace':>10} {'same Wh':>8} {'load':>9}"
     )
     for r in rows:
         o = olds[r["case"]]
@@ -218,12 +222,23 @@ def compare(rows: list[dict[str, Any]], olds: dict[str, dict[str, Any]], before:
             f"{o['peak_rss_mb']:>6.0f}->{r['peak_rss_mb']:<6.0f}"
             f"{o['peak_rss_mb'] / r['peak_rss_mb']:>5.2f} "
             f"{o['mb_per_peer']:>5.2f}->{r['mb_per_peer']:<5.2f} "
-            f"{'yes' if o['digest'] == r['digest'] else 'no':>10}"
+            f"{'yes' if o['digest'] == r['digest'] else 'no':>10} {same_energy(o, r):>8} "
+            f"{o['load']:>4.1f},{r['load']:<4.1f}"
         )
     print(
         "x: before over after (above 1: faster, smaller); same trace: whether the trace digests "
-        "agree (they may not: same-time events run in another, equally valid, order)"
+        "agree (they may not: same-time events run in another, equally valid, order); same Wh: "
+        "whether the swarm's own energy by device and cause is the same (the day); load: the "
+        "1-minute load average after each"
     )
+
+
+def same_energy(old: dict[str, Any], new: dict[str, Any]) -> str:
+    a = old["metrics"].get("swarm_wh_by_cause")
+    b = new["metrics"].get("swarm_wh_by_cause")
+    if a is None or b is None:
+        return "-"
+    return "yes" if a == b else "no"
 
 
 def energy(m: dict[str, Any], *, full: bool) -> None:

@@ -285,6 +285,7 @@ class DeviceModel:
         self.swarm_battery_wh = 0.0  # the part of it drawn from the battery (not the charger)
         self._tail: deque[tuple[float, float, str]] = deque()  # radio on: (from, until, cause)
         self._spent: deque[tuple[float, float, str]] = deque()  # transfers: (at, joules, cause)
+        self._last = profile.day[0]  # the period last looked up (most lookups find it again)
 
     # ---- what the world asks ---------------------------------------------------------------
 
@@ -293,7 +294,16 @@ class DeviceModel:
 
     @property
     def period(self) -> Period:
-        return self.profile.period_at(self.hour())
+        return self._period_at(self.hour())
+
+    def _period_at(self, hour: float) -> Period:
+        """``profile.period_at(hour)``, asked several times per frame: the last one found,
+        when ``hour`` is still in it."""
+        last = self._last
+        if last.start_h <= hour < last.end_h:
+            return last
+        self._last = found = self.profile.period_at(hour)
+        return found
 
     @property
     def plugged(self) -> bool:
@@ -322,7 +332,7 @@ class DeviceModel:
 
     def link_at(self, t: float) -> LinkModel:
         p = self.profile
-        place = p.period_at(self.hour(t)).place
+        place = self._period_at(self.hour(t)).place
         return self.models.link(p.home_link if place == "home" else p.away_link)
 
     def draw_w(self) -> float:

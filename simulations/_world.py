@@ -90,16 +90,19 @@ class VirtualClock(trio.abc.Clock):
         # done in the timer: ``Alarm``'s ``on_due``), go on to the next, without a scheduler
         # pass per timer. Trio's own deadlines are never passed: they stop the loop.
         timers = self._timers
+        pop = heapq.heappop
+        runner = None
         while True:
             while timers and timers[0][2] is None:
-                heapq.heappop(timers)
+                pop(timers)
             if timers and timers[0][0] < deadline:
                 deadline = timers[0][0]
             if self._now < deadline < math.inf:
                 self._now = deadline
+            now = self._now
             fired = False
-            while timers and timers[0][0] <= self._now:
-                fn = heapq.heappop(timers)[2]
+            while timers and timers[0][0] <= now:
+                fn = pop(timers)[2]
                 if fn is not None:
                     fn()
                     fired = True
@@ -107,12 +110,13 @@ class VirtualClock(trio.abc.Clock):
                 return 0.0
             # (what ``trio.lowlevel.current_statistics()`` says, read without building it: it
             # cost 10 % of a day's simulation, asked once per timer)
-            runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+            if runner is None:
+                runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
             if runner.runq or runner.entry_queue.size():
                 return 0.0
             deadline = runner.deadlines.next_deadline()
             while timers and timers[0][2] is None:
-                heapq.heappop(timers)
+                pop(timers)
             if not (timers and timers[0][0] < deadline):
                 return 0.0
 
@@ -278,6 +282,8 @@ class World:
         self.hash_payloads = hash_payloads
         self.limits = limits  # each peer's connection manager's (None: the transports' default)
         self._addr_lists: dict[str, tuple[int, list[str]]] = {}  # device -> (moves, addresses)
+        # every device's addresses, and the sum of their moves when they were taken
+        self._known: tuple[int, dict[str, list[str]]] | None = None
         self.models = models
         self.start_hour = start_hour
         root = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -285,6 +291,7 @@ class World:
         self.swarm_id = swarm_id_of(root_public)
         self.roster = Roster(self.swarm_id, root_public)
         self.devices: list[SimDevice] = []
+        chains = []
         for i, spec in enumerate(specs):
             key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
             age = age_identity(self.rng.randbytes(32))
@@ -313,8 +320,9 @@ class World:
                 age_recipient=str(age.to_public()),
                 now=EPOCH,
             )
-            self.roster.add_chain((cert,))
+            chains.append((cert,))
             self.devices.append(device)
+        self.roster.add_chains(chains)
         self.by_id = {d.id: d for d in self.devices}
         self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
         self.net.tap = self._tap
@@ -329,18 +337,19 @@ class World:
     # ---- tracing -------------------------------------------------------------------------------
 
     def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
-        if self.hash_payloads:
-            self._digest.update(struct.pack("<dI", at, len(data)))
-        else:  # age adds a header stanza of random length ("grease"): sizes differ too
-            self._digest.update(struct.pack("<d", at))
-        self._digest.update(src.encode())
-        self._digest.update(dst.encode())
-        if self.hash_payloads:
-            self._digest.update(data)
-        self.bytes_sent[src] = self.bytes_sent.get(src, 0) + len(data)
-        cause = ""
         size = len(data)
-        for device, sent in ((self.by_id.get(src), size), (self.by_id.get(dst), 0)):
+        # (one update of the same bytes as four: a day's simulation hashes every frame)
+        if self.hash_payloads:
+            self._digest.update(
+                b"".join((_AT_SIZE.pack(at, size), src.encode(), dst.encode(), data))
+            )
+        else:  # age adds a header stanza of random length ("grease"): sizes differ too
+            self._digest.update(b"".join((_AT.pack(at), src.encode(), dst.encode())))
+        bytes_sent = self.bytes_sent
+        bytes_sent[src] = bytes_sent.get(src, 0) + size
+        cause = ""
+        by_id = self.by_id
+        for device, sent in ((by_id.get(src), size), (by_id.get(dst), 0)):
             model = device.model if device is not None else None
             if model is not None and model.link_at(at).costly:
                 cause = cause or self._cause(src, dst, data)
@@ -348,7 +357,28 @@ class World:
 
     def _cause(self, src: str, dst: str, data: bytes) -> str:
         """What a frame is for, as the energy accounting names it (see ``_models.CAUSES``): from
-        its envelope ``[1, kind, id, body]``; a response takes its request's cause."""
+        its envelope ``[1, kind, id, body]``; a response takes its request's cause.
+
+        A one-way membership message, almost every frame, is named from a peek at its first
+        bytes, without decoding it: the envelope's ``[1, 2, 0,`` and the body's ``[version,
+        "type"`` (a short array, a small version, a short type string); anything else is
+        decoded in full."""
+        if (
+            len(data) > 11
+            and data[4:8] == _ONEWAY_HEAD
+            and 0x92 <= data[8] <= 0x9F  # a short array of at least two items
+            and data[9] < 0x80  # a small positive version
+            and data[10] & 0xE0 == 0xA0  # a short string: the type
+        ):
+            kind = data[11 : 11 + (data[10] & 0x1F)]
+            cause = _MEMBERSHIP_CAUSES_PEEKED.get(kind, "other")
+            if kind == b"sync" and (self._light(src) or self._light(dst)):
+                cause = "heartbeats"
+            return cause
+        return self._decoded_cause(src, dst, data)
+
+    def _decoded_cause(self, src: str, dst: str, data: bytes) -> str:
+        """``_cause`` from the whole frame, decoded."""
         try:
             _, kind, ident, body = msgpack.unpackb(data[4:], raw=False)
         except (ValueError, TypeError, msgpack.UnpackException):
@@ -439,27 +469,8 @@ class World:
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
         addr = _addr(device)
-        known = {d.id: self._addrs(d) for d in self.devices if d is not device}
-        if device.remembered is not None:
-            known, device.remembered = device.remembered, None
-        peer = Peer(
-            device.identity,
-            self.roster.copy(),
-            PeerOptions(
-                listen_addrs=lambda: [addr],
-                seeds=seeds,
-                known_addrs=known,
-                rng=random.Random(self.rng.random()),
-                wall_clock=lambda: EPOCH + trio.current_time() + device.skew,
-                load=device.load,
-                persist=False,
-                power=device.power,
-                on_changes=lambda changes: self._changed(device, changes),
-                services=self.services(device) if self.services is not None else (),
-                metered=lambda: device.model is not None and device.model.link.metered,
-                join_known=join_known,
-            ),
-        )
+        options = self._options(device, addr, seeds, join_known)
+        peer = Peer(device.identity, self.roster.copy(), options)
         transport = self.net.transport(device.id, address=addr, limits=self.limits)
         device.peer, device.up, device.leaving = peer, True, False
         device.lives += 1
@@ -467,6 +478,33 @@ class World:
             device.scope = scope
             async with transport:
                 await peer.run(transport, task_status=task_status)
+
+    def _options(
+        self, device: SimDevice, addr: str, seeds: list[tuple[str, list[str]]], join_known: bool
+    ) -> PeerOptions:
+        if device.remembered is not None:
+            known, device.remembered = device.remembered, None
+        else:
+            # every device's (its own too, which a peer skips), one table for every peer (which
+            # never changes it: what it learns goes in a table of its own)
+            moves = sum(d.moves for d in self.devices)  # (a device moved: a new table)
+            if self._known is None or self._known[0] != moves:
+                self._known = (moves, {d.id: self._addrs(d) for d in self.devices})
+            known = self._known[1]
+        return PeerOptions(
+            listen_addrs=lambda: [addr],
+            seeds=seeds,
+            known_addrs=known,
+            rng=random.Random(self.rng.random()),
+            wall_clock=lambda: EPOCH + trio.current_time() + device.skew,
+            load=device.load,
+            persist=False,
+            power=device.power,
+            on_changes=lambda changes: self._changed(device, changes),
+            services=self.services(device) if self.services is not None else (),
+            metered=lambda: device.model is not None and device.model.link.metered,
+            join_known=join_known,
+        )
 
     def _settle(self) -> None:
         """Every running peer knows every other as alive, as in a swarm that ran a while."""
@@ -664,6 +702,10 @@ _MEMBERSHIP_CAUSES = {
     "gossip": "gossip",
     "sync": "gossip",
 }
+_MEMBERSHIP_CAUSES_PEEKED = {k.encode(): v for k, v in _MEMBERSHIP_CAUSES.items()}
+_ONEWAY_HEAD = bytes([0x94, 1, 2, 0])  # a one-way envelope's start: [1, ONEWAY, 0, ...
+_AT_SIZE = struct.Struct("<dI")
+_AT = struct.Struct("<d")
 
 
 def _addr(device: SimDevice) -> str:

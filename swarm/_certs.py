@@ -109,7 +109,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -842,16 +842,26 @@ class Roster:
         self._revocations: dict[str, dict[str, Revocation]] = {}
         self._standing = resolve({}, {})  # derived from the two above
         self._verified: set[Certificate] = set()  # certificates whose signature checked out
+        self._shared = False  # the two tables are another roster's too: copy them to change them
 
     def copy(self) -> Roster:
         """A roster with the same content that changes on its own (nothing is verified again: the
-        copies share the cache of certificates whose signatures checked out)."""
+        copies share the cache of certificates whose signatures checked out). The tables are
+        shared until either changes them (a simulated swarm's thousand rosters of a thousand
+        devices each held a thousand tables of a thousand entries)."""
         new = Roster(self.swarm, self.root_public)
-        new._chains = dict(self._chains)
-        new._revocations = {device: dict(by) for device, by in self._revocations.items()}
+        new._chains, new._revocations = self._chains, self._revocations
+        new._shared = self._shared = True
         new._standing = self._standing
         new._verified = self._verified
         return new
+
+    def _own(self) -> None:
+        """About to change the tables: copy them first if another roster holds them too."""
+        if self._shared:
+            self._chains = dict(self._chains)
+            self._revocations = {device: dict(by) for device, by in self._revocations.items()}
+            self._shared = False
 
     # -- queries --------------------------------------------------------------------------
 
@@ -950,6 +960,21 @@ class Roster:
         self._recompute()
         return True
 
+    def add_chains(self, chains: Iterable[Chain]) -> int:
+        """``add_chain`` for many chains, the standing worked out once (for each chain, it
+        costs a pass over every chain: a simulated swarm of a thousand devices spent a million
+        on its roster); how many were not stored yet. InvalidCertificate as ``add_chain``, for
+        the first bad chain (those before it are stored)."""
+        new = 0
+        try:
+            for chain in chains:
+                _check_links(chain, self.swarm)
+                new += self._store_chain(chain)
+        finally:
+            if new:
+                self._recompute()
+        return new
+
     def add_revocation(self, rev: Revocation) -> bool:
         """Verify and store a revocation; True if it was not stored yet (whether it counts is
         ``revoked``'s business)."""
@@ -1042,6 +1067,7 @@ class Roster:
         if chain in self._chains.get(chain[0].device, ()):
             return False
         _check_signatures(chain, self.root_public, self._verified)
+        self._own()
         self._chains[chain[0].device] = {*self._chains.get(chain[0].device, ()), chain}
         return True
 
@@ -1054,6 +1080,7 @@ class Roster:
         self._check_revocation(rev)
         if known is None or rev._order() < known._order():
             # the least per signer: the same choice on every replica
+            self._own()
             self._revocations.setdefault(rev.device, {})[rev.by] = rev
             return True
         return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +93,9 @@ class Peer:
         self.roster = roster
         self.options = options
         self.rng = options.rng or random.SystemRandom()
-        self.addresses: dict[str, list[str]] = dict(options.known_addrs or {})
+        # what we saw or heard, over the table we were given (never changed here: a simulated
+        # swarm gives each of its thousand peers the same one, not a copy each)
+        self.addresses: ChainMap[str, list[str]] = ChainMap({}, options.known_addrs or {})
         audit_path = identity.home / AUDIT_NAME if options.persist else None
         self.audit = AuditLog(audit_path, options.wall_clock)
         self.pairing = Pairing(identity, roster, self.audit)

@@ -323,9 +323,13 @@ class MemoryNetwork:
 
     # ---- the wire -----------------------------------------------------------------------------
 
-    def _arrival(self, pipe: _Pipe, size: int) -> float:
-        link = self.link(pipe.src, pipe.dst)
-        now = trio.current_time()
+    def _arrival(
+        self, pipe: _Pipe, size: int, link: Link | None = None, now: float | None = None
+    ) -> float:
+        if link is None:
+            link = self.link(pipe.src, pipe.dst)
+        if now is None:
+            now = trio.current_time()
         start = max(now, pipe.tx_free_at)
         if self._held:
             start = max(start, self._held.get(pipe.src, start))
@@ -339,18 +343,22 @@ class MemoryNetwork:
         return at
 
     def _transmit(self, pipe: _Pipe, data: bytes) -> None:
-        self.stats.writes += 1
-        self.stats.bytes += len(data)
+        stats = self.stats
+        stats.writes += 1
+        stats.bytes += len(data)
+        now = trio.current_time()
+        src, dst = pipe.src, pipe.dst
         if self.tap is not None:
-            self.tap(trio.current_time(), pipe.src, pipe.dst, data)
-        if self.blocked(pipe.src, pipe.dst):
-            self.stats.partitioned += 1
+            self.tap(now, src, dst, data)
+        if self._group and self.blocked(src, dst):
+            stats.partitioned += 1
             return
-        loss = self.link(pipe.src, pipe.dst).loss + self.burst_loss
+        link = self._links.get((src, dst), self.default_link)  # (looked up once per frame)
+        loss = link.loss + self.burst_loss
         if loss and self.rng.random() < loss:
-            self.stats.lost += 1
+            stats.lost += 1
             return
-        pipe.push(self._arrival(pipe, len(data)), data)
+        pipe.push(self._arrival(pipe, len(data), link, now), data)
 
     def _listen(self, transport: MemoryTransport) -> None:
         current = self._listeners.get(transport.peer_id)

@@ -22,7 +22,9 @@ from homeswarm.simulations import (
     simulate,
 )
 from homeswarm.simulations._plots import write_outputs
-from homeswarm.simulations._world import age_identity, bech32
+from homeswarm.simulations._world import DeviceSpec, World, age_identity, bech32
+from homeswarm.swarm._membership import Ack, Gossip, Nack, Ping, PingReq, Sync, encode_message
+from homeswarm.transports import Envelope, Kind, encode_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +40,23 @@ def test_same_seed_same_trace_and_a_different_seed_a_different_one():
     assert a.metrics == b.metrics
     assert a.log == b.log
     assert c.trace_digest != a.trace_digest
+
+
+def test_a_frames_energy_cause_from_a_peek_is_the_one_decoding_it_gives():
+    world = World([DeviceSpec("a", "laptop"), DeviceSpec("b", "server")], seed=1)
+    a, b = (d.id for d in world.devices)
+    messages = [Ping(1, b, ()), Ack(1, ()), PingReq(2, b, ()), Nack(3), Gossip(()), Sync(True, ())]
+    seen = []
+    for msg in messages:
+        frame = encode_frame(Envelope(Kind.ONEWAY, 0, encode_message(msg)).pack())
+        seen.append(world._cause(a, b, frame))
+        assert seen[-1] == world._decoded_cause(a, b, frame)
+    assert seen == ["probes", "acks", "probes", "acks", "gossip", "gossip"]
+    # anything else is decoded: a request's cause is its response's too
+    request = encode_frame(Envelope(Kind.REQUEST, 7, {"op": "vault.sync"}).pack())
+    assert world._cause(a, b, request) == "vault sync"
+    response = encode_frame(Envelope(Kind.RESPONSE, 7, {"ok": True}).pack())
+    assert world._cause(b, a, response) == "vault sync"
 
 
 def test_the_trace_does_not_depend_on_the_process_or_its_hash_seed():

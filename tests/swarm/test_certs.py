@@ -293,6 +293,36 @@ def test_an_invalid_chain_is_not_stored():
     assert r.to_wire()["chains"] == []
 
 
+def test_adding_many_chains_at_once_gives_what_adding_them_one_by_one_gives():
+    chains = [line(A), line(C, B, A), line(D, A), line(A)]
+    many = Roster(SWARM, ROOT)
+    assert many.add_chains(chains) == 3  # (line(A) twice)
+    assert many.to_wire() == roster(*chains).to_wire()
+    assert [many.admits(pid(k)) for k in (A, B, C, D)] == [True, False, True, True]
+    # a bad chain raises; those before it are stored, and count
+    bad = Roster(SWARM, ROOT)
+    with pytest.raises(InvalidCertificate):
+        bad.add_chains([line(A), (dataclasses.replace(cert(D), name="evil"),), line(E)])
+    assert [bad.admits(pid(k)) for k in (A, D, E)] == [True, False, False]
+
+
+def test_a_copy_changes_on_its_own_though_it_shares_the_tables_until_then():
+    base = [line(A), line(C, B, A)]
+    original = roster(*base)
+    copy, other = original.copy(), original.copy()
+    assert copy.add_chain(line(D, A))
+    assert original.add_revocation(rev(A, C))
+    assert other.add_chain(line(E))
+    alone = roster(*base)  # each must be what the same facts give a roster of its own
+    alone.add_revocation(rev(A, C))
+    assert original.to_wire() == alone.to_wire()
+    assert copy.to_wire() == roster(*base, line(D, A)).to_wire()
+    assert other.to_wire() == roster(*base, line(E)).to_wire()
+    assert [r.admits(pid(C)) for r in (original, copy)] == [False, True]
+    assert [r.admits(pid(D)) for r in (original, copy, other)] == [False, True, False]
+    assert [r.admits(pid(E)) for r in (original, copy, other)] == [False, False, True]
+
+
 def test_members_are_sorted_by_name_then_id():
     r = roster(line(A), line(D), line(B, A))
     r.add_chain((cert(E, D, name="a"), cert(D)))

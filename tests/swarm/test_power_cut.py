@@ -109,3 +109,29 @@ def test_a_device_seen_at_a_new_address_is_dialed_there_first():
         await _until(lambda: _agree(world), 60.0)
 
     _run(body, n=4)
+
+
+def test_what_a_peer_learns_leaves_the_address_table_it_was_given_as_it_was():
+    # a world gives all its peers one table of addresses (a thousand copies of a thousand
+    # entries were most of a big swarm's address memory): a peer that wrote to it would change
+    # what every other peer knows
+    async def body(world: World) -> None:
+        await _until(lambda: _agree(world), 30.0)
+        peers = [d.peer for d in world.devices if d.peer is not None]
+        given = peers[1].options.known_addrs
+        assert given is not None
+        assert given is peers[2].options.known_addrs
+        before = {k: list(v) for k, v in given.items()}
+        moved = world.devices[0]
+        world.crash(moved)
+        moved.moves += 1
+        moved.remembered = {}
+        await world.start(moved)
+        for device in world.devices[1:]:
+            world.sight(device)
+            assert device.peer is not None
+            assert device.peer.addrs_of(moved.id)[0] == _addr(moved)
+        assert {k: list(v) for k, v in given.items()} == before
+        await _until(lambda: _agree(world), 60.0)
+
+    _run(body, n=3)
