@@ -218,6 +218,7 @@ class DeviceSpec:
     name: str
     role: str
     profile: DeviceProfile | None = None  # None: always on, plugged, on the default link
+    light: str = "auto"  # its [membership] light
 
 
 @dataclass(eq=False)
@@ -299,7 +300,7 @@ class World:
                 {
                     "device": {"name": spec.name, "role": spec.role},
                     "swarm": {"id": self.swarm_id, "root": root_public.hex()},
-                    "membership": {"profile": membership},
+                    "membership": {"profile": membership, "light": spec.light},
                 }
             )
             # a device's home: where services that keep files keep them (the learning ledgers);

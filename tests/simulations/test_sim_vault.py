@@ -54,6 +54,7 @@ def run(seed: int, peers: int | None = None) -> tuple[dict[str, Any], list[str]]
 # ---- the sweep ---------------------------------------------------------------------------------
 
 
+@pytest.mark.sweep  # coverage traces chunk 0 only (tests/conftest.py)
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_no_acknowledged_write_is_lost_and_the_replicas_agree(chunk):
     failures: list[str] = []
