@@ -17,7 +17,8 @@ SCENARIO_HELP = """scenarios:
   failure    peers crash at random (and come back): detection times, false deaths
   partition  split into halves, heal: time until the views agree again
   day        a phone, a laptop and a home server through 24 hours of their profiles:
-             battery over the day and how well each peer's view tracked the others
+             battery over the day and how well each peer's view tracked the others;
+             the swarm's own energy by cause (--services vault: with each vault's syncs)
   churn      devices join, leave and crash continuously: how accurate the views stay
   faults     a random fault schedule from the seed (partitions, isolation, crashes, pauses,
              loss bursts, clock skew), then healing: the views must agree again
@@ -65,6 +66,13 @@ def add_simulate_commands(sub: Any) -> None:
         "--loss", type=number, default=0.0, metavar="P", help="message loss on every link, 0-1"
     )
     p.add_argument("--models", type=Path, metavar="FILE", help="device and network profiles (TOML)")
+    day = p.add_argument_group("day", "what the day scenario's devices run")
+    day.add_argument(
+        "--services",
+        metavar="WHAT",
+        help="none: membership alone (default); vault: each device's vault service too, syncing"
+        " as `swarm up` does, its energy shown as vault sync",
+    )
     learn = p.add_argument_group("learn", "the learning job of the learn scenario")
     learn.add_argument("--epsilon", type=number, metavar="E", help="privacy budget per device (4)")
     learn.add_argument(
@@ -94,7 +102,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             loss=args.loss,
             models=args.models,
             progress=bar.update if bar is not None else None,
-            options={"epsilon": args.epsilon, "trust": args.trust, "task": args.task},
+            options={
+                "epsilon": args.epsilon,
+                "trust": args.trust,
+                "task": args.task,
+                "services": args.services,
+            },
         )
     finally:
         if bar is not None:

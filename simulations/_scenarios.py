@@ -13,7 +13,10 @@ series the plots draw).
 - ``day``: a phone, a laptop and a home server through a day of their profiles (see
   ``devices.toml``): battery over the day, beside the same day with no swarm (the same models,
   in the same run); the swarm's own energy per device and by cause; and how accurately each
-  peer's view (status and battery) tracked the others.
+  peer's view (status and battery) tracked the others. Membership alone by default; with
+  ``--services vault`` (``day_options``) every device also runs its vault service as ``swarm up``
+  does (an idle vault: its periodic pulls, a light phone's at its radio bursts), so its syncs
+  show in the energy by cause.
 - ``churn``: devices leave, crash and come back continuously; how accurate the views stay.
 - ``faults``: a random fault schedule from the seed (partitions, isolation, crashes, pauses,
   loss bursts, clock skew), then everything heals; the views must agree again. The test suite
@@ -37,8 +40,9 @@ from typing import Any
 import trio
 import trio.testing
 
-from homeswarm.swarm import Change
+from homeswarm.swarm import Change, Service, VaultService
 from homeswarm.transports import ConnectionLimits, InvalidArgument
+from homeswarm.vault import MemoryStore
 
 from ._faults import play, random_schedule
 from ._harness import QUIET, Progress, Result, Run, Scenario, day_specs
@@ -261,9 +265,31 @@ async def _partition(sim: Run) -> None:
 # ---- day -------------------------------------------------------------------------------------
 
 
+DAY_SERVICES = ("none", "vault")  # what each device runs besides membership in the day
+
+
+def day_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The day's options (``--services``) checked, with defaults."""
+    unknown = set(given) - {"services"}
+    if unknown:
+        raise InvalidArgument(f"the day scenario takes no --{sorted(unknown)[0]}")
+    services = given.get("services", "none")
+    if services not in DAY_SERVICES:
+        raise InvalidArgument(f"--services must be none or vault, got {services!r:.20}")
+    return {"services": services}
+
+
 async def _day(sim: Run) -> None:
     models = load_models(sim.models_path)
-    world = sim.make_world(day_specs(models, sim.n), models=models)
+    stores: dict[int, MemoryStore] = {}  # each device's vault, across its lives
+
+    def vault(device: SimDevice) -> list[Service]:
+        return [VaultService(device.identity, store=stores.setdefault(device.index, MemoryStore()))]
+
+    services = (sim.options or day_options({}))["services"]
+    world = sim.make_world(
+        day_specs(models, sim.n), models=models, services=vault if services == "vault" else None
+    )
     every = 300.0
     right = total = 0
     status_right = 0
@@ -476,7 +502,7 @@ SCENARIOS: dict[str, Scenario] = {
     "gossip": Scenario("gossip", _gossip, peers=50, hours=0.05),
     "failure": Scenario("failure", _failure, peers=10, hours=0.1, min_peers=2),
     "partition": Scenario("partition", _partition, peers=10, hours=0.05, min_peers=2),
-    "day": Scenario("day", _day, peers=3, hours=24.0),
+    "day": Scenario("day", _day, peers=3, hours=24.0, options=day_options),
     "churn": Scenario("churn", _churn, peers=10, hours=0.25),
     "faults": Scenario("faults", _faults, peers=5, hours=0.04),
     "vault": Scenario("vault", run_vault, peers=5, hours=0.05),

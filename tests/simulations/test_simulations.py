@@ -157,6 +157,26 @@ def test_a_few_hours_of_a_day_drain_and_charge_batteries():
     assert (8.5, "moves", "phone away") in moves
 
 
+def test_the_day_with_each_devices_vault_counts_its_syncs():
+    """``--services vault``: every device runs its vault service, as ``swarm up`` does; its
+    pulls cost energy and show as vault sync (the phone's Wi-Fi, plugged in at night; the server's
+    Ethernet costs too little to show in half an hour; the laptop sleeps). Without it,
+    membership alone: no vault sync anywhere."""
+    r = simulate("day", seed=1, hours=0.5, options={"services": "vault"})
+    by = r.metrics["swarm_wh_by_cause"]
+    assert by["phone"]["vault sync"] > 0
+    assert by["laptop"]["vault sync"] == 0
+    assert r.replay.endswith("--services vault")
+    assert r.invariants["violations"] == []
+    plain = simulate("day", seed=1, hours=0.5)
+    assert all(c["vault sync"] == 0 for c in plain.metrics["swarm_wh_by_cause"].values())
+    assert plain.metrics["swarm_wh"]["phone"] < r.metrics["swarm_wh"]["phone"]
+    with pytest.raises(InvalidArgument, match="--services must be none or vault, got 'all'"):
+        simulate("day", options={"services": "all"})
+    with pytest.raises(InvalidArgument, match="the day scenario takes no --epsilon"):
+        simulate("day", options={"epsilon": 2.0})
+
+
 # ---- models ----------------------------------------------------------------------------------
 
 
