@@ -140,6 +140,10 @@ class Connection:
         self._serving: dict[trio.CancelScope, None] = {}  # the requests being served
         self.active_at = trio.current_time()
         self._violated = False
+        # run() in a nursery not its own: the tasks it started there and not yet ended, and
+        # what wakes it when they have (None: a nursery of its own)
+        self._children: int | None = None
+        self._children_done: trio.Event | None = None
         self.busy = 0  # requests refused for being over max_requests
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
@@ -225,38 +229,80 @@ class Connection:
 
     # ---- the driver --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Read and dispatch until the connection ends. Never raises for anything the peer does."""
+    async def run(self, nursery: trio.Nursery | None = None) -> None:
+        """Read and dispatch until the connection ends. Never raises for anything the peer does.
+
+        ``nursery``: where requests are served and the one-way worker runs, if given (a
+        long-lived one, the transport's: the connection then waits for what it started there
+        before it returns); by default a nursery of its own. (Opening and closing a nursery
+        costs a scheduler pass, for each of the connections a simulation opens and closes.)"""
+        try:
+            if nursery is None:
+                async with trio.open_nursery() as own:
+                    await self._run(own)
+            else:
+                self._children = 0
+                try:
+                    await self._run(nursery)
+                finally:
+                    while self._children:  # (as a nursery's end waits, even when cancelled)
+                        self._children_done = trio.Event()
+                        with trio.CancelScope(shield=True):
+                            await self._children_done.wait()
+        finally:
+            self._finish("connection ended")
+            await self._close_stream()
+
+    async def _run(self, nursery: trio.Nursery) -> None:
         take_now = getattr(self._stream, "take_now", None)
         try:
-            async with trio.open_nursery() as nursery:
-                with trio.CancelScope() as self._scope:
-                    if take_now is not None and self._handler_now is not None:
-                        take_now(self._take_now)
-                    if not self.closed:
-                        try:
-                            await self._read_loop(nursery)
-                        except ProtocolViolation as exc:
-                            log.warning(
-                                "%s: closing connection with %s: %s",
-                                short(self.local_id),
-                                short(self.peer_id),
-                                exc,
-                            )
-                            self._violated = True
-                            self._finish(f"protocol violation: {exc}")
-                self._finish("connection ended")
-                # the requests being served are cut off (their replies could not go); the
-                # one-way messages already here are handled, then the worker stops
-                for scope in list(self._serving):
-                    scope.cancel()
-                if self._oneway_send is not None:
-                    self._oneway_send.close()
+            # the reader is stopped by a cancel scope, or, on a stream whose close never waits,
+            # by closing the stream at once (``_finish``): no scope to enter, cancel and leave by
+            # an exception
+            reader = trio.CancelScope() if self._close_now is None else _NO_SCOPE
+            with reader as self._scope:
+                if take_now is not None and self._handler_now is not None:
+                    take_now(self._take_now)
+                if not self.closed:
+                    try:
+                        await self._read_loop(nursery)
+                    except ProtocolViolation as exc:
+                        log.warning(
+                            "%s: closing connection with %s: %s",
+                            short(self.local_id),
+                            short(self.peer_id),
+                            exc,
+                        )
+                        self._violated = True
+                        self._finish(f"protocol violation: {exc}")
+            self._finish("connection ended")
         finally:
+            # the requests being served are cut off (their replies could not go); the one-way
+            # messages already here are handled, then the worker stops
+            for scope in list(self._serving):
+                scope.cancel()
+            if self._oneway_send is not None:
+                self._oneway_send.close()
             if take_now is not None:
                 take_now(None)
             self._finish("connection ended")
-            await self._close_stream()
+
+    def _start(self, nursery: trio.Nursery, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``fn(*args)`` in ``nursery``, counted while it runs if that is not our own."""
+        if self._children is None:
+            nursery.start_soon(fn, *args)
+            return
+        self._children += 1
+        nursery.start_soon(self._child, fn, *args)
+
+    async def _child(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            assert self._children is not None
+            self._children -= 1
+            if not self._children and self._children_done is not None:
+                self._children_done.set()
 
     def _take_now(self, data: bytes) -> bool:
         """The stream's offer of ``data`` while the reader waits (``take_now``): one whole
@@ -325,13 +371,13 @@ class Connection:
                 return
             scope = trio.CancelScope()
             self._serving[scope] = None
-            nursery.start_soon(self._serve, env, scope)
+            self._start(nursery, self._serve, env, scope)
         elif env.kind is Kind.ONEWAY:
             if not self._oneway_queued and self._call_now(env.body):
                 return
             if self._oneway_send is None:
                 self._oneway_send, receive = trio.open_memory_channel[Any](ONEWAY_QUEUE)
-                nursery.start_soon(self._oneway_worker, receive)
+                self._start(nursery, self._oneway_worker, receive)
             self._oneway_queued += 1
             try:
                 self._oneway_send.send_nowait(env.body)  # (no extra trip through the scheduler)
@@ -455,7 +501,9 @@ class Connection:
         error = ConnectionClosed(f"connection to {short(self.peer_id)}: {reason}")
         for slot in self._pending.values():
             slot.resolve(error=error)
-        if self._scope is not None:
+        if self._close_now is not None:
+            self._close_now()  # (a reader waiting on the stream wakes to find it closed)
+        elif self._scope is not None:
             self._scope.cancel()
 
     async def _close_stream(self) -> None:
@@ -475,3 +523,4 @@ class _Failure:
 
 
 _CLOSE: Any = object()
+_NO_SCOPE: Any = contextlib.nullcontext()
