@@ -100,6 +100,41 @@ class _Pending:
 
 
 class Connection:
+    # (slots: a simulated peer holds a score of connections, a thousand peers twenty thousand)
+    __slots__ = (
+        "_bytes_received",
+        "_bytes_sent",
+        "_children",
+        "_children_done",
+        "_close_now",
+        "_closed",
+        "_decoder",
+        "_frames_received",
+        "_frames_sent",
+        "_handler",
+        "_handler_now",
+        "_next_id",
+        "_oneway_queued",
+        "_oneway_send",
+        "_pending",
+        "_scope",
+        "_send_lock",
+        "_send_now",
+        "_serving",
+        "_stream",
+        "_violated",
+        "active_at",
+        "busy",
+        "close_reason",
+        "local_id",
+        "max_frame",
+        "max_requests",
+        "outbound",
+        "peer_id",
+        "remote_addr",
+        "request_timeout",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
