@@ -80,7 +80,7 @@ class Transport(abc.ABC):
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
         # used, the same one in every run (a seeded simulation stays deterministic)
         self._by_peer: dict[str, dict[Connection, None]] = {}
-        self._open = 0  # connections registered in _by_peer
+        self._live: dict[Connection, None] = {}  # the same connections, oldest first
         self._refused = 0
         self._violations = 0
         self._reaped = 0
@@ -211,10 +211,10 @@ class Transport(abc.ABC):
 
     async def _run(self, conn: Connection) -> None:
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None
-        self._open += 1
+        self._live[conn] = None
         reaper = self._reaper
         if reaper is not None:  # the manager looks now if over the mark, else by its timeout
-            if self._open > self.limits.high:
+            if len(self._live) > self.limits.high:
                 # look now; or, if the last look left more than the mark open (all busy or in
                 # their grace then), when this one leaves its grace, unless sooner: a look now
                 # could close nothing the last could not, and a look per dial scans them all
@@ -226,7 +226,7 @@ class Transport(abc.ABC):
         try:
             await conn.run(self._nursery)  # (its requests and worker in ours: no nursery each)
         finally:
-            self._open -= 1
+            del self._live[conn]
             mine = self._by_peer.get(conn.peer_id, {})
             mine.pop(conn, None)
             if not mine:
@@ -255,12 +255,7 @@ class Transport(abc.ABC):
     def _reap(self) -> float:
         """Close what the policy says now; when to look again. (Its own frame, so that the
         views of closed connections are not held while the manager waits.)"""
-        views = [
-            Idle(c, c.active_at, c.in_use)
-            for pool in self._by_peer.values()
-            for c in pool
-            if not c.closed
-        ]
+        views = [Idle(c, c.active_at, c.in_use) for c in self._live if not c.closed]
         decision = reap(views, trio.current_time(), self.limits)
         self._over = len(views) - len(decision.close) > self.limits.high
         for conn in decision.close:

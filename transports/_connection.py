@@ -191,7 +191,7 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self.close_reason is not None  # (set with ``_closed``, and cheaper to ask)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
