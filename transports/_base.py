@@ -5,10 +5,10 @@ A transport gives authenticated byte streams; this base class turns each into a 
 Implementations provide ``_open_stream`` (dial) and call ``_serve_inbound`` for accepted streams.
 
 Connections are pooled and closed when idle: the connection manager's policy (``_manager``) runs
-in the transport's own task, closing the least recently used idle connections while more than
-``limits.high`` are open and any left idle for ``limits.idle_timeout``; whoever needs a peer again
-dials it again. So a peer that talks to every member of a large swarm in turn holds a bounded
-number of connections, not one per member.
+in the transport's own task (under a clock with timers, in the clock's timer), closing the least
+recently used idle connections while more than ``limits.high`` are open and any left idle for
+``limits.idle_timeout``; whoever needs a peer again dials it again. So a peer that talks to every
+member of a large swarm in turn holds a bounded number of connections, not one per member.
 
 Use it as an async context manager::
 

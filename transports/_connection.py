@@ -20,15 +20,17 @@ Rules:
   now would lose anything (a request waiting or served, a one-way message queued, a write under
   way): what a connection manager needs to close idle connections safely.
 
-Four shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
+Five shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
 a thousand peers delivers millions of frames and opens and closes connections all the time): a
 one-way message that a ``HandlerNow`` can take without waiting is handled in the reader rather
 than handed to the worker; on a stream that can offer what arrives before its reader wakes (the
 memory network's: a ``take_now`` method), such a message is taken when it arrives, while the
 reader goes on waiting, in the order it would have read it; ``send_nowait`` writes a one-way
 message at once to a stream that never blocks (the memory network's: a ``send_all_nowait``
-method) when no other write is under way; and a stream whose close never blocks
-(``close_nowait``) is closed without a shielded timeout.
+method) when no other write is under way; a stream whose close never blocks (``close_nowait``)
+is closed without a shielded timeout, and closed as soon as the connection ends, which is what
+stops its reader (no cancel scope); and ``run(nursery)`` serves requests and runs the one-way
+worker in a long-lived nursery it is given (the transport's) rather than one of its own.
 """
 
 from __future__ import annotations
