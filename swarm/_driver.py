@@ -174,7 +174,8 @@ class MembershipDriver:
             self.dropped += 1
             return
         try:
-            await conn.send(body)
+            if not conn.send_nowait(body):  # (a new connection: no scheduler pass for it)
+                await conn.send(body)
         except TransportError:
             self.dropped += 1
 

@@ -5,10 +5,10 @@ A transport gives authenticated byte streams; this base class turns each into a 
 Implementations provide ``_open_stream`` (dial) and call ``_serve_inbound`` for accepted streams.
 
 Connections are pooled and closed when idle: the connection manager's policy (``_manager``) runs
-in the transport's own task, closing the least recently used idle connections while more than
-``limits.high`` are open and any left idle for ``limits.idle_timeout``; whoever needs a peer again
-dials it again. So a peer that talks to every member of a large swarm in turn holds a bounded
-number of connections, not one per member.
+in the transport's own task (under a clock with timers, in the clock's timer), closing the least
+recently used idle connections while more than ``limits.high`` are open and any left idle for
+``limits.idle_timeout``; whoever needs a peer again dials it again. So a peer that talks to every
+member of a large swarm in turn holds a bounded number of connections, not one per member.
 
 Use it as an async context manager::
 
@@ -80,11 +80,12 @@ class Transport(abc.ABC):
         # by peer, insertion-ordered (dicts, not sets): the oldest connection to a peer is the one
         # used, the same one in every run (a seeded simulation stays deterministic)
         self._by_peer: dict[str, dict[Connection, None]] = {}
-        self._open = 0  # connections registered in _by_peer
+        self._live: dict[Connection, None] = {}  # the same connections, oldest first
         self._refused = 0
         self._violations = 0
         self._reaped = 0
         self._reaper: Alarm | None = None  # the manager's wait for its next look
+        self._over = False  # whether its last look left more than limits.high open
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -155,12 +156,22 @@ class Transport(abc.ABC):
         if not self.admits(peer_id):
             raise AdmissionRefused(f"{short(peer_id)} is not admitted")
         limit = self.dial_timeout if timeout is None else timeout
-        with trio.move_on_after(limit):
-            stream, remote = await self._open_stream(peer_id, addrs)
-            conn = self._connection(stream, peer_id, remote, outbound=True)
-            nursery.start_soon(self._run, conn)
-            return conn
-        raise PeerUnreachable(f"dialing {short(peer_id)} timed out after {limit:g} s")
+        opened = await self._open_stream_by(peer_id, addrs, trio.current_time() + limit)
+        if opened is None:
+            raise PeerUnreachable(f"dialing {short(peer_id)} timed out after {limit:g} s")
+        stream, remote = opened
+        conn = self._connection(stream, peer_id, remote, outbound=True)
+        nursery.start_soon(self._run, conn)
+        return conn
+
+    async def _open_stream_by(
+        self, peer_id: str, addrs: Sequence[str], deadline: float
+    ) -> tuple[trio.abc.Stream, str | None] | None:
+        """``_open_stream``, given up at ``deadline`` (None). A transport whose dial can wait
+        for the deadline itself does so here (the memory network: no cancel scope per dial)."""
+        with trio.move_on_at(deadline):
+            return await self._open_stream(peer_id, addrs)
+        return None
 
     async def _serve_inbound(
         self, stream: trio.abc.Stream, peer_id: str, remote_addr: str | None
@@ -200,17 +211,22 @@ class Transport(abc.ABC):
 
     async def _run(self, conn: Connection) -> None:
         self._by_peer.setdefault(conn.peer_id, {})[conn] = None
-        self._open += 1
+        self._live[conn] = None
         reaper = self._reaper
         if reaper is not None:  # the manager looks now if over the mark, else by its timeout
-            if self._open > self.limits.high:
-                reaper.cancel()
+            if len(self._live) > self.limits.high:
+                # look now; or, if the last look left more than the mark open (all busy or in
+                # their grace then), when this one leaves its grace, unless sooner: a look now
+                # could close nothing the last could not, and a look per dial scans them all
+                at = conn.active_at + self.limits.grace if self._over else conn.active_at
+                if at < reaper.deadline:
+                    reaper.deadline = at  # (in the clock's timer, if it has one)
             elif conn.active_at + self.limits.idle_timeout < reaper.deadline:
                 reaper.deadline = conn.active_at + self.limits.idle_timeout
         try:
-            await conn.run()
+            await conn.run(self._nursery)  # (its requests and worker in ours: no nursery each)
         finally:
-            self._open -= 1
+            del self._live[conn]
             mine = self._by_peer.get(conn.peer_id, {})
             mine.pop(conn, None)
             if not mine:
@@ -222,24 +238,26 @@ class Transport(abc.ABC):
 
     async def _manage(self) -> None:
         """The connection manager: close what its policy says, wait until its next look (or until
-        a new connection takes the count over the high mark)."""
+        a new connection takes the count over the high mark). Under a clock with timers, each
+        look is taken in the clock's timer (``Alarm``'s ``on_due``), without waking this task."""
         while True:
-            self._reaper = Alarm(self._reap())
+            self._reaper = Alarm(self._reap(), on_due=self._reap_due)
             try:
                 await self._reaper.wait()
             finally:
                 self._reaper = None
 
+    def _reap_due(self) -> bool:
+        assert self._reaper is not None
+        self._reaper.deadline = self._reap()
+        return False
+
     def _reap(self) -> float:
         """Close what the policy says now; when to look again. (Its own frame, so that the
         views of closed connections are not held while the manager waits.)"""
-        views = [
-            Idle(c, c.active_at, c.in_use)
-            for pool in self._by_peer.values()
-            for c in pool
-            if not c.closed
-        ]
+        views = [Idle(c, c.active_at, c.in_use) for c in self._live if not c.closed]
         decision = reap(views, trio.current_time(), self.limits)
+        self._over = len(views) - len(decision.close) > self.limits.high
         for conn in decision.close:
             self._reaped += 1
             conn.close_soon(IDLE)

@@ -20,15 +20,17 @@ Rules:
   now would lose anything (a request waiting or served, a one-way message queued, a write under
   way): what a connection manager needs to close idle connections safely.
 
-Four shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
+Five shortcuts, each taken only when it changes nothing but the work trio does (a simulation of
 a thousand peers delivers millions of frames and opens and closes connections all the time): a
 one-way message that a ``HandlerNow`` can take without waiting is handled in the reader rather
 than handed to the worker; on a stream that can offer what arrives before its reader wakes (the
 memory network's: a ``take_now`` method), such a message is taken when it arrives, while the
 reader goes on waiting, in the order it would have read it; ``send_nowait`` writes a one-way
 message at once to a stream that never blocks (the memory network's: a ``send_all_nowait``
-method) when no other write is under way; and a stream whose close never blocks
-(``close_nowait``) is closed without a shielded timeout.
+method) when no other write is under way; a stream whose close never blocks (``close_nowait``)
+is closed without a shielded timeout, and closed as soon as the connection ends, which is what
+stops its reader (no cancel scope); and ``run(nursery)`` serves requests and runs the one-way
+worker in a long-lived nursery it is given (the transport's) rather than one of its own.
 """
 
 from __future__ import annotations
@@ -100,6 +102,41 @@ class _Pending:
 
 
 class Connection:
+    # (slots: a simulated peer holds a score of connections, a thousand peers twenty thousand)
+    __slots__ = (
+        "_bytes_received",
+        "_bytes_sent",
+        "_children",
+        "_children_done",
+        "_close_now",
+        "_closed",
+        "_decoder",
+        "_frames_received",
+        "_frames_sent",
+        "_handler",
+        "_handler_now",
+        "_next_id",
+        "_oneway_queued",
+        "_oneway_send",
+        "_pending",
+        "_scope",
+        "_send_lock",
+        "_send_now",
+        "_serving",
+        "_stream",
+        "_violated",
+        "active_at",
+        "busy",
+        "close_reason",
+        "local_id",
+        "max_frame",
+        "max_requests",
+        "outbound",
+        "peer_id",
+        "remote_addr",
+        "request_timeout",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -140,6 +177,10 @@ class Connection:
         self._serving: dict[trio.CancelScope, None] = {}  # the requests being served
         self.active_at = trio.current_time()
         self._violated = False
+        # run() in a nursery not its own: the tasks it started there and not yet ended, and
+        # what wakes it when they have (None: a nursery of its own)
+        self._children: int | None = None
+        self._children_done: trio.Event | None = None
         self.busy = 0  # requests refused for being over max_requests
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
@@ -152,7 +193,7 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self.close_reason is not None  # (set with ``_closed``, and cheaper to ask)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -225,38 +266,80 @@ class Connection:
 
     # ---- the driver --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Read and dispatch until the connection ends. Never raises for anything the peer does."""
+    async def run(self, nursery: trio.Nursery | None = None) -> None:
+        """Read and dispatch until the connection ends. Never raises for anything the peer does.
+
+        ``nursery``: where requests are served and the one-way worker runs, if given (a
+        long-lived one, the transport's: the connection then waits for what it started there
+        before it returns); by default a nursery of its own. (Opening and closing a nursery
+        costs a scheduler pass, for each of the connections a simulation opens and closes.)"""
+        try:
+            if nursery is None:
+                async with trio.open_nursery() as own:
+                    await self._run(own)
+            else:
+                self._children = 0
+                try:
+                    await self._run(nursery)
+                finally:
+                    while self._children:  # (as a nursery's end waits, even when cancelled)
+                        self._children_done = trio.Event()
+                        with trio.CancelScope(shield=True):
+                            await self._children_done.wait()
+        finally:
+            self._finish("connection ended")
+            await self._close_stream()
+
+    async def _run(self, nursery: trio.Nursery) -> None:
         take_now = getattr(self._stream, "take_now", None)
         try:
-            async with trio.open_nursery() as nursery:
-                with trio.CancelScope() as self._scope:
-                    if take_now is not None and self._handler_now is not None:
-                        take_now(self._take_now)
-                    if not self.closed:
-                        try:
-                            await self._read_loop(nursery)
-                        except ProtocolViolation as exc:
-                            log.warning(
-                                "%s: closing connection with %s: %s",
-                                short(self.local_id),
-                                short(self.peer_id),
-                                exc,
-                            )
-                            self._violated = True
-                            self._finish(f"protocol violation: {exc}")
-                self._finish("connection ended")
-                # the requests being served are cut off (their replies could not go); the
-                # one-way messages already here are handled, then the worker stops
-                for scope in list(self._serving):
-                    scope.cancel()
-                if self._oneway_send is not None:
-                    self._oneway_send.close()
+            # the reader is stopped by a cancel scope, or, on a stream whose close never waits,
+            # by closing the stream at once (``_finish``): no scope to enter, cancel and leave by
+            # an exception
+            reader = trio.CancelScope() if self._close_now is None else _NO_SCOPE
+            with reader as self._scope:
+                if take_now is not None and self._handler_now is not None:
+                    take_now(self._take_now)
+                if not self.closed:
+                    try:
+                        await self._read_loop(nursery)
+                    except ProtocolViolation as exc:
+                        log.warning(
+                            "%s: closing connection with %s: %s",
+                            short(self.local_id),
+                            short(self.peer_id),
+                            exc,
+                        )
+                        self._violated = True
+                        self._finish(f"protocol violation: {exc}")
+            self._finish("connection ended")
         finally:
+            # the requests being served are cut off (their replies could not go); the one-way
+            # messages already here are handled, then the worker stops
+            for scope in list(self._serving):
+                scope.cancel()
+            if self._oneway_send is not None:
+                self._oneway_send.close()
             if take_now is not None:
                 take_now(None)
             self._finish("connection ended")
-            await self._close_stream()
+
+    def _start(self, nursery: trio.Nursery, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``fn(*args)`` in ``nursery``, counted while it runs if that is not our own."""
+        if self._children is None:
+            nursery.start_soon(fn, *args)
+            return
+        self._children += 1
+        nursery.start_soon(self._child, fn, *args)
+
+    async def _child(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            assert self._children is not None
+            self._children -= 1
+            if not self._children and self._children_done is not None:
+                self._children_done.set()
 
     def _take_now(self, data: bytes) -> bool:
         """The stream's offer of ``data`` while the reader waits (``take_now``): one whole
@@ -325,13 +408,13 @@ class Connection:
                 return
             scope = trio.CancelScope()
             self._serving[scope] = None
-            nursery.start_soon(self._serve, env, scope)
+            self._start(nursery, self._serve, env, scope)
         elif env.kind is Kind.ONEWAY:
             if not self._oneway_queued and self._call_now(env.body):
                 return
             if self._oneway_send is None:
                 self._oneway_send, receive = trio.open_memory_channel[Any](ONEWAY_QUEUE)
-                nursery.start_soon(self._oneway_worker, receive)
+                self._start(nursery, self._oneway_worker, receive)
             self._oneway_queued += 1
             try:
                 self._oneway_send.send_nowait(env.body)  # (no extra trip through the scheduler)
@@ -455,7 +538,9 @@ class Connection:
         error = ConnectionClosed(f"connection to {short(self.peer_id)}: {reason}")
         for slot in self._pending.values():
             slot.resolve(error=error)
-        if self._scope is not None:
+        if self._close_now is not None:
+            self._close_now()  # (a reader waiting on the stream wakes to find it closed)
+        elif self._scope is not None:
             self._scope.cancel()
 
     async def _close_stream(self) -> None:
@@ -475,3 +560,4 @@ class _Failure:
 
 
 _CLOSE: Any = object()
+_NO_SCOPE: Any = contextlib.nullcontext()

@@ -371,17 +371,19 @@ class MemoryNetwork:
             del self._listeners[transport.peer_id]
 
     async def _connect(
-        self, src: str, peer_id: str, addrs: Sequence[str]
-    ) -> tuple[MemoryStream, MemoryTransport]:
+        self, src: str, peer_id: str, addrs: Sequence[str], deadline: float = math.inf
+    ) -> tuple[MemoryStream, MemoryTransport] | None:
+        """A stream to ``peer_id`` after a round trip; None if ``deadline`` comes first."""
         self.stats.dials += 1
         listening = self._listeners.get(peer_id)
         wanted = listening.address if listening is not None else ADDR_PREFIX + peer_id
         if wanted not in addrs:
             raise PeerUnreachable(f"no memory address for {peer_id[-8:]} among {list(addrs)}")
         rtt = self.link(src, peer_id).latency + self.link(peer_id, src).latency
-        if self.blocked(src, peer_id):
-            await trio.sleep_forever()  # the dial's deadline ends it
-        await Alarm(trio.current_time() + rtt).wait()  # (a sleep, on the clock's own timers)
+        at = math.inf if self.blocked(src, peer_id) else trio.current_time() + rtt
+        await Alarm(min(at, deadline)).wait()  # (a sleep, on the clock's own timers)
+        if at > deadline:
+            return None
         target = self._listeners.get(peer_id)
         if target is None or self.blocked(src, peer_id) or target.address not in addrs:
             raise PeerUnreachable(f"{peer_id[-8:]}: connection refused")
@@ -419,15 +421,26 @@ class MemoryTransport(Transport):
     async def _open_stream(
         self, peer_id: str, addrs: Sequence[str]
     ) -> tuple[trio.abc.Stream, str | None]:
-        stream, target = await self.network._connect(self.peer_id, peer_id, addrs)
+        opened = await self._open_stream_by(peer_id, addrs, math.inf)
+        assert opened is not None
+        return opened
+
+    async def _open_stream_by(
+        self, peer_id: str, addrs: Sequence[str], deadline: float
+    ) -> tuple[trio.abc.Stream, str | None] | None:
+        opened = await self.network._connect(self.peer_id, peer_id, addrs, deadline)
+        if opened is None:
+            return None
+        stream, target = opened
         return stream, target.address
 
     async def open_raw(self, peer_id: str) -> MemoryStream:
         """A raw stream to a peer, bypassing framing: for tests that send garbage."""
         listening = self.network._listeners.get(peer_id)
         addr = listening.address if listening is not None else ADDR_PREFIX + peer_id
-        stream, _ = await self.network._connect(self.peer_id, peer_id, [addr])
-        return stream
+        opened = await self.network._connect(self.peer_id, peer_id, [addr])
+        assert opened is not None  # (no deadline)
+        return opened[0]
 
     def _accept(self, stream: MemoryStream, from_id: str) -> None:
         nursery = self._nursery

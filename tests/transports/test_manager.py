@@ -83,8 +83,9 @@ def test_bad_limits_are_refused(kwargs):
 
 
 class ManagedTransport(RuleBasedStateMachine):
-    """Connections under the policy as a transport runs it: on every opening over the high mark
-    and at each deadline it gave; time only moves forward."""
+    """Connections under the policy as a transport runs it: on an opening over the high mark
+    (when its last look left more than the mark open: by the new one's grace), and at each
+    deadline it gave; time only moves forward."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,6 +96,7 @@ class ManagedTransport(RuleBasedStateMachine):
         self.next_at = math.inf
         self.closed_busy = False
         self.busy_at_look: set[int] = set()
+        self.over = False  # the last look left more than the high mark open
 
     def run_policy(self) -> None:
         views = [Idle(k, float(a), bool(b)) for k, (a, b) in self.open.items()]
@@ -103,13 +105,16 @@ class ManagedTransport(RuleBasedStateMachine):
             self.closed_busy |= bool(self.open[key][1])
             del self.open[key]
         self.next_at = decision.next_at
+        self.over = len(self.open) > self.limits.high
         self.busy_at_look = {k for k, (_, busy) in self.open.items() if busy}
 
     @rule()
     def open_one(self) -> None:
         self.open[self.next_key] = [self.now, False]
         self.next_key += 1
-        if len(self.open) > self.limits.high:
+        if len(self.open) > self.limits.high and self.over:
+            self.next_at = min(self.next_at, self.now + self.limits.grace)
+        elif len(self.open) > self.limits.high:
             self.run_policy()
         else:  # as the transport does: the manager looks again by the new one's timeout
             self.next_at = min(self.next_at, self.now + self.limits.idle_timeout)

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from homeswarm.transports import (
+    Connection,
     InvalidArgument,
     Link,
     MemoryNetwork,
@@ -188,3 +189,40 @@ def test_same_seed_same_trace():
 def test_bad_links_are_refused(bad):
     with pytest.raises(InvalidArgument):
         Link(**bad)
+
+
+async def test_a_dial_ends_at_its_deadline(autojump_clock):
+    """The dial's timeout is the memory network's own wait: across a partition, or over a link
+    slower than the timeout, the dial fails exactly when its time is up."""
+    net = network(latency=0.5)
+    async with net.transport("a") as a, net.transport("b") as b:
+        net.isolate("b")
+        t0 = trio.current_time()
+        with pytest.raises(PeerUnreachable, match="timed out after 2 s"):
+            await a.dial("b", b.addrs, timeout=2.0)
+        assert trio.current_time() - t0 == pytest.approx(2.0)
+        net.heal()
+        t0 = trio.current_time()
+        with pytest.raises(PeerUnreachable, match=r"timed out after 0\.9 s"):
+            await a.dial("b", b.addrs, timeout=0.9)  # (a round trip takes 1 s)
+        assert trio.current_time() - t0 == pytest.approx(0.9)
+        b.set_handler(echo)
+        conn = await a.dial("b", b.addrs, timeout=1.1)
+        assert await conn.request(1) == {"echo": 1, "peer": "a"}
+
+
+async def test_a_connection_in_a_nursery_of_its_own(autojump_clock):
+    """``Connection.run()`` with no nursery given (the transports give theirs) serves as well,
+    and returns once closed."""
+    net = network(latency=0.01)
+    async with net.transport("a") as a, net.transport("b") as b:
+        b.set_handler(echo)
+        conn = Connection(
+            await a.open_raw("b"), local_id="a", peer_id="b", handler=echo, outbound=True
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            assert await conn.request(1) == {"echo": 1, "peer": "a"}
+            conn.close_soon()
+        assert conn.closed
+        await wait_for(lambda: not b.connections(), "the far end closed too")
