@@ -674,6 +674,7 @@ class Membership:
         self.members[node] = Member(node, "alive", incarnation, first, changed_at=now)
         self.me.lease = self._lease(state)
         self._next_heartbeat = now
+        self._last_heartbeat = -math.inf  # when our last heartbeat went (see ``beat``)
         self._unknown_accusers: set[str] = set()  # logged once each
         self._enqueue(first)
         self._next_probe = now + self.rng.uniform(0, profile.probe_interval)
@@ -932,7 +933,7 @@ class Membership:
         always fresh)."""
         if not self.light or self.leaving:
             return 0
-        if now - (self._next_heartbeat - self.me.lease / HEARTBEATS_PER_LEASE) < unless_within:
+        if now - self._last_heartbeat < unless_within:
             return 0
         self._heartbeat(now)
         return len(self._beats)
@@ -946,6 +947,7 @@ class Membership:
         """A light member's one radio burst per period: a fresh alive record (it renews the
         lease) and everything else it had to say, in a push-pull with a few full members; their
         answers bring back everything it missed, and they gossip the record on."""
+        self._last_heartbeat = now
         self._next_heartbeat = now + self.me.lease / HEARTBEATS_PER_LEASE
         me = self.me
         if me.alive is not None and me.status == "alive":

@@ -261,6 +261,20 @@ def test_a_beat_a_person_asked_for_brings_the_latest_view_and_replaces_the_next_
     assert [m for t, src, dst, m in net.trace if src == light and isinstance(m, Sync)]
 
 
+def test_a_beat_out_of_turn_counts_from_the_last_heartbeat_sent_whatever_the_lease_since():
+    """The last heartbeat's time is the one kept when it went, not one worked back from the
+    next one's with the lease of now: a lease that grew since would place it long ago."""
+    net, light = light_net(3)
+    core = net.cores[light]
+    net.run_until(100.0)
+    assert core.beat(net.now, unless_within=30.0) == 2
+    net.run_until(net.now + 1.0)
+    core.update_state(light_state(4 * LEASE), net.now)  # still light, a longer lease
+    assert core.light
+    assert core.beat(net.now + 5.0, unless_within=30.0) == 0  # one went 6 s ago
+    assert core.beat(net.now + 31.0, unless_within=30.0) == 2
+
+
 def test_a_full_member_never_beats_out_of_turn():
     net, _ = light_net(3)
     full = net.cores[net.ids[0]]
