@@ -332,6 +332,9 @@ class World:
             self.devices.append(device)
         self.roster.add_chains(chains)
         self.by_id = {d.id: d for d in self.devices}
+        # what the tap looks up per frame: each device's model, and its id as bytes
+        self._models = {d.id: d.model for d in self.devices if d.model is not None}
+        self._names = {d.id: d.id.encode() for d in self.devices}
         self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
         self.net.tap = self._tap
         self._digest = hashlib.sha256()
@@ -346,22 +349,26 @@ class World:
 
     def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
         size = len(data)
+        names = self._names
+        a = names.get(src) or src.encode()
+        b = names.get(dst) or dst.encode()
         # (one update of the same bytes as four: a day's simulation hashes every frame)
         if self.hash_payloads:
-            self._digest.update(
-                b"".join((_AT_SIZE.pack(at, size), src.encode(), dst.encode(), data))
-            )
+            self._digest.update(b"".join((_AT_SIZE.pack(at, size), a, b, data)))
         else:  # age adds a header stanza of random length ("grease"): sizes differ too
-            self._digest.update(b"".join((_AT.pack(at), src.encode(), dst.encode())))
+            self._digest.update(b"".join((_AT.pack(at), a, b)))
         bytes_sent = self.bytes_sent
         bytes_sent[src] = bytes_sent.get(src, 0) + size
         cause = ""
-        by_id = self.by_id
-        for device, sent in ((by_id.get(src), size), (by_id.get(dst), 0)):
-            model = device.model if device is not None else None
-            if model is not None and model.link_at(at).costly:
-                cause = cause or self._cause(src, dst, data)
-                model.traffic(at, cause, sent=sent, received=size - sent)
+        models = self._models
+        model = models.get(src)
+        if model is not None and model.link_at(at).costly:
+            cause = self._cause(src, dst, data)
+            model.traffic(at, cause, sent=size)
+        model = models.get(dst)
+        if model is not None and model.link_at(at).costly:
+            cause = cause or self._cause(src, dst, data)
+            model.traffic(at, cause, received=size)
 
     def _cause(self, src: str, dst: str, data: bytes) -> str:
         """What a frame is for, as the energy accounting names it (see ``_models.CAUSES``): from
