@@ -29,7 +29,7 @@ import math
 import tomllib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from homeswarm.transports import InvalidConfig, Link
 DEFAULT_MODELS = Path(__file__).with_name("devices.toml")
 ROLES = ("phone", "laptop", "server")
 PLACES = ("home", "away")
+_EDGE_S = 1e-6  # link_at's stretch stops this short of its period's ends
 STEP = 60.0  # longest integration step while charging (the taper bends the curve)
 CAUSES = ("probes", "acks", "gossip", "heartbeats", "vault sync", "kernels", "learning", "other")
 
@@ -55,19 +56,20 @@ class LinkModel:
     j_per_byte_sent: float = 0.0
     j_per_byte_received: float = 0.0
     metered: bool = False  # paid by the byte (cellular): a phone on it is a light member
+    # whether a transfer on it costs the device anything (worked out once: asked per frame)
+    costly: bool = field(init=False, repr=False, compare=False)
 
-    def link(self) -> Link:
-        return Link(self.latency_s, self.jitter_s, self.loss, self.bandwidth)
-
-    @property
-    def costly(self) -> bool:
-        """Whether a transfer on it costs the device anything."""
-        return bool(
+    def __post_init__(self) -> None:
+        costly = (
             (self.radio_w and self.tail_s)
             or self.wake_j
             or self.j_per_byte_sent
             or self.j_per_byte_received
         )
+        object.__setattr__(self, "costly", bool(costly))
+
+    def link(self) -> Link:
+        return Link(self.latency_s, self.jitter_s, self.loss, self.bandwidth)
 
     def bytes_j(self, sent: int, received: int) -> float:
         return sent * self.j_per_byte_sent + received * self.j_per_byte_received
@@ -286,6 +288,9 @@ class DeviceModel:
         self._tail: deque[tuple[float, float, str]] = deque()  # radio on: (from, until, cause)
         self._spent: deque[tuple[float, float, str]] = deque()  # transfers: (at, joules, cause)
         self._last = profile.day[0]  # the period last looked up (most lookups find it again)
+        # ``link_at``'s last answer, and the stretch of time it holds for
+        self._link_now = models.link(profile.home_link)
+        self._link_from = self._link_until = math.inf
 
     # ---- what the world asks ---------------------------------------------------------------
 
@@ -331,9 +336,20 @@ class DeviceModel:
         return self.link_at(self.t)
 
     def link_at(self, t: float) -> LinkModel:
+        """The access link at time ``t`` (asked for each frame, and again for its cost): the
+        one last found while ``t`` is in the stretch of time it holds for, its period (short of
+        the period's ends by a microsecond: at an end, it is looked up as it always was)."""
+        if self._link_from <= t < self._link_until:
+            return self._link_now
+        hour = self.hour(t)
+        period = self._period_at(hour)
         p = self.profile
-        place = self._period_at(self.hour(t)).place
-        return self.models.link(p.home_link if place == "home" else p.away_link)
+        link = self.models.link(p.home_link if period.place == "home" else p.away_link)
+        if period.start_h <= hour < period.end_h:  # (the day's last period also takes 24.0)
+            self._link_from = t - (hour - period.start_h) * 3600.0 + _EDGE_S
+            self._link_until = t + (period.end_h - hour) * 3600.0 - _EDGE_S
+            self._link_now = link
+        return link
 
     def draw_w(self) -> float:
         """What the device draws now, radio tail aside."""
@@ -408,7 +424,10 @@ class DeviceModel:
         dt = end - self.t
         radio_w = self.link.radio_w
         by = self.wh_by_cause
-        swarm_before = self.swarm_wh
+        capacity = self.profile.battery_wh
+        plugged = self.plugged  # (the same throughout: the segment ends at a period's end)
+        on_battery = capacity is not None and self.energy_wh is not None and not plugged
+        swarm_before = self.swarm_wh if on_battery else 0.0
         radio_s = 0.0
         tail = self._tail
         while tail:
@@ -434,9 +453,8 @@ class DeviceModel:
         if self.extra_cpu and not self.period.asleep:
             placed = self.cpu - min(100.0, self.period.cpu)
             by["kernels"] += placed / 100.0 * self.profile.cpu_w * dt / 3600.0
-        capacity = self.profile.battery_wh
         if capacity is not None and self.energy_wh is not None:
-            if self.plugged:
+            if plugged:
                 pct = 100.0 * self.energy_wh / capacity
                 p = self.profile
                 rate = p.charge_w

@@ -47,7 +47,14 @@ from homeswarm.swarm import (
     settings_from_mapping,
     swarm_id_of,
 )
-from homeswarm.transports import ConnectionLimits, InvalidArgument, Link, MemoryNetwork
+from homeswarm.transports import (
+    ConnectionLimits,
+    InvalidArgument,
+    Kind,
+    Link,
+    MemoryNetwork,
+    peek_kind,
+)
 
 from ._models import DeviceModel, DeviceProfile, Models, path_between
 
@@ -325,6 +332,9 @@ class World:
             self.devices.append(device)
         self.roster.add_chains(chains)
         self.by_id = {d.id: d for d in self.devices}
+        # what the tap looks up per frame: each device's model, and its id as bytes
+        self._models = {d.id: d.model for d in self.devices if d.model is not None}
+        self._names = {d.id: d.id.encode() for d in self.devices}
         self.net = MemoryNetwork(random.Random(self.rng.random()), default_link=link or Link())
         self.net.tap = self._tap
         self._digest = hashlib.sha256()
@@ -339,43 +349,49 @@ class World:
 
     def _tap(self, at: float, src: str, dst: str, data: bytes) -> None:
         size = len(data)
+        names = self._names
+        a = names.get(src) or src.encode()
+        b = names.get(dst) or dst.encode()
         # (one update of the same bytes as four: a day's simulation hashes every frame)
         if self.hash_payloads:
-            self._digest.update(
-                b"".join((_AT_SIZE.pack(at, size), src.encode(), dst.encode(), data))
-            )
+            self._digest.update(b"".join((_AT_SIZE.pack(at, size), a, b, data)))
         else:  # age adds a header stanza of random length ("grease"): sizes differ too
-            self._digest.update(b"".join((_AT.pack(at), src.encode(), dst.encode())))
+            self._digest.update(b"".join((_AT.pack(at), a, b)))
         bytes_sent = self.bytes_sent
         bytes_sent[src] = bytes_sent.get(src, 0) + size
         cause = ""
-        by_id = self.by_id
-        for device, sent in ((by_id.get(src), size), (by_id.get(dst), 0)):
-            model = device.model if device is not None else None
-            if model is not None and model.link_at(at).costly:
-                cause = cause or self._cause(src, dst, data)
-                model.traffic(at, cause, sent=sent, received=size - sent)
+        models = self._models
+        model = models.get(src)
+        if model is not None and model.link_at(at).costly:
+            cause = self._cause(src, dst, data)
+            model.traffic(at, cause, sent=size)
+        model = models.get(dst)
+        if model is not None and model.link_at(at).costly:
+            cause = cause or self._cause(src, dst, data)
+            model.traffic(at, cause, received=size)
 
     def _cause(self, src: str, dst: str, data: bytes) -> str:
         """What a frame is for, as the energy accounting names it (see ``_models.CAUSES``): from
         its envelope ``[1, kind, id, body]``; a response takes its request's cause.
 
         A one-way membership message, almost every frame, is named from a peek at its first
-        bytes, without decoding it: the envelope's ``[1, 2, 0,`` and the body's ``[version,
-        "type"`` (a short array, a small version, a short type string); anything else is
-        decoded in full."""
-        if (
-            len(data) > 11
-            and data[4:8] == _ONEWAY_HEAD
-            and 0x92 <= data[8] <= 0x9F  # a short array of at least two items
-            and data[9] < 0x80  # a small positive version
-            and data[10] & 0xE0 == 0xA0  # a short string: the type
-        ):
-            kind = data[11 : 11 + (data[10] & 0x1F)]
-            cause = _MEMBERSHIP_CAUSES_PEEKED.get(kind, "other")
-            if kind == b"sync" and (self._light(src) or self._light(dst)):
-                cause = "heartbeats"
-            return cause
+        bytes, without decoding it: the envelope's (``transports.peek_kind``), then the body's
+        ``[version, "type"`` (a short array, a small version, a short type string: what
+        ``swarm``'s ``encode_message`` writes); anything else is decoded in full."""
+        peek = peek_kind(data)
+        if peek is not None and peek[0] is Kind.ONEWAY:
+            at = peek[1]
+            if (
+                len(data) > at + 3
+                and 0x92 <= data[at] <= 0x9F  # a short array of at least two items
+                and data[at + 1] < 0x80  # a small positive version
+                and data[at + 2] & 0xE0 == 0xA0  # a short string: the type
+            ):
+                kind = data[at + 3 : at + 3 + (data[at + 2] & 0x1F)]
+                cause = _MEMBERSHIP_CAUSES_PEEKED.get(kind, "other")
+                if kind == b"sync" and (self._light(src) or self._light(dst)):
+                    cause = "heartbeats"
+                return cause
         return self._decoded_cause(src, dst, data)
 
     def _decoded_cause(self, src: str, dst: str, data: bytes) -> str:
@@ -704,7 +720,6 @@ _MEMBERSHIP_CAUSES = {
     "sync": "gossip",
 }
 _MEMBERSHIP_CAUSES_PEEKED = {k.encode(): v for k, v in _MEMBERSHIP_CAUSES.items()}
-_ONEWAY_HEAD = bytes([0x94, 1, 2, 0])  # a one-way envelope's start: [1, ONEWAY, 0, ...
 _AT_SIZE = struct.Struct("<dI")
 _AT = struct.Struct("<d")
 

@@ -146,14 +146,16 @@ class MembershipDriver:
         return False
 
     def _flush(self) -> None:
-        changes = self.core.pop_changes()
-        if changes and self.on_changes is not None:
-            self.on_changes(changes)
-        out = self.core.pop_outbox()
-        for dst, msg in out:
-            self.send(dst, msg)
-        if out and self.on_sent is not None:
-            self.on_sent()
+        core = self.core
+        if core.changes:  # (looked at before popping: most flushes have nothing to hand on)
+            changes = core.pop_changes()
+            if self.on_changes is not None:
+                self.on_changes(changes)
+        if core.outbox:
+            for dst, msg in core.pop_outbox():
+                self.send(dst, msg)
+            if self.on_sent is not None:
+                self.on_sent()
 
     def send(self, dst: str, msg: Message) -> None:
         assert self._nursery is not None

@@ -674,10 +674,12 @@ class Membership:
         self.members[node] = Member(node, "alive", incarnation, first, changed_at=now)
         self.me.lease = self._lease(state)
         self._next_heartbeat = now
+        self._last_heartbeat = -math.inf  # when our last heartbeat went (see ``beat``)
         self._unknown_accusers: set[str] = set()  # logged once each
         self._enqueue(first)
         self._next_probe = now + self.rng.uniform(0, profile.probe_interval)
         self._next_gossip = now + profile.gossip_interval
+        self._seen = now  # our last event's time (see ``_catch_up``)
         self._next_sync = now + self._sync_interval()
         self._next_reap = now + 60.0
         self._seeds: list[str] = []
@@ -717,6 +719,7 @@ class Membership:
         me = self.me
         if me.status != "alive":
             return
+        self._catch_up(now)
         was_light = self.light
         me.alive = self._sign_alive(me.incarnation, me.version + 1, state)
         me.lease = self._lease(state)
@@ -795,6 +798,7 @@ class Membership:
         their next heartbeat, minutes on, and a revoked device must not talk to them meanwhile),
         and, made on a light member, in a heartbeat out of turn (its full state carries it)."""
         fact = Fact(blob)
+        self._catch_up(now)
         if self.light:
             self._heartbeat(now)
         else:
@@ -805,6 +809,7 @@ class Membership:
 
     def forget(self, node: str, now: float) -> None:
         """Drop a member outright (its certificate was revoked)."""
+        self._catch_up(now)
         if node != self.node and self.members.pop(node, None) is not None:
             self._suspicions.pop(node, None)
             self._live.discard(node)
@@ -816,6 +821,7 @@ class Membership:
         as known, with nothing queued to gossip about them and no changes to report. The records
         are the caller's word (they are not verified): for simulations of big swarms, where
         simulating every join would dominate."""
+        self._catch_up(now)
         for record in records:
             node = record.node
             if node != self.node and node not in self.members and self.facts.admits(node):
@@ -848,22 +854,31 @@ class Membership:
             if self._probe is not None:
                 at = min(at, self._probe.end_at)
             return min([at] + [m.renewed_at + m.lease for m in self._leased()])
-        at = min(self._next_probe, self._next_sync, self._next_reap)
-        if self._queue and not self._batched:
-            at = min(at, self._next_gossip)  # no wake-ups while there is nothing to gossip
-        for m in self._leased():
-            at = min(at, m.renewed_at + m.lease)
-        if self._seeds:
-            at = min(at, self._next_join)
+        # (asked after every message and tick: a comparison each, no call where it can be)
+        at = self._next_probe
+        if self._next_sync < at:
+            at = self._next_sync
+        if self._next_reap < at:
+            at = self._next_reap
+        if self._queue and not self._batched and self._next_gossip < at and not self._idle():
+            at = self._next_gossip  # no wake-ups while there is nothing to gossip
+        if self._light:
+            for m in self._leased():
+                at = min(at, m.renewed_at + m.lease)
+        if self._seeds and self._next_join < at:
+            at = self._next_join
         probe = self._probe
         if probe is not None:
-            if not probe.acked and not probe.indirect:
-                at = min(at, probe.timeout_at)
-            at = min(at, probe.end_at)
-        for relay in self._relays.values():
-            at = min(at, relay.timeout_at)
-        for susp in self._suspicions.values():
-            at = min(at, susp.deadline)
+            if not probe.acked and not probe.indirect and probe.timeout_at < at:
+                at = probe.timeout_at
+            if probe.end_at < at:
+                at = probe.end_at
+        if self._relays:
+            for relay in self._relays.values():
+                at = min(at, relay.timeout_at)
+        if self._suspicions:
+            for susp in self._suspicions.values():
+                at = min(at, susp.deadline)
         return at
 
     # ---- timers ------------------------------------------------------------------------------
@@ -872,6 +887,7 @@ class Membership:
         """Run every timer due at ``now``."""
         if self.leaving:
             return
+        self._catch_up(now)
         self._lapse(now)
         if self.light:
             if self._probe is not None and now >= self._probe.end_at:
@@ -912,6 +928,53 @@ class Membership:
             self._reap(now)
             self._next_reap = now + 60.0
 
+    # ---- gossip rounds with nothing to send -------------------------------------------------
+    #
+    # Unbatched, a round goes every gossip interval while anything is queued. A record every
+    # member we would gossip with already holds can stay queued for hours (with a light member
+    # about, ``_drop_known`` keeps it: the light one may turn full and need it), and each round
+    # then sends nothing: half a simulated day's wake-ups. While that holds (``_idle``), the
+    # rounds are not woken for; the next event (a message, a tick, a change of our own) first
+    # moves the next round's time on as those rounds would have (``_catch_up``), so every round
+    # that sends something goes exactly when it did.
+
+    def _idle(self) -> bool:
+        """Whether a gossip round now would change nothing but the next round's time: no draw
+        at random (one member to gossip with, few members), nothing dropped (``_drop_known``)
+        and nothing sent (it holds everything queued). Only our own events change this."""
+        queue, members = self._queue, self.members
+        if not queue or self.light or self._batched:
+            return False
+        if len(members) > 8 * self.profile.gossip_nodes:
+            return False  # (``_pick`` draws at random)
+        target = None
+        for node, m in members.items():
+            if node == self.node or m.light:
+                continue
+            if m.status not in ("alive", "suspect") or target is not None:
+                return False  # a recent death is gossiped to for a while; two are shuffled
+            target = node
+        if target is None:
+            return False  # (the round would drop the queue)
+        others = len(self._live) - 1
+        return all(target in q.holders and len(q.holders) < others for q in queue.values())
+
+    def _catch_up(self, now: float) -> None:
+        """The rounds due before ``now`` that were not woken for (``_idle`` since our last
+        event, at ``_seen``), as they would have gone: a round already due at that event went
+        at once after it (its wake-up was in the past), then each one interval after the one
+        before. Every entry point that can change ``_idle`` calls this first (``set_profile``
+        goes with ``update_state`` at the same time)."""
+        at = self._next_gossip
+        if at < now and self._idle():
+            interval = self.profile.gossip_interval
+            if interval > 0:
+                at = max(at, self._seen)
+                while at < now:
+                    at += interval
+                self._next_gossip = at
+        self._seen = now
+
     def _leased(self) -> list[Member]:
         members = self.members
         return [members[n] for n in self._light if members[n].status == "alive"]
@@ -919,6 +982,8 @@ class Membership:
     def _lapse(self, now: float) -> None:
         """Light members whose lease ran out are ``away``: not dead (nobody probed them, so
         nobody has evidence), and back ``alive`` with their next heartbeat."""
+        if not self._light:
+            return
         for m in self._leased():
             if now >= m.renewed_at + m.lease:
                 m.status = "away"
@@ -932,7 +997,7 @@ class Membership:
         always fresh)."""
         if not self.light or self.leaving:
             return 0
-        if now - (self._next_heartbeat - self.me.lease / HEARTBEATS_PER_LEASE) < unless_within:
+        if now - self._last_heartbeat < unless_within:
             return 0
         self._heartbeat(now)
         return len(self._beats)
@@ -946,6 +1011,7 @@ class Membership:
         """A light member's one radio burst per period: a fresh alive record (it renews the
         lease) and everything else it had to say, in a push-pull with a few full members; their
         answers bring back everything it missed, and they gossip the record on."""
+        self._last_heartbeat = now
         self._next_heartbeat = now + self.me.lease / HEARTBEATS_PER_LEASE
         me = self.me
         if me.alive is not None and me.status == "alive":
@@ -1119,6 +1185,7 @@ class Membership:
         self.stats.received[name] = self.stats.received.get(name, 0) + 1
         if self.leaving:
             return
+        self._catch_up(now)
         member = self.members.get(src)
         if member is not None:
             member.last_heard = now

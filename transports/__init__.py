@@ -25,7 +25,7 @@ from homeswarm.ids import is_peer_id, peer_id_from_public_key, public_key_from_p
 from ._alarm import Alarm
 from ._base import Admission, Transport, TransportStatistics
 from ._connection import Connection, ConnectionStatistics, Handler
-from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame
+from ._frames import DEFAULT_MAX_FRAME, Envelope, FrameDecoder, Kind, encode_frame, peek_kind
 from ._manager import UNLIMITED, ConnectionLimits, Idle, Reaping, reap
 from ._memory import Link, MemoryNetwork, MemoryStream, MemoryTransport, NetworkStatistics
 
@@ -65,6 +65,7 @@ __all__ = [
     "TransportStatistics",
     "encode_frame",
     "is_peer_id",
+    "peek_kind",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
     "reap",

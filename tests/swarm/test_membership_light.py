@@ -18,6 +18,7 @@ from homeswarm.swarm._membership import (
     HEARTBEATS_PER_LEASE,
     Accusation,
     Gossip,
+    Membership,
     Ping,
     PingReq,
     Sync,
@@ -259,6 +260,54 @@ def test_a_beat_a_person_asked_for_brings_the_latest_view_and_replaces_the_next_
     assert not [m for t, src, dst, m in net.trace if src == light]  # the due one was replaced
     net.run_until(asked + LEASE / HEARTBEATS_PER_LEASE + 1.0)
     assert [m for t, src, dst, m in net.trace if src == light and isinstance(m, Sync)]
+
+
+def test_a_beat_out_of_turn_counts_from_the_last_heartbeat_sent_whatever_the_lease_since():
+    """The last heartbeat's time is the one kept when it went, not one worked back from the
+    next one's with the lease of now: a lease that grew since would place it long ago."""
+    net, light = light_net(3)
+    core = net.cores[light]
+    net.run_until(100.0)
+    assert core.beat(net.now, unless_within=30.0) == 2
+    net.run_until(net.now + 1.0)
+    core.update_state(light_state(4 * LEASE), net.now)  # still light, a longer lease
+    assert core.light
+    assert core.beat(net.now + 5.0, unless_within=30.0) == 0  # one went 6 s ago
+    assert core.beat(net.now + 31.0, unless_within=30.0) == 2
+
+
+def _gossip_day(monkeypatch: pytest.MonkeyPatch, *, skip_idle_rounds: bool):
+    """Two full members and a light one; each full member's state changes now and then. What
+    they send (sorted: no jitter, so nothing random depends on the order of same-time events)
+    and how often the first one woke."""
+    if not skip_idle_rounds:  # the reference: every round woken for, as before
+        monkeypatch.setattr(Membership, "_idle", lambda self: False)
+    net, _ = light_net(3)
+    a, b = (net.cores[n] for n in net.ids[:2])
+    ticks: list[float] = []
+    tick = a.tick
+    a.tick = lambda now: (ticks.append(now), tick(now))[1]  # type: ignore[method-assign]
+    net.trace = []
+    for i in range(6):
+        (a if i % 2 else b).update_state(f"state {i}".encode(), net.now)
+        net.run_until(net.now + 300.0 + i)
+    assert net.trace is not None
+    sent = sorted((t, src, dst, repr(msg)) for t, src, dst, msg in net.trace)
+    return sent, len(ticks)
+
+
+def test_gossip_rounds_that_would_send_nothing_are_not_woken_for_and_the_rest_go_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A record the only full member we gossip with already holds stays queued (the light one
+    may turn full and need it): unbatched, a round every 0.2 s sent nothing for hours (half of
+    a simulated day's wake-ups). Skipped, the rounds that do send go at the same times."""
+    sent, woke = _gossip_day(monkeypatch, skip_idle_rounds=True)
+    monkeypatch.undo()
+    before, woke_before = _gossip_day(monkeypatch, skip_idle_rounds=False)
+    assert any("Gossip" in m for _, _, _, m in sent)
+    assert sent == before
+    assert woke < woke_before / 3
 
 
 def test_a_full_member_never_beats_out_of_turn():
